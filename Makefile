@@ -1,0 +1,54 @@
+# The front door. Every target installs what it needs first (venv, pinned deps, Airflow DB).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+
+export STOCKOPS_HOME ?= $(CURDIR)/.stockops
+export GX_ANALYTICS_ENABLED := False
+
+.PHONY: help install run demo test test-fast lint bench lock clean
+help:
+	@echo "make run    start Airflow locally with this repo's DAGs (UI on http://127.0.0.1:8080)"
+	@echo "make test   run the whole test suite"
+	@echo "make demo   run the pipeline in-process and print a summary"
+	@echo "make lint   ruff"
+	@echo "make bench  run the benchmarks in bench/ (results as JSON next to them)"
+	@echo "make lock   recompile requirements.txt from requirements.in"
+
+# The venv is rebuilt when the lock or the package metadata changes.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "stockops needs Python 3.11 (set PYTHON=...)")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip install --python $(PY) -r requirements.txt
+	$(UV) pip install --python $(PY) --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m stockops run
+
+demo: install
+	$(PY) -m stockops demo
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) bench/parse_time.py
+
+lock: install
+	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11
+
+clean:
+	rm -rf $(VENV) .stockops .pytest_cache

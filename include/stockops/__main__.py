@@ -1,0 +1,38 @@
+"""Command line: ``python -m stockops {run,demo,gx-init}``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stockops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start Airflow locally with this repo's DAGs (make run)")
+    run.add_argument("--port", type=int, default=None, help="Airflow UI port (default 8080)")
+    demo = sub.add_parser("demo", help="run the pipeline in-process and print a summary (make demo)")
+    demo.add_argument("--days", type=int, default=5, help="how many recent business days to ingest")
+    sub.add_parser("gx-init", help="rewrite the committed Great Expectations project from the code")
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        from stockops.platform import run_local
+
+        return run_local(args.port)
+    if args.command == "demo":
+        from stockops.demo import run_demo
+
+        run_demo(args.days)
+        return 0
+    if args.command == "gx-init":
+        from stockops.config import get_settings
+        from stockops.validation import write_gx_project
+
+        print(write_gx_project(get_settings().gx_project_dir))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""All stockops settings in one place.
+
+Every value comes from an environment variable with a local default, and every path is
+derived from one home directory (``STOCKOPS_HOME``, default ``./.stockops``). Reading the
+settings has no side effects: nothing is created, imported or configured here. Code that
+writes somewhere creates the folder it needs at that moment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SOURCES = ("replay", "yfinance", "csv")
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a number") from exc
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not an integer") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A snapshot of the environment; build one with :func:`get_settings`."""
+
+    home: Path
+    ticker: str = "GOOG"
+    source: str = "replay"
+    csv_path: Path | None = None
+    # replay: on ``replay_start`` the first ``replay_initial_days`` trading days are known,
+    # and one more arrives with every business day after it.
+    replay_start: str = "2026-01-01"
+    replay_initial_days: int = 1000
+    # yfinance
+    fetch_timeout_s: float = 20.0
+    fetch_attempts: int = 3
+    fetch_backoff_s: float = 2.0
+    history_start: str = "2004-01-01"
+    # validation thresholds
+    max_gap_bdays: int = 5
+    max_abs_return: float = 0.25
+    max_staleness_bdays: int = 5
+    # derived locations (filled in __post_init__ from home unless given)
+    airflow_home: Path = field(default=None)  # type: ignore[assignment]
+    gx_project_dir: Path = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"STOCKOPS_SOURCE={self.source!r}: choose one of {', '.join(SOURCES)}")
+        if self.source == "csv" and self.csv_path is None:
+            raise ValueError("STOCKOPS_SOURCE=csv needs STOCKOPS_CSV_PATH (a yfinance-format CSV)")
+        if self.airflow_home is None:
+            object.__setattr__(self, "airflow_home", self.home / "airflow")
+        if self.gx_project_dir is None:
+            object.__setattr__(self, "gx_project_dir", REPO_ROOT / "great_expectations")
+
+    # ---- the data lake ---------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        """Everything about one ticker's prices: raw, snapshots, quarantine, manifest."""
+        return self.home / "data" / self.ticker
+
+    @property
+    def gx_work_dir(self) -> Path:
+        """Runtime copy of the GX project: validation results and Data Docs live here."""
+        return self.home / "gx"
+
+    @property
+    def data_docs_dir(self) -> Path:
+        return self.gx_work_dir / "gx" / "uncommitted" / "data_docs" / "local_site"
+
+    @property
+    def airflow_passwords_file(self) -> Path:
+        """Where ``airflow standalone`` (simple auth manager) writes the admin password."""
+        return self.airflow_home / "simple_auth_manager_passwords.json.generated"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def asset_name(self) -> str:
+        """Name of the Airflow Asset that the ingest DAG updates for this ticker."""
+        return f"stockops_prices_{self.ticker}"
+
+    @property
+    def asset_uri(self) -> str:
+        return f"stockops://prices/{self.ticker}"
+
+
+# The repository root: include/stockops/config.py -> parents[2].
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment now (cheap; no caching, so tests can vary it)."""
+    home = Path(_env("STOCKOPS_HOME", str(Path.cwd() / ".stockops"))).expanduser().resolve()
+    csv_raw = _env("STOCKOPS_CSV_PATH", "")
+    airflow_home = os.environ.get("AIRFLOW_HOME")
+    return Settings(
+        home=home,
+        ticker=_env("STOCKOPS_TICKER", "GOOG").upper(),
+        source=_env("STOCKOPS_SOURCE", "replay").lower(),
+        csv_path=Path(csv_raw).expanduser().resolve() if csv_raw else None,
+        replay_start=_env("STOCKOPS_REPLAY_START", "2026-01-01"),
+        replay_initial_days=_env_int("STOCKOPS_REPLAY_INITIAL_DAYS", 1000),
+        fetch_timeout_s=_env_float("STOCKOPS_FETCH_TIMEOUT_S", 20.0),
+        fetch_attempts=_env_int("STOCKOPS_FETCH_ATTEMPTS", 3),
+        fetch_backoff_s=_env_float("STOCKOPS_FETCH_BACKOFF_S", 2.0),
+        history_start=_env("STOCKOPS_HISTORY_START", "2004-01-01"),
+        max_gap_bdays=_env_int("STOCKOPS_MAX_GAP_BDAYS", 5),
+        max_abs_return=_env_float("STOCKOPS_MAX_ABS_RETURN", 0.25),
+        max_staleness_bdays=_env_int("STOCKOPS_MAX_STALENESS_BDAYS", 5),
+        airflow_home=Path(airflow_home).resolve() if airflow_home else None,  # type: ignore[arg-type]
+    )
+
+
+def airflow_environment(settings: Settings) -> dict[str, str]:
+    """Environment variables that point Airflow at this repo and the stockops home.
+
+    Used by the local launcher, the tests and (as documentation) the compose file, so the
+    three agree on where DAGs, plugins and the metadata DB are.
+    """
+    return {
+        "STOCKOPS_HOME": str(settings.home),
+        "AIRFLOW_HOME": str(settings.airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "GX_ANALYTICS_ENABLED": "False",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT / "include"), os.environ.get("PYTHONPATH", "")) if p),
+    }

@@ -1,0 +1,259 @@
+"""Where daily prices come from: one small interface, three implementations.
+
+Every source returns the same shape, a :class:`FetchResult` whose frame has the columns
+``Date, Open, High, Low, Close, Volume`` (``Date`` a column, not the index). Sources only
+*reshape*; they never repair values. Judging the data is the validation step's job, so a
+broken input reaches it unchanged and is quarantined there with a reason.
+
+- ``yfinance``: live daily OHLCV from Yahoo, with timeout, retries and backoff.
+- ``replay``: a real price series served as if it arrived one trading day per run (offline).
+- ``csv``: any yfinance-format CSV file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from stockops.config import Settings
+
+log = logging.getLogger(__name__)
+
+PRICE_COLUMNS = ["Open", "High", "Low", "Close"]
+COLUMNS = ["Date", *PRICE_COLUMNS, "Volume"]
+
+
+class SourceError(RuntimeError):
+    """The source could not deliver data (network, empty answer, unreadable file)."""
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What a source delivered for one logical date."""
+
+    frame: pd.DataFrame
+    source: str
+    ticker: str
+    logical_date: date
+    # The day the data should be current to; freshness is judged against it. For live
+    # sources it is the logical date; for the replay it is the replay clock's market day.
+    reference_date: date
+    note: str = ""
+
+
+class PriceSource(Protocol):
+    name: str
+
+    def fetch(self, ticker: str, logical_date: date) -> FetchResult: ...
+
+
+def to_date(value: date | str | pd.Timestamp) -> date:
+    """Accept a date, datetime, Timestamp or ISO string; return a plain ``date``."""
+    return pd.Timestamp(value).date()
+
+
+def normalise_frame(raw: pd.DataFrame, ticker: str | None = None) -> pd.DataFrame:
+    """Bring a yfinance-shaped frame into the stockops column layout, values untouched.
+
+    Handles yfinance 1.x ``download()`` output (MultiIndex columns ``(Price, Ticker)``),
+    ``Ticker.history()`` output, a DatetimeIndex or a ``Date`` column, and CSVs with an
+    ``Adj Close`` column (prices are then adjusted the way yfinance's ``auto_adjust`` does,
+    so every source yields adjusted prices). Unknown extra columns are dropped.
+    """
+    frame = raw.copy()
+    if isinstance(frame.columns, pd.MultiIndex):
+        level = _ticker_level(frame.columns)
+        if level is not None:
+            tickers = frame.columns.get_level_values(level).unique()
+            chosen = ticker if ticker in tickers else tickers[0]
+            frame = frame.xs(chosen, axis=1, level=level)
+        else:
+            frame.columns = frame.columns.get_level_values(0)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if "Date" not in frame.columns:
+        index_name = frame.index.name or "Date"
+        frame = frame.reset_index().rename(columns={index_name: "Date", "index": "Date", "Datetime": "Date"})
+    if "Date" in frame.columns and pd.api.types.is_datetime64_any_dtype(frame["Date"]):
+        dates = frame["Date"]
+        if getattr(dates.dt, "tz", None) is not None:
+            dates = dates.dt.tz_localize(None)
+        frame["Date"] = dates.dt.normalize().astype("datetime64[ns]")
+    if "Adj Close" in frame.columns:
+        frame = _apply_adjustment(frame)
+    keep = [c for c in COLUMNS if c in frame.columns]
+    return frame[keep].reset_index(drop=True)
+
+
+def _ticker_level(columns: pd.MultiIndex) -> int | None:
+    for i, name in enumerate(columns.names):
+        if name and str(name).lower() == "ticker":
+            return i
+    # Unnamed levels: the one that does not hold the OHLCV names is the ticker level.
+    for i in range(columns.nlevels):
+        values = {str(v) for v in columns.get_level_values(i)}
+        if not values & set(COLUMNS[1:]):
+            return i
+    return None
+
+
+def _apply_adjustment(frame: pd.DataFrame) -> pd.DataFrame:
+    """Scale OHLC by Adj Close / Close when both are numeric; otherwise leave it to validation."""
+    numeric = all(pd.api.types.is_numeric_dtype(frame[c]) for c in ("Adj Close", "Close"))
+    if numeric:
+        factor = frame["Adj Close"] / frame["Close"]
+        for col in PRICE_COLUMNS:
+            if col in frame.columns and pd.api.types.is_numeric_dtype(frame[col]):
+                frame[col] = frame[col] * factor
+    return frame.drop(columns=["Adj Close"])
+
+
+def read_price_csv(path: Path) -> pd.DataFrame:
+    """Read a yfinance-format CSV (``Date,Open,High,Low,Close[,Adj Close],Volume``)."""
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError as exc:
+        raise SourceError(f"CSV source: no file at {path}") from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SourceError(f"CSV source: cannot parse {path}: {exc}") from exc
+    if "Date" in frame.columns:
+        parsed = pd.to_datetime(frame["Date"], errors="coerce")
+        if parsed.notna().all():
+            frame["Date"] = parsed
+    return normalise_frame(frame)
+
+
+def _until(frame: pd.DataFrame, day: date) -> pd.DataFrame:
+    """Rows up to and including ``day`` (a frame whose dates do not parse is returned whole)."""
+    if "Date" not in frame.columns or not pd.api.types.is_datetime64_any_dtype(frame["Date"]):
+        return frame
+    return frame[frame["Date"] <= pd.Timestamp(day)].reset_index(drop=True)
+
+
+class CsvSource:
+    """Any yfinance-format CSV, any ticker: rows up to the logical date."""
+
+    name = "csv"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def fetch(self, ticker: str, logical_date: date) -> FetchResult:
+        logical_date = to_date(logical_date)
+        frame = _until(read_price_csv(self.path), logical_date)
+        log.info("CSV source: %d rows of %s from %s up to %s", len(frame), ticker, self.path, logical_date)
+        return FetchResult(frame, self.name, ticker, logical_date, logical_date, note=str(self.path))
+
+
+def bundled_goog() -> pd.DataFrame:
+    """The real daily GOOG series that the ``backtesting`` package ships (2004-08-19 … 2013-03-01)."""
+    from backtesting.test import GOOG  # small, pure pandas; imported only when needed
+
+    return normalise_frame(GOOG.rename_axis("Date"))
+
+
+class ReplaySource:
+    """Serve a real series as if it arrived one trading day per business day.
+
+    On ``start`` the first ``initial_days`` rows are known; every business day after it
+    reveals one more row, so the logical date maps to a market day of the series (the
+    replay clock). Days before ``start`` reveal fewer rows, which makes backfills behave.
+    Once the series is exhausted, every later day serves the whole series (nothing new).
+    """
+
+    name = "replay"
+
+    def __init__(self, start: date | str, initial_days: int, series: Callable[[], pd.DataFrame] = bundled_goog,
+                 label: str = "the real GOOG series shipped by the backtesting package"):
+        self.start = to_date(start)
+        self.initial_days = initial_days
+        self._series = series
+        self.label = label
+
+    def rows_known(self, logical_date: date, total: int) -> int:
+        """How many rows of the series have 'arrived' by ``logical_date``."""
+        arrived = int(np.busday_count(self.start, to_date(logical_date) + timedelta(days=1)))
+        return max(0, min(total, self.initial_days + arrived))
+
+    def fetch(self, ticker: str, logical_date: date) -> FetchResult:
+        logical_date = to_date(logical_date)
+        series = self._series()
+        n = self.rows_known(logical_date, len(series))
+        frame = series.iloc[:n].reset_index(drop=True)
+        if n == 0:
+            market_day = logical_date
+        else:
+            market_day = to_date(frame["Date"].iloc[-1])
+        exhausted = " (replay exhausted: the series has no newer day)" if n == len(series) else ""
+        note = (f"REPLAY, not live data: {self.label}, served as if it arrived one trading day per run; "
+                f"logical date {logical_date} -> market day {market_day} (row {n} of {len(series)}){exhausted}")
+        log.warning(note)
+        return FetchResult(frame, self.name, ticker, logical_date, market_day, note=note)
+
+
+class YFinanceSource:
+    """Live daily OHLCV from Yahoo via yfinance 1.x, auto-adjusted, up to the logical date."""
+
+    name = "yfinance"
+
+    def __init__(self, start: str = "2004-01-01", timeout_s: float = 20.0, attempts: int = 3,
+                 backoff_s: float = 2.0, sleep: Callable[[float], None] = time.sleep):
+        self.start = start
+        self.timeout_s = timeout_s
+        self.attempts = max(1, attempts)
+        self.backoff_s = backoff_s
+        self._sleep = sleep
+
+    def _download(self, ticker: str, end: date) -> pd.DataFrame | None:
+        import yfinance as yf  # heavy; only where it is used
+
+        return yf.download(ticker, start=self.start, end=end.isoformat(), interval="1d", auto_adjust=True,
+                           progress=False, threads=False, timeout=self.timeout_s)
+
+    def fetch(self, ticker: str, logical_date: date) -> FetchResult:
+        logical_date = to_date(logical_date)
+        end = logical_date + timedelta(days=1)  # yfinance's end is exclusive
+        problems: list[str] = []
+        for attempt in range(1, self.attempts + 1):
+            try:
+                raw = self._download(ticker, end)
+            except Exception as exc:  # yfinance raises many kinds; all mean "try again"
+                problems.append(f"attempt {attempt}: {type(exc).__name__}: {exc}")
+            else:
+                if raw is not None and not raw.empty:
+                    frame = _until(normalise_frame(raw, ticker), logical_date)
+                    log.info("yfinance: %d rows of %s up to %s (attempt %d)", len(frame), ticker, logical_date, attempt)
+                    return FetchResult(frame, self.name, ticker, logical_date, logical_date)
+                problems.append(f"attempt {attempt}: Yahoo answered no rows")
+            if attempt < self.attempts:
+                delay = self.backoff_s * 2 ** (attempt - 1)
+                log.warning("yfinance: %s; retrying in %.1f s", problems[-1], delay)
+                self._sleep(delay)
+        raise SourceError(
+            f"yfinance: no daily prices for {ticker!r} from {self.start} to {logical_date} after "
+            f"{self.attempts} attempts ({'; '.join(problems)}). Is the ticker right and Yahoo reachable?"
+        )
+
+
+def get_source(settings: Settings) -> PriceSource:
+    """The source the settings ask for."""
+    if settings.source == "yfinance":
+        return YFinanceSource(settings.history_start, settings.fetch_timeout_s, settings.fetch_attempts,
+                              settings.fetch_backoff_s)
+    if settings.source == "csv":
+        return CsvSource(settings.csv_path)  # type: ignore[arg-type]
+    if settings.csv_path is not None:
+        path = settings.csv_path
+        return ReplaySource(settings.replay_start, settings.replay_initial_days,
+                            series=lambda: read_price_csv(path), label=f"the series in {path}")
+    if settings.ticker != "GOOG":
+        raise SourceError(f"the replay source ships only GOOG, not {settings.ticker}: set STOCKOPS_CSV_PATH to "
+                          "replay a CSV of that ticker, or use STOCKOPS_SOURCE=yfinance")
+    return ReplaySource(settings.replay_start, settings.replay_initial_days)

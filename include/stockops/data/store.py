@@ -1,0 +1,214 @@
+"""The snapshot store: versioned, immutable, content-addressed price data (DVC's job, in-house).
+
+Layout under ``<home>/data/<TICKER>/``::
+
+    raw/<logical_date>.csv                  what a run fetched, before judgement
+    snapshots/<sha256>.parquet              published snapshots, never rewritten
+    manifest.jsonl                          one line per published snapshot
+    latest.json                             pointer to the newest snapshot (moved atomically)
+    quarantine/<logical_date>__<hash12>/    data that failed validation + its result
+    validations/                            validation results of everything judged
+
+Every write goes to a temporary file in the same folder and is renamed into place, so a
+reader sees the old file or the new one, never half of one. The manifest and the pointer
+change under a file lock, so two runs of the same day cannot write duplicate entries.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class SnapshotEntry:
+    """One published snapshot, as the manifest records it."""
+
+    hash: str
+    ticker: str
+    rows: int
+    first_date: str
+    last_date: str
+    source: str
+    logical_date: str
+    path: str
+    validation_path: str
+    published_at: str
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SnapshotEntry:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """SHA-256 of a canonical text form of the frame: same data, same hash, on any machine."""
+    canonical = frame.to_csv(index=False, date_format="%Y-%m-%d", float_format="%.10g", lineterminator="\n")
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` via a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: object) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+class SnapshotStore:
+    """Raw landing, validated snapshots, quarantine and the manifest for one ticker."""
+
+    def __init__(self, root: Path, ticker: str):
+        self.root = Path(root)
+        self.ticker = ticker
+
+    # ---- locations -------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.jsonl"
+
+    @property
+    def latest_path(self) -> Path:
+        return self.root / "latest.json"
+
+    @property
+    def validations_dir(self) -> Path:
+        return self.root / "validations"
+
+    def raw_path(self, logical_date: str) -> Path:
+        return self.root / "raw" / f"{logical_date}.csv"
+
+    def snapshot_path(self, digest: str) -> Path:
+        return self.root / "snapshots" / f"{digest}.parquet"
+
+    # ---- raw landing ---------------------------------------------------------------------
+    def write_raw(self, frame: pd.DataFrame, logical_date: str) -> Path:
+        """Land what a run fetched, as it came (a re-run of the day replaces it)."""
+        path = self.raw_path(logical_date)
+        atomic_write_bytes(path, frame.to_csv(index=False, date_format="%Y-%m-%d").encode())
+        return path
+
+    @staticmethod
+    def read_raw(path: Path) -> pd.DataFrame:
+        """Read a raw landing file back with the dtypes it had (dates parsed only if they all parse)."""
+        frame = pd.read_csv(path)
+        if "Date" in frame.columns:
+            parsed = pd.to_datetime(frame["Date"], errors="coerce", format="%Y-%m-%d")
+            if parsed.notna().all():
+                frame["Date"] = parsed.astype("datetime64[ns]")
+        return frame
+
+    # ---- publish -------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def publish(self, frame: pd.DataFrame, *, logical_date: str, source: str,
+                validation_path: str | Path = "") -> tuple[SnapshotEntry, bool]:
+        """Publish validated data as an immutable snapshot; idempotent.
+
+        Returns the manifest entry and whether it is new. Publishing data whose hash is
+        already in the manifest writes nothing. ``latest`` moves only forward in market
+        time, so a backfill of an old day never hides newer data.
+        """
+        digest = content_hash(frame)
+        with self._locked():
+            existing = self.get(digest)
+            if existing is not None:
+                return existing, False
+            path = self.snapshot_path(digest)
+            if not path.exists():
+                fd, tmp = tempfile.mkstemp(dir=self._ensure(path.parent), prefix=".snap.", suffix=".tmp")
+                os.close(fd)
+                try:
+                    frame.to_parquet(tmp, index=False)
+                    os.replace(tmp, path)
+                finally:
+                    Path(tmp).unlink(missing_ok=True)
+            entry = SnapshotEntry(
+                hash=digest, ticker=self.ticker, rows=len(frame),
+                first_date=_iso(frame["Date"].iloc[0]), last_date=_iso(frame["Date"].iloc[-1]),
+                source=source, logical_date=logical_date, path=str(path),
+                validation_path=str(validation_path),
+                published_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+            with open(self.manifest_path, "a") as manifest:
+                manifest.write(json.dumps(asdict(entry), sort_keys=True) + "\n")
+                manifest.flush()
+                os.fsync(manifest.fileno())
+            current = self.latest()
+            if current is None or entry.last_date >= current.last_date:
+                atomic_write_json(self.latest_path, asdict(entry))
+            return entry, True
+
+    @staticmethod
+    def _ensure(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    # ---- quarantine -------------------------------------------------------------------------
+    def quarantine(self, frame: pd.DataFrame, *, logical_date: str, source: str, result: dict) -> Path:
+        """Keep data that failed validation, with its result, away from anything published."""
+        digest = content_hash(frame)
+        folder = self.root / "quarantine" / f"{logical_date}__{digest[:12]}"
+        atomic_write_bytes(folder / "data.csv", frame.to_csv(index=False, date_format="%Y-%m-%d").encode())
+        atomic_write_json(folder / "validation.json", {
+            "ticker": self.ticker, "logical_date": logical_date, "source": source, "hash": digest,
+            "quarantined_at": datetime.now(UTC).isoformat(timespec="seconds"), **result,
+        })
+        return folder
+
+    # ---- reading -------------------------------------------------------------------------
+    def entries(self) -> list[SnapshotEntry]:
+        if not self.manifest_path.exists():
+            return []
+        with open(self.manifest_path) as manifest:
+            return [SnapshotEntry.from_dict(json.loads(line)) for line in manifest if line.strip()]
+
+    def get(self, digest: str) -> SnapshotEntry | None:
+        return next((e for e in self.entries() if e.hash == digest), None)
+
+    def latest(self) -> SnapshotEntry | None:
+        if not self.latest_path.exists():
+            return None
+        return SnapshotEntry.from_dict(json.loads(self.latest_path.read_text()))
+
+    def load(self, entry: SnapshotEntry | None = None) -> pd.DataFrame:
+        """The frame of a snapshot (default: the latest), checked against its hash."""
+        entry = entry or self.latest()
+        if entry is None:
+            raise FileNotFoundError(f"no published snapshot for {self.ticker} under {self.root}")
+        frame = pd.read_parquet(entry.path)
+        if content_hash(frame) != entry.hash:
+            raise ValueError(f"snapshot {entry.path} does not match its hash {entry.hash}: it was modified")
+        return frame
+
+
+def _iso(value: object) -> str:
+    return pd.Timestamp(value).date().isoformat()

@@ -1,0 +1,42 @@
+"""``make demo``: the pipeline end to end, in-process, no UI; prints a short summary."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+
+import numpy as np
+
+from stockops.config import get_settings
+from stockops.ingest import ingest_day, store_for
+
+
+def recent_business_days(n: int, until: date | None = None) -> list[date]:
+    """The last ``n`` business days up to and including ``until`` (default: today)."""
+    day = until or date.today()
+    days: list[date] = []
+    while len(days) < n:
+        if np.is_busday(day):
+            days.append(day)
+        day -= timedelta(days=1)
+    return days[::-1]
+
+
+def run_demo(days: int = 5) -> list[dict]:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    print(f"stockops demo: ticker {settings.ticker}, source {settings.source}, home {settings.home}")
+    results = []
+    for day in recent_business_days(days):
+        published = ingest_day(day.isoformat())
+        results.append({"logical_date": day.isoformat(), **published})
+    print(f"\n{'logical date':<13} {'market day':<11} {'rows':>5}  {'snapshot':<13} new")
+    for r in results:
+        print(f"{r['logical_date']:<13} {r['last_date']:<11} {r['rows']:>5}  {r['hash'][:12]:<13} {r['new']}")
+    store = store_for(settings)
+    latest = store.latest()
+    print(f"\nmanifest: {len(store.entries())} snapshots in {store.manifest_path}")
+    if latest:
+        print(f"latest:   {latest.hash[:12]} ({latest.rows} rows, {latest.first_date}..{latest.last_date})")
+    print(f"GX Data Docs: {settings.data_docs_dir / 'index.html'}")
+    return results
