@@ -30,7 +30,7 @@ PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops
 @dag(
     dag_id="stock_ingest",
     schedule="0 22 * * 1-5",  # weekdays, after the US close (22:00 UTC)
-    start_date=datetime(2026, 1, 1),
+    start_date=datetime(2000, 1, 1),  # early, so backfills of historical days get tasks; catchup is off
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
@@ -44,7 +44,7 @@ PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops
     },
 )
 def stock_ingest():
-    fetched = task(fetch_prices, task_id="fetch")(logical_date="{{ (logical_date or dag_run.run_after) | ds }}")
+    fetched = task(fetch_prices, task_id="fetch")(logical_date="{{ (dag_run.logical_date or dag_run.run_after) | ds }}")
     # Bad data does not get better by retrying: fail at once, with the reasons.
     validated = task(validate_raw, task_id="validate", retries=0)(fetched)
     task(publish_validated, task_id="publish", outlets=[PRICES])(validated)

@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stockops.config import Settings, get_settings
-from stockops.data.sources import get_source, to_date
-from stockops.data.store import SnapshotStore, atomic_write_json, content_hash
+
+if TYPE_CHECKING:
+    from stockops.data.store import SnapshotStore
 
 log = logging.getLogger(__name__)
 
+# This module is imported by DAG files, so pandas & co. are imported inside the functions
+# (Airflow parses DAG files every few seconds; see tests/dags for the import budget).
+
 
 def store_for(settings: Settings) -> SnapshotStore:
+    from stockops.data.store import SnapshotStore
+
     return SnapshotStore(settings.data_dir, settings.ticker)
 
 
 def fetch_prices(logical_date: str) -> dict:
     """Fetch prices up to ``logical_date`` from the configured source and land them in ``raw/``."""
+    from stockops.data.sources import get_source, to_date
+
     settings = get_settings()
     day = to_date(logical_date).isoformat()
     result = get_source(settings).fetch(settings.ticker, to_date(day))
@@ -41,6 +50,8 @@ def validate_raw(fetched: dict) -> dict:
     Raises :class:`stockops.validation.DataValidationError` naming every failed
     expectation and the offending dates. What was published before stays untouched.
     """
+    from stockops.data.sources import to_date
+    from stockops.data.store import atomic_write_json, content_hash
     from stockops.validation import DataValidationError, validate_prices
 
     settings = get_settings()
@@ -66,6 +77,8 @@ def validate_raw(fetched: dict) -> dict:
 
 def publish_validated(validated: dict) -> dict:
     """Publish the validated raw file as an immutable snapshot and move ``latest`` (idempotent)."""
+    from stockops.data.store import content_hash
+
     settings = get_settings()
     store = store_for(settings)
     frame = store.read_raw(Path(validated["raw_path"]))

@@ -40,6 +40,8 @@ class LocalPlatform:
         env["AIRFLOW__API__HOST"] = self.host
         env["AIRFLOW__API__PORT"] = str(self.port)
         env["AIRFLOW__API__BASE_URL"] = self.url
+        # `airflow standalone` starts its components as `airflow ...` by name: use this venv's.
+        env["PATH"] = os.pathsep.join([str(Path(_airflow_bin()).parent), env.get("PATH", "")])
         return env
 
     def airflow(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -89,6 +91,24 @@ class LocalPlatform:
             errors = self.airflow("dags", "list-import-errors", check=False).stdout
             raise RuntimeError(f"DAGs not parsed after {timeout:.0f} s: {pending}\n{errors}")
 
+    def api_token(self) -> str:
+        """A JWT for the admin user (simple auth manager), as the REST API expects."""
+        passwords = json.loads(self.settings.airflow_passwords_file.read_text())
+        body = json.dumps({"username": "admin", "password": passwords["admin"]}).encode()
+        request = urllib.request.Request(f"{self.url}/auth/token", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.load(resp)["access_token"]
+
+    def api(self, path: str, token: str, payload: dict | None = None) -> dict:
+        """Call the Airflow REST API (``/api/v2/...``) with a bearer token."""
+        request = urllib.request.Request(
+            f"{self.url}/api/v2/{path.lstrip('/')}", method="POST" if payload is not None else "GET",
+            data=json.dumps(payload).encode() if payload is not None else None,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=15) as resp:
+            return json.load(resp)
+
     def trigger_first_ingest(self) -> None:
         self.airflow("dags", "trigger", "stock_ingest")
 
@@ -107,6 +127,10 @@ class LocalPlatform:
 ==============================================================================""", flush=True)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _airflow_bin() -> str:
     candidate = Path(sys.executable).with_name("airflow")
     return str(candidate) if candidate.exists() else "airflow"
@@ -116,6 +140,8 @@ def run_local(port: int | None = None) -> int:
     """Start the local platform and block until Ctrl-C."""
     settings = get_settings()
     platform = LocalPlatform(settings, port=port or int(os.environ.get("STOCKOPS_AIRFLOW_PORT", "8080")))
+    # `kill PID` of this launcher stops the platform as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     proc = platform.start()
     try:
         platform.wait_healthy(proc)
@@ -126,18 +152,32 @@ def run_local(port: int | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        stop_process_group(proc)
+        stop_process_tree(proc)
 
 
-def stop_process_group(proc: subprocess.Popen, grace: float = 20) -> None:
-    """Stop a process started with ``start_new_session=True`` and all its children, by id."""
-    if proc.poll() is not None:
-        return
+def stop_process_tree(proc: subprocess.Popen, grace: float = 20) -> None:
+    """Stop ``proc`` and every process it started, by process id.
+
+    ``airflow standalone`` puts its components in a session of their own, so a process
+    group signal does not reach them: walk the tree instead.
+    """
+    import psutil
+
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(tree, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    proc.poll()
