@@ -57,6 +57,14 @@ class Settings:
     max_gap_bdays: int = 5
     max_abs_return: float = 0.25
     max_staleness_bdays: int = 5
+    # training and the promotion gate
+    model_name: str = ""  # default <TICKER>_lstm
+    mlflow_tracking_uri: str = ""  # default sqlite under the home
+    train_profile: str = "default"  # "small": a tiny model for tests and smoke runs
+    train_epochs: int = 30
+    train_window: int = 60
+    gate_tolerance: float = 0.001
+    gate_margin: float = 0.005
     # derived locations (filled in __post_init__ from home unless given)
     airflow_home: Path = field(default=None)  # type: ignore[assignment]
     gx_project_dir: Path = field(default=None)  # type: ignore[assignment]
@@ -68,6 +76,10 @@ class Settings:
             raise ValueError("STOCKOPS_SOURCE=csv needs STOCKOPS_CSV_PATH (a yfinance-format CSV)")
         if self.airflow_home is None:
             object.__setattr__(self, "airflow_home", self.home / "airflow")
+        if not self.model_name:
+            object.__setattr__(self, "model_name", f"{self.ticker}_lstm")
+        if not self.mlflow_tracking_uri:
+            object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}")
         if self.gx_project_dir is None:
             object.__setattr__(self, "gx_project_dir", REPO_ROOT / "great_expectations")
 
@@ -94,6 +106,24 @@ class Settings:
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.home / "mlflow" / "artifacts"
+
+    @property
+    def experiment_name(self) -> str:
+        return f"stockops-{self.ticker}"
+
+    @property
+    def training_dir(self) -> Path:
+        """Scratch space of training runs (features, the candidate before it is logged)."""
+        return self.home / "training"
+
+    @property
+    def audit_log(self) -> Path:
+        """Append-only record of every gate decision and champion change."""
+        return self.home / "audit" / "audit.jsonl"
 
     @property
     def asset_name(self) -> str:
@@ -128,6 +158,14 @@ def get_settings() -> Settings:
         max_gap_bdays=_env_int("STOCKOPS_MAX_GAP_BDAYS", 5),
         max_abs_return=_env_float("STOCKOPS_MAX_ABS_RETURN", 0.25),
         max_staleness_bdays=_env_int("STOCKOPS_MAX_STALENESS_BDAYS", 5),
+        model_name=_env("STOCKOPS_MODEL_NAME", ""),
+        # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable into the process env.
+        mlflow_tracking_uri=_env("STOCKOPS_MLFLOW_TRACKING_URI", ""),
+        train_profile=_env("STOCKOPS_TRAIN_PROFILE", "default").lower(),
+        train_epochs=_env_int("STOCKOPS_TRAIN_EPOCHS", 30),
+        train_window=_env_int("STOCKOPS_TRAIN_WINDOW", 60),
+        gate_tolerance=_env_float("STOCKOPS_GATE_TOLERANCE", 0.001),
+        gate_margin=_env_float("STOCKOPS_GATE_MARGIN", 0.005),
         airflow_home=Path(airflow_home).resolve() if airflow_home else None,  # type: ignore[arg-type]
     )
 
