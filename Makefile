@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := False
 
 .PHONY: help install run demo test test-fast lint bench lock clean
 help:
-	@echo "make run    start Airflow locally with this repo's DAGs (UI on http://127.0.0.1:8080)"
+	@echo "make run    start Airflow (http://127.0.0.1:8080) and the MLflow UI (http://127.0.0.1:5000)"
 	@echo "make test   run the whole test suite"
 	@echo "make demo   run the pipeline in-process and print a summary"
 	@echo "make lint   ruff"
@@ -46,6 +46,8 @@ lint: install
 
 bench: install
 	$(PY) bench/parse_time.py
+	$(PY) bench/model_quality.py
+	$(PY) bench/gate_thresholds.py
 
 lock: install
 	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11

@@ -39,4 +39,17 @@ def run_demo(days: int = 5) -> list[dict]:
     if latest:
         print(f"latest:   {latest.hash[:12]} ({latest.rows} rows, {latest.first_date}..{latest.last_date})")
     print(f"GX Data Docs: {settings.data_docs_dir / 'index.html'}")
+
+    from stockops.training import champion_version, format_scores, train_in_process
+
+    print("\ntraining a candidate on the latest snapshot (this imports TensorFlow and MLflow) ...", flush=True)
+    outcome = train_in_process(trigger_reason="make demo")
+    holdout = outcome["holdout"]
+    print(f"\nholdout: {holdout['days']} days, {holdout['first']}..{holdout['last']}  "
+          f"(MLflow run {outcome['run_id']}, {outcome['model_name']} v{outcome['version']})")
+    print(format_scores(outcome["scores"]))
+    print(f"\ngate: {outcome['decision']['decision'].upper()}: {outcome['decision']['reason']}")
+    champion = champion_version(settings)
+    print(f"champion: {f'{settings.model_name} v{champion.version}' if champion else 'none: no model has passed the gate yet'}")
+    print(f"MLflow store: {settings.mlflow_tracking_uri} (make run serves its UI)")
     return results

@@ -10,15 +10,18 @@ def forecast_metrics(actual: np.ndarray, forecast: np.ndarray, last: np.ndarray)
 
     ``last`` is the close on the day each forecast was made; directional accuracy is the share
     of days where the forecast moved from it in the same direction as the price really did
-    (a forecast of "no change" never counts as a hit).
+    (a forecast of "no change" never counts as a hit). Moves smaller than a millionth of the
+    price are "no change": float32 inference rounds a no-change forecast by about that much.
     """
     actual, forecast, last = (np.asarray(a, dtype=np.float64) for a in (actual, forecast, last))
     error = forecast - actual
+    predicted_move = forecast - last
+    predicted_move[np.abs(predicted_move) <= 1e-6 * np.abs(last)] = 0.0
     return {
         "rmse": float(np.sqrt(np.mean(error ** 2))),
         "mae": float(np.mean(np.abs(error))),
         "mape": float(np.mean(np.abs(error) / np.abs(actual)) * 100),
-        "directional_accuracy": float(np.mean(np.sign(forecast - last) * np.sign(actual - last) > 0)),
+        "directional_accuracy": float(np.mean(np.sign(predicted_move) * np.sign(actual - last) > 0)),
     }
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from stockops.config import Settings, airflow_environment, get_settings
 
-DAG_IDS = ("stock_ingest",)
+DAG_IDS = ("stock_ingest", "stock_train")
 
 
 @dataclass
@@ -30,6 +30,7 @@ class LocalPlatform:
     settings: Settings
     host: str = "127.0.0.1"
     port: int = 8080
+    mlflow_port: int = 5000
 
     @property
     def url(self) -> str:
@@ -60,6 +61,21 @@ class LocalPlatform:
         log = open(log_path, "ab")
         return subprocess.Popen([_airflow_bin(), "standalone"], env=self.env(), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.host}:{self.mlflow_port}"
+
+    def start_mlflow_ui(self) -> subprocess.Popen:
+        """The MLflow tracking UI on the same store the DAGs write to."""
+        self.settings.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.settings.logs_dir / "mlflow-server.log", "ab")
+        return subprocess.Popen(
+            [str(Path(_airflow_bin()).with_name("mlflow")), "server",
+             "--backend-store-uri", self.settings.mlflow_tracking_uri,
+             "--default-artifact-root", self.settings.mlflow_artifacts_dir.as_uri(),
+             "--host", self.host, "--port", str(self.mlflow_port), "--workers", "1"],
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_healthy(self, proc: subprocess.Popen, timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
@@ -118,11 +134,13 @@ class LocalPlatform:
 ==============================================================================
  stockops is running
    Airflow UI      {self.url}   (user: admin)
+   MLflow UI       {self.mlflow_url}   (experiment {self.settings.experiment_name}, model {self.settings.model_name})
    admin password  {password_file}
    data            {self.settings.data_dir}   (source: {self.settings.source})
    GX Data Docs    {self.settings.data_docs_dir / 'index.html'}
    logs            {self.settings.logs_dir}
- A first stock_ingest run was triggered; it turns green within a minute or two.
+ A first stock_ingest run was triggered; it turns green within a minute or two, and
+ its new snapshot starts stock_train (about a minute more; the result is in MLflow).
  Ctrl-C stops everything this command started.
 ==============================================================================""", flush=True)
 
@@ -139,10 +157,12 @@ def _airflow_bin() -> str:
 def run_local(port: int | None = None) -> int:
     """Start the local platform and block until Ctrl-C."""
     settings = get_settings()
-    platform = LocalPlatform(settings, port=port or int(os.environ.get("STOCKOPS_AIRFLOW_PORT", "8080")))
+    platform = LocalPlatform(settings, port=port or int(os.environ.get("STOCKOPS_AIRFLOW_PORT", "8080")),
+                             mlflow_port=int(os.environ.get("STOCKOPS_MLFLOW_PORT", "5000")))
     # `kill PID` of this launcher stops the platform as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     proc = platform.start()
+    mlflow_proc = platform.start_mlflow_ui()
     try:
         platform.wait_healthy(proc)
         platform.ensure_dags_ready()
@@ -152,6 +172,7 @@ def run_local(port: int | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        stop_process_tree(mlflow_proc)
         stop_process_tree(proc)
 
 

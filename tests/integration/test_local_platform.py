@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+import urllib.request
 
 import psutil
 import pytest
@@ -22,8 +23,9 @@ def free_port() -> int:
 
 def test_local_platform_runs_ingest_green_and_stops_cleanly(settings, monkeypatch, tmp_path):
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
-    platform = LocalPlatform(get_settings(), port=free_port())
+    platform = LocalPlatform(get_settings(), port=free_port(), mlflow_port=free_port())
     proc = platform.start()
+    mlflow_proc = platform.start_mlflow_ui()
     pids: list[int] = []
     try:
         platform.wait_healthy(proc, timeout=240)
@@ -43,7 +45,11 @@ def test_local_platform_runs_ingest_green_and_stops_cleanly(settings, monkeypatc
         assert "success" in states and "failed" not in states, states
         latest = platform.settings.home / "data" / "GOOG" / "latest.json"
         assert latest.exists()
+        pids.append(mlflow_proc.pid)
+        with urllib.request.urlopen(f"{platform.mlflow_url}/health", timeout=10) as resp:
+            assert resp.status == 200
     finally:
+        stop_process_tree(mlflow_proc)
         stop_process_tree(proc)
     time.sleep(1)
     assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
