@@ -56,3 +56,15 @@ def test_dag_file_import_is_light(path):
     assert cost.heavy == [], f"{path.name} imports {cost.heavy} at module level"
     # The dag-processor re-parses every file every few seconds: keep each well under 0.5 s.
     assert cost.seconds < 0.5, f"{path.name} takes {cost.seconds:.2f} s to import beyond airflow.sdk"
+
+
+def test_train_is_scheduled_on_the_prices_asset_with_a_params_form(dagbag):
+    from stockops.config import get_settings
+
+    dag = dagbag.dags["stock_train"]
+    assert dag.max_active_runs == 1
+    assert [a.name for a in dag.timetable.asset_condition.objects] == [get_settings().asset_name]
+    assert set(dag.params) == {"epochs", "window", "reason", "force_promote"}
+    assert dag.params["force_promote"] is False
+    order = [t.task_id for t in dag.topological_sort()]
+    assert order == ["load_snapshot", "features", "train", "evaluate", "register", "gate", "promote"]
