@@ -166,7 +166,7 @@ def with_derived_columns(frame: pd.DataFrame, reference_date: date) -> pd.DataFr
     view[GAP_COL] = gap
     if "Close" in view.columns:
         close = pd.to_numeric(view["Close"], errors="coerce")
-        view[MOVE_COL] = close.pct_change().abs().replace([np.inf, -np.inf], np.nan).fillna(0.0).to_numpy()
+        view[MOVE_COL] = close.pct_change(fill_method=None).abs().replace([np.inf, -np.inf], np.nan).fillna(0.0).to_numpy()
     else:
         view[MOVE_COL] = 0.0
     behind = np.full(n, np.nan)

@@ -179,7 +179,13 @@ class ReplaySource:
 
     def rows_known(self, logical_date: date, total: int) -> int:
         """How many rows of the series have 'arrived' by ``logical_date``."""
-        arrived = int(np.busday_count(self.start, to_date(logical_date) + timedelta(days=1)))
+        # business days in (start, logical_date], or minus those in (logical_date, start]
+        # before ``start``: on ``start`` itself exactly ``initial_days`` rows are known
+        day, one = to_date(logical_date), timedelta(days=1)
+        if day >= self.start:
+            arrived = int(np.busday_count(self.start + one, day + one))
+        else:
+            arrived = -int(np.busday_count(day + one, self.start + one))
         return max(0, min(total, self.initial_days + arrived))
 
     def fetch(self, ticker: str, logical_date: date) -> FetchResult:

@@ -141,6 +141,9 @@ class SnapshotStore:
         with self._locked():
             existing = self.get(digest)
             if existing is not None:
+                # A run that crashed between the manifest append and the pointer move is
+                # finished by its retry: the pointer still moves forward if it should.
+                self._advance_latest(existing)
                 return existing, False
             path = self.snapshot_path(digest)
             if not path.exists():
@@ -162,10 +165,16 @@ class SnapshotStore:
                 manifest.write(json.dumps(asdict(entry), sort_keys=True) + "\n")
                 manifest.flush()
                 os.fsync(manifest.fileno())
-            current = self.latest()
-            if current is None or entry.last_date >= current.last_date:
-                atomic_write_json(self.latest_path, asdict(entry))
+            self._advance_latest(entry)
             return entry, True
+
+    def _advance_latest(self, entry: SnapshotEntry) -> None:
+        """Point ``latest`` at ``entry`` unless it already points at data as new or newer."""
+        current = self.latest()
+        if current is not None and current.hash == entry.hash:
+            return
+        if current is None or entry.last_date >= current.last_date:
+            atomic_write_json(self.latest_path, asdict(entry))
 
     @staticmethod
     def _ensure(folder: Path) -> Path:
