@@ -65,6 +65,10 @@ class Settings:
     train_window: int = 60
     gate_tolerance: float = 0.001
     gate_margin: float = 0.005
+    # serving: the stable address users call (a small proxy in front of the current bento)
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 3000
+    serve_ready_timeout_s: float = 180.0
     # derived locations (filled in __post_init__ from home unless given)
     airflow_home: Path = field(default=None)  # type: ignore[assignment]
     gx_project_dir: Path = field(default=None)  # type: ignore[assignment]
@@ -126,6 +130,34 @@ class Settings:
         return self.home / "audit" / "audit.jsonl"
 
     @property
+    def bentoml_home(self) -> Path:
+        """BentoML's model and bento stores (``BENTOML_HOME``)."""
+        return self.home / "bentoml"
+
+    @property
+    def serving_dir(self) -> Path:
+        """Serving state: the current upstream, process ids, deploy records, served predictions."""
+        return self.home / "serving"
+
+    @property
+    def deploy_log(self) -> Path:
+        """Append-only record of every deploy attempt (time, bento tag, version, outcome)."""
+        return self.serving_dir / "deploys.jsonl"
+
+    @property
+    def prediction_log(self) -> Path:
+        """Append-only log of every forecast the endpoint served."""
+        return self.serving_dir / "predictions.jsonl"
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://{self.serve_host}:{self.serve_port}"
+
+    @property
+    def bento_name(self) -> str:
+        return f"{self.ticker.lower()}_forecast"
+
+    @property
     def asset_name(self) -> str:
         """Name of the Airflow Asset that the ingest DAG updates for this ticker."""
         return f"stockops_prices_{self.ticker}"
@@ -166,6 +198,9 @@ def get_settings() -> Settings:
         train_window=_env_int("STOCKOPS_TRAIN_WINDOW", 60),
         gate_tolerance=_env_float("STOCKOPS_GATE_TOLERANCE", 0.001),
         gate_margin=_env_float("STOCKOPS_GATE_MARGIN", 0.005),
+        serve_host=_env("STOCKOPS_SERVE_HOST", "127.0.0.1"),
+        serve_port=_env_int("STOCKOPS_SERVE_PORT", 3000),
+        serve_ready_timeout_s=_env_float("STOCKOPS_SERVE_READY_TIMEOUT_S", 180.0),
         airflow_home=Path(airflow_home).resolve() if airflow_home else None,  # type: ignore[arg-type]
     )
 

@@ -1,0 +1,186 @@
+"""The stockops BentoML service: next trading day's close from the promoted LSTM.
+
+Two services in one bento, BentoML's own pattern for adaptive batching:
+
+* ``StockForecast`` (the bento's entry, the public HTTP API): strict input checks, the answer's
+  lineage fields, the served-prediction log. It never imports TensorFlow.
+* ``LstmRunner``: one batchable method over the model's compiled graph (a TF SavedModel exported
+  by Keras, loaded with ``tf.saved_model.load``; no eager Keras call per request). Concurrent
+  requests are merged into one batch by BentoML's dispatcher (``max_batch_size``/``max_latency_ms``).
+
+Which model is packed comes from the build argument ``model_tag`` (``bentoml build --arg`` or
+``bentoml.bentos.build(args=...)``); the bento stores it, so ``bentoml serve <bento>`` serves the
+same model. ``/livez``, ``/readyz``, ``/metrics`` and the OpenAPI page at ``/`` come with BentoML.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import UTC, date, datetime, timedelta
+from http import HTTPStatus
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import BentoMLException, InvalidArgument
+from pydantic import BaseModel, ConfigDict, Field
+
+ARGS = bentoml.use_arguments()
+MODEL_TAG: str = getattr(ARGS, "model_tag", None) or os.environ.get("STOCKOPS_BENTO_MODEL", "goog_lstm:latest")
+MAX_CLOSES = 5000  # a request with more closes than this is refused (413-style 400)
+MAX_BODY_BYTES = 256 * 1024  # bodies above this are refused with 413 before parsing
+PREDICT_PATHS = {"/predict"}
+SMOKE_HEADER = "x-stockops-smoke"  # deploy checks send it: their answers stay out of the prediction log
+
+
+class BodyTooLarge(BentoMLException):
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+def _positive_finite_closes() -> type:
+    close = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+    return Annotated[list[close], Field(min_length=1, max_length=MAX_CLOSES)]
+
+
+class ForecastRequest(BaseModel):
+    """Recent daily closes, oldest first; the last ``window`` of them are used."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    closes: _positive_finite_closes() = Field(  # type: ignore[valid-type]
+        description="Daily closes, oldest first: finite numbers > 0, at least the model's window.",
+        examples=[[100.0 + i * 0.5 for i in range(60)]])
+    as_of: date | None = Field(
+        default=None, description="Trading day of the last close (YYYY-MM-DD); echoed and logged for monitoring.")
+
+
+class SizeAndTypeGuard:
+    """ASGI middleware: refuse oversized bodies (413) and non-JSON bodies (415) on the predict path
+    before BentoML reads them, with a message that says what is wrong."""
+
+    def __init__(self, app, max_body_bytes: int = MAX_BODY_BYTES):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] not in PREDICT_PATHS or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return await _error(send, 415, f"Content-Type must be application/json, got {content_type or 'none'!r}")
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            return await _error(send, 413, f"request body of {length.decode('latin-1')} bytes is over the "
+                                           f"{self.max_body_bytes}-byte limit")
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                raise BodyTooLarge(f"request body is over the {self.max_body_bytes}-byte limit")
+            return message
+
+        return await self.app(scope, counted_receive, send)
+
+
+async def _error(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@bentoml.service(name="lstm_runner", workers=1, traffic={"timeout": 30})
+class LstmRunner:
+    """The compiled model behind one batchable method."""
+
+    model = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        import tensorflow as tf
+
+        self._tf = tf
+        loaded = tf.saved_model.load(self.model.path_of("saved_model"))
+        self._serve = loaded.signatures["serve"]
+        self._loaded = loaded  # keep the variables alive
+        window = int(self.model.info.metadata["window"])
+        probe = self.forecast(np.linspace(100.0, 110.0, window, dtype="float32")[None, :])  # trace once
+        if not np.isfinite(probe).all():
+            raise RuntimeError(f"model {self.model.tag} answers {probe} on a probe window: refusing to serve")
+
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=50)
+    def forecast(self, windows: np.ndarray) -> np.ndarray:
+        """Price forecasts for a batch of close windows ``(n, window)``."""
+        out = self._serve(closes=self._tf.constant(windows, dtype=self._tf.float32))
+        return next(iter(out.values())).numpy().reshape(-1).astype("float64")
+
+
+@bentoml.service(name="stock_forecast", workers=1, traffic={"timeout": 30, "max_concurrency": 512})
+class StockForecast:
+    """Public API: validate, forecast through the runner, answer with lineage, log the answer."""
+
+    model = bentoml.models.BentoModel(MODEL_TAG)
+    runner = bentoml.depends(LstmRunner)
+
+    def __init__(self) -> None:
+        meta = dict(self.model.info.metadata)
+        self.window = int(meta["window"])
+        self.lineage = {
+            "model_name": meta.get("model_name", ""),
+            "model_version": str(meta.get("registry_version", "")),
+            "bento_model": str(self.model.tag),
+            "mlflow_run_id": meta.get("mlflow_run_id", ""),
+            "snapshot_hash": meta.get("snapshot_hash", ""),
+            "trained_through": meta.get("snapshot_last_date", ""),
+            "ticker": meta.get("ticker", ""),
+        }
+        log_path = os.environ.get("STOCKOPS_PREDICTION_LOG")
+        if not log_path and os.environ.get("STOCKOPS_HOME"):
+            log_path = str(Path(os.environ["STOCKOPS_HOME"]) / "serving" / "predictions.jsonl")
+        self._log = None
+        if log_path:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(log_path, "a", buffering=1)  # line-buffered appends
+
+    @bentoml.api(input_spec=ForecastRequest)
+    async def predict(self, closes: list[float], ctx: bentoml.Context, as_of: date | None = None) -> dict:
+        """Next trading day's close forecast from the last ``window`` closes."""
+        if len(closes) < self.window:
+            raise InvalidArgument(f"closes has {len(closes)} values; the model needs at least {self.window} "
+                                  f"(the last {self.window} are used)")
+        window = np.asarray(closes[-self.window:], dtype="float32")[None, :]
+        forecast = float((await self.runner.to_async.forecast(window))[0])
+        if not math.isfinite(forecast):
+            raise RuntimeError(f"the model produced a non-finite forecast ({forecast})")
+        answer = {
+            "forecast": forecast,
+            "last_close": float(closes[-1]),
+            "as_of": as_of.isoformat() if as_of else None,
+            "forecast_for": _next_business_day(as_of).isoformat() if as_of else None,
+            "window": self.window,
+            "bento_tag": f"{bentoml.server_context.bento_name}:{bentoml.server_context.bento_version}",
+            "served_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            **self.lineage,
+        }
+        if self._log is not None and SMOKE_HEADER not in ctx.request.headers:
+            self._log.write(json.dumps({
+                "at": answer["served_at"], "as_of": answer["as_of"], "forecast_for": answer["forecast_for"],
+                "n_closes": len(closes), "last_close": answer["last_close"], "forecast": forecast,
+                "model_version": self.lineage["model_version"], "bento_tag": answer["bento_tag"]}) + "\n")
+        return answer
+
+
+def _next_business_day(day: date) -> date:
+    day += timedelta(days=1)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    return day
+
+
+StockForecast.add_asgi_middleware(SizeAndTypeGuard)

@@ -1,0 +1,93 @@
+"""Starting and stopping the platform's own processes, always by process id (never by name)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+
+
+def stop_pid_tree(pid: int, grace: float = 20) -> None:
+    """Stop process ``pid`` and every process it started: SIGTERM, then SIGKILL after ``grace``.
+
+    Servers such as ``airflow standalone`` and ``bentoml serve`` put children in sessions of
+    their own, so a process-group signal does not reach them: walk the tree instead.
+    """
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(tree, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+def pid_alive(pid: int | None) -> bool:
+    import psutil
+
+    if not pid:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def http_json(url: str, payload: object | None = None, timeout: float = 10,
+              headers: dict[str, str] | None = None) -> tuple[int, object]:
+    """GET (or POST JSON) and return ``(status, parsed body or text)``; HTTP errors are returned, not raised."""
+    data = json.dumps(payload).encode() if payload is not None else None
+    all_headers = {**({"Content-Type": "application/json"} if data is not None else {}), **(headers or {})}
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
+                                     headers=all_headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            status, body = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode(errors="replace")
+
+
+def wait_until(check, timeout: float, interval: float = 0.5, what: str = "condition", proc=None) -> None:
+    """Poll ``check()`` until it is truthy; fail early if ``proc`` (a Popen) exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with code {proc.returncode} before it was ready")
+        try:
+            if check():
+                return
+        except (OSError, urllib.error.URLError, ValueError):
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not ready within {timeout:.0f} s")

@@ -1,0 +1,332 @@
+"""Serving: build a bento for a registry version, deploy it behind a health check, stop serving.
+
+build:  MLflow version -> Keras model -> compiled TF SavedModel -> BentoML model store ->
+        ``bentoml build`` of ``bento/service.py`` whose tag and labels carry the registry
+        version, the MLflow run id and the snapshot hash. The BentoML part runs in a child
+        process with ``BENTOML_HOME`` under the stockops home (BentoML fixes its home per process).
+deploy: the new bento starts on a free loopback port, must pass ``/readyz`` and a smoke
+        prediction on the latest snapshot, and only then becomes the upstream of the stable
+        address (``stockops.proxy``); the old bento is stopped after in-flight requests finish.
+        A failure stops the new process and leaves the old one serving. Every attempt is
+        recorded in ``deploys.jsonl`` for the DORA report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from stockops import audit
+from stockops.config import REPO_ROOT, Settings, get_settings
+from stockops.processes import free_port, http_json, pid_alive, port_in_use, stop_pid_tree, wait_until
+
+log = logging.getLogger(__name__)
+
+BENTO_DIR = REPO_ROOT / "bento"
+DRAIN_S = 1.0  # in-flight requests on the old bento get this long after the switch
+
+
+class DeployError(RuntimeError):
+    """A bento failed its health check or smoke prediction; the old one keeps serving."""
+
+
+def bentoml_environment(settings: Settings) -> dict[str, str]:
+    """Environment for BentoML processes: the stores and the prediction log under the home."""
+    return {"BENTOML_HOME": str(settings.bentoml_home), "BENTOML_DO_NOT_TRACK": "True",
+            "STOCKOPS_HOME": str(settings.home), "STOCKOPS_PREDICTION_LOG": str(settings.prediction_log)}
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ---- build -------------------------------------------------------------------------------------
+def build_bento(settings: Settings, model_name: str, version: str) -> dict:
+    """Pack registry version ``version`` of ``model_name`` into a bento; reuse one already built."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    import stockops.model  # noqa: F401  (registers the custom Keras layers before loading)
+    from stockops.model import model_window
+    from stockops.training import mlflow_setup
+
+    mlflow_setup(settings)
+    client = MlflowClient()
+    mv = client.get_model_version(model_name, version)
+    run = client.get_run(mv.run_id)
+    metadata = {
+        "model_name": model_name, "registry_version": str(version), "mlflow_run_id": mv.run_id,
+        "snapshot_hash": run.data.tags.get("snapshot_hash", mv.tags.get("snapshot_hash", "")),
+        "snapshot_last_date": run.data.tags.get("snapshot_last_date", ""),
+        "logical_date": run.data.tags.get("logical_date", ""), "ticker": settings.ticker,
+        "gate_decision": mv.tags.get("gate_decision", ""),
+    }
+    staging = settings.serving_dir / "staging" / f"{model_name}-v{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    started = time.perf_counter()
+    model = mlflow.keras.load_model(f"models:/{model_name}/{version}")
+    metadata["window"] = model_window(model)
+    model.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
+    (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    result = subprocess.run([sys.executable, "-m", "stockops.serving", "pack", str(staging)],
+                            env={**os.environ, **bentoml_environment(settings)}, capture_output=True, text=True,
+                            timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"bento build for {model_name} v{version} failed:\n{result.stderr[-4000:]}")
+    built = json.loads(result.stdout.strip().splitlines()[-1])
+    shutil.rmtree(staging, ignore_errors=True)
+    client.set_model_version_tag(model_name, version, "bento_tag", built["bento_tag"])
+    log.info("bento %s (model %s) for %s v%s in %.1f s", built["bento_tag"], built["bento_model"], model_name,
+             version, time.perf_counter() - started)
+    return {**built, "model_name": model_name, "version": str(version), **{k: metadata[k] for k in
+            ("mlflow_run_id", "snapshot_hash", "window")}}
+
+
+def _pack(staging: Path) -> dict:
+    """In a child process with BENTOML_HOME set: model store entry + ``bentoml build``."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    metadata = json.loads((staging / "metadata.json").read_text())
+    version = f"v{metadata['registry_version']}-{metadata['mlflow_run_id'][:8]}"
+    model_tag = f"{metadata['model_name'].lower()}:{version}"
+    try:
+        bentoml.models.get(model_tag)
+    except NotFound:
+        with bentoml.models.create(model_tag, labels={"registry_version": metadata["registry_version"]},
+                                   metadata=metadata) as model:
+            shutil.copytree(staging / "saved_model", model.path_of("saved_model"))
+    bento_tag = f"{metadata['ticker'].lower()}_forecast:{version}"
+    try:
+        bento = bentoml.bentos.get(bento_tag)
+    except NotFound:
+        with _chdir(BENTO_DIR):
+            bento = bentoml.bentos.build(
+                "service:StockForecast", name=bento_tag.split(":")[0], version=version, build_ctx=str(BENTO_DIR),
+                include=["service.py"], args={"model_tag": model_tag},
+                description=f"{metadata['model_name']} v{metadata['registry_version']}: next-day close forecast",
+                labels={"registry_version": metadata["registry_version"], "model_name": metadata["model_name"],
+                        "mlflow_run_id": metadata["mlflow_run_id"], "snapshot_hash": metadata["snapshot_hash"],
+                        "ticker": metadata["ticker"]},
+                python={"packages": _service_requirements()})
+    return {"bento_tag": str(bento.tag), "bento_model": model_tag, "bento_path": bento.path}
+
+
+def _service_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("bentoml", "tensorflow-cpu", "numpy", "pydantic")]
+
+
+class _chdir:
+    def __init__(self, path: Path):
+        self.path, self.old = path, None
+
+    def __enter__(self):
+        self.old = os.getcwd()
+        os.chdir(self.path)
+
+    def __exit__(self, *exc):
+        os.chdir(self.old)
+
+
+# ---- the serving state ----------------------------------------------------------------------
+def state_path(settings: Settings) -> Path:
+    return settings.serving_dir / "current.json"
+
+
+def proxy_path(settings: Settings) -> Path:
+    return settings.serving_dir / "proxy.json"
+
+
+def current(settings: Settings) -> dict:
+    """What the stable address routes to now (empty if nothing was deployed)."""
+    path = state_path(settings)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    from stockops.data.store import atomic_write_json
+
+    atomic_write_json(path, data)
+
+
+def ensure_proxy(settings: Settings) -> dict:
+    """Start the stable-address proxy unless it already runs; return its record."""
+    path = proxy_path(settings)
+    record = json.loads(path.read_text()) if path.exists() else {}
+    url = settings.serve_url
+    if pid_alive(record.get("pid")) and _proxy_answers(url):
+        return record
+    if port_in_use(settings.serve_host, settings.serve_port):
+        raise DeployError(f"{url} is taken by a process that is not the stockops proxy: free the port or set "
+                          "STOCKOPS_SERVE_PORT")
+    settings.serving_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(_logs_dir(settings) / "proxy.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "stockops.proxy", "--state", str(state_path(settings)),
+                             "--host", settings.serve_host, "--port", str(settings.serve_port)],
+                            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_until(lambda: _proxy_answers(url), timeout=30, interval=0.2, what=f"proxy at {url}", proc=proc)
+    record = {"pid": proc.pid, "url": url, "started_at": _now()}
+    _write_json(path, record)
+    log.info("serving proxy started at %s (pid %d)", url, proc.pid)
+    return record
+
+
+def _proxy_answers(url: str) -> bool:
+    status, _ = http_json(f"{url}/-/stockops/upstream", timeout=2)
+    return status == 200
+
+
+def _logs_dir(settings: Settings) -> Path:
+    folder = settings.serving_dir / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+# ---- deploy ------------------------------------------------------------------------------------
+def start_bento(settings: Settings, bento_tag: str, port: int) -> subprocess.Popen:
+    """``bentoml serve <bento_tag>`` on loopback, in a session of its own so it outlives the task."""
+    log_path = _logs_dir(settings) / f"{bento_tag.replace(':', '-')}-{port}.log"
+    log.info("starting %s on 127.0.0.1:%d (log %s)", bento_tag, port, log_path)
+    return subprocess.Popen([_bin("bentoml"), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=settings.serving_dir, env={**os.environ, **bentoml_environment(settings)},
+                            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def smoke_closes(settings: Settings, window: int) -> list[float]:
+    """The latest snapshot's last ``2 * window`` closes (a real request), or a gentle ramp without data."""
+    from stockops.ingest import store_for
+
+    store = store_for(settings)
+    if store.latest() is not None:
+        return [float(c) for c in store.load()["Close"].to_numpy()[-2 * window:]]
+    return [100.0 + 0.1 * i for i in range(2 * window)]
+
+
+def check_bento(url: str, closes: list[float], version: str) -> dict:
+    """A smoke prediction: finite, positive, within 50 % of the last close, from the right version."""
+    status, body = http_json(f"{url}/predict", {"closes": closes}, timeout=30, headers={"X-Stockops-Smoke": "1"})
+    if status != 200 or not isinstance(body, dict):
+        raise DeployError(f"smoke prediction at {url} answered HTTP {status}: {str(body)[:500]}")
+    forecast = body.get("forecast")
+    if not isinstance(forecast, float | int) or not math.isfinite(forecast) or forecast <= 0 \
+            or abs(forecast / closes[-1] - 1) > 0.5:
+        raise DeployError(f"smoke prediction at {url} is implausible: {forecast!r} after a last close of {closes[-1]}")
+    if body.get("model_version") != str(version):
+        raise DeployError(f"smoke prediction at {url} came from version {body.get('model_version')!r}, not {version}")
+    return body
+
+
+def deploy(settings: Settings, bento_tag: str, version: str, *, reason: str = "", dag_run_id: str = "",
+           window: int | None = None) -> dict:
+    """Start ``bento_tag``, check it, switch the stable address to it, stop the old one.
+
+    Raises DeployError (after stopping the new process) if the new bento fails; the old
+    one keeps serving and the record says why.
+    """
+    started, started_at = time.monotonic(), _now()
+    previous = current(settings)
+    base = {"bento_tag": bento_tag, "version": str(version), "previous_version": previous.get("version"),
+            "previous_bento_tag": previous.get("bento_tag"), "reason": reason, "dag_run_id": dag_run_id,
+            "started_at": started_at}
+    ensure_proxy(settings)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_bento(settings, bento_tag, port)
+    try:
+        wait_until(lambda: http_json(f"{url}/readyz", timeout=2)[0] == 200, timeout=settings.serve_ready_timeout_s,
+                   interval=0.5, what=f"{bento_tag} /readyz at {url}", proc=proc)
+        smoke = check_bento(url, smoke_closes(settings, window or 60), version)
+    except Exception as exc:
+        stop_pid_tree(proc.pid, grace=10)
+        _record_deploy(settings, {**base, "outcome": "failed", "error": str(exc),
+                                  "seconds": round(time.monotonic() - started, 2)})
+        where = (f"v{previous.get('version')} ({previous.get('bento_tag')}) keeps serving at {settings.serve_url}"
+                 if previous else f"nothing was serving at {settings.serve_url} and nothing is now")
+        raise DeployError(f"deploy of {bento_tag} failed its health check: {exc}. {where}") from exc
+
+    _write_json(state_path(settings), {"upstream": url, "port": port, "pid": proc.pid, "bento_tag": bento_tag,
+                                       "version": str(version), "since": _now(), "reason": reason})
+    wait_until(lambda: http_json(f"{settings.serve_url}/-/stockops/upstream", timeout=2)[1].get("upstream") == url,
+               timeout=10, interval=0.05, what="proxy switch")
+    switched = time.monotonic()
+    if previous.get("pid") and previous.get("pid") != proc.pid:
+        time.sleep(DRAIN_S)
+        stop_pid_tree(int(previous["pid"]), grace=15)
+    record = _record_deploy(settings, {**base, "outcome": "succeeded", "url": settings.serve_url,
+                                       "seconds": round(time.monotonic() - started, 2),
+                                       "switched_after_s": round(switched - started, 2),
+                                       "smoke_forecast": smoke["forecast"]})
+    log.info("%s v%s now answers at %s (%.1f s; previous: %s)", bento_tag, version, settings.serve_url,
+             record["seconds"], previous.get("bento_tag") or "none")
+    return record
+
+
+def _record_deploy(settings: Settings, fields: dict) -> dict:
+    return audit.record(settings.deploy_log, "deploy", **fields)
+
+
+def deploys(settings: Settings) -> list[dict]:
+    return audit.read(settings.deploy_log)
+
+
+def stop_serving(settings: Settings) -> None:
+    """Stop the current bento and the proxy (by process id) and forget the upstream."""
+    state = current(settings)
+    if state.get("pid"):
+        stop_pid_tree(int(state["pid"]), grace=15)
+    state_path(settings).unlink(missing_ok=True)
+    path = proxy_path(settings)
+    if path.exists():
+        stop_pid_tree(int(json.loads(path.read_text())["pid"]), grace=5)
+        path.unlink(missing_ok=True)
+
+
+def serve_champion(settings: Settings, reason: str = "serve the current champion") -> dict | None:
+    """Make the stable address serve ``@champion`` (build its bento if needed); None without a champion."""
+    from stockops.training import champion_version, mlflow_setup
+
+    mlflow_setup(settings)
+    champion = champion_version(settings)
+    if champion is None:
+        return None
+    state = current(settings)
+    if state.get("version") == str(champion.version) and pid_alive(state.get("pid")) \
+            and _proxy_answers(settings.serve_url):
+        return state
+    built = build_bento(settings, settings.model_name, champion.version)
+    return deploy(settings, built["bento_tag"], champion.version, reason=reason, window=built["window"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stockops.serving")
+    sub = parser.add_subparsers(dest="command", required=True)
+    pack = sub.add_parser("pack", help="(internal) put a staged model into the BentoML store and build its bento")
+    pack.add_argument("staging", type=Path)
+    sub.add_parser("stop", help="stop the serving proxy and bento of this home")
+    args = parser.parse_args(argv)
+    if args.command == "pack":
+        print(json.dumps(_pack(args.staging)))
+    elif args.command == "stop":
+        stop_serving(get_settings())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
