@@ -7,14 +7,18 @@ Runs when `stock_ingest` publishes a new snapshot (the prices **Asset**), by han
 `load_snapshot` → `features` (scale-free windows, chronological split) → `train` (Keras LSTM,
 early stopping, one MLflow run) → `evaluate` (candidate, champion re-scored on today's holdout,
 persistence and moving-average baselines) → `register` (alias `challenger`) → `gate` →
-`promote` (alias `champion`).
+`build` (the candidate's bento: BentoML model store + `bentoml build`, tag and labels carry the
+registry version, MLflow run id and snapshot hash) → `deploy` (the new bento must pass `/readyz`
+and a smoke prediction before it takes over the serving address; the old one is stopped after)
+→ `promote` (alias `champion`). A failed build or deploy fails the run and leaves the champion,
+and the bento that serves, as they were.
 
 The **gate** promotes only if the candidate's RMSE ≤ persistence × (1 + `STOCKOPS_GATE_TOLERANCE`)
 and, when there is a champion, ≤ champion × (1 − `STOCKOPS_GATE_MARGIN`). A refusal skips
 `promote` (the run stays green) and the reason is in the `gate` log, on the MLflow model
 version and in the audit log. `force_promote` overrides it; the reason is recorded.
 
-Logic lives in `stockops.training`; this file only wires it.
+Logic lives in `stockops.training` and `stockops.serving`; this file only wires it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, Param, dag, task
 
 from stockops.config import get_settings
+from stockops.serving import build_candidate_bento, deploy_candidate
 from stockops.training import (
     evaluate_models,
     gate_candidate,
@@ -68,10 +73,12 @@ def stock_train():
     registered = task(register_candidate, task_id="register", retries=0)(evaluated)
     gate = task.short_circuit(gate_candidate, task_id="gate", retries=0)(
         registered, force_promote="{{ params.force_promote }}", trigger_reason="{{ params.reason }}")
-    # The serving issue inserts build and deploy between gate and promote.
-    promoted = task(promote_candidate, task_id="promote")(registered, trigger_reason="{{ params.reason }}",
-                                                          dag_run_id="{{ run_id }}")
-    gate >> promoted
+    built = task(build_candidate_bento, task_id="build", retries=0)(registered)
+    deployed = task(deploy_candidate, task_id="deploy", retries=0)(built, trigger_reason="{{ params.reason }}",
+                                                                   dag_run_id="{{ run_id }}")
+    gate >> built
+    task(promote_candidate, task_id="promote")(deployed, trigger_reason="{{ params.reason }}",
+                                                dag_run_id="{{ run_id }}")
 
 
 stock_train()

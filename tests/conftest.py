@@ -28,10 +28,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def settings(tmp_path, monkeypatch):
-    """Fresh stockops home for one test; returns the settings read from it."""
+    """Fresh stockops home for one test, serving on a free port; returns the settings read from it.
+
+    Whatever the test deployed (the serving proxy and bento) is stopped afterwards, by process id.
+    """
+    from stockops.processes import free_port
+    from stockops.serving import stop_serving
+
     monkeypatch.setenv("STOCKOPS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("STOCKOPS_SOURCE", "replay")
-    return get_settings()
+    monkeypatch.setenv("STOCKOPS_SERVE_PORT", str(free_port()))
+    current = get_settings()
+    yield current
+    stop_serving(current)
 
 
 @pytest.fixture(scope="session")

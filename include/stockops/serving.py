@@ -314,6 +314,36 @@ def serve_champion(settings: Settings, reason: str = "serve the current champion
     return deploy(settings, built["bento_tag"], champion.version, reason=reason, window=built["window"])
 
 
+# ---- the stock_train steps ----------------------------------------------------------------------
+def build_candidate_bento(registered: dict) -> dict:
+    """``stock_train``'s build step (only after the gate said yes)."""
+    settings = get_settings()
+    built = build_bento(settings, registered["model_name"], registered["version"])
+    return {**registered, "bento": built}
+
+
+def deploy_candidate(built: dict, trigger_reason: str = "", dag_run_id: str = "") -> dict:
+    """``stock_train``'s deploy step: health-checked switch; a failure leaves champion and endpoint as they were."""
+    from mlflow import MlflowClient
+
+    from stockops.training import mlflow_setup
+
+    settings = get_settings()
+    mlflow_setup(settings)
+    client = MlflowClient()
+    bento = built["bento"]
+    try:
+        record = deploy(settings, bento["bento_tag"], built["version"], reason=trigger_reason or "gate passed",
+                        dag_run_id=dag_run_id, window=bento["window"])
+    except DeployError as exc:
+        client.set_model_version_tag(built["model_name"], built["version"], "deploy", f"failed: {str(exc)[:4000]}")
+        log.error("%s; champion stays where it was", exc)
+        raise
+    client.set_model_version_tag(built["model_name"], built["version"], "deploy",
+                                 f"succeeded {record['at']} as {bento['bento_tag']}")
+    return {**built, "deploy": record}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stockops.serving")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -342,12 +342,16 @@ def promote_candidate(registered: dict, trigger_reason: str = "", dag_run_id: st
 
 def train_in_process(trigger_reason: str = "in-process run", epochs: Any = None, window: Any = None,
                      force_promote: bool = False) -> dict:
-    """The whole ``stock_train`` chain without Airflow (used by ``make demo``)."""
+    """The whole ``stock_train`` chain without Airflow (used by ``make demo``), build and deploy included."""
     settings = get_settings()
     registered = register_candidate(evaluate_models(train_candidate(
         prepare_features(load_snapshot(), window=window), epochs=epochs, trigger_reason=trigger_reason)))
     promoted = gate_candidate(registered, force_promote=force_promote, trigger_reason=trigger_reason)
+    deployed = None
     if promoted:
-        promote_candidate(registered, trigger_reason=trigger_reason)
+        from stockops.serving import build_candidate_bento, deploy_candidate
+
+        deployed = deploy_candidate(build_candidate_bento(registered), trigger_reason=trigger_reason)
+        promote_candidate(deployed, trigger_reason=trigger_reason)
     decision = next(e for e in reversed(audit.read(settings.audit_log)) if e["event"] == "gate")
-    return {**registered, "promoted": promoted, "decision": decision}
+    return {**registered, "promoted": promoted, "decision": decision, "deploy": deployed and deployed["deploy"]}

@@ -1,4 +1,4 @@
-"""``stock_ingest`` then ``stock_train`` through ``dag.test()``: MLflow run, registry, gate, champion."""
+"""``stock_ingest`` then ``stock_train`` through ``dag.test()``: MLflow run, registry, gate, bento, champion."""
 
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ def test_train_logs_everything_registers_and_guards_the_champion(small, dags):
     first = train.test(run_conf={"reason": "integration test: first model"})
     assert str(first.state) == "success", states(first)
     assert states(first)["promote"] == "success", "the default candidate must pass the gate honestly"
+    assert states(first)["build"] == states(first)["deploy"] == "success"
+    assert served_version(small) == "1"
 
     mlflow.set_tracking_uri(small.mlflow_tracking_uri)
     client = MlflowClient()
@@ -70,7 +72,9 @@ def test_train_logs_everything_registers_and_guards_the_champion(small, dags):
 
     second = train.test(run_conf=WEAK)
     assert str(second.state) == "success", states(second)
-    assert states(second)["gate"] == "success" and states(second)["promote"] == "skipped"
+    assert states(second)["gate"] == "success"
+    assert {states(second)[t] for t in ("build", "deploy", "promote")} == {"skipped"}
+    assert served_version(small) == "1", "a refused candidate must not reach the endpoint"
     assert str(client.get_model_version_by_alias(small.model_name, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(small.model_name, "challenger").version) == "2"
     refused = client.get_model_version(small.model_name, "2")
@@ -90,6 +94,8 @@ def test_forced_promotion_moves_the_champion_and_records_why(small, dags):
     client = MlflowClient(tracking_uri=small.mlflow_tracking_uri)
     version = client.get_model_version_by_alias(small.model_name, "champion")
     assert str(version.version) == "2" and version.tags["gate_decision"] == "forced"
+    assert served_version(small) == "2" and version.tags["deploy"].startswith("succeeded")
+    assert version.tags["bento_tag"].startswith("goog_forecast:v2-")
     assert "operator override, ticket 7" in version.tags["gate_reason"]
     promotion = [e for e in audit.read(small.audit_log) if e["event"] == "promotion"][-1]
     assert str(promotion["from_version"]) == "1" and str(promotion["to_version"]) == "2"
@@ -100,3 +106,12 @@ def ingest_latest(settings):
     from stockops.ingest import store_for
 
     return store_for(settings).latest()
+
+
+def served_version(settings) -> str:
+    """The registry version the stable serving address answers with, over real HTTP."""
+    from stockops.processes import http_json
+
+    status, body = http_json(f"{settings.serve_url}/predict", {"closes": [100.0 + i for i in range(80)]})
+    assert status == 200, body
+    return body["model_version"]
