@@ -40,10 +40,19 @@ def run_demo(days: int = 5) -> list[dict]:
         print(f"latest:   {latest.hash[:12]} ({latest.rows} rows, {latest.first_date}..{latest.last_date})")
     print(f"GX Data Docs: {settings.data_docs_dir / 'index.html'}")
 
+    from stockops.serving import current
     from stockops.training import champion_version, format_scores, train_in_process
 
+    was_serving = bool(current(settings))  # e.g. make run is up on the same home: leave its endpoint up
     print("\ntraining a candidate on the latest snapshot (this imports TensorFlow and MLflow) ...", flush=True)
-    outcome = train_in_process(trigger_reason="make demo")
+    try:
+        outcome = train_in_process(trigger_reason="make demo")
+    except Exception:
+        if not was_serving:
+            from stockops.serving import stop_serving
+
+            stop_serving(settings)
+        raise
     holdout = outcome["holdout"]
     print(f"\nholdout: {holdout['days']} days, {holdout['first']}..{holdout['last']}  "
           f"(MLflow run {outcome['run_id']}, {outcome['model_name']} v{outcome['version']})")
@@ -52,4 +61,34 @@ def run_demo(days: int = 5) -> list[dict]:
     champion = champion_version(settings)
     print(f"champion: {f'{settings.model_name} v{champion.version}' if champion else 'none: no model has passed the gate yet'}")
     print(f"MLflow store: {settings.mlflow_tracking_uri} (make run serves its UI)")
+    forecast_over_http(settings, store, was_serving)
     return results
+
+
+def forecast_over_http(settings, store, was_serving: bool) -> dict | None:
+    """Serve the champion (unless it already answers) and ask it for tomorrow over real HTTP."""
+    from stockops.processes import http_json
+    from stockops.serving import serve_champion, stop_serving
+
+    print("\nserving the champion (bento build + health-checked deploy, if not done yet) ...", flush=True)
+    try:
+        state = serve_champion(settings, reason="make demo")
+        if state is None:
+            print("no champion, so nothing is served: the endpoint waits for a model that passes the gate")
+            return None
+        frame = store.load()
+        closes = [float(c) for c in frame["Close"].to_numpy()[-90:]]
+        as_of = frame["Date"].iloc[-1].date().isoformat()
+        status, body = http_json(f"{settings.serve_url}/predict", {"closes": closes, "as_of": as_of})
+        print(f"POST {settings.serve_url}/predict  ({len(closes)} closes up to {as_of}) -> HTTP {status}")
+        if status == 200:
+            print(f"  forecast for {body['forecast_for']}: {body['forecast']:.2f}  (last close {body['last_close']:.2f})")
+            print(f"  model {body['model_name']} v{body['model_version']}, bento {body['bento_tag']}, "
+                  f"snapshot {body['snapshot_hash'][:12]}")
+        else:
+            print(f"  {body}")
+        return body
+    finally:
+        if not was_serving:
+            stop_serving(settings)
+            print("(the demo stopped the endpoint it started; make run keeps one up)")

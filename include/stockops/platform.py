@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stockops.config import Settings, airflow_environment, get_settings
+from stockops.processes import stop_pid_tree
 
 DAG_IDS = ("stock_ingest", "stock_train")
 
@@ -137,12 +138,36 @@ class LocalPlatform:
    MLflow UI       {self.mlflow_url}   (experiment {self.settings.experiment_name}, model {self.settings.model_name})
    admin password  {password_file}
    data            {self.settings.data_dir}   (source: {self.settings.source})
+   forecasts       POST {self.settings.serve_url}/predict   ({self.serving_line()})
+   API docs        {self.settings.serve_url}/   (OpenAPI; /livez /readyz /metrics)
    GX Data Docs    {self.settings.data_docs_dir / 'index.html'}
-   logs            {self.settings.logs_dir}
+   logs            {self.settings.logs_dir}   (serving: {self.settings.serving_dir / 'logs'})
  A first stock_ingest run was triggered; it turns green within a minute or two, and
- its new snapshot starts stock_train (about a minute more; the result is in MLflow).
- Ctrl-C stops everything this command started.
+ its new snapshot starts stock_train (about two minutes more: train, gate, and for a
+ promoted model, bento build and a health-checked deploy to the endpoint above).
+   curl -s -H 'Content-Type: application/json' -d '{{"closes": [<60+ daily closes>]}}' \\
+        {self.settings.serve_url}/predict
+ Ctrl-C stops everything this command started, the endpoint included.
 ==============================================================================""", flush=True)
+
+
+    def serving_line(self) -> str:
+        from stockops.serving import current
+
+        state = current(self.settings)
+        if state:
+            return f"serving {self.settings.model_name} v{state['version']}, bento {state['bento_tag']}"
+        return "no champion yet: it starts serving after the first promotion"
+
+    def serve_champion(self) -> None:
+        """Serve the current champion at the stable address (after a restart, say)."""
+        from stockops.serving import serve_champion
+
+        print("serving the current champion, if there is one ...", flush=True)
+        try:
+            serve_champion(self.settings, reason="make run: serve the current champion")
+        except Exception as exc:  # the platform still starts; the DAG's next deploy retries
+            print(f"could not serve the champion: {exc}", flush=True)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -166,39 +191,21 @@ def run_local(port: int | None = None) -> int:
     try:
         platform.wait_healthy(proc)
         platform.ensure_dags_ready()
+        platform.serve_champion()
         platform.trigger_first_ingest()
         platform.print_banner()
         return proc.wait()
     except KeyboardInterrupt:
         return 0
     finally:
+        from stockops.serving import stop_serving
+
+        stop_serving(settings)
         stop_process_tree(mlflow_proc)
         stop_process_tree(proc)
 
 
 def stop_process_tree(proc: subprocess.Popen, grace: float = 20) -> None:
-    """Stop ``proc`` and every process it started, by process id.
-
-    ``airflow standalone`` puts its components in a session of their own, so a process
-    group signal does not reach them: walk the tree instead.
-    """
-    import psutil
-
-    try:
-        root = psutil.Process(proc.pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for p in tree:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(tree, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+    """Stop ``proc`` and every process it started, by process id."""
+    stop_pid_tree(proc.pid, grace)
     proc.poll()

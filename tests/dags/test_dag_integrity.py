@@ -67,4 +67,9 @@ def test_train_is_scheduled_on_the_prices_asset_with_a_params_form(dagbag):
     assert set(dag.params) == {"epochs", "window", "reason", "force_promote"}
     assert dag.params["force_promote"] is False
     order = [t.task_id for t in dag.topological_sort()]
-    assert order == ["load_snapshot", "features", "train", "evaluate", "register", "gate", "promote"]
+    assert order == ["load_snapshot", "features", "train", "evaluate", "register", "gate", "build", "deploy",
+                     "promote"]
+    # champion moves only after a good deploy; a failed deploy is not retried blindly
+    assert dag.get_task("promote").upstream_task_ids == {"deploy"}
+    assert dag.get_task("build").upstream_task_ids >= {"gate"}
+    assert dag.get_task("deploy").retries == 0
