@@ -11,9 +11,11 @@ same version to a SavedModel for the in-process call. Each target gets a short w
 closed loop at each concurrency (default 1, 8, 32) for a fixed time: C workers, each on one
 keep-alive connection, send the next request as soon as the previous answers, cycling through
 real 60-day price windows of the snapshot. Reported per target and level: requests per second,
-p50/p95/p99 latency of the successful requests, errors (non-200 answers and exceptions), and the
-CPU seconds used by the load generator and by the server processes. The in-process target runs
-the same closed loop with threads; a batch-of-32 call rate is shown for reference.
+p50/p95/p99 latency of the successful requests, errors (non-200 answers and exceptions), stalls
+(moments of over 100 ms in which no request finished at all: the server stopped as a whole, e.g. for
+a full garbage collection), and the CPU seconds used by the load generator, by each server process
+and by anything else on the machine (a level that other processes disturbed is repeated). The
+in-process target runs the same closed loop with threads; a batch-of-32 call rate is shown for reference.
 
 Targets, all on one registry version:
   bento-proxy   the stable address users call (proxy -> bento)
@@ -24,7 +26,7 @@ Targets, all on one registry version:
 Goals (issue): at concurrency 32 the bento (stable address) serves at least 3 x the requests per
 second of `mlflow models serve`, with p99 under 50 ms and no errors. The load generator runs on the
 same cores as the servers (2 on the reference machine), so every number here includes its cost.
-Results: bench/serving_load.json (next to this script).
+Results: bench/results/serving_load.json.
 
     .venv/bin/python bench/serving_load.py [--seconds 10] [--levels 1,8,32] [--warmup 3]
 """
@@ -53,11 +55,12 @@ import psutil
 
 from stockops.processes import free_port, http_json, pid_alive, stop_pid_tree, wait_until
 
-RESULTS = Path(__file__).resolve().parent / "serving_load.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "serving_load.json"
 INGEST_DAY = "2026-06-01"
 GOAL_LEVEL = 32
 GOAL_RATIO = 3.0
 GOAL_P99_MS = 50.0
+STALL_MS = 100.0  # no answer at all for this long, while every worker waits for one, is a stall
 JSON_HEADERS = {"Content-Type": "application/json"}
 PACKAGES = ("bentoml", "mlflow", "tensorflow-cpu", "keras", "numpy", "aiohttp", "uvicorn")
 # `mlflow models serve` loads the model in a fresh interpreter; the model's custom Keras layers are
@@ -66,21 +69,28 @@ SHIM = "import stockops.model  # noqa: F401  registers the custom Keras layers b
 
 
 # ---- the load generator -------------------------------------------------------------------------
-def summarise(latencies_s: list[float], errors: int, completed: int, wall_s: float, samples: list[str]) -> dict:
-    """rps and latency percentiles over the successful requests (a fast error earns nothing)."""
+def summarise(latencies_s: list[float], errors: int, completed: int, wall_s: float, samples: list[str],
+              ends: list[float]) -> dict:
+    """rps and latency percentiles over the successful requests (a fast error earns nothing), and stalls:
+    gaps of over STALL_MS in which no request at all finished (the server stopped as a whole)."""
     lat = np.asarray(latencies_s) * 1000.0
+    gaps = np.diff(np.sort(np.asarray(ends))) * 1000.0 if len(ends) > 1 else np.zeros(0)
+    stalls = gaps[gaps > STALL_MS]
     pct = (lambda q: round(float(np.percentile(lat, q)), 2)) if len(lat) else (lambda q: None)
     return {"requests": completed, "ok": int(len(lat)), "errors": errors, "seconds": round(wall_s, 3),
             "rps": round(len(lat) / wall_s, 1) if wall_s > 0 else 0.0,
             "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
             "mean_ms": round(float(lat.mean()), 2) if len(lat) else None,
-            "max_ms": round(float(lat.max()), 2) if len(lat) else None, "error_samples": samples[:5]}
+            "max_ms": round(float(lat.max()), 2) if len(lat) else None,
+            "stalls": int(len(stalls)), "stalled_ms": round(float(stalls.sum()), 1),
+            "longest_gap_ms": round(float(gaps.max()), 1) if len(gaps) else None, "error_samples": samples[:5]}
 
 
 async def _closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict:
     """C workers, one connection each; every worker sends its next request when the last one answered."""
     latencies: list[float] = []
     samples: list[str] = []
+    ends: list[float] = []
     counts = {"done": 0, "errors": 0}
     timeout = aiohttp.ClientTimeout(total=30)
     sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), timeout=timeout)
@@ -101,7 +111,9 @@ async def _closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds:
             i += 1
             started = time.perf_counter()
             ok, error = await one(session, body)
-            elapsed = time.perf_counter() - started
+            ended = time.perf_counter()
+            elapsed = ended - started
+            ends.append(ended)
             counts["done"] += 1
             if ok:
                 latencies.append(elapsed)
@@ -119,7 +131,7 @@ async def _closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds:
         wall = time.perf_counter() - started
     finally:
         await asyncio.gather(*(s.close() for s in sessions))
-    return summarise(latencies, counts["errors"], counts["done"], wall, samples)
+    return summarise(latencies, counts["errors"], counts["done"], wall, samples, ends)
 
 
 PROCESS_LABELS = (("stockops.proxy", "proxy"), ("--service-name lstm_runner", "lstm_runner"),
@@ -200,6 +212,7 @@ def inprocess_level(call, windows: np.ndarray, concurrency: int, seconds: float)
     """The same closed loop with threads calling the compiled graph directly (no HTTP, no JSON)."""
     per_thread: list[list[float]] = [[] for _ in range(concurrency)]
     errors: list[str] = []
+    ends: list[float] = []
     barrier = threading.Barrier(concurrency + 1)
     deadline = [0.0]
 
@@ -217,8 +230,11 @@ def inprocess_level(call, windows: np.ndarray, concurrency: int, seconds: float)
                     raise ValueError(f"non-finite forecast {value}")
             except Exception as exc:  # counted, like a failed request
                 errors.append(f"{type(exc).__name__}: {exc}"[:240])
+                ends.append(time.perf_counter())
                 continue
-            out.append(time.perf_counter() - started)
+            ended = time.perf_counter()
+            ends.append(ended)
+            out.append(ended - started)
 
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(concurrency)]
     for t in threads:
@@ -231,7 +247,7 @@ def inprocess_level(call, windows: np.ndarray, concurrency: int, seconds: float)
         t.join()
     wall = time.perf_counter() - started
     latencies = [x for out in per_thread for x in out]
-    result = summarise(latencies, len(errors), len(latencies) + len(errors), wall, errors)
+    result = summarise(latencies, len(errors), len(latencies) + len(errors), wall, errors, ends)
     result["client_cpu_s"] = round(time.process_time() - cpu0, 2)  # one process: client and server
     result["server_cpu_s"] = None
     result["other_cpu_s"] = round(max(0.0, _machine_busy_seconds() - busy0 - result["client_cpu_s"]), 2)
@@ -356,8 +372,8 @@ def run_target(name: str, level, levels: list[int], args: argparse.Namespace) ->
         row = measured(lambda c=c: level(c, args.seconds), args.seconds, args.attempts, args.max_wait)
         rows.append(row)
         print(f"  {name:<13} c={c:<3} {row['rps']:>8.1f} rps  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
-              f"errors {row['errors']}  (other processes: {row['other_cpu_s']} cpu s; attempt {row['attempt']})",
-              flush=True)
+              f"errors {row['errors']}  stalls {row['stalls']}  (other processes: {row['other_cpu_s']} cpu s; "
+              f"attempt {row['attempt']})", flush=True)
     return rows
 
 
@@ -536,12 +552,14 @@ def main() -> None:
     goals["all_met"] = all(g["met"] for g in goals.values() if isinstance(g, dict))
 
     print(f"\n{'target':<13} {'conc':>4} {'rps':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} "
-          f"{'client cpu s':>13} {'server cpu s':>13} {'other cpu s':>12}")
+          f"{'stalls (ms)':>13} {'client cpu s':>13} {'server cpu s':>13} {'other cpu s':>12}")
     for name, rows in results.items():
         for row in rows:
             server_cpu = "-" if row["server_cpu_s"] is None else f"{row['server_cpu_s']:.1f}"
+            stalls = f"{row['stalls']} ({row['stalled_ms']:.0f})"
             print(f"{name:<13} {row['concurrency']:>4} {row['rps']:>9.1f} {row['p50_ms']:>8} {row['p95_ms']:>8} "
-                  f"{row['p99_ms']:>8} {row['errors']:>7} {row['client_cpu_s']:>13.1f} {server_cpu:>13} "
+                  f"{row['p99_ms']:>8} {row['errors']:>7} {stalls:>13} "
+                  f"{row['client_cpu_s']:>13.1f} {server_cpu:>13} "
                   f"{row['other_cpu_s']:>12.1f}")
     print("\nCPU ms per successful request, by process (client = this load generator):")
     for name, rows in results.items():
@@ -556,10 +574,12 @@ def main() -> None:
     print(f"\ngoals at concurrency {goal_level} (bento via the stable address):")
     print(f"  throughput >= {GOAL_RATIO:.0f} x mlflow models serve: {ratio_at} x -> "
           f"{'met' if goals['throughput_at_least_3x_mlflow']['met'] else 'NOT met'}")
-    print(f"  p99 < {GOAL_P99_MS:.0f} ms: {at['p99_ms']} ms -> {'met' if goals['p99_under_50_ms']['met'] else 'NOT met'}")
+    print(f"  p99 < {GOAL_P99_MS:.0f} ms: {at['p99_ms']} ms -> "
+          f"{'met' if goals['p99_under_50_ms']['met'] else 'NOT met'}")
     print(f"  zero errors (bento, every level, proxy and direct): {bento_errors} -> "
           f"{'met' if goals['zero_errors']['met'] else 'NOT met'}")
-    print(f"\nrps and latencies count successful answers only; latency is measured by the client. The load "
+    print(f"\nrps and latencies count successful answers only; latency is measured by the client; a stall is a "
+          f"gap of over {STALL_MS:.0f} ms in which no request finished (count, total ms). The load "
           f"generator shares the {cores} CPU cores with the servers (client cpu s): the servers get less than the "
           f"whole machine, and client-side queueing is inside every latency. other cpu s: everything else that "
           f"ran on the machine meanwhile.")

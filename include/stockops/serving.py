@@ -177,10 +177,10 @@ def ensure_proxy(settings: Settings) -> dict:
         raise DeployError(f"{url} is taken by a process that is not the stockops proxy: free the port or set "
                           "STOCKOPS_SERVE_PORT")
     settings.serving_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(_logs_dir(settings) / "proxy.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "stockops.proxy", "--state", str(state_path(settings)),
-                             "--host", settings.serve_host, "--port", str(settings.serve_port)],
-                            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(_logs_dir(settings) / "proxy.log", "ab") as log_file:  # the child keeps its own copy
+        proc = subprocess.Popen([sys.executable, "-m", "stockops.proxy", "--state", str(state_path(settings)),
+                                 "--host", settings.serve_host, "--port", str(settings.serve_port)],
+                                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     wait_until(lambda: _proxy_answers(url), timeout=30, interval=0.2, what=f"proxy at {url}", proc=proc)
     record = {"pid": proc.pid, "url": url, "started_at": _now()}
     _write_json(path, record)
@@ -204,9 +204,10 @@ def start_bento(settings: Settings, bento_tag: str, port: int) -> subprocess.Pop
     """``bentoml serve <bento_tag>`` on loopback, in a session of its own so it outlives the task."""
     log_path = _logs_dir(settings) / f"{bento_tag.replace(':', '-')}-{port}.log"
     log.info("starting %s on 127.0.0.1:%d (log %s)", bento_tag, port, log_path)
-    return subprocess.Popen([_bin("bentoml"), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=settings.serving_dir, env={**os.environ, **bentoml_environment(settings)},
-                            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log_path, "ab") as log_file:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([_bin("bentoml"), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=settings.serving_dir, env={**os.environ, **bentoml_environment(settings)},
+                                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def smoke_closes(settings: Settings, window: int) -> list[float]:
