@@ -48,6 +48,7 @@ bench: install
 	$(PY) bench/parse_time.py
 	$(PY) bench/model_quality.py
 	$(PY) bench/gate_thresholds.py
+	$(PY) bench/serving_load.py
 
 lock: install
 	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11
