@@ -239,8 +239,18 @@ def deploy(settings: Settings, bento_tag: str, version: str, *, reason: str = ""
     """Start ``bento_tag``, check it, switch the stable address to it, stop the old one.
 
     Raises DeployError (after stopping the new process) if the new bento fails; the old
-    one keeps serving and the record says why.
+    one keeps serving and the record says why. Deploys of one home run one at a time.
     """
+    import fcntl
+
+    settings.serving_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.serving_dir / ".deploy.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _deploy(settings, bento_tag, str(version), reason=reason, dag_run_id=dag_run_id, window=window)
+
+
+def _deploy(settings: Settings, bento_tag: str, version: str, *, reason: str, dag_run_id: str,
+            window: int | None) -> dict:
     started, started_at = time.monotonic(), _now()
     previous = current(settings)
     base = {"bento_tag": bento_tag, "version": str(version), "previous_version": previous.get("version"),
