@@ -53,7 +53,7 @@ import aiohttp
 import numpy as np
 import psutil
 
-from stockops.processes import free_port, http_json, pid_alive, stop_pid_tree, wait_until
+from stockops.processes import free_port, http_json, pid_alive, stop_pid_tree, venv_bin, wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving_load.json"
 INGEST_DAY = "2026-06-01"
@@ -288,7 +288,7 @@ def start_mlflow(settings, model_name: str, version: str, log_path: Path, shim_d
     extra = {"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
     if shim_dir is not None:
         extra["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim_dir), os.environ.get("PYTHONPATH", "")) if p)
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    mlflow_bin = venv_bin("mlflow")
     proc = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", f"models:/{model_name}/{version}",
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
                             env=_venv_env(extra), stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,

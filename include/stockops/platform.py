@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stockops.config import Settings, airflow_environment, get_settings
-from stockops.processes import stop_pid_tree
+from stockops.processes import stop_pid_tree, venv_bin
 
 DAG_IDS = ("stock_ingest", "stock_train")
 
@@ -43,12 +43,12 @@ class LocalPlatform:
         env["AIRFLOW__API__PORT"] = str(self.port)
         env["AIRFLOW__API__BASE_URL"] = self.url
         # `airflow standalone` starts its components as `airflow ...` by name: use this venv's.
-        env["PATH"] = os.pathsep.join([str(Path(_airflow_bin()).parent), env.get("PATH", "")])
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
 
     def airflow(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run one ``airflow`` CLI command against this platform's home."""
-        return subprocess.run([_airflow_bin(), *args], env=self.env(), check=check, capture_output=True,
+        return subprocess.run([venv_bin("airflow"), *args], env=self.env(), check=check, capture_output=True,
                               text=True, timeout=timeout)
 
     def start(self) -> subprocess.Popen:
@@ -60,7 +60,7 @@ class LocalPlatform:
         log_path = self.settings.logs_dir / "airflow-standalone.log"
         print(f"starting airflow standalone (log: {log_path}) ...", flush=True)
         log = open(log_path, "ab")
-        return subprocess.Popen([_airflow_bin(), "standalone"], env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen([venv_bin("airflow"), "standalone"], env=self.env(), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
     @property
@@ -72,7 +72,7 @@ class LocalPlatform:
         self.settings.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.settings.logs_dir / "mlflow-server.log", "ab")
         return subprocess.Popen(
-            [str(Path(_airflow_bin()).with_name("mlflow")), "server",
+            [venv_bin("mlflow"), "server",
              "--backend-store-uri", self.settings.mlflow_tracking_uri,
              "--default-artifact-root", self.settings.mlflow_artifacts_dir.as_uri(),
              "--host", self.host, "--port", str(self.mlflow_port), "--workers", "1"],
@@ -172,11 +172,6 @@ class LocalPlatform:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _airflow_bin() -> str:
-    candidate = Path(sys.executable).with_name("airflow")
-    return str(candidate) if candidate.exists() else "airflow"
 
 
 def run_local(port: int | None = None) -> int:

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
+
+
+def venv_bin(name: str) -> str:
+    """The ``name`` console script of this interpreter's environment (falls back to PATH)."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
 
 
 def stop_pid_tree(pid: int, grace: float = 20) -> None:

@@ -14,6 +14,7 @@ deploy: the new bento starts on a free loopback port, must pass ``/readyz`` and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from stockops import audit
 from stockops.config import REPO_ROOT, Settings, get_settings
-from stockops.processes import free_port, http_json, pid_alive, port_in_use, stop_pid_tree, wait_until
+from stockops.processes import free_port, http_json, pid_alive, port_in_use, stop_pid_tree, venv_bin, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,6 @@ def bentoml_environment(settings: Settings) -> dict[str, str]:
     """Environment for BentoML processes: the stores and the prediction log under the home."""
     return {"BENTOML_HOME": str(settings.bentoml_home), "BENTOML_DO_NOT_TRACK": "True",
             "STOCKOPS_HOME": str(settings.home), "STOCKOPS_PREDICTION_LOG": str(settings.prediction_log)}
-
-
-def _bin(name: str) -> str:
-    candidate = Path(sys.executable).with_name(name)
-    return str(candidate) if candidate.exists() else name
 
 
 def _now() -> str:
@@ -115,7 +111,7 @@ def _pack(staging: Path) -> dict:
     try:
         bento = bentoml.bentos.get(bento_tag)
     except NotFound:
-        with _chdir(BENTO_DIR):
+        with contextlib.chdir(BENTO_DIR):
             bento = bentoml.bentos.build(
                 "service:StockForecast", name=bento_tag.split(":")[0], version=version, build_ctx=str(BENTO_DIR),
                 include=["service.py"], args={"model_tag": model_tag},
@@ -131,18 +127,6 @@ def _service_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{pkg}=={version(pkg)}" for pkg in ("bentoml", "tensorflow-cpu", "numpy", "pydantic")]
-
-
-class _chdir:
-    def __init__(self, path: Path):
-        self.path, self.old = path, None
-
-    def __enter__(self):
-        self.old = os.getcwd()
-        os.chdir(self.path)
-
-    def __exit__(self, *exc):
-        os.chdir(self.old)
 
 
 # ---- the serving state ----------------------------------------------------------------------
@@ -205,7 +189,7 @@ def start_bento(settings: Settings, bento_tag: str, port: int) -> subprocess.Pop
     log_path = _logs_dir(settings) / f"{bento_tag.replace(':', '-')}-{port}.log"
     log.info("starting %s on 127.0.0.1:%d (log %s)", bento_tag, port, log_path)
     with open(log_path, "ab") as log_file:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([_bin("bentoml"), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)],
+        return subprocess.Popen([venv_bin("bentoml"), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)],
                                 cwd=settings.serving_dir, env={**os.environ, **bentoml_environment(settings)},
                                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
 

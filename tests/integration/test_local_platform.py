@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 
@@ -11,14 +10,9 @@ import pytest
 
 from stockops.config import get_settings
 from stockops.platform import LocalPlatform, stop_process_tree
+from stockops.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_local_platform_runs_ingest_green_and_stops_cleanly(settings, monkeypatch, tmp_path):
