@@ -1,4 +1,6 @@
-"""How much each DAG file costs the dag-processor to import, beyond ``airflow.sdk``.
+"""How much each DAG file costs the dag-processor to import, beyond what it has already loaded.
+
+The baseline is ``airflow.sdk`` plus the dag-processor itself (see ``stockops.dagcheck``).
 
 Each file is imported in a fresh interpreter (median of several runs) and compared side by side
 with a reference DAG that imports TensorFlow at module level, the common anti-pattern.

@@ -2,7 +2,8 @@
 ### stock_train — retrain the LSTM on every new snapshot; promote only a model that earns it
 
 Runs when `stock_ingest` publishes a new snapshot (the prices **Asset**), by hand from the
-*Trigger* form (Params below), or when `stock_monitor` detects drift.
+*Trigger* form (Params below), or when `stock_monitor` detects drift or a live error it
+cannot accept (its conf carries the `reason` and the `report`, kept as MLflow run tags).
 
 `load_snapshot` → `features` (scale-free windows, chronological split) → `train` (Keras LSTM,
 early stopping, one MLflow run) → `evaluate` (candidate, champion re-scored on today's holdout,
@@ -59,6 +60,8 @@ PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops
                         description="Trading days of closes the model sees."),
         "reason": Param("new snapshot", type="string", minLength=1,
                         description="Why this run: kept in MLflow and the audit log."),
+        "report": Param("", type="string",
+                        description="Set by stock_monitor: the monitor report (Evidently HTML) behind this run."),
         "force_promote": Param(False, type="boolean",
                                description="Promote even if the gate refuses (the reason is recorded)."),
     },
@@ -68,7 +71,8 @@ def stock_train():
     snapshot = task(load_snapshot)()
     features = task(prepare_features, task_id="features")(snapshot, window="{{ params.window }}")
     trained = task(train_candidate, task_id="train")(features, epochs="{{ params.epochs }}",
-                                                     trigger_reason="{{ params.reason }}", dag_run_id="{{ run_id }}")
+                                                     trigger_reason="{{ params.reason }}", dag_run_id="{{ run_id }}",
+                                                     trigger_report="{{ params.report }}")
     evaluated = task(evaluate_models, task_id="evaluate")(trained)
     registered = task(register_candidate, task_id="register", retries=0)(evaluated)
     gate = task.short_circuit(gate_candidate, task_id="gate", retries=0)(

@@ -69,6 +69,13 @@ class Settings:
     serve_host: str = "127.0.0.1"
     serve_port: int = 3000
     serve_ready_timeout_s: float = 180.0
+    # monitoring (stock_monitor): see bench/monitor_drift.py for how the defaults were chosen
+    monitor_current_days: int = 60  # trading days compared with the champion's training window
+    monitor_drift_threshold: float = 0.6  # normed Wasserstein distance above which a feature drifted
+    monitor_drift_share: float = 0.5  # share of drifted features that calls for a retrain
+    monitor_error_ratio: float = 1.5  # live RMSE (in % of price) / the champion's holdout RMSE
+    monitor_persistence_ratio: float = 1.10  # live RMSE / persistence's RMSE on the same days
+    monitor_cooldown_h: float = 72.0  # no second retrain trigger within this many hours
     # derived locations (filled in __post_init__ from home unless given)
     airflow_home: Path = field(default=None)  # type: ignore[assignment]
     gx_project_dir: Path = field(default=None)  # type: ignore[assignment]
@@ -84,6 +91,9 @@ class Settings:
             object.__setattr__(self, "model_name", f"{self.ticker}_lstm")
         if not self.mlflow_tracking_uri:
             object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}")
+        if self.monitor_current_days < 20:
+            raise ValueError(f"STOCKOPS_MONITOR_CURRENT_DAYS={self.monitor_current_days}: need at least 20 "
+                             "trading days for a drift test to mean anything")
         if self.gx_project_dir is None:
             object.__setattr__(self, "gx_project_dir", REPO_ROOT / "great_expectations")
 
@@ -150,6 +160,20 @@ class Settings:
         return self.serving_dir / "predictions.jsonl"
 
     @property
+    def monitoring_dir(self) -> Path:
+        """Monitor reports: one folder per check (decision JSON, Evidently HTML), and the decision log."""
+        return self.home / "monitoring" / self.ticker
+
+    @property
+    def monitor_log(self) -> Path:
+        """Append-only record of every monitor decision (the cool-down reads it)."""
+        return self.monitoring_dir / "decisions.jsonl"
+
+    @property
+    def monitoring_experiment(self) -> str:
+        return f"stockops-{self.ticker}-monitoring"
+
+    @property
     def serve_url(self) -> str:
         return f"http://{self.serve_host}:{self.serve_port}"
 
@@ -201,6 +225,12 @@ def get_settings() -> Settings:
         serve_host=_env("STOCKOPS_SERVE_HOST", "127.0.0.1"),
         serve_port=_env_int("STOCKOPS_SERVE_PORT", 3000),
         serve_ready_timeout_s=_env_float("STOCKOPS_SERVE_READY_TIMEOUT_S", 180.0),
+        monitor_current_days=_env_int("STOCKOPS_MONITOR_CURRENT_DAYS", 60),
+        monitor_drift_threshold=_env_float("STOCKOPS_MONITOR_DRIFT_THRESHOLD", 0.6),
+        monitor_drift_share=_env_float("STOCKOPS_MONITOR_DRIFT_SHARE", 0.5),
+        monitor_error_ratio=_env_float("STOCKOPS_MONITOR_ERROR_RATIO", 1.5),
+        monitor_persistence_ratio=_env_float("STOCKOPS_MONITOR_PERSISTENCE_RATIO", 1.10),
+        monitor_cooldown_h=_env_float("STOCKOPS_MONITOR_COOLDOWN_H", 72.0),
         airflow_home=Path(airflow_home).resolve() if airflow_home else None,  # type: ignore[arg-type]
     )
 

@@ -6,7 +6,7 @@ import numpy as np
 
 
 def forecast_metrics(actual: np.ndarray, forecast: np.ndarray, last: np.ndarray) -> dict[str, float]:
-    """RMSE, MAE, MAPE (%) and directional accuracy of price forecasts.
+    """RMSE, MAE, MAPE (%), RMSPE (RMSE in % of the price) and directional accuracy of price forecasts.
 
     ``last`` is the close on the day each forecast was made; directional accuracy is the share
     of days where the forecast moved from it in the same direction as the price really did
@@ -21,6 +21,7 @@ def forecast_metrics(actual: np.ndarray, forecast: np.ndarray, last: np.ndarray)
         "rmse": float(np.sqrt(np.mean(error ** 2))),
         "mae": float(np.mean(np.abs(error))),
         "mape": float(np.mean(np.abs(error) / np.abs(actual)) * 100),
+        "rmspe": float(np.sqrt(np.mean((error / actual) ** 2)) * 100),
         "directional_accuracy": float(np.mean(np.sign(predicted_move) * np.sign(actual - last) > 0)),
     }
 

@@ -82,6 +82,7 @@ def prepare_features(snapshot: dict, window: Any = None) -> dict:
 
     from stockops.data.store import SnapshotEntry, SnapshotStore
     from stockops.features import build_dataset
+    from stockops.monitoring import reference_features
 
     settings = get_settings()
     entry = SnapshotEntry.from_dict(snapshot)
@@ -94,6 +95,8 @@ def prepare_features(snapshot: dict, window: Any = None) -> dict:
     path = folder / "features.npz"
     np.savez(path, closes=closes, dates=frame["Date"].to_numpy(dtype="datetime64[D]"),
              train=dataset.split.train, val=dataset.split.val, test=dataset.split.test)
+    # The monitor's drift reference: the features of the days training saw (last target day included).
+    reference_features(frame, int(dataset.split.train[-1]) + 1).to_parquet(folder / "reference_features.parquet")
     sizes = {"train": len(dataset.split.train), "val": len(dataset.split.val), "test": len(dataset.split.test)}
     log.info("features: window %d, split %s, scaler (train only) x=%.4g±%.4g y=%.4g±%.4g -> %s", config.window, sizes,
              dataset.x_scaler.mean, dataset.x_scaler.std, dataset.y_scaler.mean, dataset.y_scaler.std, path)
@@ -107,7 +110,8 @@ def _load_features(path: str):
     return data["closes"], data["dates"], data["train"], data["val"], data["test"]
 
 
-def train_candidate(features: dict, epochs: Any = None, trigger_reason: str = "", dag_run_id: str = "") -> dict:
+def train_candidate(features: dict, epochs: Any = None, trigger_reason: str = "", dag_run_id: str = "",
+                    trigger_report: str = "") -> dict:
     """Train the candidate in a new MLflow run: params, per-epoch losses, dataset lineage, the model."""
     import mlflow
     from mlflow.models import infer_signature
@@ -126,11 +130,13 @@ def train_candidate(features: dict, epochs: Any = None, trigger_reason: str = ""
         mlflow.set_tags({"snapshot_hash": snapshot["hash"], "snapshot_last_date": snapshot["last_date"],
                          "logical_date": snapshot["logical_date"], "ticker": settings.ticker,
                          "reason": trigger_reason or "unspecified", "airflow_dag_run_id": dag_run_id,
-                         "profile": settings.train_profile})
+                         "profile": settings.train_profile, "trigger_report": trigger_report or "none"})
         mlflow.log_params({**asdict(config), "features": "relative_log_window", "target": "next_log_return",
                            "train_rows": len(dataset.split.train), "val_rows": len(dataset.split.val),
                            "test_rows": len(dataset.split.test), "snapshot_rows": snapshot["rows"]})
         _log_dataset(snapshot, dates, closes)
+        reference = Path(features["features_path"]).with_name("reference_features.parquet")
+        mlflow.log_artifact(str(reference), "monitoring")
 
         def on_epoch_end(epoch: int, logs: dict) -> None:
             mlflow.log_metrics({"train_loss": float(logs["loss"]), "val_loss": float(logs["val_loss"])},

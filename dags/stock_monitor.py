@@ -1,0 +1,66 @@
+"""
+### stock_monitor — is the champion still fit for today's data? Retrain when it is not
+
+Runs when `stock_ingest` publishes a new snapshot (the prices **Asset**), after every ingest.
+
+`check` compares the champion with the latest snapshot:
+* **data drift** — Evidently `DataDriftPreset` (normed Wasserstein distance per feature) on the
+  model's input features (log return, |return|, 20-day volatility, intraday range, volume
+  ratio): the champion's training window, recorded at training time, against the last
+  `STOCKOPS_MONITOR_CURRENT_DAYS` trading days;
+* **live error** — the champion's forecasts for those days (served ones from the prediction
+  log, the champion replayed for the rest) against the closes that followed, as RMSE and as
+  ratios to the champion's holdout RMSE and to persistence on the same days.
+
+The decision (`drift_share`, `drifted_columns`, `live_rmse_ratio`, `persistence_ratio`,
+`triggered`, `reason`) is written as JSON beside the Evidently HTML report under
+`<home>/monitoring/`, appended to `decisions.jsonl` and logged to the MLflow experiment
+`stockops-<TICKER>-monitoring`; the `check` log prints both paths.
+
+When a threshold is crossed, `trigger_retrain` starts `stock_train` with conf `{reason, report}`,
+unless a training run is already queued or running or the last trigger is within the cool-down
+(`STOCKOPS_MONITOR_COOLDOWN_H`). Otherwise `trigger_retrain` is skipped and the run stays green,
+with the reason in the log. No champion yet: nothing to monitor, green, no trigger.
+
+Logic lives in `stockops.monitoring`; this file only wires it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Asset, dag, task
+
+from stockops.config import get_settings
+from stockops.monitoring import TRAINING_DAG_ID, monitor_task, should_retrain
+
+settings = get_settings()
+PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops")
+
+
+@dag(
+    dag_id="stock_monitor",
+    schedule=[PRICES],
+    start_date=datetime(2000, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["stockops", "monitoring", settings.ticker],
+    default_args={"owner": "stockops", "retries": 1, "retry_delay": timedelta(minutes=1)},
+)
+def stock_monitor():
+    decision = task(monitor_task, task_id="check")(dag_run_id="{{ run_id }}")
+    go = task.short_circuit(should_retrain, task_id="should_retrain")(decision)
+    # No retries: a second attempt would start a second training run.
+    trigger = TriggerDagRunOperator(
+        task_id="trigger_retrain",
+        trigger_dag_id=TRAINING_DAG_ID,
+        conf={"reason": "monitor: {{ ti.xcom_pull(task_ids='check')['reason'] }}",
+              "report": "{{ ti.xcom_pull(task_ids='check')['report'] }}"},
+        retries=0,
+    )
+    go >> trigger
+
+
+stock_monitor()
