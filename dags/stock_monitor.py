@@ -53,14 +53,14 @@ def stock_monitor():
     decision = task(monitor_task, task_id="check")(dag_run_id="{{ run_id }}")
     go = task.short_circuit(should_retrain, task_id="should_retrain")(decision)
     # No retries: a second attempt would start a second training run.
-    trigger = TriggerDagRunOperator(
+    trigger_retrain = TriggerDagRunOperator(
         task_id="trigger_retrain",
         trigger_dag_id=TRAINING_DAG_ID,
         conf={"reason": "monitor: {{ ti.xcom_pull(task_ids='check')['reason'] }}",
               "report": "{{ ti.xcom_pull(task_ids='check')['report'] }}"},
         retries=0,
     )
-    go >> trigger
+    go >> trigger_retrain
 
 
 stock_monitor()

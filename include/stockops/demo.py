@@ -62,7 +62,27 @@ def run_demo(days: int = 5) -> list[dict]:
     print(f"champion: {f'{settings.model_name} v{champion.version}' if champion else 'none: no model has passed the gate yet'}")
     print(f"MLflow store: {settings.mlflow_tracking_uri} (make run serves its UI)")
     forecast_over_http(settings, store, was_serving)
+    show_monitor_decision()
     return results
+
+
+def show_monitor_decision() -> dict:
+    """One stock_monitor check on the latest snapshot, as a dry run (it never counts as a trigger)."""
+    from stockops.monitoring import run_monitor
+
+    print("\nmonitoring the champion (Evidently drift + live error; what stock_monitor does after each ingest) ...",
+          flush=True)
+    decision = run_monitor(dry_run=True)
+    print(f"  decision: {'RETRAIN' if 'would trigger' in decision['reason'] else 'no retrain'}: {decision['reason']}")
+    if decision.get("current_window"):
+        ratio = decision["live_rmse_ratio"]
+        print(f"  current {decision['current_window'][0]}..{decision['current_window'][1]} vs the champion's "
+              f"training window {decision['reference_window'][0]}..{decision['reference_window'][1]}: "
+              f"drift share {decision['drift_share']:.2f}, live error "
+              f"{'n/a' if ratio is None else f'{ratio:.2f}'}× holdout, "
+              f"{decision['persistence_ratio']:.3f}× persistence")
+        print(f"  report: {decision['report']}\n  decision: {decision['decision_path']}")
+    return decision
 
 
 def forecast_over_http(settings, store, was_serving: bool) -> dict | None:

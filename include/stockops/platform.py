@@ -23,7 +23,7 @@ from pathlib import Path
 from stockops.config import Settings, airflow_environment, get_settings
 from stockops.processes import stop_pid_tree, venv_bin
 
-DAG_IDS = ("stock_ingest", "stock_train")
+DAG_IDS = ("stock_ingest", "stock_train", "stock_monitor")
 
 
 @dataclass
@@ -141,10 +141,13 @@ class LocalPlatform:
    forecasts       POST {self.settings.serve_url}/predict   ({self.serving_line()})
    API docs        {self.settings.serve_url}/   (OpenAPI; /livez /readyz /metrics)
    GX Data Docs    {self.settings.data_docs_dir / 'index.html'}
+   monitor reports {self.settings.monitoring_dir}/<check>/drift_report.html, decision.json
+                   (every decision: {self.settings.monitor_log.name}; MLflow: {self.settings.monitoring_experiment})
    logs            {self.settings.logs_dir}   (serving: {self.settings.serving_dir / 'logs'})
  A first stock_ingest run was triggered; it turns green within a minute or two, and
  its new snapshot starts stock_train (about two minutes more: train, gate, and for a
- promoted model, bento build and a health-checked deploy to the endpoint above).
+ promoted model, bento build and a health-checked deploy to the endpoint above) and
+ stock_monitor (drift and live error against the champion; it starts stock_train on drift).
    curl -s -H 'Content-Type: application/json' -d '{{"closes": [<60+ daily closes>]}}' \\
         {self.settings.serve_url}/predict
  Ctrl-C stops everything this command started, the endpoint included.

@@ -64,7 +64,7 @@ def test_train_is_scheduled_on_the_prices_asset_with_a_params_form(dagbag):
     dag = dagbag.dags["stock_train"]
     assert dag.max_active_runs == 1
     assert [a.name for a in dag.timetable.asset_condition.objects] == [get_settings().asset_name]
-    assert set(dag.params) == {"epochs", "window", "reason", "force_promote"}
+    assert set(dag.params) == {"epochs", "window", "reason", "report", "force_promote"}
     assert dag.params["force_promote"] is False
     order = [t.task_id for t in dag.topological_sort()]
     assert order == ["load_snapshot", "features", "train", "evaluate", "register", "gate", "build", "deploy",
@@ -73,3 +73,17 @@ def test_train_is_scheduled_on_the_prices_asset_with_a_params_form(dagbag):
     assert dag.get_task("promote").upstream_task_ids == {"deploy"}
     assert dag.get_task("build").upstream_task_ids >= {"gate"}
     assert dag.get_task("deploy").retries == 0
+
+
+def test_monitor_follows_ingest_and_triggers_training_only_through_its_decision(dagbag):
+    from stockops.config import get_settings
+
+    dag = dagbag.dags["stock_monitor"]
+    assert dag.max_active_runs == 1
+    assert [a.name for a in dag.timetable.asset_condition.objects] == [get_settings().asset_name]
+    assert [t.task_id for t in dag.topological_sort()] == ["check", "should_retrain", "trigger_retrain"]
+    trigger = dag.get_task("trigger_retrain")
+    assert trigger.trigger_dag_id == "stock_train" and trigger.trigger_dag_id in dagbag.dags
+    assert set(trigger.conf) == {"reason", "report"} and set(trigger.conf) <= set(dagbag.dags["stock_train"].params)
+    assert trigger.retries == 0, "a retried trigger would start a second training run"
+    assert trigger.upstream_task_ids == {"should_retrain"}
