@@ -49,6 +49,7 @@ bench: install
 	$(PY) bench/model_quality.py
 	$(PY) bench/gate_thresholds.py
 	$(PY) bench/serving_load.py
+	$(PY) bench/monitor_drift.py
 
 lock: install
 	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11

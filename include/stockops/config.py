@@ -69,6 +69,8 @@ class Settings:
     serve_host: str = "127.0.0.1"
     serve_port: int = 3000
     serve_ready_timeout_s: float = 180.0
+    # where people open the MLflow UI (links in the Airflow UI); make run serves it on this port
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
     # monitoring (stock_monitor): see bench/monitor_drift.py for how the defaults were chosen
     monitor_current_days: int = 60  # trading days compared with the champion's training window
     monitor_drift_threshold: float = 0.6  # normed Wasserstein distance above which a feature drifted
@@ -160,6 +162,16 @@ class Settings:
         return self.serving_dir / "predictions.jsonl"
 
     @property
+    def dag_run_log(self) -> Path:
+        """Append-only record of every DAG run's start and outcome (the Airflow plugin's listener)."""
+        return self.home / "audit" / "dag_runs.jsonl"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Generated reports (the DORA report: JSON and chart)."""
+        return self.home / "reports"
+
+    @property
     def monitoring_dir(self) -> Path:
         """Monitor reports: one folder per check (decision JSON, Evidently HTML), and the decision log."""
         return self.home / "monitoring" / self.ticker
@@ -225,6 +237,7 @@ def get_settings() -> Settings:
         serve_host=_env("STOCKOPS_SERVE_HOST", "127.0.0.1"),
         serve_port=_env_int("STOCKOPS_SERVE_PORT", 3000),
         serve_ready_timeout_s=_env_float("STOCKOPS_SERVE_READY_TIMEOUT_S", 180.0),
+        mlflow_ui_url=_env("STOCKOPS_MLFLOW_URL", f"http://127.0.0.1:{_env('STOCKOPS_MLFLOW_PORT', '5000')}"),
         monitor_current_days=_env_int("STOCKOPS_MONITOR_CURRENT_DAYS", 60),
         monitor_drift_threshold=_env_float("STOCKOPS_MONITOR_DRIFT_THRESHOLD", 0.6),
         monitor_drift_share=_env_float("STOCKOPS_MONITOR_DRIFT_SHARE", 0.5),

@@ -42,6 +42,7 @@ class LocalPlatform:
         env["AIRFLOW__API__HOST"] = self.host
         env["AIRFLOW__API__PORT"] = str(self.port)
         env["AIRFLOW__API__BASE_URL"] = self.url
+        env["STOCKOPS_MLFLOW_URL"] = self.mlflow_url  # the plugin's link in the Airflow UI
         # `airflow standalone` starts its components as `airflow ...` by name: use this venv's.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env

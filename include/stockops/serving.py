@@ -219,27 +219,28 @@ def check_bento(url: str, closes: list[float], version: str) -> dict:
 
 
 def deploy(settings: Settings, bento_tag: str, version: str, *, reason: str = "", dag_run_id: str = "",
-           window: int | None = None) -> dict:
+           window: int | None = None, kind: str = "promotion", snapshot_hash: str = "") -> dict:
     """Start ``bento_tag``, check it, switch the stable address to it, stop the old one.
 
     Raises DeployError (after stopping the new process) if the new bento fails; the old
     one keeps serving and the record says why. Deploys of one home run one at a time.
+    ``kind`` (promotion, rollback, serve) and ``snapshot_hash`` go into the deploy record
+    for the DORA report.
     """
     import fcntl
 
     settings.serving_dir.mkdir(parents=True, exist_ok=True)
     with open(settings.serving_dir / ".deploy.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _deploy(settings, bento_tag, str(version), reason=reason, dag_run_id=dag_run_id, window=window)
+        return _deploy(settings, bento_tag, str(version), window=window,
+                       base={"kind": kind, "snapshot_hash": snapshot_hash, "reason": reason, "dag_run_id": dag_run_id})
 
 
-def _deploy(settings: Settings, bento_tag: str, version: str, *, reason: str, dag_run_id: str,
-            window: int | None) -> dict:
+def _deploy(settings: Settings, bento_tag: str, version: str, *, window: int | None, base: dict) -> dict:
     started, started_at = time.monotonic(), _now()
     previous = current(settings)
-    base = {"bento_tag": bento_tag, "version": str(version), "previous_version": previous.get("version"),
-            "previous_bento_tag": previous.get("bento_tag"), "reason": reason, "dag_run_id": dag_run_id,
-            "started_at": started_at}
+    base = {**base, "bento_tag": bento_tag, "version": str(version), "previous_version": previous.get("version"),
+            "previous_bento_tag": previous.get("bento_tag"), "started_at": started_at}
     ensure_proxy(settings)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -257,7 +258,7 @@ def _deploy(settings: Settings, bento_tag: str, version: str, *, reason: str, da
         raise DeployError(f"deploy of {bento_tag} failed its health check: {exc}. {where}") from exc
 
     _write_json(state_path(settings), {"upstream": url, "port": port, "pid": proc.pid, "bento_tag": bento_tag,
-                                       "version": str(version), "since": _now(), "reason": reason})
+                                       "version": str(version), "since": _now(), "reason": base["reason"]})
     wait_until(lambda: http_json(f"{settings.serve_url}/-/stockops/upstream", timeout=2)[1].get("upstream") == url,
                timeout=10, interval=0.05, what="proxy switch")
     switched = time.monotonic()
@@ -306,7 +307,8 @@ def serve_champion(settings: Settings, reason: str = "serve the current champion
             and _proxy_answers(settings.serve_url):
         return state
     built = build_bento(settings, settings.model_name, champion.version)
-    return deploy(settings, built["bento_tag"], champion.version, reason=reason, window=built["window"])
+    return deploy(settings, built["bento_tag"], champion.version, reason=reason, window=built["window"], kind="serve",
+                  snapshot_hash=built["snapshot_hash"])
 
 
 # ---- the stock_train steps ----------------------------------------------------------------------
@@ -329,7 +331,8 @@ def deploy_candidate(built: dict, trigger_reason: str = "", dag_run_id: str = ""
     bento = built["bento"]
     try:
         record = deploy(settings, bento["bento_tag"], built["version"], reason=trigger_reason or "gate passed",
-                        dag_run_id=dag_run_id, window=bento["window"])
+                        dag_run_id=dag_run_id, window=bento["window"], kind="promotion",
+                        snapshot_hash=bento["snapshot_hash"])
     except DeployError as exc:
         client.set_model_version_tag(built["model_name"], built["version"], "deploy", f"failed: {str(exc)[:4000]}")
         log.error("%s; champion stays where it was", exc)
