@@ -1,4 +1,4 @@
-"""Command line: ``python -m stockops {run,demo,gx-init}``."""
+"""Command line: ``python -m stockops {run,demo,history,dora,gx-init}``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the pipeline in-process and print a summary (make demo)")
     demo.add_argument("--days", type=int, default=5, help="how many recent business days to ingest")
     sub.add_parser("gx-init", help="rewrite the committed Great Expectations project from the code")
-    args = parser.parse_args(argv)
+    sub.add_parser("history", help="every champion change: when, from -> to, why, which DAG run")
+    sub.add_parser("dora", help="DORA metrics from the platform's records (table, JSON, chart); --help for options",
+                   add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "dora" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     if args.command == "run":
         from stockops.platform import run_local
@@ -25,6 +30,15 @@ def main(argv: list[str] | None = None) -> int:
 
         run_demo(args.days)
         return 0
+    if args.command == "history":
+        from stockops.champion import format_history, history
+
+        print(format_history(history()))
+        return 0
+    if args.command == "dora":
+        from stockops.dora import main as dora_main
+
+        return dora_main(rest)
     if args.command == "gx-init":
         from stockops.config import get_settings
         from stockops.validation import write_gx_project

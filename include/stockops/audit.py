@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,16 @@ def record(path: Path, event: str, **fields: object) -> dict:
 
 
 def read(path: Path) -> list[dict]:
+    """Every entry; a line cut short by a crash mid-write is skipped (the entries around it are good)."""
     if not path.exists():
         return []
+    entries = []
     with open(path) as log:
-        return [json.loads(line) for line in log if line.strip()]
+        for number, line in enumerate(log, 1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                logging.getLogger(__name__).warning("%s line %d is not JSON (cut short?): skipped", path, number)
+    return entries

@@ -329,16 +329,18 @@ def promote_candidate(registered: dict, trigger_reason: str = "", dag_run_id: st
     """Move ``champion`` to the candidate's version and record the change."""
     from mlflow import MlflowClient
 
+    from stockops.champion import record_change
+
     settings = get_settings()
     mlflow_setup(settings)
     client = MlflowClient()
     previous = champion_version(settings)
     client.set_registered_model_alias(settings.model_name, "champion", registered["version"])
     decision = client.get_model_version(settings.model_name, registered["version"]).tags.get("gate_decision", "")
-    entry = audit.record(settings.audit_log, "promotion", model=settings.model_name,
-                         from_version=previous.version if previous else None, to_version=registered["version"],
-                         decision=decision, reason=trigger_reason or "gate passed", dag_run_id=dag_run_id,
-                         run_id=registered["run_id"], snapshot_hash=registered["snapshot"]["hash"])
+    entry = record_change(settings, "promotion", from_version=previous.version if previous else None,
+                          to_version=registered["version"], reason=trigger_reason or "gate passed",
+                          dag_run_id=dag_run_id, decision=decision, run_id=registered["run_id"],
+                          snapshot_hash=registered["snapshot"]["hash"])
     client.set_model_version_tag(settings.model_name, registered["version"], "promoted_at", entry["at"])
     log.info("champion: %s v%s -> v%s", settings.model_name, previous.version if previous else "none",
              registered["version"])

@@ -87,3 +87,13 @@ def test_monitor_follows_ingest_and_triggers_training_only_through_its_decision(
     assert set(trigger.conf) == {"reason", "report"} and set(trigger.conf) <= set(dagbag.dags["stock_train"].params)
     assert trigger.retries == 0, "a retried trigger would start a second training run"
     assert trigger.upstream_task_ids == {"should_retrain"}
+
+
+def test_rollback_is_manual_with_a_form_and_deploys_before_moving_the_champion(dagbag):
+    dag = dagbag.dags["stock_rollback"]
+    assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: only on request
+    assert dag.max_active_runs == 1
+    assert set(dag.params) == {"version", "reason", "force"}
+    assert dag.params["version"] == "" and dag.params["force"] is False
+    assert [t.task_id for t in dag.topological_sort()] == ["plan", "bento", "deploy", "switch_champion"]
+    assert {dag.get_task(t).retries for t in ("plan", "bento", "deploy")} == {0}

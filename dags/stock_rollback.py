@@ -1,0 +1,62 @@
+"""
+### stock_rollback — put an earlier model back on the endpoint, in seconds, from this form
+
+Trigger it with **Trigger DAG → form**: `version` (empty = the champion before the current
+one), `reason` (required; it goes into the audit trail) and `force`. Or from the CLI
+(`airflow dags trigger stock_rollback --conf '{"reason": "...", "version": "3"}'`) or the REST
+API (`POST /api/v2/dags/stock_rollback/dagRuns` with `{"logical_date": null, "conf": {...}}`).
+
+`plan` refuses, with the reason in its log and before anything changes: an unknown version, the
+current champion, or a version the gate refused (unless `force`). `bento` reuses the version's
+bento or builds it; `deploy` is the same health-checked switch as a promotion (a bento that
+fails `/readyz` or its smoke prediction is stopped and the current champion keeps serving);
+`switch_champion` moves the `champion` alias and records the change — audit log under the
+home and tags on both MLflow model versions (`python -m stockops history` prints it).
+
+Logic lives in `stockops.champion`; this file only wires it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, task
+
+from stockops.champion import complete_rollback, deploy_rollback, plan_rollback, rollback_bento
+from stockops.config import get_settings
+
+settings = get_settings()
+
+
+@dag(
+    dag_id="stock_rollback",
+    schedule=None,
+    start_date=datetime(2000, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["stockops", "serving", "rollback", settings.ticker],
+    # plan, bento and deploy are not retried (a refusal does not change with time; a deploy is not
+    # repeated blindly); moving the alias in switch_champion may be.
+    default_args={"owner": "stockops", "retries": 1, "retry_delay": timedelta(seconds=10)},
+    params={
+        "version": Param("", type="string", pattern=r"^v?[0-9]*$",
+                         description=f"Registry version of {settings.model_name} to serve again. "
+                                     "Empty: the champion before the current one."),
+        "reason": Param(type="string", minLength=3,
+                        description="Why (required): kept in the audit trail and on the MLflow model versions."),
+        "force": Param(False, type="boolean",
+                       description="Allow a version the promotion gate refused."),
+    },
+    render_template_as_native_obj=True,
+)
+def stock_rollback():
+    planned = task(plan_rollback, task_id="plan", retries=0)(
+        version="{{ params.version }}", why="{{ params.reason }}", force="{{ params.force }}",
+        requested_at="{{ dag_run.run_after.isoformat() }}")  # when it was asked for: the time to restore starts here
+    bento = task(rollback_bento, task_id="bento", retries=0)(planned)
+    deployed = task(deploy_rollback, task_id="deploy", retries=0)(bento, dag_run_id="{{ run_id }}")
+    task(complete_rollback, task_id="switch_champion")(deployed, dag_run_id="{{ run_id }}")
+
+
+stock_rollback()

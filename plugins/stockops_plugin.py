@@ -1,0 +1,235 @@
+"""The stockops Airflow plugin: DAG-run records for the DORA report, and links to the tools around Airflow.
+
+* A listener appends every ``stock_*`` DAG run's start and outcome to ``Settings.dag_run_log``.
+* ``external_views`` put links in the Airflow UI (menu *Plugins > StockOps*): MLflow and the BentoML
+  API page open in a new tab; the Evidently monitor report, the GX Data Docs and the DORA chart are
+  shown inside the Airflow UI.
+* Those three are files under the stockops home, which a browser cannot open from the web UI, so a
+  small web app, mounted by the api-server at ``/stockops``, serves them (and only files under the home).
+
+Every Airflow component imports this module (the scheduler and each task process too), so only
+Airflow and ``stockops.config``/``stockops.audit`` are imported here; FastAPI is imported when the
+api-server first calls the web app, and settings are read when a hook or a request runs.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.listeners import hookimpl
+from airflow.plugins_manager import AirflowPlugin
+
+from stockops import audit
+from stockops.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+
+URL_PREFIX = "/stockops"
+DAG_ID_PREFIX = "stock_"
+DORA_MISSING = "No DORA report yet: run python -m stockops dora"
+
+
+# ---- the listener ------------------------------------------------------------------------
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+class DagRunRecorder:
+    """Appends one ``dag_run`` line to ``Settings.dag_run_log`` per state change of a stockops DAG run.
+
+    Called in the scheduler (and in the api-server when someone marks a run success/failed), so it
+    never raises: a failure to record is logged as a warning and the run goes on.
+    """
+
+    @hookimpl
+    def on_dag_run_running(self, dag_run, msg: str) -> None:
+        self.record(dag_run, "running", msg)
+
+    @hookimpl
+    def on_dag_run_success(self, dag_run, msg: str) -> None:
+        self.record(dag_run, "success", msg)
+
+    @hookimpl
+    def on_dag_run_failed(self, dag_run, msg: str) -> None:
+        self.record(dag_run, "failed", msg)
+
+    @staticmethod
+    def record(dag_run, state: str, msg: str) -> dict | None:
+        """Write the record (``None`` for other DAGs or when it could not be written)."""
+        try:
+            if not str(dag_run.dag_id).startswith(DAG_ID_PREFIX):
+                return None
+            conf = dag_run.conf
+            return audit.record(
+                get_settings().dag_run_log,
+                "dag_run",
+                dag_id=dag_run.dag_id,
+                run_id=dag_run.run_id,
+                state=state,
+                run_type=getattr(dag_run.run_type, "value", dag_run.run_type),
+                logical_date=_iso(dag_run.logical_date),
+                start_date=_iso(dag_run.start_date),
+                end_date=_iso(dag_run.end_date),
+                reason=conf.get("reason") if isinstance(conf, dict) else None,
+                msg=msg,
+            )
+        except Exception as exc:
+            log.warning("stockops: could not record the %s state of DAG run %r: %s: %s",
+                        state, getattr(dag_run, "run_id", dag_run), type(exc).__name__, exc)
+            return None
+
+
+# ---- the web app (mounted by the api-server at URL_PREFIX) ---------------------------------
+
+
+def _file_under_home(path: Path | str | None, settings: Settings) -> Path | None:
+    """The file itself if it exists and (symlinks resolved) lies under the stockops home."""
+    if not path:
+        return None
+    try:
+        resolved = Path(path).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    return resolved if resolved.is_file() and resolved.is_relative_to(settings.home) else None
+
+
+def latest_monitor_report(settings: Settings) -> dict | None:
+    """The last monitor decision that kept an Evidently report (checks that were skipped keep none)."""
+    if not settings.monitor_log.exists():
+        return None
+    lines = settings.monitor_log.read_text().splitlines()
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a line being written right now
+            continue
+        if isinstance(entry, dict) and entry.get("report"):
+            return entry
+    return None
+
+
+def build_app() -> FastAPI:
+    """The FastAPI app behind the UI links; every request reads the settings afresh."""
+    from fastapi import FastAPI
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+    from starlette.staticfiles import StaticFiles
+
+    app = FastAPI(title="stockops reports", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def not_found(message: str) -> PlainTextResponse:
+        return PlainTextResponse(message + "\n", status_code=404)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        settings = get_settings()
+        links = [
+            ("MLflow UI", "mlflow", settings.mlflow_ui_url),
+            ("BentoML API page", "bentoml", settings.serve_url + "/"),
+            ("Latest Evidently monitor report", "monitor/latest", "decision: monitor/latest.json"),
+            ("Great Expectations Data Docs", "gx/", str(settings.data_docs_dir)),
+            ("DORA report", "dora", "numbers: dora.json"),
+        ]
+        items = "\n".join(f'<li><a href="{href}">{html.escape(name)}</a> <small>({html.escape(note)})</small></li>'
+                          for name, href, note in links)
+        return HTMLResponse(f"<!doctype html><title>stockops</title><h1>stockops {html.escape(settings.ticker)}"
+                            f"</h1>\n<ul>\n{items}\n</ul>\n")
+
+    @app.get("/mlflow")
+    def mlflow() -> RedirectResponse:
+        return RedirectResponse(get_settings().mlflow_ui_url)
+
+    @app.get("/bentoml")
+    def bentoml() -> RedirectResponse:
+        return RedirectResponse(get_settings().serve_url + "/")
+
+    @app.get("/monitor/latest")
+    def monitor_report():
+        settings = get_settings()
+        decision = latest_monitor_report(settings)
+        if decision is None:
+            return not_found("No Evidently monitor report yet: stock_monitor has not kept one.")
+        report = _file_under_home(decision["report"], settings)
+        if report is None:
+            return not_found(f"The latest monitor report is missing or outside the stockops home: {decision['report']}")
+        return FileResponse(report, media_type="text/html")
+
+    @app.get("/monitor/latest.json")
+    def monitor_decision():
+        decision = latest_monitor_report(get_settings())
+        if decision is None:
+            return not_found("No Evidently monitor report yet: stock_monitor has not kept one.")
+        return JSONResponse(decision)
+
+    @app.get("/dora")
+    def dora_chart():
+        settings = get_settings()
+        chart = _file_under_home(settings.reports_dir / "dora.png", settings)
+        return FileResponse(chart, media_type="image/png") if chart else not_found(DORA_MISSING)
+
+    @app.get("/dora.json")
+    def dora_numbers():
+        settings = get_settings()
+        numbers = _file_under_home(settings.reports_dir / "dora.json", settings)
+        return FileResponse(numbers, media_type="application/json") if numbers else not_found(DORA_MISSING)
+
+    async def data_docs(scope, receive, send) -> None:
+        # StaticFiles refuses any path that resolves (symlinks included) outside its directory.
+        directory = get_settings().data_docs_dir
+        if not (directory / "index.html").is_file():
+            response = not_found("No Great Expectations Data Docs yet: stock_ingest builds them when it validates a snapshot.")
+            await response(scope, receive, send)
+            return
+        await StaticFiles(directory=directory, html=True, check_dir=False)(scope, receive, send)
+
+    app.mount("/gx", data_docs)
+    return app
+
+
+class LazyApp:
+    """An ASGI app that builds the real one on its first request.
+
+    The scheduler and every task process import this plugin but never serve it; importing FastAPI
+    there would cost ~0.2 s each time for nothing.
+    """
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self.build = build
+        self.app: Any = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.app is None:
+            self.app = self.build()
+        await self.app(scope, receive, send)
+
+
+# ---- the plugin --------------------------------------------------------------------------
+
+_MENU = "StockOps"  # the UI lists these links under Plugins > StockOps
+
+
+class StockopsPlugin(AirflowPlugin):
+    name = "stockops"
+    listeners = [DagRunRecorder()]
+    fastapi_apps = [{"name": "stockops", "app": LazyApp(build_app), "url_prefix": URL_PREFIX}]
+    # Without "url_route" the UI opens "href" in a new tab (MLflow refuses to be framed: X-Frame-Options);
+    # with one it shows "href" in a frame at /plugin/<url_route>.
+    external_views = [
+        {"name": "MLflow", "href": f"{URL_PREFIX}/mlflow", "destination": "nav", "category": _MENU},
+        {"name": "BentoML API", "href": f"{URL_PREFIX}/bentoml", "destination": "nav", "category": _MENU},
+        {"name": "Monitor report (Evidently)", "href": f"{URL_PREFIX}/monitor/latest", "destination": "nav",
+         "category": _MENU, "url_route": "stockops-monitor"},
+        {"name": "Data Docs (GX)", "href": f"{URL_PREFIX}/gx/", "destination": "nav", "category": _MENU,
+         "url_route": "stockops-data-docs"},
+        {"name": "DORA report", "href": f"{URL_PREFIX}/dora", "destination": "nav", "category": _MENU,
+         "url_route": "stockops-dora"},
+    ]

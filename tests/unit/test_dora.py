@@ -1,0 +1,354 @@
+"""The DORA report on a hand-built history whose every figure was worked out by hand (in the comments)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from stockops.data.store import SnapshotEntry
+from stockops.dora import DAY, HOUR, WEEK, compute, draw_chart, format_table, level, main
+
+BASE = datetime(2026, 11, 20, tzinfo=UTC)  # the first record: snapshot A's publication
+NOW = BASE + timedelta(days=10, hours=12)  # 2026-11-30 12:00 UTC: a 10.5-day period
+HASH = {"a": "a" * 64, "b": "b" * 64, "c": "c" * 64}
+
+
+def at(base: datetime, days: float = 0, hours: float = 0, minutes: float = 0, seconds: float = 0) -> str:
+    return (base + timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)).isoformat(timespec="seconds")
+
+
+def snapshot(base: datetime, name: str, days: float) -> dict:
+    return {"hash": HASH[name], "ticker": "GOOG", "rows": 1000, "first_date": "2022-01-03", "last_date": "2026-11-19",
+            "source": "replay", "logical_date": at(base, days)[:10], "path": f"/snap/{name}.parquet",
+            "validation_path": f"/val/{name}.json", "published_at": at(base, days)}
+
+
+def deploy(kind: str | None, version: str, started: str, ended: str, *, outcome: str = "succeeded",
+           switched_after_s: float | None = None, snapshot_hash: str | None = None, dag_run_id: str = "",
+           previous_version: str | None = None, error: str | None = None) -> dict:
+    record = {"at": ended, "event": "deploy", "version": version, "bento_tag": f"goog_forecast:v{version}",
+              "previous_version": previous_version, "previous_bento_tag": None, "reason": "test",
+              "dag_run_id": dag_run_id, "started_at": started, "outcome": outcome, "seconds": 60.0}
+    if kind is not None:
+        record["kind"] = kind
+    if snapshot_hash is not None:
+        record["snapshot_hash"] = snapshot_hash
+    if switched_after_s is not None:
+        record["switched_after_s"] = switched_after_s
+    if error is not None:
+        record["error"] = error
+    return record
+
+
+def dag_run(dag_id: str, run_id: str, state: str, started: str, ended: str | None) -> dict:
+    return {"at": ended or started, "event": "dag_run", "dag_id": dag_id, "run_id": run_id, "state": state,
+            "run_type": "manual", "logical_date": started, "start_date": started, "end_date": ended, "reason": ""}
+
+
+def scenario(base: datetime) -> dict[str, list[dict]]:
+    """Three snapshots, four promotion attempts (v2 fails its health check, v3 is rolled back to v1), two serve
+    deploys that must be ignored, and the DAG runs behind them; every time is an offset from ``base``."""
+    snapshots = [snapshot(base, "a", 0), snapshot(base, "b", 2), snapshot(base, "c", 5)]
+    deploys = [
+        deploy("promotion", "1", at(base, minutes=10), at(base, minutes=11), switched_after_s=50,
+               snapshot_hash=HASH["a"], dag_run_id="train_1"),
+        deploy("serve", "1", at(base, 1, 8), at(base, 1, 8, 1), switched_after_s=40, previous_version="1"),
+        deploy("promotion", "2", at(base, 2, minutes=20), at(base, 2, minutes=23), outcome="failed",
+               snapshot_hash=HASH["b"], dag_run_id="train_2", previous_version="1",
+               error="goog_forecast:v2 /readyz did not answer within 180 s"),
+        deploy("promotion", "3", at(base, 2, 6), at(base, 2, 6, 1), switched_after_s=30, snapshot_hash=HASH["b"],
+               dag_run_id="train_3", previous_version="1"),
+        deploy("rollback", "1", at(base, 3, 10, 0, 20), at(base, 3, 10, 1, 30), switched_after_s=40,
+               dag_run_id="rollback_1", previous_version="3"),
+        deploy("promotion", "4", at(base, 5, minutes=30), at(base, 5, minutes=32), switched_after_s=60,
+               snapshot_hash=HASH["c"], dag_run_id="train_4", previous_version="1"),
+        deploy("serve", "4", at(base, 6, 9), at(base, 6, 9, 1), switched_after_s=40, previous_version="4"),
+    ]
+    audit = [
+        {"at": at(base, minutes=9), "event": "gate", "version": "1", "decision": "promoted", "reason": "beats"},
+        {"at": at(base, minutes=12), "event": "promotion", "model": "GOOG_lstm", "from_version": None,
+         "to_version": "1", "decision": "promoted", "reason": "gate passed", "dag_run_id": "train_1",
+         "run_id": "r1", "snapshot_hash": HASH["a"]},
+        {"at": at(base, 2, minutes=19), "event": "gate", "version": "2", "decision": "promoted", "reason": "beats"},
+        {"at": at(base, 2, 5, 59), "event": "gate", "version": "3", "decision": "promoted", "reason": "beats"},
+        {"at": at(base, 2, 6, 2), "event": "promotion", "model": "GOOG_lstm", "from_version": "1",
+         "to_version": "3", "decision": "promoted", "reason": "gate passed", "dag_run_id": "train_3",
+         "run_id": "r3", "snapshot_hash": HASH["b"]},
+        {"at": at(base, 3, 10, 2), "event": "rollback", "model": "GOOG_lstm", "from_version": "3", "to_version": "1",
+         "reason": "v3 forecasts drift off", "dag_run_id": "rollback_1", "forced": False,
+         "requested_at": at(base, 3, 10), "bento_tag": "goog_forecast:v1"},
+        {"at": at(base, 5, minutes=33), "event": "promotion", "model": "GOOG_lstm", "from_version": "1",
+         "to_version": "4", "decision": "promoted", "reason": "gate passed", "dag_run_id": "train_4",
+         "run_id": "r4", "snapshot_hash": HASH["c"]},
+        {"at": at(base, 7), "event": "gate", "version": "5", "decision": "refused", "reason": "loses to persistence"},
+    ]
+    dag_runs = [
+        dag_run("stock_ingest", "ingest_1", "running", at(base), None),
+        dag_run("stock_ingest", "ingest_1", "success", at(base), at(base, minutes=2)),
+        dag_run("stock_train", "train_1", "running", at(base, minutes=1), None),
+        dag_run("stock_train", "train_1", "success", at(base, minutes=1), at(base, minutes=13)),
+        dag_run("stock_train", "train_2", "failed", at(base, 2), at(base, 2, minutes=24)),
+        dag_run("stock_train", "train_3", "success", at(base, 2, 5), at(base, 2, 6, 3)),
+        dag_run("stock_rollback", "rollback_1", "success", at(base, 3, 10), at(base, 3, 10, 3)),
+        dag_run("stock_train", "train_4", "success", at(base, 5), at(base, 5, minutes=34)),
+        dag_run("stock_ingest", "ingest_2", "running", at(base, 10), None),
+    ]
+    return {"deploys": deploys, "audit": audit, "snapshots": snapshots, "dag_runs": dag_runs}
+
+
+@pytest.fixture
+def result():
+    return compute(**scenario(BASE), now=NOW)
+
+
+def test_period_starts_at_the_first_record(result):
+    # 30 days back would be 2026-10-31; the first record (snapshot A) is 2026-11-20 00:00 -> 10.5 days
+    assert result["period"] == {"start": "2026-11-20T00:00:00+00:00", "end": "2026-11-30T12:00:00+00:00",
+                                "days": 10.5}
+
+
+def test_deployment_frequency(result):
+    freq = result["deployment_frequency"]
+    # succeeded promotions v1, v3, v4 and the rollback to v1; serve deploys and the failed v2 do not count
+    assert (freq["count"], freq["promotions"], freq["rollbacks"], freq["failed_attempts"]) == (4, 3, 1, 1)
+    assert freq["per_day"] == pytest.approx(4 / 10.5, abs=1e-4)  # 0.381 / day
+    assert freq["per_week"] == pytest.approx(4 / 10.5 * 7, abs=1e-4)  # 2.667 / week
+    assert freq["level"] == "high"  # at least monthly, less than daily
+    assert [e["kind"] for e in freq["events"]] == ["promotion", "promotion", "promotion", "rollback", "promotion"]
+    daily = {d["date"]: d for d in freq["daily"]}
+    assert len(daily) == 11  # 20 to 30 November
+    assert daily["2026-11-20"] == {"date": "2026-11-20", "promoted": 1, "rolled_back": 0, "failed": 0}
+    assert daily["2026-11-22"] == {"date": "2026-11-22", "promoted": 1, "rolled_back": 0, "failed": 1}
+    assert daily["2026-11-23"]["rolled_back"] == 1
+    assert daily["2026-11-21"] == {"date": "2026-11-21", "promoted": 0, "rolled_back": 0, "failed": 0}  # serve only
+
+
+def test_lead_time(result):
+    lead = result["lead_time"]
+    # v1: answered 00:10:50, snapshot A published 00:00:00 -> 650 s
+    # v3: answered day 2 06:00:30, snapshot B published day 2 00:00 -> 6 h 30 s = 21630 s
+    # v4: answered day 5 00:31:00, snapshot C published day 5 00:00 -> 1860 s
+    assert [(e["version"], e["snapshot"], e["seconds"]) for e in lead["events"]] == [
+        ("1", "a" * 12, 650.0), ("3", "b" * 12, 21630.0), ("4", "c" * 12, 1860.0)]
+    assert lead["n"] == 3
+    assert lead["median_s"] == 1860.0
+    assert lead["mean_s"] == pytest.approx((650 + 21630 + 1860) / 3, abs=0.01)  # 8046.67
+    assert lead["max_s"] == 21630.0
+    assert lead["level"] == "elite"  # median 31 min < 1 h
+    assert lead["unmatched"] == []
+
+
+def test_change_failure_rate(result):
+    cfr = result["change_failure_rate"]
+    # four promotion attempts: v2 failed its health check, v3 was rolled back before v4 replaced it
+    assert (cfr["changes"], cfr["failed"], cfr["rate"]) == (4, 2, 0.5)
+    assert cfr["level"] == "low"  # > 30 %
+    assert [(e["version"], e["status"]) for e in cfr["events"]] == [
+        ("1", "ok"), ("2", "health_check_failed"), ("3", "rolled_back"), ("4", "ok")]
+    why = {f["version"]: f["why"] for f in cfr["failures"]}
+    assert "/readyz did not answer" in why["2"]
+    assert why["3"].startswith("rolled back to v1 at 2026-11-23T10:02:00+00:00: v3 forecasts drift off")
+
+
+def test_time_to_restore(result):
+    ttr = result["time_to_restore"]
+    # requested day 3 10:00:00; the rollback deploy started 10:00:20 and answered 40 s later -> 60 s
+    assert (ttr["n"], ttr["median_s"], ttr["mean_s"], ttr["max_s"]) == (1, 60.0, 60.0, 60.0)
+    assert ttr["level"] == "elite"
+    (event,) = ttr["events"]
+    assert event["restored"] and event["start_from"] == "requested_at"
+    assert (event["from_version"], event["to_version"], event["answered_at"]) == (
+        "3", "1", "2026-11-23T10:01:00+00:00")
+    # the failed v2 deploy took nothing down: listed, but not an incident
+    assert ttr["no_outage"] == [{"at": "2026-11-22T00:23:00+00:00", "version": "2", "kept_serving": "1",
+                                 "error": "goog_forecast:v2 /readyz did not answer within 180 s"}]
+    assert ttr["not_restored"] == 0
+
+
+def test_pipeline_runs(result):
+    runs = result["pipeline_runs"]
+    assert (runs["finished"], runs["succeeded"], runs["failed"]) == (6, 5, 1)
+    assert runs["dags"]["stock_train"] == {"finished": 4, "succeeded": 3, "failed": 1, "running": 0,
+                                           # 12, 24, 63 and 34 min -> median (24 + 34) / 2 = 29 min
+                                           "median_duration_s": 1740.0}
+    assert runs["dags"]["stock_ingest"] == {"finished": 1, "succeeded": 1, "failed": 0, "running": 1,
+                                            "median_duration_s": 120.0}
+    assert runs["dags"]["stock_rollback"]["succeeded"] == 1
+
+
+def test_serve_deploys_change_nothing(result):
+    records = scenario(BASE)
+    records["deploys"] = [d for d in records["deploys"] if d.get("kind") != "serve"]
+    assert compute(**records, now=NOW) == result
+
+
+def test_the_result_is_json(result):
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_table_reads_in_human_units(result):
+    table = format_table(result)
+    print(table)
+    rows = {line.split("  ")[0]: line for line in table.splitlines()}
+    assert "0.38 / day (2.67 / week)" in rows["Deployment frequency"] and "high" in rows["Deployment frequency"]
+    assert "31 min median (max 6.0 h)" in rows["Lead time for changes"]
+    assert "50 % (2 of 4)" in rows["Change failure rate"] and "low" in rows["Change failure rate"]
+    assert "60 s median (max 60 s)" in rows["Time to restore"] and "elite" in rows["Time to restore"]
+    assert "No outage" in table and "v2 (2026-11-22T00:23:00+00:00): v1 kept serving" in table
+    assert "stock_train: 4 finished, 3 succeeded, 1 failed" in table
+
+
+def test_chart_draws(result, tmp_path):
+    path = draw_chart(result, tmp_path / "charts" / "dora.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_no_records_at_all(tmp_path):
+    empty = compute([], [], [], [], now=NOW)
+    assert empty["period"]["days"] == 30  # no first record to start from
+    freq = empty["deployment_frequency"]
+    assert (freq["count"], freq["per_day"], freq["level"]) == (0, 0.0, None)
+    for measure in ("lead_time", "time_to_restore"):
+        assert {k: empty[measure][k] for k in ("n", "median_s", "mean_s", "max_s", "level")} == {
+            "n": 0, "median_s": None, "mean_s": None, "max_s": None, "level": None}
+    assert (empty["change_failure_rate"]["rate"], empty["change_failure_rate"]["level"]) == (None, None)
+    assert empty["pipeline_runs"] == {"finished": 0, "succeeded": 0, "failed": 0, "dags": {}}
+    table = format_table(empty)
+    assert "Change failure rate" in table and "—" in table and "none recorded" in table
+    assert draw_chart(empty, tmp_path / "empty.png").stat().st_size > 0
+
+
+def test_old_deploy_records_without_kind_or_snapshot_hash():
+    base = BASE
+    records = {
+        "snapshots": [snapshot(base, "a", 0)],
+        "deploys": [
+            # no kind, no snapshot hash, no switch time: a promotion; its hash comes from the audit entry,
+            # and the answer moment is the record's own "at" (00:20) -> 1200 s after snapshot A
+            deploy(None, "1", at(base, minutes=18), at(base, minutes=20), dag_run_id="train_1"),
+            # no kind and nothing to find its snapshot by: counted, but its lead time is unknown
+            deploy(None, "2", at(base, 1), at(base, 1, minutes=2), switched_after_s=30, dag_run_id="train_2"),
+            # a hash the manifest does not know
+            deploy("promotion", "3", at(base, 2), at(base, 2, minutes=2), switched_after_s=30,
+                   snapshot_hash="d" * 64, dag_run_id="train_3"),
+        ],
+        "audit": [{"at": at(base, minutes=21), "event": "promotion", "from_version": None, "to_version": "1",
+                   "dag_run_id": "train_1", "snapshot_hash": HASH["a"]}],
+        "dag_runs": [],
+    }
+    result = compute(**records, now=NOW)
+    assert result["deployment_frequency"]["promotions"] == 3
+    assert result["change_failure_rate"]["changes"] == 3 and result["change_failure_rate"]["rate"] == 0.0
+    lead = result["lead_time"]
+    assert [(e["version"], e["seconds"], e["hash_from"]) for e in lead["events"]] == [
+        ("1", 1200.0, "promotion audit entry")]
+    assert [(u["version"], u["why"]) for u in lead["unmatched"]] == [
+        ("2", "no snapshot hash in the deploy record nor in a promotion audit entry"),
+        ("3", "snapshot dddddddddddd is not in the manifest")]
+    assert "Lead time unknown" in format_table(result)
+
+
+@pytest.mark.parametrize(("first", "days", "expected"), [
+    (timedelta(days=45), 30, 30.0),  # older than the window: the window
+    (timedelta(days=5), 30, 5.0),  # started five days ago: five days
+    (timedelta(hours=2), 30, 1.0),  # started two hours ago: at least a day
+    (timedelta(days=5), 3, 3.0),  # a shorter window asked for
+])
+def test_period_length(first, days, expected):
+    records = [dag_run("stock_ingest", "one", "running", at(NOW - first), None)]
+    assert compute([], [], [], records, now=NOW, days=days)["period"]["days"] == expected
+
+
+def test_records_after_now_are_left_out():
+    records = scenario(BASE)
+    records["deploys"].append(deploy("promotion", "9", at(NOW, 1), at(NOW, 1, minutes=1), switched_after_s=30,
+                                     snapshot_hash=HASH["c"]))
+    assert compute(**records, now=NOW) == compute(**scenario(BASE), now=NOW)
+
+
+def test_a_rollback_without_its_deploy_is_reported_not_restored():
+    records = scenario(BASE)
+    records["audit"].append({"at": at(BASE, 8), "event": "rollback", "from_version": "4", "to_version": "3",
+                             "reason": "bad", "dag_run_id": "rollback_2", "forced": False,
+                             "requested_at": at(BASE, 8, minutes=-1)})
+    result = compute(**records, now=NOW)
+    ttr = result["time_to_restore"]
+    assert (ttr["rollbacks"], ttr["not_restored"], ttr["n"], ttr["median_s"]) == (2, 1, 1, 60.0)
+    missing = ttr["events"][1]
+    assert not missing["restored"] and missing["seconds"] is None
+    assert missing["note"] == "no successful rollback deploy of v3 found: not restored"
+    # and v4 now counts as a failed change too: 3 of 4
+    assert result["change_failure_rate"]["rate"] == 0.75
+    assert "v4 → v3 (2026-11-28T00:00:00+00:00): no successful rollback deploy of v3 found" in format_table(result)
+
+
+def test_rollback_start_falls_back_to_the_dag_run_then_to_a_lower_bound():
+    records = scenario(BASE)
+    entry = next(e for e in records["audit"] if e["event"] == "rollback")
+    del entry["requested_at"]  # the DAG-run log says rollback_1 started day 3 10:00:00: the same 60 s
+    (event,) = compute(**records, now=NOW)["time_to_restore"]["events"]
+    assert (event["start_from"], event["seconds"]) == ("dag run start", 60.0)
+
+    entry["dag_run_id"] = ""  # no run to look up: matched by version, timed from the deploy's own start
+    records["dag_runs"] = []
+    (event,) = compute(**records, now=NOW)["time_to_restore"]["events"]
+    assert (event["start_from"], event["seconds"], event["restored"]) == ("rollback entry", 40.0, True)
+    assert event["note"] == "request time unknown: a lower bound"
+
+
+def test_rollback_matched_by_version_after_the_request():
+    records = scenario(BASE)
+    next(d for d in records["deploys"] if d.get("kind") == "rollback")["dag_run_id"] = "other"
+    (event,) = compute(**records, now=NOW)["time_to_restore"]["events"]
+    assert (event["restored"], event["seconds"]) == (True, 60.0)
+
+
+def test_levels_follow_the_bands():
+    assert [level("deployment_frequency", v) for v in (3, 1, 1 / 7, 1 / 30, 1 / 100, 1 / 200)] == [
+        "elite", "elite", "high", "high", "medium", "low"]
+    assert [level("lead_time", v) for v in (HOUR - 1, HOUR, WEEK - 1, WEEK, 200 * DAY)] == [
+        "elite", "high", "high", "medium", "low"]
+    assert [level("time_to_restore", v) for v in (59, HOUR, DAY, WEEK)] == ["elite", "high", "medium", "low"]
+    assert [level("change_failure_rate", v) for v in (0, 0.15, 0.16, 0.30, 0.31)] == [
+        "elite", "elite", "high", "high", "low"]
+    assert level("lead_time", None) is None
+
+
+def write_jsonl(path, records):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_main_end_to_end(settings, capsys):
+    from stockops.ingest import store_for
+
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=11)  # its last record is a day old
+    records = scenario(base)
+    write_jsonl(settings.deploy_log, records["deploys"])
+    write_jsonl(settings.audit_log, records["audit"])
+    write_jsonl(settings.dag_run_log, records["dag_runs"])
+    manifest = store_for(settings).manifest_path
+    assert [f.name for f in fields(SnapshotEntry)] == list(records["snapshots"][0])  # the manifest's own shape
+    write_jsonl(manifest, records["snapshots"])
+
+    assert main(["--days", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "50 % (2 of 4)" in out
+    saved = json.loads((settings.reports_dir / "dora.json").read_text())
+    assert saved["deployment_frequency"]["count"] == 4
+    assert saved["lead_time"]["median_s"] == 1860.0
+    assert saved["time_to_restore"]["median_s"] == 60.0
+    assert saved["period"]["start"] == base.isoformat()
+    chart = settings.reports_dir / "dora.png"
+    assert chart.read_bytes()[:4] == b"\x89PNG"
+    assert f"JSON:  {settings.reports_dir / 'dora.json'}" in out and f"chart: {chart}" in out
+
+
+def test_main_with_no_records_and_chosen_paths(settings, tmp_path, capsys):
+    assert main(["--json", str(tmp_path / "out" / "r.json"), "--chart", str(tmp_path / "out" / "r.png")]) == 0
+    assert json.loads((tmp_path / "out" / "r.json").read_text())["change_failure_rate"]["rate"] is None
+    assert (tmp_path / "out" / "r.png").stat().st_size > 0
+    assert "DORA report" in capsys.readouterr().out
