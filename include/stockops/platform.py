@@ -23,7 +23,7 @@ from pathlib import Path
 from stockops.config import Settings, airflow_environment, get_settings
 from stockops.processes import stop_pid_tree, venv_bin
 
-DAG_IDS = ("stock_ingest", "stock_train", "stock_monitor")
+DAG_IDS = ("stock_ingest", "stock_train", "stock_monitor", "stock_rollback")
 
 
 @dataclass
@@ -126,6 +126,21 @@ class LocalPlatform:
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=15) as resp:
             return json.load(resp)
+
+    def trigger(self, dag_id: str, token: str, conf: dict | None = None) -> str:
+        """Start a DAG run through the REST API (as the UI's Trigger form does); returns its run id."""
+        run = self.api(f"dags/{dag_id}/dagRuns", token, {"logical_date": None, "conf": conf or {}})
+        return run["dag_run_id"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, token: str, timeout: float = 300) -> str:
+        """Poll the REST API until the run is finished; returns its final state."""
+        deadline, state = time.monotonic() + timeout, "unknown"
+        while time.monotonic() < deadline:
+            state = self.api(f"dags/{dag_id}/dagRuns/{run_id}", token)["state"]
+            if state in ("success", "failed"):
+                return state
+            time.sleep(0.5)
+        raise TimeoutError(f"{dag_id} run {run_id} still {state} after {timeout:.0f} s")
 
     def trigger_first_ingest(self) -> None:
         self.airflow("dags", "trigger", "stock_ingest")
