@@ -159,6 +159,9 @@ class LocalPlatform:
    GX Data Docs    {self.settings.data_docs_dir / 'index.html'}
    monitor reports {self.settings.monitoring_dir}/<check>/drift_report.html, decision.json
                    (every decision: {self.settings.monitor_log.name}; MLflow: {self.settings.monitoring_experiment})
+   reports in UI   {self.url}/stockops/   (also under Plugins > StockOps in the Airflow UI)
+   rollback        Airflow UI > stock_rollback > Trigger (version, reason); history: python -m stockops history
+   DORA report     python -m stockops dora   (table, {self.settings.reports_dir}/dora.json and dora.png)
    logs            {self.settings.logs_dir}   (serving: {self.settings.serving_dir / 'logs'})
  A first stock_ingest run was triggered; it turns green within a minute or two, and
  its new snapshot starts stock_train (about two minutes more: train, gate, and for a

@@ -33,7 +33,6 @@ from stockops.processes import free_port, http_json, pid_alive, port_in_use, sto
 log = logging.getLogger(__name__)
 
 BENTO_DIR = REPO_ROOT / "bento"
-DRAIN_S = 1.0  # in-flight requests on the old bento get this long after the switch
 
 
 class DeployError(RuntimeError):
@@ -53,16 +52,48 @@ def _now() -> str:
 # ---- build -------------------------------------------------------------------------------------
 def build_bento(settings: Settings, model_name: str, version: str) -> dict:
     """Pack registry version ``version`` of ``model_name`` into a bento; reuse one already built."""
-    import mlflow
     from mlflow import MlflowClient
 
-    import stockops.model  # noqa: F401  (registers the custom Keras layers before loading)
-    from stockops.model import model_window
     from stockops.training import mlflow_setup
 
     mlflow_setup(settings)
     client = MlflowClient()
     mv = client.get_model_version(model_name, version)
+    existing = existing_bento(settings, mv.tags.get("bento_tag", ""))
+    if existing is not None:  # e.g. a rollback: no TensorFlow import, no export, no build
+        log.info("reusing bento %s for %s v%s", existing["bento_tag"], model_name, version)
+        return {**existing, "model_name": model_name, "version": str(version)}
+    return _build_bento(settings, client, mv)
+
+
+def existing_bento(settings: Settings, bento_tag: str) -> dict | None:
+    """The build record of a bento already in this home's BentoML store, read from its YAML files."""
+    import yaml
+
+    if ":" not in bento_tag:
+        return None
+    name, tag_version = bento_tag.split(":", 1)
+    bento_yaml = settings.bentoml_home / "bentos" / name / tag_version / "bento.yaml"
+    if not bento_yaml.exists():
+        return None
+    bento = yaml.safe_load(bento_yaml.read_text())
+    (model_tag,) = [m["tag"] for svc in bento.get("services", []) for m in svc.get("models", [])]
+    model_name, model_version = model_tag.split(":", 1)
+    model_yaml = settings.bentoml_home / "models" / model_name / model_version / "model.yaml"
+    if not model_yaml.exists():
+        return None
+    metadata = yaml.safe_load(model_yaml.read_text())["metadata"]
+    return {"bento_tag": bento_tag, "bento_model": model_tag, "bento_path": str(bento_yaml.parent),
+            **{k: metadata[k] for k in ("mlflow_run_id", "snapshot_hash", "window")}}
+
+
+def _build_bento(settings: Settings, client, mv) -> dict:
+    import mlflow
+
+    import stockops.model  # noqa: F401  (registers the custom Keras layers before loading)
+    from stockops.model import model_window
+
+    model_name, version = mv.name, mv.version
     run = client.get_run(mv.run_id)
     metadata = {
         "model_name": model_name, "registry_version": str(version), "mlflow_run_id": mv.run_id,
@@ -138,10 +169,21 @@ def proxy_path(settings: Settings) -> Path:
     return settings.serving_dir / "proxy.json"
 
 
+def standby_path(settings: Settings) -> Path:
+    return settings.serving_dir / "standby.json"
+
+
 def current(settings: Settings) -> dict:
     """What the stable address routes to now (empty if nothing was deployed)."""
     path = state_path(settings)
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def standby(settings: Settings) -> dict:
+    """The previous bento, kept running after a switch so that going back to it is only a switch."""
+    path = standby_path(settings)
+    record = json.loads(path.read_text()) if path.exists() else {}
+    return record if pid_alive(record.get("pid")) else {}
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -238,33 +280,40 @@ def deploy(settings: Settings, bento_tag: str, version: str, *, reason: str = ""
 
 def _deploy(settings: Settings, bento_tag: str, version: str, *, window: int | None, base: dict) -> dict:
     started, started_at = time.monotonic(), _now()
-    previous = current(settings)
+    previous, warm = current(settings), standby(settings)
     base = {**base, "bento_tag": bento_tag, "version": str(version), "previous_version": previous.get("version"),
             "previous_bento_tag": previous.get("bento_tag"), "started_at": started_at}
     ensure_proxy(settings)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = start_bento(settings, bento_tag, port)
+    proc = None
+    if warm.get("bento_tag") == bento_tag:  # going back to the previous bento: it is still running
+        port, url, pid = int(warm["port"]), warm["upstream"], int(warm["pid"])
+        base["warm_standby"] = True
+        log.info("%s is the warm standby (pid %d): checking it and switching back, no start-up", bento_tag, pid)
+    else:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = start_bento(settings, bento_tag, port)
+        pid = proc.pid
     try:
         wait_until(lambda: http_json(f"{url}/readyz", timeout=2)[0] == 200, timeout=settings.serve_ready_timeout_s,
-                   interval=0.5, what=f"{bento_tag} /readyz at {url}", proc=proc)
+                   interval=0.2, what=f"{bento_tag} /readyz at {url}", proc=proc)
         smoke = check_bento(url, smoke_closes(settings, window or 60), version)
     except Exception as exc:
-        stop_pid_tree(proc.pid, grace=10)
+        stop_pid_tree(pid, grace=10)
+        if warm.get("pid") == pid:
+            standby_path(settings).unlink(missing_ok=True)
         _record_deploy(settings, {**base, "outcome": "failed", "error": str(exc),
                                   "seconds": round(time.monotonic() - started, 2)})
         where = (f"v{previous.get('version')} ({previous.get('bento_tag')}) keeps serving at {settings.serve_url}"
                  if previous else f"nothing was serving at {settings.serve_url} and nothing is now")
         raise DeployError(f"deploy of {bento_tag} failed its health check: {exc}. {where}") from exc
 
-    _write_json(state_path(settings), {"upstream": url, "port": port, "pid": proc.pid, "bento_tag": bento_tag,
+    _write_json(state_path(settings), {"upstream": url, "port": port, "pid": pid, "bento_tag": bento_tag,
                                        "version": str(version), "since": _now(), "reason": base["reason"]})
     wait_until(lambda: http_json(f"{settings.serve_url}/-/stockops/upstream", timeout=2)[1].get("upstream") == url,
                timeout=10, interval=0.05, what="proxy switch")
     switched = time.monotonic()
-    if previous.get("pid") and previous.get("pid") != proc.pid:
-        time.sleep(DRAIN_S)
-        stop_pid_tree(int(previous["pid"]), grace=15)
+    _keep_previous_warm(settings, previous, warm, pid)
     record = _record_deploy(settings, {**base, "outcome": "succeeded", "url": settings.serve_url,
                                        "seconds": round(time.monotonic() - started, 2),
                                        "switched_after_s": round(switched - started, 2),
@@ -272,6 +321,18 @@ def _deploy(settings: Settings, bento_tag: str, version: str, *, window: int | N
     log.info("%s v%s now answers at %s (%.1f s; previous: %s)", bento_tag, version, settings.serve_url,
              record["seconds"], previous.get("bento_tag") or "none")
     return record
+
+
+def _keep_previous_warm(settings: Settings, previous: dict, warm: dict, serving_pid: int) -> None:
+    """The bento just replaced becomes the warm standby (a rollback to it is then a switch, seconds);
+    the standby before it, which took no traffic, is stopped. So at most two bentos run."""
+    keep = previous if previous.get("pid") not in (None, serving_pid) and pid_alive(previous.get("pid")) else {}
+    if keep:
+        _write_json(standby_path(settings), {**keep, "standby_since": _now()})
+    else:
+        standby_path(settings).unlink(missing_ok=True)
+    if warm.get("pid") not in (None, serving_pid, keep.get("pid")):
+        stop_pid_tree(int(warm["pid"]), grace=15)
 
 
 def _record_deploy(settings: Settings, fields: dict) -> dict:
@@ -283,11 +344,12 @@ def deploys(settings: Settings) -> list[dict]:
 
 
 def stop_serving(settings: Settings) -> None:
-    """Stop the current bento and the proxy (by process id) and forget the upstream."""
-    state = current(settings)
-    if state.get("pid"):
-        stop_pid_tree(int(state["pid"]), grace=15)
+    """Stop the current bento, the warm standby and the proxy (by process id) and forget them."""
+    for state in (current(settings), standby(settings)):
+        if state.get("pid"):
+            stop_pid_tree(int(state["pid"]), grace=15)
     state_path(settings).unlink(missing_ok=True)
+    standby_path(settings).unlink(missing_ok=True)
     path = proxy_path(settings)
     if path.exists():
         stop_pid_tree(int(json.loads(path.read_text())["pid"]), grace=5)

@@ -156,7 +156,7 @@ def test_bad_bodies_get_a_4xx_that_says_what_is_wrong(served, case, body, conten
 
 def test_a_switch_under_load_fails_no_request(served):
     """Deploy v2 while clients hammer the stable address: every request answers 200, v1 then v2."""
-    from stockops.serving import build_candidate_bento, current, deploy_candidate
+    from stockops.serving import build_candidate_bento, current, deploy, deploy_candidate, standby
 
     settings, closes = served
     candidate = _register_candidate("serving test: v2")
@@ -189,7 +189,14 @@ def test_a_switch_under_load_fails_no_request(served):
     assert failed == []
     assert versions[0] == "1" and versions[-1] == new
     assert record["outcome"] == "succeeded" and current(settings)["version"] == new
-    assert not pid_alive(old_pid), "the old bento is stopped after the switch"
+    assert pid_alive(old_pid) and standby(settings)["pid"] == old_pid, "the old bento stays warm for a rollback"
+
+    # going back is a switch to the warm standby: no new process, the newer one becomes the standby
+    new_pid = current(settings)["pid"]
+    back = deploy(settings, standby(settings)["bento_tag"], "1", reason="serving test: back to v1", kind="rollback")
+    assert back["warm_standby"] is True and back["switched_after_s"] < 5
+    assert current(settings)["pid"] == old_pid and standby(settings)["pid"] == new_pid
+    assert _predict(settings, {"closes": closes})[1]["model_version"] == "1"
 
 
 def test_a_deploy_that_fails_its_health_check_changes_nothing(served):

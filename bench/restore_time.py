@@ -1,0 +1,160 @@
+"""Time to restore: how long a rollback takes to put the old version back on the endpoint, under load.
+
+Why: DORA's time to restore (elite: under one hour) is, for this platform, the time from asking
+for a rollback to the old model answering on the stable address — and no request should fail on
+the way. The goal (issue): under 60 s and zero failed requests.
+
+What: in a fresh home, two models are trained on a replay snapshot and promoted (v1, then v2
+forced), both deployed. Light load runs throughout: 2 clients, each sending a forecast request
+every 50 ms (about 40 requests/s) and recording which version answered. Then:
+  in-process  ``stockops.champion.rollback()`` called directly (plan, bento, health-checked
+              deploy, champion move): the floor, without Airflow;
+  airflow     the ``stock_rollback`` DAG triggered through the REST API of a real
+              ``airflow standalone`` on loopback (authentication on), run by its scheduler: what a
+              user clicking *Trigger* in the UI gets, scheduling and task start-up included.
+Measured per path: seconds from the request to the first answer from the old version, requests
+and failed requests in that time, and (airflow) each task's duration. Results:
+bench/results/restore_time.json.
+
+    .venv/bin/python bench/restore_time.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "restore_time.json"
+GOAL_S = 60.0
+
+
+class Load:
+    """Clients sending a request every ``interval`` seconds; every answer is kept as (time, status, version)."""
+
+    def __init__(self, url: str, closes: list[float], clients: int = 2, interval: float = 0.05):
+        self.url, self.body, self.interval = url, {"closes": closes}, interval
+        self.answers: list[tuple[float, int, str | None]] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
+
+    def run(self) -> None:
+        from stockops.processes import http_json
+
+        while not self.stop.is_set():
+            sent = time.monotonic()
+            try:
+                status, body = http_json(f"{self.url}/predict", self.body, timeout=10)
+                version = body.get("model_version") if isinstance(body, dict) else None
+            except Exception:  # noqa: BLE001 - a failed request is what we count
+                status, version = 0, None
+            self.answers.append((sent, status, version))
+            time.sleep(max(0.0, self.interval - (time.monotonic() - sent)))
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=15)
+
+    def until(self, version: str, since: float, timeout: float = 600) -> float:
+        """Seconds from ``since`` to the first successful answer from ``version``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            hits = [t for t, status, v in list(self.answers) if t >= since and status == 200 and v == version]
+            if hits:
+                return min(hits) - since
+            time.sleep(0.05)
+        raise TimeoutError(f"v{version} did not answer within {timeout:.0f} s")
+
+    def window(self, since: float, until: float) -> dict:
+        answers = [a for a in list(self.answers) if since <= a[0] <= until]
+        return {"requests": len(answers), "failed": sum(1 for _, status, _ in answers if status != 200)}
+
+
+def restore(load: Load, to_version: str, trigger) -> dict:
+    started = time.monotonic()
+    details = trigger()
+    seconds = load.until(to_version, started)
+    time.sleep(1.0)  # the old bento is stopped about a second after the switch: count that too
+    return {"restore_s": round(seconds, 2), **load.window(started, time.monotonic()), **(details or {})}
+
+
+def main() -> None:
+    from stockops.processes import free_port
+
+    home = Path(tempfile.mkdtemp(prefix="stockops-bench-restore-"))
+    os.environ.update(STOCKOPS_HOME=str(home / "home"), STOCKOPS_SOURCE="replay", STOCKOPS_TRAIN_PROFILE="small",
+                      STOCKOPS_SERVE_PORT=str(free_port()), AIRFLOW_HOME=str(home / "airflow"),
+                      MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    from stockops.champion import rollback
+    from stockops.config import airflow_environment, get_settings
+    from stockops.ingest import ingest_day, store_for
+    from stockops.platform import LocalPlatform, stop_process_tree
+    from stockops.serving import stop_serving
+    from stockops.training import train_in_process
+
+    settings = get_settings()
+    os.environ.update(airflow_environment(settings))
+    ingest_day("2026-11-20")
+    train_in_process(trigger_reason="bench: v1")
+    train_in_process(trigger_reason="bench: v2", force_promote=True)
+    closes = [float(c) for c in store_for(settings).load()["Close"].to_numpy()[-60:]]
+    results: dict = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+                     "load": {"clients": 2, "interval_s": 0.05}, "goal_s": GOAL_S}
+    platform = LocalPlatform(settings, port=free_port(), mlflow_port=free_port())
+    proc = None
+    try:
+        with Load(settings.serve_url, closes) as load:
+            time.sleep(2)
+            def in_process() -> None:
+                rollback("1", "bench: in-process rollback")
+
+            results["in_process"] = restore(load, "1", in_process)
+            print(f"in-process rollback v2 -> v1: {results['in_process']}", flush=True)
+            rollback("2", "bench: back to v2 for the next measurement")
+
+            proc = platform.start()
+            platform.wait_healthy(proc, timeout=240)
+            platform.ensure_dags_ready(["stock_rollback"], timeout=180)
+            token = platform.api_token()
+            time.sleep(2)
+
+            def through_airflow() -> dict:
+                run_id = platform.trigger("stock_rollback", token, {"reason": "bench: REST rollback", "version": "1"})
+                return {"run_id": run_id}
+
+            measured = restore(load, "1", through_airflow)
+            state = platform.wait_for_run("stock_rollback", measured["run_id"], token, timeout=300)
+            tasks = platform.api(f"dags/stock_rollback/dagRuns/{measured['run_id']}/taskInstances", token)
+            measured["run_state"] = state
+            measured["tasks_s"] = {t["task_id"]: t["duration"] for t in tasks["task_instances"]}
+            results["airflow_rest"] = measured
+            print(f"rollback through Airflow's REST API, v2 -> v1: {measured}", flush=True)
+    finally:
+        if proc is not None:
+            stop_process_tree(proc)
+        stop_serving(settings)
+    airflow, floor = results["airflow_rest"], results["in_process"]
+    results["ratio_airflow_to_in_process"] = round(airflow["restore_s"] / floor["restore_s"], 2)
+    results["goal_met"] = airflow["restore_s"] < GOAL_S and airflow["failed"] == 0 and floor["failed"] == 0
+    print(f"\n{'path':<14} {'restore s':>9} {'requests':>9} {'failed':>7}")
+    for name in ("in_process", "airflow_rest"):
+        r = results[name]
+        print(f"{name:<14} {r['restore_s']:>9.2f} {r['requests']:>9} {r['failed']:>7}")
+    print(f"airflow / in-process: {results['ratio_airflow_to_in_process']}x; goal (< {GOAL_S:.0f} s, 0 failed): "
+          f"{'met' if results['goal_met'] else 'NOT met'}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
