@@ -333,11 +333,10 @@ def _record(settings: Settings, decision: dict, folder: Path | None, snapshot) -
             decision["report"] = str(folder / "drift_report.html")
             snapshot.save_html(decision["report"])
         Path(decision["decision_path"]).write_text(json.dumps(decision, indent=2, default=str))
-    experiment = mlflow.get_experiment_by_name(settings.monitoring_experiment)
-    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
-        settings.monitoring_experiment, artifact_location=(settings.mlflow_artifacts_dir / "monitoring").as_uri(),
-        tags={"ticker": settings.ticker})
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitor-{decision['checked_at'][:10]}") as run:
+    from stockops.training import experiment_id
+
+    with mlflow.start_run(experiment_id=experiment_id(settings, settings.monitoring_experiment),
+                          run_name=f"monitor-{decision['checked_at'][:10]}") as run:
         mlflow.set_tags({"triggered": str(decision["triggered"]), "reason": decision["reason"][:5000],
                          "champion_version": decision.get("champion_version", "none"),
                          "airflow_dag_run_id": decision["dag_run_id"]})

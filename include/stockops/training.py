@@ -32,13 +32,26 @@ def mlflow_setup(settings: Settings):
     if settings.mlflow_tracking_uri.startswith("sqlite:///"):
         Path(settings.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
+    return experiment_id(settings, settings.experiment_name)
+
+
+def experiment_id(settings: Settings, name: str) -> str:
+    """The id of experiment ``name``, created on first use.
+
+    With a local store the artifacts go under the home; a tracking server (``http://...``)
+    decides where artifacts go itself (``mlflow server --serve-artifacts``).
+    """
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    settings.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
-    return mlflow.create_experiment(settings.experiment_name,
-                                    artifact_location=settings.mlflow_artifacts_dir.as_uri(),
-                                    tags={"ticker": settings.ticker})
+    location = None
+    if not settings.mlflow_tracking_uri.startswith(("http://", "https://")):
+        folder = settings.mlflow_artifacts_dir / ("" if name == settings.experiment_name else name)
+        folder.mkdir(parents=True, exist_ok=True)
+        location = folder.as_uri()
+    return mlflow.create_experiment(name, artifact_location=location, tags={"ticker": settings.ticker})
 
 
 def champion_version(settings: Settings):
