@@ -69,6 +69,10 @@ class Settings:
     serve_host: str = "127.0.0.1"
     serve_port: int = 3000
     serve_ready_timeout_s: float = 180.0
+    # "local": deploys start bentos on this machine (make run, one machine); "agent": deploys are
+    # requests that the serving agent (`python -m stockops.serving agent`, the compose `serving`
+    # container) carries out where the endpoint runs
+    serving_mode: str = "local"
     # where people open the MLflow UI (links in the Airflow UI); make run serves it on this port
     mlflow_ui_url: str = "http://127.0.0.1:5000"
     # monitoring (stock_monitor): see bench/monitor_drift.py for how the defaults were chosen
@@ -93,6 +97,8 @@ class Settings:
             object.__setattr__(self, "model_name", f"{self.ticker}_lstm")
         if not self.mlflow_tracking_uri:
             object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}")
+        if self.serving_mode not in ("local", "agent"):
+            raise ValueError(f"STOCKOPS_SERVING_MODE={self.serving_mode!r}: choose local or agent")
         if self.monitor_current_days < 20:
             raise ValueError(f"STOCKOPS_MONITOR_CURRENT_DAYS={self.monitor_current_days}: need at least 20 "
                              "trading days for a drift test to mean anything")
@@ -150,6 +156,11 @@ class Settings:
     def serving_dir(self) -> Path:
         """Serving state: the current upstream, process ids, deploy records, served predictions."""
         return self.home / "serving"
+
+    @property
+    def deploy_requests_dir(self) -> Path:
+        """Agent mode: deploy requests waiting for the serving agent (one JSON file each)."""
+        return self.serving_dir / "requests"
 
     @property
     def deploy_log(self) -> Path:
@@ -237,6 +248,7 @@ def get_settings() -> Settings:
         serve_host=_env("STOCKOPS_SERVE_HOST", "127.0.0.1"),
         serve_port=_env_int("STOCKOPS_SERVE_PORT", 3000),
         serve_ready_timeout_s=_env_float("STOCKOPS_SERVE_READY_TIMEOUT_S", 180.0),
+        serving_mode=_env("STOCKOPS_SERVING_MODE", "local").lower(),
         mlflow_ui_url=_env("STOCKOPS_MLFLOW_URL", f"http://127.0.0.1:{_env('STOCKOPS_MLFLOW_PORT', '5000')}"),
         monitor_current_days=_env_int("STOCKOPS_MONITOR_CURRENT_DAYS", 60),
         monitor_drift_threshold=_env_float("STOCKOPS_MONITOR_DRIFT_THRESHOLD", 0.6),

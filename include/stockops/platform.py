@@ -127,9 +127,9 @@ class LocalPlatform:
         with urllib.request.urlopen(request, timeout=15) as resp:
             return json.load(resp)
 
-    def trigger(self, dag_id: str, token: str, conf: dict | None = None) -> str:
+    def trigger(self, dag_id: str, token: str, conf: dict | None = None, logical_date: str | None = None) -> str:
         """Start a DAG run through the REST API (as the UI's Trigger form does); returns its run id."""
-        run = self.api(f"dags/{dag_id}/dagRuns", token, {"logical_date": None, "conf": conf or {}})
+        run = self.api(f"dags/{dag_id}/dagRuns", token, {"logical_date": logical_date, "conf": conf or {}})
         return run["dag_run_id"]
 
     def wait_for_run(self, dag_id: str, run_id: str, token: str, timeout: float = 300) -> str:

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -261,7 +262,7 @@ def check_bento(url: str, closes: list[float], version: str) -> dict:
 
 
 def deploy(settings: Settings, bento_tag: str, version: str, *, reason: str = "", dag_run_id: str = "",
-           window: int | None = None, kind: str = "promotion", snapshot_hash: str = "") -> dict:
+           window: int | None = None, kind: str = "promotion", snapshot_hash: str = "", request_id: str = "") -> dict:
     """Start ``bento_tag``, check it, switch the stable address to it, stop the old one.
 
     Raises DeployError (after stopping the new process) if the new bento fails; the old
@@ -271,11 +272,16 @@ def deploy(settings: Settings, bento_tag: str, version: str, *, reason: str = ""
     """
     import fcntl
 
+    base = {"kind": kind, "snapshot_hash": snapshot_hash, "reason": reason, "dag_run_id": dag_run_id}
+    if request_id:
+        base["request_id"] = request_id
+    if settings.serving_mode == "agent":
+        return _deploy_through_agent(settings, {**base, "bento_tag": bento_tag, "version": str(version),
+                                                "window": window})
     settings.serving_dir.mkdir(parents=True, exist_ok=True)
     with open(settings.serving_dir / ".deploy.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _deploy(settings, bento_tag, str(version), window=window,
-                       base={"kind": kind, "snapshot_hash": snapshot_hash, "reason": reason, "dag_run_id": dag_run_id})
+        return _deploy(settings, bento_tag, str(version), window=window, base=base)
 
 
 def _deploy(settings: Settings, bento_tag: str, version: str, *, window: int | None, base: dict) -> dict:
@@ -321,6 +327,67 @@ def _deploy(settings: Settings, bento_tag: str, version: str, *, window: int | N
     log.info("%s v%s now answers at %s (%.1f s; previous: %s)", bento_tag, version, settings.serve_url,
              record["seconds"], previous.get("bento_tag") or "none")
     return record
+
+
+# ---- agent mode: the endpoint runs elsewhere (compose: the `serving` container) ------------------
+def _deploy_through_agent(settings: Settings, request: dict) -> dict:
+    """Hand the deploy to the serving agent through the shared home and wait for its record."""
+    import uuid
+
+    from stockops.data.store import atomic_write_json
+
+    request = {**request, "request_id": uuid.uuid4().hex, "requested_at": _now()}
+    settings.deploy_requests_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.deploy_requests_dir / f"{request['requested_at']}-{request['request_id']}.json"
+    atomic_write_json(path, request)
+    log.info("deploy of %s v%s handed to the serving agent (request %s)", request["bento_tag"], request["version"],
+             request["request_id"])
+    deadline = time.monotonic() + settings.serve_ready_timeout_s + 60
+    while time.monotonic() < deadline:
+        record = next((r for r in deploys(settings) if r.get("request_id") == request["request_id"]), None)
+        if record is not None:
+            if record["outcome"] != "succeeded":
+                raise DeployError(f"the serving agent could not deploy {request['bento_tag']}: {record['error']}")
+            return record
+        time.sleep(0.2)
+    path.unlink(missing_ok=True)
+    raise DeployError(f"no serving agent took deploy request {path.name} within "
+                      f"{settings.serve_ready_timeout_s + 60:.0f} s: is `python -m stockops.serving agent` (the "
+                      "compose `serving` service) running with the same STOCKOPS_HOME? Nothing was changed.")
+
+
+def run_agent(settings: Settings, interval: float = 0.25, once: bool = False) -> None:
+    """The serving agent: keep the endpoint up (serving the champion at start) and carry out deploy requests."""
+    import signal
+
+    settings = replace(settings, serving_mode="local")  # the agent is where deploys happen
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    ensure_proxy(settings)
+    try:
+        serve_champion(settings, reason="serving agent start")
+    except Exception as exc:  # noqa: BLE001 - the agent must keep taking requests
+        log.error("could not serve the champion at start: %s", exc)
+    log.info("serving agent: endpoint %s, waiting for requests in %s", settings.serve_url,
+             settings.deploy_requests_dir)
+    while not stopping:
+        settings.deploy_requests_dir.mkdir(parents=True, exist_ok=True)
+        for path in sorted(settings.deploy_requests_dir.glob("*.json")):
+            request = json.loads(path.read_text())
+            try:
+                deploy(settings, request["bento_tag"], request["version"],
+                       reason=request.get("reason", ""), dag_run_id=request.get("dag_run_id", ""),
+                       window=request.get("window"), kind=request.get("kind", "promotion"),
+                       snapshot_hash=request.get("snapshot_hash", ""), request_id=request["request_id"])
+            except DeployError as exc:
+                log.error("%s", exc)  # recorded by _deploy, with the request id, for the requester
+            except Exception as exc:  # noqa: BLE001
+                _record_deploy(settings, {**request, "outcome": "failed", "error": f"agent error: {exc}"})
+            path.unlink(missing_ok=True)
+        if once:
+            return
+        time.sleep(interval)
+    stop_serving(settings)
 
 
 def _keep_previous_warm(settings: Settings, previous: dict, warm: dict, serving_pid: int) -> None:
@@ -410,11 +477,16 @@ def main(argv: list[str] | None = None) -> int:
     pack = sub.add_parser("pack", help="(internal) put a staged model into the BentoML store and build its bento")
     pack.add_argument("staging", type=Path)
     sub.add_parser("stop", help="stop the serving proxy and bento of this home")
+    agent = sub.add_parser("agent", help="serve the champion here and carry out deploy requests (compose `serving`)")
+    agent.add_argument("--interval", type=float, default=0.25, help="seconds between looks for requests")
     args = parser.parse_args(argv)
     if args.command == "pack":
         print(json.dumps(_pack(args.staging)))
     elif args.command == "stop":
         stop_serving(get_settings())
+    elif args.command == "agent":
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        run_agent(get_settings(), interval=args.interval)
     return 0
 
 

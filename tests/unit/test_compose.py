@@ -1,0 +1,117 @@
+"""The compose deployment, checked as data (no Docker engine here): every service the code needs,
+healthchecks, health-gated start order, secrets only from the environment, every variable the code
+reads, ports on loopback by default — and the same settings as the process-based proof
+(``stockops.cluster``)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
+SERVICES = COMPOSE["services"]
+COMMON_ENV = COMPOSE["x-airflow-common"]["environment"]
+NEEDED = {"postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+          "airflow-triggerer", "airflow-worker", "mlflow", "serving"}
+LONG_RUNNING = sorted(NEEDED - {"airflow-init"})
+
+
+def env_of(service: str) -> dict:
+    return {k: str(v) for k, v in (SERVICES[service].get("environment") or {}).items()}
+
+
+def test_every_service_the_code_needs_exists():
+    assert NEEDED <= set(SERVICES)
+
+
+@pytest.mark.parametrize("service", LONG_RUNNING)
+def test_long_running_services_have_a_healthcheck(service):
+    check = SERVICES[service].get("healthcheck", {})
+    assert check.get("test"), f"{service} has no healthcheck"
+    assert SERVICES[service].get("restart") == "always"
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_dependencies_are_waited_for_by_health(service):
+    for dependency, rule in (SERVICES[service].get("depends_on") or {}).items():
+        assert dependency in SERVICES, f"{service} depends on unknown {dependency}"
+        if dependency == "airflow-init":
+            assert rule["condition"] == "service_completed_successfully"
+        else:
+            assert rule["condition"] == "service_healthy", f"{service} -> {dependency}"
+            assert SERVICES[dependency].get("healthcheck"), f"{dependency} is waited on but has no healthcheck"
+
+
+def test_start_order_puts_the_platform_before_the_work():
+    assert {"postgres", "redis", "airflow-init"} <= set(SERVICES["airflow-scheduler"]["depends_on"])
+    assert {"mlflow", "serving", "airflow-apiserver"} <= set(SERVICES["airflow-worker"]["depends_on"])
+    assert "mlflow" in SERVICES["serving"]["depends_on"]
+
+
+def test_no_secret_has_a_value_in_the_file_only_required_variables():
+    text = (REPO / "docker-compose.yaml").read_text()
+    for name in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
+                 "AIRFLOW__API__SECRET_KEY", "AIRFLOW_ADMIN_PASSWORD"):
+        uses = re.findall(r"(?<!\$)\$\{" + name + r"([^}]*)\}", text)  # $${X} is the container's own variable
+        assert uses, f"{name} is not taken from the environment"
+        assert all(u.startswith(":?") for u in uses), f"{name} has a default or is optional: {uses}"
+    for match in re.finditer(r"://([^:@/\s]+):([^@\s]+)@", text):
+        assert match.group(2).startswith("${"), f"a literal credential in a URL: {match.group(0)}"
+
+
+def test_every_variable_the_compose_file_uses_is_in_env_example():
+    text = (REPO / "docker-compose.yaml").read_text()
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", text))
+    example = {line.split("=", 1)[0].lstrip("# ").strip() for line in (REPO / ".env.example").read_text().splitlines()
+               if "=" in line}
+    assert used - example == set(), "document these in .env.example"
+
+
+def test_every_stockops_variable_the_code_reads_is_set_for_airflow():
+    read = set()
+    for path in (REPO / "include" / "stockops").rglob("*.py"):
+        read |= set(re.findall(r"""["'](STOCKOPS_[A-Z0-9_]+)["']""", path.read_text()))
+    not_for_airflow = {"STOCKOPS_PREDICTION_LOG",  # set by the deploy for each bento
+                       "STOCKOPS_AIRFLOW_PORT",  # make run only (compose publishes 8080)
+                       "STOCKOPS_MLFLOW_PORT", "STOCKOPS_TEST_POSTGRES_DSN", "STOCKOPS_TEST_REDIS_URL"}
+    missing = read - not_for_airflow - set(COMMON_ENV)
+    assert missing == set(), f"the code reads {sorted(missing)} but compose does not set them"
+
+
+def test_ports_bind_to_loopback_unless_the_user_says_otherwise():
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("${STOCKOPS_BIND:-127.0.0.1}:"), f"{name}: {port}"
+
+
+def test_one_shared_home_and_the_serving_agent_owns_the_endpoint():
+    assert COMMON_ENV["STOCKOPS_HOME"] == "/data/stockops"
+    assert "stockops-home:/data/stockops" in COMPOSE["x-airflow-common"]["volumes"]
+    assert COMMON_ENV["STOCKOPS_SERVING_MODE"] == "agent"
+    assert SERVICES["serving"]["command"] == ["agent"] and env_of("serving")["STOCKOPS_SERVE_HOST"] == "0.0.0.0"
+    assert "--allowed-hosts" in SERVICES["mlflow"]["command"]
+    assert any("postgresql" in str(arg) for arg in SERVICES["mlflow"]["command"])
+
+
+def test_the_process_based_proof_runs_the_same_airflow_configuration(settings):
+    """``stockops.cluster.CeleryPlatform`` (the test on real PostgreSQL/Redis) must match compose."""
+    from stockops.cluster import CeleryPlatform
+
+    env = CeleryPlatform(settings).env()
+    for key in ("AIRFLOW__CORE__EXECUTOR", "STOCKOPS_SERVING_MODE", "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"):
+        assert env[key].lower() == COMMON_ENV[key].lower(), key
+    for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__RESULT_BACKEND"):
+        assert env[key].split("://")[0] == COMMON_ENV[key].split("://")[0], key
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+    assert env["STOCKOPS_MLFLOW_TRACKING_URI"].startswith("http://")
+
+
+def test_dockerfile_extends_the_official_image_of_the_pinned_airflow():
+    pinned = re.search(r"^apache-airflow==([\d.]+)$", (REPO / "requirements.txt").read_text(), re.M).group(1)
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert f"FROM apache/airflow:{pinned}-python3.11" in dockerfile
+    assert "requirements.txt" in dockerfile and "-e /opt/stockops" in dockerfile
