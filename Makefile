@@ -51,6 +51,7 @@ bench: install
 	$(PY) bench/serving_load.py
 	$(PY) bench/monitor_drift.py
 	$(PY) bench/restore_time.py
+	$(PY) bench/lead_time.py
 
 lock: install
 	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11

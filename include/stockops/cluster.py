@@ -90,7 +90,7 @@ class CeleryPlatform(LocalPlatform):
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db,
             "AIRFLOW__CELERY__BROKER_URL": REDIS_URL,
-            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database_dsn(self.airflow_db),
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database_dsn(self.airflow_db, "postgresql+psycopg2"),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
             # one queue per run: other runs sharing this Redis never take our tasks
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.run_name,

@@ -28,15 +28,15 @@ def services():
         pytest.skip("needs PostgreSQL and Redis for the CeleryExecutor proof: " + "; ".join(missing))
 
 
-def wait_for(platform, token, dag_id: str, timeout: float = 600) -> dict:
-    """The first run of ``dag_id`` once it has finished."""
+def wait_idle(platform, token, dag_ids, timeout: float = 900) -> dict[str, list[dict]]:
+    """Every run of ``dag_ids`` once none is queued or running (and each DAG has at least one)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = platform.api(f"dags/{dag_id}/dagRuns?order_by=run_after", token)["dag_runs"]
-        if runs and runs[0]["state"] in ("success", "failed"):
-            return runs[0]
-        time.sleep(2)
-    raise TimeoutError(f"{dag_id} did not finish within {timeout:.0f} s")
+        runs = {d: platform.api(f"dags/{d}/dagRuns?order_by=run_after", token)["dag_runs"] for d in dag_ids}
+        if all(runs.values()) and not any(r["state"] in ("queued", "running") for rs in runs.values() for r in rs):
+            return runs
+        time.sleep(3)
+    raise TimeoutError(f"{dag_ids} still busy after {timeout:.0f} s")
 
 
 def task_states(platform, token, dag_id: str, run_id: str) -> dict[str, tuple[str, str]]:
@@ -46,8 +46,9 @@ def task_states(platform, token, dag_id: str, run_id: str) -> dict[str, tuple[st
 
 def test_ingest_to_served_model_through_scheduler_and_celery_worker(services, settings, monkeypatch, tmp_path):
     import psycopg2
+    from mlflow import MlflowClient
 
-    from tests.integration.test_train_dag import served_version
+    from tests.integration.helpers import served_version
 
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
     monkeypatch.setenv("STOCKOPS_TRAIN_PROFILE", "small")
@@ -56,19 +57,22 @@ def test_ingest_to_served_model_through_scheduler_and_celery_worker(services, se
         platform.wait_healthy(platform.start(), timeout=300)
         platform.ensure_dags_ready(["stock_ingest", "stock_train", "stock_monitor"], timeout=240)
         token = platform.api_token()
-        ingest_id = platform.trigger("stock_ingest", token, logical_date="2026-11-20T22:00:00Z")
+        # (the scheduler also starts the latest scheduled ingest: catchup is off, not the schedule)
+        ingest_id = platform.trigger("stock_ingest", token, logical_date="2026-11-19T12:00:00Z")
+        runs = wait_idle(platform, token, ["stock_ingest", "stock_train", "stock_monitor"], timeout=1200)
 
-        ingest = wait_for(platform, token, "stock_ingest")
-        assert (ingest["dag_run_id"], ingest["state"]) == (ingest_id, "success")
-        train = wait_for(platform, token, "stock_train", timeout=900)
-        tasks = task_states(platform, token, "stock_train", train["dag_run_id"])
-        assert train["state"] == "success", tasks
+        assert ingest_id in {r["dag_run_id"] for r in runs["stock_ingest"] if r["state"] == "success"}
+        assert {r["state"] for rs in runs.values() for r in rs} == {"success"}, runs
+        first = runs["stock_train"][0]["dag_run_id"]
+        tasks = task_states(platform, token, "stock_train", first)
         assert {t: s for t, (s, _) in tasks.items() if t in ("build", "deploy", "promote")} == {
-            "build": "success", "deploy": "success", "promote": "success"}
-        assert {q for _, q in tasks.values()} == {platform.run_name}, "every task went through our Celery queue"
-        monitor = wait_for(platform, token, "stock_monitor")
-        assert monitor["state"] == "success"
-        assert served_version(settings) == "1", "the serving agent deployed the promoted model"
+            "build": "success", "deploy": "success", "promote": "success"}, tasks
+        queues = {q for rs_dag in runs for r in runs[rs_dag]
+                  for _, q in task_states(platform, token, rs_dag, r["dag_run_id"]).values()}
+        assert queues == {platform.run_name}, "every task went through this run's Celery queue"
+        client = MlflowClient(tracking_uri=platform.mlflow_url)
+        champion = client.get_model_version_by_alias(settings.model_name, "champion").version
+        assert served_version(settings) == str(champion), "the serving agent deployed the champion"
 
         # the state lives where the compose deployment keeps it: PostgreSQL, not SQLite
         with psycopg2.connect(database_dsn(platform.airflow_db)) as conn, conn.cursor() as cur:
@@ -76,7 +80,7 @@ def test_ingest_to_served_model_through_scheduler_and_celery_worker(services, se
             assert ("stock_train", "success") in cur.fetchall()
         with psycopg2.connect(database_dsn(platform.mlflow_db)) as conn, conn.cursor() as cur:
             cur.execute("SELECT name, version FROM model_versions")
-            assert (settings.model_name, 1) in cur.fetchall()
+            assert (settings.model_name, int(champion)) in cur.fetchall()
         assert not (settings.home / "mlflow" / "mlflow.db").exists()
         deploy = [r for r in audit.read(settings.deploy_log) if r.get("kind") == "promotion"][-1]
         assert deploy["outcome"] == "succeeded" and deploy["request_id"], "deployed by the agent, on request"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from stockops import audit
-from stockops.config import get_settings
+from tests.integration.helpers import states
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -21,20 +21,8 @@ CALM_DAY, CRASH_DAY = "2026-01-01", "2026-04-15"
 
 
 @pytest.fixture(scope="module")
-def monitor(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    from tests.dags.test_dag_integrity import DAGS_DIR
-
-    bag = DagBag(dag_folder=str(DAGS_DIR))
-    assert bag.import_errors == {}
-    return bag.dags["stock_monitor"]
-
-
-@pytest.fixture
-def small(settings, monkeypatch):
-    monkeypatch.setenv("STOCKOPS_TRAIN_PROFILE", "small")
-    return get_settings()
+def monitor(all_dags):
+    return all_dags["stock_monitor"]
 
 
 def training_runs() -> dict[str, dict]:
@@ -53,10 +41,6 @@ def delete_training_runs(run_ids) -> None:
 
     with create_session() as session:
         session.query(DagRun).filter(DagRun.dag_id == "stock_train", DagRun.run_id.in_(list(run_ids))).delete()
-
-
-def states(dagrun) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in dagrun.get_task_instances()}
 
 
 def make_champion() -> str:

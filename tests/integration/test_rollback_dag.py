@@ -11,8 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from stockops import audit
-from stockops.config import get_settings
-from tests.integration.test_train_dag import served_version
+from tests.integration.helpers import served_version, states
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -20,24 +19,8 @@ WEAK = {"epochs": 1, "window": 3}
 
 
 @pytest.fixture(scope="module")
-def rollback_dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    from tests.dags.test_dag_integrity import DAGS_DIR
-
-    bag = DagBag(dag_folder=str(DAGS_DIR))
-    assert bag.import_errors == {}
-    return bag.dags["stock_rollback"]
-
-
-@pytest.fixture
-def small(settings, monkeypatch):
-    monkeypatch.setenv("STOCKOPS_TRAIN_PROFILE", "small")
-    return get_settings()
-
-
-def states(dagrun) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in dagrun.get_task_instances()}
+def rollback_dag(all_dags):
+    return all_dags["stock_rollback"]
 
 
 def snapshot_of_everything(settings) -> dict:

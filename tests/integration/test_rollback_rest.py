@@ -16,7 +16,7 @@ from stockops import audit
 from stockops.config import get_settings
 from stockops.platform import LocalPlatform, stop_process_tree
 from stockops.processes import free_port
-from tests.integration.test_train_dag import served_version
+from tests.integration.helpers import served_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,32 +7,17 @@ from datetime import UTC, datetime
 import pytest
 
 from stockops import audit
-from stockops.config import get_settings
+from tests.integration.helpers import served_version, states
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-WEAK = {"epochs": 1, "window": 3, "reason": "deliberately weak: one epoch, three-day window"}
-
 
 @pytest.fixture(scope="module")
-def dags(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    from tests.dags.test_dag_integrity import DAGS_DIR
-
-    bag = DagBag(dag_folder=str(DAGS_DIR))
-    assert bag.import_errors == {}
-    return bag.dags["stock_ingest"], bag.dags["stock_train"]
+def dags(all_dags):
+    return all_dags["stock_ingest"], all_dags["stock_train"]
 
 
-@pytest.fixture
-def small(settings, monkeypatch):
-    monkeypatch.setenv("STOCKOPS_TRAIN_PROFILE", "small")
-    return get_settings()
-
-
-def states(dagrun) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in dagrun.get_task_instances()}
+WEAK = {"epochs": 1, "window": 3, "reason": "deliberately weak: one epoch, three-day window"}
 
 
 def test_train_logs_everything_registers_and_guards_the_champion(small, dags):
@@ -106,12 +91,3 @@ def ingest_latest(settings):
     from stockops.ingest import store_for
 
     return store_for(settings).latest()
-
-
-def served_version(settings) -> str:
-    """The registry version the stable serving address answers with, over real HTTP."""
-    from stockops.processes import http_json
-
-    status, body = http_json(f"{settings.serve_url}/predict", {"closes": [100.0 + i for i in range(80)]})
-    assert status == 200, body
-    return body["model_version"]
