@@ -52,6 +52,7 @@ bench: install
 	$(PY) bench/monitor_drift.py
 	$(PY) bench/restore_time.py
 	$(PY) bench/lead_time.py
+	$(PY) bench/lead_time.py --gate promote
 
 lock: install
 	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11

@@ -14,9 +14,11 @@ The platform starts and runs its first cycle (ingests → the first champion); o
 that trigger to the new version answering on the endpoint (polled every 0.2 s), or to the end of
 the ``gate`` task if the gate refused; and each task's queue wait and run time. The celery setup
 needs PostgreSQL and Redis on 127.0.0.1 and is skipped (and says so) without them.
-Results: bench/results/lead_time.json.
+With ``--gate promote`` the gate lets any model through (margin −1, tolerance 1), to time the
+whole path to a new version answering. Results: bench/results/lead_time.json (default gate),
+bench/results/lead_time_promote.json.
 
-    .venv/bin/python bench/lead_time.py [--setups embedded,celery]
+    .venv/bin/python bench/lead_time.py [--setups embedded,celery] [--gate default|promote]
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def breakdown(platform, token, dag_id: str, run_id: str, t0: datetime) -> list[d
     return rows
 
 
-def measure(setup: str) -> dict:
+def measure(setup: str, gate: str) -> dict:
     from stockops.config import get_settings
     from stockops.processes import free_port
 
@@ -79,6 +81,11 @@ def measure(setup: str) -> dict:
     os.environ.update(STOCKOPS_HOME=str(home / "home"), AIRFLOW_HOME=str(home / "airflow"),
                       STOCKOPS_SOURCE="replay", STOCKOPS_SERVE_PORT=str(free_port()),
                       STOCKOPS_TRAIN_PROFILE="default")
+    if gate == "promote":  # time the whole path to a new version answering: the gate lets any model through
+        os.environ.update(STOCKOPS_GATE_MARGIN="-1", STOCKOPS_GATE_TOLERANCE="1")
+    else:
+        for name in ("STOCKOPS_GATE_MARGIN", "STOCKOPS_GATE_TOLERANCE"):
+            os.environ.pop(name, None)
     settings = get_settings()
     if setup == "celery":
         from stockops.cluster import CeleryPlatform, unreachable_services
@@ -146,16 +153,18 @@ def measure(setup: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--setups", default="embedded,celery")
+    parser.add_argument("--gate", choices=("default", "promote"), default="default",
+                        help="default thresholds (a new day's model is usually refused), or let it through")
     args = parser.parse_args()
     results = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
-               "goal_s": GOAL_S}
+               "goal_s": GOAL_S, "gate": args.gate}
     for setup in args.setups.split(","):
-        results[setup] = measure(setup)
+        results[setup] = measure(setup, args.gate)
         r = results[setup]
         summary = r.get("skipped") or f"lead time {r['lead_time_s']} s ({r['outcome']})"
         print(f"\n{setup}: {summary}", flush=True)
         for t in r.get("tasks", []):
-            print(f"  {t['dag']:<13} {t['task']:<14} {t['state']:<8} queued at +{t['queued_at_s']} s, "
+            print(f"  {t['dag']:<13} {t['task']:<14} {t['state']!s:<8} queued at +{t['queued_at_s']} s, "
                   f"waited {t['wait_s']} s, ran {t['run_s']} s")
     measured = [results[s] for s in args.setups.split(",") if results[s].get("lead_time_s")]
     if len(measured) == 2:
@@ -163,7 +172,8 @@ def main() -> None:
                                                     / results["embedded"]["lead_time_s"], 2)
         print(f"\ncelery / embedded: {results['ratio_celery_to_embedded']}x")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    path = RESULTS if args.gate == "default" else RESULTS.with_name(f"lead_time_{args.gate}.json")
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
