@@ -117,16 +117,9 @@ def served_forecasts(prediction_log: Path, version: str, as_of_days: set[str]) -
     Only entries with an ``as_of`` date can be matched to a day; the latest one per day wins.
     """
     found: dict[str, float] = {}
-    if not prediction_log.exists():
-        return found
-    with open(prediction_log) as lines:
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash: the rest of the log is still good
-            if str(entry.get("model_version")) == str(version) and entry.get("as_of") in as_of_days:
-                found[entry["as_of"]] = float(entry["forecast"])
+    for entry in audit.read(prediction_log):  # a line cut short by a crash is skipped there
+        if str(entry.get("model_version")) == str(version) and entry.get("as_of") in as_of_days:
+            found[entry["as_of"]] = float(entry["forecast"])
     return found
 
 
