@@ -18,7 +18,7 @@ import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stockops.data.sources import bundled_goog
+from stockops.data.sources import shipped_series
 from stockops.evaluation import score_all
 from stockops.features import build_dataset, raw_windows
 from stockops.model import ModelConfig, predict_prices, train
@@ -31,7 +31,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--cuts", type=int, nargs="*", default=[1000, 1250, 1500, 1750, 2000, 2148])
     args = parser.parse_args()
-    closes_all = bundled_goog()["Close"].to_numpy()
+    # GOOG up to 2013-03-01 (2,148 days): the series these results were first measured on
+    closes_all = shipped_series("GOOG").iloc[:2148]["Close"].to_numpy()
     rows = []
     for cut in args.cuts:
         closes = closes_all[:cut]

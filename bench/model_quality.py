@@ -23,14 +23,15 @@ RESULTS = Path(__file__).resolve().parent / "results" / "model_quality.json"
 
 def main() -> None:
     started = time.perf_counter()
-    from stockops.data.sources import bundled_goog
+    from stockops.data.sources import shipped_series
     from stockops.evaluation import score_all
     from stockops.features import build_dataset, raw_windows
     from stockops.model import ModelConfig, predict_prices, train
     from stockops.training import format_scores
 
     import_seconds = time.perf_counter() - started
-    closes = bundled_goog()["Close"].to_numpy()
+    # GOOG up to 2013-03-01 (2,148 days): the series these results were first measured on
+    closes = shipped_series("GOOG").iloc[:2148]["Close"].to_numpy()
     config = ModelConfig()
     dataset = build_dataset(closes, config.window)
     trained = train(closes, dataset, config)

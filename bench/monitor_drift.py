@@ -70,11 +70,11 @@ def threshold_sweep(step: int) -> dict:
     import pandas as pd
 
     from stockops.config import get_settings
-    from stockops.data.sources import bundled_goog
+    from stockops.data.sources import shipped_series
     from stockops.monitoring import assess_drift, monitor_features
 
     settings = get_settings()
-    goog = bundled_goog()
+    goog = shipped_series("GOOG").iloc[:2148]  # up to 2013-03-01, as first measured
     features = monitor_features(goog)
     methods = {"evidently_default_ks": None, "stockops_wasserstein": settings.monitor_drift_threshold}
     rows = []

@@ -1,40 +1,63 @@
 """
-### stock_ingest — daily prices into immutable, validated snapshots
+### stock_ingest — the watchlist's daily prices into immutable, validated snapshots, one ticker at a time
 
-Every weekday after the US close: **fetch** the ticker's daily OHLCV up to the logical date
-(source from `STOCKOPS_SOURCE`: `replay` offline, `yfinance` live, or `csv`), land it in
-`raw/`, **validate** it with the Great Expectations suite in `great_expectations/`, and only
-then **publish** a content-hashed Parquet snapshot and move the `latest` pointer.
+Every weekday after the US close. `watchlist` checks the NYSE calendar (a day the market is closed
+is a green no-op that says so) and, with yfinance, downloads the whole watchlist in one batched
+call. Then **one mapped task group per ticker** (`STOCKOPS_TICKERS`; the grid labels each by its
+symbol):
 
-* Bad data fails `validate` with each failed expectation and the offending dates in the log;
-  it is kept in `quarantine/` and nothing is published.
-* Re-running a day is harmless: same data, same hash, no new manifest entry.
-* `publish` updates the prices **Asset**; `stock_train` is scheduled on it.
+* **fetch** the ticker's daily OHLCV up to the logical date (`replay` offline, `yfinance` live,
+  or `csv`) into `raw/` — retried with exponential backoff;
+* **validate** it with the Great Expectations suite in `great_expectations/`, incrementally (the
+  rows after the published snapshot; all rows when the source restated history, which is then
+  recorded). Bad data fails this ticker's `validate` with each failed expectation and the
+  offending dates in the log and goes to `quarantine/`: the other tickers go on;
+* **review** — only when an extreme move in the newest session is backed by the day's own range
+  and volume but no later session can confirm it yet: the task asks a person under
+  **Required actions** (Approve publishes, Reject quarantines; the decision and its reason are
+  kept in the audit log and never asked again). Other tickers are not held up;
+* **publish** a content-hashed Parquet snapshot, move the ticker's `latest` pointer, and update
+  the ticker's Asset `stockops_prices_<TICKER>` (through the AssetAlias `stockops_prices`).
 
-Logic lives in `stockops.ingest`; this file only wires it.
+Logic lives in `stockops.ingest` and `stockops.validation`; this file only wires it.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, AssetAlias, dag, task, task_group
 
-from stockops.config import get_settings
-from stockops.ingest import fetch_prices, publish_validated, validate_raw
+from stockops.config import PRICES_ALIAS, get_settings, prices_asset_name, prices_asset_uri
+from stockops.ingest import PUBLISHED, fetch_prices, plan_watchlist, publish_validated, validate_raw
+from stockops.operators import HeldDayReview
 
 settings = get_settings()
-PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops")
+PRICES = AssetAlias(PRICES_ALIAS, group="stockops")
+DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
+
+
+@task(task_id="publish", trigger_rule="none_failed", outlets=[PRICES],
+      map_index_template="{{ task.op_kwargs['validated']['ticker'] }}")
+def publish(validated: dict, *, outlet_events=None) -> dict:
+    """Publish, then update the ticker's own Asset when its ``latest`` is this snapshot."""
+    published = publish_validated(validated)
+    if published["status"] == PUBLISHED and published["latest"]:
+        ticker = published["ticker"]
+        outlet_events[PRICES].add(Asset(name=prices_asset_name(ticker), uri=prices_asset_uri(ticker), group="stockops"),
+                                  extra={k: published[k] for k in ("ticker", "hash", "last_date", "logical_date")})
+    return published
 
 
 @dag(
     dag_id="stock_ingest",
-    schedule="0 22 * * 1-5",  # weekdays, after the US close (22:00 UTC)
+    schedule="0 22 * * 1-5",  # weekdays, after the US close (22:00 UTC); NYSE holidays are no-ops
     start_date=datetime(2000, 1, 1),  # early, so backfills of historical days get tasks; catchup is off
     catchup=False,
-    max_active_runs=1,
+    # a run waiting for a person's decision must not hold up the next days' runs
+    max_active_runs=4,
     doc_md=__doc__,
-    tags=["stockops", "data", settings.ticker],
+    tags=["stockops", "data", "watchlist"],
     default_args={
         "owner": "stockops",
         "retries": 3,
@@ -44,10 +67,23 @@ PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops
     },
 )
 def stock_ingest():
-    fetched = task(fetch_prices, task_id="fetch")(logical_date="{{ (dag_run.logical_date or dag_run.run_after) | ds }}")
-    # Bad data does not get better by retrying: fail at once, with the reasons.
-    validated = task(validate_raw, task_id="validate", retries=0)(fetched)
-    task(publish_validated, task_id="publish", outlets=[PRICES])(validated)
+    requests = task(plan_watchlist, task_id="watchlist")(logical_date=DAY)
+
+    @task_group(group_id="ticker")
+    def one_ticker(request: dict):
+        fetched = task(fetch_prices, task_id="fetch", map_index_template="{{ task.op_kwargs['request']['ticker'] }}")(
+            request=request)
+        # Bad data does not get better by retrying: fail at once, with the reasons. At most four GX
+        # runs at a time (each loads Great Expectations, ~0.3 GB).
+        validated = task(validate_raw, task_id="validate", retries=0, max_active_tis_per_dagrun=4,
+                         map_index_template="{{ task.op_kwargs['fetched']['ticker'] }}")(
+            fetched=fetched, dag_run_id="{{ run_id }}")
+        review = HeldDayReview(task_id="review", validated=validated, retries=0,
+                               response_timeout=timedelta(hours=settings.review_timeout_h),
+                               map_index_template="{{ task.validated['ticker'] }}")
+        review >> publish(validated=validated)
+
+    one_ticker.expand(request=requests)
 
 
 stock_ingest()

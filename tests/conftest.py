@@ -45,10 +45,10 @@ def settings(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def goog():
-    """The real bundled GOOG series in stockops' column layout."""
-    from stockops.data.sources import bundled_goog
+    """The real GOOG series shipped with the project (2004-08-19 .. 2020-12-11) in stockops' column layout."""
+    from stockops.data.sources import shipped_series
 
-    return bundled_goog()
+    return shipped_series("GOOG")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Command line: ``python -m stockops {run,demo,history,dora,gx-init}``."""
+"""Command line: ``python -m stockops {run,demo,history,dora,gx-init,decide,watchlist}``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the pipeline in-process and print a summary (make demo)")
     demo.add_argument("--days", type=int, default=5, help="how many recent business days to ingest")
     sub.add_parser("gx-init", help="rewrite the committed Great Expectations project from the code")
+    decide = sub.add_parser("decide", help="approve or reject a held extreme move (what Required actions does in the UI)")
+    decide.add_argument("ticker")
+    decide.add_argument("day", help="the held day, YYYY-MM-DD")
+    decide.add_argument("decision", choices=["approve", "reject"])
+    decide.add_argument("--reason", required=True, help="why: kept in the audit trail")
+    sub.add_parser("watchlist", help="each ticker's latest ingest outcome (published, quarantined, held, ...)")
     sub.add_parser("history", help="every champion change: when, from -> to, why, which DAG run")
     sub.add_parser("dora", help="DORA metrics from the platform's records (table, JSON, chart); --help for options",
                    add_help=False)
@@ -39,6 +45,25 @@ def main(argv: list[str] | None = None) -> int:
         from stockops.dora import main as dora_main
 
         return dora_main(rest)
+    if args.command == "decide":
+        import getpass
+
+        from stockops.config import get_settings
+        from stockops.data.decisions import APPROVED, REJECTED, record_decision
+
+        settings = get_settings()
+        ticker = args.ticker.upper()
+        if ticker not in settings.tickers:
+            parser.error(f"{ticker} is not in the watchlist ({' '.join(settings.tickers)})")
+        record_decision(settings, ticker, [args.day], APPROVED if args.decision == "approve" else REJECTED,
+                        by=f"cli:{getpass.getuser()}", reason=args.reason)
+        print(f"{ticker} {args.day}: {args.decision}d; the next ingest of {ticker} acts on it")
+        return 0
+    if args.command == "watchlist":
+        from stockops.ingest import format_watchlist, watchlist_status
+
+        print(format_watchlist(watchlist_status()))
+        return 0
     if args.command == "gx-init":
         from stockops.config import get_settings
         from stockops.validation import write_gx_project

@@ -14,9 +14,16 @@ def record(path: Path, event: str, **fields: object) -> dict:
     """Append one event with a UTC timestamp; returns the entry written."""
     entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "event": event, **fields}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as log:
+    with open(path, "a+b") as log:
         fcntl.flock(log, fcntl.LOCK_EX)
-        log.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+        # A writer killed mid-line leaves no newline at the end: start on a fresh line, or this
+        # entry would be glued to the torn one and skipped with it on read.
+        log.seek(0, os.SEEK_END)
+        torn = False
+        if log.tell():
+            log.seek(-1, os.SEEK_END)
+            torn = log.read(1) != b"\n"
+        log.write((("\n" if torn else "") + json.dumps(entry, sort_keys=True, default=str) + "\n").encode())
         log.flush()
         os.fsync(log.fileno())
         fcntl.flock(log, fcntl.LOCK_UN)

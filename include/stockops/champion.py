@@ -37,7 +37,7 @@ def record_change(settings: Settings, event: str, *, from_version: Any, to_versi
     """Append one champion change to the audit log and tag it on the MLflow model versions."""
     from mlflow import MlflowClient
 
-    entry = audit.record(settings.audit_log, event, model=settings.model_name,
+    entry = audit.record(settings.audit_log, event, ticker=settings.ticker, model=settings.model_name,
                          from_version=None if from_version is None else str(from_version),
                          to_version=str(to_version), reason=reason, dag_run_id=dag_run_id, **fields)
     client = MlflowClient()

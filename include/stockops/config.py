@@ -9,10 +9,17 @@ writes somewhere creates the folder it needs at that moment.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 SOURCES = ("replay", "yfinance", "csv")
+# The default watchlist: the 18 real daily series shipped in include/data/prices/ (QQQ, an index
+# fund, is the market reference).
+WATCHLIST = ("GOOG", "MSFT", "IBM", "INTC", "CSCO", "ORCL", "JPM", "BAC", "XOM", "CVX", "KO", "PG", "JNJ", "WMT",
+             "PFE", "GE", "T", "QQQ")
+# A ticker names folders and Airflow Assets: letters, digits and . - ^ = only (BRK-B, ^GSPC, EURUSD=X).
+TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-^=]{0,14}$")
 
 
 def _env(name: str, default: str) -> str:
@@ -41,6 +48,9 @@ class Settings:
     """A snapshot of the environment; build one with :func:`get_settings`."""
 
     home: Path
+    # every symbol that flows through ingest and validation (STOCKOPS_TICKERS)
+    tickers: tuple[str, ...] = WATCHLIST
+    # the symbol the LSTM is trained on and served for (STOCKOPS_TICKER; one of the watchlist)
     ticker: str = "GOOG"
     source: str = "replay"
     csv_path: Path | None = None
@@ -53,10 +63,19 @@ class Settings:
     fetch_attempts: int = 3
     fetch_backoff_s: float = 2.0
     history_start: str = "2004-01-01"
-    # validation thresholds
-    max_gap_bdays: int = 5
+    # validation thresholds (Great Expectations suite parameters; gaps and staleness in NYSE sessions)
+    max_gap_sessions: int = 5
+    max_staleness_sessions: int = 5
+    # a close-to-close move beyond this is "extreme": accepted only when the day's own range and
+    # volume back it and the next session does not undo it; in the newest session, a person decides
     max_abs_return: float = 0.25
-    max_staleness_bdays: int = 5
+    extreme_min_range_share: float = 0.15  # log(High/Low) >= this share of the extreme move
+    extreme_min_volume_ratio: float = 1.0  # volume >= this x its median of the previous 50 sessions
+    max_reversal: float = 0.9  # the next session may undo at most this share of an extreme move
+    max_volume_ratio: float = 50.0  # any day: volume <= this x its median (a units error is 1,000x)
+    max_repeated_rows: int = 0  # sessions in a row that repeat the previous whole row (a stale feed)
+    review_timeout_h: float = 72.0  # how long an ingest waits for a person's decision on a held day
+    gx_keep_results: int = 360  # GX validation results (and Data Docs pages) kept: about 20 days of 18 tickers
     # training and the promotion gate
     model_name: str = ""  # default <TICKER>_lstm
     mlflow_tracking_uri: str = ""  # default sqlite under the home
@@ -87,10 +106,26 @@ class Settings:
     gx_project_dir: Path = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        for symbol in (*self.tickers, self.ticker):
+            if not TICKER_PATTERN.match(symbol):
+                raise ValueError(f"ticker {symbol!r} (STOCKOPS_TICKERS / STOCKOPS_TICKER) is not a symbol: use letters, "
+                                 "digits and . - ^ = only, at most 15 characters")
+        if not self.tickers:
+            raise ValueError("STOCKOPS_TICKERS is empty: name at least one symbol, e.g. GOOG")
+        if len(set(self.tickers)) != len(self.tickers):
+            raise ValueError(f"STOCKOPS_TICKERS={','.join(self.tickers)} names a symbol twice")
+        if self.ticker not in self.tickers:
+            raise ValueError(f"STOCKOPS_TICKER={self.ticker} (the model's ticker) is not in the watchlist "
+                             f"STOCKOPS_TICKERS={','.join(self.tickers)}: add it there")
         if self.source not in SOURCES:
             raise ValueError(f"STOCKOPS_SOURCE={self.source!r}: choose one of {', '.join(SOURCES)}")
         if self.source == "csv" and self.csv_path is None:
-            raise ValueError("STOCKOPS_SOURCE=csv needs STOCKOPS_CSV_PATH (a yfinance-format CSV)")
+            raise ValueError("STOCKOPS_SOURCE=csv needs STOCKOPS_CSV_PATH (a yfinance-format CSV, or a folder of "
+                             "<TICKER>.csv files)")
+        if self.csv_path is not None and self.csv_path.is_file() and len(self.tickers) > 1:
+            raise ValueError(f"STOCKOPS_CSV_PATH={self.csv_path} is one file, but the watchlist has "
+                             f"{len(self.tickers)} tickers: point it at a folder of <TICKER>.csv files, or set "
+                             "STOCKOPS_TICKERS to one symbol")
         if self.airflow_home is None:
             object.__setattr__(self, "airflow_home", self.home / "airflow")
         if not self.model_name:
@@ -106,10 +141,19 @@ class Settings:
             object.__setattr__(self, "gx_project_dir", REPO_ROOT / "great_expectations")
 
     # ---- the data lake ---------------------------------------------------------------
+    def ticker_data_dir(self, ticker: str) -> Path:
+        """Everything about one ticker's prices: raw, snapshots, quarantine, manifest, decisions."""
+        return self.home / "data" / ticker
+
     @property
     def data_dir(self) -> Path:
-        """Everything about one ticker's prices: raw, snapshots, quarantine, manifest."""
-        return self.home / "data" / self.ticker
+        """The model ticker's data (see :meth:`ticker_data_dir`)."""
+        return self.ticker_data_dir(self.ticker)
+
+    @property
+    def shipped_prices_dir(self) -> Path:
+        """The real daily series shipped with the project (``<TICKER>.csv.gz``), served by the replay."""
+        return REPO_ROOT / "include" / "data" / "prices"
 
     @property
     def gx_work_dir(self) -> Path:
@@ -206,16 +250,35 @@ class Settings:
 
     @property
     def asset_name(self) -> str:
-        """Name of the Airflow Asset that the ingest DAG updates for this ticker."""
-        return f"stockops_prices_{self.ticker}"
+        """Name of the Airflow Asset of the model ticker's prices (stock_train and stock_monitor follow it)."""
+        return prices_asset_name(self.ticker)
 
     @property
     def asset_uri(self) -> str:
-        return f"stockops://prices/{self.ticker}"
+        return prices_asset_uri(self.ticker)
+
+
+def prices_asset_name(ticker: str) -> str:
+    """One Airflow Asset per ticker: ``stock_ingest`` updates it when that ticker's snapshot moves."""
+    return f"stockops_prices_{ticker}"
+
+
+def prices_asset_uri(ticker: str) -> str:
+    return f"stockops://prices/{ticker}"
+
+
+PRICES_ALIAS = "stockops_prices"  # the AssetAlias the mapped publish task emits each ticker's Asset through
 
 
 # The repository root: include/stockops/config.py -> parents[2].
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env_tickers(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = _env(name, "")
+    if not raw:
+        return default
+    return tuple(symbol.strip().upper() for symbol in raw.replace(" ", ",").split(",") if symbol.strip())
 
 
 def get_settings() -> Settings:
@@ -223,9 +286,11 @@ def get_settings() -> Settings:
     home = Path(_env("STOCKOPS_HOME", str(Path.cwd() / ".stockops"))).expanduser().resolve()
     csv_raw = _env("STOCKOPS_CSV_PATH", "")
     airflow_home = os.environ.get("AIRFLOW_HOME")
+    tickers = _env_tickers("STOCKOPS_TICKERS", WATCHLIST)
     return Settings(
         home=home,
-        ticker=_env("STOCKOPS_TICKER", "GOOG").upper(),
+        tickers=tickers,
+        ticker=_env("STOCKOPS_TICKER", "GOOG" if "GOOG" in tickers else tickers[0]).upper(),
         source=_env("STOCKOPS_SOURCE", "replay").lower(),
         csv_path=Path(csv_raw).expanduser().resolve() if csv_raw else None,
         replay_start=_env("STOCKOPS_REPLAY_START", "2026-01-01"),
@@ -234,9 +299,16 @@ def get_settings() -> Settings:
         fetch_attempts=_env_int("STOCKOPS_FETCH_ATTEMPTS", 3),
         fetch_backoff_s=_env_float("STOCKOPS_FETCH_BACKOFF_S", 2.0),
         history_start=_env("STOCKOPS_HISTORY_START", "2004-01-01"),
-        max_gap_bdays=_env_int("STOCKOPS_MAX_GAP_BDAYS", 5),
+        max_gap_sessions=_env_int("STOCKOPS_MAX_GAP_SESSIONS", 5),
+        max_staleness_sessions=_env_int("STOCKOPS_MAX_STALENESS_SESSIONS", 5),
         max_abs_return=_env_float("STOCKOPS_MAX_ABS_RETURN", 0.25),
-        max_staleness_bdays=_env_int("STOCKOPS_MAX_STALENESS_BDAYS", 5),
+        extreme_min_range_share=_env_float("STOCKOPS_EXTREME_MIN_RANGE_SHARE", 0.15),
+        extreme_min_volume_ratio=_env_float("STOCKOPS_EXTREME_MIN_VOLUME_RATIO", 1.0),
+        max_reversal=_env_float("STOCKOPS_MAX_REVERSAL", 0.9),
+        max_volume_ratio=_env_float("STOCKOPS_MAX_VOLUME_RATIO", 50.0),
+        max_repeated_rows=_env_int("STOCKOPS_MAX_REPEATED_ROWS", 0),
+        review_timeout_h=_env_float("STOCKOPS_REVIEW_TIMEOUT_H", 72.0),
+        gx_keep_results=_env_int("STOCKOPS_GX_KEEP_RESULTS", 360),
         model_name=_env("STOCKOPS_MODEL_NAME", ""),
         # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable into the process env.
         mlflow_tracking_uri=_env("STOCKOPS_MLFLOW_TRACKING_URI", ""),
@@ -260,6 +332,9 @@ def get_settings() -> Settings:
     )
 
 
+FORKSERVER_PRELOAD = "great_expectations,exchange_calendars,pyarrow.parquet,stockops.validation"
+
+
 def airflow_environment(settings: Settings) -> dict[str, str]:
     """Environment variables that point Airflow at this repo and the stockops home.
 
@@ -274,6 +349,10 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        # LocalExecutor workers start from a forkserver that imported Great Expectations (~9 s) and
+        # the calendar once; every task forks from them, so 18 validate tasks do not import GX 18 times.
+        "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+        "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": FORKSERVER_PRELOAD,
         "GX_ANALYTICS_ENABLED": "False",
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT / "include"), os.environ.get("PYTHONPATH", "")) if p),
     }

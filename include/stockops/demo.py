@@ -3,42 +3,48 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date, timedelta
 
-import numpy as np
-
 from stockops.config import get_settings
-from stockops.ingest import ingest_day, store_for
+from stockops.ingest import format_watchlist, ingest_watchlist, store_for, watchlist_status
 
 
-def recent_business_days(n: int, until: date | None = None) -> list[date]:
-    """The last ``n`` business days up to and including ``until`` (default: today)."""
-    day = until or date.today()
-    days: list[date] = []
-    while len(days) < n:
-        if np.is_busday(day):
-            days.append(day)
-        day -= timedelta(days=1)
-    return days[::-1]
+def recent_sessions(n: int, until: date | None = None) -> list[date]:
+    """The last ``n`` NYSE sessions up to and including ``until`` (default: today)."""
+    from stockops.data.calendar import sessions
+
+    until = until or date.today()
+    found = sessions(until - timedelta(days=2 * n + 14), until)[-n:]
+    return [date.fromisoformat(str(d)) for d in found]
 
 
 def run_demo(days: int = 5) -> list[dict]:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     settings = get_settings()
-    print(f"stockops demo: ticker {settings.ticker}, source {settings.source}, home {settings.home}")
+    print(f"stockops demo: watchlist of {len(settings.tickers)} ({' '.join(settings.tickers)}), model ticker "
+          f"{settings.ticker}, source {settings.source}, home {settings.home}")
     results = []
-    for day in recent_business_days(days):
-        published = ingest_day(day.isoformat())
-        results.append({"logical_date": day.isoformat(), **published})
-    print(f"\n{'logical date':<13} {'market day':<11} {'rows':>5}  {'snapshot':<13} new")
-    for r in results:
-        print(f"{r['logical_date']:<13} {r['last_date']:<11} {r['rows']:>5}  {r['hash'][:12]:<13} {r['new']}")
-    store = store_for(settings)
-    latest = store.latest()
-    print(f"\nmanifest: {len(store.entries())} snapshots in {store.manifest_path}")
-    if latest:
-        print(f"latest:   {latest.hash[:12]} ({latest.rows} rows, {latest.first_date}..{latest.last_date})")
+    for day in recent_sessions(days):
+        started = time.monotonic()
+        outcomes = ingest_watchlist(day.isoformat())
+        counts: dict[str, int] = {}
+        for outcome in outcomes:
+            counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1
+        print(f"{day}: {', '.join(f'{n} {s}' for s, n in sorted(counts.items()))} "
+              f"({time.monotonic() - started:.1f} s)", flush=True)
+        results.extend({"logical_date": day.isoformat(), **o} for o in outcomes)
+    print(f"\n{'ticker':<7} {'status':<12} {'rows':>5} {'market day':<11} {'snapshot':<13}")
+    for ticker in settings.tickers:
+        latest = store_for(settings, ticker).latest()
+        status = next((r["status"] for r in reversed(results) if r["ticker"] == ticker), "not ingested")
+        print(f"{ticker:<7} {status:<12} {latest.rows if latest else 0:>5} {latest.last_date if latest else '-':<11} "
+              f"{latest.hash[:12] if latest else '-':<13}")
+    print("\n" + format_watchlist(watchlist_status(settings)))
+    print("held moves wait for a person: `make run` > Airflow UI > Required actions, or "
+          "python -m stockops decide <TICKER> <day> approve|reject --reason ...")
     print(f"GX Data Docs: {settings.data_docs_dir / 'index.html'}")
+    store = store_for(settings)
 
     from stockops.serving import current
     from stockops.training import champion_version, format_scores, train_in_process

@@ -1,16 +1,20 @@
-"""The daily ingest, as three plain steps: fetch -> validate -> publish.
+"""The daily ingest of a watchlist, as plain steps: plan -> per ticker: fetch -> validate -> (decide) -> publish.
 
 Each step takes and returns small JSON-able dicts (they travel as Airflow XComs), reads
 settings from the environment, and works without Airflow. Nothing reaches ``snapshots/``
 unless the Great Expectations gate passed on exactly those bytes: ``validate`` records the
-content hash it judged and ``publish`` refuses anything else.
+content hash it judged and ``publish`` refuses anything else. One ticker's bad data stops that
+ticker only. An extreme move that the rules cannot settle is *held*: a person approves it
+(published, remembered) or rejects it (quarantined) — in Airflow's "Required actions", or with
+``python -m stockops decide``.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stockops.config import Settings, get_settings
 
@@ -22,79 +26,297 @@ log = logging.getLogger(__name__)
 # This module is imported by DAG files, so pandas & co. are imported inside the functions
 # (Airflow parses DAG files every few seconds; see tests/dags for the import budget).
 
+# Outcomes of a ticker's ingest (its status.json, the demo's and make run's summary).
+PUBLISHED, QUARANTINED, HELD, REJECTED = "published", "quarantined", "held", "rejected"
 
-def store_for(settings: Settings) -> SnapshotStore:
+
+def store_for(settings: Settings, ticker: str | None = None) -> SnapshotStore:
     from stockops.data.store import SnapshotStore
 
-    return SnapshotStore(settings.data_dir, settings.ticker)
+    ticker = ticker or settings.ticker
+    return SnapshotStore(settings.ticker_data_dir(ticker), ticker)
 
 
-def fetch_prices(logical_date: str) -> dict:
-    """Fetch prices up to ``logical_date`` from the configured source and land them in ``raw/``."""
-    from stockops.data.sources import get_source, to_date
+def _day(logical_date: Any) -> str:
+    from stockops.data.sources import to_date
+
+    return to_date(logical_date).isoformat()
+
+
+# ---- status per ticker -----------------------------------------------------------------------
+def status_path(settings: Settings, ticker: str) -> Path:
+    return settings.ticker_data_dir(ticker) / "status.json"
+
+
+def write_status(settings: Settings, ticker: str, logical_date: str, status: str, detail: str, **extra: Any) -> None:
+    """The ticker's latest ingest outcome; an older day's run never overwrites a newer day's."""
+    import json
+
+    from stockops.data.store import atomic_write_json
+
+    path = status_path(settings, ticker)
+    try:
+        current = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        current = {}
+    if current.get("logical_date", "") > logical_date:
+        return
+    atomic_write_json(path, {"ticker": ticker, "logical_date": logical_date, "status": status, "detail": detail,
+                             "at": datetime.now(UTC).isoformat(timespec="seconds"), **extra})
+
+
+def watchlist_status(settings: Settings | None = None) -> list[dict]:
+    """Per watchlist ticker: its latest ingest outcome (``never ingested`` before the first run)."""
+    import json
+
+    settings = settings or get_settings()
+    rows = []
+    for ticker in settings.tickers:
+        try:
+            rows.append(json.loads(status_path(settings, ticker).read_text()))
+        except (FileNotFoundError, ValueError):
+            rows.append({"ticker": ticker, "status": "never ingested", "logical_date": "", "detail": ""})
+    return rows
+
+
+def format_watchlist(rows: list[dict]) -> str:
+    """A short summary: counts per outcome, then the tickers that need attention."""
+    counts: dict[str, list[str]] = {}
+    for row in rows:
+        counts.setdefault(row["status"], []).append(row["ticker"])
+    lines = [f"watchlist: {len(rows)} tickers — " + ", ".join(f"{len(t)} {s}" for s, t in sorted(counts.items()))]
+    for status in (QUARANTINED, HELD, REJECTED):
+        for row in rows:
+            if row["status"] == status:
+                lines.append(f"  {row['ticker']:<6} {status:<11} {row['logical_date']}  {row['detail'][:150]}")
+    return "\n".join(lines)
+
+
+# ---- the steps -----------------------------------------------------------------------------
+def plan_watchlist(logical_date: str) -> list[dict]:
+    """What to ingest for ``logical_date``: one request per watchlist ticker, or none when NYSE is closed.
+
+    With yfinance, the watchlist is downloaded here in one batched call (retried) and landed in
+    each ticker's ``raw/``; a ticker the batch did not deliver is fetched on its own later.
+    """
+    from stockops.data.calendar import closed_reason
+    from stockops.data.sources import YFinanceSource, get_source, to_date
 
     settings = get_settings()
-    day = to_date(logical_date).isoformat()
-    result = get_source(settings).fetch(settings.ticker, to_date(day))
-    raw_path = store_for(settings).write_raw(result.frame, day)
-    log.info("fetched %d rows of %s from %s for %s -> %s", len(result.frame), settings.ticker, result.source,
-             day, raw_path)
-    return {"ticker": settings.ticker, "source": result.source, "logical_date": day,
+    day = _day(logical_date)
+    closed = closed_reason(to_date(day))
+    if closed:
+        log.info("NYSE is closed on %s (%s): nothing to ingest for the %d tickers of the watchlist; nothing is "
+                 "fetched or published, and the run is a green no-op", day, closed, len(settings.tickers))
+        return []
+    requests = [{"ticker": ticker, "logical_date": day, "landed": None} for ticker in settings.tickers]
+    source = get_source(settings)
+    if isinstance(source, YFinanceSource) and len(settings.tickers) > 1:
+        delivered = source.fetch_many(settings.tickers, to_date(day))
+        for request in requests:
+            result = delivered.get(request["ticker"])
+            if result is not None:
+                request["landed"] = _land(settings, result)
+    log.info("ingesting %d tickers for %s from %s: %s", len(requests), day, settings.source,
+             ", ".join(settings.tickers))
+    return requests
+
+
+def _land(settings: Settings, result) -> dict:
+    """Write what a source delivered to the ticker's ``raw/`` and describe it (a fetch result)."""
+    day = result.logical_date.isoformat()
+    raw_path = store_for(settings, result.ticker).write_raw(result.frame, day)
+    log.info("fetched %d rows of %s from %s for %s -> %s", len(result.frame), result.ticker, result.source, day,
+             raw_path)
+    return {"ticker": result.ticker, "source": result.source, "logical_date": day,
             "reference_date": result.reference_date.isoformat(), "rows": len(result.frame),
             "raw_path": str(raw_path), "note": result.note}
 
 
-def validate_raw(fetched: dict) -> dict:
-    """Run the GX gate on a landed raw file; on failure quarantine it and raise.
+def fetch_prices(request: dict) -> dict:
+    """Land one ticker's prices up to the request's logical date in ``raw/`` (unless the batch already did)."""
+    from stockops.data.sources import get_source, to_date
 
-    Raises :class:`stockops.validation.DataValidationError` naming every failed
-    expectation and the offending dates. What was published before stays untouched.
+    if request.get("landed"):
+        log.info("%s: landed by the batched download: %s", request["ticker"], request["landed"]["raw_path"])
+        return request["landed"]
+    settings = get_settings()
+    return _land(settings, get_source(settings).fetch(request["ticker"], to_date(request["logical_date"])))
+
+
+def validate_raw(fetched: dict, dag_run_id: str = "") -> dict:
+    """Run the GX gate on a landed raw file against the ticker's published snapshot.
+
+    Bad data is quarantined and raises :class:`stockops.validation.DataValidationError` naming
+    every failed expectation and the offending dates; what was published stays untouched. An
+    extreme move that only a person can judge comes back ``held``, with its evidence.
     """
+    from stockops.data import decisions
     from stockops.data.sources import to_date
     from stockops.data.store import atomic_write_json, content_hash
-    from stockops.validation import DataValidationError, validate_prices
+    from stockops.validation import FAILED, HELD, DataValidationError, validate_prices
 
     settings = get_settings()
-    store = store_for(settings)
+    ticker, day = fetched["ticker"], fetched["logical_date"]
+    store = store_for(settings, ticker)
     frame = store.read_raw(Path(fetched["raw_path"]))
     digest = content_hash(frame)
-    report = validate_prices(frame, to_date(fetched["reference_date"]), settings)
-    result_path = store.validations_dir / f"{fetched['logical_date']}__{digest[:12]}.json"
+    latest = store.latest()
+    published = store.load(latest) if latest is not None else None
+    report = validate_prices(frame, to_date(fetched["reference_date"]), settings, published=published,
+                             decisions=decisions.decided_days(settings, ticker), run_name=f"{ticker}-{day}")
+    result_path = store.validations_dir / f"{day}__{digest[:12]}.json"
     report.result_path = str(result_path)
     atomic_write_json(result_path, {"hash": digest, **fetched, **report.to_dict()})
-    log.info("validation result: %s; Great Expectations Data Docs: %s", result_path, report.data_docs_path)
-    if not report.success:
-        folder = store.quarantine(frame, logical_date=fetched["logical_date"], source=fetched["source"],
-                                  result=report.to_dict())
-        message = (f"{settings.ticker} data for {fetched['logical_date']} from {fetched['source']} failed "
-                   f"validation and was quarantined in {folder}; nothing was published.\n{report.summary()}")
+    log.info("%s validation result: %s; Great Expectations Data Docs: %s", ticker, result_path, report.data_docs_path)
+    if report.scope is not None and report.scope.mode == "restated":
+        from stockops import audit
+
+        audit.record(settings.audit_log, "restatement", ticker=ticker, logical_date=day, hash=digest,
+                     previous_hash=latest.hash if latest else None, validation=report.status,
+                     dag_run_id=dag_run_id, **(report.scope.restatement or {}))
+        log.warning("%s: the source restated published history (%s); every row was validated again, and the "
+                    "restatement is recorded in %s", ticker, report.scope.description, settings.audit_log)
+    if report.status == FAILED:
+        folder = store.quarantine(frame, logical_date=day, source=fetched["source"], result=report.to_dict())
+        message = (f"{ticker} data for {day} from {fetched['source']} failed validation and was quarantined in "
+                   f"{folder}; nothing was published for {ticker}, the other tickers go on.\n{report.summary()}")
+        write_status(settings, ticker, day, QUARANTINED, report.summary().splitlines()[0] + " — "
+                     + "; ".join(f.line() for f in report.failures)[:300], folder=str(folder))
         log.error(message)
         raise DataValidationError(message, report)
-    log.info("%s data for %s passed: %s", settings.ticker, fetched["logical_date"], report.summary())
-    return {**fetched, "hash": digest, "validation_path": str(result_path),
-            "data_docs_path": report.data_docs_path}
+    validated = {**fetched, "hash": digest, "validation_path": str(result_path),
+                 "data_docs_path": report.data_docs_path, "status": report.status, "held": report.held,
+                 "scope": report.scope.description if report.scope else ""}
+    if report.status == HELD:
+        decisions.record_request(settings, ticker, report.held, logical_date=day, dag_run_id=dag_run_id)
+        write_status(settings, ticker, day, HELD, report.summary(), days=[h["day"] for h in report.held])
+        log.warning("%s: %s. Nothing is published until a person decides: Airflow UI > Required actions, or "
+                    "python -m stockops decide %s <day> approve|reject --reason ...", ticker, report.summary(), ticker)
+    else:
+        log.info("%s data for %s passed: %s", ticker, day, report.summary())
+    return validated
+
+
+def review_request(validated: dict) -> dict[str, str]:
+    """Subject and Markdown body of the question a held ticker puts to a person (Required actions)."""
+    ticker = validated["ticker"]
+    held = validated["held"]
+    first = held[0]
+    subject = (f"{ticker}: {first['move_pct']:+.1f} % on {first['day']} — a real move or a feed error?"
+               if len(held) == 1 else f"{ticker}: {len(held)} extreme moves — real or feed errors?")
+    rows = "\n".join(_evidence_row(h) for h in held)
+    body = f"""**{ticker}** closed with an extreme move in the newest session of its data (logical date
+{validated['logical_date']}, source `{validated['source']}`). The day's own prices and volume back the move,
+but no later session can confirm it yet, so the rules do not decide it alone.
+
+| day | previous close | open | high | low | close | move | opening gap | range / move | volume vs 50-session median |
+|---|---|---|---|---|---|---|---|---|---|
+{rows}
+
+* **Approve** if the move is real (earnings, news, a crash): the data is published and this day is never asked about again.
+* **Reject** if it is a feed error: the data is quarantined, and this day stays refused while the feed serves it.
+
+Other tickers are not waiting for this decision. Validation result: `{validated['validation_path']}`."""
+    return {"subject": subject, "body": body}
+
+
+def _evidence_row(h: dict) -> str:
+    volume = "n/a" if h["volume_ratio"] is None else f"{h['volume_ratio']:.1f} x"
+    return (f"| {h['day']} | {h['previous_close']:.4g} | {h['open']:.4g} | {h['high']:.4g} | {h['low']:.4g} | "
+            f"{h['close']:.4g} | **{h['move_pct']:+.2f} %** | {h['gap_pct']:+.2f} % | {h['range_share']:.2f} | {volume} |")
+
+
+def record_review(validated: dict, approved: bool, by: str, reason: str, dag_run_id: str = "") -> list[dict]:
+    """Remember a person's decision on every held day of ``validated`` (per ticker and in the audit log)."""
+    from stockops.data import decisions
+
+    return decisions.record_decision(get_settings(), validated["ticker"], [h["day"] for h in validated["held"]],
+                                     decisions.APPROVED if approved else decisions.REJECTED, by=by, reason=reason,
+                                     logical_date=validated["logical_date"], dag_run_id=dag_run_id,
+                                     evidence=validated["held"])
 
 
 def publish_validated(validated: dict) -> dict:
-    """Publish the validated raw file as an immutable snapshot and move ``latest`` (idempotent)."""
+    """Publish validated data as an immutable snapshot and move ``latest`` (idempotent).
+
+    Held data is published only once a person approved every held day; a rejection quarantines
+    it instead (status ``rejected``).
+    """
+    from stockops.data import decisions
     from stockops.data.store import content_hash
 
     settings = get_settings()
-    store = store_for(settings)
+    ticker, day = validated["ticker"], validated["logical_date"]
+    store = store_for(settings, ticker)
     frame = store.read_raw(Path(validated["raw_path"]))
     if content_hash(frame) != validated["hash"]:
         raise RuntimeError(f"{validated['raw_path']} changed after validation (hash {validated['hash'][:12]} "
                            "expected); refusing to publish unvalidated data")
-    entry, new = store.publish(frame, logical_date=validated["logical_date"], source=validated["source"],
+    approval = ""
+    if validated.get("status") == HELD:
+        days = [h["day"] for h in validated["held"]]
+        decided = decisions.decided_days(settings, ticker)
+        if any(decided.get(d) == decisions.REJECTED for d in days):
+            folder = store.quarantine(frame, logical_date=day, source=validated["source"],
+                                      result={"success": False, "rejected_by_operator": days,
+                                              "validation_path": validated["validation_path"]})
+            write_status(settings, ticker, day, REJECTED, f"an operator rejected {', '.join(days)}: quarantined",
+                         folder=str(folder))
+            log.warning("%s: an operator rejected %s; the data is quarantined in %s and nothing was published",
+                        ticker, ", ".join(days), folder)
+            return {"ticker": ticker, "status": REJECTED, "logical_date": day, "quarantine": str(folder),
+                    "latest": False}
+        undecided = [d for d in days if decided.get(d) != decisions.APPROVED]
+        if undecided:
+            raise RuntimeError(f"{ticker} data for {day} is held for an operator's decision on {', '.join(undecided)} "
+                               "and none was recorded: decide in Airflow's Required actions, or with "
+                               f"`python -m stockops decide {ticker} {undecided[0]} approve|reject --reason ...`; "
+                               "nothing was published")
+        approval = f" (approved by an operator: {', '.join(days)})"
+    entry, new = store.publish(frame, logical_date=day, source=validated["source"],
                                validation_path=validated["validation_path"])
     latest = store.latest()
-    log.info("%s snapshot %s: %d rows %s..%s -> %s; latest is %s", "published" if new else "already published",
-             entry.hash[:12], entry.rows, entry.first_date, entry.last_date, entry.path,
-             latest.hash[:12] if latest else None)
-    return {"hash": entry.hash, "rows": entry.rows, "first_date": entry.first_date, "last_date": entry.last_date,
-            "path": entry.path, "new": new, "ticker": entry.ticker}
+    is_latest = latest is not None and latest.hash == entry.hash
+    log.info("%s snapshot %s: %d rows %s..%s -> %s; latest is %s%s", ticker,
+             "published" if new else "already published", entry.rows, entry.first_date, entry.last_date, entry.path,
+             latest.hash[:12] if latest else None, approval)
+    write_status(settings, ticker, day, PUBLISHED, f"{entry.rows} rows up to {entry.last_date}{approval}",
+                 hash=entry.hash)
+    return {"ticker": ticker, "status": PUBLISHED, "hash": entry.hash, "rows": entry.rows,
+            "first_date": entry.first_date, "last_date": entry.last_date, "path": entry.path, "new": new,
+            "latest": is_latest, "logical_date": day}
 
 
-def ingest_day(logical_date: str) -> dict:
-    """Fetch, validate and publish one logical date in-process (what the DAG does, minus Airflow)."""
-    return publish_validated(validate_raw(fetch_prices(logical_date)))
+# ---- without Airflow -------------------------------------------------------------------------
+def ingest_day(logical_date: str, ticker: str | None = None) -> dict:
+    """Fetch, validate and publish one ticker for one day in-process (what the DAG does, minus Airflow).
+
+    Returns the publish result, or the validated dict with ``status`` ``held`` when a person must
+    decide first. Raises :class:`stockops.validation.DataValidationError` for bad data.
+    """
+    from stockops.validation import HELD as HELD_STATUS
+
+    settings = get_settings()
+    request = {"ticker": ticker or settings.ticker, "logical_date": _day(logical_date), "landed": None}
+    validated = validate_raw(fetch_prices(request))
+    if validated["status"] == HELD_STATUS:
+        return validated
+    return publish_validated(validated)
+
+
+def ingest_watchlist(logical_date: str) -> list[dict]:
+    """The whole watchlist for one day in-process: one outcome per ticker, bad data of one never stops another."""
+    from stockops.validation import HELD as HELD_STATUS
+    from stockops.validation import DataValidationError
+
+    outcomes = []
+    for request in plan_watchlist(logical_date):
+        try:
+            validated = validate_raw(fetch_prices(request))
+            outcome = validated if validated["status"] == HELD_STATUS else publish_validated(validated)
+        except DataValidationError as exc:
+            outcome = {"ticker": request["ticker"], "status": QUARANTINED, "logical_date": request["logical_date"],
+                       "detail": str(exc).splitlines()[0]}
+        outcomes.append(outcome)
+    return outcomes

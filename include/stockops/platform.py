@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 from stockops.config import Settings, airflow_environment, get_settings
@@ -142,8 +143,22 @@ class LocalPlatform:
             time.sleep(0.5)
         raise TimeoutError(f"{dag_id} run {run_id} still {state} after {timeout:.0f} s")
 
-    def trigger_first_ingest(self) -> None:
-        self.airflow("dags", "trigger", "stock_ingest")
+    def trigger_first_ingest(self) -> str:
+        """Ingest the newest NYSE session (a first run on a weekend or holiday would be a no-op); returns its day."""
+        day = latest_session()
+        self.airflow("dags", "trigger", "stock_ingest", "--logical-date", f"{day}T22:00:00+00:00")
+        return day
+
+    def wait_for_watchlist(self, day: str, timeout: float = 900) -> list[dict]:
+        """Each ticker's outcome for ``day`` (published, quarantined, held), once every ticker has one."""
+        from stockops.ingest import watchlist_status
+
+        deadline = time.monotonic() + timeout
+        rows = watchlist_status(self.settings)
+        while time.monotonic() < deadline and any(r.get("logical_date") != day for r in rows):
+            time.sleep(3)
+            rows = watchlist_status(self.settings)
+        return rows
 
     def print_banner(self) -> None:
         password_file = self.settings.airflow_passwords_file
@@ -153,8 +168,10 @@ class LocalPlatform:
    Airflow UI      {self.url}   (user: admin)
    MLflow UI       {self.mlflow_url}   (experiment {self.settings.experiment_name}, model {self.settings.model_name})
    admin password  {password_file}
-   data            {self.settings.data_dir}   (source: {self.settings.source})
-   forecasts       POST {self.settings.serve_url}/predict   ({self.serving_line()})
+   watchlist       {len(self.settings.tickers)} tickers: {' '.join(self.settings.tickers)}
+   data            {self.settings.home / 'data'}/<TICKER>   (source: {self.settings.source})
+   decisions       {self.url}/required_actions?response_received=false   (held extreme moves)
+   forecasts       POST {self.settings.serve_url}/predict   ({self.serving_line()}; model ticker {self.settings.ticker})
    API docs        {self.settings.serve_url}/   (OpenAPI; /livez /readyz /metrics)
    GX Data Docs    {self.settings.data_docs_dir / 'index.html'}
    monitor reports {self.settings.monitoring_dir}/<check>/drift_report.html, decision.json
@@ -163,15 +180,25 @@ class LocalPlatform:
    rollback        Airflow UI > stock_rollback > Trigger (version, reason); history: python -m stockops history
    DORA report     python -m stockops dora   (table, {self.settings.reports_dir}/dora.json and dora.png)
    logs            {self.settings.logs_dir}   (serving: {self.settings.serving_dir / 'logs'})
- A first stock_ingest run was triggered; it turns green within a minute or two, and
- its new snapshot starts stock_train (about two minutes more: train, gate, and for a
- promoted model, bento build and a health-checked deploy to the endpoint above) and
- stock_monitor (drift and live error against the champion; it starts stock_train on drift).
+ A first stock_ingest run was triggered for the newest NYSE session: every ticker of the
+ watchlist is fetched, validated and published on its own (a summary follows here when all
+ are done, in a minute or two). The {self.settings.ticker} snapshot starts stock_train (about two
+ minutes more: train, gate, and for a promoted model, bento build and a health-checked deploy
+ to the endpoint above) and stock_monitor (drift and live error against the champion).
    curl -s -H 'Content-Type: application/json' -d '{{"closes": [<60+ daily closes>]}}' \\
         {self.settings.serve_url}/predict
  Ctrl-C stops everything this command started, the endpoint included.
 ==============================================================================""", flush=True)
 
+
+    def print_watchlist(self, day: str) -> None:
+        """The first ingest's outcome per ticker, and where to decide what is held."""
+        from stockops.ingest import HELD, format_watchlist
+
+        rows = self.wait_for_watchlist(day)
+        print(f"\nfirst ingest ({day}): {format_watchlist(rows)}", flush=True)
+        if any(r["status"] == HELD for r in rows):
+            print(f"decide the held ones: {self.url}/required_actions?response_received=false", flush=True)
 
     def serving_line(self) -> str:
         from stockops.serving import current
@@ -192,6 +219,14 @@ class LocalPlatform:
             print(f"could not serve the champion: {exc}", flush=True)
 
 
+def latest_session(today: date | None = None) -> str:
+    """The newest NYSE session up to ``today`` (ISO)."""
+    from stockops.data.calendar import sessions
+
+    today = today or date.today()
+    return str(sessions(today - timedelta(days=14), today)[-1])
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -209,8 +244,9 @@ def run_local(port: int | None = None) -> int:
         platform.wait_healthy(proc)
         platform.ensure_dags_ready()
         platform.serve_champion()
-        platform.trigger_first_ingest()
+        day = platform.trigger_first_ingest()
         platform.print_banner()
+        platform.print_watchlist(day)
         return proc.wait()
     except KeyboardInterrupt:
         return 0

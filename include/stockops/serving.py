@@ -403,7 +403,7 @@ def _keep_previous_warm(settings: Settings, previous: dict, warm: dict, serving_
 
 
 def _record_deploy(settings: Settings, fields: dict) -> dict:
-    return audit.record(settings.deploy_log, "deploy", **fields)
+    return audit.record(settings.deploy_log, "deploy", **{"ticker": settings.ticker, **fields})
 
 
 def deploys(settings: Settings) -> list[dict]:

@@ -325,7 +325,7 @@ def gate_candidate(registered: dict, force_promote: Any = False, trigger_reason:
         client.set_model_version_tag(registered["model_name"], registered["version"], key, value)
     with mlflow.start_run(run_id=registered["run_id"]):
         mlflow.set_tags({"gate_decision": decision.label})
-    audit.record(settings.audit_log, "gate", model=registered["model_name"], version=registered["version"],
+    audit.record(settings.audit_log, "gate", ticker=settings.ticker, model=registered["model_name"], version=registered["version"],
                  decision=decision.label, reason=decision.reason, run_id=registered["run_id"],
                  snapshot_hash=registered["snapshot"]["hash"], request_reason=trigger_reason)
     if decision.promote:

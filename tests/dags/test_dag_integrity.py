@@ -39,15 +39,28 @@ def test_every_dag_has_tags_owner_retries_and_docs(dagbag):
             assert t.owner == dag.default_args["owner"]
 
 
-def test_ingest_is_daily_single_run_and_emits_the_prices_asset(dagbag):
-    from stockops.config import get_settings
+def test_ingest_maps_one_task_group_per_ticker_and_emits_each_tickers_asset(dagbag):
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    from stockops.config import PRICES_ALIAS
 
     dag = dagbag.dags["stock_ingest"]
-    assert dag.max_active_runs == 1
-    assert [t.task_id for t in dag.topological_sort()] == ["fetch", "validate", "publish"]
-    outlets = dag.get_task("publish").outlets
-    assert [o.name for o in outlets] == [get_settings().asset_name]
-    assert dag.get_task("fetch").retries >= 1 and dag.get_task("fetch").retry_exponential_backoff
+    assert dag.max_active_runs > 1, "a run waiting for a person's decision must not hold up the next day"
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "watchlist", "ticker.fetch", "ticker.validate", "ticker.review", "ticker.publish"]
+    group = dag.task_group_dict["ticker"]
+    assert type(group).__name__ == "MappedTaskGroup"
+    assert [type(o).__name__ for o in dag.get_task("ticker.publish").outlets] == ["AssetAlias"]
+    assert dag.get_task("ticker.publish").outlets[0].name == PRICES_ALIAS
+    fetch, validate = dag.get_task("ticker.fetch"), dag.get_task("ticker.validate")
+    assert fetch.retries >= 1 and fetch.retry_exponential_backoff
+    assert validate.retries == 0, "bad data does not get better by retrying"
+    review = dag.get_task("ticker.review")
+    assert isinstance(review, HITLOperator) and review.options == ["Approve", "Reject"]
+    assert review.retries == 0 and review.response_timeout is not None and "reason" in review.params
+    publish = dag.get_task("ticker.publish")
+    assert publish.trigger_rule == "none_failed", "publish runs when the review was skipped, not when it failed"
+    assert publish.upstream_task_ids == {"ticker.validate", "ticker.review"}
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])

@@ -1,84 +1,236 @@
-"""Whole ``stock_ingest`` runs through Airflow's ``dag.test()`` on a migrated metadata DB."""
+"""Whole ``stock_ingest`` runs of a watchlist through Airflow's ``dag.test()`` on a migrated metadata DB.
+
+The human-in-the-loop test also starts a real ``airflow api-server`` on that DB (simple auth
+manager, login required) and answers the held days through its REST API, as an operator would.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 
+import pandas as pd
 import pytest
 
+from stockops import audit
 from stockops.config import get_settings
-from stockops.ingest import store_for
+from stockops.data.sources import shipped_series
+from stockops.ingest import status_path, store_for
+from stockops.platform import stop_process_tree
+from stockops.processes import free_port, venv_bin
+from tests.integration.helpers import states
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def ingest_dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    from tests.dags.test_dag_integrity import DAGS_DIR
-
-    bag = DagBag(dag_folder=str(DAGS_DIR / "stock_ingest.py"))
-    assert bag.import_errors == {}
-    return bag.dags["stock_ingest"]
+def ingest_dag(all_dags):
+    return all_dags["stock_ingest"]
 
 
 def run_day(dag, day: str):
     return dag.test(logical_date=datetime.fromisoformat(day).replace(hour=22, tzinfo=UTC))
 
 
-def task_states(dagrun) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in dagrun.get_task_instances()}
+def by_ticker(dagrun, task_id: str) -> dict[str, str]:
+    """ticker -> state of one task of the mapped group (the grid labels each map index by its ticker;
+    a task that never ran has no label of its own, so the fetch task's label is used)."""
+    tis = dagrun.get_task_instances()
+    names = {ti.map_index: ti.rendered_map_index for ti in tis if ti.task_id == "ticker.fetch"}
+    return {names[ti.map_index]: str(ti.state) for ti in tis if ti.task_id == task_id}
 
 
-def test_consecutive_days_each_publish_one_more_trading_day(settings, ingest_dag):
-    store = store_for(settings)
-    days = ["2026-11-16", "2026-11-17", "2026-11-18", "2026-11-19"]  # Monday..Thursday
-    seen = []
-    for day in days:
+def test_consecutive_sessions_each_publish_one_more_row_per_ticker(settings, ingest_dag, monkeypatch):
+    monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG,MSFT")
+    stores = {t: store_for(get_settings(), t) for t in ("GOOG", "MSFT")}
+    rows = {}
+    for day in ("2026-11-19", "2026-11-20", "2026-11-23"):  # Thursday, Friday, Monday
         dagrun = run_day(ingest_dag, day)
-        assert str(dagrun.state) == "success", task_states(dagrun)
-        latest = store.latest()
-        seen.append((latest.rows, latest.last_date, latest.logical_date))
-    rows = [r for r, _, _ in seen]
-    assert rows == list(range(rows[0], rows[0] + len(days)))
-    last_dates = [d for _, d, _ in seen]
-    assert last_dates == sorted(set(last_dates)), "each run must add a newer market day"
-    assert [lg for _, _, lg in seen] == days
-    assert len(store.entries()) == len(days)
+        assert str(dagrun.state) == "success", states(dagrun)
+        assert by_ticker(dagrun, "ticker.review") == {"GOOG": "skipped", "MSFT": "skipped"}
+        for ticker, store in stores.items():
+            assert store.latest().logical_date == day
+            rows.setdefault(ticker, []).append(store.latest().rows)
+    for counts in rows.values():
+        assert counts == [counts[0], counts[0] + 1, counts[0] + 2]
 
     # Re-running a day: same hash, no duplicate entry, latest stays on the newest data.
-    before = store.latest()
-    dagrun = run_day(ingest_dag, days[1])
+    before = {t: s.latest() for t, s in stores.items()}
+    assert str(run_day(ingest_dag, "2026-11-20").state) == "success"
+    assert {t: s.latest() for t, s in stores.items()} == before
+    assert {t: len(s.entries()) for t, s in stores.items()} == {"GOOG": 3, "MSFT": 3}
+
+
+def test_a_day_the_market_is_closed_is_a_green_no_op(settings, ingest_dag):
+    """Thanksgiving 2026: the run is green, no ticker is fetched, nothing is written."""
+    dagrun = run_day(ingest_dag, "2026-11-26")
     assert str(dagrun.state) == "success"
-    assert len(store.entries()) == len(days)
-    assert store.latest() == before
+    tis = {ti.task_id: str(ti.state) for ti in dagrun.get_task_instances()}
+    assert tis.pop("watchlist") == "success"
+    assert set(tis.values()) == {"skipped"}
+    assert not (settings.home / "data").exists()
 
 
-def test_corrupted_csv_fails_the_run_and_publishes_nothing(settings, ingest_dag, goog, monkeypatch, tmp_path):
-    good_csv = tmp_path / "good.csv"
-    goog.iloc[:300].to_csv(good_csv, index=False, date_format="%Y-%m-%d")
-    day = goog["Date"].iloc[299].date().isoformat()
+# ---- one ticker's bad data, two held days, decided over the REST API ---------------------------
+
+class ApiServer:
+    """``airflow api-server`` on the test session's metadata DB, stopped by process id."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        log = open(settings.home.parent / "api-server.log", "ab")
+        self.proc = subprocess.Popen([venv_bin("airflow"), "api-server", "--port", str(self.port)],
+                                     env={**os.environ, "AIRFLOW__API__BASE_URL": self.url}, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait(self, timeout: float = 180) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "airflow api-server exited"
+            try:
+                passwords = json.loads(self.settings.airflow_passwords_file.read_text())
+                return self.call("/auth/token", {"username": "admin", "password": passwords["admin"]})["access_token"]
+            except (OSError, ValueError, KeyError, urllib.error.URLError):
+                time.sleep(1)
+        raise TimeoutError(f"api-server not up at {self.url}")
+
+    def call(self, path: str, payload: dict | None = None, token: str = "", method: str = "") -> dict:
+        request = urllib.request.Request(
+            f"{self.url}{path}", data=json.dumps(payload).encode() if payload is not None else None,
+            method=method or ("POST" if payload is not None else "GET"),
+            headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})})
+        with urllib.request.urlopen(request, timeout=15) as resp:
+            return json.load(resp)
+
+
+def _csv_folder(tmp_path):
+    """Real series for five tickers; GOOG's close of 2009-01-21 divided by 100 (a decimal shift)."""
+    folder = tmp_path / "feed"
+    folder.mkdir()
+    for ticker in ("BAC", "JPM", "MSFT", "KO"):
+        shipped_series(ticker).to_csv(folder / f"{ticker}.csv", index=False, date_format="%Y-%m-%d")
+    goog = shipped_series("GOOG")
+    goog.loc[goog["Date"] == pd.Timestamp("2009-01-21"), "Close"] /= 100
+    goog.to_csv(folder / "GOOG.csv", index=False, date_format="%Y-%m-%d")
+    return folder
+
+
+def test_one_tickers_bad_data_stops_only_it_and_held_days_are_decided_over_the_rest_api(
+        settings, ingest_dag, monkeypatch, tmp_path):
+    from stockops.ingest import ingest_day
+
+    monkeypatch.setenv("STOCKOPS_TICKERS", "BAC,JPM,GOOG,MSFT,KO")
     monkeypatch.setenv("STOCKOPS_SOURCE", "csv")
-    monkeypatch.setenv("STOCKOPS_CSV_PATH", str(good_csv))
-    assert str(run_day(ingest_dag, day).state) == "success"
-    store = store_for(get_settings())
-    baseline = store.latest()
+    monkeypatch.setenv("STOCKOPS_CSV_PATH", str(_csv_folder(tmp_path)))
+    current = get_settings()
+    server = ApiServer(current)
+    try:
+        for ticker in current.tickers:  # the published baseline: up to Friday 2009-01-16, in-process
+            assert ingest_day("2009-01-16", ticker)["status"] == "published"
+        baseline = {t: store_for(current, t).latest() for t in current.tickers}
+        token = server.wait()
 
-    corrupted = goog.iloc[:301].copy()
-    corrupted.loc[300, "Close"] = -corrupted.loc[300, "Close"]
-    corrupted.loc[150, "High"] = corrupted.loc[150, "Low"] / 2
-    bad_csv = tmp_path / "bad.csv"
-    corrupted.to_csv(bad_csv, index=False, date_format="%Y-%m-%d")
-    monkeypatch.setenv("STOCKOPS_CSV_PATH", str(bad_csv))
-    bad_day = goog["Date"].iloc[300].date().isoformat()
-    dagrun = run_day(ingest_dag, bad_day)
+        # Wednesday 2009-01-21 (Monday was Martin Luther King Jr. Day): BAC +31 %, JPM +25 % in the newest
+        # session, both backed by the day's range and volume; GOOG's close is off by 100 x. The operator
+        # (a thread here) answers what the run asks; dag.test() keeps the run going until then.
+        seen: dict = {}
+        operator = threading.Thread(target=_operator, args=(server, token, current, baseline, seen), daemon=True)
+        operator.start()
+        dagrun = run_day(ingest_dag, "2009-01-21")
+        operator.join(timeout=30)
+        assert seen.get("error") is None, seen.get("error")
+        assert seen["answered"] == ["BAC", "JPM"]
+    finally:
+        stop_process_tree(server.proc)
 
-    states = task_states(dagrun)
-    assert str(dagrun.state) == "failed"
-    assert states["fetch"] == "success" and states["validate"] == "failed"
-    assert states["publish"] == "upstream_failed"
-    assert store.latest() == baseline
-    assert len(store.entries()) == 1
-    quarantined = list((store.root / "quarantine").glob(f"{bad_day}__*"))
-    assert len(quarantined) == 1 and (quarantined[0] / "validation.json").exists()
+    assert by_ticker(dagrun, "ticker.validate") == {"BAC": "success", "JPM": "success", "GOOG": "failed",
+                                                    "MSFT": "success", "KO": "success"}
+    assert by_ticker(dagrun, "ticker.publish") == {"BAC": "success", "JPM": "success", "GOOG": "upstream_failed",
+                                                   "MSFT": "success", "KO": "success"}
+    assert str(dagrun.state) == "failed", "GOOG's bad data fails the run (and only GOOG's tasks)"
+    latest = {t: store_for(current, t).latest() for t in current.tickers}
+    assert {t: e.last_date for t, e in latest.items()} == {
+        "BAC": "2009-01-21", "JPM": "2009-01-16", "GOOG": "2009-01-16", "MSFT": "2009-01-21", "KO": "2009-01-21"}
+    statuses = {t: json.loads(status_path(current, t).read_text())["status"] for t in current.tickers}
+    assert statuses == {"BAC": "published", "JPM": "rejected", "GOOG": "quarantined", "MSFT": "published",
+                        "KO": "published"}
+    assert list((current.ticker_data_dir("GOOG") / "quarantine").glob("2009-01-21__*"))
+    assert list((current.ticker_data_dir("JPM") / "quarantine").glob("2009-01-21__*"))
+
+    decided = [e for e in audit.read(current.audit_log) if e["event"] == "data_decision"]
+    assert [(e["ticker"], e["day"], e["decision"], e["by"], e["reason"]) for e in decided] == [
+        ("BAC", "2009-01-21", "approved", "admin", "TARP news: a real rally"),
+        ("JPM", "2009-01-21", "rejected", "admin", "checking with the vendor")]
+    assert all(e["dag_run_id"] == dagrun.run_id for e in decided)
+    assert _asset_events(dagrun.run_id) == {"stockops_prices_BAC", "stockops_prices_MSFT", "stockops_prices_KO"}
+
+
+def _operator(server: ApiServer, token: str, settings, baseline: dict, seen: dict) -> None:
+    """Wait for the two questions, check what the run did meanwhile, then approve BAC and reject JPM."""
+    try:
+        waiting = _wait_for_questions(server, token, expected=2)
+        # the others do not wait for anybody: they publish while the two questions are open
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            seen["published_meanwhile"] = {t: store_for(settings, t).latest().last_date for t in ("MSFT", "KO")}
+            if seen["published_meanwhile"] == {"MSFT": "2009-01-21", "KO": "2009-01-21"}:
+                break
+            time.sleep(1)
+        assert seen["published_meanwhile"] == {"MSFT": "2009-01-21", "KO": "2009-01-21"}
+        questions = {q["task_instance"]["rendered_map_index"]: q for q in waiting}
+        assert set(questions) == {"BAC", "JPM"}
+        assert "+31" in questions["BAC"]["subject"] and "2009-01-21" in questions["BAC"]["body"]
+        for ticker in ("BAC", "JPM"):
+            assert store_for(settings, ticker).latest() == baseline[ticker], "held: nothing published yet"
+        seen["answered"] = []
+        for ticker, option, reason in (("BAC", "Approve", "TARP news: a real rally"),
+                                       ("JPM", "Reject", "checking with the vendor")):
+            ti = questions[ticker]["task_instance"]
+            answer = server.call(f"/api/v2/dags/stock_ingest/dagRuns/{ti['dag_run_id']}/taskInstances/"
+                                 f"{ti['task_id']}/{ti['map_index']}/hitlDetails",
+                                 {"chosen_options": [option], "params_input": {"reason": reason}}, token, "PATCH")
+            assert answer["responded_by"]["name"] == "admin"
+            seen["answered"].append(ticker)
+    except BaseException as exc:  # reported by the test, which is the main thread
+        seen["error"] = repr(exc)
+        _reject_all(server, token)  # so that dag.test() ends and the test fails instead of hanging
+        raise
+
+
+def _reject_all(server: ApiServer, token: str) -> None:
+    details = server.call("/api/v2/dags/stock_ingest/dagRuns/~/hitlDetails?response_received=false", token=token)
+    for detail in details["hitl_details"]:
+        ti = detail["task_instance"]
+        server.call(f"/api/v2/dags/stock_ingest/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/"
+                    f"{ti['map_index']}/hitlDetails", {"chosen_options": ["Reject"]}, token, "PATCH")
+
+
+def _wait_for_questions(server: ApiServer, token: str, expected: int, timeout: float = 240) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    waiting: list[dict] = []
+    while time.monotonic() < deadline:
+        details = server.call("/api/v2/dags/stock_ingest/dagRuns/~/hitlDetails?response_received=false", token=token)
+        waiting = [d for d in details["hitl_details"] if d["task_instance"]["state"] == "awaiting_input"]
+        if len(waiting) >= expected:
+            return waiting
+        time.sleep(1)
+    raise TimeoutError(f"{len(waiting)} of {expected} questions appeared under Required actions")
+
+
+def _asset_events(run_id: str) -> set[str]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(select(AssetModel.name).join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+                               .where(AssetEvent.source_run_id == run_id)).scalars().all()
+    return set(rows)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from stockops.config import REPO_ROOT
-from stockops.validation import CHECKPOINT_NAME, SUITE_NAME, build_expectations
+from stockops.validation import CHECKPOINT_NAME, PARAMETERS, SUITE_NAME, build_expectations
 
 GX = REPO_ROOT / "great_expectations" / "gx"
 
@@ -23,12 +23,14 @@ def test_committed_suite_matches_build_expectations():
                   for e in committed["expectations"])
     want = sorted((e["type"], json.dumps(_normalise({k: v for k, v in e["kwargs"].items() if k != "description"}),
                                          sort_keys=True), e["kwargs"]["description"]) for e in build_expectations())
+    severities = {(e["type"], e["kwargs"]["description"]): e["severity"] for e in build_expectations()}
+    assert {(e["type"], e["description"]): e["severity"] for e in committed["expectations"]} == severities
     assert have == want, "run `python -m stockops gx-init` and commit the result"
 
 
 def test_thresholds_are_suite_parameters_not_constants():
     committed = (GX / "expectations" / f"{SUITE_NAME}.json").read_text()
-    for name in ("max_gap_bdays", "max_abs_return", "max_staleness_bdays"):
+    for name in PARAMETERS:
         assert f'"$PARAMETER": "{name}"' in committed
 
 
@@ -38,3 +40,11 @@ def test_checkpoint_builds_data_docs_and_reports_dates():
     assert checkpoint["result_format"]["unexpected_index_column_names"] == ["Date"]
     config = (GX / "great_expectations.yml").read_text()
     assert "analytics_enabled: false" in config
+    assert "validation_results_limit: 36" in config, "the Data Docs index must not load every result ever stored"
+
+
+def test_only_the_operator_review_is_a_warning():
+    """Every failure quarantines, except an unconfirmed extreme move: that one asks a person."""
+    warnings = [e for e in build_expectations() if e["severity"] != "critical"]
+    assert [(e["kwargs"]["column"], e["kwargs"]["value_set"], e["severity"]) for e in warnings] == [
+        ("operator_review", ["awaiting_decision"], "warning")]

@@ -19,6 +19,7 @@ from stockops.data.sources import (
     SourceError,
     YFinanceSource,
     get_source,
+    shipped_series,
 )
 from stockops.data.store import SnapshotStore, content_hash
 
@@ -194,8 +195,8 @@ def test_csv_missing_file_raises_source_error(tmp_path):
 START = "2026-01-05"  # a Monday
 
 
-def test_replay_reveals_one_row_per_business_day(goog):
-    """Monday..Friday: each business day reveals exactly the next row of the real series."""
+def test_replay_reveals_one_row_per_session(goog):
+    """Monday..Friday: each NYSE session reveals exactly the next row of the real series."""
     source = ReplaySource(START, 100)
     days = pd.bdate_range(START, periods=5)
     frames = [source.fetch("GOOG", d).frame for d in days]
@@ -242,13 +243,99 @@ def test_replay_past_the_end_serves_the_whole_series(goog):
     assert "exhausted" not in ReplaySource(START, 100).fetch("GOOG", START).note
 
 
-def test_get_source_refuses_replay_of_another_ticker(settings, monkeypatch):
-    """Replay ships only GOOG: another ticker without a CSV is an error."""
-    monkeypatch.delenv("STOCKOPS_CSV_PATH", raising=False)
-    assert isinstance(get_source(get_settings()), ReplaySource)
-    monkeypatch.setenv("STOCKOPS_TICKER", "MSFT")
-    with pytest.raises(SourceError, match="MSFT"):
-        get_source(get_settings())
+def test_replay_an_nyse_holiday_reveals_nothing_new(goog):
+    """Martin Luther King Jr. Day 2026 (Monday 19 January) is not a session: same data as the Friday before."""
+    source = ReplaySource(START, 100)
+    friday, holiday, tuesday = (source.fetch("GOOG", d) for d in ("2026-01-16", "2026-01-19", "2026-01-20"))
+    pd.testing.assert_frame_equal(friday.frame, holiday.frame)
+    assert len(tuesday.frame) == len(friday.frame) + 1
+
+
+def test_replay_serves_every_shipped_ticker_and_names_what_it_has(settings):
+    """The default replay covers the whole watchlist; a symbol it does not ship is a clear error."""
+    source = get_source(settings)
+    assert isinstance(source, ReplaySource)
+    for ticker in settings.tickers:
+        frame = source.fetch(ticker, settings.replay_start).frame
+        assert len(frame) == settings.replay_initial_days
+        pd.testing.assert_frame_equal(frame, shipped_series(ticker).iloc[:len(frame)])
+    msft, goog = shipped_series("MSFT"), shipped_series("GOOG")
+    assert (msft["Date"] == goog["Date"]).all() and not np.allclose(msft["Close"], goog["Close"])
+    with pytest.raises(SourceError, match="AAPL") as info:
+        source.fetch("AAPL", START)
+    assert "GOOG" in str(info.value) and "STOCKOPS_CSV_PATH" in str(info.value)
+
+
+def test_shipped_data_needs_nothing_outside_the_repository(settings):
+    """The 18 series live in the repository (gzip CSV), all on the same 4,109 real trading days."""
+    files = sorted(settings.shipped_prices_dir.glob("*.csv.gz"))
+    assert [f.name.removesuffix(".csv.gz") for f in files] == sorted(settings.tickers)
+    days = {len(shipped_series(t)) for t in settings.tickers}
+    assert days == {4109}
+
+
+def test_csv_folder_serves_each_ticker_its_own_file(goog, tmp_path, monkeypatch):
+    """STOCKOPS_CSV_PATH may be a folder of <TICKER>.csv files; a missing one names the folder's tickers."""
+    _write_csv(goog.iloc[:50], tmp_path / "GOOG.csv")
+    _write_csv(shipped_series("KO").iloc[:60], tmp_path / "KO.csv")
+    source = CsvSource(tmp_path)
+    assert len(source.fetch("GOOG", date(2020, 1, 2)).frame) == 50
+    assert len(source.fetch("KO", date(2020, 1, 2)).frame) == 60
+    with pytest.raises(SourceError, match="no CSV for MSFT") as info:
+        source.fetch("MSFT", date(2020, 1, 2))
+    assert "GOOG, KO" in str(info.value)
+
+
+def test_yfinance_fetches_the_watchlist_in_one_batch_and_splits_it(goog, monkeypatch):
+    """One download for three tickers; a ticker Yahoo left empty (all NaN) is left out for a fetch of its own."""
+    rows = goog.iloc[:40].reset_index(drop=True)
+    ko = shipped_series("KO").iloc[:40].reset_index(drop=True)
+    empty = rows.assign(**{c: np.nan for c in ["Open", "High", "Low", "Close", "Volume"]})
+    batch = pd.concat([_download_shape(rows, "GOOG"), _download_shape(ko, "KO"), _download_shape(empty, "XYZ")],
+                      axis=1)
+    fake = FakeDownload(ConnectionError("reset"), batch)
+    monkeypatch.setattr(yfinance, "download", fake)
+    slept: list[float] = []
+    results = _yf(slept, attempts=3, backoff_s=1.0).fetch_many(["GOOG", "KO", "XYZ"], _day(rows, -1))
+    assert len(fake.calls) == 2 and fake.calls[1][0][0] == ["GOOG", "KO", "XYZ"] and slept == [1.0]
+    assert sorted(results) == ["GOOG", "KO"]
+    pd.testing.assert_frame_equal(results["GOOG"].frame, rows)
+    pd.testing.assert_frame_equal(results["KO"].frame, ko)
+
+
+def test_yfinance_batch_that_never_answers_leaves_every_ticker_to_its_own_fetch(monkeypatch):
+    fake = FakeDownload(pd.DataFrame())
+    monkeypatch.setattr(yfinance, "download", fake)
+    assert _yf([], attempts=2).fetch_many(["GOOG", "KO"], date(2020, 1, 2)) == {}
+    assert len(fake.calls) == 2
+
+
+@pytest.mark.parametrize(("tickers", "ticker", "message"), [
+    ("GOOG,,msft ko", None, None),
+    ("GOOG,GOOG", None, "names a symbol twice"),
+    ("GOOG", "MSFT", "not in the watchlist"),
+    ("GOOG,../etc", None, "is not a symbol"),
+])
+def test_watchlist_setting(settings, monkeypatch, tickers, ticker, message):
+    """STOCKOPS_TICKERS: comma or space separated, upper-cased; junk, repeats and a model ticker outside it are refused."""
+    monkeypatch.setenv("STOCKOPS_TICKERS", tickers)
+    if ticker:
+        monkeypatch.setenv("STOCKOPS_TICKER", ticker)
+    if message is None:
+        current = get_settings()
+        assert current.tickers == ("GOOG", "MSFT", "KO") and current.ticker == "GOOG"
+        assert current.ticker_data_dir("KO") == current.home / "data" / "KO"
+    else:
+        with pytest.raises(ValueError, match=message):
+            get_settings()
+
+
+def test_default_watchlist_is_the_shipped_eighteen_and_goog_alone_works(settings, monkeypatch):
+    assert len(settings.tickers) == 18 and settings.ticker == "GOOG"
+    monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG")
+    assert get_settings().tickers == ("GOOG",)
+    monkeypatch.setenv("STOCKOPS_TICKERS", "KO,PG")
+    assert get_settings().ticker == "KO", "without STOCKOPS_TICKER the model follows the first symbol"
 
 
 # ---- store ---------------------------------------------------------------------------------

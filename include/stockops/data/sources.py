@@ -5,25 +5,28 @@ Every source returns the same shape, a :class:`FetchResult` whose frame has the 
 *reshape*; they never repair values. Judging the data is the validation step's job, so a
 broken input reaches it unchanged and is quarantined there with a reason.
 
-- ``yfinance``: live daily OHLCV from Yahoo, with timeout, retries and backoff.
-- ``replay``: a real price series served as if it arrived one trading day per run (offline).
-- ``csv``: any yfinance-format CSV file.
+- ``yfinance``: live daily OHLCV from Yahoo, with timeout, retries and backoff; the watchlist
+  in one batched download (:meth:`YFinanceSource.fetch_many`), split per ticker.
+- ``replay``: a real price series served as if it arrived one NYSE session per run (offline):
+  the 18 series shipped in ``include/data/prices/``, or the CSVs of a folder.
+- ``csv``: any yfinance-format CSV file, or a folder of ``<TICKER>.csv`` files.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import pandas as pd
 
 from stockops.config import Settings
+from stockops.data.calendar import sessions_between
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +119,45 @@ def _apply_adjustment(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_price_csv(path: Path) -> pd.DataFrame:
-    """Read a yfinance-format CSV (``Date,Open,High,Low,Close[,Adj Close],Volume``)."""
+    """Read a yfinance-format CSV (``Date,Open,High,Low,Close[,Adj Close],Volume``; ``.csv.gz`` too)."""
     try:
         frame = pd.read_csv(path)
     except FileNotFoundError as exc:
         raise SourceError(f"CSV source: no file at {path}") from exc
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
         raise SourceError(f"CSV source: cannot parse {path}: {exc}") from exc
     if "Date" in frame.columns:
         parsed = pd.to_datetime(frame["Date"], errors="coerce")
         if parsed.notna().all():
             frame["Date"] = parsed
     return normalise_frame(frame)
+
+
+def csv_for(location: Path, ticker: str) -> Path:
+    """The CSV of ``ticker``: ``location`` itself when it is a file, else ``<location>/<TICKER>.csv[.gz]``."""
+    location = Path(location)
+    if not location.is_dir():
+        return location
+    for name in (f"{ticker}.csv", f"{ticker}.csv.gz"):
+        if (location / name).is_file():
+            return location / name
+    available = sorted(p.name.split(".")[0] for p in location.glob("*.csv*"))
+    raise SourceError(f"no CSV for {ticker} in {location} (expected {ticker}.csv or {ticker}.csv.gz; "
+                      f"it has: {', '.join(available) or 'none'})")
+
+
+@lru_cache(maxsize=64)
+def _cached_csv(path: str, mtime_ns: int) -> pd.DataFrame:
+    return read_price_csv(Path(path))
+
+
+def read_series(path: Path) -> pd.DataFrame:
+    """A CSV read once per process (and again only when the file changes); callers get a copy."""
+    try:
+        mtime = Path(path).stat().st_mtime_ns
+    except FileNotFoundError as exc:
+        raise SourceError(f"CSV source: no file at {path}") from exc
+    return _cached_csv(str(path), mtime).copy()
 
 
 def _until(frame: pd.DataFrame, day: date) -> pd.DataFrame:
@@ -138,7 +168,7 @@ def _until(frame: pd.DataFrame, day: date) -> pd.DataFrame:
 
 
 class CsvSource:
-    """Any yfinance-format CSV, any ticker: rows up to the logical date."""
+    """Any yfinance-format CSV (or a folder of ``<TICKER>.csv``), any ticker: rows up to the logical date."""
 
     name = "csv"
 
@@ -147,50 +177,54 @@ class CsvSource:
 
     def fetch(self, ticker: str, logical_date: date) -> FetchResult:
         logical_date = to_date(logical_date)
-        frame = _until(read_price_csv(self.path), logical_date)
-        log.info("CSV source: %d rows of %s from %s up to %s", len(frame), ticker, self.path, logical_date)
-        return FetchResult(frame, self.name, ticker, logical_date, logical_date, note=str(self.path))
+        path = csv_for(self.path, ticker)
+        frame = _until(read_price_csv(path), logical_date)
+        log.info("CSV source: %d rows of %s from %s up to %s", len(frame), ticker, path, logical_date)
+        return FetchResult(frame, self.name, ticker, logical_date, logical_date, note=str(path))
 
 
-def bundled_goog() -> pd.DataFrame:
-    """The real daily GOOG series that the ``backtesting`` package ships (2004-08-19 … 2013-03-01)."""
-    from backtesting.test import GOOG  # small, pure pandas; imported only when needed
+def shipped_series(ticker: str, folder: Path | None = None) -> pd.DataFrame:
+    """A real daily series shipped with the project (``include/data/prices/<TICKER>.csv.gz``)."""
+    from stockops.config import REPO_ROOT
 
-    return normalise_frame(GOOG.rename_axis("Date"))
+    folder = folder or REPO_ROOT / "include" / "data" / "prices"
+    path = folder / f"{ticker}.csv.gz"
+    if not path.is_file():
+        shipped = sorted(p.name.removesuffix(".csv.gz") for p in folder.glob("*.csv.gz"))
+        raise SourceError(f"the replay ships no series for {ticker!r} (it has {', '.join(shipped)}): set "
+                          f"STOCKOPS_CSV_PATH to a folder with {ticker}.csv, or STOCKOPS_SOURCE=yfinance")
+    return read_series(path)
 
 
 class ReplaySource:
-    """Serve a real series as if it arrived one trading day per business day.
+    """Serve real series as if they arrived one NYSE session per run.
 
-    On ``start`` the first ``initial_days`` rows are known; every business day after it
-    reveals one more row, so the logical date maps to a market day of the series (the
-    replay clock). Days before ``start`` reveal fewer rows, which makes backfills behave.
-    Once the series is exhausted, every later day serves the whole series (nothing new).
+    On ``start`` the first ``initial_days`` rows are known; every NYSE session after it reveals
+    one more row, so the logical date maps to a market day of the series (the replay clock), and
+    a day the market is closed reveals nothing new. Days before ``start`` reveal fewer rows, which
+    makes backfills behave. Once a series is exhausted, every later day serves it whole.
     """
 
     name = "replay"
 
-    def __init__(self, start: date | str, initial_days: int, series: Callable[[], pd.DataFrame] = bundled_goog,
-                 label: str = "the real GOOG series shipped by the backtesting package"):
+    def __init__(self, start: date | str, initial_days: int,
+                 series: Callable[[str], pd.DataFrame] = shipped_series,
+                 label: str = "the real daily series shipped in include/data/prices"):
         self.start = to_date(start)
         self.initial_days = initial_days
         self._series = series
         self.label = label
 
     def rows_known(self, logical_date: date, total: int) -> int:
-        """How many rows of the series have 'arrived' by ``logical_date``."""
-        # business days in (start, logical_date], or minus those in (logical_date, start]
-        # before ``start``: on ``start`` itself exactly ``initial_days`` rows are known
-        day, one = to_date(logical_date), timedelta(days=1)
-        if day >= self.start:
-            arrived = int(np.busday_count(self.start + one, day + one))
-        else:
-            arrived = -int(np.busday_count(day + one, self.start + one))
+        """How many rows of a series have 'arrived' by ``logical_date``."""
+        # NYSE sessions in (start, logical_date], or minus those in (logical_date, start] before
+        # ``start``: on ``start`` itself exactly ``initial_days`` rows are known
+        arrived = int(sessions_between([self.start], [to_date(logical_date)])[0])
         return max(0, min(total, self.initial_days + arrived))
 
     def fetch(self, ticker: str, logical_date: date) -> FetchResult:
         logical_date = to_date(logical_date)
-        series = self._series()
+        series = self._series(ticker)
         n = self.rows_known(logical_date, len(series))
         frame = series.iloc[:n].reset_index(drop=True)
         if n == 0:
@@ -198,8 +232,8 @@ class ReplaySource:
         else:
             market_day = to_date(frame["Date"].iloc[-1])
         exhausted = " (replay exhausted: the series has no newer day)" if n == len(series) else ""
-        note = (f"REPLAY, not live data: {self.label}, served as if it arrived one trading day per run; "
-                f"logical date {logical_date} -> market day {market_day} (row {n} of {len(series)}){exhausted}")
+        note = (f"REPLAY, not live data: {ticker} from {self.label}, served as if it arrived one NYSE session "
+                f"per run; logical date {logical_date} -> market day {market_day} (row {n} of {len(series)}){exhausted}")
         log.warning(note)
         return FetchResult(frame, self.name, ticker, logical_date, market_day, note=note)
 
@@ -217,11 +251,47 @@ class YFinanceSource:
         self.backoff_s = backoff_s
         self._sleep = sleep
 
-    def _download(self, ticker: str, end: date) -> pd.DataFrame | None:
+    def _download(self, tickers: str | list[str], end: date) -> pd.DataFrame | None:
         import yfinance as yf  # heavy; only where it is used
 
-        return yf.download(ticker, start=self.start, end=end.isoformat(), interval="1d", auto_adjust=True,
+        return yf.download(tickers, start=self.start, end=end.isoformat(), interval="1d", auto_adjust=True,
                            progress=False, threads=False, timeout=self.timeout_s)
+
+    def fetch_many(self, tickers: Sequence[str], logical_date: date) -> dict[str, FetchResult]:
+        """The watchlist in one batched download (retried), split per ticker.
+
+        Returns what the batch delivered; a ticker it did not deliver (no column, or no row with
+        a value) is left out, for :meth:`fetch` to try on its own. Never raises for a bad batch:
+        the per-ticker fetch is the fallback.
+        """
+        logical_date = to_date(logical_date)
+        end = logical_date + timedelta(days=1)
+        raw = None
+        for attempt in range(1, self.attempts + 1):
+            try:
+                raw = self._download(list(tickers), end)
+            except Exception as exc:  # yfinance raises many kinds; all mean "try again"
+                log.warning("yfinance batch of %d tickers, attempt %d: %s: %s", len(tickers), attempt,
+                            type(exc).__name__, exc)
+            else:
+                if raw is not None and not raw.empty:
+                    break
+                log.warning("yfinance batch of %d tickers, attempt %d: Yahoo answered no rows", len(tickers), attempt)
+            raw = None
+            if attempt < self.attempts:
+                self._sleep(self.backoff_s * 2 ** (attempt - 1))
+        if raw is None:
+            return {}
+        results: dict[str, FetchResult] = {}
+        for ticker in tickers:
+            frame = split_batch(raw, ticker)
+            if frame is not None:
+                results[ticker] = FetchResult(_until(frame, logical_date), self.name, ticker, logical_date,
+                                              logical_date, note=f"batched download of {len(tickers)} tickers")
+        missing = sorted(set(tickers) - set(results))
+        log.info("yfinance batch: %d of %d tickers delivered%s", len(results), len(tickers),
+                 f"; {', '.join(missing)} will be fetched one by one" if missing else "")
+        return results
 
     def fetch(self, ticker: str, logical_date: date) -> FetchResult:
         logical_date = to_date(logical_date)
@@ -248,6 +318,26 @@ class YFinanceSource:
         )
 
 
+def split_batch(raw: pd.DataFrame, ticker: str) -> pd.DataFrame | None:
+    """One ticker's frame out of a multi-ticker download, or None when the batch did not deliver it.
+
+    A batch aligns every ticker on the union of their dates; rows where this ticker has no value
+    at all are that alignment, not data, and are dropped. Anything else is left for validation.
+    """
+    if isinstance(raw.columns, pd.MultiIndex):
+        level = _ticker_level(raw.columns)
+        if level is None or ticker not in raw.columns.get_level_values(level):
+            return None
+        frame = raw.xs(ticker, axis=1, level=level)
+    else:
+        frame = raw  # a one-ticker batch comes back flat
+    values = [c for c in frame.columns if str(c) in COLUMNS[1:]]
+    frame = frame.dropna(how="all", subset=values) if values else frame.iloc[:0]
+    if frame.empty:
+        return None
+    return normalise_frame(frame, ticker)
+
+
 def get_source(settings: Settings) -> PriceSource:
     """The source the settings ask for."""
     if settings.source == "yfinance":
@@ -256,10 +346,8 @@ def get_source(settings: Settings) -> PriceSource:
     if settings.source == "csv":
         return CsvSource(settings.csv_path)  # type: ignore[arg-type]
     if settings.csv_path is not None:
-        path = settings.csv_path
+        location = settings.csv_path
         return ReplaySource(settings.replay_start, settings.replay_initial_days,
-                            series=lambda: read_price_csv(path), label=f"the series in {path}")
-    if settings.ticker != "GOOG":
-        raise SourceError(f"the replay source ships only GOOG, not {settings.ticker}: set STOCKOPS_CSV_PATH to "
-                          "replay a CSV of that ticker, or use STOCKOPS_SOURCE=yfinance")
-    return ReplaySource(settings.replay_start, settings.replay_initial_days)
+                            series=lambda ticker: read_series(csv_for(location, ticker)), label=f"{location}")
+    return ReplaySource(settings.replay_start, settings.replay_initial_days,
+                        series=lambda ticker: shipped_series(ticker, settings.shipped_prices_dir))
