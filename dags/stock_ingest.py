@@ -3,7 +3,7 @@
 
 Every weekday after the US close. `watchlist` checks the NYSE calendar (a day the market is closed
 is a green no-op that says so) and, with yfinance, downloads the whole watchlist in one batched
-call. Then **one mapped task group per ticker** (`STOCKOPS_TICKERS`; the grid labels each by its
+call (the *Trigger* form's `tickers` narrows a run to some symbols). Then **one mapped task group per ticker** (`STOCKOPS_TICKERS`; the grid labels each by its
 symbol):
 
 * **fetch** the ticker's daily OHLCV up to the logical date (`replay` offline, `yfinance` live,
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, AssetAlias, dag, task, task_group
+from airflow.sdk import Asset, AssetAlias, Param, dag, task, task_group
 
 from stockops.config import PRICES_ALIAS, get_settings, prices_asset_name, prices_asset_uri
 from stockops.ingest import PUBLISHED, fetch_prices, plan_watchlist, publish_validated, validate_raw
@@ -58,6 +58,9 @@ def publish(validated: dict, *, outlet_events=None) -> dict:
     max_active_runs=4,
     doc_md=__doc__,
     tags=["stockops", "data", "watchlist"],
+    params={"tickers": Param("", type="string", pattern=r"^[A-Za-z0-9.^=, -]*$",
+                             description="Only these symbols of the watchlist, comma-separated (a re-ingest of one "
+                                         "ticker, say). Empty: the whole watchlist.")},
     default_args={
         "owner": "stockops",
         "retries": 3,
@@ -67,7 +70,7 @@ def publish(validated: dict, *, outlet_events=None) -> dict:
     },
 )
 def stock_ingest():
-    requests = task(plan_watchlist, task_id="watchlist")(logical_date=DAY)
+    requests = task(plan_watchlist, task_id="watchlist")(logical_date=DAY, tickers="{{ params.tickers }}")
 
     @task_group(group_id="ticker")
     def one_ticker(request: dict):

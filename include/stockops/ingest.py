@@ -93,33 +93,46 @@ def format_watchlist(rows: list[dict]) -> str:
 
 
 # ---- the steps -----------------------------------------------------------------------------
-def plan_watchlist(logical_date: str) -> list[dict]:
+def plan_watchlist(logical_date: str, tickers: str | list[str] = "") -> list[dict]:
     """What to ingest for ``logical_date``: one request per watchlist ticker, or none when NYSE is closed.
 
-    With yfinance, the watchlist is downloaded here in one batched call (retried) and landed in
-    each ticker's ``raw/``; a ticker the batch did not deliver is fetched on its own later.
+    ``tickers`` (a list, or comma-separated) narrows the run to some symbols of the watchlist (a
+    re-ingest of one ticker, say); empty means all. With yfinance, the tickers are downloaded here
+    in one batched call (retried) and landed in each ticker's ``raw/``; a ticker the batch did not
+    deliver is fetched on its own later.
     """
     from stockops.data.calendar import closed_reason
     from stockops.data.sources import YFinanceSource, get_source, to_date
 
     settings = get_settings()
     day = _day(logical_date)
+    chosen = _chosen_tickers(settings, tickers)
     closed = closed_reason(to_date(day))
     if closed:
         log.info("NYSE is closed on %s (%s): nothing to ingest for the %d tickers of the watchlist; nothing is "
-                 "fetched or published, and the run is a green no-op", day, closed, len(settings.tickers))
+                 "fetched or published, and the run is a green no-op", day, closed, len(chosen))
         return []
-    requests = [{"ticker": ticker, "logical_date": day, "landed": None} for ticker in settings.tickers]
+    requests = [{"ticker": ticker, "logical_date": day, "landed": None} for ticker in chosen]
     source = get_source(settings)
-    if isinstance(source, YFinanceSource) and len(settings.tickers) > 1:
-        delivered = source.fetch_many(settings.tickers, to_date(day))
+    if isinstance(source, YFinanceSource) and len(chosen) > 1:
+        delivered = source.fetch_many(chosen, to_date(day))
         for request in requests:
             result = delivered.get(request["ticker"])
             if result is not None:
                 request["landed"] = _land(settings, result)
-    log.info("ingesting %d tickers for %s from %s: %s", len(requests), day, settings.source,
-             ", ".join(settings.tickers))
+    log.info("ingesting %d tickers for %s from %s: %s", len(requests), day, settings.source, ", ".join(chosen))
     return requests
+
+
+def _chosen_tickers(settings: Settings, tickers: str | list[str]) -> list[str]:
+    if isinstance(tickers, str):
+        tickers = [t for t in tickers.replace(" ", ",").split(",") if t]
+    chosen = [t.strip().upper() for t in tickers] or list(settings.tickers)
+    unknown = [t for t in chosen if t not in settings.tickers]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} not in the watchlist (STOCKOPS_TICKERS: {' '.join(settings.tickers)}); "
+                         "nothing was ingested")
+    return chosen
 
 
 def _land(settings: Settings, result) -> dict:
@@ -305,13 +318,13 @@ def ingest_day(logical_date: str, ticker: str | None = None) -> dict:
     return publish_validated(validated)
 
 
-def ingest_watchlist(logical_date: str) -> list[dict]:
+def ingest_watchlist(logical_date: str, tickers: str | list[str] = "") -> list[dict]:
     """The whole watchlist for one day in-process: one outcome per ticker, bad data of one never stops another."""
     from stockops.validation import HELD as HELD_STATUS
     from stockops.validation import DataValidationError
 
     outcomes = []
-    for request in plan_watchlist(logical_date):
+    for request in plan_watchlist(logical_date, tickers):
         try:
             validated = validate_raw(fetch_prices(request))
             outcome = validated if validated["status"] == HELD_STATUS else publish_validated(validated)

@@ -25,7 +25,9 @@ class HeldDayReview(HITLOperator):
 
     template_fields = (*HITLOperator.template_fields, "validated")
 
-    def __init__(self, *, validated: Any, response_timeout: timedelta, **kwargs: Any) -> None:
+    def __init__(self, *, validated: Any, response_timeout: timedelta, params: dict | None = None,
+                 **kwargs: Any) -> None:
+        # ``params`` brings the DAG's own Params (the Trigger form's): the question's form asks only for a reason.
         super().__init__(
             subject="an extreme move waits for a decision",  # replaced by the ticker's own question at run time
             options=[APPROVE, REJECT],

@@ -18,10 +18,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from stockops.config import Settings, airflow_environment, get_settings
+from stockops.data.calendar import sessions
 from stockops.processes import stop_pid_tree, venv_bin
 
 DAG_IDS = ("stock_ingest", "stock_train", "stock_monitor", "stock_rollback")
@@ -44,6 +45,9 @@ class LocalPlatform:
         env["AIRFLOW__API__PORT"] = str(self.port)
         env["AIRFLOW__API__BASE_URL"] = self.url
         env["STOCKOPS_MLFLOW_URL"] = self.mlflow_url  # the plugin's link in the Airflow UI
+        # At most 8 task processes at once: a watchlist maps 4 tasks per ticker, and more processes
+        # than that on a small machine only queue on the CPU and on SQLite's single writer.
+        env.setdefault("AIRFLOW__CORE__PARALLELISM", "8")
         # `airflow standalone` starts its components as `airflow ...` by name: use this venv's.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
@@ -125,7 +129,8 @@ class LocalPlatform:
             f"{self.url}/api/v2/{path.lstrip('/')}", method="POST" if payload is not None else "GET",
             data=json.dumps(payload).encode() if payload is not None else None,
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=15) as resp:
+        # generous: on two cores a busy ingest can keep SQLite's writer (and the API) for a while
+        with urllib.request.urlopen(request, timeout=60) as resp:
             return json.load(resp)
 
     def trigger(self, dag_id: str, token: str, conf: dict | None = None, logical_date: str | None = None) -> str:
@@ -144,10 +149,35 @@ class LocalPlatform:
         raise TimeoutError(f"{dag_id} run {run_id} still {state} after {timeout:.0f} s")
 
     def trigger_first_ingest(self) -> str:
-        """Ingest the newest NYSE session (a first run on a weekend or holiday would be a no-op); returns its day."""
-        day = latest_session()
-        self.airflow("dags", "trigger", "stock_ingest", "--logical-date", f"{day}T22:00:00+00:00")
+        """Ingest the newest NYSE session, unless a run of a recent session exists; returns the day ingested.
+
+        On unpause the scheduler starts the DAG's latest interval by itself (the previous
+        session): that run is the first ingest, and a second one would only double the start-up
+        load. Otherwise the newest session is triggered (a weekend or holiday would be a no-op),
+        at its close (22:00 UTC) or now when that is still ahead: the scheduler does not run a
+        logical date in the future.
+        """
+        recent = sessions(date.today() - timedelta(days=14), date.today())
+        newest = self._newest_ingest_day()
+        if newest is not None and newest >= str(recent[-2]):
+            return newest
+        day = str(recent[-1])
+        when = min(datetime.fromisoformat(f"{day}T22:00:00+00:00"), datetime.now(UTC)).isoformat(timespec="seconds")
+        done = self.airflow("dags", "trigger", "stock_ingest", "--logical-date", when, check=False)
+        if done.returncode != 0 and self._newest_ingest_day() != day:
+            raise RuntimeError(f"could not trigger stock_ingest for {day}: {(done.stderr or done.stdout)[-2000:]}")
         return day
+
+    def _newest_ingest_day(self) -> str | None:
+        """The logical day of the newest stock_ingest run, if there is one."""
+        listed = self.airflow("dags", "list-runs", "stock_ingest", "--output", "json", check=False)
+        lines = [line for line in listed.stdout.splitlines() if line.startswith(("[{", "[]"))]
+        try:
+            runs = json.loads(lines[-1]) if listed.returncode == 0 and lines else []
+        except ValueError:
+            runs = []
+        days = [str(r["logical_date"])[:10] for r in runs if r.get("logical_date")]
+        return max(days) if days else None
 
     def wait_for_watchlist(self, day: str, timeout: float = 900) -> list[dict]:
         """Each ticker's outcome for ``day`` (published, quarantined, held), once every ticker has one."""
@@ -217,14 +247,6 @@ class LocalPlatform:
             serve_champion(self.settings, reason="make run: serve the current champion")
         except Exception as exc:  # the platform still starts; the DAG's next deploy retries
             print(f"could not serve the champion: {exc}", flush=True)
-
-
-def latest_session(today: date | None = None) -> str:
-    """The newest NYSE session up to ``today`` (ISO)."""
-    from stockops.data.calendar import sessions
-
-    today = today or date.today()
-    return str(sessions(today - timedelta(days=14), today)[-1])
 
 
 def _interrupt(signum: int, frame: object) -> None:

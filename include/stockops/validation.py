@@ -324,8 +324,10 @@ def judged_rows(frame: pd.DataFrame, published: pd.DataFrame | None) -> tuple[np
                                                 "judged", {"reason": "columns or types differ from the snapshot"})
     last = published["Date"].iloc[-1]
     history = frame[frame["Date"] <= last].reset_index(drop=True)
+    # A backfill of an older day serves a prefix of the snapshot: compare with the same days only.
+    known = published[published["Date"] <= frame["Date"].max()].reset_index(drop=True) if n else published
     try:
-        unchanged = _same_values(history.reindex(columns=list(published.columns)), published)
+        unchanged = _same_values(history.reindex(columns=list(published.columns)), known)
     except (TypeError, ValueError):
         unchanged = False
     if not unchanged:
@@ -344,8 +346,9 @@ def judged_rows(frame: pd.DataFrame, published: pd.DataFrame | None) -> tuple[np
 
 def describe_restatement(frame: pd.DataFrame, published: pd.DataFrame) -> dict:
     """What changed in history: rows added, removed and revised, and how much the closes moved."""
-    old = published.set_index("Date")
-    new = frame[frame["Date"] <= published["Date"].iloc[-1]].drop_duplicates("Date").set_index("Date")
+    span_end = min(frame["Date"].max(), published["Date"].iloc[-1])
+    old = published[published["Date"] <= span_end].set_index("Date")
+    new = frame[frame["Date"] <= span_end].drop_duplicates("Date").set_index("Date")
     common = old.index.intersection(new.index)
     columns = [c for c in COLUMNS[1:] if c in old.columns and c in new.columns]
     a = old.loc[common, columns].astype("float64")

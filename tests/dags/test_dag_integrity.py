@@ -57,7 +57,9 @@ def test_ingest_maps_one_task_group_per_ticker_and_emits_each_tickers_asset(dagb
     assert validate.retries == 0, "bad data does not get better by retrying"
     review = dag.get_task("ticker.review")
     assert isinstance(review, HITLOperator) and review.options == ["Approve", "Reject"]
-    assert review.retries == 0 and review.response_timeout is not None and "reason" in review.params
+    assert review.retries == 0 and review.response_timeout is not None
+    assert set(review.serialized_params) == {"reason"}, "the question's form asks for a reason, nothing else"
+    assert set(dag.params) == {"tickers"} and dag.params["tickers"] == ""
     publish = dag.get_task("ticker.publish")
     assert publish.trigger_rule == "none_failed", "publish runs when the review was skipped, not when it failed"
     assert publish.upstream_task_ids == {"ticker.validate", "ticker.review"}

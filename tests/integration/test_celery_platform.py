@@ -52,6 +52,8 @@ def test_ingest_to_served_model_through_scheduler_and_celery_worker(services, se
 
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
     monkeypatch.setenv("STOCKOPS_TRAIN_PROFILE", "small")
+    # two tickers prove the mapped ingest through Celery; each validate task there imports Great Expectations
+    monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG,MSFT")
     platform = CeleryPlatform(get_settings(), port=free_port(), mlflow_port=free_port())
     try:
         platform.wait_healthy(platform.start(), timeout=300)

@@ -100,7 +100,7 @@ def test_calm_data_is_green_drift_starts_one_training_run_with_reason_and_report
         (run_id,) = created
         conf = training_runs()[run_id]
         decision = audit.read(small.monitor_log)[-1]
-        assert decision["triggered"] is True and decision["current_window"][1] == "2008-11-20"
+        assert decision["triggered"] is True and decision["current_window"][1] == "2008-11-17"
         assert conf["reason"] == f"monitor: {decision['reason']}" and "data drift" in conf["reason"]
         assert conf["report"] == decision["report"] and Path(conf["report"]).exists()
         saved = Path(decision["decision_path"])

@@ -1,0 +1,152 @@
+"""The watchlist's plumbing without Airflow: the NYSE calendar, the plan of a day, the yfinance batch
+landing, which rows validation judges, decisions, the audit log's torn line, pruning GX results."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+import yfinance
+
+from stockops import audit, ingest
+from stockops.config import get_settings
+from stockops.data import calendar, decisions
+from stockops.data.sources import shipped_series
+from stockops.validation import judged_rows, prune_results
+from tests.unit.test_sources_and_store import FakeDownload, _download_shape
+
+# ---- the calendar --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("day", "reason"), [
+    (date(2026, 11, 26), "an NYSE holiday (Thanksgiving)"),
+    (date(2026, 11, 28), "a Saturday"),
+    (date(2012, 10, 29), "an NYSE holiday (market closed)"),  # Hurricane Sandy
+    (date(2026, 11, 27), None),  # the half day after Thanksgiving trades
+])
+def test_closed_reason_names_the_holiday(day, reason):
+    assert calendar.closed_reason(day) == reason
+
+
+def test_sessions_are_counted_across_holidays():
+    """Friday 2009-01-16 to Tuesday 2009-01-20 is one session (Martin Luther King Jr. Day between)."""
+    after = np.array(["2009-01-16", "2009-01-20", "NaT"], dtype="datetime64[D]")
+    until = np.array(["2009-01-20", "2009-01-16", "2009-01-20"], dtype="datetime64[D]")
+    np.testing.assert_array_equal(calendar.sessions_between(after, until), [1, -1, np.nan])
+
+
+def test_every_shipped_day_is_a_session_and_no_session_is_missing(goog):
+    days = goog["Date"].to_numpy(dtype="datetime64[D]")
+    assert calendar.is_session(days).all()
+    expected = calendar.sessions(goog["Date"].iloc[0].date(), goog["Date"].iloc[-1].date())
+    np.testing.assert_array_equal(days, expected)
+
+
+# ---- the plan of a day ------------------------------------------------------------------------
+
+def test_plan_is_empty_on_a_closed_day_and_names_every_ticker_otherwise(settings):
+    assert ingest.plan_watchlist("2026-11-26") == []
+    requests = ingest.plan_watchlist("2026-11-27")
+    assert [r["ticker"] for r in requests] == list(settings.tickers)
+    assert {r["logical_date"] for r in requests} == {"2026-11-27"} and not any(r["landed"] for r in requests)
+    assert [r["ticker"] for r in ingest.plan_watchlist("2026-11-27", "ko, msft")] == ["KO", "MSFT"]
+    with pytest.raises(ValueError, match="AAPL not in the watchlist"):
+        ingest.plan_watchlist("2026-11-27", "AAPL")
+
+
+def test_yfinance_plan_lands_the_batch_and_a_missing_ticker_is_fetched_alone(settings, monkeypatch, goog):
+    """One batched download lands GOOG and KO; MSFT was not in it, so its fetch asks Yahoo for MSFT alone."""
+    monkeypatch.setenv("STOCKOPS_SOURCE", "yfinance")
+    monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG,KO,MSFT")
+    rows = goog.iloc[:30].reset_index(drop=True)
+    ko = shipped_series("KO").iloc[:30].reset_index(drop=True)
+    msft = shipped_series("MSFT").iloc[:30].reset_index(drop=True)
+    fake = FakeDownload(pd.concat([_download_shape(rows, "GOOG"), _download_shape(ko, "KO")], axis=1),
+                        _download_shape(msft, "MSFT"))
+    monkeypatch.setattr(yfinance, "download", fake)
+    day = rows["Date"].iloc[-1].date().isoformat()
+    requests = ingest.plan_watchlist(day)
+    assert len(fake.calls) == 1 and fake.calls[0][0][0] == ["GOOG", "KO", "MSFT"]
+    landed = {r["ticker"]: r["landed"] for r in requests}
+    assert landed["MSFT"] is None and landed["GOOG"]["rows"] == 30
+    fetched = {r["ticker"]: ingest.fetch_prices(r) for r in requests}
+    assert len(fake.calls) == 2 and fake.calls[1][0][0] == "MSFT", "only the missing ticker is fetched again"
+    current = get_settings()
+    for ticker, frame in (("GOOG", rows), ("KO", ko), ("MSFT", msft)):
+        raw = ingest.store_for(current, ticker).read_raw(fetched[ticker]["raw_path"])
+        pd.testing.assert_frame_equal(raw, frame)
+
+
+# ---- which rows are judged ------------------------------------------------------------------------
+
+def test_judged_rows_new_rows_backfill_and_restatement(goog):
+    published = goog.iloc[:500].reset_index(drop=True)
+    judged, scope = judged_rows(goog.iloc[:503].reset_index(drop=True), published)
+    assert (scope.mode, judged.sum(), judged[-3:].all()) == ("incremental", 3, True)
+    judged, scope = judged_rows(published, published)
+    assert (scope.mode, judged.sum(), judged[-1]) == ("unchanged", 1, True)
+    judged, scope = judged_rows(goog.iloc[:450].reset_index(drop=True), published)
+    assert scope.mode == "unchanged", "a backfill of an older day serves a prefix: not a restatement"
+    revised = goog.iloc[:501].reset_index(drop=True)
+    revised.loc[10, "Close"] *= 1.01
+    judged, scope = judged_rows(revised, published)
+    assert (scope.mode, judged.all()) == ("restated", True)
+    assert (scope.restatement["rows_revised"], scope.restatement["first_revised"]) == (1, "2004-09-02")
+    judged, scope = judged_rows(goog.iloc[:10], None)
+    assert (scope.mode, judged.all()) == ("first", True)
+
+
+# ---- decisions and the audit log -------------------------------------------------------------------
+
+def test_the_newest_decision_for_a_day_wins_and_everything_is_audited(settings):
+    decisions.record_decision(settings, "BAC", ["2009-04-09"], decisions.REJECTED, by="a", reason="odd")
+    decisions.record_decision(settings, "BAC", ["2009-04-09", "2009-04-13"], decisions.APPROVED, by="b", reason="real")
+    assert decisions.decided_days(settings, "BAC") == {"2009-04-09": "approved", "2009-04-13": "approved"}
+    assert decisions.decided_days(settings, "JPM") == {}
+    entries = [e for e in audit.read(settings.audit_log) if e["event"] == decisions.EVENT]
+    assert [(e["ticker"], e["day"], e["decision"], e["by"]) for e in entries] == [
+        ("BAC", "2009-04-09", "rejected", "a"), ("BAC", "2009-04-09", "approved", "b"),
+        ("BAC", "2009-04-13", "approved", "b")]
+    with pytest.raises(ValueError, match="approved"):
+        decisions.record_decision(settings, "BAC", ["2009-04-09"], "maybe", by="c", reason="?")
+
+
+def test_an_entry_after_a_torn_line_is_not_lost(tmp_path):
+    """A writer killed mid-line leaves no newline; the next entry still reads back (the torn one is skipped)."""
+    path = tmp_path / "audit.jsonl"
+    audit.record(path, "first")
+    with open(path, "a") as log:
+        log.write('{"at": "2026-11-23", "event": "torn')
+    audit.record(path, "after the crash")
+    assert [e["event"] for e in audit.read(path)] == ["first", "after the crash"]
+
+
+def test_status_of_an_older_day_never_overwrites_a_newer_one(settings):
+    ingest.write_status(settings, "KO", "2026-11-20", "published", "x")
+    ingest.write_status(settings, "KO", "2026-11-19", "quarantined", "late backfill")
+    ingest.write_status(settings, "PG", "2026-11-20", "held", "BAC-like move")
+    rows = {r["ticker"]: r for r in ingest.watchlist_status(settings)}
+    assert (rows["KO"]["status"], rows["PG"]["status"], rows["MSFT"]["status"]) == ("published", "held",
+                                                                                    "never ingested")
+    text = ingest.format_watchlist(list(rows.values()))
+    assert text.startswith("watchlist: 18 tickers") and "PG     held" in text
+
+
+# ---- GX results do not pile up ------------------------------------------------------------------------
+
+def test_prune_keeps_the_newest_results_and_their_pages(settings):
+    root = settings.gx_work_dir / "gx" / "uncommitted"
+    for i in range(5):
+        result = root / "validations" / "stock_prices" / f"GOOG-{i}" / f"2026112{i}T000000Z" / "batch.json"
+        page = settings.data_docs_dir / "validations" / "stock_prices" / f"GOOG-{i}" / f"2026112{i}T000000Z" / "batch.html"
+        for path in (result, page):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"i": i}))
+    assert prune_results(settings, keep=2) == 3
+    left = sorted(p.parent.name for p in (root / "validations").rglob("*.json"))
+    assert left == ["20261123T000000Z", "20261124T000000Z"]
+    assert sorted(p.parent.name for p in settings.data_docs_dir.rglob("*.html")) == left
+    assert not (root / "validations" / "stock_prices" / "GOOG-0").exists()
