@@ -270,7 +270,7 @@ def deploy(settings: Settings, bento_tag: str, version: str, *, reason: str = ""
     ``kind`` (promotion, rollback, serve) and ``snapshot_hash`` go into the deploy record
     for the DORA report.
     """
-    import fcntl
+    from stockops.data.store import file_lock
 
     base = {"kind": kind, "snapshot_hash": snapshot_hash, "reason": reason, "dag_run_id": dag_run_id}
     if request_id:
@@ -278,9 +278,7 @@ def deploy(settings: Settings, bento_tag: str, version: str, *, reason: str = ""
     if settings.serving_mode == "agent":
         return _deploy_through_agent(settings, {**base, "bento_tag": bento_tag, "version": str(version),
                                                 "window": window})
-    settings.serving_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.serving_dir / ".deploy.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(settings.serving_dir / ".deploy.lock"):
         return _deploy(settings, bento_tag, str(version), window=window, base=base)
 
 

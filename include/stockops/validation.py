@@ -27,11 +27,8 @@ restated or re-adjusted history, every row is judged again and the restatement i
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -44,6 +41,7 @@ import pandas as pd
 from stockops.config import Settings
 from stockops.data.calendar import is_session, sessions_between
 from stockops.data.sources import COLUMNS, PRICE_COLUMNS
+from stockops.data.store import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -374,18 +372,6 @@ def describe_restatement(frame: pd.DataFrame, published: pd.DataFrame) -> dict:
 
 
 # ---- running the suite ------------------------------------------------------------------------
-@contextmanager
-def _gx_lock(settings: Settings) -> Iterator[None]:
-    """One GX run at a time per home: the runtime project, its results and Data Docs are shared files."""
-    settings.gx_work_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.gx_work_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 @lru_cache(maxsize=4)
 def _gx_context(source: Path, work: Path):
     """A file context on the runtime copy of the committed project (results + Data Docs there); once per process."""
@@ -434,7 +420,8 @@ def validate_prices(frame: pd.DataFrame, reference_date: date, settings: Setting
     derived = with_derived_columns(frame, reference_date, settings, decisions)
     judged, scope = judged_rows(frame, published)
     view = derived[judged].reset_index(drop=True)
-    with _gx_lock(settings):
+    # One GX run at a time per home: the runtime project, its results and Data Docs are shared files.
+    with file_lock(settings.gx_work_dir / ".lock"):
         context = _gx_context(settings.gx_project_dir, settings.gx_work_dir)
         checkpoint = context.checkpoints.get(CHECKPOINT_NAME)
         result = checkpoint.run(batch_parameters={"dataframe": view}, expectation_parameters=parameters,
