@@ -1,10 +1,11 @@
 """
 ### stock_ingest — the watchlist's daily prices into immutable, validated snapshots, one ticker at a time
 
-Every weekday after the US close. `watchlist` checks the NYSE calendar (a day the market is closed
-is a green no-op that says so) and, with yfinance, downloads the whole watchlist in one batched
-call (the *Trigger* form's `tickers` narrows a run to some symbols). Then **one mapped task group per ticker** (`STOCKOPS_TICKERS`; the grid labels each by its
-symbol):
+Every weekday after the US close (`STOCKOPS_INGEST_SCHEDULE`, default `0 22 * * 1-5` UTC).
+`watchlist` checks the NYSE calendar (a day the market is closed is a green no-op that says so)
+and, with yfinance, downloads the whole watchlist in one batched call (the *Trigger* form's
+`tickers` narrows a run to some symbols). Then **one mapped task group per ticker**
+(`STOCKOPS_TICKERS`; the grid labels each by its symbol):
 
 * **fetch** the ticker's daily OHLCV up to the logical date (`replay` offline, `yfinance` live,
   or `csv`) into `raw/` — retried with exponential backoff;
@@ -51,7 +52,8 @@ def publish(validated: dict, *, outlet_events=None) -> dict:
 
 @dag(
     dag_id="stock_ingest",
-    schedule="0 22 * * 1-5",  # weekdays, after the US close (22:00 UTC); NYSE holidays are no-ops
+    # weekdays after the US close (22:00 UTC) unless STOCKOPS_INGEST_SCHEDULE says otherwise; NYSE holidays are no-ops
+    schedule=settings.ingest_cron,
     start_date=datetime(2000, 1, 1),  # early, so backfills of historical days get tasks; catchup is off
     catchup=False,
     # a run waiting for a person's decision must not hold up the next days' runs

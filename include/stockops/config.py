@@ -58,6 +58,8 @@ class Settings:
     # and one more arrives with every business day after it.
     replay_start: str = "2026-01-01"
     replay_initial_days: int = 1000
+    # when stock_ingest runs: a cron expression (UTC), or "manual" for triggered runs only
+    ingest_schedule: str = "0 22 * * 1-5"
     # yfinance
     fetch_timeout_s: float = 20.0
     fetch_attempts: int = 3
@@ -139,6 +141,11 @@ class Settings:
                              "trading days for a drift test to mean anything")
         if self.gx_project_dir is None:
             object.__setattr__(self, "gx_project_dir", REPO_ROOT / "great_expectations")
+
+    @property
+    def ingest_cron(self) -> str | None:
+        """The ingest DAG's schedule: None when runs are triggered only (``STOCKOPS_INGEST_SCHEDULE=manual``)."""
+        return None if self.ingest_schedule.lower() in ("manual", "none") else self.ingest_schedule
 
     # ---- the data lake ---------------------------------------------------------------
     def ticker_data_dir(self, ticker: str) -> Path:
@@ -293,6 +300,7 @@ def get_settings() -> Settings:
         ticker=_env("STOCKOPS_TICKER", "GOOG" if "GOOG" in tickers else tickers[0]).upper(),
         source=_env("STOCKOPS_SOURCE", "replay").lower(),
         csv_path=Path(csv_raw).expanduser().resolve() if csv_raw else None,
+        ingest_schedule=_env("STOCKOPS_INGEST_SCHEDULE", "0 22 * * 1-5"),
         replay_start=_env("STOCKOPS_REPLAY_START", "2026-01-01"),
         replay_initial_days=_env_int("STOCKOPS_REPLAY_INITIAL_DAYS", 1000),
         fetch_timeout_s=_env_float("STOCKOPS_FETCH_TIMEOUT_S", 20.0),
@@ -351,7 +359,7 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         # LocalExecutor workers start from a forkserver that imported Great Expectations (~9 s) and
         # the calendar once; every task forks from them, so 18 validate tasks do not import GX 18 times.
-        "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+        "AIRFLOW__SCHEDULER__MP_START_METHOD": os.environ.get("AIRFLOW__SCHEDULER__MP_START_METHOD", "forkserver"),
         "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": FORKSERVER_PRELOAD,
         "GX_ANALYTICS_ENABLED": "False",
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT / "include"), os.environ.get("PYTHONPATH", "")) if p),
