@@ -55,7 +55,7 @@ class Settings:
     source: str = "replay"
     csv_path: Path | None = None
     # replay: on ``replay_start`` the first ``replay_initial_days`` trading days are known,
-    # and one more arrives with every business day after it.
+    # and one more arrives with every NYSE session after it.
     replay_start: str = "2026-01-01"
     replay_initial_days: int = 1000
     # when stock_ingest runs: a cron expression (UTC), or "manual" for triggered runs only
@@ -160,7 +160,7 @@ class Settings:
     @property
     def shipped_prices_dir(self) -> Path:
         """The real daily series shipped with the project (``<TICKER>.csv.gz``), served by the replay."""
-        return REPO_ROOT / "include" / "data" / "prices"
+        return SHIPPED_PRICES
 
     @property
     def gx_work_dir(self) -> Path:
@@ -279,6 +279,7 @@ PRICES_ALIAS = "stockops_prices"  # the AssetAlias the mapped publish task emits
 
 # The repository root: include/stockops/config.py -> parents[2].
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_PRICES = REPO_ROOT / "include" / "data" / "prices"
 
 
 def _env_tickers(name: str, default: tuple[str, ...]) -> tuple[str, ...]:

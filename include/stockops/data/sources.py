@@ -25,7 +25,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from stockops.config import Settings
+from stockops.config import SHIPPED_PRICES, Settings
 from stockops.data.calendar import sessions_between
 
 log = logging.getLogger(__name__)
@@ -183,11 +183,8 @@ class CsvSource:
         return FetchResult(frame, self.name, ticker, logical_date, logical_date, note=str(path))
 
 
-def shipped_series(ticker: str, folder: Path | None = None) -> pd.DataFrame:
+def shipped_series(ticker: str, folder: Path = SHIPPED_PRICES) -> pd.DataFrame:
     """A real daily series shipped with the project (``include/data/prices/<TICKER>.csv.gz``)."""
-    from stockops.config import REPO_ROOT
-
-    folder = folder or REPO_ROOT / "include" / "data" / "prices"
     path = folder / f"{ticker}.csv.gz"
     if not path.is_file():
         shipped = sorted(p.name.removesuffix(".csv.gz") for p in folder.glob("*.csv.gz"))
