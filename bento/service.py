@@ -211,8 +211,8 @@ class StockForecast:
         if self._log is not None and SMOKE_HEADER not in ctx.request.headers:
             self._log.write(json.dumps({
                 "at": answer["served_at"], "ticker": answer["ticker"], "as_of": answer["as_of"],
-                "forecast_for": answer["forecast_for"], "n_closes": len(closes), "last_close": answer["last_close"], "forecast": forecast,
-                "model_version": self.lineage["model_version"], "bento_tag": answer["bento_tag"]}) + "\n")
+                "forecast_for": answer["forecast_for"], "n_closes": len(closes), "last_close": answer["last_close"],
+                "forecast": forecast, "model_version": self.lineage["model_version"], "bento_tag": answer["bento_tag"]}) + "\n")
         return answer
 
 
