@@ -53,6 +53,7 @@ import aiohttp
 import numpy as np
 import psutil
 
+from stockops import registry
 from stockops.processes import free_port, http_json, pid_alive, stop_pid_tree, venv_bin, wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving_load.json"
@@ -289,7 +290,7 @@ def start_mlflow(settings, model_name: str, version: str, log_path: Path, shim_d
     if shim_dir is not None:
         extra["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim_dir), os.environ.get("PYTHONPATH", "")) if p)
     mlflow_bin = venv_bin("mlflow")
-    proc = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", f"models:/{model_name}/{version}",
+    proc = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", registry.model_uri(model_name, version),
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
                             env=_venv_env(extra), stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -314,12 +315,11 @@ def _log_reason(log_path: Path) -> str:
 
 def export_saved_model(model_name: str, version: str, folder: Path):
     """The registry version exported by Keras to a SavedModel and loaded back (what the runner does)."""
-    import mlflow
     import tensorflow as tf
 
     import stockops.model  # noqa: F401  (registers the custom Keras layers)
 
-    keras_model = mlflow.keras.load_model(f"models:/{model_name}/{version}")
+    keras_model = registry.load_model(registry.model_uri(model_name, version))
     keras_model.export(str(folder), format="tf_saved_model", verbose=False)
     loaded = tf.saved_model.load(str(folder))
     serve = loaded.signatures["serve"]

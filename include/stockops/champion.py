@@ -19,7 +19,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from stockops import audit
+from stockops import audit, registry
 from stockops.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -35,21 +35,17 @@ class RollbackRefused(ValueError):
 def record_change(settings: Settings, event: str, *, from_version: Any, to_version: Any, reason: str,
                   dag_run_id: str = "", **fields: Any) -> dict:
     """Append one champion change to the audit log and tag it on the MLflow model versions."""
-    from mlflow import MlflowClient
-
     entry = audit.record(settings.audit_log, event, ticker=settings.ticker, model=settings.model_name,
                          from_version=None if from_version is None else str(from_version),
                          to_version=str(to_version), reason=reason, dag_run_id=dag_run_id, **fields)
-    client = MlflowClient()
     kind = describe(entry)
     source = f"v{from_version}" if from_version is not None else "none"
-    client.set_model_version_tag(settings.model_name, str(to_version), "champion_change",
-                                 f"{entry['at']} {kind}: {source} -> v{to_version}; why: {reason}; "
-                                 f"dag run: {dag_run_id or 'none'}"[:5000])
-    client.set_model_version_tag(settings.model_name, str(to_version), "champion_since", entry["at"])
+    registry.tag_version(settings, to_version,
+                         champion_change=f"{entry['at']} {kind}: {source} -> v{to_version}; why: {reason}; "
+                                         f"dag run: {dag_run_id or 'none'}"[:5000],
+                         champion_since=entry["at"])
     if from_version is not None and str(from_version) != str(to_version):
-        client.set_model_version_tag(settings.model_name, str(from_version), "replaced_by",
-                                     f"v{to_version} ({kind}) at {entry['at']}")
+        registry.tag_version(settings, from_version, replaced_by=f"v{to_version} ({kind}) at {entry['at']}")
     return entry
 
 
@@ -90,18 +86,15 @@ def plan_rollback(version: Any = "", why: str = "", force: Any = False, requeste
 
     (``why``, not ``reason``: Airflow reserves ``reason`` as a task context key.)
     """
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from stockops.training import champion_version, mlflow_setup
-
     settings = get_settings()
-    mlflow_setup(settings)
+    registry.setup(settings)
     reason = (why or "").strip()
     if not reason:
         raise RollbackRefused("a rollback needs a reason (the `reason` param): it goes into the audit trail")
     forced = str(force).lower() in ("true", "1", "yes")
-    champion = champion_version(settings)
+    champion = registry.champion_version(settings)
     if champion is None:
         raise RollbackRefused(f"{settings.model_name} has no champion: there is nothing to roll back from")
     target = str(version).strip().removeprefix("v") if version not in (None, "") else ""
@@ -110,11 +103,10 @@ def plan_rollback(version: Any = "", why: str = "", force: Any = False, requeste
         if not target:
             raise RollbackRefused(f"v{champion.version} is the first champion of {settings.model_name}: there is no "
                                   "earlier one to roll back to; name a `version`")
-    client = MlflowClient()
     try:
-        chosen = client.get_model_version(settings.model_name, target)
+        chosen = registry.get_version(settings, target)
     except MlflowException:
-        known = sorted(int(v.version) for v in client.search_model_versions(f"name='{settings.model_name}'"))
+        known = sorted(int(v.version) for v in registry.list_versions(settings))
         raise RollbackRefused(f"{settings.model_name} has no version {target!r} (versions: "
                               f"{', '.join(map(str, known)) or 'none'})") from None
     if str(chosen.version) == str(champion.version):
@@ -153,13 +145,9 @@ def deploy_rollback(planned: dict, dag_run_id: str = "") -> dict:
 
 def complete_rollback(deployed: dict, dag_run_id: str = "") -> dict:
     """Move ``champion`` to the rolled-back version and record the change."""
-    from mlflow import MlflowClient
-
-    from stockops.training import mlflow_setup
-
     settings = get_settings()
-    mlflow_setup(settings)
-    MlflowClient().set_registered_model_alias(settings.model_name, "champion", deployed["version"])
+    registry.setup(settings)
+    registry.set_alias(settings, registry.CHAMPION, deployed["version"])
     entry = record_change(settings, "rollback", from_version=deployed["from_version"],
                           to_version=deployed["version"], reason=deployed["reason"], dag_run_id=dag_run_id,
                           forced=deployed["forced"], requested_at=deployed["requested_at"],

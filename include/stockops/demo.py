@@ -46,8 +46,9 @@ def run_demo(days: int = 5) -> list[dict]:
     print(f"GX Data Docs: {settings.data_docs_dir / 'index.html'}")
     store = store_for(settings)
 
+    from stockops.registry import champion_version
     from stockops.serving import current
-    from stockops.training import champion_version, format_scores, train_in_process
+    from stockops.training import format_scores, train_in_process
 
     was_serving = bool(current(settings))  # e.g. make run is up on the same home: leave its endpoint up
     print("\ntraining a candidate on the latest snapshot (this imports TensorFlow and MLflow) ...", flush=True)

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stockops import audit
+from stockops import audit, registry
 from stockops.config import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -125,13 +125,12 @@ def served_forecasts(prediction_log: Path, version: str, as_of_days: set[str]) -
 
 def replay_forecasts(model_uri: str, closes: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """The model's next-day forecasts made at each end index (NaN where its window does not fit)."""
-    import mlflow
     import numpy as np
 
     from stockops.features import raw_windows
     from stockops.model import model_window, predict_prices
 
-    model = mlflow.keras.load_model(model_uri)
+    model = registry.load_model(model_uri)
     window = model_window(model)
     out = np.full(len(ends), np.nan)
     fits = ends >= window - 1
@@ -230,12 +229,10 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
     ``dry_run`` (``make demo``) reports what would happen but never counts as a trigger.
     """
     from stockops.ingest import store_for
-    from stockops.training import champion_version, mlflow_setup
-
     settings = get_settings()
     started = datetime.now(UTC)
-    mlflow_setup(settings)
-    champion = champion_version(settings)
+    registry.setup(settings)
+    champion = registry.champion_version(settings)
     store = store_for(settings)
     snapshot = store.latest()
     base = {"checked_at": started.isoformat(timespec="seconds"), "ticker": settings.ticker,
@@ -259,7 +256,7 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
     else:
         log.warning("champion v%s has no recorded training window (%s): data drift is not checked; the next "
                     "promotion records one", champion.version, REFERENCE_ARTIFACT)
-    model_uri = f"models:/{settings.model_name}/{champion.version}"
+    model_uri = registry.model_uri(settings.model_name, champion.version)
     error = live_error(frame, days, champion.version, settings.prediction_log,
                        replay=lambda closes, ends: replay_forecasts(model_uri, closes, ends))
     error.update(_holdout_ratio(champion.run_id, error))
@@ -300,11 +297,9 @@ def _champion_reference(run_id: str) -> pd.DataFrame | None:
 
 def _holdout_ratio(run_id: str, error: dict) -> dict:
     """Live error over the champion's holdout error: in % of price where the run has it, else in price units."""
-    from mlflow import MlflowClient
-
     if not error.get("days"):
         return {"rmse_ratio": None}
-    metrics = MlflowClient().get_run(run_id).data.metrics
+    metrics = registry.get_run(run_id).data.metrics
     if metrics.get("rmspe"):
         return {"holdout_rmspe": metrics["rmspe"], "rmse_ratio": error["rmspe"] / metrics["rmspe"],
                 "ratio_basis": "rmse in % of price"}
@@ -326,9 +321,7 @@ def _record(settings: Settings, decision: dict, folder: Path | None, snapshot) -
             decision["report"] = str(folder / "drift_report.html")
             snapshot.save_html(decision["report"])
         Path(decision["decision_path"]).write_text(json.dumps(decision, indent=2, default=str))
-    from stockops.training import experiment_id
-
-    with mlflow.start_run(experiment_id=experiment_id(settings, settings.monitoring_experiment),
+    with mlflow.start_run(experiment_id=registry.experiment_id(settings, settings.monitoring_experiment),
                           run_name=f"monitor-{decision['checked_at'][:10]}") as run:
         mlflow.set_tags({"triggered": str(decision["triggered"]), "reason": decision["reason"][:5000],
                          "champion_version": decision.get("champion_version", "none"),

@@ -27,7 +27,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stockops import audit
+from stockops import audit, registry
 from stockops.config import REPO_ROOT, Settings, get_settings
 from stockops.processes import free_port, http_json, pid_alive, port_in_use, stop_pid_tree, venv_bin, wait_until
 
@@ -53,18 +53,13 @@ def _now() -> str:
 # ---- build -------------------------------------------------------------------------------------
 def build_bento(settings: Settings, model_name: str, version: str) -> dict:
     """Pack registry version ``version`` of ``model_name`` into a bento; reuse one already built."""
-    from mlflow import MlflowClient
-
-    from stockops.training import mlflow_setup
-
-    mlflow_setup(settings)
-    client = MlflowClient()
-    mv = client.get_model_version(model_name, version)
+    registry.setup(settings)
+    mv = registry.get_version(settings, version, model_name=model_name)
     existing = existing_bento(settings, mv.tags.get("bento_tag", ""))
     if existing is not None:  # e.g. a rollback: no TensorFlow import, no export, no build
         log.info("reusing bento %s for %s v%s", existing["bento_tag"], model_name, version)
         return {**existing, "model_name": model_name, "version": str(version)}
-    return _build_bento(settings, client, mv)
+    return _build_bento(settings, mv)
 
 
 def existing_bento(settings: Settings, bento_tag: str) -> dict | None:
@@ -88,14 +83,12 @@ def existing_bento(settings: Settings, bento_tag: str) -> dict | None:
             **{k: metadata[k] for k in ("mlflow_run_id", "snapshot_hash", "window")}}
 
 
-def _build_bento(settings: Settings, client, mv) -> dict:
-    import mlflow
-
+def _build_bento(settings: Settings, mv) -> dict:
     import stockops.model  # noqa: F401  (registers the custom Keras layers before loading)
     from stockops.model import model_window
 
     model_name, version = mv.name, mv.version
-    run = client.get_run(mv.run_id)
+    run = registry.get_run(mv.run_id)
     metadata = {
         "model_name": model_name, "registry_version": str(version), "mlflow_run_id": mv.run_id,
         "snapshot_hash": run.data.tags.get("snapshot_hash", mv.tags.get("snapshot_hash", "")),
@@ -107,7 +100,7 @@ def _build_bento(settings: Settings, client, mv) -> dict:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     started = time.perf_counter()
-    model = mlflow.keras.load_model(f"models:/{model_name}/{version}")
+    model = registry.load_model(registry.model_uri(model_name, version))
     metadata["window"] = model_window(model)
     model.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
     (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
@@ -118,7 +111,7 @@ def _build_bento(settings: Settings, client, mv) -> dict:
         raise RuntimeError(f"bento build for {model_name} v{version} failed:\n{result.stderr[-4000:]}")
     built = json.loads(result.stdout.strip().splitlines()[-1])
     shutil.rmtree(staging, ignore_errors=True)
-    client.set_model_version_tag(model_name, version, "bento_tag", built["bento_tag"])
+    registry.tag_version(settings, version, model_name=model_name, bento_tag=built["bento_tag"])
     log.info("bento %s (model %s) for %s v%s in %.1f s", built["bento_tag"], built["bento_model"], model_name,
              version, time.perf_counter() - started)
     return {**built, "model_name": model_name, "version": str(version), **{k: metadata[k] for k in
@@ -423,10 +416,8 @@ def stop_serving(settings: Settings) -> None:
 
 def serve_champion(settings: Settings, reason: str = "serve the current champion") -> dict | None:
     """Make the stable address serve ``@champion`` (build its bento if needed); None without a champion."""
-    from stockops.training import champion_version, mlflow_setup
-
-    mlflow_setup(settings)
-    champion = champion_version(settings)
+    registry.setup(settings)
+    champion = registry.champion_version(settings)
     if champion is None:
         return None
     state = current(settings)
@@ -448,24 +439,20 @@ def build_candidate_bento(registered: dict) -> dict:
 
 def deploy_candidate(built: dict, trigger_reason: str = "", dag_run_id: str = "") -> dict:
     """``stock_train``'s deploy step: health-checked switch; a failure leaves champion and endpoint as they were."""
-    from mlflow import MlflowClient
-
-    from stockops.training import mlflow_setup
-
     settings = get_settings()
-    mlflow_setup(settings)
-    client = MlflowClient()
+    registry.setup(settings)
     bento = built["bento"]
     try:
         record = deploy(settings, bento["bento_tag"], built["version"], reason=trigger_reason or "gate passed",
                         dag_run_id=dag_run_id, window=bento["window"], kind="promotion",
                         snapshot_hash=bento["snapshot_hash"])
     except DeployError as exc:
-        client.set_model_version_tag(built["model_name"], built["version"], "deploy", f"failed: {str(exc)[:4000]}")
+        registry.tag_version(settings, built["version"], model_name=built["model_name"],
+                             deploy=f"failed: {str(exc)[:4000]}")
         log.error("%s; champion stays where it was", exc)
         raise
-    client.set_model_version_tag(built["model_name"], built["version"], "deploy",
-                                 f"succeeded {record['at']} as {bento['bento_tag']}")
+    registry.tag_version(settings, built["version"], model_name=built["model_name"],
+                         deploy=f"succeeded {record['at']} as {bento['bento_tag']}")
     return {**built, "deploy": record}
 
 

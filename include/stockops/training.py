@@ -16,53 +16,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from stockops import audit
+from stockops import audit, registry
 from stockops.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 SMALL_PROFILE = {"units": 8, "epochs": 3, "patience": 2}
-
-
-# ---- MLflow plumbing ---------------------------------------------------------------------------
-def mlflow_setup(settings: Settings):
-    """Point MLflow at the configured store and return the experiment id (created on first use)."""
-    import mlflow
-
-    if settings.mlflow_tracking_uri.startswith("sqlite:///"):
-        Path(settings.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    return experiment_id(settings, settings.experiment_name)
-
-
-def experiment_id(settings: Settings, name: str) -> str:
-    """The id of experiment ``name``, created on first use.
-
-    With a local store the artifacts go under the home; a tracking server (``http://...``)
-    decides where artifacts go itself (``mlflow server --serve-artifacts``).
-    """
-    import mlflow
-
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None
-    if not settings.mlflow_tracking_uri.startswith(("http://", "https://")):
-        folder = settings.mlflow_artifacts_dir / ("" if name == settings.experiment_name else name)
-        folder.mkdir(parents=True, exist_ok=True)
-        location = folder.as_uri()
-    return mlflow.create_experiment(name, artifact_location=location, tags={"ticker": settings.ticker})
-
-
-def champion_version(settings: Settings):
-    """The registry version behind ``@champion``, or None if no model ever passed the gate."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return MlflowClient().get_model_version_by_alias(settings.model_name, "champion")
-    except MlflowException:
-        return None
 
 
 def _model_config(settings: Settings, epochs: Any = None, window: Any = None):
@@ -133,7 +92,7 @@ def train_candidate(features: dict, epochs: Any = None, trigger_reason: str = ""
     from stockops.model import predict_prices, train
 
     settings = get_settings()
-    experiment_id = mlflow_setup(settings)
+    experiment_id = registry.setup(settings)
     config = _model_config(settings, epochs=epochs, window=features["window"])
     closes, dates, *_ = _load_features(features["features_path"])
     dataset = build_dataset(closes, config.window)
@@ -203,14 +162,14 @@ def evaluate_models(trained: dict) -> dict:
     from stockops.model import model_window, predict_prices
 
     settings = get_settings()
-    mlflow_setup(settings)
+    registry.setup(settings)
     closes, dates, _, _, test = _load_features(trained["features_path"])
     candidate = keras.models.load_model(trained["model_path"])
     forecasts = {"candidate": predict_prices(candidate, raw_windows(closes, model_window(candidate), test))}
-    champion = champion_version(settings)
+    champion = registry.champion_version(settings)
     champion_info = None
     if champion is not None:
-        champion_model = mlflow.keras.load_model(f"models:/{settings.model_name}@champion")
+        champion_model = registry.load_model(registry.model_uri(settings.model_name, alias=registry.CHAMPION))
         window = model_window(champion_model)
         if test[0] >= window - 1:
             forecasts["champion"] = predict_prices(champion_model, raw_windows(closes, window, test))
@@ -286,17 +245,13 @@ def _log_validation_link(snapshot: dict) -> None:
 def register_candidate(evaluated: dict) -> dict:
     """Register the candidate as a new version with alias ``challenger`` and lineage tags."""
     import mlflow
-    from mlflow import MlflowClient
 
     settings = get_settings()
-    mlflow_setup(settings)
-    client = MlflowClient()
-    version = mlflow.register_model(evaluated["model_uri"], settings.model_name,
-                                    tags={"snapshot_hash": evaluated["snapshot"]["hash"],
-                                          "logical_date": evaluated["snapshot"]["logical_date"],
-                                          "run_id": evaluated["run_id"],
-                                          "rmse_ratio": f"{evaluated['scores']['candidate']['rmse_ratio']:.4f}"})
-    client.set_registered_model_alias(settings.model_name, "challenger", version.version)
+    registry.setup(settings)
+    version = registry.register(settings, evaluated["model_uri"], snapshot_hash=evaluated["snapshot"]["hash"],
+                                logical_date=evaluated["snapshot"]["logical_date"], run_id=evaluated["run_id"],
+                                rmse_ratio=f"{evaluated['scores']['candidate']['rmse_ratio']:.4f}")
+    registry.set_alias(settings, registry.CHALLENGER, version.version)
     with mlflow.start_run(run_id=evaluated["run_id"]):
         mlflow.set_tag("registered_version", version.version)
     log.info("registered %s v%s (alias challenger)", settings.model_name, version.version)
@@ -309,20 +264,18 @@ def gate_candidate(registered: dict, force_promote: Any = False, trigger_reason:
     Returns whether to continue to the deploy path. A refusal is a normal outcome, not an error.
     """
     import mlflow
-    from mlflow import MlflowClient
 
     from stockops.gate import decide
 
     settings = get_settings()
-    mlflow_setup(settings)
+    registry.setup(settings)
     scores = registered["scores"]
     forced = str(force_promote).lower() in ("true", "1", "yes")
     decision = decide(scores["candidate"]["rmse"], scores["persistence"]["rmse"],
                       scores.get("champion", {}).get("rmse"), tolerance=settings.gate_tolerance,
                       margin=settings.gate_margin, force=forced, force_reason=trigger_reason)
-    client = MlflowClient()
-    for key, value in {"gate_decision": decision.label, "gate_reason": decision.reason[:5000]}.items():
-        client.set_model_version_tag(registered["model_name"], registered["version"], key, value)
+    registry.tag_version(settings, registered["version"], model_name=registered["model_name"],
+                         gate_decision=decision.label, gate_reason=decision.reason[:5000])
     with mlflow.start_run(run_id=registered["run_id"]):
         mlflow.set_tags({"gate_decision": decision.label})
     audit.record(settings.audit_log, "gate", ticker=settings.ticker, model=registered["model_name"], version=registered["version"],
@@ -332,7 +285,7 @@ def gate_candidate(registered: dict, force_promote: Any = False, trigger_reason:
         log.info("GATE: %s", decision.reason)
     else:
         log.warning("GATE: %s. The deploy path stops here; the champion is unchanged.", decision.reason)
-        if champion_version(settings) is None:
+        if registry.champion_version(settings) is None:
             log.warning("No model has passed the gate yet for %s: there is no champion, and nothing is "
                         "deployed rather than deploying a model that loses to persistence.", settings.ticker)
     return decision.promote
@@ -340,21 +293,18 @@ def gate_candidate(registered: dict, force_promote: Any = False, trigger_reason:
 
 def promote_candidate(registered: dict, trigger_reason: str = "", dag_run_id: str = "") -> dict:
     """Move ``champion`` to the candidate's version and record the change."""
-    from mlflow import MlflowClient
-
     from stockops.champion import record_change
 
     settings = get_settings()
-    mlflow_setup(settings)
-    client = MlflowClient()
-    previous = champion_version(settings)
-    client.set_registered_model_alias(settings.model_name, "champion", registered["version"])
-    decision = client.get_model_version(settings.model_name, registered["version"]).tags.get("gate_decision", "")
+    registry.setup(settings)
+    previous = registry.champion_version(settings)
+    registry.set_alias(settings, registry.CHAMPION, registered["version"])
+    decision = registry.get_version(settings, registered["version"]).tags.get("gate_decision", "")
     entry = record_change(settings, "promotion", from_version=previous.version if previous else None,
                           to_version=registered["version"], reason=trigger_reason or "gate passed",
                           dag_run_id=dag_run_id, decision=decision, run_id=registered["run_id"],
                           snapshot_hash=registered["snapshot"]["hash"])
-    client.set_model_version_tag(settings.model_name, registered["version"], "promoted_at", entry["at"])
+    registry.tag_version(settings, registered["version"], promoted_at=entry["at"])
     log.info("champion: %s v%s -> v%s", settings.model_name, previous.version if previous else "none",
              registered["version"])
     return {"model_name": settings.model_name, "version": registered["version"],

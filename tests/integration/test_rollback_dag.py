@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stockops import audit
+from stockops import audit, registry
 from tests.integration.helpers import served_version, states
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -25,18 +25,13 @@ def rollback_dag(all_dags):
 
 def snapshot_of_everything(settings) -> dict:
     """What a refused rollback must leave exactly as it was."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-    return {"champion": client.get_model_version_by_alias(settings.model_name, "champion").version,
+    registry.setup(settings)
+    return {"champion": registry.champion_version(settings).version,
             "served": served_version(settings), "audit": audit.read(settings.audit_log),
             "deploys": audit.read(settings.deploy_log)}
 
 
 def test_promote_promote_roll_back_then_refusals_change_nothing(small, rollback_dag):
-    import mlflow
-    from mlflow import MlflowClient
-
     from stockops.champion import RollbackRefused, history, plan_rollback
     from stockops.ingest import ingest_day
     from stockops.training import train_in_process
@@ -50,9 +45,8 @@ def test_promote_promote_roll_back_then_refusals_change_nothing(small, rollback_
     run = rollback_dag.test(run_conf={"reason": "v2 misbehaves in production, ticket 12"})
     assert str(run.state) == "success", states(run)
     assert served_version(small) == "1", "the endpoint must answer with the version rolled back to"
-    mlflow.set_tracking_uri(small.mlflow_tracking_uri)
-    client = MlflowClient()
-    assert str(client.get_model_version_by_alias(small.model_name, "champion").version) == "1"
+    registry.setup(small)
+    assert str(registry.champion_version(small).version) == "1"
     changes = [(e["event"], e.get("decision") or ("forced" if e.get("forced") else ""), e["from_version"],
                 e["to_version"], e["reason"]) for e in history(small)]
     assert changes == [
@@ -62,7 +56,7 @@ def test_promote_promote_roll_back_then_refusals_change_nothing(small, rollback_
     ]
     rollback_entry = history(small)[-1]
     assert rollback_entry["dag_run_id"] == run.run_id and rollback_entry["requested_at"]
-    v1, v2 = client.get_model_version(small.model_name, "1"), client.get_model_version(small.model_name, "2")
+    v1, v2 = registry.get_version(small, "1"), registry.get_version(small, "2")
     assert v1.tags["champion_change"].split(" ", 1)[1].startswith("rollback: v2 -> v1; why: v2 misbehaves")
     assert run.run_id in v1.tags["champion_change"]
     assert v2.tags["replaced_by"].startswith("v1 (rollback) at ")
@@ -77,7 +71,7 @@ def test_promote_promote_roll_back_then_refusals_change_nothing(small, rollback_
     # ---- refusals: each with its message, each changing nothing ---------------------------------
     weak = train_in_process(trigger_reason="deliberately weak", **WEAK)
     assert not weak["promoted"] and str(weak["version"]) == "3"
-    assert "bento_tag" not in client.get_model_version(small.model_name, "3").tags
+    assert "bento_tag" not in registry.get_version(small, "3").tags
     before = snapshot_of_everything(small)
     refusals = {
         "99": "has no version '99' \\(versions: 1, 2, 3\\)",
@@ -98,7 +92,7 @@ def test_promote_promote_roll_back_then_refusals_change_nothing(small, rollback_
     forced = rollback_dag.test(run_conf={"version": "v3", "reason": "need the 3-day model for a test", "force": True})
     assert str(forced.state) == "success", states(forced)
     assert served_version(small) == "3"
-    assert client.get_model_version(small.model_name, "3").tags["bento_tag"].startswith("goog_forecast:v3-")
+    assert registry.get_version(small, "3").tags["bento_tag"].startswith("goog_forecast:v3-")
     last = history(small)[-1]
     assert (last["event"], last["forced"], last["from_version"], last["to_version"]) == ("rollback", True, "1", "3")
 

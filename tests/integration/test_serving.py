@@ -201,14 +201,13 @@ def test_a_switch_under_load_fails_no_request(served):
 
 def test_a_deploy_that_fails_its_health_check_changes_nothing(served):
     """A bento whose packed model is corrupt never takes traffic; champion and endpoint stay."""
-    from mlflow import MlflowClient
-
+    from stockops import registry
     from stockops.serving import DeployError, build_candidate_bento, current, deploy_candidate, deploys
 
     settings, closes = served
     before = current(settings)
-    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-    champion = client.get_model_version_by_alias(settings.model_name, "champion").version
+    registry.setup(settings)
+    champion = registry.champion_version(settings).version
     candidate = _register_candidate("serving test: a broken bento")
     built = build_candidate_bento(candidate)
     name, version = built["bento"]["bento_model"].split(":")
@@ -224,8 +223,8 @@ def test_a_deploy_that_fails_its_health_check_changes_nothing(served):
     assert current(settings) == before
     status, body = _predict(settings, {"closes": closes})
     assert status == 200 and body["model_version"] == before["version"]
-    assert client.get_model_version_by_alias(settings.model_name, "champion").version == champion
-    version = client.get_model_version(settings.model_name, candidate["version"])
+    assert registry.champion_version(settings).version == champion
+    version = registry.get_version(settings, candidate["version"])
     assert version.tags["deploy"].startswith("failed")
     last = deploys(settings)[-1]
     assert last["outcome"] == "failed" and last["bento_tag"] == built["bento"]["bento_tag"]

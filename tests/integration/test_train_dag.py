@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stockops import audit
+from stockops import audit, registry
 from tests.integration.helpers import served_version, states
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -34,15 +34,15 @@ def test_train_logs_everything_registers_and_guards_the_champion(small, dags):
 
     mlflow.set_tracking_uri(small.mlflow_tracking_uri)
     client = MlflowClient()
-    champion = client.get_model_version_by_alias(small.model_name, "champion")
-    challenger = client.get_model_version_by_alias(small.model_name, "challenger")
+    champion = registry.champion_version(small)
+    challenger = registry.version_by_alias(small, registry.CHALLENGER)
     assert str(champion.version) == str(challenger.version) == "1"
     snapshot = ingest_latest(small)
     assert champion.tags["snapshot_hash"] == snapshot.hash
     assert champion.tags["logical_date"] == "2026-11-20"
     assert champion.tags["gate_decision"] == "promoted" and "persistence" in champion.tags["gate_reason"]
 
-    run = client.get_run(champion.run_id)
+    run = registry.get_run(champion.run_id)
     assert {"window", "epochs", "units", "train_rows"} <= set(run.data.params)
     assert {"rmse", "mae", "mape", "directional_accuracy", "rmse_ratio", "persistence_rmse",
             "moving_average_rmse", "train_seconds"} <= set(run.data.metrics)
@@ -60,24 +60,22 @@ def test_train_logs_everything_registers_and_guards_the_champion(small, dags):
     assert states(second)["gate"] == "success"
     assert {states(second)[t] for t in ("build", "deploy", "promote")} == {"skipped"}
     assert served_version(small) == "1", "a refused candidate must not reach the endpoint"
-    assert str(client.get_model_version_by_alias(small.model_name, "champion").version) == "1"
-    assert str(client.get_model_version_by_alias(small.model_name, "challenger").version) == "2"
-    refused = client.get_model_version(small.model_name, "2")
+    assert str(registry.champion_version(small).version) == "1"
+    assert str(registry.version_by_alias(small, registry.CHALLENGER).version) == "2"
+    refused = registry.get_version(small, "2")
     assert refused.tags["gate_decision"] == "refused"
     events = [(e["event"], e.get("decision"), str(e.get("version"))) for e in audit.read(small.audit_log)]
     assert events == [("gate", "promoted", "1"), ("promotion", "promoted", "None"), ("gate", "refused", "2")]
 
 
 def test_forced_promotion_moves_the_champion_and_records_why(small, dags):
-    from mlflow import MlflowClient
-
     ingest, train = dags
     assert str(ingest.test(logical_date=datetime(2026, 11, 20, 22, tzinfo=UTC)).state) == "success"
     assert str(train.test(run_conf={"reason": "first"}).state) == "success"
     forced = train.test(run_conf={**WEAK, "force_promote": True, "reason": "operator override, ticket 7"})
     assert states(forced)["promote"] == "success"
-    client = MlflowClient(tracking_uri=small.mlflow_tracking_uri)
-    version = client.get_model_version_by_alias(small.model_name, "champion")
+    registry.setup(small)
+    version = registry.champion_version(small)
     assert str(version.version) == "2" and version.tags["gate_decision"] == "forced"
     assert served_version(small) == "2" and version.tags["deploy"].startswith("succeeded")
     assert version.tags["bento_tag"].startswith("goog_forecast:v2-")

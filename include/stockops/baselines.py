@@ -1,0 +1,130 @@
+"""Classical risk baselines for the next day's log return, walked forward year by year.
+
+Every model has the signature ``model(inputs, train_end) -> RiskForecast``: ``inputs`` are the
+rows of :func:`stockops.risk_inputs.daily_inputs` (first row, which has no return, dropped) up to
+the last day that may be used, parameters are fitted on targets before row ``train_end``, and the
+forecast covers target rows ``train_end .. len(inputs) - 1``, each made with the rows before it.
+Truncating ``inputs`` at the end of the test part is what keeps the future out.
+Point forecasts are 0 (a zero log return): the median of standardised residuals is a noisy
+estimate of the mean return that does not beat zero, and these are risk models.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import pandas as pd
+from arch import arch_model
+from scipy import stats
+
+from stockops.risk_inputs import VARIANCE_FLOOR, daily_inputs, har_terms, negative_return_term
+from stockops.scoring import LEVELS, RiskForecast
+
+Model = Callable[[pd.DataFrame, int], RiskForecast]
+NORMAL_QUANTILES = stats.norm.ppf(LEVELS)
+
+
+def scaled(variance: np.ndarray, standard_quantiles: np.ndarray) -> RiskForecast:
+    """A zero-mean forecast whose quantiles are those of a unit-variance distribution times ``sqrt(h)``."""
+    variance = np.asarray(variance, dtype=np.float64)
+    return RiskForecast(variance, np.sqrt(variance)[:, None] * np.asarray(standard_quantiles)[None, :],
+                        np.zeros_like(variance))
+
+
+def garch(inputs: pd.DataFrame, train_end: int, dist: str = "normal", mean: str = "Zero") -> RiskForecast:
+    """GARCH(1,1) on percent returns, fitted on the returns before ``train_end``, then run with fixed
+    parameters: 1-step variances for targets ``train_end ..``; quantiles from the fitted (standardised)
+    distribution, shifted by the fitted mean when ``mean="Constant"`` (the point stays 0)."""
+    returns = inputs["ret"].to_numpy(dtype=np.float64) * 100
+    model = arch_model(returns, mean=mean, vol="GARCH", p=1, q=1, dist=dist)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter; a failed fit still has usable parameters
+        result = model.fit(last_obs=train_end, disp="off")
+    # row t of the forecast is the variance of day t + 1; the last row forecasts past the data
+    variance = result.forecast(horizon=1, start=train_end - 1, reindex=False).variance.to_numpy()[:-1, 0] / 1e4
+    shape = result.params[model.distribution.parameter_names()].to_numpy()
+    forecast = scaled(variance, model.distribution.ppf(np.array(LEVELS), shape if len(shape) else None))
+    mu = float(result.params.get("mu", 0.0)) / 100
+    return RiskForecast(forecast.variance, forecast.quantiles + mu, forecast.point)
+
+
+def ewma_variance(returns: np.ndarray, lam: float = 0.94, h0: float | None = None) -> np.ndarray:
+    """RiskMetrics ``h_{t+1} = lam h_t + (1 - lam) r_t^2``: element t is the variance of day t + 1 (``h0``: before
+    day 0, default the mean square return)."""
+    r2 = np.asarray(returns, dtype=np.float64) ** 2
+    h = np.empty_like(r2)
+    previous = r2.mean() if h0 is None else h0
+    for t, square in enumerate(r2):
+        previous = h[t] = lam * previous + (1 - lam) * square
+    return h
+
+
+def ewma(inputs: pd.DataFrame, train_end: int, lam: float = 0.94) -> RiskForecast:
+    """EWMA variance with normal quantiles; started from the mean square training return."""
+    r = inputs["ret"].to_numpy(dtype=np.float64)
+    return scaled(ewma_variance(r, lam, h0=float(np.mean(r[:train_end] ** 2)))[train_end - 1:-1], NORMAL_QUANTILES)
+
+
+def log_har(inputs: pd.DataFrame, train_end: int, variance: str = "gko", leverage: bool = True) -> RiskForecast:
+    """Log-HAR: OLS of ``log(variance_{t+1})`` on the log 1/5/22-day means at t (+ leverage and volume terms).
+
+    The range variance misses part of the close-to-close variance, so one scale ``c`` (the QLIKE
+    optimum ``mean(r^2 / exp(fit))`` on training) turns ``exp(fit)`` into a return variance;
+    quantiles are empirical quantiles of the standardised training residuals.
+    """
+    v = inputs[variance].to_numpy(dtype=np.float64)
+    r = inputs["ret"].to_numpy(dtype=np.float64)
+    columns = [np.ones_like(v), *har_terms(v).T]
+    if leverage:
+        columns += [negative_return_term(r, v), inputs["volume_ratio"].to_numpy(dtype=np.float64)]
+    x = np.column_stack(columns)[:-1]  # row t: known at day t, used for day t + 1
+    target, r_next = np.log(np.maximum(v[1:], VARIANCE_FLOOR)), r[1:]
+    train = np.all(np.isfinite(x), axis=1) & (np.arange(len(x)) < train_end - 1)
+    beta = np.linalg.lstsq(x[train], target[train], rcond=None)[0]
+    level = np.exp(x @ beta)
+    c = np.mean(r_next[train] ** 2 / level[train])
+    h = c * level
+    z = r_next[train] / np.sqrt(h[train])
+    return scaled(h[train_end - 1:], np.quantile(z, LEVELS))
+
+
+BASELINES: dict[str, Model] = {
+    "garch_normal": partial(garch, dist="normal", mean="Constant"),
+    "garch_t": partial(garch, dist="t", mean="Constant"),
+    "ewma": ewma,
+    "har_gk": partial(log_har, variance="gk", leverage=False),
+    "harx_gko": log_har,
+}
+
+
+@dataclass(frozen=True)
+class WalkForward:
+    """Forecasts of every model for the same target days, with those days' returns and dates."""
+
+    forecasts: dict[str, RiskForecast]
+    returns: np.ndarray
+    dates: np.ndarray
+
+
+def walk_forward(frame: pd.DataFrame, market_close: np.ndarray | pd.Series | None, years: Sequence[int],
+                 models: dict[str, Model] = BASELINES) -> WalkForward:
+    """Refit every model once a year on all days before it (expanding window) and forecast each day of the year."""
+    inputs = daily_inputs(frame, market_close).iloc[1:].reset_index(drop=True)
+    year = pd.DatetimeIndex(frame["Date"]).year.to_numpy()[1:]
+    parts: dict[str, list[RiskForecast]] = {name: [] for name in models}
+    rows = []
+    for y in years:
+        index = np.flatnonzero(year == y)
+        if len(index) == 0:
+            continue
+        train_end, test_end = int(index[0]), int(index[-1]) + 1
+        rows.append(np.arange(train_end, test_end))
+        for name, model in models.items():
+            parts[name].append(model(inputs.iloc[:test_end], train_end))
+    rows = np.concatenate(rows)
+    return WalkForward({name: RiskForecast.concat(p) for name, p in parts.items()},
+                       inputs["ret"].to_numpy()[rows], frame["Date"].to_numpy()[1:][rows])

@@ -1,0 +1,185 @@
+"""The served risk forecaster: raw recent OHLCV in, tomorrow's return distribution out.
+
+This module is what travels with the registered MLflow model (``code_paths``): it needs numpy,
+pandas and Keras only, so ``mlflow.pyfunc.load_model("models:/<name>@champion")`` works in an
+interpreter that never imported the rest of ``stockops``. Training (``stockops.risk_model``)
+builds its samples with the same :func:`feature_matrix`, so training and serving share one
+preprocessing path, and the scalers and calibration fitted in training are stored beside the
+weights (``forecaster.json``).
+
+Input (pyfunc): a DataFrame of daily rows, oldest first, with ``Open High Low Close Volume`` and,
+optionally, ``Market`` (the market reference's close on the same day, QQQ by default) and
+``ticker`` (several series in one call, one forecast each). At least :attr:`RiskForecaster.history`
+rows per series; only the last ones are used. Output: one row per series with the point forecast
+of tomorrow's log return, its quantiles at :data:`LEVELS`, variance and volatility, and the
+point forecast as a price (``forecast_close``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stockops.risk_inputs import VOLUME_DAYS, daily_inputs, har_terms, negative_return_term
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)  # == stockops.scoring.LEVELS (checked by a test)
+FEATURES = ("ret", "log_gko", "gap", "volume_ratio", "market_ret", "log_gko_5", "log_gko_22", "fall")
+PCT = 100.0  # the network sees returns in percent and variances in percent^2
+WARMUP = max(VOLUME_DAYS, 22) + 1  # rows before the first complete feature row
+OUTPUT_COLUMNS = ("point", *(f"q{round(level * 100):02d}" for level in LEVELS), "variance", "volatility")
+
+
+def feature_matrix(frame: pd.DataFrame, market_close: np.ndarray | pd.Series | None = None) -> np.ndarray:
+    """Per-day features (n, len(FEATURES)) of one series; rows before :data:`WARMUP` hold NaN."""
+    inputs = daily_inputs(frame, market_close)
+    har = har_terms(inputs["gko"].to_numpy()) + np.log(PCT**2)
+    out = np.column_stack([
+        inputs["ret"].to_numpy() * PCT, har[:, 0], inputs["gap"].to_numpy() * PCT, inputs["volume_ratio"].to_numpy(),
+        inputs["market_ret"].to_numpy() * PCT, har[:, 1], har[:, 2],
+        negative_return_term(inputs["ret"].to_numpy(), inputs["gko"].to_numpy()),
+    ])
+    out[:WARMUP] = np.nan
+    return out
+
+
+def windows(features: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
+    """Windows ``features[t-window+1 : t+1]`` for each end index t: shape (len(ends), window, F)."""
+    idx = np.asarray(ends)[:, None] + np.arange(-window + 1, 1)[None, :]
+    return features[idx]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What training fitted besides the weights: input scalers and the validation calibration."""
+
+    window: int
+    units: int
+    dense: int
+    mean: list[float]
+    std: list[float]
+    variance_scale: float = 1.0  # QLIKE-optimal factor on the validation part
+    z: list[float] = field(default_factory=lambda: [-2.33, -1.64, -0.67, 0.0, 0.67, 1.64, 2.33])  # per LEVELS
+    shrink: float = 0.0  # how much of the network's mean forecast survives validation (0 = "no change")
+
+    @property
+    def history(self) -> int:
+        return self.window + WARMUP
+
+
+def build_network(window: int, units: int, dense: int, dropout: float = 0.0, seed: int = 42,
+                  log_variance_bias: float = 0.0):
+    """Windows of standardised features -> [log variance (%^2), mean (%)].
+
+    The log variance is a linear function of the newest day's features (a HAR-like skip) plus
+    what the LSTM adds, so the network starts from what a linear model knows. Both start at zero
+    weights and ``log_variance_bias`` (the training part's ``log mean r^2``): training begins at the
+    unconditional variance instead of a random one that QLIKE punishes by orders of magnitude.
+    """
+    import keras
+
+    x = keras.Input(shape=(window, len(FEATURES)), name="features")
+    newest = keras.layers.Cropping1D((window - 1, 0), name="newest")(x)
+    newest = keras.layers.Flatten(name="newest_flat")(newest)
+    h = keras.layers.LSTM(units, name="lstm")(x)
+    h = keras.layers.Dropout(dropout, seed=seed, name="dropout")(h)
+    h = keras.layers.Dense(dense, activation="tanh", name="hidden")(keras.layers.Concatenate()([h, newest]))
+    log_variance = keras.layers.Add(name="log_variance")([
+        keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(log_variance_bias),
+                           name="linear_skip")(newest),
+        keras.layers.Dense(1, kernel_initializer="zeros", use_bias=False, name="lstm_part")(h)])
+    mean = keras.layers.Dense(1, name="mean", kernel_initializer="zeros")(h)
+    return keras.Model(x, keras.layers.Concatenate(name="out")([log_variance, mean]), name="risk_lstm")
+
+
+def forecast_from_network(raw: np.ndarray, calibration: Calibration) -> dict[str, np.ndarray]:
+    """Network outputs (n, 2) -> variance, quantiles and point in log-return units."""
+    log_variance, mean = raw[:, 0].astype(np.float64), raw[:, 1].astype(np.float64)
+    variance = np.exp(np.clip(log_variance, -20, 20)) * calibration.variance_scale / PCT**2
+    point = calibration.shrink * mean / PCT
+    quantiles = point[:, None] + np.sqrt(variance)[:, None] * np.asarray(calibration.z)[None, :]
+    return {"variance": variance, "quantiles": np.sort(quantiles, axis=1), "point": point}
+
+
+class Forecaster:
+    """Weights + calibration; ``predict_windows`` is the batched, compiled inference path."""
+
+    def __init__(self, network, calibration: Calibration):
+        self.network = network
+        self.calibration = calibration
+        self._mean = np.asarray(calibration.mean, dtype=np.float32)
+        self._std = np.asarray(calibration.std, dtype=np.float32)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Forecaster:
+        folder = Path(folder)
+        calibration = Calibration(**json.loads((folder / "forecaster.json").read_text()))
+        network = build_network(calibration.window, calibration.units, calibration.dense)
+        network.load_weights(folder / "network.weights.h5")
+        return cls(network, calibration)
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.network.save_weights(folder / "network.weights.h5")
+        (folder / "forecaster.json").write_text(json.dumps(asdict(self.calibration), indent=1))
+        return folder
+
+    def standardise(self, raw_windows: np.ndarray) -> np.ndarray:
+        return np.nan_to_num((raw_windows.astype(np.float32) - self._mean) / self._std)
+
+    def predict_windows(self, raw_windows: np.ndarray, batch_size: int = 4096) -> dict[str, np.ndarray]:
+        """Forecasts for feature windows (n, window, F) as built by :func:`windows`."""
+        x = self.standardise(raw_windows)
+        out = np.concatenate([np.asarray(self.network(x[i:i + batch_size], training=False))
+                              for i in range(0, len(x), batch_size)]) if len(x) else np.zeros((0, 2))
+        return forecast_from_network(out, self.calibration)
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The pyfunc contract: OHLCV rows (optionally ``Market`` and ``ticker``) -> one forecast row per series."""
+        groups = [("", frame)] if "ticker" not in frame.columns else list(frame.groupby("ticker", sort=False))
+        need = self.calibration.history
+        rows, windows_, last = [], [], []
+        for ticker, part in groups:
+            if len(part) < need:
+                raise ValueError(f"series {ticker or '(unnamed)'} has {len(part)} rows; the model needs at least "
+                                 f"{need} daily OHLCV rows (window {self.calibration.window} + {WARMUP} warm-up)")
+            part = part.iloc[-need:]
+            market = part["Market"].to_numpy(dtype=np.float64) if "Market" in part.columns else None
+            features = feature_matrix(part.reset_index(drop=True), market)
+            windows_.append(windows(features, np.array([need - 1]), self.calibration.window)[0])
+            rows.append(ticker)
+            last.append(float(part["Close"].iloc[-1]))
+        result = self.predict_windows(np.stack(windows_))
+        out = pd.DataFrame({"point": result["point"]})
+        if "ticker" in frame.columns:
+            out.insert(0, "ticker", rows)
+        for i, level in enumerate(LEVELS):
+            out[f"q{round(level * 100):02d}"] = result["quantiles"][:, i]
+        out["variance"] = result["variance"]
+        out["volatility"] = np.sqrt(result["variance"])
+        out["last_close"] = last
+        out["forecast_close"] = np.asarray(last) * np.exp(result["point"])
+        return out
+
+
+try:  # the MLflow wrapper; absent MLflow, the module still serves training and the bento
+    import mlflow.pyfunc
+
+    class RiskForecasterModel(mlflow.pyfunc.PythonModel):
+        """``mlflow.pyfunc`` face of :class:`Forecaster` (artifact ``forecaster``: weights + calibration)."""
+
+        def load_context(self, context) -> None:
+            self.forecaster = Forecaster.load(context.artifacts["forecaster"])
+
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+            return self.forecaster.predict_frame(pd.DataFrame(model_input))
+except ImportError:  # pragma: no cover
+    RiskForecasterModel = None  # type: ignore[assignment,misc]

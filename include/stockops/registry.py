@@ -1,0 +1,134 @@
+"""All MLflow plumbing of stockops: tracking setup, experiments, the model registry and its aliases.
+
+Every other module reaches MLflow through here: :func:`setup` points MLflow at the configured
+store (and returns the training experiment's id), the registry helpers read and move aliases
+(``champion``, ``challenger``), tag and list model versions, and load a registered Keras model.
+
+The helpers act on ``settings.model_name`` unless a ``model_name`` is given, and none of them
+calls :func:`setup` itself: call it once before (as every step does). ``mlflow`` is imported
+inside the functions only: DAG files import stockops modules at parse time, and importing this
+module must stay cheap (``tests/unit/test_imports.py`` checks it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stockops.config import Settings
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+# ---- tracking -----------------------------------------------------------------------------------
+def setup(settings: Settings) -> str:
+    """Point MLflow at the configured store and return the experiment id (created on first use)."""
+    import mlflow
+
+    if settings.mlflow_tracking_uri.startswith("sqlite:///"):
+        Path(settings.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return experiment_id(settings, settings.experiment_name)
+
+
+def experiment_id(settings: Settings, name: str) -> str:
+    """The id of experiment ``name``, created on first use.
+
+    With a local store the artifacts go under the home; a tracking server (``http://...``)
+    decides where artifacts go itself (``mlflow server --serve-artifacts``).
+    """
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if not settings.mlflow_tracking_uri.startswith(("http://", "https://")):
+        folder = settings.mlflow_artifacts_dir / ("" if name == settings.experiment_name else name)
+        folder.mkdir(parents=True, exist_ok=True)
+        location = folder.as_uri()
+    return mlflow.create_experiment(name, artifact_location=location, tags={"ticker": settings.ticker})
+
+
+def get_run(run_id: str) -> Run:
+    """The MLflow run ``run_id`` (tags, params, metrics)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_run(run_id)
+
+
+# ---- the model registry -------------------------------------------------------------------------
+def register(settings: Settings, model_uri: str, **tags: str) -> ModelVersion:
+    """Register ``model_uri`` as a new version of ``settings.model_name`` with ``tags``."""
+    import mlflow
+
+    return mlflow.register_model(model_uri, settings.model_name, tags=tags)
+
+
+def get_version(settings: Settings, version: Any, model_name: str | None = None) -> ModelVersion:
+    """Registry version ``version``; raises ``MlflowException`` if there is no such version."""
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_model_version(model_name or settings.model_name, str(version))
+
+
+def list_versions(settings: Settings, model_name: str | None = None) -> list[ModelVersion]:
+    """Every registered version of the model."""
+    from mlflow import MlflowClient
+
+    return list(MlflowClient().search_model_versions(f"name='{model_name or settings.model_name}'"))
+
+
+def tag_version(settings: Settings, version: Any, model_name: str | None = None, **tags: str) -> None:
+    """Set ``tags`` (key=value, in order) on registry version ``version``."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name or settings.model_name, str(version), key, value)
+
+
+def set_alias(settings: Settings, alias: str, version: Any) -> None:
+    """Point ``alias`` (e.g. ``champion``) at registry version ``version``."""
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias(settings.model_name, alias, version)
+
+
+def version_by_alias(settings: Settings, alias: str) -> ModelVersion | None:
+    """The registry version behind ``@alias``, or None if the alias (or the model) does not exist."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return MlflowClient().get_model_version_by_alias(settings.model_name, alias)
+    except MlflowException:
+        return None
+
+
+def champion_version(settings: Settings) -> ModelVersion | None:
+    """The registry version behind ``@champion``, or None if no model ever passed the gate."""
+    return version_by_alias(settings, CHAMPION)
+
+
+# ---- registered models --------------------------------------------------------------------------
+def model_uri(model_name: str, version: Any = None, *, alias: str | None = None) -> str:
+    """``models:/<name>/<version>`` or ``models:/<name>@<alias>``."""
+    if (version is None) == (alias is None):
+        raise ValueError("give exactly one of version and alias")
+    return f"models:/{model_name}@{alias}" if alias is not None else f"models:/{model_name}/{version}"
+
+
+def load_model(uri: str):
+    """The Keras model behind a ``models:/`` (or run) URI.
+
+    Import ``stockops.model`` first where the model may use the custom layers it registers.
+    """
+    import mlflow
+
+    return mlflow.keras.load_model(uri)

@@ -1,0 +1,211 @@
+"""Training the global LSTM risk forecaster on a watchlist panel (Keras 3 on TensorFlow).
+
+One network for every ticker, pooled: each sample is a window of scale-free daily features of one
+ticker (``stockops.forecaster.feature_matrix``) and its target is the ticker's next-day log
+return. The panel is split by **date**, the same boundaries for every ticker, with a purge of one
+window between parts, so no window holds a day of an earlier part. The loss is the Gaussian
+negative log-likelihood ``log h + (r - mu)^2 / h``, which for ``mu = 0`` is QLIKE, the
+proper score the gate judges variance forecasts with. After training, on the validation part
+only: the variance scale (QLIKE-optimal), the standardised-residual quantiles (so intervals
+cover what they say) and the shrink of the mean toward "no change".
+
+Import this module only inside tasks: it imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from stockops.forecaster import FEATURES, LEVELS, PCT, WARMUP, Calibration, Forecaster, build_network, feature_matrix
+from stockops.forecaster import windows as feature_windows
+
+
+@dataclass(frozen=True)
+class RiskModelConfig:
+    window: int = 40
+    units: int = 32
+    dense: int = 16
+    dropout: float = 0.1
+    epochs: int = 20
+    batch_size: int = 512
+    learning_rate: float = 2e-3
+    patience: int = 3
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Per-day features and next-day returns of many tickers, aligned on one trading-day index."""
+
+    tickers: tuple[str, ...]
+    dates: np.ndarray  # (n_days,) datetime64[D], shared by every ticker
+    features: dict[str, np.ndarray]  # ticker -> (n_days, F); NaN where not available
+    returns: dict[str, np.ndarray]  # ticker -> (n_days,) log return of that day (NaN on the first)
+    last_close: dict[str, np.ndarray]
+
+
+def build_panel(frames: dict[str, pd.DataFrame], market: str | None = "QQQ") -> Panel:
+    """Align the tickers' OHLCV frames on the union of their dates; the market reference's closes ride along."""
+    dates = np.array(sorted(set().union(*(set(f["Date"].to_numpy(dtype="datetime64[D]")) for f in frames.values()))),
+                     dtype="datetime64[D]")
+    market_close = None
+    if market and market in frames:
+        m = frames[market]
+        market_close = pd.Series(m["Close"].to_numpy(np.float64), index=m["Date"].to_numpy(dtype="datetime64[D]"))
+    features, returns, closes = {}, {}, {}
+    for ticker, frame in frames.items():
+        frame = frame.reset_index(drop=True)
+        own = frame["Date"].to_numpy(dtype="datetime64[D]")
+        mk = market_close.reindex(own).ffill().to_numpy() if market_close is not None else None
+        f = feature_matrix(frame, mk)
+        pos = np.searchsorted(dates, own)
+        full = np.full((len(dates), len(FEATURES)), np.nan)
+        full[pos] = f
+        ret = np.full(len(dates), np.nan)
+        ret[pos] = f[:, 0] / PCT
+        ret[pos[0]] = np.nan
+        close = np.full(len(dates), np.nan)
+        close[pos] = frame["Close"].to_numpy(np.float64)
+        features[ticker], returns[ticker], closes[ticker] = full, ret, close
+    return Panel(tuple(frames), dates, features, returns, closes)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Window end rows (ticker, day index t); the target is the return on day t+1."""
+
+    ticker: np.ndarray
+    end: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.end)
+
+
+def samples(panel: Panel, window: int, first: int, stop: int) -> Samples:
+    """Every valid window whose target day index lies in [first, stop)."""
+    t = np.arange(max(window - 1 + WARMUP, first - 1), min(stop, len(panel.dates)) - 1)
+    tickers, ends = [], []
+    for i, ticker in enumerate(panel.tickers):
+        f, r = panel.features[ticker], panel.returns[ticker]
+        ok = np.isfinite(r[t + 1]) & np.isfinite(f[t - window + 1]).all(axis=1) & np.isfinite(f[t]).all(axis=1)
+        tickers.append(np.full(int(ok.sum()), i))
+        ends.append(t[ok])
+    return Samples(np.concatenate(tickers), np.concatenate(ends))
+
+
+def sample_windows(panel: Panel, s: Samples, window: int) -> np.ndarray:
+    out = np.empty((len(s), window, len(FEATURES)), dtype=np.float32)
+    for i, ticker in enumerate(panel.tickers):
+        rows = s.ticker == i
+        if rows.any():
+            out[rows] = feature_windows(panel.features[ticker], s.end[rows], window)
+    return out
+
+
+def sample_returns(panel: Panel, s: Samples) -> np.ndarray:
+    out = np.empty(len(s))
+    for i, ticker in enumerate(panel.tickers):
+        rows = s.ticker == i
+        out[rows] = panel.returns[ticker][s.end[rows] + 1]
+    return out
+
+
+def sample_dates(panel: Panel, s: Samples) -> np.ndarray:
+    return panel.dates[s.end + 1]
+
+
+@dataclass(frozen=True)
+class DateSplit:
+    """Target-day boundaries shared by every ticker: train < val_start <= val < test_start <= test <= test_end.
+
+    Purge: an earlier part's targets stop one window before the next part starts, so no window
+    of a later part holds a day that an earlier part was fitted on, and a part's own days are
+    all scored (the purge comes out of the earlier part: in a walk-forward fold, out of the
+    training data, never out of the test year).
+    """
+
+    val_start: np.datetime64
+    test_start: np.datetime64 | None = None  # None: every day from val_start on is validation
+    test_end: np.datetime64 | None = None
+
+    def parts(self, panel: Panel, window: int) -> dict[str, Samples]:
+        iv = int(np.searchsorted(panel.dates, self.val_start))
+        if self.test_start is None:
+            return {"train": samples(panel, window, 0, iv - window), "val": samples(panel, window, iv, len(panel.dates))}
+        it = int(np.searchsorted(panel.dates, self.test_start))
+        stop = len(panel.dates) if self.test_end is None else int(np.searchsorted(panel.dates, self.test_end, "right"))
+        return {"train": samples(panel, window, 0, iv - window), "val": samples(panel, window, iv, it - window),
+                "test": samples(panel, window, it, stop)}
+
+
+def fraction_split(panel: Panel, val_frac: float = 0.1, test_frac: float = 0.1) -> DateSplit:
+    """The last ``test_frac`` of trading days are the test part, the ``val_frac`` before them validation."""
+    n = len(panel.dates)
+    return DateSplit(val_start=panel.dates[int(n * (1 - val_frac - test_frac))],
+                     test_start=panel.dates[int(n * (1 - test_frac))])
+
+
+def _loss(y_true, y_pred):
+    from keras import ops
+
+    r = y_true[:, 0]
+    log_h, mu = ops.clip(y_pred[:, 0], -12.0, 12.0), y_pred[:, 1]
+    return log_h + ops.square(r - mu) * ops.exp(-log_h)
+
+
+@dataclass
+class TrainedRisk:
+    forecaster: Forecaster
+    config: RiskModelConfig
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int = 0
+    seconds: float = 0.0
+    samples: dict[str, int] = field(default_factory=dict)
+
+
+def calibrate(raw: np.ndarray, r_pct: np.ndarray, base: Calibration) -> Calibration:
+    """Variance scale, residual quantiles and mean shrink, fitted on validation outputs ``raw`` (n, 2)."""
+    h = np.exp(raw[:, 0].astype(np.float64))
+    scale = float(np.clip(np.mean(r_pct**2 / h), 0.5, 2.0))
+    mu = raw[:, 1].astype(np.float64)
+    denom = float(np.dot(mu, mu))
+    shrink = float(np.clip(np.dot(mu, r_pct) / denom, 0.0, 1.0)) if denom > 0 else 0.0
+    z = np.quantile((r_pct - shrink * mu) / np.sqrt(h * scale), LEVELS)
+    return Calibration(**{**base.__dict__, "variance_scale": scale, "z": [float(v) for v in z], "shrink": shrink})
+
+
+def train_risk(panel: Panel, split: DateSplit, config: RiskModelConfig, on_epoch_end=None) -> TrainedRisk:
+    """Fit on the train part, early-stop on validation QLIKE, calibrate on validation."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    parts = split.parts(panel, config.window)
+    x_train = sample_windows(panel, parts["train"], config.window)
+    flat = x_train.reshape(-1, len(FEATURES))
+    mean, std = flat.mean(axis=0), flat.std(axis=0)
+    std[std == 0] = 1.0
+    base = Calibration(window=config.window, units=config.units, dense=config.dense,
+                       mean=[float(v) for v in mean], std=[float(v) for v in std])
+    y_train = (sample_returns(panel, parts["train"]) * PCT).astype("float32")[:, None]
+    network = build_network(config.window, config.units, config.dense, config.dropout, config.seed,
+                            log_variance_bias=float(np.log(np.mean(y_train**2))))
+    forecaster = Forecaster(network, base)
+    x_val = forecaster.standardise(sample_windows(panel, parts["val"], config.window))
+    y_val = (sample_returns(panel, parts["val"]) * PCT).astype("float32")[:, None]
+    network.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss)
+    callbacks: list = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                                     restore_best_weights=True)]
+    if on_epoch_end is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end))
+    started = time.perf_counter()
+    fit = network.fit(forecaster.standardise(x_train), y_train, validation_data=(x_val, y_val),
+                      epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=callbacks)
+    raw_val = np.asarray(network.predict(x_val, batch_size=4096, verbose=0))
+    forecaster = Forecaster(network, calibrate(raw_val, y_val[:, 0].astype(np.float64), base))
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    return TrainedRisk(forecaster, config, history, int(np.argmin(history["val_loss"])) + 1,
+                       time.perf_counter() - started, {k: len(v) for k, v in parts.items()})
