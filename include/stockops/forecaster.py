@@ -34,6 +34,7 @@ LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)  # == stockops.scoring.LEVELS
 FEATURES = ("ret", "log_gko", "gap", "volume_ratio", "market_ret", "log_gko_5", "log_gko_22", "fall")
 PCT = 100.0  # the network sees returns in percent and variances in percent^2
 WARMUP = max(VOLUME_DAYS, 22) + 1  # rows before the first complete feature row
+OHLCV_INPUT = ("Open", "High", "Low", "Close", "Volume", "Market")  # the pyfunc signature's columns
 OUTPUT_COLUMNS = ("point", *(f"q{round(level * 100):02d}" for level in LEVELS), "variance", "volatility")
 
 

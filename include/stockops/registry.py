@@ -20,6 +20,7 @@ from stockops.config import Settings
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion
+    from pandas import DataFrame
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -132,3 +133,35 @@ def load_model(uri: str):
     import mlflow
 
     return mlflow.keras.load_model(uri)
+
+
+def log_forecaster(folder: Path, example: DataFrame, name: str = "model") -> Any:
+    """Log a risk forecaster (weights + calibration in ``folder``) as an MLflow pyfunc model in the active run.
+
+    The ``stockops`` package travels with it (``code_paths``), so ``mlflow.pyfunc.load_model`` and
+    ``mlflow models serve`` work in an interpreter that never imported the project; the signature
+    names every quantile output and the input example is real OHLCV.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from stockops.forecaster import Forecaster, RiskForecasterModel
+
+    output = Forecaster.load(folder).predict_frame(example)
+    return mlflow.pyfunc.log_model(
+        name=name, python_model=RiskForecasterModel(), artifacts={"forecaster": str(folder)},
+        code_paths=[str(Path(__file__).resolve().parent)], signature=infer_signature(example, output),
+        input_example=example, pip_requirements=_pip_requirements())
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "tensorflow-cpu", "keras", "numpy", "pandas")]
+
+
+def load_forecaster(uri: str):
+    """The :class:`stockops.forecaster.Forecaster` inside a logged pyfunc risk model (for batched scoring)."""
+    import mlflow
+
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model().forecaster
