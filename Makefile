@@ -47,6 +47,7 @@ lint: install
 bench: install
 	$(PY) bench/parse_time.py
 	$(PY) bench/ingest_scale.py
+	$(PY) bench/baselines_walkforward.py
 	$(PY) bench/model_quality.py
 	$(PY) bench/gate_thresholds.py
 	$(PY) bench/serving_load.py

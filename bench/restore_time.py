@@ -36,8 +36,8 @@ GOAL_S = 60.0
 class Load:
     """Clients sending a request every ``interval`` seconds; every answer is kept as (time, status, version)."""
 
-    def __init__(self, url: str, closes: list[float], clients: int = 2, interval: float = 0.05):
-        self.url, self.body, self.interval = url, {"closes": closes}, interval
+    def __init__(self, url: str, body: dict, clients: int = 2, interval: float = 0.05):
+        self.url, self.body, self.interval = url, body, interval
         self.answers: list[tuple[float, int, str | None]] = []
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
@@ -99,7 +99,7 @@ def main() -> None:
     from stockops.config import airflow_environment, get_settings
     from stockops.ingest import ingest_day, store_for
     from stockops.platform import LocalPlatform, stop_process_tree
-    from stockops.serving import stop_serving
+    from stockops.serving import market_frame, request_body, stop_serving
     from stockops.training import train_in_process
 
     settings = get_settings()
@@ -107,13 +107,13 @@ def main() -> None:
     ingest_day("2026-11-20")
     train_in_process(trigger_reason="bench: v1")
     train_in_process(trigger_reason="bench: v2", force_promote=True)
-    closes = [float(c) for c in store_for(settings).load()["Close"].to_numpy()[-60:]]
+    body = request_body(store_for(settings).load(), market=market_frame(settings), rows=90)
     results: dict = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                      "load": {"clients": 2, "interval_s": 0.05}, "goal_s": GOAL_S}
     platform = LocalPlatform(settings, port=free_port(), mlflow_port=free_port())
     proc = None
     try:
-        with Load(settings.serve_url, closes) as load:
+        with Load(settings.serve_url, body) as load:
             time.sleep(2)
             def in_process() -> None:
                 rollback("1", "bench: in-process rollback")

@@ -2,15 +2,19 @@
 
 Why: the bento (strict input checks, lineage, prediction log, adaptive batching over a compiled
 SavedModel, behind the stable proxy) has to earn its complexity against what a user would pick
-instead, `mlflow models serve --env-manager local` on the same registry version, and we want to
-know how far it stays from the limit, calling the compiled graph in-process.
+instead, `mlflow models serve --env-manager local` on the same registry version (a pyfunc that
+carries its own code), and we want to know how far it stays from the limit, calling the compiled
+graph in-process.
 
-What: one run trains the default model on a replay snapshot in a fresh home (forced promotion),
-builds and deploys its bento, starts `mlflow models serve` on the same version, and exports the
-same version to a SavedModel for the in-process call. Each target gets a short warm-up, then a
-closed loop at each concurrency (default 1, 8, 32) for a fixed time: C workers, each on one
-keep-alive connection, send the next request as soon as the previous answers, cycling through
-real 60-day price windows of the snapshot. Reported per target and level: requests per second,
+What: one run trains the default model on replay snapshots of the model ticker and the market
+reference in a fresh home (forced promotion), builds and deploys its bento, starts `mlflow models
+serve` on the same version, and exports the same version's network to a SavedModel for the
+in-process call. Each target gets a short warm-up, then a closed loop at each concurrency (default
+1, 8, 32) for a fixed time: C workers, each on one keep-alive connection, send the next request as
+soon as the previous answers, cycling through every stretch of `history` days of the snapshot
+(raw OHLCV and the market's closes: the bento gets its JSON body, `mlflow models serve` the same
+rows as a `dataframe_split`; both compute the features per request). The in-process target calls
+the compiled graph on the precomputed, standardised feature windows (no preprocessing). Reported per target and level: requests per second,
 p50/p95/p99 latency of the successful requests, errors (non-200 answers and exceptions), stalls
 (moments of over 100 ms in which no request finished at all: the server stopped as a whole, e.g. for
 a full garbage collection), and the CPU seconds used by the load generator, by each server process
@@ -63,10 +67,7 @@ GOAL_RATIO = 3.0
 GOAL_P99_MS = 50.0
 STALL_MS = 100.0  # no answer at all for this long, while every worker waits for one, is a stall
 JSON_HEADERS = {"Content-Type": "application/json"}
-PACKAGES = ("bentoml", "mlflow", "tensorflow-cpu", "keras", "numpy", "aiohttp", "uvicorn")
-# `mlflow models serve` loads the model in a fresh interpreter; the model's custom Keras layers are
-# registered only when stockops.model is imported. A sitecustomize on PYTHONPATH does that import.
-SHIM = "import stockops.model  # noqa: F401  registers the custom Keras layers before MLflow loads the model\n"
+PACKAGES = ("bentoml", "mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "aiohttp", "uvicorn")
 
 
 # ---- the load generator -------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def inprocess_level(call, windows: np.ndarray, concurrency: int, seconds: float)
         i = k * 7919
         barrier.wait()
         while time.perf_counter() < deadline[0]:
-            window = windows[i % len(windows)][None, :]
+            window = windows[i % len(windows)][None]
             i += 1
             started = time.perf_counter()
             try:
@@ -282,13 +283,11 @@ def _venv_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def start_mlflow(settings, model_name: str, version: str, log_path: Path, shim_dir: Path | None,
+def start_mlflow(settings, model_name: str, version: str, log_path: Path,
                  timeout: float = 240) -> tuple[subprocess.Popen, str]:
     """`mlflow models serve` on a free loopback port; returns once /ping answers 200."""
     port = free_port()
     extra = {"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
-    if shim_dir is not None:
-        extra["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim_dir), os.environ.get("PYTHONPATH", "")) if p)
     mlflow_bin = venv_bin("mlflow")
     proc = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", registry.model_uri(model_name, version),
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
@@ -314,22 +313,24 @@ def _log_reason(log_path: Path) -> str:
 
 
 def export_saved_model(model_name: str, version: str, folder: Path):
-    """The registry version exported by Keras to a SavedModel and loaded back (what the runner does)."""
+    """The registry version's network exported by Keras to a SavedModel and loaded back (what the bento does).
+
+    Returns ``call`` (standardised feature windows (n, window, 8) -> raw outputs (n, 2)) and the forecaster
+    (its calibration turns raw outputs into forecasts, its scalers standardise the windows).
+    """
     import tensorflow as tf
 
-    import stockops.model  # noqa: F401  (registers the custom Keras layers)
-
-    keras_model = registry.load_model(registry.model_uri(model_name, version))
-    keras_model.export(str(folder), format="tf_saved_model", verbose=False)
+    forecaster = registry.load_forecaster(registry.model_uri(model_name, version))
+    forecaster.network.export(str(folder), format="tf_saved_model", verbose=False)
     loaded = tf.saved_model.load(str(folder))
     serve = loaded.signatures["serve"]
 
     def call(windows: np.ndarray) -> np.ndarray:
-        out = serve(closes=tf.constant(windows, tf.float32))
-        return next(iter(out.values())).numpy().reshape(-1)
+        out = serve(features=tf.constant(windows, tf.float32))
+        return next(iter(out.values())).numpy()
 
     call.keep_alive = loaded  # the variables live as long as the function
-    return call
+    return call, forecaster
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -344,16 +345,42 @@ def prepare_environment(home: Path) -> int:
     return serve_port
 
 
-def price_windows(settings, window: int) -> tuple[np.ndarray, list[str]]:
-    """Every 60-day window of the latest snapshot (oldest first) and the date of its last close."""
+def request_bodies(settings, history: int) -> list[dict]:
+    """A ``/predict`` body for every stretch of ``history`` days of the latest snapshot (oldest first), with
+    the market reference's closes and the date of its last day."""
     from stockops.ingest import store_for
+    from stockops.serving import market_frame, request_body
 
     frame = store_for(settings).load()
-    closes = frame["Close"].to_numpy(dtype="float64")
-    dates = [str(d)[:10] for d in (frame["Date"] if "Date" in frame.columns else frame.index)]
-    n = len(closes) - window + 1
-    windows = np.stack([closes[i:i + window] for i in range(n)]).astype("float32")
-    return windows, dates[window - 1:]
+    market = market_frame(settings)
+    return [request_body(frame.iloc[end - history:end], market=market, as_of=True)
+            for end in range(history, len(frame) + 1)]
+
+
+COLUMNS = {"Open": "open", "High": "high", "Low": "low", "Close": "closes", "Volume": "volume", "Market": "market"}
+
+
+def mlflow_body(body: dict) -> dict:
+    """The same rows for `mlflow models serve` (the pyfunc's OHLCV + Market columns, ``dataframe_split``)."""
+    from stockops.forecaster import OHLCV_INPUT
+
+    columns = [c for c in OHLCV_INPUT if COLUMNS[c] in body]
+    return {"dataframe_split": {"columns": columns, "data": [list(row) for row in zip(*(body[COLUMNS[c]] for c in columns),
+                                                                                    strict=True)]}}
+
+
+def feature_windows(bodies: list[dict], forecaster) -> np.ndarray:
+    """The standardised network input of each body (what the bento computes per request), (n, window, 8)."""
+    import pandas as pd
+
+    from stockops.forecaster import feature_matrix, windows
+
+    out = []
+    for body in bodies:
+        frame = pd.DataFrame({c: body[k] for c, k in COLUMNS.items() if k in body and c != "Market"})
+        features = feature_matrix(frame, np.asarray(body["market"]) if "market" in body else None)
+        out.append(windows(features, np.array([len(frame) - 1]), forecaster.calibration.window)[0])
+    return forecaster.standardise(np.stack(out))
 
 
 def _foreign_load(seconds: float) -> float:
@@ -417,6 +444,7 @@ def main() -> None:
           f"and every server (all numbers include the client's cost)", flush=True)
 
     from stockops.config import get_settings
+    from stockops.forecaster import forecast_from_network
     from stockops.ingest import ingest_day
     from stockops.serving import build_bento, current, deploy, stop_serving
     from stockops.training import train_in_process
@@ -428,7 +456,8 @@ def main() -> None:
     mlflow_proc: subprocess.Popen | None = None
     try:
         t = time.perf_counter()
-        ingest_day(INGEST_DAY)
+        for ticker in dict.fromkeys(t for t in (settings.ticker, settings.market) if t):  # the market ref rides along
+            ingest_day(INGEST_DAY, ticker)
         trained = train_in_process(trigger_reason="bench/serving_load.py", force_promote=True)
         setup["ingest_and_train_s"] = round(time.perf_counter() - t, 1)
         model_name, version = trained["model_name"], str(trained["version"])
@@ -453,50 +482,41 @@ def main() -> None:
         print(f"bento {built['bento_tag']} at {settings.serve_url} (own port {state['port']}); "
               f"build {setup['build_bento_s']} s, deploy {setup['deploy_s']} s", flush=True)
 
-        window = int(built["window"])
-        windows, last_dates = price_windows(settings, window)
-        bento_bodies = [json.dumps({"closes": [float(x) for x in w], "as_of": d}).encode()
-                        for w, d in zip(windows, last_dates, strict=True)]
-        mlflow_bodies = [json.dumps({"inputs": [[float(x) for x in w]]}).encode() for w in windows]
-        print(f"{len(windows)} real {window}-day windows of the replay snapshot, cycled by every worker", flush=True)
+        history = int(built["history"])
+        bodies = request_bodies(settings, history)
+        bento_bodies = [json.dumps(b).encode() for b in bodies]
+        mlflow_bodies = [json.dumps(mlflow_body(b)).encode() for b in bodies]
+        print(f"{len(bodies)} real {history}-day stretches of the replay snapshot (OHLCV"
+              f"{' + market closes' if 'market' in bodies[0] else ''}), cycled by every worker", flush=True)
 
-        # `mlflow models serve` as a user would start it; if the model cannot load there, again with a shim
+        # `mlflow models serve` as a user would start it: the pyfunc carries its code, nothing to add
         logs = settings.serving_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
-        plain = {"works": True, "reason": ""}
-        try:
-            mlflow_proc, mlflow_url = start_mlflow(settings, model_name, version, logs / "mlflow-plain.log", None)
-        except (RuntimeError, TimeoutError) as exc:
-            plain = {"works": False, "reason": f"{exc}; log: {_log_reason(logs / 'mlflow-plain.log')}"}
-            note = ("plain `mlflow models serve` could not load the registered model: " + plain["reason"]
-                    + ". Measured with a sitecustomize on PYTHONPATH that imports stockops.model first.")
-            notes.append(note)
-            print(f"NOTE: {note}", flush=True)
-            shim = home / "mlflow_shim"
-            shim.mkdir()
-            (shim / "sitecustomize.py").write_text(SHIM)
-            mlflow_proc, mlflow_url = start_mlflow(settings, model_name, version, logs / "mlflow-shim.log", shim)
+        mlflow_proc, mlflow_url = start_mlflow(settings, model_name, version, logs / "mlflow.log")
         setup["mlflow_serve_start_s"] = round(time.perf_counter() - t, 1)
         print(f"mlflow models serve at {mlflow_url} (pid {mlflow_proc.pid}); ready after "
               f"{setup['mlflow_serve_start_s']} s", flush=True)
 
         t = time.perf_counter()
-        call = export_saved_model(model_name, version, home / "inprocess_saved_model")
+        call, forecaster = export_saved_model(model_name, version, home / "inprocess_saved_model")
+        windows = feature_windows(bodies, forecaster)
         call(windows[:1])
         setup["inprocess_export_s"] = round(time.perf_counter() - t, 1)
 
-        # the same window through every target: they must agree (one model version)
-        probe = 1000 % len(windows)
+        # the same days through every target: they must agree (one model version)
+        probe = 1000 % len(bodies)
+        last_close = bodies[probe]["closes"][-1]
+        point = forecast_from_network(call(windows[probe:probe + 1]), forecaster.calibration)["point"][0]
         agree = {
-            "bento-proxy": http_json(f"{settings.serve_url}/predict", json.loads(bento_bodies[probe]))[1]["forecast"],
-            "bento-direct": http_json(f"{state['upstream']}/predict", json.loads(bento_bodies[probe]))[1]["forecast"],
-            "mlflow": float(np.ravel(http_json(f"{mlflow_url}/invocations",
-                                               json.loads(mlflow_bodies[probe]))[1]["predictions"])[0]),
-            "in-process": float(call(windows[probe:probe + 1])[0]),
+            "bento-proxy": http_json(f"{settings.serve_url}/predict", bodies[probe])[1]["forecast"],
+            "bento-direct": http_json(f"{state['upstream']}/predict", bodies[probe])[1]["forecast"],
+            "mlflow": float(http_json(f"{mlflow_url}/invocations",
+                                      json.loads(mlflow_bodies[probe]))[1]["predictions"][0]["forecast_close"]),
+            "in-process": float(last_close * np.exp(point)),
         }
         spread = max(agree.values()) / min(agree.values()) - 1
-        print(f"one window through every target: {', '.join(f'{k} {v:.4f}' for k, v in agree.items())} "
+        print(f"one stretch through every target: {', '.join(f'{k} {v:.4f}' for k, v in agree.items())} "
               f"(spread {spread:.2e})", flush=True)
 
         idle = _foreign_load(3.0)
@@ -598,13 +618,14 @@ def main() -> None:
         "method": {"seconds_per_level": args.seconds, "warmup_s": args.warmup, "levels": levels,
                    "loop": "closed; one keep-alive connection per worker (asyncio + aiohttp); in-process: threads",
                    "latency": "client-side, successful requests only", "errors": "non-200 answers and exceptions",
-                   "windows": len(windows), "window": window, "snapshot_day": INGEST_DAY,
+                   "windows": len(windows), "window": forecaster.calibration.window, "history": history,
+                   "snapshot_day": INGEST_DAY, "market": "market" in bodies[0],
                    "client_shares_cores": True, "attempts": args.attempts, "max_wait_s": args.max_wait,
                    "repeat_rule": "a level is repeated (after waiting for a quiet machine) when other processes "
                                   "used more than 15 % of a core during it; the least disturbed run is kept"},
         "model": {"name": model_name, "version": version, "bento_tag": built["bento_tag"],
                   "gate_decision": trained["decision"]["decision"]},
-        "mlflow_plain_serve": plain, "same_window_forecasts": agree, "setup_s": setup,
+        "same_window_forecasts": agree, "setup_s": setup,
         "results": results, "inprocess_batch": batch, "ratios": ratios, "goals": goals, "notes": notes,
         "server_log_errors": log_errors,
         "total_s": round(total_s, 1),

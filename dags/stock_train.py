@@ -1,23 +1,29 @@
 """
-### stock_train — retrain the LSTM on every new snapshot; promote only a model that earns it
+### stock_train — retrain the global risk forecaster on new data; promote only a model that earns it
 
-Runs when `stock_ingest` publishes a new snapshot (the prices **Asset**), by hand from the
-*Trigger* form (Params below), or when `stock_monitor` detects drift or a live error it
-cannot accept (its conf carries the `reason` and the `report`, kept as MLflow run tags).
+Runs when `stock_ingest` publishes a new snapshot of any watchlist ticker (one **Asset** per
+ticker, any of them triggers; at most one run at a time, so a day's publishes coalesce into
+one or two runs), by hand from the *Trigger* form (Params below), or when `stock_monitor`
+detects drift or a live error it cannot accept (its conf carries the `reason` and the `report`).
 
-`load_snapshot` → `features` (scale-free windows, chronological split) → `train` (Keras LSTM,
-early stopping, one MLflow run) → `evaluate` (candidate, champion re-scored on today's holdout,
-persistence and moving-average baselines) → `register` (alias `challenger`) → `gate` →
-`build` (the candidate's bento: BentoML model store + `bentoml build`, tag and labels carry the
-registry version, MLflow run id and snapshot hash) → `deploy` (the new bento must pass `/readyz`
-and a smoke prediction before it takes over the serving address; the old one is stopped after)
-→ `promote` (alias `champion`). A failed build or deploy fails the run and leaves the champion,
+`load_snapshots` (the latest published snapshot of every ticker) → `features` (one panel,
+split by date: the same boundaries for every ticker, one window purged between parts) →
+`train` (one global Keras LSTM for every ticker: tomorrow's log-return variance, quantiles and
+mean; one MLflow run; an MLflow pyfunc model that carries its own code) → `evaluate` (candidate,
+champion re-scored on today's holdout, persistence, GARCH-N/t, EWMA, HAR-GK and HARX-GKO on
+the same ticker-days: QLIKE, pinball, coverage, VaR breaches with Kupiec, Diebold–Mariano) →
+`register` (alias `challenger`) → `gate` → `build` (the candidate's bento) → `deploy` (the new
+bento must pass `/readyz` and a smoke forecast before it takes over the serving address) →
+`promote` (alias `champion`). A failed build or deploy fails the run and leaves the champion,
 and the bento that serves, as they were.
 
-The **gate** promotes only if the candidate's RMSE ≤ persistence × (1 + `STOCKOPS_GATE_TOLERANCE`)
-and, when there is a champion, ≤ champion × (1 − `STOCKOPS_GATE_MARGIN`). A refusal skips
-`promote` (the run stays green) and the reason is in the `gate` log, on the MLflow model
-version and in the audit log. `force_promote` overrides it; the reason is recorded.
+The **gate** promotes only a candidate that (a) is not worse than HARX-GKO on pooled QLIKE,
+(b) covers 88–92 % of days with its 90 % interval (`STOCKOPS_GATE_COVERAGE_90_MIN/MAX`),
+(c) keeps its point RMSE ≤ persistence × (1 + `STOCKOPS_GATE_TOLERANCE`), and (d) beats the
+champion with a DM t ≥ `STOCKOPS_GATE_DM_T` on QLIKE or pinball — or, once the champion's data
+is older than `STOCKOPS_GATE_CHAMPION_MAX_AGE_DAYS`, is within `STOCKOPS_GATE_MARGIN` of it.
+A refusal skips `promote` (the run stays green); the reason is in the `gate` log, on the MLflow
+model version and in the audit log. `force_promote` overrides it; the reason is recorded.
 
 Logic lives in `stockops.training` and `stockops.serving`; this file only wires it.
 """
@@ -26,14 +32,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, AssetAny, Param, dag, task
 
-from stockops.config import get_settings
+from stockops.config import get_settings, prices_asset_name, prices_asset_uri
 from stockops.serving import build_candidate_bento, deploy_candidate
 from stockops.training import (
     evaluate_models,
     gate_candidate,
-    load_snapshot,
+    load_snapshots,
     prepare_features,
     promote_candidate,
     register_candidate,
@@ -41,23 +47,24 @@ from stockops.training import (
 )
 
 settings = get_settings()
-PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops")
+PRICES = AssetAny(*(Asset(name=prices_asset_name(t), uri=prices_asset_uri(t), group="stockops")
+                    for t in settings.tickers))
 
 
 @dag(
     dag_id="stock_train",
-    schedule=[PRICES],
+    schedule=PRICES,
     start_date=datetime(2000, 1, 1),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    tags=["stockops", "training", settings.ticker],
+    tags=["stockops", "training", "watchlist"],
     default_args={"owner": "stockops", "retries": 1, "retry_delay": timedelta(minutes=1)},
     params={
         "epochs": Param(settings.train_epochs, type="integer", minimum=1, maximum=500,
                         description="Maximum training epochs (early stopping may stop sooner)."),
         "window": Param(settings.train_window, type="integer", minimum=2, maximum=250,
-                        description="Trading days of closes the model sees."),
+                        description="Trading days of features the LSTM sees."),
         "reason": Param("new snapshot", type="string", minLength=1,
                         description="Why this run: kept in MLflow and the audit log."),
         "report": Param("", type="string",
@@ -68,8 +75,8 @@ PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops
     render_template_as_native_obj=True,
 )
 def stock_train():
-    snapshot = task(load_snapshot)()
-    features = task(prepare_features, task_id="features")(snapshot, window="{{ params.window }}")
+    snapshots = task(load_snapshots)()
+    features = task(prepare_features, task_id="features")(snapshots, window="{{ params.window }}")
     trained = task(train_candidate, task_id="train")(features, epochs="{{ params.epochs }}",
                                                      trigger_reason="{{ params.reason }}", dag_run_id="{{ run_id }}",
                                                      trigger_report="{{ params.report }}")

@@ -24,6 +24,7 @@ from scipy import stats
 from stockops.risk_inputs import VARIANCE_FLOOR, daily_inputs, har_terms, negative_return_term
 from stockops.scoring import LEVELS, RiskForecast
 
+MIN_TRAIN_DAYS = 300  # the 22-day HAR average plus about a year to fit on
 Model = Callable[[pd.DataFrame, int], RiskForecast]
 NORMAL_QUANTILES = stats.norm.ppf(LEVELS)
 
@@ -128,3 +129,16 @@ def walk_forward(frame: pd.DataFrame, market_close: np.ndarray | pd.Series | Non
     rows = np.concatenate(rows)
     return WalkForward({name: RiskForecast.concat(p) for name, p in parts.items()},
                        inputs["ret"].to_numpy()[rows], frame["Date"].to_numpy()[1:][rows])
+
+
+def holdout(frame: pd.DataFrame, market_close: np.ndarray | pd.Series | None, first_target: np.datetime64,
+            models: dict[str, Model] = BASELINES) -> WalkForward:
+    """One fold: fit every model on the days before ``first_target`` and forecast every day from it on."""
+    inputs = daily_inputs(frame, market_close).iloc[1:].reset_index(drop=True)
+    dates = frame["Date"].to_numpy(dtype="datetime64[D]")[1:]
+    train_end = int(np.searchsorted(dates, np.datetime64(first_target, "D")))
+    if train_end < MIN_TRAIN_DAYS:
+        raise ValueError(f"{train_end} days before {first_target} are too few to fit the baselines")
+    return WalkForward({name: model(inputs, train_end) for name, model in models.items()},
+                       inputs["ret"].to_numpy()[train_end:], dates[train_end:])
+

@@ -79,13 +79,19 @@ class Settings:
     review_timeout_h: float = 72.0  # how long an ingest waits for a person's decision on a held day
     gx_keep_results: int = 360  # GX validation results (and Data Docs pages) kept: about 20 days of 18 tickers
     # training and the promotion gate
-    model_name: str = ""  # default <TICKER>_lstm
+    model_name: str = "stockops_risk"  # the global risk forecaster's registered name
     mlflow_tracking_uri: str = ""  # default sqlite under the home
     train_profile: str = "default"  # "small": a tiny model for tests and smoke runs
-    train_epochs: int = 30
-    train_window: int = 60
-    gate_tolerance: float = 0.001
-    gate_margin: float = 0.005
+    train_epochs: int = 20
+    train_window: int = 40
+    # the market reference whose daily return every ticker's model input carries (none if not in the watchlist)
+    market: str | None = "QQQ"
+    gate_tolerance: float = 0.001  # point RMSE <= persistence x (1 + this)
+    gate_margin: float = 0.03  # QLIKE nats/day a stale champion may be beaten by (bench/gate_thresholds.py)
+    gate_coverage_90: tuple[float, float] = (0.88, 0.92)
+    gate_dm_t: float = 2.0
+    gate_champion_max_age_days: float = 7.0
+    gate_harx_tolerance: float = 0.0  # QLIKE nats/day a candidate may lose to HARX-GKO (0: none)
     # serving: the stable address users call (a small proxy in front of the current bento)
     serve_host: str = "127.0.0.1"
     serve_port: int = 3000
@@ -130,8 +136,8 @@ class Settings:
                              "STOCKOPS_TICKERS to one symbol")
         if self.airflow_home is None:
             object.__setattr__(self, "airflow_home", self.home / "airflow")
-        if not self.model_name:
-            object.__setattr__(self, "model_name", f"{self.ticker}_lstm")
+        if self.market is not None and self.market not in self.tickers:
+            object.__setattr__(self, "market", None)
         if not self.mlflow_tracking_uri:
             object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}")
         if self.serving_mode not in ("local", "agent"):
@@ -318,14 +324,19 @@ def get_settings() -> Settings:
         max_repeated_rows=_env_int("STOCKOPS_MAX_REPEATED_ROWS", 0),
         review_timeout_h=_env_float("STOCKOPS_REVIEW_TIMEOUT_H", 72.0),
         gx_keep_results=_env_int("STOCKOPS_GX_KEEP_RESULTS", 360),
-        model_name=_env("STOCKOPS_MODEL_NAME", ""),
+        model_name=_env("STOCKOPS_MODEL_NAME", "stockops_risk"),
         # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable into the process env.
         mlflow_tracking_uri=_env("STOCKOPS_MLFLOW_TRACKING_URI", ""),
         train_profile=_env("STOCKOPS_TRAIN_PROFILE", "default").lower(),
-        train_epochs=_env_int("STOCKOPS_TRAIN_EPOCHS", 30),
-        train_window=_env_int("STOCKOPS_TRAIN_WINDOW", 60),
+        train_epochs=_env_int("STOCKOPS_TRAIN_EPOCHS", 20),
+        train_window=_env_int("STOCKOPS_TRAIN_WINDOW", 40),
+        market=_env("STOCKOPS_MARKET", "QQQ").upper(),
         gate_tolerance=_env_float("STOCKOPS_GATE_TOLERANCE", 0.001),
-        gate_margin=_env_float("STOCKOPS_GATE_MARGIN", 0.005),
+        gate_margin=_env_float("STOCKOPS_GATE_MARGIN", 0.03),
+        gate_coverage_90=(_env_float("STOCKOPS_GATE_COVERAGE_90_MIN", 0.88), _env_float("STOCKOPS_GATE_COVERAGE_90_MAX", 0.92)),
+        gate_dm_t=_env_float("STOCKOPS_GATE_DM_T", 2.0),
+        gate_champion_max_age_days=_env_float("STOCKOPS_GATE_CHAMPION_MAX_AGE_DAYS", 7.0),
+        gate_harx_tolerance=_env_float("STOCKOPS_GATE_HARX_TOLERANCE", 0.0),
         serve_host=_env("STOCKOPS_SERVE_HOST", "127.0.0.1"),
         serve_port=_env_int("STOCKOPS_SERVE_PORT", 3000),
         serve_ready_timeout_s=_env_float("STOCKOPS_SERVE_READY_TIMEOUT_S", 180.0),

@@ -51,7 +51,7 @@ def run_demo(days: int = 5) -> list[dict]:
     from stockops.training import format_scores, train_in_process
 
     was_serving = bool(current(settings))  # e.g. make run is up on the same home: leave its endpoint up
-    print("\ntraining a candidate on the latest snapshot (this imports TensorFlow and MLflow) ...", flush=True)
+    print("\ntraining a candidate on the latest snapshot of every ticker (this imports TensorFlow and MLflow) ...", flush=True)
     try:
         outcome = train_in_process(trigger_reason="make demo")
     except Exception:
@@ -95,7 +95,7 @@ def show_monitor_decision() -> dict:
 def forecast_over_http(settings, store, was_serving: bool) -> dict | None:
     """Serve the champion (unless it already answers) and ask it for tomorrow over real HTTP."""
     from stockops.processes import http_json
-    from stockops.serving import serve_champion, stop_serving
+    from stockops.serving import market_frame, request_body, serve_champion, stop_serving
 
     print("\nserving the champion (bento build + health-checked deploy, if not done yet) ...", flush=True)
     try:
@@ -103,13 +103,16 @@ def forecast_over_http(settings, store, was_serving: bool) -> dict | None:
         if state is None:
             print("no champion, so nothing is served: the endpoint waits for a model that passes the gate")
             return None
-        frame = store.load()
-        closes = [float(c) for c in frame["Close"].to_numpy()[-90:]]
-        as_of = frame["Date"].iloc[-1].date().isoformat()
-        status, body = http_json(f"{settings.serve_url}/predict", {"closes": closes, "as_of": as_of})
-        print(f"POST {settings.serve_url}/predict  ({len(closes)} closes up to {as_of}) -> HTTP {status}")
+        market = market_frame(settings)
+        request = request_body(store.load(), market=market, as_of=True, rows=90)
+        print(f"POST {settings.serve_url}/predict  ({len(request['closes'])} days of OHLCV up to {request['as_of']}"
+              f"{f', with {settings.market} closes' if 'market' in request else ''}) -> ", end="", flush=True)
+        status, body = http_json(f"{settings.serve_url}/predict", request)
+        print(f"HTTP {status}")
         if status == 200:
-            print(f"  forecast for {body['forecast_for']}: {body['forecast']:.2f}  (last close {body['last_close']:.2f})")
+            low, high = body["intervals"]["90"]
+            print(f"  forecast for {body['forecast_for']}: {body['forecast']:.2f}  (last close {body['last_close']:.2f}); "
+                  f"90 % interval {low:.2f} .. {high:.2f}, daily volatility {100 * body['volatility']:.2f} %")
             print(f"  model {body['model_name']} v{body['model_version']}, bento {body['bento_tag']}, "
                   f"snapshot {body['snapshot_hash'][:12]}")
         else:

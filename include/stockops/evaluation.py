@@ -1,4 +1,4 @@
-"""Scoring forecasts on the holdout: the model, the champion and two baselines, on the same days."""
+"""Point metrics of price forecasts (the monitor's live error); risk forecasts are scored in ``stockops.scoring``."""
 
 from __future__ import annotations
 
@@ -24,29 +24,3 @@ def forecast_metrics(actual: np.ndarray, forecast: np.ndarray, last: np.ndarray)
         "rmspe": float(np.sqrt(np.mean((error / actual) ** 2)) * 100),
         "directional_accuracy": float(np.mean(np.sign(predicted_move) * np.sign(actual - last) > 0)),
     }
-
-
-def persistence_forecast(closes: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Tomorrow = today."""
-    return np.asarray(closes, dtype=np.float64)[ends]
-
-
-def moving_average_forecast(closes: np.ndarray, ends: np.ndarray, window: int = 5) -> np.ndarray:
-    """Tomorrow = the mean of the last ``window`` closes."""
-    closes = np.asarray(closes, dtype=np.float64)
-    idx = np.asarray(ends)[:, None] + np.arange(-window + 1, 1)[None, :]
-    return closes[idx].mean(axis=1)
-
-
-def score_all(closes: np.ndarray, ends: np.ndarray, forecasts: dict[str, np.ndarray],
-              ma_window: int = 5) -> dict[str, dict[str, float]]:
-    """Metrics for each named forecast plus the two baselines, with each RMSE's ratio to persistence."""
-    closes = np.asarray(closes, dtype=np.float64)
-    actual, last = closes[ends + 1], closes[ends]
-    every = {**forecasts, "persistence": persistence_forecast(closes, ends),
-             "moving_average": moving_average_forecast(closes, ends, ma_window)}
-    scores = {name: forecast_metrics(actual, f, last) for name, f in every.items()}
-    base = scores["persistence"]["rmse"]
-    for s in scores.values():
-        s["rmse_ratio"] = s["rmse"] / base
-    return scores

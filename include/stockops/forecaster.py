@@ -57,6 +57,22 @@ def windows(features: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
     return features[idx]
 
 
+def synthetic_ohlcv(rows: int, start: float = 100.0, seed: int = 0) -> pd.DataFrame:
+    """A plausible daily OHLCV series (1 % daily moves, consistent High/Low, business-day dates).
+
+    For probes and examples where no real data is at hand (the bento's start-up probe, its
+    OpenAPI example, a deploy smoke check in a home without snapshots); the answer means nothing.
+    """
+    rng = np.random.default_rng(seed)
+    close = start * np.exp(np.cumsum(rng.normal(0.0003, 0.01, rows)))
+    open_ = np.concatenate([[start], close[:-1]]) * np.exp(rng.normal(0.0, 0.003, rows))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, 0.005, rows)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, 0.005, rows)))
+    volume = np.round(1e6 * np.exp(rng.normal(0.0, 0.3, rows)))
+    return pd.DataFrame({"Date": pd.bdate_range(end="2024-12-31", periods=rows), "Open": open_.round(4),
+                         "High": high.round(4), "Low": low.round(4), "Close": close.round(4), "Volume": volume})
+
+
 @dataclass(frozen=True)
 class Calibration:
     """What training fitted besides the weights: input scalers and the validation calibration."""
@@ -169,18 +185,3 @@ class Forecaster:
         out["last_close"] = last
         out["forecast_close"] = np.asarray(last) * np.exp(result["point"])
         return out
-
-
-try:  # the MLflow wrapper; absent MLflow, the module still serves training and the bento
-    import mlflow.pyfunc
-
-    class RiskForecasterModel(mlflow.pyfunc.PythonModel):
-        """``mlflow.pyfunc`` face of :class:`Forecaster` (artifact ``forecaster``: weights + calibration)."""
-
-        def load_context(self, context) -> None:
-            self.forecaster = Forecaster.load(context.artifacts["forecaster"])
-
-        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-            return self.forecaster.predict_frame(pd.DataFrame(model_input))
-except ImportError:  # pragma: no cover
-    RiskForecasterModel = None  # type: ignore[assignment,misc]

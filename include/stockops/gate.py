@@ -1,8 +1,22 @@
-"""The promotion gate as a pure decision: promote only a model that beats persistence and the champion."""
+"""The promotion gate as a pure decision, in proper scoring rules.
+
+A candidate risk forecaster is promoted only if, on the holdout (every ticker, the same days):
+
+(a) its pooled QLIKE is not worse than HARX-GKO's (the strongest classical baseline), by more
+    than ``harx_tolerance`` (default 0);
+(b) its 90 % interval covers between ``coverage_90`` of the days;
+(c) its point forecast's RMSE is at most persistence x (1 + ``rmse_tolerance``);
+(d) there is no champion, or it beats the champion on QLIKE or pinball loss with a
+    Diebold–Mariano t of at least ``dm_t``, or — once the champion's data is older than
+    ``champion_max_age_days`` — it is no worse than the champion by more than ``margin`` in
+    QLIKE (non-inferiority: a stale champion can be refreshed; seed noise never replaces a good one).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+from stockops.config import Settings
 
 
 @dataclass(frozen=True)
@@ -19,29 +33,70 @@ class GateDecision:
         return {**asdict(self), "label": self.label}
 
 
-def decide(candidate_rmse: float, persistence_rmse: float, champion_rmse: float | None, *,
-           tolerance: float, margin: float, force: bool = False, force_reason: str = "") -> GateDecision:
-    """Promote iff RMSE <= persistence x (1 + tolerance) and (no champion, or RMSE <= champion x (1 - margin)).
+@dataclass(frozen=True)
+class GatePolicy:
+    rmse_tolerance: float = 0.001
+    coverage_90: tuple[float, float] = (0.88, 0.92)
+    dm_t: float = 2.0
+    champion_max_age_days: float = 7.0
+    margin: float = 0.03  # QLIKE nats/day; see bench/gate_thresholds.py
+    harx_tolerance: float = 0.0
 
-    ``force`` promotes anyway, but the reason must say why and is kept with the decision.
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GatePolicy:
+        return cls(rmse_tolerance=settings.gate_tolerance, coverage_90=settings.gate_coverage_90,
+                   dm_t=settings.gate_dm_t, champion_max_age_days=settings.gate_champion_max_age_days,
+                   margin=settings.gate_margin, harx_tolerance=settings.gate_harx_tolerance)
+
+
+def decide(candidate: dict, reference: dict, champion: dict | None, policy: GatePolicy, *,
+           champion_age_days: float | None = None, force: bool = False, force_reason: str = "") -> GateDecision:
+    """Promote iff (a)–(d) of the module docstring hold; every number goes into the reason.
+
+    ``candidate``, ``reference`` (HARX-GKO) and ``champion`` are pooled holdout scores; the
+    candidate's carries ``dm_qlike_vs_champion`` and ``dm_pinball_vs_champion`` when a champion
+    was re-scored (positive: the candidate is better). ``force`` promotes anyway, with a reason.
     """
-    limit = persistence_rmse * (1 + tolerance)
-    beats_persistence = candidate_rmse <= limit
-    text = (f"candidate RMSE {candidate_rmse:.4f} vs persistence {persistence_rmse:.4f} "
-            f"(ratio {candidate_rmse / persistence_rmse:.4f}, limit {limit:.4f} with tolerance {tolerance:.2%})")
-    if champion_rmse is None:
-        beats_champion, text = True, text + "; no champion yet"
+    failed, text = [], []
+    gain = reference["qlike"] - candidate["qlike"]
+    text.append(f"QLIKE {candidate['qlike']:.4f} vs HARX-GKO {reference['qlike']:.4f} (gain {gain:+.4f} nats/day)")
+    if gain < -policy.harx_tolerance:
+        failed.append("worse than HARX-GKO on QLIKE")
+    low, high = policy.coverage_90
+    cover = candidate["coverage_90"]
+    text.append(f"90 % coverage {cover:.3f} (must be in [{low:.2f}, {high:.2f}])")
+    if not low <= cover <= high:
+        failed.append("90 % interval miscalibrated")
+    limit = 1 + policy.rmse_tolerance
+    text.append(f"point RMSE {candidate['rmse_ratio']:.4f} x persistence (limit {limit:.4f})")
+    if candidate["rmse_ratio"] > limit:
+        failed.append("point forecast worse than persistence")
+    if champion is None:
+        text.append("no champion to beat")
     else:
-        needed = champion_rmse * (1 - margin)
-        beats_champion = candidate_rmse <= needed
-        text += f"; champion RMSE {champion_rmse:.4f} on the same holdout (must be <= {needed:.4f}, margin {margin:.2%})"
+        dm_q, dm_p = candidate.get("dm_qlike_vs_champion"), candidate.get("dm_pinball_vs_champion")
+        lead = champion["qlike"] - candidate["qlike"]
+        text.append(f"vs champion: QLIKE {lead:+.4f}, DM t {dm_q:.2f} (QLIKE) / {dm_p:.2f} (pinball), "
+                    f"needs >= {policy.dm_t:.1f}")
+        beats = max(dm_q, dm_p) >= policy.dm_t
+        stale = champion_age_days is not None and champion_age_days > policy.champion_max_age_days
+        if not beats and stale:
+            text.append(f"champion's data is {champion_age_days:.0f} days old (> {policy.champion_max_age_days:.0f}):"
+                        f" non-inferior within {policy.margin:.4f} is enough")
+            if lead < -policy.margin:
+                failed.append("worse than the stale champion by more than the margin")
+        elif not beats:
+            age = "unknown" if champion_age_days is None else f"{champion_age_days:.0f} days"
+            text.append(f"champion's data age {age} (refreshed without a significant win after "
+                        f"{policy.champion_max_age_days:.0f})")
+            failed.append("does not beat the champion significantly")
+    detail = "; ".join(text)
     if force:
         if not force_reason.strip():
             raise ValueError("force_promote needs a reason")
-        verdict = "passes" if beats_persistence and beats_champion else "would be refused"
-        return GateDecision(True, True, f"FORCED by request ({force_reason.strip()}); on its merits it {verdict}: {text}")
-    if not beats_persistence:
-        return GateDecision(False, False, f"refused: does not beat persistence: {text}")
-    if not beats_champion:
-        return GateDecision(False, False, f"refused: does not beat the champion by the margin: {text}")
-    return GateDecision(True, False, f"promoted: {text}")
+        verdict = "passes" if not failed else f"would be refused ({', '.join(failed)})"
+        return GateDecision(True, True, f"FORCED by request ({force_reason.strip()}); on its merits it {verdict}: "
+                                        f"{detail}")
+    if failed:
+        return GateDecision(False, False, f"refused: {', '.join(failed)}: {detail}")
+    return GateDecision(True, False, f"promoted: {detail}")

@@ -123,27 +123,40 @@ def served_forecasts(prediction_log: Path, version: str, as_of_days: set[str]) -
     return found
 
 
-def replay_forecasts(model_uri: str, closes: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """The model's next-day forecasts made at each end index (NaN where its window does not fit)."""
+def replay_forecasts(model_uri: str, frame: pd.DataFrame, market: np.ndarray | None, ends: np.ndarray) -> np.ndarray:
+    """The model's next-day close forecasts made at each end index (NaN where its history does not fit)."""
     import numpy as np
 
-    from stockops.features import raw_windows
-    from stockops.model import model_window, predict_prices
+    from stockops.forecaster import WARMUP, feature_matrix, windows
 
-    model = registry.load_model(model_uri)
-    window = model_window(model)
+    model = registry.load_forecaster(model_uri)
+    window = model.calibration.window
     out = np.full(len(ends), np.nan)
-    fits = ends >= window - 1
+    fits = ends >= window - 1 + WARMUP
     if fits.any():
-        out[fits] = predict_prices(model, raw_windows(closes, window, ends[fits]))
+        point = model.predict_windows(windows(feature_matrix(frame, market), ends[fits], window))["point"]
+        out[fits] = frame["Close"].to_numpy(dtype="float64")[ends[fits]] * np.exp(point)
     return out
+
+
+def market_closes(settings: Settings, frame: pd.DataFrame) -> np.ndarray | None:
+    """The market reference's closes on ``frame``'s days (latest published snapshot), or None without one."""
+    from stockops.ingest import store_for
+
+    if not settings.market:
+        return None
+    store = store_for(settings, settings.market)
+    if store.latest() is None:
+        return None
+    market = store.load().set_index("Date")["Close"]
+    return market.reindex(frame["Date"]).ffill().bfill().to_numpy(dtype="float64")
 
 
 def live_error(frame: pd.DataFrame, days: int, version: str, prediction_log: Path,
                replay=None) -> dict[str, Any]:
     """Forecasts for the last ``days`` trading days against what happened, and persistence on the same days.
 
-    ``replay(closes, ends)`` supplies the champion's forecasts for days the log does not cover.
+    ``replay(ends)`` supplies the champion's forecasts for days the log does not cover.
     """
     import numpy as np
     import pandas as pd
@@ -157,7 +170,7 @@ def live_error(frame: pd.DataFrame, days: int, version: str, prediction_log: Pat
     forecasts = np.array([logged.get(day, np.nan) for day in dates[ends]])
     missing = np.isnan(forecasts)
     if missing.any() and replay is not None:
-        forecasts[missing] = replay(closes, ends[missing])
+        forecasts[missing] = replay(ends[missing])
     scored = ~np.isnan(forecasts)
     if not scored.any():
         return {"days": 0, "from_log": 0, "replayed": 0}
@@ -257,8 +270,9 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
         log.warning("champion v%s has no recorded training window (%s): data drift is not checked; the next "
                     "promotion records one", champion.version, REFERENCE_ARTIFACT)
     model_uri = registry.model_uri(settings.model_name, champion.version)
+    market = market_closes(settings, frame)
     error = live_error(frame, days, champion.version, settings.prediction_log,
-                       replay=lambda closes, ends: replay_forecasts(model_uri, closes, ends))
+                       replay=lambda ends: replay_forecasts(model_uri, frame, market, ends))
     error.update(_holdout_ratio(champion.run_id, error))
     decision = decide(drift, error, settings, active_training_runs=active_training_runs,
                       previous_trigger=None if dry_run else last_trigger(settings.monitor_log), now=started)

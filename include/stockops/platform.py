@@ -215,8 +215,10 @@ class LocalPlatform:
  are done, in a minute or two). The {self.settings.ticker} snapshot starts stock_train (about two
  minutes more: train, gate, and for a promoted model, bento build and a health-checked deploy
  to the endpoint above) and stock_monitor (drift and live error against the champion).
-   curl -s -H 'Content-Type: application/json' -d '{{"closes": [<60+ daily closes>]}}' \\
-        {self.settings.serve_url}/predict
+   curl -s -H 'Content-Type: application/json' {self.settings.serve_url}/predict -d \\
+        '{{"open": [...], "high": [...], "low": [...], "closes": [...], "volume": [...], "market": [...]}}'
+   (the same days in every list, oldest first: at least the model's window + 23, {self.settings.train_window + 23} by
+   default; market: {self.settings.market or 'QQQ'} closes on those days, optional; API docs above)
  Ctrl-C stops everything this command started, the endpoint included.
 ==============================================================================""", flush=True)
 

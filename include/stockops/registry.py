@@ -2,7 +2,7 @@
 
 Every other module reaches MLflow through here: :func:`setup` points MLflow at the configured
 store (and returns the training experiment's id), the registry helpers read and move aliases
-(``champion``, ``challenger``), tag and list model versions, and load a registered Keras model.
+(``champion``, ``challenger``), tag and list model versions, and log and load the risk forecaster (a pyfunc model).
 
 The helpers act on ``settings.model_name`` unless a ``model_name`` is given, and none of them
 calls :func:`setup` itself: call it once before (as every step does). ``mlflow`` is imported
@@ -125,16 +125,6 @@ def model_uri(model_name: str, version: Any = None, *, alias: str | None = None)
     return f"models:/{model_name}@{alias}" if alias is not None else f"models:/{model_name}/{version}"
 
 
-def load_model(uri: str):
-    """The Keras model behind a ``models:/`` (or run) URI.
-
-    Import ``stockops.model`` first where the model may use the custom layers it registers.
-    """
-    import mlflow
-
-    return mlflow.keras.load_model(uri)
-
-
 def log_forecaster(folder: Path, example: DataFrame, name: str = "model") -> Any:
     """Log a risk forecaster (weights + calibration in ``folder``) as an MLflow pyfunc model in the active run.
 
@@ -145,8 +135,10 @@ def log_forecaster(folder: Path, example: DataFrame, name: str = "model") -> Any
     import mlflow
     from mlflow.models import infer_signature
 
-    from stockops.forecaster import Forecaster, RiskForecasterModel
+    from stockops.forecaster import Forecaster
+    from stockops.pyfunc_model import RiskForecasterModel
 
+    # Volume stays int64, as exchanges and yfinance report it (MLflow will not cast a float column to it)
     output = Forecaster.load(folder).predict_frame(example)
     return mlflow.pyfunc.log_model(
         name=name, python_model=RiskForecasterModel(), artifacts={"forecaster": str(folder)},

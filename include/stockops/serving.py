@@ -1,12 +1,15 @@
 """Serving: build a bento for a registry version, deploy it behind a health check, stop serving.
 
-build:  MLflow version -> Keras model -> compiled TF SavedModel -> BentoML model store ->
-        ``bentoml build`` of ``bento/service.py`` whose tag and labels carry the registry
-        version, the MLflow run id and the snapshot hash. The BentoML part runs in a child
-        process with ``BENTOML_HOME`` under the stockops home (BentoML fixes its home per process).
+build:  MLflow version (a pyfunc risk forecaster) -> its network's compiled TF SavedModel +
+        its calibration (``forecaster.json``) + the preprocessing code it needs
+        (``stockops/forecaster.py``, ``risk_inputs.py``) -> BentoML model store -> ``bentoml build``
+        of ``bento/service.py`` whose tag and labels carry the registry version, the MLflow run
+        id and the snapshot hash. The BentoML part runs in a child process with ``BENTOML_HOME``
+        under the stockops home (BentoML fixes its home per process).
 deploy: the new bento starts on a free loopback port, must pass ``/readyz`` and a smoke
-        prediction on the latest snapshot, and only then becomes the upstream of the stable
-        address (``stockops.proxy``); the old bento is stopped after in-flight requests finish.
+        prediction on the latest snapshot (real OHLCV, with the market reference's closes), and
+        only then becomes the upstream of the stable address (``stockops.proxy``); the old bento
+        is stopped after in-flight requests finish.
         A failure stops the new process and leaves the old one serving. Every attempt is
         recorded in ``deploys.jsonl`` for the DORA report.
 """
@@ -79,13 +82,14 @@ def existing_bento(settings: Settings, bento_tag: str) -> dict | None:
     if not model_yaml.exists():
         return None
     metadata = yaml.safe_load(model_yaml.read_text())["metadata"]
+    if "history" not in metadata:  # a bento of the retired close-only model: build a new one
+        return None
     return {"bento_tag": bento_tag, "bento_model": model_tag, "bento_path": str(bento_yaml.parent),
-            **{k: metadata[k] for k in ("mlflow_run_id", "snapshot_hash", "window")}}
+            **{k: metadata[k] for k in ("mlflow_run_id", "snapshot_hash", "window", "history")}}
 
 
 def _build_bento(settings: Settings, mv) -> dict:
-    import stockops.model  # noqa: F401  (registers the custom Keras layers before loading)
-    from stockops.model import model_window
+    from dataclasses import asdict
 
     model_name, version = mv.name, mv.version
     run = registry.get_run(mv.run_id)
@@ -100,9 +104,12 @@ def _build_bento(settings: Settings, mv) -> dict:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     started = time.perf_counter()
-    model = registry.load_model(registry.model_uri(model_name, version))
-    metadata["window"] = model_window(model)
-    model.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
+    forecaster = registry.load_forecaster(registry.model_uri(model_name, version))
+    metadata["window"] = forecaster.calibration.window
+    metadata["history"] = forecaster.calibration.history
+    # the compiled graph takes standardised feature windows: signature "serve", input "features" (n, window, 8)
+    forecaster.network.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
+    (staging / "forecaster.json").write_text(json.dumps(asdict(forecaster.calibration), indent=1))
     (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
     result = subprocess.run([sys.executable, "-m", "stockops.serving", "pack", str(staging)],
                             env={**os.environ, **bentoml_environment(settings)}, capture_output=True, text=True,
@@ -115,7 +122,12 @@ def _build_bento(settings: Settings, mv) -> dict:
     log.info("bento %s (model %s) for %s v%s in %.1f s", built["bento_tag"], built["bento_model"], model_name,
              version, time.perf_counter() - started)
     return {**built, "model_name": model_name, "version": str(version), **{k: metadata[k] for k in
-            ("mlflow_run_id", "snapshot_hash", "window")}}
+            ("mlflow_run_id", "snapshot_hash", "window", "history")}}
+
+
+# What a bento needs of stockops to turn raw OHLCV into the network's input, copied into its model
+# (``code/stockops/``): a bento served outside this project's environment imports it from there.
+SERVED_CODE = ("forecaster.py", "risk_inputs.py")
 
 
 def _pack(staging: Path) -> dict:
@@ -132,6 +144,13 @@ def _pack(staging: Path) -> dict:
         with bentoml.models.create(model_tag, labels={"registry_version": metadata["registry_version"]},
                                    metadata=metadata) as model:
             shutil.copytree(staging / "saved_model", model.path_of("saved_model"))
+            shutil.copy2(staging / "forecaster.json", model.path_of("forecaster.json"))
+            code = Path(model.path_of("code")) / "stockops"
+            code.mkdir(parents=True)
+            (code / "__init__.py").write_text("")
+            package = Path(__file__).resolve().parent
+            for name in SERVED_CODE:
+                shutil.copy2(package / name, code / name)
     bento_tag = f"{metadata['ticker'].lower()}_forecast:{version}"
     try:
         bento = bentoml.bentos.get(bento_tag)
@@ -140,7 +159,7 @@ def _pack(staging: Path) -> dict:
             bento = bentoml.bentos.build(
                 "service:StockForecast", name=bento_tag.split(":")[0], version=version, build_ctx=str(BENTO_DIR),
                 include=["service.py"], args={"model_tag": model_tag},
-                description=f"{metadata['model_name']} v{metadata['registry_version']}: next-day close forecast",
+                description=f"{metadata['model_name']} v{metadata['registry_version']}: next-day return distribution",
                 labels={"registry_version": metadata["registry_version"], "model_name": metadata["model_name"],
                         "mlflow_run_id": metadata["mlflow_run_id"], "snapshot_hash": metadata["snapshot_hash"],
                         "ticker": metadata["ticker"]},
@@ -151,7 +170,7 @@ def _pack(staging: Path) -> dict:
 def _service_requirements() -> list[str]:
     from importlib.metadata import version
 
-    return [f"{pkg}=={version(pkg)}" for pkg in ("bentoml", "tensorflow-cpu", "numpy", "pydantic")]
+    return [f"{pkg}=={version(pkg)}" for pkg in ("bentoml", "tensorflow-cpu", "numpy", "pandas", "pydantic")]
 
 
 # ---- the serving state ----------------------------------------------------------------------
@@ -230,28 +249,91 @@ def start_bento(settings: Settings, bento_tag: str, port: int) -> subprocess.Pop
                                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def smoke_closes(settings: Settings, window: int) -> list[float]:
-    """The latest snapshot's last ``2 * window`` closes (a real request), or a gentle ramp without data."""
+# ---- requests ------------------------------------------------------------------------------------
+def request_body(frame, market=None, as_of=None, rows: int | None = None) -> dict:
+    """The ``/predict`` body for daily OHLCV rows (oldest first): its last ``rows`` rows (all if None).
+
+    ``market``: the market reference's closes, either a frame with ``Date`` and ``Close`` (a
+    snapshot: aligned on ``frame``'s dates, the last known close carried over a day it lacks) or
+    a sequence with one close per row of ``frame``. ``as_of``: the trading day of the last row
+    (a date or ISO string; ``True`` takes it from ``frame``'s ``Date``).
+    """
+    import numpy as np
+    import pandas as pd
+
+    frame = frame.reset_index(drop=True)
+    if market is not None and not isinstance(market, pd.DataFrame):
+        market = np.asarray(market, dtype=np.float64)
+        if len(market) != len(frame):
+            raise ValueError(f"market has {len(market)} closes for {len(frame)} OHLCV rows")
+    if rows is not None:
+        frame = frame.iloc[-rows:]
+        market = market if market is None or isinstance(market, pd.DataFrame) else market[-rows:]
+    body: dict = {key: frame[column].to_numpy(dtype=np.float64).tolist()
+                  for key, column in (("open", "Open"), ("high", "High"), ("low", "Low"), ("closes", "Close"))}
+    body["volume"] = [int(v) if v.is_integer() else v for v in frame["Volume"].to_numpy(dtype=np.float64).tolist()]
+    if isinstance(market, pd.DataFrame):  # a snapshot: its closes on the frame's days, carried over gaps
+        dates = frame["Date"].to_numpy(dtype="datetime64[D]")
+        closes = pd.Series(market["Close"].to_numpy(np.float64), index=market["Date"].to_numpy(dtype="datetime64[D]"))
+        closes = closes[~closes.index.duplicated(keep="last")].sort_index()
+        market = closes.reindex(closes.index.union(dates)).ffill().reindex(dates).to_numpy()
+    if market is not None and np.all(np.isfinite(market)):  # else: the reference starts after these rows
+        body["market"] = market.tolist()
+    if as_of is True:
+        as_of = pd.Timestamp(frame["Date"].iloc[-1]).date()
+    if as_of:
+        body["as_of"] = as_of if isinstance(as_of, str) else as_of.isoformat()
+    return body
+
+
+def market_frame(settings: Settings):
+    """The market reference's latest published snapshot (``settings.market``, QQQ), or None."""
+    from stockops.ingest import store_for
+
+    if not settings.market:
+        return None
+    store = store_for(settings, settings.market)
+    return store.load() if store.latest() is not None else None
+
+
+def smoke_body(settings: Settings, history: int) -> dict:
+    """A real request: the model ticker's latest snapshot, its last ``2 * history`` rows, with the market
+    reference's closes when it has a snapshot; a synthetic OHLCV series in a home without data."""
+    from stockops.forecaster import synthetic_ohlcv
     from stockops.ingest import store_for
 
     store = store_for(settings)
     if store.latest() is not None:
-        return [float(c) for c in store.load()["Close"].to_numpy()[-2 * window:]]
-    return [100.0 + 0.1 * i for i in range(2 * window)]
+        return request_body(store.load(), market=market_frame(settings), rows=2 * history)
+    return request_body(synthetic_ohlcv(2 * history))
 
 
-def check_bento(url: str, closes: list[float], version: str) -> dict:
-    """A smoke prediction: finite, positive, within 50 % of the last close, from the right version."""
-    status, body = http_json(f"{url}/predict", {"closes": closes}, timeout=30, headers={"X-Stockops-Smoke": "1"})
-    if status != 200 or not isinstance(body, dict):
-        raise DeployError(f"smoke prediction at {url} answered HTTP {status}: {str(body)[:500]}")
-    forecast = body.get("forecast")
-    if not isinstance(forecast, float | int) or not math.isfinite(forecast) or forecast <= 0 \
-            or abs(forecast / closes[-1] - 1) > 0.5:
-        raise DeployError(f"smoke prediction at {url} is implausible: {forecast!r} after a last close of {closes[-1]}")
-    if body.get("model_version") != str(version):
-        raise DeployError(f"smoke prediction at {url} came from version {body.get('model_version')!r}, not {version}")
-    return body
+def check_bento(url: str, body: dict, version: str) -> dict:
+    """A smoke prediction: a finite forecast within 50 % of the last close, quantiles in order, a positive
+    volatility, from the right version."""
+    status, answer = http_json(f"{url}/predict", body, timeout=30, headers={"X-Stockops-Smoke": "1"})
+    if status != 200 or not isinstance(answer, dict):
+        raise DeployError(f"smoke prediction at {url} answered HTTP {status}: {str(answer)[:500]}")
+    last_close = body["closes"][-1]
+    forecast = answer.get("forecast")
+    if not _finite(forecast) or forecast <= 0 or abs(forecast / last_close - 1) > 0.5:
+        raise DeployError(f"smoke prediction at {url} is implausible: {forecast!r} after a last close of {last_close}")
+    quantiles = list((answer.get("quantiles") or {}).values())
+    if len(quantiles) != 7 or not all(_finite(q) for q in quantiles) \
+            or any(b < a for a, b in zip(quantiles, quantiles[1:], strict=False)):
+        raise DeployError(f"smoke prediction at {url} has missing, non-finite or crossing quantiles: "
+                          f"{answer.get('quantiles')!r}")
+    volatility = answer.get("volatility")
+    if not _finite(volatility) or volatility <= 0:
+        raise DeployError(f"smoke prediction at {url} has a volatility of {volatility!r}")
+    if answer.get("model_version") != str(version):
+        raise DeployError(f"smoke prediction at {url} came from version {answer.get('model_version')!r}, "
+                          f"not {version}")
+    return answer
+
+
+def _finite(value) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def deploy(settings: Settings, bento_tag: str, version: str, *, reason: str = "", dag_run_id: str = "",
@@ -294,7 +376,7 @@ def _deploy(settings: Settings, bento_tag: str, version: str, *, window: int | N
     try:
         wait_until(lambda: http_json(f"{url}/readyz", timeout=2)[0] == 200, timeout=settings.serve_ready_timeout_s,
                    interval=0.2, what=f"{bento_tag} /readyz at {url}", proc=proc)
-        smoke = check_bento(url, smoke_closes(settings, window or 60), version)
+        smoke = check_bento(url, smoke_body(settings, _history(window)), version)
     except Exception as exc:
         stop_pid_tree(pid, grace=10)
         if warm.get("pid") == pid:
@@ -318,6 +400,13 @@ def _deploy(settings: Settings, bento_tag: str, version: str, *, window: int | N
     log.info("%s v%s now answers at %s (%.1f s; previous: %s)", bento_tag, version, settings.serve_url,
              record["seconds"], previous.get("bento_tag") or "none")
     return record
+
+
+def _history(window: int | None) -> int:
+    """Rows the model of ``window`` needs (window + the features' warm-up)."""
+    from stockops.forecaster import WARMUP
+
+    return (window or 100) + WARMUP  # no window given: enough days for any usual one
 
 
 # ---- agent mode: the endpoint runs elsewhere (compose: the `serving` container) ------------------

@@ -1,7 +1,9 @@
 """Continuous training, as the plain steps the ``stock_train`` DAG wires together.
 
-load the latest snapshot -> features -> train a candidate -> evaluate candidate, champion and
-baselines on the same holdout -> register (alias ``challenger``) -> gate -> promote (``champion``).
+load the latest snapshot of every watchlist ticker -> features (one panel, split by date) ->
+train one global LSTM risk forecaster -> evaluate candidate, champion and the classical
+baselines (persistence, GARCH-N/t, EWMA, HAR-GK, HARX-GKO) on the same (ticker, day) pairs ->
+register (alias ``challenger``) -> gate -> promote (``champion``).
 
 Each step takes and returns small JSON-able dicts (Airflow XComs) and works without Airflow.
 One MLflow run spans train, evaluate and register (later steps resume it by id). Heavy
@@ -10,6 +12,7 @@ libraries are imported inside the functions: DAG files import this module.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict
@@ -21,187 +24,290 @@ from stockops.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-SMALL_PROFILE = {"units": 8, "epochs": 3, "patience": 2}
+SMALL_PROFILE = {"window": 20, "units": 8, "dense": 8, "epochs": 8, "patience": 2}
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+REFERENCE = "harx_gko"  # the strongest classical baseline: the gate's floor and the DM reference
 
 
 def _model_config(settings: Settings, epochs: Any = None, window: Any = None):
-    from stockops.model import ModelConfig
+    from stockops.risk_model import RiskModelConfig
 
-    base = ModelConfig(window=int(window or settings.train_window), epochs=int(epochs or settings.train_epochs))
+    base = RiskModelConfig(window=int(window or settings.train_window), epochs=int(epochs or settings.train_epochs))
     if settings.train_profile == "small":
         overrides = {**SMALL_PROFILE, "epochs": min(base.epochs, SMALL_PROFILE["epochs"])}
-        return ModelConfig(**{**asdict(base), **overrides})
+        if window:
+            overrides["window"] = int(window)
+        return RiskModelConfig(**{**asdict(base), **overrides})
     return base
 
 
 # ---- the steps -------------------------------------------------------------------------------
-def load_snapshot() -> dict:
-    """The latest published snapshot's manifest entry; fails plainly if nothing was published yet."""
+def load_snapshots() -> dict:
+    """The latest published snapshot of every watchlist ticker that has one; fails plainly if none has.
+
+    ``snapshot`` sums them up (a hash over the tickers' hashes, the newest day) for the lineage
+    tags that a single-series model used to carry; ``snapshots`` keeps every ticker's entry.
+    """
     from stockops.ingest import store_for
 
     settings = get_settings()
-    entry = store_for(settings).latest()
-    if entry is None:
-        raise FileNotFoundError(f"no published {settings.ticker} snapshot under {settings.data_dir}: "
-                                "run stock_ingest first")
-    log.info("training on snapshot %s: %d rows %s..%s", entry.hash[:12], entry.rows, entry.first_date, entry.last_date)
-    return asdict(entry)
+    entries = {t: e for t in settings.tickers if (e := store_for(settings, t).latest()) is not None}
+    if not entries:
+        raise FileNotFoundError(f"no published snapshot of any of {', '.join(settings.tickers)} under "
+                                f"{settings.data_dir}: run stock_ingest first")
+    missing = [t for t in settings.tickers if t not in entries]
+    if missing:
+        log.warning("no published snapshot yet for %s: trained without them", ", ".join(missing))
+    combined = hashlib.sha256("".join(f"{t}:{e.hash}\n" for t, e in sorted(entries.items())).encode()).hexdigest()
+    latest = max(entries.values(), key=lambda e: e.last_date)
+    summary = {"hash": combined, "ticker": ",".join(entries), "rows": sum(e.rows for e in entries.values()),
+               "first_date": min(e.first_date for e in entries.values()), "last_date": latest.last_date,
+               "logical_date": latest.logical_date, "path": str(settings.data_dir),
+               "validation_path": str(settings.data_docs_dir / "index.html")}
+    for ticker, e in entries.items():
+        log.info("%s: snapshot %s, %d rows %s..%s", ticker, e.hash[:12], e.rows, e.first_date, e.last_date)
+    return {"snapshot": summary, "snapshots": {t: asdict(e) for t, e in entries.items()}}
 
 
-def prepare_features(snapshot: dict, window: Any = None) -> dict:
-    """Closes of the snapshot and the chronological split, saved for the training step."""
-    import numpy as np
+def prepare_features(snapshots: dict, window: Any = None) -> dict:
+    """The tickers' OHLCV in one long table and the date split, saved for the training step."""
+    import pandas as pd
 
-    from stockops.data.store import SnapshotEntry, SnapshotStore
-    from stockops.features import build_dataset
+    from stockops.data.store import SnapshotEntry
+    from stockops.ingest import store_for
     from stockops.monitoring import reference_features
+    from stockops.risk_model import build_panel, fraction_split
 
     settings = get_settings()
-    entry = SnapshotEntry.from_dict(snapshot)
-    frame = SnapshotStore(settings.data_dir, settings.ticker).load(entry)
-    closes = frame["Close"].to_numpy(dtype="float64")
+    frames = {t: store_for(settings, t).load(SnapshotEntry.from_dict(e)) for t, e in snapshots["snapshots"].items()}
     config = _model_config(settings, window=window)
-    dataset = build_dataset(closes, config.window)
-    folder = settings.training_dir / f"{entry.hash[:12]}-w{config.window}"
+    panel = build_panel(frames, market=settings.market)
+    split = fraction_split(panel)
+    folder = settings.training_dir / f"{snapshots['snapshot']['hash'][:12]}-w{config.window}"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "features.npz"
-    np.savez(path, closes=closes, dates=frame["Date"].to_numpy(dtype="datetime64[D]"),
-             train=dataset.split.train, val=dataset.split.val, test=dataset.split.test)
-    # The monitor's drift reference: the features of the days training saw (last target day included).
-    reference_features(frame, int(dataset.split.train[-1]) + 1).to_parquet(folder / "reference_features.parquet")
-    sizes = {"train": len(dataset.split.train), "val": len(dataset.split.val), "test": len(dataset.split.test)}
-    log.info("features: window %d, split %s, scaler (train only) x=%.4g±%.4g y=%.4g±%.4g -> %s", config.window, sizes,
-             dataset.x_scaler.mean, dataset.x_scaler.std, dataset.y_scaler.mean, dataset.y_scaler.std, path)
-    return {"snapshot": snapshot, "features_path": str(path), "window": config.window, "sizes": sizes}
+    path = folder / "panel.parquet"
+    pd.concat([f.assign(ticker=t) for t, f in frames.items()], ignore_index=True).to_parquet(path)
+    parts = split.parts(panel, config.window)
+    sizes = {k: len(v) for k, v in parts.items()}
+    # The monitor's drift reference: the model ticker's features over the days training saw.
+    if settings.ticker in frames:
+        frame = frames[settings.ticker]
+        last_train = int((frame["Date"] < pd.Timestamp(split.val_start)).sum()) - 1
+        reference_features(frame, last_train).to_parquet(folder / "reference_features.parquet")
+    log.info("features: %d tickers, window %d, samples %s; validation from %s, test from %s -> %s", len(frames),
+             config.window, sizes, split.val_start, split.test_start, path)
+    return {**snapshots, "features_path": str(path), "window": config.window, "sizes": sizes,
+            "split": {"val_start": str(split.val_start), "test_start": str(split.test_start)}}
 
 
-def _load_features(path: str):
+def _load_panel(features: dict):
+    """Frames per ticker, the panel and the split that ``prepare_features`` saved."""
     import numpy as np
+    import pandas as pd
 
-    data = np.load(path, allow_pickle=False)
-    return data["closes"], data["dates"], data["train"], data["val"], data["test"]
+    from stockops.risk_model import DateSplit, build_panel
+
+    table = pd.read_parquet(features["features_path"])
+    frames = {t: g.drop(columns="ticker").reset_index(drop=True) for t, g in table.groupby("ticker", sort=False)}
+    split = DateSplit(val_start=np.datetime64(features["split"]["val_start"]),
+                      test_start=np.datetime64(features["split"]["test_start"]))
+    return frames, build_panel(frames, market=get_settings().market), split
 
 
 def train_candidate(features: dict, epochs: Any = None, trigger_reason: str = "", dag_run_id: str = "",
                     trigger_report: str = "") -> dict:
-    """Train the candidate in a new MLflow run: params, per-epoch losses, dataset lineage, the model."""
+    """Train the candidate in a new MLflow run: params, per-epoch losses, dataset lineage, the pyfunc model."""
     import mlflow
-    from mlflow.models import infer_signature
 
-    from stockops.features import build_dataset, raw_windows
-    from stockops.model import predict_prices, train
+    from stockops.forecaster import OHLCV_INPUT
+    from stockops.risk_model import train_risk
 
     settings = get_settings()
     experiment_id = registry.setup(settings)
     config = _model_config(settings, epochs=epochs, window=features["window"])
-    closes, dates, *_ = _load_features(features["features_path"])
-    dataset = build_dataset(closes, config.window)
+    frames, panel, split = _load_panel(features)
     snapshot = features["snapshot"]
 
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{snapshot['last_date']}") as run:
         mlflow.set_tags({"snapshot_hash": snapshot["hash"], "snapshot_last_date": snapshot["last_date"],
                          "logical_date": snapshot["logical_date"], "ticker": settings.ticker,
-                         "reason": trigger_reason or "unspecified", "airflow_dag_run_id": dag_run_id,
-                         "profile": settings.train_profile, "trigger_report": trigger_report or "none"})
-        mlflow.log_params({**asdict(config), "features": "relative_log_window", "target": "next_log_return",
-                           "train_rows": len(dataset.split.train), "val_rows": len(dataset.split.val),
-                           "test_rows": len(dataset.split.test), "snapshot_rows": snapshot["rows"]})
-        _log_dataset(snapshot, dates, closes)
+                         "tickers": ",".join(frames), "reason": trigger_reason or "unspecified",
+                         "airflow_dag_run_id": dag_run_id, "profile": settings.train_profile,
+                         "trigger_report": trigger_report or "none"})
+        mlflow.log_params({**asdict(config), "model": "global LSTM risk forecaster",
+                           "loss": "gaussian nll (qlike)", "target": "next-day log return distribution",
+                           "tickers": len(frames), "market": settings.market or "none",
+                           **{f"{k}_samples": v for k, v in features["sizes"].items()}, **features["split"]})
+        for ticker, entry in features["snapshots"].items():
+            mlflow.log_input(mlflow.data.from_pandas(frames[ticker], source=entry["path"], name=f"{ticker}-prices",
+                                                     digest=entry["hash"][:36]),
+                             context="training", tags={"snapshot_hash": entry["hash"], "ticker": ticker})
         reference = Path(features["features_path"]).with_name("reference_features.parquet")
-        mlflow.log_artifact(str(reference), "monitoring")
+        if reference.exists():
+            mlflow.log_artifact(str(reference), "monitoring")
 
         def on_epoch_end(epoch: int, logs: dict) -> None:
             mlflow.log_metrics({"train_loss": float(logs["loss"]), "val_loss": float(logs["val_loss"])},
                                step=epoch + 1)
 
-        trained = train(closes, dataset, config, on_epoch_end=on_epoch_end)
-        mlflow.log_metrics({"train_seconds": trained.seconds, "best_epoch": trained.best_epoch, "shrink": trained.shrink,
-                            "epochs_run": len(trained.history["loss"])})
-        example = raw_windows(closes, config.window, dataset.split.val[:5]).astype("float32")
-        signature = infer_signature(example, predict_prices(trained.model, example).reshape(-1, 1).astype("float32"))
-        info = mlflow.keras.log_model(trained.model, name="model", signature=signature,
-                                      pip_requirements=_pip_requirements())
-        model_path = Path(features["features_path"]).with_name(f"candidate-{run.info.run_id}.keras")
-        trained.model.save(model_path)
-        history_path = model_path.with_suffix(".history.json")
+        trained = train_risk(panel, split, config, on_epoch_end=on_epoch_end)
+        calibration = trained.forecaster.calibration
+        mlflow.log_metrics({"train_seconds": trained.seconds, "best_epoch": trained.best_epoch,
+                            "epochs_run": len(trained.history["loss"]), "shrink": calibration.shrink,
+                            "variance_scale": calibration.variance_scale})
+        folder = trained.forecaster.save(Path(features["features_path"]).with_name(f"candidate-{run.info.run_id}"))
+        example_ticker = settings.ticker if settings.ticker in frames else next(iter(frames))
+        example = _example(frames, example_ticker, calibration.history, settings.market)[list(OHLCV_INPUT)]
+        info = registry.log_forecaster(folder, example)
+        history_path = folder / "history.json"
         history_path.write_text(json.dumps(trained.history))
-        log.info("trained %s in %.1f s (best epoch %d of %d, shrink %.3f); MLflow run %s, model %s", config,
-                 trained.seconds, trained.best_epoch, len(trained.history["loss"]), trained.shrink, run.info.run_id,
+        log.info("trained %s in %.1f s (best epoch %d of %d; validation calibration: variance x%.3f, mean shrink "
+                 "%.3f); MLflow run %s, model %s", config, trained.seconds, trained.best_epoch,
+                 len(trained.history["loss"]), calibration.variance_scale, calibration.shrink, run.info.run_id,
                  info.model_uri)
-        if trained.shrink == 0.0:
-            log.warning("the validation part shows no usable signal in the LSTM's return forecasts (shrink 0): "
-                        "this candidate forecasts 'no change', i.e. it is persistence")
-    return {**features, "run_id": run.info.run_id, "model_uri": info.model_uri, "model_path": str(model_path),
+    return {**features, "run_id": run.info.run_id, "model_uri": info.model_uri, "model_path": str(folder),
             "history_path": str(history_path), "train_seconds": trained.seconds, "config": asdict(config),
             "reason": trigger_reason}
 
 
-def _pip_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{pkg}=={version(pkg)}" for pkg in ("tensorflow-cpu", "keras", "numpy")]
-
-
-def _log_dataset(snapshot: dict, dates, closes) -> None:
-    import mlflow
-    import pandas as pd
-
-    frame = pd.DataFrame({"Date": dates, "Close": closes})
-    dataset = mlflow.data.from_pandas(frame, source=snapshot["path"], name=f"{snapshot['ticker']}-prices",
-                                      digest=snapshot["hash"][:36])
-    mlflow.log_input(dataset, context="training", tags={"snapshot_hash": snapshot["hash"]})
+def _example(frames: dict, ticker: str, rows: int, market: str | None):
+    """The last ``rows`` OHLCV rows of ``ticker`` with the market reference's closes (``Market``) beside them."""
+    frame = frames[ticker].iloc[-rows:].reset_index(drop=True)
+    if market and market in frames:
+        closes = frames[market].set_index("Date")["Close"]
+        return frame.assign(Market=closes.reindex(frame["Date"]).ffill().bfill().to_numpy())
+    return frame.assign(Market=frame["Close"])
 
 
 def evaluate_models(trained: dict) -> dict:
-    """Score candidate, champion (re-scored on today's holdout) and baselines; log metrics and plots."""
-    import keras
+    """Score candidate, champion (re-scored on today's holdout) and every baseline on the same (ticker, day) pairs."""
     import mlflow
+    import numpy as np
 
-    from stockops.evaluation import score_all
-    from stockops.features import raw_windows
-    from stockops.model import model_window, predict_prices
+    from stockops.forecaster import Forecaster
+    from stockops.risk_model import sample_dates, sample_returns, sample_windows
+    from stockops.scoring import RiskForecast, score_panel
 
     settings = get_settings()
     registry.setup(settings)
-    closes, dates, _, _, test = _load_features(trained["features_path"])
-    candidate = keras.models.load_model(trained["model_path"])
-    forecasts = {"candidate": predict_prices(candidate, raw_windows(closes, model_window(candidate), test))}
-    champion = registry.champion_version(settings)
-    champion_info = None
-    if champion is not None:
-        champion_model = registry.load_model(registry.model_uri(settings.model_name, alias=registry.CHAMPION))
-        window = model_window(champion_model)
-        if test[0] >= window - 1:
-            forecasts["champion"] = predict_prices(champion_model, raw_windows(closes, window, test))
-            champion_info = {"version": champion.version, "run_id": champion.run_id}
-        else:
-            log.warning("champion v%s needs %d closes, the holdout starts too early; not re-scored",
-                        champion.version, window)
-    scores = score_all(closes, test, forecasts)
+    frames, panel, split = _load_panel(trained)
+    test = split.parts(panel, trained["window"])["test"]
+    tickers = np.array(panel.tickers)[test.ticker]
+    dates = sample_dates(panel, test)
+    returns = sample_returns(panel, test)
+
+    def risk(f: dict) -> RiskForecast:
+        return RiskForecast(f["variance"], f["quantiles"], f["point"])
+
+    candidate = Forecaster.load(trained["model_path"])
+    forecasts = {CANDIDATE: risk(candidate.predict_windows(sample_windows(panel, test, candidate.calibration.window)))}
+    champion_info = _champion_forecasts(settings, panel, test, forecasts, risk)
+    forecasts.update(_baseline_forecasts(frames, panel, split, tickers, dates, settings.market))
+    scores = score_panel(forecasts, returns, tickers, dates, reference=REFERENCE)
+    if CHAMPION in forecasts:
+        versus = score_panel({k: forecasts[k] for k in (CANDIDATE, CHAMPION)}, returns, tickers, dates,
+                             reference=CHAMPION)[CANDIDATE]
+        scores[CANDIDATE].update({k: v for k, v in versus.items() if k.startswith("dm_")})
 
     with mlflow.start_run(run_id=trained["run_id"]):
-        for name, metrics in scores.items():
-            prefix = "" if name == "candidate" else f"{name}_"
-            mlflow.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()})
+        for name, entry in scores.items():
+            prefix = "" if name == CANDIDATE else f"{name}_"
+            mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in entry["pooled"].items()})
+            mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in entry.items()
+                                if k.startswith(("dm_", "qlike_ratio")) and np.isfinite(v)})
+        mlflow.log_metric("rmspe", scores[CANDIDATE]["pooled"]["rmse"])  # the monitor's holdout reference
         if champion_info:
             mlflow.set_tag("champion_version_compared", champion_info["version"])
-        _log_plots(trained, closes, dates, test, forecasts)
+        mlflow.log_table(_per_ticker_table(scores), "scores/per_ticker.json")
+        _log_plots(trained, forecasts, returns, tickers, dates, scores, settings.ticker)
         _log_validation_link(trained["snapshot"])
-    log.info("holdout (%d days, %s..%s):\n%s", len(test), dates[test[0] + 1], dates[test[-1] + 1],
-             format_scores(scores))
-    return {**trained, "scores": scores, "champion": champion_info,
-            "holdout": {"days": len(test), "first": str(dates[test[0] + 1]), "last": str(dates[test[-1] + 1])}}
+    holdout = {"days": int(len(np.unique(dates))), "pairs": len(test), "first": str(dates.min()),
+               "last": str(dates.max())}
+    log.info("holdout (%d days x %d tickers, %s..%s):\n%s", holdout["days"], len(frames), holdout["first"],
+             holdout["last"], format_scores(scores))
+    return {**trained, "scores": {k: _summary(v) for k, v in scores.items()}, "champion": champion_info,
+            "holdout": holdout}
 
 
-def format_scores(scores: dict[str, dict[str, float]]) -> str:
-    lines = [f"{'model':<15} {'RMSE':>9} {'MAE':>9} {'MAPE %':>7} {'dir.acc':>7} {'RMSE/persist':>12}"]
-    for name, m in scores.items():
-        lines.append(f"{name:<15} {m['rmse']:>9.4f} {m['mae']:>9.4f} {m['mape']:>7.3f} "
-                     f"{m['directional_accuracy']:>7.3f} {m['rmse_ratio']:>12.4f}")
+def _summary(entry: dict) -> dict:
+    """What later steps need of one model's scores (pooled numbers and the DM statistics), JSON-able."""
+    return {**{k: float(v) for k, v in entry["pooled"].items()},
+            **{k: float(v) for k, v in entry.items() if k.startswith(("dm_", "qlike_ratio"))}}
+
+
+def _champion_forecasts(settings: Settings, panel, test, forecasts: dict, risk) -> dict | None:
+    """Re-score the champion on the candidate's holdout, when it is a risk forecaster whose window fits."""
+    from stockops.forecaster import WARMUP
+    from stockops.risk_model import sample_windows
+
+    champion = registry.champion_version(settings)
+    if champion is None:
+        return None
+    try:
+        model = registry.load_forecaster(registry.model_uri(settings.model_name, alias=registry.CHAMPION))
+    except Exception as exc:  # an older kind of model (a point forecaster) cannot be scored on risk
+        log.warning("champion v%s is not a risk forecaster (%s): it is not re-scored, and the gate judges the "
+                    "candidate against the baselines only", champion.version, str(exc).splitlines()[0][:200])
+        return None
+    window = model.calibration.window
+    if test.end.min() < window - 1 + WARMUP:
+        log.warning("champion v%s needs %d days, the holdout starts too early; not re-scored", champion.version, window)
+        return None
+    forecasts[CHAMPION] = risk(model.predict_windows(sample_windows(panel, test, window)))
+    return {"version": champion.version, "run_id": champion.run_id,
+            "trained_through": registry.get_run(champion.run_id).data.tags.get("snapshot_last_date", "")}
+
+
+def _baseline_forecasts(frames: dict, panel, split, tickers, dates, market: str | None) -> dict:
+    """Every classical baseline, fitted per ticker on the days before the holdout, on the candidate's pairs."""
+    import numpy as np
+
+    from stockops.baselines import BASELINES, holdout
+    from stockops.scoring import RiskForecast
+
+    market_frame = frames.get(market) if market else None
+    rows: dict[str, list] = {name: [] for name in BASELINES}
+    order = []
+    for ticker in panel.tickers:
+        frame = frames[ticker]
+        mk = None
+        if market_frame is not None:
+            mk = market_frame.set_index("Date")["Close"].reindex(frame["Date"]).ffill().to_numpy()
+        fold = holdout(frame, mk, split.test_start)
+        position = {d: i for i, d in enumerate(fold.dates.astype("datetime64[D]"))}
+        wanted = np.flatnonzero(tickers == ticker)
+        index = np.array([position[d] for d in dates[wanted]])
+        order.append(wanted)
+        for name, forecast in fold.forecasts.items():
+            rows[name].append(forecast.take(index))
+    order = np.concatenate(order)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return {name: RiskForecast.concat(parts).take(inverse) for name, parts in rows.items()}
+
+
+def _per_ticker_table(scores: dict):
+    import pandas as pd
+
+    return pd.DataFrame([{"model": name, "ticker": ticker, **values} for name, entry in scores.items()
+                         for ticker, values in entry["by_ticker"].items()])
+
+
+def format_scores(scores: dict) -> str:
+    lines = [f"{'model':<13} {'QLIKE':>7} {'pinball':>8} {'cov50':>6} {'cov90':>6} {'VaR99':>6} {'RMSE/pers':>9} "
+             f"{'DM t vs ' + REFERENCE:>16}"]
+    for name, entry in scores.items():
+        p = entry["pooled"] if "pooled" in entry else entry
+        dm = entry.get(f"dm_qlike_vs_{REFERENCE}", float("nan"))
+        lines.append(f"{name:<13} {p['qlike']:>7.4f} {p['pinball']:>8.4f} {p['coverage_50']:>6.3f} "
+                     f"{p['coverage_90']:>6.3f} {p['var99_breaches']:>6.2%} {p['rmse_ratio']:>9.4f} {dm:>16.2f}")
     return "\n".join(lines)
 
 
-def _log_plots(trained: dict, closes, dates, test, forecasts: dict) -> None:
+def _log_plots(trained: dict, forecasts: dict, returns, tickers, dates, scores: dict, ticker: str) -> None:
+    """Fan chart of one ticker's holdout, a reliability diagram of the quantiles, QLIKE by ticker vs HARX-GKO,
+    and the loss curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,16 +315,47 @@ def _log_plots(trained: dict, closes, dates, test, forecasts: dict) -> None:
     import mlflow
     import numpy as np
 
-    days = dates[test + 1]
+    from stockops.scoring import LEVELS
+
+    candidate = forecasts[CANDIDATE]
+    ticker = ticker if ticker in set(tickers) else str(tickers[0])
+    sel = np.flatnonzero(tickers == ticker)[-250:]
+    days = dates[sel]
     fig, ax = plt.subplots(figsize=(11, 4.5))
-    ax.plot(days, closes[test + 1], label="actual close", color="black", linewidth=1.2)
-    ax.plot(days, closes[test], label="persistence (tomorrow = today)", color="grey", linewidth=0.8, linestyle="--")
-    for name, values in forecasts.items():
-        ax.plot(days, values, label=f"{name} forecast", linewidth=0.9)
-    ax.set_title("Next-day forecast vs actual on the holdout")
-    ax.legend()
+    q = candidate.quantiles[sel] * 100
+    ax.fill_between(days, q[:, 1], q[:, 5], alpha=0.25, label="90 % interval", step="mid")
+    ax.fill_between(days, q[:, 2], q[:, 4], alpha=0.45, label="50 % interval", step="mid")
+    ax.scatter(days, returns[sel] * 100, s=6, color="black", label="realised return")
+    ax.set_ylabel("next-day log return (%)")
+    ax.set_title(f"{ticker}: forecast intervals vs realised returns on the holdout")
+    ax.legend(loc="upper left")
     fig.autofmt_xdate()
-    mlflow.log_figure(fig, "plots/forecast_vs_actual.png")
+    mlflow.log_figure(fig, "plots/fan_chart.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    for name in (CANDIDATE, REFERENCE, "garch_normal", CHAMPION):
+        if name in forecasts:
+            observed = [(returns < forecasts[name].quantile(level)).mean() for level in LEVELS]
+            ax.plot(LEVELS, observed, marker="o", label=name)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("quantile level")
+    ax.set_ylabel("share of days below the quantile")
+    ax.set_title("Reliability of the forecast quantiles (holdout)")
+    ax.legend()
+    mlflow.log_figure(fig, "plots/calibration.png")
+    plt.close(fig)
+
+    names = sorted(scores[CANDIDATE]["by_ticker"])
+    fig, ax = plt.subplots(figsize=(11, 4))
+    x = np.arange(len(names))
+    for offset, name in ((-0.2, CANDIDATE), (0.2, REFERENCE)):
+        ax.bar(x + offset, [scores[name]["by_ticker"][t]["qlike"] for t in names], width=0.4, label=name)
+    ax.set_xticks(x, names, rotation=45)
+    ax.set_ylabel("QLIKE (lower is better)")
+    ax.set_title("QLIKE by ticker on the holdout")
+    ax.legend()
+    mlflow.log_figure(fig, "plots/qlike_by_ticker.png")
     plt.close(fig)
 
     history = json.loads(Path(trained["history_path"]).read_text())
@@ -227,7 +364,7 @@ def _log_plots(trained: dict, closes, dates, test, forecasts: dict) -> None:
     ax.plot(epochs, history["loss"], marker="o", label="training loss")
     ax.plot(epochs, history["val_loss"], marker="o", label="validation loss")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE (standardised log return)")
+    ax.set_ylabel("Gaussian NLL (QLIKE), returns in %")
     ax.set_title("Loss curve (best weights restored)")
     ax.legend()
     mlflow.log_figure(fig, "plots/loss_curve.png")
@@ -250,7 +387,9 @@ def register_candidate(evaluated: dict) -> dict:
     registry.setup(settings)
     version = registry.register(settings, evaluated["model_uri"], snapshot_hash=evaluated["snapshot"]["hash"],
                                 logical_date=evaluated["snapshot"]["logical_date"], run_id=evaluated["run_id"],
-                                rmse_ratio=f"{evaluated['scores']['candidate']['rmse_ratio']:.4f}")
+                                qlike=f"{evaluated['scores'][CANDIDATE]['qlike']:.4f}",
+                                qlike_vs_harx_gko=f"{evaluated['scores'][REFERENCE]['qlike'] - evaluated['scores'][CANDIDATE]['qlike']:+.4f}",
+                                rmse_ratio=f"{evaluated['scores'][CANDIDATE]['rmse_ratio']:.4f}")
     registry.set_alias(settings, registry.CHALLENGER, version.version)
     with mlflow.start_run(run_id=evaluated["run_id"]):
         mlflow.set_tag("registered_version", version.version)
@@ -265,30 +404,41 @@ def gate_candidate(registered: dict, force_promote: Any = False, trigger_reason:
     """
     import mlflow
 
-    from stockops.gate import decide
+    from stockops.gate import GatePolicy, decide
 
     settings = get_settings()
     registry.setup(settings)
     scores = registered["scores"]
     forced = str(force_promote).lower() in ("true", "1", "yes")
-    decision = decide(scores["candidate"]["rmse"], scores["persistence"]["rmse"],
-                      scores.get("champion", {}).get("rmse"), tolerance=settings.gate_tolerance,
-                      margin=settings.gate_margin, force=forced, force_reason=trigger_reason)
+    champion = registered.get("champion")
+    decision = decide(scores[CANDIDATE], scores[REFERENCE], scores.get(CHAMPION), GatePolicy.from_settings(settings),
+                      champion_age_days=_age_days(champion, registered["snapshot"]["last_date"]),
+                      force=forced, force_reason=trigger_reason)
     registry.tag_version(settings, registered["version"], model_name=registered["model_name"],
                          gate_decision=decision.label, gate_reason=decision.reason[:5000])
     with mlflow.start_run(run_id=registered["run_id"]):
         mlflow.set_tags({"gate_decision": decision.label})
-    audit.record(settings.audit_log, "gate", ticker=settings.ticker, model=registered["model_name"], version=registered["version"],
-                 decision=decision.label, reason=decision.reason, run_id=registered["run_id"],
-                 snapshot_hash=registered["snapshot"]["hash"], request_reason=trigger_reason)
+    audit.record(settings.audit_log, "gate", ticker=settings.ticker, model=registered["model_name"],
+                 version=registered["version"], decision=decision.label, reason=decision.reason,
+                 run_id=registered["run_id"], snapshot_hash=registered["snapshot"]["hash"],
+                 request_reason=trigger_reason)
     if decision.promote:
         log.info("GATE: %s", decision.reason)
     else:
         log.warning("GATE: %s. The deploy path stops here; the champion is unchanged.", decision.reason)
         if registry.champion_version(settings) is None:
-            log.warning("No model has passed the gate yet for %s: there is no champion, and nothing is "
-                        "deployed rather than deploying a model that loses to persistence.", settings.ticker)
+            log.warning("No model has passed the gate yet: there is no champion, and nothing is deployed rather "
+                        "than deploying a model that loses to the classical baselines.")
     return decision.promote
+
+
+def _age_days(champion: dict | None, candidate_last_date: str) -> float | None:
+    """Calendar days between the champion's newest training day and the candidate's."""
+    from datetime import date
+
+    if not champion or not champion.get("trained_through"):
+        return None
+    return float((date.fromisoformat(candidate_last_date[:10]) - date.fromisoformat(champion["trained_through"][:10])).days)
 
 
 def promote_candidate(registered: dict, trigger_reason: str = "", dag_run_id: str = "") -> dict:
@@ -316,7 +466,7 @@ def train_in_process(trigger_reason: str = "in-process run", epochs: Any = None,
     """The whole ``stock_train`` chain without Airflow (used by ``make demo``), build and deploy included."""
     settings = get_settings()
     registered = register_candidate(evaluate_models(train_candidate(
-        prepare_features(load_snapshot(), window=window), epochs=epochs, trigger_reason=trigger_reason)))
+        prepare_features(load_snapshots(), window=window), epochs=epochs, trigger_reason=trigger_reason)))
     promoted = gate_candidate(registered, force_promote=force_promote, trigger_reason=trigger_reason)
     deployed = None
     if promoted:

@@ -73,16 +73,20 @@ def test_dag_file_import_is_light(path):
     assert cost.seconds < 0.5, f"{path.name} takes {cost.seconds:.2f} s to import beyond the dag-processor baseline"
 
 
-def test_train_is_scheduled_on_the_prices_asset_with_a_params_form(dagbag):
-    from stockops.config import get_settings
+def test_train_is_scheduled_on_any_tickers_prices_asset_with_a_params_form(dagbag):
+    from airflow.sdk import AssetAny
+
+    from stockops.config import get_settings, prices_asset_name
 
     dag = dagbag.dags["stock_train"]
     assert dag.max_active_runs == 1
-    assert [a.name for a in dag.timetable.asset_condition.objects] == [get_settings().asset_name]
+    condition = dag.timetable.asset_condition
+    assert isinstance(condition, AssetAny)
+    assert [a.name for a in condition.objects] == [prices_asset_name(t) for t in get_settings().tickers]
     assert set(dag.params) == {"epochs", "window", "reason", "report", "force_promote"}
     assert dag.params["force_promote"] is False
     order = [t.task_id for t in dag.topological_sort()]
-    assert order == ["load_snapshot", "features", "train", "evaluate", "register", "gate", "build", "deploy",
+    assert order == ["load_snapshots", "features", "train", "evaluate", "register", "gate", "build", "deploy",
                      "promote"]
     # champion moves only after a good deploy; a failed deploy is not retried blindly
     assert dag.get_task("promote").upstream_task_ids == {"deploy"}

@@ -6,6 +6,8 @@ import pytest
 
 from stockops.config import get_settings
 
+SMALL_WATCHLIST = "GOOG,JPM,QQQ"
+
 
 @pytest.fixture(scope="session")
 def all_dags(airflow_db) -> dict:
@@ -21,6 +23,8 @@ def all_dags(airflow_db) -> dict:
 
 @pytest.fixture
 def small(settings, monkeypatch):
-    """A fresh home (the ``settings`` fixture) that trains the small model (8 units, at most 3 epochs)."""
+    """A fresh home (the ``settings`` fixture) that trains the small model (8 units, at most 8 epochs) on a
+    three-ticker watchlist: the model ticker, a bank (real extreme days) and the market reference."""
     monkeypatch.setenv("STOCKOPS_TRAIN_PROFILE", "small")
+    monkeypatch.setenv("STOCKOPS_TICKERS", SMALL_WATCHLIST)
     return get_settings()

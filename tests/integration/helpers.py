@@ -10,8 +10,10 @@ def states(dagrun) -> dict[str, str]:
 
 def served_version(settings) -> str:
     """The registry version the stable serving address answers with, over real HTTP."""
+    from stockops.forecaster import synthetic_ohlcv
     from stockops.processes import http_json
+    from stockops.serving import request_body
 
-    status, body = http_json(f"{settings.serve_url}/predict", {"closes": [100.0 + i for i in range(80)]})
+    status, body = http_json(f"{settings.serve_url}/predict", request_body(synthetic_ohlcv(120)))
     assert status == 200, body
     return body["model_version"]

@@ -39,7 +39,7 @@ def test_rollback_from_the_rest_api_and_the_cli_with_authentication_on(settings,
     monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG")  # the scheduler's own ingest run stays light: this is about rollback
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
     ingest_day("2026-11-20")  # in-process: no Asset event, so the scheduler starts no training of its own
-    assert train_in_process(trigger_reason="first")["promoted"]
+    assert train_in_process(trigger_reason="first", force_promote=True)["promoted"]
     assert train_in_process(trigger_reason="second, forced", force_promote=True)["promoted"]
     assert served_version(settings) == "2"
 

@@ -1,8 +1,9 @@
 """The real BentoML server on loopback: lineage in every answer, strict input, safe switches.
 
-One module-wide home: a small model trained on the real replay series, promoted, built into a
-bento and deployed behind the stable address (what ``stock_train`` does after a yes from the
-gate). Every request below is real HTTP to that server.
+One module-wide home: a small model trained on the real replay series (the model ticker and the
+market reference), promoted, built into a bento and deployed behind the stable address (what
+``stock_train`` does after a yes from the gate). Every request below is real HTTP to that server:
+raw daily OHLCV in, tomorrow's return distribution out.
 """
 
 from __future__ import annotations
@@ -32,16 +33,17 @@ def served(tmp_path_factory):
     mp.setenv("STOCKOPS_SERVE_PORT", str(free_port()))
     from stockops.config import get_settings
     from stockops.ingest import ingest_day
-    from stockops.serving import stop_serving
+    from stockops.serving import market_frame, request_body, stop_serving
     from stockops.training import train_in_process
 
     settings = get_settings()
     try:
-        ingest_day("2026-06-01")
+        for ticker in dict.fromkeys(t for t in (settings.ticker, settings.market) if t):
+            ingest_day("2026-06-01", ticker)
         outcome = train_in_process(trigger_reason="serving test: v1", force_promote=True)
         assert outcome["deploy"]["outcome"] == "succeeded"
-        closes = [float(c) for c in _store(settings).load()["Close"].to_numpy()[-90:]]
-        yield settings, closes
+        # a real request: the model ticker's last 90 days with the market reference's closes
+        yield settings, request_body(_store(settings).load(), market=market_frame(settings), rows=90)
     finally:
         stop_serving(settings)
         mp.undo()
@@ -67,98 +69,153 @@ def _raw(settings, body: bytes, content_type: str | None = "application/json") -
 
 
 def _register_candidate(reason: str) -> dict:
-    """A new registry version (not promoted) from the same snapshot, as stock_train's first steps make it."""
-    from stockops.training import evaluate_models, load_snapshot, prepare_features, register_candidate, train_candidate
+    """A new registry version (not promoted) from the same snapshots, as stock_train's first steps make it."""
+    from stockops.training import evaluate_models, load_snapshots, prepare_features, register_candidate, train_candidate
 
-    return register_candidate(evaluate_models(train_candidate(prepare_features(load_snapshot()),
+    return register_candidate(evaluate_models(train_candidate(prepare_features(load_snapshots()),
                                                               trigger_reason=reason)))
 
 
 def test_valid_request_answers_a_forecast_with_lineage(served):
-    settings, closes = served
-    status, body = _predict(settings, {"closes": closes, "as_of": "2026-05-29"})
+    from stockops import registry
+    from stockops.forecaster import WARMUP, synthetic_ohlcv
+    from stockops.serving import request_body
+
+    settings, request = served
+    assert "market" in request, "the market reference's snapshot was published: its closes ride along"
+    status, body = _predict(settings, {**request, "as_of": "2026-05-29"})
     assert status == 200, body
-    assert math.isfinite(body["forecast"]) and abs(body["forecast"] / closes[-1] - 1) < 0.2
+    last_close = request["closes"][-1]
+    assert body["last_close"] == last_close
+    assert math.isfinite(body["forecast"]) and abs(body["forecast"] / last_close - 1) < 0.2
+    assert body["forecast"] == pytest.approx(last_close * math.exp(body["point_return"]), rel=1e-9)
+    quantiles = list(body["quantiles"].values())
+    assert list(body["quantiles"]) == ["q01", "q05", "q25", "q50", "q75", "q95", "q99"]
+    assert all(math.isfinite(q) for q in quantiles) and quantiles == sorted(quantiles), "quantiles must not cross"
+    assert 0 < body["volatility"] < 0.2 and body["volatility"] ** 2 == pytest.approx(body["variance"])
+    (lo50, hi50), (lo90, hi90) = body["intervals"]["50"], body["intervals"]["90"]
+    assert lo90 < lo50 < body["forecast"] < hi50 < hi90
+    assert lo90 == pytest.approx(last_close * math.exp(body["quantiles"]["q05"]))
     assert body["model_name"] == settings.model_name and body["model_version"] == "1"
     assert body["bento_tag"].startswith(f"{settings.bento_name}:v1-")
-    assert body["snapshot_hash"] == _store(settings).latest().hash
+    registry.setup(settings)
+    assert body["snapshot_hash"] == registry.get_version(settings, "1").tags["snapshot_hash"]
     assert body["as_of"] == "2026-05-29" and body["forecast_for"] == "2026-06-01"  # a Friday -> Monday
-    assert body["window"] == 60 and body["last_close"] == closes[-1]
-    # only the last `window` closes matter
-    status, again = _predict(settings, {"closes": [1.0] * 30 + closes[-60:]})
+    history = body["history"]
+    assert history == body["window"] + WARMUP and len(request["closes"]) > history
+    # only the last `history` days matter: older days in front change nothing
+    older = request_body(synthetic_ohlcv(30, start=request["closes"][0]), market=[100.0] * 30)
+    longer = {k: older[k] + request[k] for k in request}
+    status, again = _predict(settings, longer)
     assert status == 200 and again["forecast"] == pytest.approx(body["forecast"], rel=1e-6)
+    assert again["quantiles"]["q95"] == pytest.approx(body["quantiles"]["q95"], rel=1e-5)
 
     logged = [json.loads(line) for line in settings.prediction_log.read_text().splitlines()]
-    assert not any(entry["n_closes"] == 120 for entry in logged), "deploy smoke checks stay out of the log"
+    assert not any(entry["n_closes"] == 2 * history for entry in logged), "deploy smoke checks stay out of the log"
     last = logged[-1]
-    assert last["model_version"] == "1" and last["n_closes"] == 90 and last["forecast"] == again["forecast"]
+    assert last["model_version"] == "1" and last["n_closes"] == 120 and last["forecast"] == again["forecast"]
+    assert last["q05"] == again["quantiles"]["q05"] and last["q95"] == again["quantiles"]["q95"]
+    assert last["volatility"] == again["volatility"]
     assert logged[-2]["as_of"] == "2026-05-29" and logged[-2]["forecast_for"] == "2026-06-01"
 
 
 def test_bentoml_endpoints_work_through_the_stable_address(served):
-    settings, _ = served
+    settings, request = served
     for path in ("/livez", "/readyz"):
         assert http_json(settings.serve_url + path)[0] == 200
     status, metrics = http_json(settings.serve_url + "/metrics")
     assert status == 200 and "bentoml_service_request_total" in metrics
     status, spec = http_json(settings.serve_url + "/docs.json")
     assert status == 200 and "/predict" in spec["paths"]
+    # the OpenAPI example is a valid request
+    (schema,) = [v for k, v in spec["components"]["schemas"].items() if k.startswith("ForecastRequest")]
+    example = {name: field["examples"][0] for name, field in schema["properties"].items()}
+    status, answer = _predict(settings, example)
+    assert status == 200, answer
     status, upstream = http_json(settings.serve_url + "/-/stockops/upstream")
     assert status == 200 and upstream["version"] == "1"
 
 
-GOOD = [100.0 + 0.25 * i for i in range(60)]
+def _good() -> dict:
+    from stockops.forecaster import synthetic_ohlcv
+    from stockops.serving import request_body
+
+    return request_body(synthetic_ohlcv(120), market=synthetic_ohlcv(120, start=300.0, seed=1)["Close"])
+
+
+GOOD = _good()
+
+
+def _with(**changes) -> dict:
+    return {**GOOD, **changes}
+
+
+def _at(field: str, i: int, value) -> dict:
+    values = list(GOOD[field])
+    values[i] = value
+    return _with(**{field: values})
+
+
 BAD_REQUESTS = {
-    "too few closes": ({"closes": GOOD[:10]}, "at least 60"),
-    "NaN": ({"closes": [float("nan")] + GOOD}, "finite"),
-    "infinity": ({"closes": GOOD + [float("inf")]}, "finite"),
-    "negative price": ({"closes": [-5.0] + GOOD}, "greater than 0"),
-    "zero price": ({"closes": GOOD + [0]}, "greater than 0"),
-    "string price": ({"closes": ["101.5"] + GOOD}, "valid number"),
-    "null price": ({"closes": [None] + GOOD}, "valid number"),
-    "closes is null": ({"closes": None}, "valid array"),
-    "closes is a number": ({"closes": 101.5}, "valid array"),
-    "wrong field name": ({"prices": GOOD}, "closes"),
-    "unknown extra field": ({"closes": GOOD, "ticker": "GOOG"}, "Extra inputs"),
-    "oversized list": ({"closes": [100.0] * 6000}, "at most 5000"),
-    "bad as_of date": ({"closes": GOOD, "as_of": "yesterday"}, "as_of"),
+    "too few days for the model's history": ({k: v[:10] for k, v in GOOD.items()}, "needs at least"),
+    "NaN": (_at("closes", 0, float("nan")), "finite"),
+    "infinity": (_at("closes", -1, float("inf")), "finite"),
+    "negative price": (_at("closes", 0, -5.0), "greater than 0"),
+    "zero price": (_at("closes", -1, 0), "greater than 0"),
+    "string price": (_at("closes", 0, "101.5"), "valid number"),
+    "null price": (_at("closes", 0, None), "valid number"),
+    "closes is null": (_with(closes=None), "valid array"),
+    "closes is a number": (_with(closes=101.5), "valid array"),
+    "wrong field name": ({**{k: v for k, v in GOOD.items() if k != "closes"}, "prices": GOOD["closes"]}, "closes"),
+    "unknown extra field": (_with(ticker="GOOG"), "Extra inputs"),
+    "oversized list": (_with(closes=[100.0] * 6000), "at most 5000"),
+    "bad as_of date": (_with(as_of="yesterday"), "as_of"),
     "not an object": ([1.0, 2.0], "object"),
+    "a field is missing": ({k: v for k, v in GOOD.items() if k != "volume"}, "volume"),
+    "closes only (the retired request)": ({"closes": GOOD["closes"]}, "Field required"),
+    "lengths differ": (_with(open=GOOD["open"][1:]), "open has 119 values but closes has 120"),
+    "market length differs": (_with(market=GOOD["market"][:-5]), "market has 115 values"),
+    "High below Close": (_at("high", 7, GOOD["closes"][7] * 0.99), "row 7"),
+    "Low above Open": (_at("low", 9, GOOD["open"][9] * 1.01), "row 9"),
+    "negative volume": (_at("volume", 3, -1), "greater than or equal to 0"),
+    "NaN volume": (_at("volume", 3, float("nan")), "finite"),
+    "zero market close": (_at("market", 0, 0.0), "greater than 0"),
 }
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS)
 def test_bad_json_gets_a_4xx_that_says_what_is_wrong(served, case):
-    settings, closes = served
+    settings, request = served
     payload, expected = BAD_REQUESTS[case]
     body = json.dumps(payload).encode()  # NaN and Infinity go out as the JSON extensions they are
     status, text = _raw(settings, body)
     assert 400 <= status < 500, (status, text)
     assert expected in text, text
-    status, ok = _predict(settings, {"closes": closes})
+    status, ok = _predict(settings, request)
     assert status == 200 and math.isfinite(ok["forecast"]), "the server keeps answering"
 
 
 @pytest.mark.parametrize(("case", "body", "content_type", "expected_status", "expected"), [
-    ("wrong content type", json.dumps({"closes": GOOD}).encode(), "text/plain", 415, "application/json"),
-    ("no content type", json.dumps({"closes": GOOD}).encode(), None, 415, "application/json"),
+    ("wrong content type", json.dumps(GOOD).encode(), "text/plain", 415, "application/json"),
+    ("no content type", json.dumps(GOOD).encode(), None, 415, "application/json"),
     ("form body", b"closes=1&closes=2", "application/x-www-form-urlencoded", 415, "application/json"),
     ("truncated JSON", b'{"closes": [1.0, 2.0', "application/json", 400, "Invalid JSON"),
     ("empty body", b"", "application/json", 400, "closes"),
     ("oversized body", json.dumps({"closes": [123.456789012] * 40000}).encode(), "application/json", 413, "limit"),
 ])
 def test_bad_bodies_get_a_4xx_that_says_what_is_wrong(served, case, body, content_type, expected_status, expected):
-    settings, closes = served
+    settings, request = served
     status, text = _raw(settings, body, content_type)
     assert status == expected_status, (status, text)
     assert expected in text
-    assert _predict(settings, {"closes": closes})[0] == 200
+    assert _predict(settings, request)[0] == 200
 
 
 def test_a_switch_under_load_fails_no_request(served):
     """Deploy v2 while clients hammer the stable address: every request answers 200, v1 then v2."""
     from stockops.serving import build_candidate_bento, current, deploy, deploy_candidate, standby
 
-    settings, closes = served
+    settings, request = served
     candidate = _register_candidate("serving test: v2")
     built = build_candidate_bento(candidate)
     new = str(built["version"])
@@ -168,7 +225,7 @@ def test_a_switch_under_load_fails_no_request(served):
 
     def client():
         while not stop.is_set():
-            status, body = _predict(settings, {"closes": closes}, timeout=30)
+            status, body = _predict(settings, request, timeout=30)
             results.append((status, body.get("model_version") if status == 200 else str(body)[:300]))
 
     threads = [threading.Thread(target=client) for _ in range(4)]
@@ -196,7 +253,7 @@ def test_a_switch_under_load_fails_no_request(served):
     back = deploy(settings, standby(settings)["bento_tag"], "1", reason="serving test: back to v1", kind="rollback")
     assert back["warm_standby"] is True and back["switched_after_s"] < 5
     assert current(settings)["pid"] == old_pid and standby(settings)["pid"] == new_pid
-    assert _predict(settings, {"closes": closes})[1]["model_version"] == "1"
+    assert _predict(settings, request)[1]["model_version"] == "1"
 
 
 def test_a_deploy_that_fails_its_health_check_changes_nothing(served):
@@ -204,7 +261,7 @@ def test_a_deploy_that_fails_its_health_check_changes_nothing(served):
     from stockops import registry
     from stockops.serving import DeployError, build_candidate_bento, current, deploy_candidate, deploys
 
-    settings, closes = served
+    settings, request = served
     before = current(settings)
     registry.setup(settings)
     champion = registry.champion_version(settings).version
@@ -221,7 +278,7 @@ def test_a_deploy_that_fails_its_health_check_changes_nothing(served):
     assert f"v{before['version']}" in str(failure.value) and "keeps serving" in str(failure.value)
 
     assert current(settings) == before
-    status, body = _predict(settings, {"closes": closes})
+    status, body = _predict(settings, request)
     assert status == 200 and body["model_version"] == before["version"]
     assert registry.champion_version(settings).version == champion
     version = registry.get_version(settings, candidate["version"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stockops.evaluation import forecast_metrics, moving_average_forecast, persistence_forecast, score_all
+from stockops.evaluation import forecast_metrics
 
 
 def test_metrics_match_hand_computed_values():
@@ -23,14 +23,3 @@ def test_directional_accuracy_counts_only_real_moves():
     # a no-change forecast with float32 rounding noise never scores
     noisy_flat = (last.astype(np.float32) * np.float32(1.0000001)).astype(np.float64)
     assert forecast_metrics(actual, noisy_flat, last)["directional_accuracy"] == 0.0
-
-
-def test_baselines_and_ratio():
-    closes = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
-    ends = np.array([4, 5])
-    np.testing.assert_array_equal(persistence_forecast(closes, ends), [5.0, 6.0])
-    np.testing.assert_array_equal(moving_average_forecast(closes, ends, window=3), [4.0, 5.0])
-    scores = score_all(closes, ends, {"candidate": np.array([6.0, 7.0])}, ma_window=3)
-    assert scores["candidate"]["rmse"] == 0.0 and scores["candidate"]["rmse_ratio"] == 0.0
-    assert scores["persistence"]["rmse_ratio"] == 1.0
-    assert scores["moving_average"]["rmse_ratio"] == pytest.approx(2.0)

@@ -109,9 +109,9 @@ def test_live_error_prefers_served_forecasts_and_replays_the_rest(goog, tmp_path
         out.write('{"as_of": "cut short by a cra')
     replayed = []
 
-    def persistence_replay(all_closes, ends):
+    def persistence_replay(ends):
         replayed.extend(ends.tolist())
-        return all_closes[ends]
+        return closes[ends]
 
     error = live_error(frame, 10, "3", log_path, replay=persistence_replay)
     assert error["days"] == 10 and error["from_log"] == 2 and error["replayed"] == 8
