@@ -40,7 +40,7 @@ def time_checks(repeats: int) -> dict:
 
     ingest_day("2026-01-01")
     registered = training.register_candidate(training.evaluate_models(training.train_candidate(
-        training.prepare_features(training.load_snapshot()), trigger_reason="bench")))
+        training.prepare_features(training.load_snapshots()), trigger_reason="bench")))
     training.promote_candidate(registered, trigger_reason="bench")
     out = {}
     for label, days in (("current_60d", 60), ("current_1y", 252)):

@@ -212,9 +212,10 @@ class LocalPlatform:
    logs            {self.settings.logs_dir}   (serving: {self.settings.serving_dir / 'logs'})
  A first stock_ingest run was triggered for the newest NYSE session: every ticker of the
  watchlist is fetched, validated and published on its own (a summary follows here when all
- are done, in a minute or two). The {self.settings.ticker} snapshot starts stock_train (about two
- minutes more: train, gate, and for a promoted model, bento build and a health-checked deploy
- to the endpoint above) and stock_monitor (drift and live error against the champion).
+ are done, in a minute or two). New snapshots start stock_train (one global risk model for
+ the watchlist; a few minutes more: train, score against GARCH/EWMA/HARX-GKO, gate, and for a
+ promoted model, bento build and a health-checked deploy to the endpoint above; the gate may
+ well refuse: it says why in its log) and stock_monitor (drift and live error).
    curl -s -H 'Content-Type: application/json' {self.settings.serve_url}/predict -d \\
         '{{"open": [...], "high": [...], "low": [...], "closes": [...], "volume": [...], "market": [...]}}'
    (the same days in every list, oldest first: at least the model's window + 23, {self.settings.train_window + 23} by

@@ -101,7 +101,10 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lags: int | None = N
     """
     d = np.asarray(loss_b, dtype=np.float64) - np.asarray(loss_a, dtype=np.float64)
     variance = newey_west_variance(d, lags)
-    t = float(d.mean() / np.sqrt(variance)) if variance > 0 else float("nan")
+    if variance > 0:
+        t = float(d.mean() / np.sqrt(variance))
+    else:  # identical losses (the same model twice) are no difference at all; anything else is undefined
+        t = 0.0 if not np.any(d) else float("nan")
     return t, float(2 * stats.norm.sf(abs(t)))
 
 

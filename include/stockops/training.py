@@ -231,9 +231,12 @@ def evaluate_models(trained: dict) -> dict:
 
 
 def _summary(entry: dict) -> dict:
-    """What later steps need of one model's scores (pooled numbers and the DM statistics), JSON-able."""
-    return {**{k: float(v) for k, v in entry["pooled"].items()},
-            **{k: float(v) for k, v in entry.items() if k.startswith(("dm_", "qlike_ratio"))}}
+    """What later steps need of one model's scores (pooled numbers and the DM statistics), JSON-able:
+    an undefined number (NaN) becomes None, which XComs can carry."""
+    import math
+
+    values = {**entry["pooled"], **{k: v for k, v in entry.items() if k.startswith(("dm_", "qlike_ratio"))}}
+    return {k: float(v) if math.isfinite(v) else None for k, v in values.items()}
 
 
 def _champion_forecasts(settings: Settings, panel, test, forecasts: dict, risk) -> dict | None:

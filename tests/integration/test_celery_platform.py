@@ -16,6 +16,7 @@ import pytest
 from stockops import audit
 from stockops.cluster import CeleryPlatform, database_dsn, unreachable_services
 from stockops.config import get_settings
+from stockops.gate import PERMISSIVE_ENV
 from stockops.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.services]
@@ -52,6 +53,8 @@ def test_ingest_to_served_model_through_scheduler_and_celery_worker(services, se
 
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
     monkeypatch.setenv("STOCKOPS_TRAIN_PROFILE", "small")
+    for name, value in PERMISSIVE_ENV.items():  # this is about the deploy path through Celery, not the model
+        monkeypatch.setenv(name, value)
     # two tickers prove the mapped ingest through Celery; each validate task there imports Great Expectations
     monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG,MSFT")
     platform = CeleryPlatform(get_settings(), port=free_port(), mlflow_port=free_port())

@@ -47,14 +47,14 @@ def make_champion() -> str:
     """Train on the latest snapshot and promote, without a bento: the monitor reads the registry only."""
     from stockops.training import (
         evaluate_models,
-        load_snapshot,
+        load_snapshots,
         prepare_features,
         promote_candidate,
         register_candidate,
         train_candidate,
     )
 
-    registered = register_candidate(evaluate_models(train_candidate(prepare_features(load_snapshot()),
+    registered = register_candidate(evaluate_models(train_candidate(prepare_features(load_snapshots()),
                                                                     trigger_reason="monitor test champion")))
     return promote_candidate(registered, trigger_reason="monitor test champion")["version"]
 

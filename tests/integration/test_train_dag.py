@@ -17,7 +17,8 @@ def dags(all_dags):
     return all_dags["stock_ingest"], all_dags["stock_train"]
 
 
-WEAK = {"epochs": 1, "window": 2, "reason": "deliberately weak: one epoch, two-day window"}
+# force_promote spelled out: dag.test() keeps the previous run's conf in the DAG's params
+WEAK = {"epochs": 1, "window": 2, "force_promote": False, "reason": "deliberately weak: one epoch, two-day window"}
 
 
 def test_train_logs_everything_registers_gates_and_guards_the_champion(small, dags):

@@ -67,3 +67,10 @@ def test_policy_from_settings(monkeypatch):
     monkeypatch.setenv("STOCKOPS_GATE_CHAMPION_MAX_AGE_DAYS", "3")
     policy = GatePolicy.from_settings(get_settings())
     assert policy.coverage_90 == (0.85, 0.92) and policy.champion_max_age_days == 3 and policy.margin == 0.03
+
+
+def test_an_undefined_dm_statistic_is_no_win():
+    champion = {"qlike": 1.46}
+    d = decide(candidate(dm_qlike_vs_champion=None, dm_pinball_vs_champion=None), HARX, champion, POLICY,
+               champion_age_days=0)
+    assert not d.promote and "does not beat the champion significantly" in d.reason

@@ -73,6 +73,8 @@ def test_diebold_mariano_positive_when_a_is_better():
     assert t == pytest.approx(6.0)
     assert p < 1e-6
     assert diebold_mariano(b, a, lags=0)[0] == pytest.approx(-6.0)
+    # the same model twice (a retrain on the same data with the same seed): no difference, not NaN
+    assert diebold_mariano(b, b.copy())[0] == 0.0
 
 
 def test_date_average():
