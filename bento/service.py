@@ -22,26 +22,45 @@ retries. In-process batching removes the hop, its failures and its CPU cost.
 Which model is packed comes from the build argument ``model_tag`` (``bentoml build --arg`` or
 ``bentoml.bentos.build(args=...)``); the bento stores it, so ``bentoml serve <bento>`` serves the
 same model. ``/livez``, ``/readyz``, ``/metrics`` and the OpenAPI page at ``/`` come with BentoML.
+
+``RequestGuard``, the ASGI layer in front of BentoML, holds what BentoML does not: the Host check
+(DNS rebinding), body size and type limits, one log line per refused request instead of a
+traceback, an index page without BentoML's third-party tag manager, and an OpenAPI document that
+is valid 3.0 and states the real minimum rows and the 400/413/415/422 answers. Start-up moves
+the service's logs from stdout into a size-capped rotating file (``STOCKOPS_BENTO_LOG``,
+``STOCKOPS_LOG_MAX_BYTES``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import json
+import logging
 import math
 import os
+import re
 import sys
 from datetime import UTC, date, datetime, timedelta
 from http import HTTPStatus
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Annotated
 
 import bentoml
 import numpy as np
 import pandas as pd
-from bentoml.exceptions import BentoMLException, InvalidArgument
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from bentoml.exceptions import BentoMLException
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ARGS = bentoml.use_arguments()
 MODEL_TAG: str = getattr(ARGS, "model_tag", None) or os.environ.get("STOCKOPS_BENTO_MODEL", "stockops_risk:latest")
@@ -51,6 +70,16 @@ MAX_BODY_BYTES = 256 * 1024  # bodies above this are refused with 413 before par
 PREDICT_PATHS = {"/predict"}
 SMOKE_HEADER = "x-stockops-smoke"  # deploy checks send it: their answers stay out of the prediction log
 INTERVALS = {"50": ("q25", "q75"), "90": ("q05", "q95"), "98": ("q01", "q99")}  # central intervals, as prices
+# Finite inputs can still break the features: a close of 5e-324 after 100 makes c / prev_close
+# infinite, 1e308 gives log-ratio features in the tens of thousands, and 3.5e38 is past float32
+# (the network's type). Within these bounds every log ratio stays under ~35, and they hold every
+# listed stock's prices and volumes with room to spare.
+MIN_PRICE, MAX_PRICE = 1e-6, 1e9
+MAX_VOLUME = 1e15
+EARLIEST_AS_OF, LATEST_AS_OF = date(1900, 1, 1), date(2199, 12, 31)  # the next business day stays a date
+ALLOWED_HOSTS = "127.0.0.1,localhost,::1"  # default of STOCKOPS_ALLOWED_HOSTS
+LOG_MAX_BYTES = 10 * 1024 * 1024  # default of STOCKOPS_LOG_MAX_BYTES; 3 older files are kept
+log = logging.getLogger("bentoml.stock_forecast")  # under "bentoml": BentoML's level and format apply
 
 
 def _model_path() -> Path | None:
@@ -76,26 +105,57 @@ def _import_forecaster():
 fc = _import_forecaster()
 
 
-def _example_rows() -> int:
-    """Rows in the OpenAPI example: enough for the packed model's history (and a few more)."""
-    try:
-        return int(bentoml.models.get(MODEL_TAG).info.metadata["history"]) + 10
-    except Exception:  # noqa: BLE001 - no model at hand: an example for the default window (40 + 23)
-        return 100
+def _history() -> int:
+    """Days the packed model needs (its calibration's ``history``): the request model's minimum rows.
+
+    Without a model at hand (an import to read the OpenAPI spec) nothing is served: the minimum
+    is then the fewest rows that give one complete feature row.
+    """
+    path = _model_path()
+    if path is None:
+        return fc.WARMUP + 1
+    return fc.Calibration(**json.loads((path / "forecaster.json").read_text())).history
 
 
-EXAMPLE = fc.synthetic_ohlcv(_example_rows())
+HISTORY = _history()
+EXAMPLE = fc.synthetic_ohlcv(HISTORY + 10)
 EXAMPLE_MARKET = fc.synthetic_ohlcv(len(EXAMPLE), start=300.0, seed=1)["Close"]
 
 
-def _column(name: str):
-    return [[float(x) for x in EXAMPLE[name]]]
+def _example(values) -> dict:
+    """An OpenAPI 3.0 ``example`` (3.0 has no JSON-Schema ``examples`` list)."""
+    return {"example": [float(x) for x in values]}
 
 
-Price = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
-Prices = Annotated[list[Price], Field(min_length=1, max_length=MAX_ROWS)]
-Volumes = Annotated[list[Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]],
-                    Field(min_length=1, max_length=MAX_ROWS)]
+def _within(low: float, high: float) -> AfterValidator:
+    """Every value in [low, high]; the message names the first row outside (the field comes with it)."""
+    def check(values: list[float]) -> list[float]:
+        v = np.asarray(values, dtype=np.float64)
+        outside = (v < low) | (v > high)
+        if outside.any():
+            i = int(np.argmax(outside))
+            raise ValueError(f"row {i} (0 = oldest) is {values[i]!r}; values must be between {low:g} and {high:g}")
+        return values
+    return AfterValidator(check)
+
+
+def _series(low: float, high: float):
+    """One value per day, finite and in [low, high]; documented with the model's real minimum rows."""
+    return Annotated[list[Annotated[float, Field(strict=True, allow_inf_nan=False)]],
+                     Field(max_length=MAX_ROWS, json_schema_extra={
+                         "minItems": HISTORY, "items": {"type": "number", "minimum": low, "maximum": high}}),
+                     _within(low, high)]
+
+
+def _enough_days(closes: list[float]) -> list[float]:
+    if len(closes) < HISTORY:
+        raise ValueError(f"{len(closes)} days; the model needs at least {HISTORY} (a window + {fc.WARMUP} days of "
+                         f"warm-up for its features; the last {HISTORY} are used)")
+    return closes
+
+
+Prices = _series(MIN_PRICE, MAX_PRICE)
+Volumes = _series(0.0, MAX_VOLUME)
 
 
 class ForecastRequest(BaseModel):
@@ -103,24 +163,32 @@ class ForecastRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    closes: Prices = Field(description="Daily closes, oldest first: finite numbers > 0, at least the model's "
-                                       "history (window + warm-up; see `history` in an answer).",
-                           examples=_column("Close"))
-    open: Prices = Field(description="Daily opens, the same days as closes: finite numbers > 0.",
-                         examples=_column("Open"))
-    high: Prices = Field(description="Daily highs, the same days: finite, >= max(open, close) of the day.",
-                         examples=_column("High"))
-    low: Prices = Field(description="Daily lows, the same days: finite, > 0 and <= min(open, close) of the day.",
-                        examples=_column("Low"))
-    volume: Volumes = Field(description="Daily volumes, the same days: finite numbers >= 0 (0 where unknown).",
-                            examples=_column("Volume"))
+    closes: Annotated[Prices, AfterValidator(_enough_days)] = Field(
+        description=f"Daily closes, oldest first: at least {HISTORY} days (the model's window + warm-up), "
+                    f"prices between {MIN_PRICE:g} and {MAX_PRICE:g}.", json_schema_extra=_example(EXAMPLE["Close"]))
+    open: Prices = Field(description="Daily opens, the same days as closes, in the same price range.",
+                         json_schema_extra=_example(EXAMPLE["Open"]))
+    high: Prices = Field(description="Daily highs, the same days: >= max(open, close) of the day.",
+                         json_schema_extra=_example(EXAMPLE["High"]))
+    low: Prices = Field(description="Daily lows, the same days: <= min(open, close) of the day.",
+                        json_schema_extra=_example(EXAMPLE["Low"]))
+    volume: Volumes = Field(description=f"Daily volumes, the same days: between 0 (where unknown) and "
+                                        f"{MAX_VOLUME:g}.", json_schema_extra=_example(EXAMPLE["Volume"]))
     market: Prices | None = Field(
         default=None, description="Optional: the market reference's closes (QQQ) on the same days, as in "
                                   "training; without them the model sees a flat market.",
-        examples=[[float(x) for x in EXAMPLE_MARKET]])
+        json_schema_extra=_example(EXAMPLE_MARKET))
     as_of: date | None = Field(
-        default=None, description="Trading day of the last row (YYYY-MM-DD); echoed and logged for monitoring.",
-        examples=[EXAMPLE["Date"].iloc[-1].date().isoformat()])
+        default=None, description=f"Trading day of the last row (YYYY-MM-DD, {EARLIEST_AS_OF} to {LATEST_AS_OF}); "
+                                  "echoed and logged for monitoring.",
+        json_schema_extra={"example": EXAMPLE["Date"].iloc[-1].date().isoformat()})
+
+    @field_validator("as_of")
+    @classmethod
+    def _a_plausible_day(cls, day: date | None) -> date | None:
+        if day is not None and not EARLIEST_AS_OF <= day <= LATEST_AS_OF:
+            raise ValueError(f"{day} is outside {EARLIEST_AS_OF} to {LATEST_AS_OF}")
+        return day
 
     @model_validator(mode="after")
     def _one_value_per_day(self) -> ForecastRequest:
@@ -144,25 +212,67 @@ class BodyTooLarge(BentoMLException):
     error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
-class SizeAndTypeGuard:
-    """ASGI middleware: refuse oversized bodies (413) and non-JSON bodies (415) on the predict path
-    before BentoML reads them, with a message that says what is wrong."""
+class UnusableForecast(BentoMLException):
+    """The model's forecast for a valid request is not a finite number: the input's fault, not the server's."""
 
-    def __init__(self, app, max_body_bytes: int = MAX_BODY_BYTES):
+    error_code = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+# A <script>, <noscript> or <iframe> that names another host: BentoML's index page embeds Google
+# Tag Manager this way. Local scripts (./static_content/...) never hold "//".
+THIRD_PARTY_ELEMENT = re.compile(rb"<(script|noscript|iframe)\b[^>]*>.*?</\1\s*>", re.S | re.I)
+PREDICT_ERRORS = {
+    "400": "Invalid JSON, a field that fails its check (the message names the field and, for a value, its row "
+           "(0 = oldest)), or a Host header that is not allowed",
+    "413": f"The body is over {MAX_BODY_BYTES} bytes",
+    "415": "Content-Type is not application/json",
+    "422": "The request is valid but the model's forecast for it is not a finite number",
+}
+ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {
+    "error": {"type": "string", "description": "What is wrong"},
+    "detail": {"type": "array", "items": {"type": "object"}, "description": "Field checks: one entry per error"}}}
+
+
+class RequestGuard:
+    """ASGI middleware in front of BentoML, for what BentoML does not do.
+
+    Every path: refuse a Host header outside ``STOCKOPS_ALLOWED_HOSTS`` (400; a DNS-rebinding page
+    would reach the loopback server under its own host name). ``/``: BentoML's page without its
+    third-party tag manager. ``/docs.json``: BentoML's document made valid OpenAPI 3.0, with the
+    predict path's real error answers. The predict path: refuse oversized (413) and non-JSON (415)
+    bodies before BentoML reads them, and answer every 4xx as ``{"error": ...}`` with a message that
+    names the field, logged in one line (BentoML's traceback per bad request is dropped, see
+    ``ClientErrorsWithoutTraceback``).
+    """
+
+    def __init__(self, app, max_body_bytes: int = MAX_BODY_BYTES, allowed_hosts: str | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        hosts = allowed_hosts or os.environ.get("STOCKOPS_ALLOWED_HOSTS") or ALLOWED_HOSTS
+        self.allowed_hosts = {h.strip().lower() for h in hosts.split(",") if h.strip()}
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] not in PREDICT_PATHS or scope["method"] != "POST":
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if _host_name(host) not in self.allowed_hosts:
+            return await _error(scope, send, 400, f"Host {host!r} is not allowed (allowed: "
+                                                  f"{', '.join(sorted(self.allowed_hosts))}; port ignored)")
+        if scope["method"] == "GET" and scope["path"] == "/":
+            return await self._rewritten(scope, receive, send, _without_third_party_elements)
+        if scope["method"] == "GET" and scope["path"] == "/docs.json":
+            return await self._rewritten(scope, receive, send, _openapi_30)
+        if scope["path"] not in PREDICT_PATHS or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
         content_type = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
         if content_type != "application/json":
-            return await _error(send, 415, f"Content-Type must be application/json, got {content_type or 'none'!r}")
+            return await _error(scope, send, 415,
+                                f"Content-Type must be application/json, got {content_type or 'none'!r}")
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            return await _error(send, 413, f"request body of {length.decode('latin-1')} bytes is over the "
-                                           f"{self.max_body_bytes}-byte limit")
+            return await _error(scope, send, 413, f"request body of {length.decode('latin-1')} bytes is over the "
+                                                  f"{self.max_body_bytes}-byte limit")
         received = 0
 
         async def counted_receive():
@@ -173,14 +283,161 @@ class SizeAndTypeGuard:
                 raise BodyTooLarge(f"request body is over the {self.max_body_bytes}-byte limit")
             return message
 
-        return await self.app(scope, counted_receive, send)
+        def one_error_shape(status: int, body: bytes) -> bytes:
+            if 400 <= status < 500:
+                body = _client_error_body(body)
+                _log_refused(scope, status, json.loads(body)["error"])
+            return body
+
+        return await self._rewritten(scope, counted_receive, send, one_error_shape)
+
+    async def _rewritten(self, scope, receive, send, rewrite) -> None:
+        """Run the app, then send its answer with the body ``rewrite(status, body)`` (answers here are small)."""
+        start, chunks = {}, []
+
+        async def keep(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, keep)
+        body = rewrite(start["status"], b"".join(chunks))
+        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
-async def _error(send, status: int, message: str) -> None:
+def _host_name(host: str) -> str:
+    """``Host`` without its port: ``[::1]:3000`` -> ``::1``, ``localhost:3000`` -> ``localhost``."""
+    if host.startswith("["):
+        return host[1:host.find("]")].lower()
+    return (host.rsplit(":", 1)[0] if host.count(":") == 1 else host).lower()
+
+
+def _without_third_party_elements(status: int, page: bytes) -> bytes:
+    return THIRD_PARTY_ELEMENT.sub(lambda m: b"" if b"//" in m.group(0) else m.group(0), page)
+
+
+def _openapi_30(status: int, body: bytes) -> bytes:
+    """BentoML's document as valid OpenAPI 3.0: pydantic writes JSON Schema 2020-12 (``anyOf`` with
+    ``null``, ``examples``), and BentoML lists none of the predict path's 413/415/422 answers."""
+    if status != 200:
+        return body
+    doc = _schema_30(json.loads(body))
+    doc["components"]["schemas"]["StockopsError"] = ERROR_SCHEMA
+    for path in PREDICT_PATHS:
+        responses = doc["paths"][path]["post"]["responses"]
+        responses.update({code: {"description": what, "content": {"application/json": {"schema": {
+            "$ref": "#/components/schemas/StockopsError"}}}} for code, what in PREDICT_ERRORS.items()})
+    return json.dumps(doc).encode()
+
+
+def _schema_30(node):
+    """``anyOf: [X, {type: null}]`` -> X with ``nullable: true``; a schema's ``examples`` list -> ``example``."""
+    if isinstance(node, list):
+        return [_schema_30(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _schema_30(v) for k, v in node.items()}
+    options = node.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        del node["anyOf"]
+        node.update({**rest[0], "nullable": True} if len(rest) == 1 else {"anyOf": rest, "nullable": True})
+    if isinstance(node.get("examples"), list):
+        examples = node.pop("examples")
+        if examples:
+            node["example"] = examples[0]
+    return node
+
+
+def _client_error_body(body: bytes) -> bytes:
+    """``{"error": ...}`` for every 4xx. BentoML answers its own errors as a one-item list, and a failed
+    field check as ``"N validation errors for ..."``, with the field only in ``detail``: say it up front."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return json.dumps({"error": body.decode(errors="replace")}).encode()
+    if isinstance(answer, list) and len(answer) == 1:
+        answer = answer[0]
+    if isinstance(answer, dict) and isinstance(answer.get("detail"), list):
+        errors = [_field_error(e) for e in answer["detail"]]
+        more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+        answer["error"] = "; ".join(errors[:10]) + more
+    return json.dumps(answer).encode()
+
+
+def _field_error(error: dict) -> str:
+    """``closes row 3: Input should be a finite number`` from pydantic's ``loc`` and ``msg``."""
+    where = " ".join(f"row {part}" if isinstance(part, int) else str(part) for part in error.get("loc", ()))
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _log_refused(scope, status: int, reason: str) -> None:
+    log.info("refused %s %s: %d %s", scope["method"], scope["path"], status, " ".join(reason.split())[:200])
+
+
+async def _error(scope, send, status: int, message: str) -> None:
+    _log_refused(scope, status, message)
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+class ClientErrorsWithoutTraceback(logging.Filter):
+    """Drop BentoML's "Exception on /predict" records for client errors: each came with a full
+    traceback (a 25 KB bad body wrote 881 KB of log); ``RequestGuard`` logs them in one line.
+    Server errors (5xx) keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, ValidationError)
+                    or (isinstance(error, BentoMLException) and error.error_code < 500))
+
+
+def log_to_rotating_file() -> Path:
+    """Send the service's logs (root, ``bentoml``, ``uvicorn`` and every other logger that wrote to a
+    console) to one size-capped rotating file instead of stdout: the stdout file (which
+    ``start_bento`` never rotates) then only gets start-up output. BentoML's format is kept."""
+    default = Path(os.environ.get("STOCKOPS_HOME", ".")) / "serving" / "logs" / f"bento-{os.getpid()}.log"
+    path = Path(os.environ.get("STOCKOPS_BENTO_LOG") or default)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = RotatingFileHandler(path, maxBytes=int(os.environ.get("STOCKOPS_LOG_MAX_BYTES") or LOG_MAX_BYTES),
+                                  backupCount=3, encoding="utf-8")
+    loggers = [logging.getLogger(), logging.getLogger("bentoml"), logging.getLogger("uvicorn"),
+               *(x for x in logging.root.manager.loggerDict.values() if isinstance(x, logging.Logger))]
+    for logger in dict.fromkeys(loggers):
+        consoles = [h for h in logger.handlers if type(h) is logging.StreamHandler]
+        for console in consoles:
+            handler.setFormatter(console.formatter)
+            for f in console.filters:
+                if f not in handler.filters:
+                    handler.addFilter(f)
+            logger.removeHandler(console)
+        if consoles or logger is logging.getLogger() or not logger.propagate:
+            logger.addHandler(handler)
+    logging.getLogger("bentoml._internal.server.http_app").addFilter(ClientErrorsWithoutTraceback())
+    return path
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line under an exclusive lock (as ``stockops.audit.record``, which the bento cannot import).
+
+    A writer killed mid-line leaves no newline at the end: start on a fresh line, or this record
+    would be glued to the torn one and skipped with it on read. No fsync: one per request would
+    cost milliseconds under load, and a crash loses at most the last lines.
+    """
+    with open(path, "a+b") as log_file:
+        fcntl.flock(log_file, fcntl.LOCK_EX)
+        log_file.seek(0, os.SEEK_END)
+        torn = False
+        if log_file.tell():
+            log_file.seek(-1, os.SEEK_END)
+            torn = log_file.read(1) != b"\n"
+        log_file.write((("\n" if torn else "") + line + "\n").encode())
 
 
 class AdaptiveBatcher:
@@ -237,6 +494,7 @@ class StockForecast:
     def __init__(self) -> None:
         import tensorflow as tf
 
+        log.info("logging to %s", log_to_rotating_file())
         meta = dict(self.model.info.metadata)
         self.calibration = fc.Calibration(**json.loads(Path(self.model.path_of("forecaster.json")).read_text()))
         self.window, self.history = self.calibration.window, self.calibration.history
@@ -266,20 +524,15 @@ class StockForecast:
         log_path = os.environ.get("STOCKOPS_PREDICTION_LOG")
         if not log_path and os.environ.get("STOCKOPS_HOME"):
             log_path = str(Path(os.environ["STOCKOPS_HOME"]) / "serving" / "predictions.jsonl")
-        self._log = None
-        if log_path:
-            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(log_path, "a", buffering=1)  # line-buffered appends
+        self._log = Path(log_path) if log_path else None
+        if self._log is not None:
+            self._log.parent.mkdir(parents=True, exist_ok=True)
 
     @bentoml.api(input_spec=ForecastRequest)
     async def predict(self, closes: list[float], open: list[float], high: list[float], low: list[float],  # noqa: A002
                       volume: list[float], ctx: bentoml.Context, market: list[float] | None = None,
                       as_of: date | None = None) -> dict:
         """Tomorrow's log-return distribution (point, quantiles, volatility) and the implied close and intervals."""
-        if len(closes) < self.history:
-            raise InvalidArgument(f"the request has {len(closes)} days; the model needs at least {self.history} "
-                                  f"(a window of {self.window} days + {self.history - self.window} days of "
-                                  f"warm-up for its features; the last {self.history} are used)")
         n = self.history
         frame = pd.DataFrame({"Open": open[-n:], "High": high[-n:], "Low": low[-n:], "Close": closes[-n:],
                               "Volume": volume[-n:]})
@@ -288,16 +541,14 @@ class StockForecast:
         point, variance = float(result["point"][0]), float(result["variance"][0])
         quantiles = {f"q{round(level * 100):02d}": float(q) for level, q in zip(fc.LEVELS, result["quantiles"][0],
                                                                                strict=True)}
-        if not all(math.isfinite(x) for x in (point, variance, *quantiles.values())):
-            raise RuntimeError(f"the model produced a non-finite forecast (point {point}, variance {variance})")
         last_close = float(closes[-1])
-        forecast = last_close * math.exp(point)
+        prices = implied_prices(last_close, point, variance, quantiles)
+        forecast = prices["point"]
         answer = {
             "forecast": forecast,
             "point_return": point,
             "quantiles": quantiles,
-            "intervals": {k: [last_close * math.exp(quantiles[lo]), last_close * math.exp(quantiles[hi])]
-                          for k, (lo, hi) in INTERVALS.items()},
+            "intervals": {k: [prices[lo], prices[hi]] for k, (lo, hi) in INTERVALS.items()},
             "variance": variance,
             "volatility": math.sqrt(variance),
             "last_close": last_close,
@@ -310,12 +561,12 @@ class StockForecast:
             **self.lineage,
         }
         if self._log is not None and SMOKE_HEADER not in ctx.request.headers:
-            self._log.write(json.dumps({
+            append_line(self._log, json.dumps({
                 "at": answer["served_at"], "ticker": answer["ticker"], "as_of": answer["as_of"],
                 "forecast_for": answer["forecast_for"], "n_closes": len(closes), "last_close": last_close,
                 "forecast": forecast, "q05": quantiles["q05"], "q95": quantiles["q95"],
                 "volatility": answer["volatility"], "model_version": self.lineage["model_version"],
-                "bento_tag": answer["bento_tag"]}) + "\n")
+                "bento_tag": answer["bento_tag"]}))
         return answer
 
     def features(self, frame: pd.DataFrame, market: np.ndarray | None) -> np.ndarray:
@@ -330,6 +581,21 @@ class StockForecast:
         return next(iter(out.values())).numpy().astype("float64")
 
 
+def implied_prices(last_close: float, point: float, variance: float, quantiles: dict[str, float]) -> dict[str, float]:
+    """``last_close * exp(return)`` for the point (key ``point``) and each quantile.
+
+    A model can answer a valid but extreme request with a non-finite or overflowing number: that
+    is no forecast to serve, and no server fault either (422, not 500).
+    """
+    returns = {"point": point, **quantiles}
+    with np.errstate(over="ignore", invalid="ignore"):
+        prices = dict(zip(returns, (last_close * np.exp(np.array(list(returns.values())))).tolist(), strict=True))
+    if not np.isfinite([variance, *returns.values(), *prices.values()]).all():
+        raise UnusableForecast(f"the model's forecast for this input is not a finite number (point return {point}, "
+                               f"variance {variance}): check the request for extreme or broken prices")
+    return prices
+
+
 def _next_business_day(day: date) -> date:
     day += timedelta(days=1)
     while day.weekday() >= 5:
@@ -337,4 +603,4 @@ def _next_business_day(day: date) -> date:
     return day
 
 
-StockForecast.add_asgi_middleware(SizeAndTypeGuard)
+StockForecast.add_asgi_middleware(RequestGuard)

@@ -3,14 +3,24 @@
 
 Runs when `stock_ingest` publishes a new snapshot (the prices **Asset**), after every ingest.
 
-`check` compares the champion with the latest snapshot:
+`score_watchlist` first makes the platform's own forecasts: the champion, loaded from the
+registry in the task, forecasts the next session of every watchlist ticker from that ticker's
+latest published snapshot, and each forecast (ticker, `as_of`, `forecast_for`, model version,
+snapshot hash, point, quantiles, variance, `made_at`) is appended once to
+`<home>/monitoring/forecasts.jsonl`; a re-run adds nothing.
+
+`check` then compares the champion with the latest snapshot:
 * **data drift** — Evidently `DataDriftPreset` (normed Wasserstein distance per feature) on the
   model's input features (log return, |return|, 20-day volatility, intraday range, volume
   ratio): the champion's training window, recorded at training time, against the last
   `STOCKOPS_MONITOR_CURRENT_DAYS` trading days;
-* **live error** — the champion's forecasts for those days (served ones from the prediction
-  log, the champion replayed for the rest) against the closes that followed, as RMSE and as
-  ratios to the champion's holdout RMSE and to persistence on the same days.
+* **live error** — the champion's own forecasts for those days from `forecasts.jsonl` against
+  the closes later snapshots published: RMSE, ratios to the champion's holdout RMSE and to
+  persistence on the same days, coverage of the 50 % and 90 % intervals. Until
+  `STOCKOPS_MONITOR_MIN_FORECAST_DAYS` of them are realized (a fresh platform, a new champion)
+  the champion is replayed on the snapshot's days instead, and the reason says so.
+  What clients send to `POST /predict` (`serving/predictions.jsonl`: any day, any closes) is
+  counted as `traffic_requests` and never scored.
 
 The decision (`drift_share`, `drifted_columns`, `live_rmse_ratio`, `persistence_ratio`,
 `triggered`, `reason`) is written as JSON beside the Evidently HTML report under
@@ -33,7 +43,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Asset, dag, task
 
 from stockops.config import get_settings
-from stockops.monitoring import TRAINING_DAG_ID, monitor_task, should_retrain
+from stockops.monitoring import TRAINING_DAG_ID, monitor_task, score_watchlist, should_retrain
 
 settings = get_settings()
 PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops")
@@ -50,7 +60,9 @@ PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops
     default_args={"owner": "stockops", "retries": 1, "retry_delay": timedelta(minutes=1)},
 )
 def stock_monitor():
+    scored = task(score_watchlist)(dag_run_id="{{ run_id }}")
     decision = task(monitor_task, task_id="check")(dag_run_id="{{ run_id }}")
+    scored >> decision
     go = task.short_circuit(should_retrain, task_id="should_retrain")(decision)
     # No retries: a second attempt would start a second training run.
     trigger_retrain = TriggerDagRunOperator(

@@ -7,11 +7,16 @@ one), `reason` (required; it goes into the audit trail) and `force`. Or from the
 API (`POST /api/v2/dags/stock_rollback/dagRuns` with `{"logical_date": null, "conf": {...}}`).
 
 `plan` refuses, with the reason in its log and before anything changes: an unknown version, the
-current champion, or a version the gate refused (unless `force`). `bento` reuses the version's
-bento or builds it; `deploy` is the same health-checked switch as a promotion (a bento that
-fails `/readyz` or its smoke prediction is stopped and the current champion keeps serving);
-`switch_champion` moves the `champion` alias and records the change — audit log under the
-home and tags on both MLflow model versions (`python -m stockops history` prints it).
+current champion while it serves, or a version the gate refused (unless `force`). `bento` reuses
+the version's bento or builds it; `deploy` is the same critical section as a promotion: the
+health-checked switch (a bento that fails `/readyz` or its smoke prediction is stopped and the
+current champion keeps serving), then the `champion` alias and the change recorded — audit log
+under the home and tags on both MLflow model versions (`python -m stockops history` prints it);
+`verify` checks that the endpoint, `@champion` and the audit log agree.
+
+**Repairing a split**: if the endpoint ever serves another version than `@champion` (the serving
+supervisor converges it within seconds on its own), a rollback to the champion's version serves
+it again.
 
 Logic lives in `stockops.champion`; this file only wires it.
 """
@@ -37,7 +42,7 @@ settings = get_settings()
     doc_md=__doc__,
     tags=["stockops", "serving", "rollback", settings.ticker],
     # plan, bento and deploy are not retried (a refusal does not change with time; a deploy is not
-    # repeated blindly); moving the alias in switch_champion may be.
+    # repeated blindly); verify may be.
     default_args={"owner": "stockops", "retries": 1, "retry_delay": timedelta(seconds=10)},
     params={
         "version": Param("", type="string", pattern=r"^v?[0-9]*$",
@@ -56,7 +61,7 @@ def stock_rollback():
         requested_at="{{ dag_run.run_after.isoformat() }}")  # when it was asked for: the time to restore starts here
     bento = task(rollback_bento, task_id="bento", retries=0)(planned)
     deployed = task(deploy_rollback, task_id="deploy", retries=0)(bento, dag_run_id="{{ run_id }}")
-    task(complete_rollback, task_id="switch_champion")(deployed, dag_run_id="{{ run_id }}")
+    task(complete_rollback, task_id="verify")(deployed, dag_run_id="{{ run_id }}")
 
 
 stock_rollback()

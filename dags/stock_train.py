@@ -12,10 +12,12 @@ split by date: the same boundaries for every ticker, one window purged between p
 mean; one MLflow run; an MLflow pyfunc model that carries its own code) → `evaluate` (candidate,
 champion re-scored on today's holdout, persistence, GARCH-N/t, EWMA, HAR-GK and HARX-GKO on
 the same ticker-days: QLIKE, pinball, coverage, VaR breaches with Kupiec, Diebold–Mariano) →
-`register` (alias `challenger`) → `gate` → `build` (the candidate's bento) → `deploy` (the new
-bento must pass `/readyz` and a smoke forecast before it takes over the serving address) →
-`promote` (alias `champion`). A failed build or deploy fails the run and leaves the champion,
-and the bento that serves, as they were.
+`register` (alias `challenger`) → `gate` → `build` (the candidate's bento) → `deploy` (one
+critical section: the new bento must pass `/readyz` and a smoke forecast, takes over the serving
+address, alias `champion` moves, the change goes into the audit log) → `verify` (the endpoint,
+`@champion` and the audit log all name the new version; red if not). A failed build or deploy
+fails the run and leaves the champion, and the bento that serves, as they were; a run killed
+midway is repaired by the serving supervisor within seconds (serving follows `@champion`).
 
 The **gate** promotes only a candidate that (a) is not worse than HARX-GKO on pooled QLIKE,
 (b) covers 88–92 % of days with its 90 % interval (`STOCKOPS_GATE_COVERAGE_90_MIN/MAX`),
@@ -35,13 +37,12 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, AssetAny, Param, dag, task
 
 from stockops.config import get_settings, prices_asset_name, prices_asset_uri
-from stockops.serving import build_candidate_bento, deploy_candidate
+from stockops.serving import build_candidate_bento, deploy_candidate, verify_candidate
 from stockops.training import (
     evaluate_models,
     gate_candidate,
     load_snapshots,
     prepare_features,
-    promote_candidate,
     register_candidate,
     train_candidate,
 )
@@ -88,8 +89,7 @@ def stock_train():
     deployed = task(deploy_candidate, task_id="deploy", retries=0)(built, trigger_reason="{{ params.reason }}",
                                                                    dag_run_id="{{ run_id }}")
     gate >> built
-    task(promote_candidate, task_id="promote")(deployed, trigger_reason="{{ params.reason }}",
-                                                dag_run_id="{{ run_id }}")
+    task(verify_candidate, task_id="verify", retries=0)(deployed)
 
 
 stock_train()

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         run_demo(args.days)
         return 0
     if args.command == "history":
-        from stockops.champion import format_history, history
+        from stockops.changes import format_history, history
 
         print(format_history(history()))
         return 0

@@ -1,16 +1,12 @@
-"""Champion changes and rollback: who served, since when, why, and going back in seconds.
-
-Every change of the ``champion`` alias — a promotion, a forced promotion, a rollback — goes
-through :func:`record_change`: one line in the audit log under the home (durable, append-only)
-and tags on the MLflow model versions involved (``champion_change`` on the new one,
-``replaced_by`` on the old one). :func:`history` reads the changes back
-(``python -m stockops history``).
+"""Rollback: going back to an earlier champion in seconds (the record of changes: ``stockops.changes``).
 
 A rollback is the ``stock_rollback`` DAG's chain, each step a plain function:
-``plan_rollback`` (refuses an unknown version, the current champion, or a version the gate
-refused unless forced — before anything changes) → ``rollback_bento`` (the version's bento,
-built if missing) → ``deploy_rollback`` (the same health-checked switch as a promotion) →
-``complete_rollback`` (moves ``champion``, records the change).
+``plan_rollback`` (refuses an unknown version, the current champion while it serves, or a
+version the gate refused unless forced — before anything changes) → ``rollback_bento`` (the
+version's bento, built if missing) → ``deploy_rollback`` (the same critical section as a
+promotion: health-checked switch, ``champion`` moved, the change recorded) → ``complete_rollback``
+(checks that serving, ``champion`` and the audit log agree). Asked for the champion while
+another version serves (a split), it repairs: the champion is served again.
 """
 
 from __future__ import annotations
@@ -19,65 +15,17 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from stockops import audit, registry
+from stockops import registry
+from stockops.changes import CHANGES, describe, format_history, history, previous_champion, record_change
 from stockops.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-CHANGES = ("promotion", "rollback")
-
+__all__ = ["CHANGES", "RollbackRefused", "complete_rollback", "deploy_rollback", "describe", "format_history", "history",
+           "plan_rollback", "previous_champion", "record_change", "rollback", "rollback_bento"]
 
 class RollbackRefused(ValueError):
     """The requested rollback is not allowed; nothing was changed."""
-
-
-# ---- the record of changes ----------------------------------------------------------------------
-def record_change(settings: Settings, event: str, *, from_version: Any, to_version: Any, reason: str,
-                  dag_run_id: str = "", **fields: Any) -> dict:
-    """Append one champion change to the audit log and tag it on the MLflow model versions."""
-    entry = audit.record(settings.audit_log, event, ticker=settings.ticker, model=settings.model_name,
-                         from_version=None if from_version is None else str(from_version),
-                         to_version=str(to_version), reason=reason, dag_run_id=dag_run_id, **fields)
-    kind = describe(entry)
-    source = f"v{from_version}" if from_version is not None else "none"
-    registry.tag_version(settings, to_version,
-                         champion_change=f"{entry['at']} {kind}: {source} -> v{to_version}; why: {reason}; "
-                                         f"dag run: {dag_run_id or 'none'}"[:5000],
-                         champion_since=entry["at"])
-    if from_version is not None and str(from_version) != str(to_version):
-        registry.tag_version(settings, from_version, replaced_by=f"v{to_version} ({kind}) at {entry['at']}")
-    return entry
-
-
-def describe(entry: dict) -> str:
-    """``promotion``, ``forced promotion``, ``rollback`` or ``forced rollback``."""
-    forced = entry.get("decision") == "forced" or entry.get("forced") is True
-    return f"{'forced ' if forced else ''}{entry['event']}"
-
-
-def history(settings: Settings | None = None) -> list[dict]:
-    """Every champion change, oldest first."""
-    settings = settings or get_settings()
-    return [e for e in audit.read(settings.audit_log) if e.get("event") in CHANGES]
-
-
-def format_history(changes: list[dict]) -> str:
-    if not changes:
-        return "no champion changes yet: no model has passed the gate"
-    lines = [f"{'when (UTC)':<25} {'change':<17} {'from':>5} → {'to':<5} {'dag run':<40} why"]
-    for e in changes:
-        source = f"v{e['from_version']}" if e.get("from_version") else "none"
-        lines.append(f"{e['at']:<25} {describe(e):<17} {source:>5} → v{e['to_version']:<4} "
-                     f"{(e.get('dag_run_id') or '-'):<40} {e.get('reason', '')}")
-    return "\n".join(lines)
-
-
-def previous_champion(settings: Settings, current: str) -> str | None:
-    """The champion before ``current``: where the change that made ``current`` champion came from."""
-    for entry in reversed(history(settings)):
-        if str(entry["to_version"]) == str(current):
-            return entry.get("from_version")
-    return None
 
 
 # ---- the rollback steps -------------------------------------------------------------------------
@@ -109,14 +57,20 @@ def plan_rollback(version: Any = "", why: str = "", force: Any = False, requeste
         known = sorted(int(v.version) for v in registry.list_versions(settings))
         raise RollbackRefused(f"{settings.model_name} has no version {target!r} (versions: "
                               f"{', '.join(map(str, known)) or 'none'})") from None
-    if str(chosen.version) == str(champion.version):
-        raise RollbackRefused(f"v{target} is already the champion of {settings.model_name}: nothing to roll back")
+    repair = str(chosen.version) == str(champion.version)
+    if repair:
+        served = _served_version(settings)
+        if served == str(champion.version):
+            raise RollbackRefused(f"v{target} is already the champion of {settings.model_name} and serves at "
+                                  f"{settings.serve_url}: nothing to roll back")
+        log.warning("v%s is @champion but v%s serves: this run repairs the split (serves the champion again)",
+                    target, served or "nothing")
     decision = chosen.tags.get("gate_decision", "")
     if decision == "refused" and not forced:
         raise RollbackRefused(f"v{target} was refused by the gate ({chosen.tags.get('gate_reason', 'no reason kept')}); "
                               "roll back to it only with force=true")
     plan = {"model_name": settings.model_name, "from_version": str(champion.version), "version": str(target),
-            "reason": reason, "forced": forced, "gate_decision": decision or "unknown",
+            "reason": reason, "forced": forced, "gate_decision": decision or "unknown", "repair": repair,
             "requested_at": requested_at or datetime.now(UTC).isoformat(timespec="seconds"),
             "run_id": chosen.run_id}
     log.info("rollback of %s: v%s -> v%s%s; why: %s", settings.model_name, champion.version, target,
@@ -131,30 +85,40 @@ def rollback_bento(plan: dict) -> dict:
     return {**plan, "bento": build_bento(get_settings(), plan["model_name"], plan["version"])}
 
 
+def _served_version(settings: Settings) -> str | None:
+    """The version the stable address serves (None if nothing, or if its state is unreadable)."""
+    from stockops.serving.state import current_or_empty
+
+    return current_or_empty(settings).get("version")
+
+
 def deploy_rollback(planned: dict, dag_run_id: str = "") -> dict:
-    """The same health-checked switch as a promotion; a failure leaves the current champion serving."""
+    """The health-checked switch, ``@champion`` and the audit entry in one critical section (as a promotion);
+    a failure leaves the current champion serving. A repair (the champion is right, serving is not) serves
+    the champion again without a champion change."""
     from stockops.serving import deploy
 
     settings = get_settings()
     bento = planned["bento"]
     record = deploy(settings, bento["bento_tag"], planned["version"], reason=f"rollback: {planned['reason']}",
-                    dag_run_id=dag_run_id, window=bento["window"], kind="rollback",
-                    snapshot_hash=bento["snapshot_hash"])
+                    dag_run_id=dag_run_id, window=bento["window"], kind="serve" if planned.get("repair") else "rollback",
+                    snapshot_hash=bento["snapshot_hash"],
+                    audit_fields={"forced": planned["forced"], "requested_at": planned["requested_at"],
+                                  "gate_decision": planned["gate_decision"]})
     return {**planned, "deploy": record}
 
 
 def complete_rollback(deployed: dict, dag_run_id: str = "") -> dict:
-    """Move ``champion`` to the rolled-back version and record the change."""
+    """Check the invariant: the rolled-back version serves, is ``@champion`` and the audit log's last change."""
+    from stockops.serving import verify
+
     settings = get_settings()
-    registry.setup(settings)
-    registry.set_alias(settings, registry.CHAMPION, deployed["version"])
-    entry = record_change(settings, "rollback", from_version=deployed["from_version"],
-                          to_version=deployed["version"], reason=deployed["reason"], dag_run_id=dag_run_id,
-                          forced=deployed["forced"], requested_at=deployed["requested_at"],
-                          bento_tag=deployed["bento"]["bento_tag"], gate_decision=deployed["gate_decision"])
-    log.info("champion: %s v%s -> v%s (rollback); %s answers with v%s", settings.model_name,
-             deployed["from_version"], deployed["version"], settings.serve_url, deployed["version"])
-    return entry
+    seen = verify(settings, deployed["version"])
+    log.info("champion: %s v%s -> v%s (%s); %s answers with v%s", settings.model_name, deployed["from_version"],
+             deployed["version"], "repair" if deployed.get("repair") else "rollback", settings.serve_url,
+             deployed["version"])
+    return {**seen, "version": deployed["version"], "from_version": deployed["from_version"],
+            "repair": bool(deployed.get("repair")), "deploy_at": deployed["deploy"]["at"]}
 
 
 def rollback(version: Any = "", reason: str = "", force: bool = False, dag_run_id: str = "") -> dict:

@@ -23,8 +23,9 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from stockops.platform import LocalPlatform, stop_process_tree
+from stockops.platform import LocalPlatform, private_dir, private_log, stop_process_tree, write_secret
 from stockops.processes import venv_bin
 
 POSTGRES_ADMIN_DSN = os.environ.get("STOCKOPS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -105,23 +106,28 @@ class CeleryPlatform(LocalPlatform):
         return env
 
     def _secret(self, name: str) -> str:
+        """A secret kept in the (owner-only) Airflow home, created 0600 on first use, so restarts agree."""
         path = self.settings.airflow_home / f".{name}_secret"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
+            write_secret(path, secrets.token_urlsafe(32))
         return path.read_text()
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.settings.logs_dir / f"{name}.log", "ab") as log:  # the child keeps its own copy
+        private_dir(self.settings.logs_dir)
+        with private_log(self.settings.logs_dir / f"{name}.log") as log:  # the child keeps its own copy
             proc = subprocess.Popen(args, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self.processes[name] = proc
         return proc
 
     def start(self) -> subprocess.Popen:
-        """Create the databases, migrate, start every component; returns the api-server process."""
-        self.settings.airflow_home.mkdir(parents=True, exist_ok=True)
+        """Create the databases, migrate, start every component; returns the api-server process.
+
+        The worker and the triggerer run without their log servers, which Airflow binds to every
+        interface (see ``stockops.platform.COMPONENTS``): all processes share this machine's logs
+        folder. Compose, where they do not, keeps them (reachable inside the compose network only).
+        """
+        self.prepare_home()
         for db in (self.airflow_db, self.mlflow_db):
             _admin(f'CREATE DATABASE "{db}"')
         self.airflow("db", "migrate", timeout=600)
@@ -134,9 +140,10 @@ class CeleryPlatform(LocalPlatform):
         api = self._spawn("airflow-apiserver", [venv_bin("airflow"), "api-server", "--host", self.host,
                                                  "--port", str(self.port)])
         for component in ("scheduler", "dag-processor", "triggerer"):
-            self._spawn(f"airflow-{component}", [venv_bin("airflow"), component])
+            self._spawn(f"airflow-{component}", [venv_bin("airflow"), component,
+                                                  *(["--skip-serve-logs"] if component == "triggerer" else [])])
         self._spawn("airflow-worker", [venv_bin("airflow"), "celery", "worker", "--queues", self.run_name,
-                                        "--concurrency", str(self.worker_concurrency)])
+                                        "--concurrency", str(self.worker_concurrency), "--skip-serve-logs"])
         self._spawn("serving-agent", [venv_bin("python"), "-m", "stockops.serving", "agent"])
         return api
 
@@ -196,9 +203,7 @@ def init_compose() -> None:
     if not password:
         raise SystemExit("AIRFLOW_ADMIN_PASSWORD is empty: set it in .env")
     passwords = os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
-    os.makedirs(os.path.dirname(passwords), exist_ok=True)
-    with open(passwords, "w") as out:
-        json.dump({"admin": password}, out)
+    write_secret(Path(passwords), json.dumps({"admin": password}))  # 0600 in a 0700 folder from the start
     home = get_settings().home
     (home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
     uid = int(os.environ.get("AIRFLOW_UID", "50000"))

@@ -4,6 +4,11 @@ Every value comes from an environment variable with a local default, and every p
 derived from one home directory (``STOCKOPS_HOME``, default ``./.stockops``). Reading the
 settings has no side effects: nothing is created, imported or configured here. Code that
 writes somewhere creates the folder it needs at that moment.
+
+One exception, on purpose: importing this module sets the telemetry opt-outs and MLflow's
+retry bounds of :func:`quiet_environment` in ``os.environ`` where they are unset, so that no
+stockops process phones home or hangs on a dead tracking server, whichever library it imports
+first (MLflow decides about telemetry when it is imported).
 """
 
 from __future__ import annotations
@@ -100,6 +105,12 @@ class Settings:
     # requests that the serving agent (`python -m stockops.serving agent`, the compose `serving`
     # container) carries out where the endpoint runs
     serving_mode: str = "local"
+    # the serving supervisor: seconds between its checks of the proxy, the bento and the champion
+    supervise_interval_s: float = 1.0
+    serve_spares: int = 1  # extra processes of the served bento: a killed one costs no request
+    # Host headers the proxy and the bento answer (DNS-rebinding guard; the port is not compared)
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+    log_max_bytes: int = 10 * 1024 * 1024  # size cap of each serving log file (3 rotated copies kept)
     # where people open the MLflow UI (links in the Airflow UI); make run serves it on this port
     mlflow_ui_url: str = "http://127.0.0.1:5000"
     # monitoring (stock_monitor): see bench/monitor_drift.py for how the defaults were chosen
@@ -109,6 +120,9 @@ class Settings:
     monitor_error_ratio: float = 1.5  # live RMSE (in % of price) / the champion's holdout RMSE
     monitor_persistence_ratio: float = 1.10  # live RMSE / persistence's RMSE on the same days
     monitor_cooldown_h: float = 72.0  # no second retrain trigger within this many hours
+    # the platform's own forecasts (the forecast log) realized in the window before live error is measured on them
+    # alone; until then the champion is replayed over the window
+    monitor_min_forecast_days: int = 20
     # derived locations (filled in __post_init__ from home unless given)
     airflow_home: Path = field(default=None)  # type: ignore[assignment]
     gx_project_dir: Path = field(default=None)  # type: ignore[assignment]
@@ -215,6 +229,30 @@ class Settings:
         return self.home / "serving"
 
     @property
+    def serving_state(self) -> Path:
+        """What the stable address routes to now (the proxy reads it; deploys replace it atomically)."""
+        return self.serving_dir / "current.json"
+
+    @property
+    def serving_standby(self) -> Path:
+        """The previous bento, kept running so that going back to it is only a switch."""
+        return self.serving_dir / "standby.json"
+
+    @property
+    def serving_processes(self) -> Path:
+        """Every process the serving side started (pid, start time, role): nothing it starts goes untracked."""
+        return self.serving_dir / "processes.json"
+
+    @property
+    def serving_logs_dir(self) -> Path:
+        return self.serving_dir / "logs"
+
+    @property
+    def incident_log(self) -> Path:
+        """Append-only record of serving outages: cause, start, detection, recovery (the DORA report counts them)."""
+        return self.serving_dir / "incidents.jsonl"
+
+    @property
     def deploy_requests_dir(self) -> Path:
         """Agent mode: deploy requests waiting for the serving agent (one JSON file each)."""
         return self.serving_dir / "requests"
@@ -248,6 +286,12 @@ class Settings:
     def monitor_log(self) -> Path:
         """Append-only record of every monitor decision (the cool-down reads it)."""
         return self.monitoring_dir / "decisions.jsonl"
+
+    @property
+    def forecast_log(self) -> Path:
+        """Append-only record of the platform's own forecasts: the monitor's scoring of every watchlist ticker
+        with the champion on its latest published snapshot. Live error and calibration are measured on these."""
+        return self.home / "monitoring" / "forecasts.jsonl"
 
     @property
     def monitoring_experiment(self) -> str:
@@ -341,6 +385,11 @@ def get_settings() -> Settings:
         serve_port=_env_int("STOCKOPS_SERVE_PORT", 3000),
         serve_ready_timeout_s=_env_float("STOCKOPS_SERVE_READY_TIMEOUT_S", 180.0),
         serving_mode=_env("STOCKOPS_SERVING_MODE", "local").lower(),
+        supervise_interval_s=_env_float("STOCKOPS_SUPERVISE_INTERVAL_S", 1.0),
+        serve_spares=_env_int("STOCKOPS_SERVE_SPARES", 1),
+        allowed_hosts=tuple(h.strip() for h in _env("STOCKOPS_ALLOWED_HOSTS", "127.0.0.1,localhost,::1").split(",")
+                            if h.strip()),
+        log_max_bytes=_env_int("STOCKOPS_LOG_MAX_BYTES", 10 * 1024 * 1024),
         mlflow_ui_url=_env("STOCKOPS_MLFLOW_URL", f"http://127.0.0.1:{_env('STOCKOPS_MLFLOW_PORT', '5000')}"),
         monitor_current_days=_env_int("STOCKOPS_MONITOR_CURRENT_DAYS", 60),
         monitor_drift_threshold=_env_float("STOCKOPS_MONITOR_DRIFT_THRESHOLD", 0.6),
@@ -348,6 +397,7 @@ def get_settings() -> Settings:
         monitor_error_ratio=_env_float("STOCKOPS_MONITOR_ERROR_RATIO", 1.5),
         monitor_persistence_ratio=_env_float("STOCKOPS_MONITOR_PERSISTENCE_RATIO", 1.10),
         monitor_cooldown_h=_env_float("STOCKOPS_MONITOR_COOLDOWN_H", 72.0),
+        monitor_min_forecast_days=_env_int("STOCKOPS_MONITOR_MIN_FORECAST_DAYS", 20),
         airflow_home=Path(airflow_home).resolve() if airflow_home else None,  # type: ignore[arg-type]
     )
 
@@ -355,13 +405,55 @@ def get_settings() -> Settings:
 FORKSERVER_PRELOAD = "great_expectations,exchange_calendars,pyarrow.parquet,stockops.validation"
 
 
+# MLflow's HTTP client retries a failed request 7 times with a backoff factor of 2 by default
+# (about 4 minutes, sized for rate-limited hosted servers): against our own server that is down,
+# a task hung for 266 s before it failed. 3 retries with factor 1 give up after about 10 s.
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
+
+def quiet_environment() -> dict[str, str]:
+    """Telemetry off and MLflow's HTTP retries bounded: merge into the env of every process stockops starts.
+
+    Nothing the platform runs may phone home: MLflow 3 sends usage telemetry unless
+    ``MLFLOW_DISABLE_TELEMETRY`` is true (it also honours ``DO_NOT_TRACK``, but only the value
+    ``true``, not ``1``), BentoML unless ``BENTOML_DO_NOT_TRACK=true``, Evidently unless
+    ``DO_NOT_TRACK`` is set at all, Great Expectations unless ``GX_ANALYTICS_ENABLED=False``.
+    The opt-outs are fixed; the MLflow retry bounds keep a value the environment already has.
+    """
+    return {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "BENTOML_DO_NOT_TRACK": "true",
+        "GX_ANALYTICS_ENABLED": "False",
+        **{name: _env(name, default) for name, default in MLFLOW_HTTP_DEFAULTS.items()},
+    }
+
+
+def _quiet_this_process() -> None:
+    """Apply :func:`quiet_environment` to this process where the environment says nothing yet."""
+    for name, value in quiet_environment().items():
+        os.environ.setdefault(name, value)
+
+
+_quiet_this_process()
+
+
 def airflow_environment(settings: Settings) -> dict[str, str]:
     """Environment variables that point Airflow at this repo and the stockops home.
 
     Used by the local launcher, the tests and (as documentation) the compose file, so the
-    three agree on where DAGs, plugins and the metadata DB are.
+    three agree on where DAGs, plugins and the metadata DB are. Every listener Airflow lets us
+    place binds loopback unless its own ``AIRFLOW__...`` variable says otherwise (the log
+    servers cannot be placed: the launchers start components without them, see
+    ``stockops.platform``), and the admin password lives in the file the launcher creates
+    private (mode 0600) before Airflow starts, so Airflow never generates and prints one.
     """
     return {
+        **quiet_environment(),
         "STOCKOPS_HOME": str(settings.home),
         "AIRFLOW_HOME": str(settings.airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
@@ -373,6 +465,10 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         # the calendar once; every task forks from them, so 18 validate tasks do not import GX 18 times.
         "AIRFLOW__SCHEDULER__MP_START_METHOD": os.environ.get("AIRFLOW__SCHEDULER__MP_START_METHOD", "forkserver"),
         "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": FORKSERVER_PRELOAD,
-        "GX_ANALYTICS_ENABLED": "False",
+        "AIRFLOW__API__HOST": _env("AIRFLOW__API__HOST", "127.0.0.1"),
+        # the scheduler's health endpoint (when enabled) binds 0.0.0.0 by Airflow's default
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST":
+            _env("AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST", "127.0.0.1"),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(settings.airflow_passwords_file),
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT / "include"), os.environ.get("PYTHONPATH", "")) if p),
     }

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # Outcomes of a ticker's ingest (its status.json, the demo's and make run's summary).
 PUBLISHED, QUARANTINED, HELD, REJECTED = "published", "quarantined", "held", "rejected"
+UNREADABLE = "unreadable"  # the status file itself is corrupt (see read_status)
 
 
 def store_for(settings: Settings, ticker: str | None = None) -> SnapshotStore:
@@ -48,34 +49,59 @@ def status_path(settings: Settings, ticker: str) -> Path:
     return settings.ticker_data_dir(ticker) / "status.json"
 
 
-def write_status(settings: Settings, ticker: str, logical_date: str, status: str, detail: str, **extra: Any) -> None:
-    """The ticker's latest ingest outcome; an older day's run never overwrites a newer day's."""
+def read_status(settings: Settings, ticker: str) -> dict | None:
+    """The ticker's latest ingest outcome, None before its first ingest; :class:`CorruptState` if unreadable."""
     import json
 
-    from stockops.data.store import atomic_write_json
+    from stockops.data.store import CorruptState
 
     path = status_path(settings, ticker)
+    way_out = (f"It only sums up the last ingest of {ticker}: delete it, or re-ingest {ticker} (stock_ingest with "
+               f"tickers={ticker}), which writes it again")
     try:
-        current = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise CorruptState(path, f"not JSON: {exc}", way_out) from exc
+    if not isinstance(status, dict) or not {"ticker", "logical_date", "status"} <= status.keys():
+        raise CorruptState(path, f"not an ingest status: {str(status)[:200]}", way_out)
+    return status
+
+
+def write_status(settings: Settings, ticker: str, logical_date: str, status: str, detail: str, **extra: Any) -> None:
+    """The ticker's latest ingest outcome; an older day's run never overwrites a newer day's.
+
+    An unreadable status file is replaced (it only sums up the last ingest, and this is the newest one).
+    """
+    from stockops.data.store import CorruptState, atomic_write_json
+
+    try:
+        current = read_status(settings, ticker) or {}
+    except CorruptState as exc:
+        log.warning("%s is unreadable (%s): this run's outcome replaces it", exc.path, exc.problem)
         current = {}
     if current.get("logical_date", "") > logical_date:
         return
-    atomic_write_json(path, {"ticker": ticker, "logical_date": logical_date, "status": status, "detail": detail,
-                             "at": datetime.now(UTC).isoformat(timespec="seconds"), **extra})
+    atomic_write_json(status_path(settings, ticker), {
+        "ticker": ticker, "logical_date": logical_date, "status": status, "detail": detail,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"), **extra})
 
 
 def watchlist_status(settings: Settings | None = None) -> list[dict]:
-    """Per watchlist ticker: its latest ingest outcome (``never ingested`` before the first run)."""
-    import json
+    """Per watchlist ticker: its latest ingest outcome (``never ingested`` before the first run, ``unreadable``
+    with the way out when its status file is corrupt: one bad file never hides the other tickers)."""
+    from stockops.data.store import CorruptState
 
     settings = settings or get_settings()
     rows = []
     for ticker in settings.tickers:
         try:
-            rows.append(json.loads(status_path(settings, ticker).read_text()))
-        except (FileNotFoundError, ValueError):
-            rows.append({"ticker": ticker, "status": "never ingested", "logical_date": "", "detail": ""})
+            rows.append(read_status(settings, ticker)
+                        or {"ticker": ticker, "status": "never ingested", "logical_date": "", "detail": ""})
+        except CorruptState as exc:
+            log.warning("%s", exc)
+            rows.append({"ticker": ticker, "status": UNREADABLE, "logical_date": "", "detail": str(exc)})
     return rows
 
 
@@ -85,7 +111,7 @@ def format_watchlist(rows: list[dict]) -> str:
     for row in rows:
         counts.setdefault(row["status"], []).append(row["ticker"])
     lines = [f"watchlist: {len(rows)} tickers — " + ", ".join(f"{len(t)} {s}" for s, t in sorted(counts.items()))]
-    for status in (QUARANTINED, HELD, REJECTED):
+    for status in (QUARANTINED, HELD, REJECTED, UNREADABLE):
         for row in rows:
             if row["status"] == status:
                 lines.append(f"  {row['ticker']:<6} {status:<11} {row['logical_date']}  {row['detail'][:150]}")

@@ -5,11 +5,20 @@ Each check (the ``stock_monitor`` DAG, or ``make demo``) compares two things and
 * **data drift** — Evidently's ``DataDriftPreset`` on the model's input features (returns,
   volatility, intraday range, volume), the champion's training window (recorded with the model
   at training time) against the last ``monitor_current_days`` trading days;
-* **live error** — the champion's forecasts for those days against the closes that followed:
-  the forecasts it served (``serving/predictions.jsonl``) where there are any, the champion
-  replayed over the window for the other days. As RMSE, as a ratio to the champion's own
-  holdout RMSE (both in % of price, so a higher price level is not mistaken for error) and as a
-  ratio to persistence on the same days.
+* **live error** — the champion's forecasts for those days against the closes that followed, as
+  RMSE, as a ratio to the champion's own holdout RMSE (both in % of price, so a higher price
+  level is not mistaken for error), as a ratio to persistence on the same days, and the coverage
+  of its 50 % and 90 % intervals.
+
+The monitor trusts only the platform's own records. Its first step, :func:`score_watchlist`,
+forecasts the next session of every watchlist ticker with the champion loaded from the registry,
+on that ticker's latest published (validated, hash-checked) snapshot, and appends one record per
+(ticker, day, model version) to ``<home>/monitoring/forecasts.jsonl``. Live error and calibration
+join those records with the closes that later snapshots published. Until
+``monitor_min_forecast_days`` of them are realized in the window (a fresh platform, a new
+champion), the champion is replayed on the snapshot's days instead, and the reason says so. The
+endpoint's log (``serving/predictions.jsonl``) holds whatever clients sent — any ``as_of``, any
+closes — so it is counted as traffic and never scored.
 
 The decision is plain data, ``{drift_share, drifted_columns, live_rmse_ratio, persistence_ratio,
 triggered, reason, ...}``, kept as JSON beside the Evidently HTML report, appended to the
@@ -110,37 +119,24 @@ def assess_drift(reference: pd.DataFrame, current: pd.DataFrame, threshold: floa
     return summary, snapshot
 
 
-# ---- live error ------------------------------------------------------------------------------
-def served_forecasts(prediction_log: Path, version: str, as_of_days: set[str]) -> dict[str, float]:
-    """``as_of -> forecast`` for the days asked, from forecasts the endpoint served with ``version``.
-
-    Only entries with an ``as_of`` date can be matched to a day; the latest one per day wins.
-    """
-    found: dict[str, float] = {}
-    for entry in audit.read(prediction_log):  # a line cut short by a crash is skipped there
-        if str(entry.get("model_version")) == str(version) and entry.get("as_of") in as_of_days:
-            found[entry["as_of"]] = float(entry["forecast"])
-    return found
+# ---- the platform's own forecasts ---------------------------------------------------------------
+FORECAST_EVENT = "forecast"
+INTERVALS = {"coverage_50": ("q25", "q75"), "coverage_90": ("q05", "q95")}
+TABLE_COLUMNS = ("as_of", "forecast_for", "last_close", "point", "q05", "q25", "q75", "q95")
 
 
-def replay_forecasts(model_uri: str, frame: pd.DataFrame, market: np.ndarray | None, ends: np.ndarray) -> np.ndarray:
-    """The model's next-day close forecasts made at each end index (NaN where its history does not fit)."""
-    import numpy as np
+def next_session(day: str) -> str:
+    """The NYSE session after ``day`` (ISO date): the day a forecast made on ``day``'s close is for."""
+    from datetime import date
 
-    from stockops.forecaster import WARMUP, feature_matrix, windows
+    from stockops.data.calendar import sessions
 
-    model = registry.load_forecaster(model_uri)
-    window = model.calibration.window
-    out = np.full(len(ends), np.nan)
-    fits = ends >= window - 1 + WARMUP
-    if fits.any():
-        point = model.predict_windows(windows(feature_matrix(frame, market), ends[fits], window))["point"]
-        out[fits] = frame["Close"].to_numpy(dtype="float64")[ends[fits]] * np.exp(point)
-    return out
+    after = date.fromisoformat(day) + timedelta(days=1)
+    return str(sessions(after, after + timedelta(days=14))[0])
 
 
-def market_closes(settings: Settings, frame: pd.DataFrame) -> np.ndarray | None:
-    """The market reference's closes on ``frame``'s days (latest published snapshot), or None without one."""
+def market_series(settings: Settings) -> pd.Series | None:
+    """The market reference's closes by date (its latest published snapshot), or None without one."""
     from stockops.ingest import store_for
 
     if not settings.market:
@@ -148,40 +144,184 @@ def market_closes(settings: Settings, frame: pd.DataFrame) -> np.ndarray | None:
     store = store_for(settings, settings.market)
     if store.latest() is None:
         return None
-    market = store.load().set_index("Date")["Close"]
+    return store.load().set_index("Date")["Close"]
+
+
+def market_closes(market: pd.Series | None, frame: pd.DataFrame) -> np.ndarray | None:
+    """``market``'s closes on ``frame``'s days (the nearest known close where it has none), or None."""
+    if market is None:
+        return None
     return market.reindex(frame["Date"]).ffill().bfill().to_numpy(dtype="float64")
 
 
-def live_error(frame: pd.DataFrame, days: int, version: str, prediction_log: Path,
-               replay=None) -> dict[str, Any]:
-    """Forecasts for the last ``days`` trading days against what happened, and persistence on the same days.
+def forecast_records(model, snapshots: dict[str, tuple[Any, pd.DataFrame]], market: pd.Series | None,
+                     version: str, made_at: str) -> tuple[list[dict], dict[str, str]]:
+    """One forecast record per ticker, for the session after its snapshot's last day; and the tickers skipped, why.
 
-    ``replay(ends)`` supplies the champion's forecasts for days the log does not cover.
+    ``snapshots``: ticker -> (snapshot entry, its frame). The whole watchlist goes through the
+    model's pyfunc contract (:meth:`Forecaster.predict_frame`) in one batch.
+    """
+    import pandas as pd
+
+    from stockops.forecaster import OUTPUT_COLUMNS
+
+    need = model.calibration.history
+    skipped = {t: f"{len(frame)} published days, the model needs {need}" for t, (_, frame) in snapshots.items()
+               if len(frame) < need}
+    tails = []
+    for ticker, (_, frame) in snapshots.items():
+        if ticker not in skipped:
+            tail = frame.iloc[-need:].assign(ticker=ticker)
+            closes = market_closes(market, tail)
+            tails.append(tail if closes is None else tail.assign(Market=closes))
+    if not tails:
+        return [], skipped
+    quantiles = [c for c in OUTPUT_COLUMNS if c.startswith("q")]
+    records = []
+    for row in model.predict_frame(pd.concat(tails, ignore_index=True)).itertuples(index=False):
+        entry = snapshots[row.ticker][0]
+        records.append({
+            "ticker": row.ticker, "as_of": entry.last_date, "forecast_for": next_session(entry.last_date),
+            "model_version": version, "snapshot_hash": entry.hash, "last_close": float(row.last_close),
+            "point": float(row.point), "forecast": float(row.forecast_close),
+            "quantiles": {q: float(getattr(row, q)) for q in quantiles}, "variance": float(row.variance),
+            "made_at": made_at})
+    return records, skipped
+
+
+def _forecast_key(entry: dict) -> tuple[str, str, str]:
+    return str(entry.get("ticker")), str(entry.get("as_of")), str(entry.get("model_version"))
+
+
+def record_forecasts(forecast_log: Path, records: list[dict]) -> list[dict]:
+    """Append the records the log does not hold yet (same ticker, as_of and model version); returns those written.
+
+    Re-scoring a day (a retried task, a second check on the same snapshot) therefore adds nothing.
+    """
+    held = {_forecast_key(e) for e in audit.read(forecast_log)}
+    written = []
+    for record in records:
+        if _forecast_key(record) not in held:
+            written.append(audit.record(forecast_log, FORECAST_EVENT, **record))
+            held.add(_forecast_key(record))
+    return written
+
+
+def score_watchlist(dag_run_id: str = "") -> dict[str, Any]:
+    """Forecast the next session of every watchlist ticker with the champion and log each forecast once.
+
+    Only the platform's own inputs go in — the champion loaded in this process from the registry,
+    each ticker's latest published snapshot (validated, and checked against its hash on load) —
+    so no client can put a forecast, a day or a close into these records: live error is measured
+    on them.
+    """
+    from stockops.ingest import store_for
+
+    settings = get_settings()
+    registry.setup(settings)
+    champion = registry.champion_version(settings)
+    if champion is None:
+        log.info("no champion yet: nothing to score")
+        return {"model_version": None, "recorded": [], "already_recorded": [], "skipped": {}}
+    version = str(champion.version)
+    snapshots, skipped = {}, {}
+    for ticker in settings.tickers:
+        store = store_for(settings, ticker)
+        entry = store.latest()
+        if entry is None:
+            skipped[ticker] = "no published snapshot yet"
+        else:
+            snapshots[ticker] = (entry, store.load(entry))
+    model = registry.load_forecaster(registry.model_uri(settings.model_name, version))
+    records, too_short = forecast_records(model, snapshots, market_series(settings), version,
+                                          made_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    skipped.update(too_short)
+    written = record_forecasts(settings.forecast_log, [{**r, "dag_run_id": dag_run_id} for r in records])
+    recorded = [e["ticker"] for e in written]
+    log.info("champion v%s scored %d ticker(s) into %s: %d new, %d already recorded%s", version, len(records),
+             settings.forecast_log, len(recorded), len(records) - len(recorded),
+             "".join(f"; {t} skipped: {why}" for t, why in skipped.items()))
+    return {"model_version": version, "recorded": recorded,
+            "already_recorded": [r["ticker"] for r in records if r["ticker"] not in recorded], "skipped": skipped}
+
+
+def own_forecasts(forecast_log: Path, ticker: str, version: str) -> pd.DataFrame:
+    """The platform's forecasts for ``ticker`` by model ``version``, one per ``as_of`` (the first recorded)."""
+    import pandas as pd
+
+    found: dict[str, dict] = {}
+    for entry in audit.read(forecast_log):  # a line cut short by a crash is skipped there
+        if entry.get("ticker") == ticker and str(entry.get("model_version")) == str(version):
+            found.setdefault(entry["as_of"], {"as_of": entry["as_of"], "forecast_for": entry["forecast_for"],
+                                              "last_close": entry["last_close"], "point": entry["point"],
+                                              **{q: entry["quantiles"][q] for q in TABLE_COLUMNS[4:]}})
+    return pd.DataFrame(list(found.values()), columns=list(TABLE_COLUMNS))
+
+
+def traffic_requests(prediction_log: Path, version: str) -> int:
+    """How many requests the endpoint logged for ``version``: traffic only, as any client can write anything there."""
+    return sum(1 for e in audit.read(prediction_log) if str(e.get("model_version")) == str(version))
+
+
+# ---- live error ------------------------------------------------------------------------------
+def replay_forecasts(model_uri: str, frame: pd.DataFrame, market: np.ndarray | None, ends: np.ndarray) -> pd.DataFrame:
+    """The model's forecasts made at each end index of ``frame``, for the row after it, as :func:`own_forecasts`
+    tabulates them (end indices whose history the model's window does not fit are left out)."""
+    import pandas as pd
+
+    from stockops.forecaster import LEVELS, WARMUP, feature_matrix, windows
+
+    model = registry.load_forecaster(model_uri)
+    window = model.calibration.window
+    ends = ends[ends >= window - 1 + WARMUP]
+    dates = pd.to_datetime(frame["Date"]).dt.strftime("%Y-%m-%d").to_numpy()
+    result = model.predict_windows(windows(feature_matrix(frame, market), ends, window))
+    quantiles = {f"q{round(level * 100):02d}": result["quantiles"][:, i] for i, level in enumerate(LEVELS)}
+    return pd.DataFrame({"as_of": dates[ends], "forecast_for": dates[ends + 1],
+                         "last_close": frame["Close"].to_numpy(dtype="float64")[ends], "point": result["point"],
+                         **{q: quantiles[q] for q in TABLE_COLUMNS[4:]}}, columns=list(TABLE_COLUMNS))
+
+
+def live_error(frame: pd.DataFrame, days: int, own: pd.DataFrame, min_own_days: int, replay) -> dict[str, Any]:
+    """The champion's forecasts for the last ``days`` trading days of ``frame`` against the closes it published.
+
+    ``own`` (:func:`own_forecasts`) is used alone once ``min_own_days`` of its forecasts fall on
+    those days; before that ``replay(ends)`` (:func:`replay_forecasts`) forecasts every day of the
+    window. Persistence is scored on the same days, and the 50 % / 90 % intervals by their coverage.
     """
     import numpy as np
     import pandas as pd
 
     from stockops.evaluation import forecast_metrics
+    from stockops.scoring import coverage
 
-    closes = frame["Close"].to_numpy(dtype="float64")
     dates = pd.to_datetime(frame["Date"]).dt.strftime("%Y-%m-%d").to_numpy()
-    ends = np.arange(max(0, len(closes) - 1 - days), len(closes) - 1)  # forecast made at t, for t + 1
-    logged = served_forecasts(prediction_log, version, set(dates[ends]))
-    forecasts = np.array([logged.get(day, np.nan) for day in dates[ends]])
-    missing = np.isnan(forecasts)
-    if missing.any() and replay is not None:
-        forecasts[missing] = replay(ends[missing])
-    scored = ~np.isnan(forecasts)
-    if not scored.any():
-        return {"days": 0, "from_log": 0, "replayed": 0}
-    ends, forecasts = ends[scored], forecasts[scored]
-    actual, last = closes[ends + 1], closes[ends]
-    model = forecast_metrics(actual, forecasts, last)
+    realized = pd.Series(frame["Close"].to_numpy(dtype="float64"), index=dates)
+    ends = np.arange(max(0, len(dates) - 1 - days), len(dates) - 1)  # forecast made at t, for t + 1
+    mine = own[own["forecast_for"].isin(dates[ends + 1])]
+    if len(mine) >= min_own_days:
+        table = mine
+        source = {"source": "own", "basis": f"the platform's own forecasts of {len(mine)} days", "replayed": 0}
+    else:
+        table = replay(ends)
+        source = {"source": "replay", "replayed": len(table),
+                  "basis": f"the champion replayed on the snapshot's last {len(table)} days: only {len(mine)} of "
+                           f"the platform's own forecasts are realized there, fewer than {min_own_days} "
+                           "(STOCKOPS_MONITOR_MIN_FORECAST_DAYS)"}
+    source["own_days"] = len(mine)
+    if table.empty:
+        return {**source, "days": 0}
+    table = table.sort_values("forecast_for")
+    actual, last = realized[table["forecast_for"]].to_numpy(), table["last_close"].to_numpy(dtype="float64")
+    model = forecast_metrics(actual, last * np.exp(table["point"].to_numpy(dtype="float64")), last)
     persistence = forecast_metrics(actual, last, last)
-    return {"days": int(scored.sum()), "from_log": len(logged), "replayed": int(scored.sum()) - len(logged),
-            "first_day": str(dates[ends[0] + 1]), "last_day": str(dates[ends[-1] + 1]),
-            "rmse": model["rmse"], "rmspe": model["rmspe"], "persistence_rmse": persistence["rmse"],
-            "persistence_ratio": model["rmse"] / persistence["rmse"] if persistence["rmse"] > 0 else math.nan}
+    returns = np.log(actual / last)
+    return {**source, "days": len(table), "first_day": str(table["forecast_for"].iloc[0]),
+            "last_day": str(table["forecast_for"].iloc[-1]), "rmse": model["rmse"], "rmspe": model["rmspe"],
+            "persistence_rmse": persistence["rmse"],
+            "persistence_ratio": model["rmse"] / persistence["rmse"] if persistence["rmse"] > 0 else math.nan,
+            **{name: coverage(table[lo].to_numpy(), table[hi].to_numpy(), returns)
+               for name, (lo, hi) in INTERVALS.items()}}
 
 
 # ---- the decision ----------------------------------------------------------------------------
@@ -205,14 +345,16 @@ def decide(drift: dict | None, error: dict | None, settings: Settings, *, active
         (crossed if drift_share >= settings.monitor_drift_share else calm).append(f"data drift: {text}")
     live_ratio = error.get("rmse_ratio") if error else None
     persistence_ratio = error.get("persistence_ratio") if error else None
+    basis = f", from {error['basis']}" if error and error.get("basis") else ""  # said once, on the first error line
     if live_ratio is not None and not math.isnan(live_ratio):
         high = live_ratio >= settings.monitor_error_ratio
         (crossed if high else calm).append(f"live error {live_ratio:.2f}× the champion's holdout RMSE "
-                                           f"({'≥' if high else '<'} {settings.monitor_error_ratio:.2f}×)")
+                                           f"({'≥' if high else '<'} {settings.monitor_error_ratio:.2f}×){basis}")
+        basis = ""
     if persistence_ratio is not None and not math.isnan(persistence_ratio):
         high = persistence_ratio >= settings.monitor_persistence_ratio
         (crossed if high else calm).append(f"live RMSE {persistence_ratio:.3f}× persistence's "
-                                           f"({'≥' if high else '<'} {settings.monitor_persistence_ratio:.2f}×)")
+                                           f"({'≥' if high else '<'} {settings.monitor_persistence_ratio:.2f}×){basis}")
 
     blockers = []
     if crossed and active_training_runs:
@@ -270,8 +412,9 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
         log.warning("champion v%s has no recorded training window (%s): data drift is not checked; the next "
                     "promotion records one", champion.version, REFERENCE_ARTIFACT)
     model_uri = registry.model_uri(settings.model_name, champion.version)
-    market = market_closes(settings, frame)
-    error = live_error(frame, days, champion.version, settings.prediction_log,
+    market = market_closes(market_series(settings), frame)
+    error = live_error(frame, days, own_forecasts(settings.forecast_log, settings.ticker, champion.version),
+                       settings.monitor_min_forecast_days,
                        replay=lambda ends: replay_forecasts(model_uri, frame, market, ends))
     error.update(_holdout_ratio(champion.run_id, error))
     decision = decide(drift, error, settings, active_training_runs=active_training_runs,
@@ -279,6 +422,8 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
     if dry_run and decision["triggered"]:
         decision.update(triggered=False, reason=f"dry run, would trigger: {decision['reason']}")
     decision = {**base, **decision, "champion_version": str(champion.version), "champion_run_id": champion.run_id,
+                "live_error_source": error["source"],
+                "traffic_requests": traffic_requests(settings.prediction_log, champion.version),
                 "snapshot_hash": snapshot.hash, "current_window": [current["Date"].iloc[0].date().isoformat(),
                                                                    current["Date"].iloc[-1].date().isoformat()],
                 "reference_window": None if reference is None else [
@@ -287,7 +432,8 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
                 "drift": drift, "live_error": error,
                 "thresholds": {k: getattr(settings, k) for k in (
                     "monitor_current_days", "monitor_drift_threshold", "monitor_drift_share",
-                    "monitor_error_ratio", "monitor_persistence_ratio", "monitor_cooldown_h")}}
+                    "monitor_error_ratio", "monitor_persistence_ratio", "monitor_cooldown_h",
+                    "monitor_min_forecast_days")}}
     folder = settings.monitoring_dir / f"{started.strftime('%Y%m%dT%H%M%S%fZ')}-{snapshot.last_date}"
     decision = _record(settings, decision, folder=folder, snapshot=evidently_snapshot)
     log.info("MONITOR: %s\n%s", decision["reason"], json.dumps(

@@ -1,15 +1,21 @@
-"""Start the platform locally (what ``make run`` does): Airflow standalone on this repo.
+"""Start the platform locally (what ``make run`` does): Airflow on SQLite on this repo.
 
-It migrates the metadata DB, starts ``airflow standalone`` (api-server, scheduler,
-dag-processor, triggerer on SQLite) with this repo's ``dags/`` and ``plugins/``, waits until
-the UI answers, makes sure the DAGs are unpaused, triggers a first ingest run so a newcomer
-sees a green run within minutes, and prints where everything is. Ctrl-C stops what it started.
+It migrates the metadata DB, starts Airflow's components (api-server, scheduler,
+dag-processor, triggerer: what ``airflow standalone`` runs, without the log servers, see
+:data:`COMPONENTS`) with this repo's ``dags/`` and ``plugins/``, waits until the UI answers,
+makes sure the DAGs are unpaused, triggers a first ingest run so a newcomer sees a green run
+within minutes, and prints where everything is. Ctrl-C stops what it started.
+
+Exposure: every listener binds loopback (``LocalPlatform.host``); the Airflow home and the logs
+folder are owner-only (0700), the admin password file and every log are 0600, and the password
+is created here, so Airflow never generates one and prints it into a log.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,12 +26,56 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 from stockops.config import Settings, airflow_environment, get_settings
 from stockops.data.calendar import sessions
 from stockops.processes import stop_pid_tree, venv_bin
 
 DAG_IDS = ("stock_ingest", "stock_train", "stock_monitor", "stock_rollback")
+# What `airflow standalone` runs, minus the log servers. Airflow 3.3 binds the scheduler's (8793)
+# and the triggerer's (8794) log servers to every interface and has no setting for the address
+# (airflow/utils/serve_logs/core.py passes host=""). On one machine they serve nothing the
+# api-server cannot read from the shared logs folder itself, so they are not started at all.
+COMPONENTS = (("api-server",), ("scheduler", "--skip-serve-logs"), ("dag-processor",),
+              ("triggerer", "--skip-serve-logs"))
+AIRFLOW_LOG = "airflow-standalone.log"
+
+
+# ---- files that hold secrets --------------------------------------------------------------------
+def private_dir(path: Path) -> Path:
+    """Create ``path`` owner-only (0700), or make it so: it holds secrets, or logs that might."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def private_log(path: Path) -> BinaryIO:
+    """``path`` opened for appending, owner-only (0600) even where an older copy was world-readable."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` created 0600: never readable by others, not even for a moment."""
+    private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def ensure_admin_password(path: Path) -> None:
+    """Create the simple auth manager's password file with a random admin password, unless it exists.
+
+    Left to Airflow, the api-server generates the password and prints it to stdout, which is
+    the platform's log; a file that is already there is only read (and kept at 0600).
+    """
+    if path.exists():
+        path.chmod(0o600)
+        return
+    write_secret(path, json.dumps({"admin": secrets.token_urlsafe(16)}) + "\n")
 
 
 @dataclass
@@ -57,17 +107,23 @@ class LocalPlatform:
         return subprocess.run([venv_bin("airflow"), *args], env=self.env(), check=check, capture_output=True,
                               text=True, timeout=timeout)
 
+    def prepare_home(self) -> None:
+        """The Airflow home and the logs folder owner-only, the admin password created private."""
+        private_dir(self.settings.airflow_home)
+        private_dir(self.settings.logs_dir)
+        ensure_admin_password(self.settings.airflow_passwords_file)
+
     def start(self) -> subprocess.Popen:
-        self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
-        self.settings.airflow_home.mkdir(parents=True, exist_ok=True)
+        """Migrate, then start Airflow's components under one process (:func:`run_components`); returns it."""
+        self.prepare_home()
         print(f"stockops home: {self.settings.home}")
         print("migrating the Airflow metadata DB ...", flush=True)
         self.airflow("db", "migrate")
-        log_path = self.settings.logs_dir / "airflow-standalone.log"
-        print(f"starting airflow standalone (log: {log_path}) ...", flush=True)
-        log = open(log_path, "ab")
-        return subprocess.Popen([venv_bin("airflow"), "standalone"], env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        log_path = self.settings.logs_dir / AIRFLOW_LOG
+        print(f"starting Airflow: {', '.join(c[0] for c in COMPONENTS)} (log: {log_path}) ...", flush=True)
+        with private_log(log_path) as log:  # the child keeps its own copy
+            return subprocess.Popen([venv_bin("python"), "-m", "stockops.platform"], env=self.env(), stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
     def mlflow_url(self) -> str:
@@ -76,20 +132,20 @@ class LocalPlatform:
     def start_mlflow_ui(self) -> subprocess.Popen:
         """The MLflow tracking UI on the same store the DAGs write to."""
         self.settings.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.settings.logs_dir / "mlflow-server.log", "ab")
-        return subprocess.Popen(
-            [venv_bin("mlflow"), "server",
-             "--backend-store-uri", self.settings.mlflow_tracking_uri,
-             "--default-artifact-root", self.settings.mlflow_artifacts_dir.as_uri(),
-             "--host", self.host, "--port", str(self.mlflow_port), "--workers", "1"],
-            env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        private_dir(self.settings.logs_dir)
+        with private_log(self.settings.logs_dir / "mlflow-server.log") as log:
+            return subprocess.Popen(
+                [venv_bin("mlflow"), "server",
+                 "--backend-store-uri", self.settings.mlflow_tracking_uri,
+                 "--default-artifact-root", self.settings.mlflow_artifacts_dir.as_uri(),
+                 "--host", self.host, "--port", str(self.mlflow_port), "--workers", "1"],
+                env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_healthy(self, proc: subprocess.Popen, timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited with {proc.returncode}; see "
-                                   f"{self.settings.logs_dir / 'airflow-standalone.log'}")
+                raise RuntimeError(f"Airflow exited with {proc.returncode}; see {self.settings.logs_dir / AIRFLOW_LOG}")
             try:
                 with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as resp:
                     health = json.load(resp)
@@ -287,3 +343,33 @@ def stop_process_tree(proc: subprocess.Popen, grace: float = 20) -> None:
     """Stop ``proc`` and every process it started, by process id."""
     stop_pid_tree(proc.pid, grace)
     proc.poll()
+
+
+def run_components(components: Sequence[Sequence[str]] = COMPONENTS, poll_s: float = 1.0) -> int:
+    """Run Airflow's components as children until one exits or this process is told to stop.
+
+    What ``airflow standalone`` does for ``make run``, with the arguments standalone cannot
+    pass (``--skip-serve-logs``). One component that dies takes the others down with it, so the
+    launcher sees the platform exit (with that component's code) instead of half a platform.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+    procs = {component[0]: subprocess.Popen([venv_bin("airflow"), *component]) for component in components}
+    try:
+        while True:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    print(f"airflow {name} exited with {proc.returncode}: stopping the other components", flush=True)
+                    return proc.returncode or 1
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in procs.values():  # all at once: components shut down in parallel
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            stop_process_tree(proc)
+
+
+if __name__ == "__main__":
+    sys.exit(run_components())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import time
@@ -25,10 +26,8 @@ def stop_pid_tree(pid: int, grace: float = 20) -> None:
     """
     import psutil
 
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
+    tree = _tree_and_session(pid)
+    if not tree:
         return
     for p in tree:
         try:
@@ -42,6 +41,30 @@ def stop_pid_tree(pid: int, grace: float = 20) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=5)
+
+
+def _tree_and_session(pid: int) -> list:
+    """``pid``, its descendants, and every process left in the session ``pid`` led.
+
+    The platform starts servers with ``start_new_session=True``, so their session id is their
+    pid: when the leader was killed outright, its workers (re-parented to init) are still found.
+    """
+    import psutil
+
+    found: dict[int, psutil.Process] = {}
+    try:
+        root = psutil.Process(pid)
+        found = {p.pid: p for p in (root, *root.children(recursive=True))}
+    except psutil.NoSuchProcess:
+        pass
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid not in found and os.getsid(proc.pid) == pid:
+                found[proc.pid] = proc
+                found.update({c.pid: c for c in proc.children(recursive=True)})
+        except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+            continue
+    return list(found.values())
 
 
 def pid_alive(pid: int | None) -> bool:

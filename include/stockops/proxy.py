@@ -4,13 +4,22 @@ Users call one address (default ``127.0.0.1:3000``). A deploy starts the new ben
 free port, checks it, then rewrites ``current.json``; the proxy picks the new upstream up
 within ``POLL_S`` and sends every later request there, while requests already in flight
 finish on the old bento, which the deploy stops only afterwards. A connection error to the
-upstream (the old one went away mid-switch) is retried once on the then-current upstream,
-so a switch under load fails no request.
+upstream is retried on its spares (other processes of the same bento, ``spares`` in
+``current.json``; the supervisor keeps one running), then once on the then-current upstream:
+a switch under load, or a bento process killed, fails no request.
 
-``GET /-/stockops/upstream`` tells which bento the proxy routes to. With nothing deployed
-yet, every other path answers 503 with the reason.
+``GET /-/stockops/upstream`` tells which bento the proxy routes to and whether it answered its
+last readiness check; ``GET /-/stockops/health`` is the health check (compose, load balancers):
+503 with the reason when a bento is deployed but none of its processes answers ``/readyz``
+(checked every ``HEALTH_S``); 200 otherwise (``"ready": false`` before the first deploy, so a
+fresh platform can start and train its first model). With nothing deployed yet, every other path answers 503 with the reason.
 
-Run: ``python -m stockops.proxy --state <serving>/current.json --host 127.0.0.1 --port 3000``.
+A request whose ``Host`` header names a host outside ``--allowed-hosts`` (default: loopback
+names; the port is not compared) is refused with 400 before it reaches a bento: a web page on
+another site cannot use a browser on this machine to reach the endpoint (DNS rebinding).
+
+Run: ``python -m stockops.proxy --state <serving>/current.json --host 127.0.0.1 --port 3000
+--log <serving>/logs/proxy.log`` (the log rotates at ``--max-log-bytes``).
 """
 
 from __future__ import annotations
@@ -19,11 +28,15 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from aiohttp import ClientConnectionError, ClientSession, ClientTimeout, TCPConnector, web
 
 POLL_S = 0.1
+HEALTH_S = 1.0
+DEFAULT_ALLOWED_HOSTS = ("127.0.0.1", "localhost", "::1")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "host", "content-length"}
 log = logging.getLogger("stockops.proxy")
@@ -56,15 +69,62 @@ class Upstream:
     def url(self) -> str | None:
         return self.state.get("upstream")
 
+    @property
+    def urls(self) -> list[str]:
+        """The primary, then its spares (the same bento, other processes): where a request may go."""
+        spares = [s["upstream"] for s in self.state.get("spares", []) if s.get("upstream")]
+        return [self.url, *spares] if self.url else []
 
-def make_app(state_path: Path) -> web.Application:
+
+def host_name(header: str) -> str:
+    """The host part of a ``Host`` header (``[::1]:3000`` → ``::1``, ``localhost:3000`` → ``localhost``)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS) -> web.Application:
     upstream = Upstream(state_path)
     upstream.refresh()
+    allowed = {h.lower() for h in allowed_hosts}
+    ready: dict = {"url": None, "ok": False, "reason": "not checked yet"}
+
+    async def check_ready(session: ClientSession) -> None:
+        """Ready when any process of the served bento answers ``/readyz`` (the primary first)."""
+        urls = upstream.urls
+        if not urls:
+            ready.update(url=None, ok=False, reason="nothing is deployed")
+            return
+        problems = []
+        for base in urls:
+            try:
+                async with session.get(base + "/readyz", timeout=ClientTimeout(total=2)) as resp:
+                    if resp.status == 200:
+                        ready.update(url=upstream.url, ok=True, reason="; ".join(problems))
+                        return
+                    problems.append(f"{base}/readyz answered {resp.status}")
+            except (TimeoutError, ClientConnectionError) as exc:
+                problems.append(f"{base} is unreachable: {exc or type(exc).__name__}")
+        ready.update(url=upstream.url, ok=False, reason="; ".join(problems))
+
+    @web.middleware
+    async def host_check(request: web.Request, handler):
+        if allowed and host_name(request.headers.get("Host", "")) not in allowed:
+            log.warning("refused Host %r from %s", request.headers.get("Host", "")[:100], request.remote)
+            return web.json_response({"error": f"Host {request.headers.get('Host', '')[:100]!r} is not allowed "
+                                               "(STOCKOPS_ALLOWED_HOSTS)"}, status=400)
+        return await handler(request)
 
     async def poll(app: web.Application):
         async def loop():
+            next_health = 0.0
             while True:
                 upstream.refresh()
+                now = asyncio.get_running_loop().time()
+                if now >= next_health or ready["url"] != upstream.url:
+                    next_health = now + HEALTH_S
+                    await check_ready(app["session"])
                 await asyncio.sleep(POLL_S)
 
         app["session"] = ClientSession(connector=TCPConnector(limit=0, keepalive_timeout=30),
@@ -76,16 +136,33 @@ def make_app(state_path: Path) -> web.Application:
 
     async def status(_: web.Request) -> web.Response:
         upstream.refresh()
-        return web.json_response({"upstream": upstream.url, **upstream.state})
+        fresh = ready["url"] == upstream.url
+        return web.json_response({"upstream": upstream.url, **upstream.state,
+                                  "upstream_ready": fresh and ready["ok"], "upstream_problem": ready["reason"]})
+
+    async def health(_: web.Request) -> web.Response:
+        if ready["url"] != upstream.url:
+            await check_ready(app["session"])
+        body = {"upstream": upstream.url, "version": upstream.state.get("version"), "ready": ready["ok"]}
+        if ready["ok"] or upstream.url is None:  # nothing deployed yet is a state, not a failure
+            return web.json_response(body)
+        return web.json_response({**body, "error": ready["reason"]}, status=503)
 
     async def forward(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        for attempt in (1, 2):
-            base = upstream.url
-            if base is None:
-                return web.json_response({"error": "no model is being served yet: none has passed the "
-                                                   "promotion gate and been deployed"}, status=503)
+        candidates = upstream.urls
+        if not candidates:
+            return web.json_response({"error": "no model is being served yet: none has passed the "
+                                               "promotion gate and been deployed"}, status=503)
+        errors = []
+        for base in [*candidates, None]:
+            if base is None:  # every process failed: a switch may have happened meanwhile
+                await asyncio.sleep(POLL_S)
+                upstream.refresh()
+                base = upstream.url
+                if base is None or base in candidates:
+                    break
             try:
                 async with request.app["session"].request(request.method, base + request.path_qs,
                                                           data=body, headers=headers) as resp:
@@ -93,16 +170,13 @@ def make_app(state_path: Path) -> web.Application:
                     out = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP}
                     return web.Response(body=payload, status=resp.status, headers=out)
             except ClientConnectionError as exc:
-                if attempt == 2:
-                    return web.json_response({"error": f"the serving bento at {base} is unreachable: {exc}"},
-                                             status=502)
-                await asyncio.sleep(POLL_S)
-                upstream.refresh()
-        raise AssertionError("unreachable")
+                errors.append(f"{base}: {exc}")
+        return web.json_response({"error": f"the serving bento is unreachable: {'; '.join(errors)}"}, status=502)
 
-    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[host_check])
     app.cleanup_ctx.append(poll)
     app.router.add_get("/-/stockops/upstream", status)
+    app.router.add_get("/-/stockops/health", health)
     app.router.add_route("*", "/{tail:.*}", forward)
     return app
 
@@ -112,9 +186,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--allowed-hosts", default=os.environ.get("STOCKOPS_ALLOWED_HOSTS", ",".join(DEFAULT_ALLOWED_HOSTS)),
+                        help="comma-separated Host names answered (empty: any)")
+    parser.add_argument("--log", type=Path, help="log file (rotated); default: stderr")
+    parser.add_argument("--max-log-bytes", type=int, default=10 * 1024 * 1024)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    web.run_app(make_app(args.state), host=args.host, port=args.port, access_log=None,
+    handler = (RotatingFileHandler(args.log, maxBytes=args.max_log_bytes, backupCount=3) if args.log
+               else logging.StreamHandler())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    hosts = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
+    web.run_app(make_app(args.state, hosts), host=args.host, port=args.port, access_log=None,
                 print=lambda *_: log.info("listening on http://%s:%d", args.host, args.port))
 
 

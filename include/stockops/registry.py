@@ -28,13 +28,46 @@ CHALLENGER = "challenger"
 
 # ---- tracking -----------------------------------------------------------------------------------
 def setup(settings: Settings) -> str:
-    """Point MLflow at the configured store and return the experiment id (created on first use)."""
+    """Point MLflow at the configured store and return the experiment id (created on first use).
+
+    A tracking server (``http(s)://``) is probed first (:func:`check_reachable`): one that is
+    down fails the step within seconds, naming the URI, instead of after MLflow's retries.
+    """
     import mlflow
 
+    if settings.mlflow_tracking_uri.startswith(("http://", "https://")):
+        check_reachable(settings.mlflow_tracking_uri)
     if settings.mlflow_tracking_uri.startswith("sqlite:///"):
         Path(settings.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     return experiment_id(settings, settings.experiment_name)
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0, attempts: int = 3, pause_s: float = 1.0) -> None:
+    """Raise ``RuntimeError`` (naming ``uri`` and the fix) unless the MLflow server at ``uri`` answers.
+
+    ``GET <uri>/health``, ``attempts`` times ``pause_s`` apart (a server that is restarting gets
+    a few seconds), each bounded by ``timeout_s``: at most about 17 s in all. Any HTTP answer,
+    even an error status, means the server is there; only no answer at all fails.
+    """
+    import time
+    import urllib.error
+    import urllib.request
+
+    reason = ""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(pause_s)
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+                return
+        except urllib.error.HTTPError:
+            return
+        except (urllib.error.URLError, OSError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+    raise RuntimeError(f"the MLflow tracking server at {uri} does not answer ({reason}; {attempts} tries, "
+                       f"{timeout_s:.0f} s timeout each): start it (make run starts it; under compose: docker "
+                       "compose up -d mlflow), or point STOCKOPS_MLFLOW_TRACKING_URI at one that runs")
 
 
 def experiment_id(settings: Settings, name: str) -> str:
@@ -61,6 +94,29 @@ def get_run(run_id: str) -> Run:
     from mlflow import MlflowClient
 
     return MlflowClient().get_run(run_id)
+
+
+FAILED_REASON = "stockops.failed_reason"  # run tag: why stockops marked a run FAILED
+
+
+def fail_stale_runs(settings: Settings, keep_run_id: str) -> list[str]:
+    """Mark every RUNNING run of the training experiment but ``keep_run_id`` FAILED; returns their ids.
+
+    A task killed outright (SIGKILL, the OOM killer, a lost worker) never ends its run, which would
+    stay RUNNING forever. Only call this where no other training run can be live (``stock_train``
+    has ``max_active_runs=1``): then any other RUNNING run belongs to a task that died.
+    """
+    from mlflow import MlflowClient
+    from mlflow.entities import RunStatus
+
+    client = MlflowClient()
+    running = client.search_runs([experiment_id(settings, settings.experiment_name)],
+                                 filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    stale = [run.info.run_id for run in running if run.info.run_id != keep_run_id]
+    for run_id in stale:
+        client.set_tag(run_id, FAILED_REASON, f"its task died (found RUNNING by {keep_run_id})")
+        client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
+    return stale
 
 
 # ---- the model registry -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,23 @@ def _model_config(settings: Settings, epochs: Any = None, window: Any = None):
             overrides["window"] = int(window)
         return RiskModelConfig(**{**asdict(base), **overrides})
     return base
+
+
+@contextmanager
+def _run(**start):
+    """``mlflow.start_run(**start)``, ended FAILED with the error as ``stockops.failed_reason`` if the step raises.
+
+    (A task killed outright cannot end its run: the next training run marks it, see
+    :func:`stockops.registry.fail_stale_runs`.)
+    """
+    import mlflow
+
+    with mlflow.start_run(**start) as run:
+        try:
+            yield run
+        except BaseException as exc:
+            mlflow.set_tag(registry.FAILED_REASON, f"{type(exc).__name__}: {exc}"[:5000])
+            raise
 
 
 # ---- the steps -------------------------------------------------------------------------------
@@ -129,7 +147,10 @@ def train_candidate(features: dict, epochs: Any = None, trigger_reason: str = ""
     frames, panel, split = _load_panel(features)
     snapshot = features["snapshot"]
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{snapshot['last_date']}") as run:
+    with _run(experiment_id=experiment_id, run_name=f"train-{snapshot['last_date']}") as run:
+        stale = registry.fail_stale_runs(settings, keep_run_id=run.info.run_id)
+        if stale:
+            log.warning("marked FAILED in MLflow the runs whose task died: %s", ", ".join(stale))
         mlflow.set_tags({"snapshot_hash": snapshot["hash"], "snapshot_last_date": snapshot["last_date"],
                          "logical_date": snapshot["logical_date"], "ticker": settings.ticker,
                          "tickers": ",".join(frames), "reason": trigger_reason or "unspecified",
@@ -191,26 +212,27 @@ def evaluate_models(trained: dict) -> dict:
 
     settings = get_settings()
     registry.setup(settings)
-    frames, panel, split = _load_panel(trained)
-    test = split.parts(panel, trained["window"])["test"]
-    tickers = np.array(panel.tickers)[test.ticker]
-    dates = sample_dates(panel, test)
-    returns = sample_returns(panel, test)
+    with _run(run_id=trained["run_id"]):
+        frames, panel, split = _load_panel(trained)
+        test = split.parts(panel, trained["window"])["test"]
+        tickers = np.array(panel.tickers)[test.ticker]
+        dates = sample_dates(panel, test)
+        returns = sample_returns(panel, test)
 
-    def risk(f: dict) -> RiskForecast:
-        return RiskForecast(f["variance"], f["quantiles"], f["point"])
+        def risk(f: dict) -> RiskForecast:
+            return RiskForecast(f["variance"], f["quantiles"], f["point"])
 
-    candidate = Forecaster.load(trained["model_path"])
-    forecasts = {CANDIDATE: risk(candidate.predict_windows(sample_windows(panel, test, candidate.calibration.window)))}
-    champion_info = _champion_forecasts(settings, panel, test, forecasts, risk)
-    forecasts.update(_baseline_forecasts(frames, panel, split, tickers, dates, settings.market))
-    scores = score_panel(forecasts, returns, tickers, dates, reference=REFERENCE)
-    if CHAMPION in forecasts:
-        versus = score_panel({k: forecasts[k] for k in (CANDIDATE, CHAMPION)}, returns, tickers, dates,
-                             reference=CHAMPION)[CANDIDATE]
-        scores[CANDIDATE].update({k: v for k, v in versus.items() if k.startswith("dm_")})
+        candidate = Forecaster.load(trained["model_path"])
+        windows = sample_windows(panel, test, candidate.calibration.window)
+        forecasts = {CANDIDATE: risk(candidate.predict_windows(windows))}
+        champion_info = _champion_forecasts(settings, panel, test, forecasts, risk)
+        forecasts.update(_baseline_forecasts(frames, panel, split, tickers, dates, settings.market))
+        scores = score_panel(forecasts, returns, tickers, dates, reference=REFERENCE)
+        if CHAMPION in forecasts:
+            versus = score_panel({k: forecasts[k] for k in (CANDIDATE, CHAMPION)}, returns, tickers, dates,
+                                 reference=CHAMPION)[CANDIDATE]
+            scores[CANDIDATE].update({k: v for k, v in versus.items() if k.startswith("dm_")})
 
-    with mlflow.start_run(run_id=trained["run_id"]):
         for name, entry in scores.items():
             prefix = "" if name == CANDIDATE else f"{name}_"
             mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in entry["pooled"].items()})
@@ -445,8 +467,12 @@ def _age_days(champion: dict | None, candidate_last_date: str) -> float | None:
 
 
 def promote_candidate(registered: dict, trigger_reason: str = "", dag_run_id: str = "") -> dict:
-    """Move ``champion`` to the candidate's version and record the change."""
-    from stockops.champion import record_change
+    """Move ``champion`` to the candidate's version and record the change, serving nothing.
+
+    For homes without an endpoint (the monitor's tests and bench). ``stock_train`` promotes in
+    ``stockops.serving.deploy_candidate``: the switch, the alias and the audit entry together.
+    """
+    from stockops.changes import record_change
 
     settings = get_settings()
     registry.setup(settings)
@@ -476,6 +502,5 @@ def train_in_process(trigger_reason: str = "in-process run", epochs: Any = None,
         from stockops.serving import build_candidate_bento, deploy_candidate
 
         deployed = deploy_candidate(build_candidate_bento(registered), trigger_reason=trigger_reason)
-        promote_candidate(deployed, trigger_reason=trigger_reason)
     decision = next(e for e in reversed(audit.read(settings.audit_log)) if e["event"] == "gate")
     return {**registered, "promoted": promoted, "decision": decision, "deploy": deployed and deployed["deploy"]}

@@ -87,9 +87,9 @@ def test_train_is_scheduled_on_any_tickers_prices_asset_with_a_params_form(dagba
     assert dag.params["force_promote"] is False
     order = [t.task_id for t in dag.topological_sort()]
     assert order == ["load_snapshots", "features", "train", "evaluate", "register", "gate", "build", "deploy",
-                     "promote"]
-    # champion moves only after a good deploy; a failed deploy is not retried blindly
-    assert dag.get_task("promote").upstream_task_ids == {"deploy"}
+                     "verify"]
+    # the champion moves inside the deploy's critical section; a failed deploy is not retried blindly
+    assert dag.get_task("verify").upstream_task_ids == {"deploy"}
     assert dag.get_task("build").upstream_task_ids >= {"gate"}
     assert dag.get_task("deploy").retries == 0
 
@@ -100,7 +100,7 @@ def test_monitor_follows_ingest_and_triggers_training_only_through_its_decision(
     dag = dagbag.dags["stock_monitor"]
     assert dag.max_active_runs == 1
     assert [a.name for a in dag.timetable.asset_condition.objects] == [get_settings().asset_name]
-    assert [t.task_id for t in dag.topological_sort()] == ["check", "should_retrain", "trigger_retrain"]
+    assert [t.task_id for t in dag.topological_sort()] == ["score_watchlist", "check", "should_retrain", "trigger_retrain"]
     trigger = dag.get_task("trigger_retrain")
     assert trigger.trigger_dag_id == "stock_train" and trigger.trigger_dag_id in dagbag.dags
     assert set(trigger.conf) == {"reason", "report"} and set(trigger.conf) <= set(dagbag.dags["stock_train"].params)
@@ -114,5 +114,5 @@ def test_rollback_is_manual_with_a_form_and_deploys_before_moving_the_champion(d
     assert dag.max_active_runs == 1
     assert set(dag.params) == {"version", "reason", "force"}
     assert dag.params["version"] == "" and dag.params["force"] is False
-    assert [t.task_id for t in dag.topological_sort()] == ["plan", "bento", "deploy", "switch_champion"]
+    assert [t.task_id for t in dag.topological_sort()] == ["plan", "bento", "deploy", "verify"]
     assert {dag.get_task(t).retries for t in ("plan", "bento", "deploy")} == {0}

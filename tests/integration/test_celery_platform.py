@@ -70,8 +70,8 @@ def test_ingest_to_served_model_through_scheduler_and_celery_worker(services, se
         assert {r["state"] for rs in runs.values() for r in rs} == {"success"}, runs
         first = runs["stock_train"][0]["dag_run_id"]
         tasks = task_states(platform, token, "stock_train", first)
-        assert {t: s for t, (s, _) in tasks.items() if t in ("build", "deploy", "promote")} == {
-            "build": "success", "deploy": "success", "promote": "success"}, tasks
+        assert {t: s for t, (s, _) in tasks.items() if t in ("build", "deploy", "verify")} == {
+            "build": "success", "deploy": "success", "verify": "success"}, tasks
         queues = {q for rs_dag in runs for r in runs[rs_dag]
                   for _, q in task_states(platform, token, rs_dag, r["dag_run_id"]).values()}
         assert queues == {platform.run_name}, "every task went through this run's Celery queue"

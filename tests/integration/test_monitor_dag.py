@@ -1,4 +1,5 @@
-"""``stock_monitor`` through ``dag.test()``: calm data ends green, drift starts ``stock_train`` once.
+"""``stock_monitor`` through ``dag.test()``: calm data ends green, drift starts ``stock_train`` once, and every run
+first records the champion's own forecasts (once per day and version).
 
 The replay source serves the real GOOG series: on 2026-01-01 it ends on 2008-08-07 (a calm
 summer), on 2026-04-15 on 2008-11-20, deep in the autumn-2008 crash. The champion is trained on
@@ -66,8 +67,9 @@ def test_no_champion_is_green_and_triggers_nothing(settings, monitor):
     before = training_runs()
     run = monitor.test()
     assert str(run.state) == "success", states(run)
-    assert states(run)["trigger_retrain"] == "skipped"
+    assert states(run)["score_watchlist"] == "success" and states(run)["trigger_retrain"] == "skipped"
     assert training_runs() == before
+    assert not settings.forecast_log.exists(), "no champion, no forecast"
     (decision,) = audit.read(settings.monitor_log)
     assert decision["reason"].startswith("no champion yet") and decision["triggered"] is False
 
@@ -84,10 +86,16 @@ def test_calm_data_is_green_drift_starts_one_training_run_with_reason_and_report
     try:
         calm = monitor.test()
         assert str(calm.state) == "success", states(calm)
-        assert states(calm)["check"] == "success" and states(calm)["trigger_retrain"] == "skipped"
+        assert states(calm)["score_watchlist"] == "success" and states(calm)["check"] == "success"
+        assert states(calm)["trigger_retrain"] == "skipped"
         assert training_runs() == before, "calm data must not start a training run"
+        (forecast,) = audit.read(small.forecast_log)  # only GOOG was ingested: JPM and QQQ have no snapshot
+        assert (forecast["ticker"], forecast["as_of"], forecast["forecast_for"], forecast["model_version"]) == (
+            "GOOG", "2008-08-07", "2008-08-08", "1") and forecast["dag_run_id"] == calm.run_id
         decision = audit.read(small.monitor_log)[-1]
         assert decision["reason"].startswith("nothing crossed") and decision["drift_share"] < 0.5
+        assert decision["live_error_source"] == "replay", "a fresh champion has no realized forecast of its own"
+        assert "from the champion replayed on the snapshot's last 60 days" in decision["reason"]
         assert decision["current_window"] == ["2008-05-14", "2008-08-07"]
         assert decision["reference_window"][1] < "2008-01-01", "the reference is the champion's training window"
 
@@ -119,6 +127,8 @@ def test_calm_data_is_green_drift_starts_one_training_run_with_reason_and_report
         again = monitor.test()
         assert str(again.state) == "success" and states(again)["trigger_retrain"] == "skipped"
         assert set(training_runs()) - set(before) == created
+        assert [f["as_of"] for f in audit.read(small.forecast_log)] == ["2008-08-07", "2008-11-17"], \
+            "the same snapshot scored again adds no forecast"
         reason = audit.read(small.monitor_log)[-1]["reason"]
         assert reason.startswith("crossed, but not triggered")
         assert "stock_train already has 1 run(s) queued or running" in reason and "cool-down" in reason

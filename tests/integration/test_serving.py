@@ -15,7 +15,10 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+import hypothesis
 import pytest
+import schemathesis
+from schemathesis.checks import not_a_server_error, status_code_conformance
 
 from stockops.processes import free_port, http_json, pid_alive
 
@@ -59,11 +62,12 @@ def _predict(settings, payload, **kwargs):
     return http_json(f"{settings.serve_url}/predict", payload, **kwargs)
 
 
-def _raw(settings, body: bytes, content_type: str | None = "application/json") -> tuple[int, str]:
-    parts = urlsplit(settings.serve_url)
+def _raw(settings, body: bytes | None, content_type: str | None = "application/json", method: str = "POST",
+         path: str = "/predict", url: str | None = None, host: str | None = None) -> tuple[int, str]:
+    parts = urlsplit(url or settings.serve_url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     headers = {"Content-Type": content_type} if content_type else {}
-    conn.request("POST", "/predict", body=body, headers=headers)
+    conn.request(method, path, body=body, headers={**headers, **({"Host": host} if host else {})})
     resp = conn.getresponse()
     return resp.status, resp.read().decode(errors="replace")
 
@@ -129,7 +133,7 @@ def test_bentoml_endpoints_work_through_the_stable_address(served):
     assert status == 200 and "/predict" in spec["paths"]
     # the OpenAPI example is a valid request
     (schema,) = [v for k, v in spec["components"]["schemas"].items() if k.startswith("ForecastRequest")]
-    example = {name: field["examples"][0] for name, field in schema["properties"].items()}
+    example = {name: field["example"] for name, field in schema["properties"].items()}
     status, answer = _predict(settings, example)
     assert status == 200, answer
     status, upstream = http_json(settings.serve_url + "/-/stockops/upstream")
@@ -157,11 +161,11 @@ def _at(field: str, i: int, value) -> dict:
 
 
 BAD_REQUESTS = {
-    "too few days for the model's history": ({k: v[:10] for k, v in GOOD.items()}, "needs at least"),
+    "too few days for the model's history": ({k: v[:10] for k, v in GOOD.items()}, "closes: 10 days; the model needs at least"),
     "NaN": (_at("closes", 0, float("nan")), "finite"),
     "infinity": (_at("closes", -1, float("inf")), "finite"),
-    "negative price": (_at("closes", 0, -5.0), "greater than 0"),
-    "zero price": (_at("closes", -1, 0), "greater than 0"),
+    "negative price": (_at("closes", 0, -5.0), "closes: row 0 (0 = oldest) is -5.0; values must be between"),
+    "zero price": (_at("closes", -1, 0), "closes: row 119 (0 = oldest) is 0.0; values must be between"),
     "string price": (_at("closes", 0, "101.5"), "valid number"),
     "null price": (_at("closes", 0, None), "valid number"),
     "closes is null": (_with(closes=None), "valid array"),
@@ -177,9 +181,18 @@ BAD_REQUESTS = {
     "market length differs": (_with(market=GOOD["market"][:-5]), "market has 115 values"),
     "High below Close": (_at("high", 7, GOOD["closes"][7] * 0.99), "row 7"),
     "Low above Open": (_at("low", 9, GOOD["open"][9] * 1.01), "row 9"),
-    "negative volume": (_at("volume", 3, -1), "greater than or equal to 0"),
+    "negative volume": (_at("volume", 3, -1), "volume: row 3 (0 = oldest) is -1.0; values must be between 0 and"),
     "NaN volume": (_at("volume", 3, float("nan")), "finite"),
-    "zero market close": (_at("market", 0, 0.0), "greater than 0"),
+    "zero market close": (_at("market", 0, 0.0), "market: row 0 (0 = oldest) is 0.0"),
+    # finite, but past what the features survive (log ratios overflow, float32 ends at 3.4e38)
+    **{f"{field} holds {value!r}": (_at(field, -1, value), f"{field}: row 119 (0 = oldest) is {value!r}; values must "
+                                                           "be between")
+       for field in ("closes", "open", "high", "low", "market") for value in (1e308, 5e-324, 1e-46, 3.5e38)},
+    **{f"volume holds {value!r}": (_at("volume", -1, value), f"volume: row 119 (0 = oldest) is {value!r}")
+       for value in (1e308, 3.5e38)},
+    # dates whose next business day is past date's range (or that no trading day has)
+    **{f"as_of {day}": (_with(as_of=day), f"as_of: {day} is outside") for day in ("9999-12-31", "0001-01-01",
+                                                                                   "1899-12-31", "2200-01-01")},
 }
 
 
@@ -209,6 +222,117 @@ def test_bad_bodies_get_a_4xx_that_says_what_is_wrong(served, case, body, conten
     assert status == expected_status, (status, text)
     assert expected in text
     assert _predict(settings, request)[0] == 200
+
+
+def test_tiny_volumes_are_harmless(served):
+    """A volume of 5e-324 shares means nothing but breaks no feature (its log ratio is clipped): an answer."""
+    settings, _ = served
+    for value in (5e-324, 1e-46):
+        status, body = _predict(settings, _at("volume", -1, value))
+        assert status == 200 and math.isfinite(body["forecast"]), body
+
+
+def test_openapi_document_is_valid_and_states_the_contract(served):
+    from openapi_spec_validator import validate
+
+    settings, request = served
+    status, spec = http_json(settings.serve_url + "/docs.json")
+    assert status == 200
+    validate(spec)  # OpenAPI 3.0: no JSON-Schema-2020 forms (numeric exclusiveMinimum, anyOf null, examples)
+    assert spec["openapi"].startswith("3.0")
+    history = _predict(settings, request)[1]["history"]
+    (schema,) = [v for k, v in spec["components"]["schemas"].items() if k.startswith("ForecastRequest")]
+    for name in ("closes", "open", "high", "low", "volume", "market"):
+        assert schema["properties"][name]["minItems"] == history, name
+    assert schema["properties"]["closes"]["items"] == {"type": "number", "minimum": 1e-6, "maximum": 1e9}
+    responses = spec["paths"]["/predict"]["post"]["responses"]
+    assert {"200", "400", "413", "415", "422"} <= set(responses)
+
+
+def test_fuzzed_requests_never_get_a_5xx(served):
+    """Schemathesis's requests from the served document, valid and broken: a status the document lists, never a 5xx.
+
+    Driven through ``as_strategy`` rather than ``schemathesis.pytest.from_fixture(...).parametrize()``:
+    the lazy loader of schemathesis 4.32 sets ``node._nodeid``, which pytest 9 no longer has.
+    """
+    from schemathesis import GenerationMode
+
+    settings, _ = served
+    operation = schemathesis.openapi.from_url(f"{settings.serve_url}/docs.json")["/predict"]["POST"]
+    cases = operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(GenerationMode.NEGATIVE)
+
+    @hypothesis.settings(max_examples=80, deadline=None, database=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(case=cases)
+    def call(case):
+        response = case.call(base_url=settings.serve_url, timeout=30)
+        case.validate_response(response, checks=[not_a_server_error, status_code_conformance])
+
+    call()
+
+
+def _bento_url(settings) -> str:
+    from stockops.serving import current
+
+    return f"http://127.0.0.1:{current(settings)['port']}"
+
+
+def _log_bytes(settings) -> int:
+    return sum(f.stat().st_size for f in (settings.serving_dir / "logs").iterdir() if f.is_file())
+
+
+def test_a_refused_request_is_one_log_line(served):
+    """A 25 KB bad body once wrote 881 KB of traceback; now one line (and BentoML's access line)."""
+    settings, request = served
+    assert _predict(settings, request)[0] == 200
+    time.sleep(0.5)
+    before = _log_bytes(settings)
+    body = json.dumps(_with(closes=["not a number"] * 1700)).encode()
+    assert len(body) > 25_000
+    status, text = _raw(settings, body)
+    assert status == 400 and "closes row 0: Input should be a valid number" in text, text[:300]
+    time.sleep(1.0)  # the log handlers write as they go; give the worker a moment
+    grown = _log_bytes(settings) - before
+    assert grown < 2048, f"the bento's logs grew by {grown} bytes for one bad request"
+    logs = "".join(f.read_text(errors="replace") for f in (settings.serving_dir / "logs").iterdir() if f.is_file())
+    assert "refused POST /predict: 400 closes row 0" in logs
+
+
+def test_a_forged_host_header_is_refused(served):
+    """DNS rebinding: a page on evil.example that resolves to 127.0.0.1 sends ``Host: evil.example``."""
+    settings, request = served
+    bento = _bento_url(settings)
+    body = json.dumps(request).encode()
+    for path, method, payload in (("/predict", "POST", body), ("/docs.json", "GET", None), ("/", "GET", None)):
+        status, text = _raw(settings, payload, method=method, path=path, url=bento, host="evil.example:3000")
+        assert status == 400 and "Host 'evil.example:3000' is not allowed" in text, (path, status, text)
+    for host in ("127.0.0.1:1", "localhost", "[::1]:3000"):
+        assert _raw(settings, body, url=bento, host=host)[0] == 200, host
+
+
+def test_the_index_page_loads_no_third_party_script(served):
+    import re
+
+    settings, _ = served
+    for url in (settings.serve_url, _bento_url(settings)):
+        status, page = _raw(settings, None, None, method="GET", path="/", url=url)
+        assert status == 200 and "swagger-ui" in page
+        remote = re.findall(r"<(?:script|iframe)[^>]*src=[\"'](?:https?:)?//[^\"']*", page, re.I)
+        assert remote == [] and "googletagmanager" not in page, remote
+
+
+def test_a_torn_prediction_log_line_does_not_swallow_the_next_record(served):
+    """A writer killed mid-line leaves no newline: the next record starts on a line of its own."""
+    settings, request = served
+    log = settings.prediction_log
+    with open(log, "a") as f:
+        f.write('{"at": "2026-06-01T10:00:00", "ticker": "GO')  # cut short
+    status, answer = _predict(settings, request)
+    assert status == 200
+    *_, torn, last = log.read_text().splitlines()
+    assert torn.endswith('"GO')
+    record = json.loads(last)
+    assert record["forecast"] == answer["forecast"] and record["at"] == answer["served_at"]
 
 
 def test_a_switch_under_load_fails_no_request(served):

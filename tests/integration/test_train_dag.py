@@ -42,7 +42,7 @@ def test_train_logs_everything_registers_gates_and_guards_the_champion(small, da
     expected = decide(candidate, {"qlike": metrics["harx_gko_qlike"]}, None, GatePolicy.from_settings(small))
     assert v1.tags["gate_decision"] == expected.label and "HARX-GKO" in v1.tags["gate_reason"]
     honest = expected.promote
-    assert states(first)["promote"] == ("success" if honest else "skipped")
+    assert states(first)["verify"] == ("success" if honest else "skipped")
 
     assert {"window", "epochs", "units", "tickers", "train_samples", "val_start", "test_start"} <= set(run.data.params)
     assert run.data.params["tickers"] == "3"
@@ -62,7 +62,7 @@ def test_train_logs_everything_registers_gates_and_guards_the_champion(small, da
     assert v1.tags["logical_date"] == "2026-11-20"
 
     forced = train.test(run_conf={"force_promote": True, "reason": "operator override, ticket 7"})
-    assert states(forced)["promote"] == "success"
+    assert states(forced)["verify"] == "success"
     champion = registry.champion_version(small)
     assert str(champion.version) == "2" and champion.tags["gate_decision"] == "forced"
     assert served_version(small) == "2" and champion.tags["deploy"].startswith("succeeded")
@@ -73,7 +73,7 @@ def test_train_logs_everything_registers_gates_and_guards_the_champion(small, da
     weak = train.test(run_conf=WEAK)
     assert str(weak.state) == "success", states(weak)
     assert states(weak)["gate"] == "success"
-    assert {states(weak)[t] for t in ("build", "deploy", "promote")} == {"skipped"}
+    assert {states(weak)[t] for t in ("build", "deploy", "verify")} == {"skipped"}
     assert served_version(small) == "2", "a refused candidate must not reach the endpoint"
     assert str(registry.champion_version(small).version) == "2"
     assert str(registry.version_by_alias(small, registry.CHALLENGER).version) == "3"

@@ -87,7 +87,7 @@ def find_cycle(graph: dict[str, dict[str, str]]) -> list[str] | None:
 def test_the_graph_sees_function_level_imports():
     graph = import_graph()
     assert "stockops.registry" in graph["stockops.training"]  # module level
-    assert "stockops.champion" in graph["stockops.training"]  # inside promote_candidate
+    assert "stockops.changes" in graph["stockops.training"]  # inside promote_candidate
     assert "stockops.data.store" in graph["stockops.ingest"]  # inside a function, a subpackage module
     assert "stockops.data.decisions" in graph["stockops.ingest"]  # `from stockops.data import decisions`
 

@@ -1,24 +1,33 @@
-"""The monitor's parts on the real GOOG series: features, Evidently drift, live error, the debounced decision."""
+"""The monitor's parts on the real GOOG series: features, Evidently drift, the platform's own forecasts and the
+live error measured on them (never on what clients send), the debounced decision."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from stockops import audit
 from stockops.config import get_settings
 from stockops.monitoring import (
     FEATURES,
     assess_drift,
     current_features,
     decide,
+    forecast_records,
     last_trigger,
     live_error,
     monitor_features,
-    served_forecasts,
+    next_session,
+    own_forecasts,
+    record_forecasts,
+    traffic_requests,
 )
 
 CALM_REFERENCE = ("2006-05-01", "2008-05-01")  # two years, training-window sized
@@ -95,39 +104,158 @@ def test_evidently_counts_what_the_distances_say(features):
         assert drift["drift_share"] == pytest.approx(len(expected) / len(FEATURES))
 
 
-# ---- live error --------------------------------------------------------------------------------
-def test_live_error_prefers_served_forecasts_and_replays_the_rest(goog, tmp_path):
+# ---- the platform's own forecasts and the live error -----------------------------------------------
+Z = {"q01": -2.326, "q05": -1.645, "q25": -0.674, "q50": 0.0, "q75": 0.674, "q95": 1.645, "q99": 2.326}
+CALM_END = "2008-08-07"  # the replay's last day on 2026-01-01: a calm summer
+HOLDOUT_RMSPE = 2.5  # % of price: about GOOG's daily move that summer
+
+
+def own_record(frame, i: int, forecast: float, sigma: float = 0.025, version: str = "3") -> dict:
+    """What score_watchlist records for a forecast made on row ``i``'s close, for row ``i + 1``."""
+    day = frame["Date"].dt.strftime("%Y-%m-%d").to_numpy()
+    last = float(frame["Close"].iloc[i])
+    point = math.log(forecast / last)
+    return {"ticker": "GOOG", "as_of": day[i], "forecast_for": day[i + 1], "model_version": version,
+            "snapshot_hash": "abc", "last_close": last, "point": point, "forecast": forecast,
+            "quantiles": {q: point + sigma * z for q, z in Z.items()}, "variance": sigma**2,
+            "made_at": "2026-01-01T22:30:00+00:00"}
+
+
+def no_replay(ends):
+    pytest.fail(f"the champion was replayed on {len(ends)} days although the platform's own forecasts cover them")
+
+
+@pytest.fixture
+def calm(goog):
+    return goog[goog["Date"] <= CALM_END].reset_index(drop=True)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """The settings of a fresh home (only its paths are used: no server, no registry)."""
+    monkeypatch.setenv("STOCKOPS_HOME", str(tmp_path / "home"))
+    return get_settings()
+
+
+def test_live_error_comes_from_the_platforms_own_forecasts(goog, tmp_path):
     frame = goog.iloc[:1074]  # up to 2008-11-20
-    dates = frame["Date"].dt.strftime("%Y-%m-%d").to_numpy()
     closes = frame["Close"].to_numpy()
-    log_path = tmp_path / "predictions.jsonl"
-    served = {dates[-2]: closes[-2] * 1.01, dates[-3]: closes[-3] * 0.99}  # as_of -> forecast of the next day
-    with open(log_path, "w") as out:
-        for as_of, forecast in served.items():
-            out.write(json.dumps({"as_of": as_of, "forecast": forecast, "model_version": "3"}) + "\n")
-        out.write(json.dumps({"as_of": dates[-4], "forecast": 1.0, "model_version": "2"}) + "\n")  # not the champion
-        out.write('{"as_of": "cut short by a cra')
+    n = len(frame)
+    log_path = tmp_path / "forecasts.jsonl"
+    record_forecasts(log_path, [own_record(frame, i, closes[i] * 1.01) for i in range(n - 11, n - 1)]
+                     + [own_record(frame, n - 12, 1.0),  # outside the window
+                        own_record(frame, n - 2, 1.0, version="2")])  # not the champion
+    with open(log_path, "a") as out:
+        out.write('{"ticker": "GOOG", "as_of": "cut short by a cra')
+    error = live_error(frame, 10, own_forecasts(log_path, "GOOG", "3"), min_own_days=10, replay=no_replay)
+    assert error["source"] == "own" and error["days"] == 10 and error["own_days"] == 10 and error["replayed"] == 0
+    assert error["first_day"] == "2008-11-07" and error["last_day"] == "2008-11-20"
+    assert error["basis"] == "the platform's own forecasts of 10 days"
+    ends = np.arange(n - 11, n - 1)
+    expected_rmse = np.sqrt(np.mean((closes[ends] * 1.01 - closes[ends + 1]) ** 2))
+    assert error["rmse"] == pytest.approx(expected_rmse)
+    assert error["persistence_rmse"] == pytest.approx(np.sqrt(np.mean((closes[ends] - closes[ends + 1]) ** 2)))
+    assert error["persistence_ratio"] == pytest.approx(expected_rmse / error["persistence_rmse"])
+    returns = np.log(closes[ends + 1] / closes[ends])
+    point = math.log(1.01)
+    for name, z in (("coverage_50", Z["q75"]), ("coverage_90", Z["q95"])):
+        assert error[name] == pytest.approx(np.mean(np.abs(returns - point) <= 0.025 * z))
+
+
+def test_too_few_own_forecasts_fall_back_to_the_replay_and_the_reason_says_so(calm, tmp_path):
+    closes = calm["Close"].to_numpy()
+    n = len(calm)
+    log_path = tmp_path / "forecasts.jsonl"
+    record_forecasts(log_path, [own_record(calm, i, closes[i]) for i in range(n - 4, n - 1)])
     replayed = []
 
     def persistence_replay(ends):
         replayed.extend(ends.tolist())
-        return closes[ends]
+        day = calm["Date"].dt.strftime("%Y-%m-%d").to_numpy()
+        return pd.DataFrame({"as_of": day[ends], "forecast_for": day[ends + 1], "last_close": closes[ends],
+                             "point": 0.0, **{q: 0.025 * Z[q] for q in ("q05", "q25", "q75", "q95")}})
 
-    error = live_error(frame, 10, "3", log_path, replay=persistence_replay)
-    assert error["days"] == 10 and error["from_log"] == 2 and error["replayed"] == 8
-    assert len(replayed) == 8 and len(frame) - 3 not in replayed  # the served days were not replayed
-    assert error["last_day"] == "2008-11-20"
-    ends = np.arange(len(frame) - 11, len(frame) - 1)
-    forecasts = closes[ends].copy()
-    forecasts[-1], forecasts[-2] = served[dates[-2]], served[dates[-3]]
-    expected_rmse = np.sqrt(np.mean((forecasts - closes[ends + 1]) ** 2))
-    assert error["rmse"] == pytest.approx(expected_rmse)
-    assert error["persistence_rmse"] == pytest.approx(np.sqrt(np.mean((closes[ends] - closes[ends + 1]) ** 2)))
-    assert error["persistence_ratio"] == pytest.approx(expected_rmse / error["persistence_rmse"])
+    error = live_error(calm, 20, own_forecasts(log_path, "GOOG", "3"), min_own_days=5, replay=persistence_replay)
+    assert replayed == list(range(n - 21, n - 1)), "all days of the window are replayed, none mixed in"
+    assert error["source"] == "replay" and error["days"] == error["replayed"] == 20 and error["own_days"] == 3
+    assert error["persistence_ratio"] == pytest.approx(1.0)
+    decision = decide(None, {**error, "rmse_ratio": error["rmspe"] / HOLDOUT_RMSPE}, get_settings())
+    assert "from the champion replayed on the snapshot's last 20 days: only 3 of the platform's own forecasts " \
+           "are realized there, fewer than 5" in decision["reason"]
 
 
-def test_served_forecasts_without_a_log_is_empty(tmp_path):
-    assert served_forecasts(tmp_path / "missing.jsonl", "1", {"2008-01-02"}) == {}
+def test_forged_client_requests_move_neither_the_live_error_nor_the_decision(calm, home):
+    """The probe: POST /predict with past ``as_of`` days and made-up closes, as the endpoint logs them. The monitor
+    counts them as traffic; own forecasts with a big error, on the other hand, do call for a retrain."""
+    closes = calm["Close"].to_numpy()
+    n, days = len(calm), home.monitor_current_days
+    record_forecasts(home.forecast_log, [own_record(calm, i, closes[i]) for i in range(n - days - 1, n - 1)])
+
+    def check() -> tuple[dict, dict]:
+        error = live_error(calm, days, own_forecasts(home.forecast_log, home.ticker, "3"),
+                           home.monitor_min_forecast_days, replay=no_replay)
+        error["rmse_ratio"] = error["rmspe"] / HOLDOUT_RMSPE
+        return error, decide(None, error, home, now=datetime(2026, 1, 2, tzinfo=UTC))
+
+    honest_error, honest = check()
+    assert honest_error["source"] == "own" and not honest["triggered"], honest["reason"]
+    day = calm["Date"].dt.strftime("%Y-%m-%d").to_numpy()
+    forged = [{"at": "2026-01-02T10:00:00.000+00:00", "ticker": "GOOG", "as_of": day[i], "forecast_for": day[i + 1],
+               "n_closes": 90, "last_close": 42 * closes[i], "forecast": 42 * closes[i], "q05": 40 * closes[i],
+               "q95": 44 * closes[i], "volatility": 0.02, "model_version": "3", "bento_tag": "goog_forecast:x"}
+              for i in range(n - days - 1, n - 1)]
+    home.prediction_log.parent.mkdir(parents=True)
+    home.prediction_log.write_text("".join(json.dumps(entry) + "\n" for entry in forged))
+    assert check() == (honest_error, honest)
+    assert traffic_requests(home.prediction_log, "3") == days and traffic_requests(home.prediction_log, "2") == 0
+
+    home.forecast_log.unlink()
+    record_forecasts(home.forecast_log, [own_record(calm, i, closes[i] * 1.2) for i in range(n - days - 1, n - 1)])
+    wrong_error, wrong = check()
+    assert wrong["triggered"] and wrong["live_rmse_ratio"] > 5, wrong["reason"]
+    assert wrong["reason"].startswith("retrain: live error") and "from the platform's own forecasts" in wrong["reason"]
+
+
+def test_a_forecast_is_recorded_once_per_ticker_day_and_version(calm, tmp_path):
+    log_path = tmp_path / "forecasts.jsonl"
+    first = [own_record(calm, i, 500.0) for i in (900, 901)]
+    assert [e["as_of"] for e in record_forecasts(log_path, first)] == ["2008-03-18", "2008-03-19"]
+    assert record_forecasts(log_path, [own_record(calm, 901, 600.0)]) == [], "a re-run of the same day adds nothing"
+    assert len(record_forecasts(log_path, [own_record(calm, 901, 600.0, version="4")])) == 1  # a new champion's
+    assert [e["event"] for e in audit.read(log_path)] == ["forecast"] * 3
+    # A duplicate that got in anyway (two writers at once) counts once, the first one.
+    audit.record(log_path, "forecast", **own_record(calm, 900, 700.0))
+    table = own_forecasts(log_path, "GOOG", "3")
+    assert table["as_of"].tolist() == ["2008-03-18", "2008-03-19"]
+    assert table["last_close"].to_numpy() * np.exp(table["point"].to_numpy()) == pytest.approx([500.0, 500.0])
+
+
+def test_next_session_skips_weekends_and_nyse_holidays():
+    assert next_session("2008-08-07") == "2008-08-08"
+    assert next_session("2008-08-08") == "2008-08-11"  # a Friday
+    assert next_session("2008-07-03") == "2008-07-07"  # Independence Day on a Friday
+
+
+def test_forecast_records_say_what_was_forecast_from_which_snapshot(calm):
+    """The record's fields, from a stand-in for the champion (the real one: tests/faults/test_monitor_trust.py)."""
+    def predict_frame(batch):
+        assert set(batch["ticker"]) == {"GOOG"} and len(batch) == 50
+        assert batch["Market"].tolist() == [7.0] * 50, "the market reference's closes ride along"
+        return pd.DataFrame({"ticker": ["GOOG"], "point": [0.001], **{q: [0.001 + 0.02 * z] for q, z in Z.items()},
+                             "variance": [0.0004], "volatility": [0.02], "last_close": [500.0],
+                             "forecast_close": [500.5]})
+
+    model = SimpleNamespace(calibration=SimpleNamespace(history=50), predict_frame=predict_frame)
+    snapshot = SimpleNamespace(last_date=CALM_END, hash="h1")
+    market = pd.Series(7.0, index=calm["Date"])
+    records, skipped = forecast_records(model, {"GOOG": (snapshot, calm), "JPM": (snapshot, calm.iloc[:49])},
+                                        market, "3", made_at="2026-01-01T22:30:00+00:00")
+    assert skipped == {"JPM": "49 published days, the model needs 50"}
+    (record,) = records
+    assert record == {"ticker": "GOOG", "as_of": "2008-08-07", "forecast_for": "2008-08-08", "model_version": "3",
+                      "snapshot_hash": "h1", "last_close": 500.0, "point": 0.001, "forecast": 500.5,
+                      "quantiles": {q: pytest.approx(0.001 + 0.02 * z) for q, z in Z.items()},
+                      "variance": 0.0004, "made_at": "2026-01-01T22:30:00+00:00"}
 
 
 # ---- the decision and its debounce ---------------------------------------------------------------

@@ -3,7 +3,7 @@
 Layout under ``<home>/data/<TICKER>/``::
 
     raw/<logical_date>.csv                  what a run fetched, before judgement
-    snapshots/<sha256>.parquet              published snapshots, never rewritten
+    snapshots/<sha256>.parquet              published snapshots (a damaged one is only written back as it was)
     manifest.jsonl                          one line per published snapshot
     latest.json                             pointer to the newest snapshot (moved atomically)
     quarantine/<logical_date>__<hash12>/    data that failed validation + its result
@@ -12,6 +12,11 @@ Layout under ``<home>/data/<TICKER>/``::
 Every write goes to a temporary file in the same folder and is renamed into place, so a
 reader sees the old file or the new one, never half of one. The manifest and the pointer
 change under a file lock, so two runs of the same day cannot write duplicate entries.
+
+A publish goes snapshot file, then manifest line, then pointer, so a crash at any point leaves
+a consistent store: a manifest line never names a missing file, ``latest`` never names a snapshot
+the manifest lacks, and running the publish again finishes it. State that cannot be read raises
+:class:`CorruptState`, which names the file and the way out.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow
+
+from stockops import audit
+from stockops.audit import CorruptState
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,16 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (it survives a power cut, not only a killed process)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_json(path: Path, data: object) -> None:
@@ -142,26 +161,22 @@ class SnapshotStore:
         """Publish validated data as an immutable snapshot; idempotent.
 
         Returns the manifest entry and whether it is new. Publishing data whose hash is
-        already in the manifest writes nothing. ``latest`` moves only forward in market
-        time, so a backfill of an old day never hides newer data.
+        already in the manifest adds no line. ``latest`` moves only forward in market
+        time, so a backfill of an old day never hides newer data. A run killed at any
+        step is finished by the next publish of the same data: the snapshot file is
+        (re)written unless it already holds exactly this data, the manifest line is
+        appended unless it is there, and the pointer moves if it should.
         """
         digest = content_hash(frame)
         with self._locked():
+            self._remove_temporary_files()
+            path = self.snapshot_path(digest)
+            if not self._holds(path, digest):
+                atomic_write_bytes(path, frame.to_parquet(None, index=False))
             existing = self.get(digest)
             if existing is not None:
-                # A run that crashed between the manifest append and the pointer move is
-                # finished by its retry: the pointer still moves forward if it should.
                 self._advance_latest(existing)
                 return existing, False
-            path = self.snapshot_path(digest)
-            if not path.exists():
-                fd, tmp = tempfile.mkstemp(dir=self._ensure(path.parent), prefix=".snap.", suffix=".tmp")
-                os.close(fd)
-                try:
-                    frame.to_parquet(tmp, index=False)
-                    os.replace(tmp, path)
-                finally:
-                    Path(tmp).unlink(missing_ok=True)
             entry = SnapshotEntry(
                 hash=digest, ticker=self.ticker, rows=len(frame),
                 first_date=_iso(frame["Date"].iloc[0]), last_date=_iso(frame["Date"].iloc[-1]),
@@ -169,12 +184,23 @@ class SnapshotStore:
                 validation_path=str(validation_path),
                 published_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
-            with open(self.manifest_path, "a") as manifest:
-                manifest.write(json.dumps(asdict(entry), sort_keys=True) + "\n")
-                manifest.flush()
-                os.fsync(manifest.fileno())
+            audit.append(self.manifest_path, asdict(entry))
             self._advance_latest(entry)
             return entry, True
+
+    def _remove_temporary_files(self) -> None:
+        """Drop what a killed publish left half-written (only a publish, under the lock, writes these)."""
+        for leftover in [*self.root.glob(f".{self.latest_path.name}.*.tmp"),
+                         *(self.root / "snapshots").glob(".*.tmp")]:
+            leftover.unlink(missing_ok=True)
+
+    @staticmethod
+    def _holds(path: Path, digest: str) -> bool:
+        """Whether ``path`` is a readable snapshot of exactly the data hashed ``digest``."""
+        try:
+            return content_hash(pd.read_parquet(path)) == digest
+        except (OSError, ValueError, pyarrow.ArrowException):
+            return False
 
     def _advance_latest(self, entry: SnapshotEntry) -> None:
         """Point ``latest`` at ``entry`` unless it already points at data as new or newer."""
@@ -183,11 +209,6 @@ class SnapshotStore:
             return
         if current is None or entry.last_date >= current.last_date:
             atomic_write_json(self.latest_path, asdict(entry))
-
-    @staticmethod
-    def _ensure(folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
 
     # ---- quarantine -------------------------------------------------------------------------
     def quarantine(self, frame: pd.DataFrame, *, logical_date: str, source: str, result: dict) -> Path:
@@ -203,29 +224,45 @@ class SnapshotStore:
 
     # ---- reading -------------------------------------------------------------------------
     def entries(self) -> list[SnapshotEntry]:
-        if not self.manifest_path.exists():
-            return []
-        with open(self.manifest_path) as manifest:
-            return [SnapshotEntry.from_dict(json.loads(line)) for line in manifest if line.strip()]
+        """Every published snapshot, oldest first (a manifest line torn by a crash is skipped)."""
+        return [SnapshotEntry.from_dict(data) for data in audit.read(self.manifest_path)]
 
     def get(self, digest: str) -> SnapshotEntry | None:
         return next((e for e in self.entries() if e.hash == digest), None)
 
     def latest(self) -> SnapshotEntry | None:
-        if not self.latest_path.exists():
+        """The newest published snapshot (None before the first); :class:`CorruptState` if the pointer is unreadable."""
+        try:
+            return SnapshotEntry.from_dict(json.loads(self.latest_path.read_text()))
+        except FileNotFoundError:
             return None
-        return SnapshotEntry.from_dict(json.loads(self.latest_path.read_text()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptState(
+                self.latest_path, f"not a snapshot pointer: {type(exc).__name__}: {exc}",
+                f"It only points at the newest snapshot of {self.ticker} in {self.manifest_path}: delete it and "
+                f"re-ingest {self.ticker} (stock_ingest with tickers={self.ticker}), which points it at the newest "
+                "data again") from exc
 
     def load(self, entry: SnapshotEntry | None = None) -> pd.DataFrame:
-        """The frame of a snapshot (default: the latest), checked against its hash."""
+        """The frame of a snapshot (default: the latest), checked against its hash (its file's name)."""
         entry = entry or self.latest()
         if entry is None:
             raise FileNotFoundError(f"no published snapshot for {self.ticker} under {self.root}")
-        frame = pd.read_parquet(entry.path)
+        try:
+            frame = pd.read_parquet(entry.path)
+        except (OSError, ValueError, pyarrow.ArrowException) as exc:
+            raise self._corrupt_snapshot(entry, f"{type(exc).__name__}: {exc}") from exc
         if content_hash(frame) != entry.hash:
-            raise ValueError(f"snapshot {entry.path} does not match its hash {entry.hash}: it was modified")
+            raise self._corrupt_snapshot(entry, f"its data does not match its hash {entry.hash}: it was modified")
         return frame
 
+    def _corrupt_snapshot(self, entry: SnapshotEntry, problem: str) -> CorruptState:
+        return CorruptState(
+            Path(entry.path), problem,
+            f"It is the published snapshot of {self.ticker} up to {entry.last_date}: restore it from a backup, "
+            f"or re-ingest {self.ticker} for {entry.logical_date} (stock_ingest with tickers={self.ticker}; delete "
+            f"{self.latest_path} first if it points at this snapshot), which writes the same data back under the "
+            "same name")
 
 def _iso(value: object) -> str:
     return pd.Timestamp(value).date().isoformat()

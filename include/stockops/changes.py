@@ -1,0 +1,73 @@
+"""The record of champion changes: one audit-log line per change of ``@champion``, tagged on the versions.
+
+Every change of the ``champion`` alias — a promotion, a forced promotion, a rollback, a
+reconciliation — goes through :func:`record_change`: one line in the audit log under the home
+(durable, append-only) and tags on the MLflow model versions involved (``champion_change`` on the
+new one, ``replaced_by`` on the old one). :func:`history` reads the changes back
+(``python -m stockops history``). The serving deploy (the critical section that moves the alias)
+and the rollback steps both write through here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from stockops import audit, registry
+from stockops.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+CHANGES = ("promotion", "rollback", "reconciliation")
+
+
+def record_change(settings: Settings, event: str, *, from_version: Any, to_version: Any, reason: str,
+                  dag_run_id: str = "", **fields: Any) -> dict:
+    """Append one champion change to the audit log and tag it on the MLflow model versions."""
+    entry = audit.record(settings.audit_log, event, ticker=settings.ticker, model=settings.model_name,
+                         from_version=None if from_version is None else str(from_version),
+                         to_version=str(to_version), reason=reason, dag_run_id=dag_run_id, **fields)
+    kind = describe(entry)
+    source = f"v{from_version}" if from_version is not None else "none"
+    try:  # the audit entry and the alias are the record; these tags only repeat it on the versions
+        registry.tag_version(settings, to_version,
+                             champion_change=f"{entry['at']} {kind}: {source} -> v{to_version}; why: {reason}; "
+                                             f"dag run: {dag_run_id or 'none'}"[:5000],
+                             champion_since=entry["at"])
+        if from_version is not None and str(from_version) != str(to_version):
+            registry.tag_version(settings, from_version, replaced_by=f"v{to_version} ({kind}) at {entry['at']}")
+    except Exception as exc:  # noqa: BLE001 - MLflow refused a tag write after the change was made
+        log.warning("champion change recorded in %s, but tagging it on the model versions failed: %s",
+                    settings.audit_log, exc)
+    return entry
+
+
+def describe(entry: dict) -> str:
+    """``promotion``, ``forced promotion``, ``rollback`` or ``forced rollback``."""
+    forced = entry.get("decision") == "forced" or entry.get("forced") is True
+    return f"{'forced ' if forced else ''}{entry['event']}"
+
+
+def history(settings: Settings | None = None) -> list[dict]:
+    """Every champion change, oldest first."""
+    settings = settings or get_settings()
+    return [e for e in audit.read(settings.audit_log) if e.get("event") in CHANGES]
+
+
+def format_history(changes: list[dict]) -> str:
+    if not changes:
+        return "no champion changes yet: no model has passed the gate"
+    lines = [f"{'when (UTC)':<25} {'change':<17} {'from':>5} → {'to':<5} {'dag run':<40} why"]
+    for e in changes:
+        source = f"v{e['from_version']}" if e.get("from_version") else "none"
+        lines.append(f"{e['at']:<25} {describe(e):<17} {source:>5} → v{e['to_version']:<4} "
+                     f"{(e.get('dag_run_id') or '-'):<40} {e.get('reason', '')}")
+    return "\n".join(lines)
+
+
+def previous_champion(settings: Settings, current: str) -> str | None:
+    """The champion before ``current``: where the change that made ``current`` champion came from."""
+    for entry in reversed(history(settings)):
+        if str(entry["to_version"]) == str(current):
+            return entry.get("from_version")
+    return None

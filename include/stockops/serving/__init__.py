@@ -1,0 +1,37 @@
+"""Serving: bentos of registry versions behind one stable address that cannot split from ``@champion``.
+
+One job per module:
+
+* :mod:`~stockops.serving.build` — a registry version → a bento (the compiled network, its
+  calibration and the feature code);
+* :mod:`~stockops.serving.deploy` — the :class:`Deployer` interface, the local critical section
+  (switch → ``@champion`` → audit log), :func:`reconcile` and :func:`verify`;
+* :mod:`~stockops.serving.agent` — the same deploys carried out by the serving agent (compose);
+* :mod:`~stockops.serving.steps` — the entry points (``deploy``, ``serve_champion``, the
+  ``stock_train`` steps) and the one choice of deployer;
+* :mod:`~stockops.serving.supervisor` — heals a dead proxy or bento, reconciles, records incidents;
+* :mod:`~stockops.serving.runtime` — starting and stopping the processes (owned, by pid);
+* :mod:`~stockops.serving.state` — the state files and their locks;
+* :mod:`~stockops.serving.requests` — ``/predict`` bodies from snapshots.
+
+The names below are the package's public face; DAG files import them from here.
+"""
+
+from stockops.serving.build import build_bento
+from stockops.serving.deploy import Change, Deployer, DeployError, check_bento, deploys, reconcile, smoke_body, verify
+from stockops.serving.requests import market_frame, request_body
+from stockops.serving.runtime import ServingError, ensure_running, stop_serving
+from stockops.serving.state import CorruptState, current, standby
+from stockops.serving.steps import (
+    build_candidate_bento,
+    deploy,
+    deploy_candidate,
+    deployer,
+    serve_champion,
+    verify_candidate,
+)
+
+__all__ = ["Change", "CorruptState", "DeployError", "Deployer", "ServingError", "build_bento", "build_candidate_bento",
+           "check_bento", "current", "deploy", "deploy_candidate", "deployer", "deploys", "ensure_running",
+           "market_frame", "reconcile", "request_body", "serve_champion", "smoke_body", "standby", "stop_serving",
+           "verify", "verify_candidate"]

@@ -1,0 +1,96 @@
+"""Agent mode: the endpoint runs elsewhere (compose: the ``serving`` container), deploys are requests.
+
+:class:`AgentDeployer` writes the :class:`~stockops.serving.deploy.Change` as a JSON file into
+``settings.deploy_requests_dir`` (shared home) and waits for the agent's deploy record with its
+request id. :func:`run_agent` is the agent: it serves ``@champion`` at start, carries out each
+request with the local deployer (the same critical section: switch, alias, audit), and runs the
+supervisor's round between requests, so the endpoint heals there as it does on one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+import uuid
+from dataclasses import replace
+
+from stockops.config import Settings
+from stockops.serving import runtime, state
+from stockops.serving.deploy import Change, DeployError, LocalDeployer, _record_deploy, deploys, reconcile
+
+log = logging.getLogger(__name__)
+
+
+class AgentDeployer:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def apply(self, change: Change) -> dict:
+        settings = self.settings
+        change = replace(change, request_id=change.request_id or uuid.uuid4().hex)
+        request = {**change.to_dict(), "requested_at": state.now()}
+        settings.deploy_requests_dir.mkdir(parents=True, exist_ok=True)
+        path = settings.deploy_requests_dir / f"{request['requested_at']}-{change.request_id}.json"
+        state.write(path, request)
+        log.info("deploy of %s v%s handed to the serving agent (request %s)", change.bento_tag, change.version,
+                 change.request_id)
+        deadline = time.monotonic() + settings.serve_ready_timeout_s + 60
+        while time.monotonic() < deadline:
+            record = next((r for r in deploys(settings) if r.get("request_id") == change.request_id), None)
+            if record is not None:
+                if record["outcome"] != "succeeded":
+                    raise DeployError(f"the serving agent could not deploy {change.bento_tag}: {record['error']}")
+                return record
+            time.sleep(0.2)
+        path.unlink(missing_ok=True)
+        raise DeployError(f"no serving agent took deploy request {path.name} within "
+                          f"{settings.serve_ready_timeout_s + 60:.0f} s: is `python -m stockops.serving agent` (the "
+                          "compose `serving` service) running with the same STOCKOPS_HOME? Nothing was changed.")
+
+
+def _take(settings: Settings, path) -> None:
+    """Carry out one request file; its outcome goes to the deploy log under its request id."""
+    try:
+        change = Change.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        log.error("deploy request %s is unreadable (%s): dropped", path, exc)
+        path.unlink(missing_ok=True)
+        return
+    try:
+        LocalDeployer(settings).apply(change)
+    except DeployError as exc:
+        log.error("%s", exc)  # recorded by the deployer, with the request id, for the requester
+    except Exception as exc:  # noqa: BLE001
+        _record_deploy(settings, {**change.to_dict(), "outcome": "failed", "error": f"agent error: {exc}"})
+    path.unlink(missing_ok=True)
+
+
+def run_agent(settings: Settings, interval: float = 0.25, once: bool = False) -> None:
+    """The serving agent: keep the endpoint up (serving the champion at start), supervise it, carry out requests."""
+    from stockops.serving.supervisor import Supervisor
+
+    settings = replace(settings, serving_mode="local")  # the agent is where deploys happen
+    stopping: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    runtime.ensure_proxy(settings)
+    try:
+        reconcile(settings)  # serve @champion
+    except Exception as exc:  # noqa: BLE001 - the agent must keep taking requests
+        log.error("could not serve the champion at start: %s", exc)
+    supervisor = Supervisor(settings)
+    log.info("serving agent: endpoint %s, waiting for requests in %s", settings.serve_url,
+             settings.deploy_requests_dir)
+    while not stopping:
+        settings.deploy_requests_dir.mkdir(parents=True, exist_ok=True)
+        for path in sorted(settings.deploy_requests_dir.glob("*.json")):
+            _take(settings, path)
+        if once:
+            return
+        try:
+            supervisor.tick()
+        except Exception:  # noqa: BLE001
+            log.exception("supervisor round failed")
+        time.sleep(interval)
+    runtime.stop_serving(settings)

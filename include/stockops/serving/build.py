@@ -1,0 +1,147 @@
+"""Building a bento for a registry version.
+
+MLflow version (a pyfunc risk forecaster) -> its network's compiled TF SavedModel +
+        its calibration (``forecaster.json``) + the preprocessing code it needs
+        (``stockops/forecaster.py``, ``risk_inputs.py``) -> BentoML model store -> ``bentoml build``
+        of ``bento/service.py`` whose tag and labels carry the registry version, the MLflow run
+        id and the snapshot hash. The BentoML part runs in a child process with ``BENTOML_HOME``
+        under the stockops home (BentoML fixes its home per process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stockops import registry
+from stockops.config import REPO_ROOT, Settings
+from stockops.serving import runtime
+
+log = logging.getLogger(__name__)
+
+BENTO_DIR = REPO_ROOT / "bento"
+
+
+# ---- build -------------------------------------------------------------------------------------
+def build_bento(settings: Settings, model_name: str, version: str) -> dict:
+    """Pack registry version ``version`` of ``model_name`` into a bento; reuse one already built."""
+    registry.setup(settings)
+    mv = registry.get_version(settings, version, model_name=model_name)
+    existing = existing_bento(settings, mv.tags.get("bento_tag", ""))
+    if existing is not None:  # e.g. a rollback: no TensorFlow import, no export, no build
+        log.info("reusing bento %s for %s v%s", existing["bento_tag"], model_name, version)
+        return {**existing, "model_name": model_name, "version": str(version)}
+    return _build_bento(settings, mv)
+
+
+def existing_bento(settings: Settings, bento_tag: str) -> dict | None:
+    """The build record of a bento already in this home's BentoML store, read from its YAML files."""
+    import yaml
+
+    if ":" not in bento_tag:
+        return None
+    name, tag_version = bento_tag.split(":", 1)
+    bento_yaml = settings.bentoml_home / "bentos" / name / tag_version / "bento.yaml"
+    if not bento_yaml.exists():
+        return None
+    bento = yaml.safe_load(bento_yaml.read_text())
+    (model_tag,) = [m["tag"] for svc in bento.get("services", []) for m in svc.get("models", [])]
+    model_name, model_version = model_tag.split(":", 1)
+    model_yaml = settings.bentoml_home / "models" / model_name / model_version / "model.yaml"
+    if not model_yaml.exists():
+        return None
+    metadata = yaml.safe_load(model_yaml.read_text())["metadata"]
+    if "history" not in metadata:  # a bento of the retired close-only model: build a new one
+        return None
+    return {"bento_tag": bento_tag, "bento_model": model_tag, "bento_path": str(bento_yaml.parent),
+            **{k: metadata[k] for k in ("mlflow_run_id", "snapshot_hash", "window", "history")}}
+
+
+def _build_bento(settings: Settings, mv) -> dict:
+    from dataclasses import asdict
+
+    model_name, version = mv.name, mv.version
+    run = registry.get_run(mv.run_id)
+    metadata = {
+        "model_name": model_name, "registry_version": str(version), "mlflow_run_id": mv.run_id,
+        "snapshot_hash": run.data.tags.get("snapshot_hash", mv.tags.get("snapshot_hash", "")),
+        "snapshot_last_date": run.data.tags.get("snapshot_last_date", ""),
+        "logical_date": run.data.tags.get("logical_date", ""), "ticker": settings.ticker,
+        "gate_decision": mv.tags.get("gate_decision", ""),
+    }
+    staging = settings.serving_dir / "staging" / f"{model_name}-v{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    started = time.perf_counter()
+    forecaster = registry.load_forecaster(registry.model_uri(model_name, version))
+    metadata["window"] = forecaster.calibration.window
+    metadata["history"] = forecaster.calibration.history
+    # the compiled graph takes standardised feature windows: signature "serve", input "features" (n, window, 8)
+    forecaster.network.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
+    (staging / "forecaster.json").write_text(json.dumps(asdict(forecaster.calibration), indent=1))
+    (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    result = subprocess.run([sys.executable, "-m", "stockops.serving", "pack", str(staging)],
+                            env=runtime.environment(settings), capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"bento build for {model_name} v{version} failed:\n{result.stderr[-4000:]}")
+    built = json.loads(result.stdout.strip().splitlines()[-1])
+    shutil.rmtree(staging, ignore_errors=True)
+    registry.tag_version(settings, version, model_name=model_name, bento_tag=built["bento_tag"])
+    log.info("bento %s (model %s) for %s v%s in %.1f s", built["bento_tag"], built["bento_model"], model_name,
+             version, time.perf_counter() - started)
+    return {**built, "model_name": model_name, "version": str(version), **{k: metadata[k] for k in
+            ("mlflow_run_id", "snapshot_hash", "window", "history")}}
+
+
+# What a bento needs of stockops to turn raw OHLCV into the network's input, copied into its model
+# (``code/stockops/``): a bento served outside this project's environment imports it from there.
+SERVED_CODE = ("forecaster.py", "risk_inputs.py")
+
+
+def pack(staging: Path) -> dict:
+    """In a child process with BENTOML_HOME set: model store entry + ``bentoml build``."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    metadata = json.loads((staging / "metadata.json").read_text())
+    version = f"v{metadata['registry_version']}-{metadata['mlflow_run_id'][:8]}"
+    model_tag = f"{metadata['model_name'].lower()}:{version}"
+    try:
+        bentoml.models.get(model_tag)
+    except NotFound:
+        with bentoml.models.create(model_tag, labels={"registry_version": metadata["registry_version"]},
+                                   metadata=metadata) as model:
+            shutil.copytree(staging / "saved_model", model.path_of("saved_model"))
+            shutil.copy2(staging / "forecaster.json", model.path_of("forecaster.json"))
+            code = Path(model.path_of("code")) / "stockops"
+            code.mkdir(parents=True)
+            (code / "__init__.py").write_text("")
+            package = Path(__file__).resolve().parents[1]  # include/stockops
+            for name in SERVED_CODE:
+                shutil.copy2(package / name, code / name)
+    bento_tag = f"{metadata['ticker'].lower()}_forecast:{version}"
+    try:
+        bento = bentoml.bentos.get(bento_tag)
+    except NotFound:
+        with contextlib.chdir(BENTO_DIR):
+            bento = bentoml.bentos.build(
+                "service:StockForecast", name=bento_tag.split(":")[0], version=version, build_ctx=str(BENTO_DIR),
+                include=["service.py"], args={"model_tag": model_tag},
+                description=f"{metadata['model_name']} v{metadata['registry_version']}: next-day return distribution",
+                labels={"registry_version": metadata["registry_version"], "model_name": metadata["model_name"],
+                        "mlflow_run_id": metadata["mlflow_run_id"], "snapshot_hash": metadata["snapshot_hash"],
+                        "ticker": metadata["ticker"]},
+                python={"packages": _service_requirements()})
+    return {"bento_tag": str(bento.tag), "bento_model": model_tag, "bento_path": bento.path}
+
+
+def _service_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("bentoml", "tensorflow-cpu", "numpy", "pandas", "pydantic")]

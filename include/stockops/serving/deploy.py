@@ -1,0 +1,405 @@
+"""Changing what is served: one critical section from the switch to the champion alias and the audit log.
+
+Three records say which model serves: the stable address's upstream (``current.json``), the
+registry's ``@champion`` alias, and the last champion change in the audit log. They must agree.
+A change of champion (a promotion or a rollback, :class:`Change`) therefore happens in one
+critical section under the deploy lock (``state.deploy_lock``), in this order:
+
+1. the smoke request is built (the latest snapshot) — a corrupt snapshot stops here, nothing touched;
+2. the bento starts (or the warm standby is reused), must pass ``/readyz`` and the smoke forecast;
+3. the stable address switches to it (``current.json``; the proxy follows within 0.1 s);
+4. ``@champion`` moves — if MLflow refuses (down, read-only), the address switches back, the
+   deploy is recorded as failed and :class:`DeployError` names what still serves;
+5. the change is appended to the audit log (and tagged on the model versions).
+
+A process killed between 3 and 5 leaves the records apart; the **desired state is the
+``@champion`` alias** (the registry is what every reader — the gate, the monitor, the rollback —
+trusts), and :func:`reconcile` makes the others follow it: serving switches back to the
+champion, a missing audit entry is written as a ``reconciliation``. The supervisor runs it every
+few seconds and every deploy runs it first, so a split lasts seconds. Why not the other way
+round (the alias follows what serves): a bento that started serving is not yet a decision — the
+gate's or the operator's decision is recorded only when the alias moves.
+
+Where deploys happen is chosen in one place, ``stockops.serving.steps.deployer``:
+:class:`LocalDeployer` on this machine, or ``stockops.serving.agent.AgentDeployer`` (compose:
+the ``serving`` container).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
+
+from stockops import audit, registry
+from stockops.config import Settings
+from stockops.processes import free_port, http_json, stop_pid_tree, wait_until
+from stockops.serving import runtime, state
+from stockops.serving.runtime import ServingError
+
+log = logging.getLogger(__name__)
+
+CHAMPION_CHANGES = ("promotion", "rollback")
+
+
+class DeployError(ServingError):
+    """A bento failed its checks, or the champion could not move; what served before still serves."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """A request to serve ``version`` (its bento ``bento_tag``).
+
+    ``kind``: ``promotion`` and ``rollback`` move ``@champion`` and write the audit log inside the
+    critical section; ``serve``, ``heal`` and ``reconcile`` serve the version that already is the
+    champion. ``audit_fields`` go into the audit entry (the gate decision, forced, requested_at …).
+    """
+
+    kind: str
+    version: str
+    bento_tag: str
+    reason: str
+    window: int | None = None
+    snapshot_hash: str = ""
+    dag_run_id: str = ""
+    request_id: str = ""
+    audit_fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def moves_champion(self) -> bool:
+        return self.kind in CHAMPION_CHANGES
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Change:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+class Deployer(Protocol):
+    def apply(self, change: Change) -> dict:
+        """Carry out ``change``; the deploy record, or :class:`DeployError` with nothing changed."""
+        ...
+
+
+def checkpoint(step: str) -> None:
+    """A fault-injection point: the process kills itself here when ``STOCKOPS_FAULT_KILL_AT`` names
+    ``step`` (the fault tests kill a deploy at every step this way, deterministically)."""
+    if os.environ.get("STOCKOPS_FAULT_KILL_AT") == step:
+        log.warning("STOCKOPS_FAULT_KILL_AT=%s: killing this process (pid %d) now", step, os.getpid())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---- the local deployer: the critical section -------------------------------------------------------
+class LocalDeployer:
+    def __init__(self, settings: Settings):
+        self.settings = replace(settings, serving_mode="local")
+
+    def apply(self, change: Change) -> dict:
+        with state.deploy_lock(self.settings):
+            runtime.ensure_running(self.settings)
+            if change.kind not in ("heal", "reconcile"):
+                _reconcile_records(self.settings)
+            return self._apply(change)
+
+    def _apply(self, change: Change) -> dict:
+        settings = self.settings
+        started, started_at = time.monotonic(), state.now()
+        previous, warm = state.current_or_empty(settings), state.standby(settings)
+        base = {"kind": change.kind, "snapshot_hash": change.snapshot_hash, "reason": change.reason,
+                "dag_run_id": change.dag_run_id, "bento_tag": change.bento_tag, "version": change.version,
+                "previous_version": previous.get("version"), "previous_bento_tag": previous.get("bento_tag"),
+                "started_at": started_at, **({"request_id": change.request_id} if change.request_id else {})}
+
+        def failed(error: str) -> DeployError:
+            _record_deploy(settings, {**base, "outcome": "failed", "error": error,
+                                      "seconds": round(time.monotonic() - started, 2)})
+            where = (f"v{previous.get('version')} ({previous.get('bento_tag')}) keeps serving at {settings.serve_url}"
+                     if previous else f"nothing was serving at {settings.serve_url} and nothing is now")
+            return DeployError(f"deploy of {change.bento_tag} v{change.version} failed: {error}. {where}")
+
+        try:
+            body = smoke_body(settings, history_rows(change.window))
+        except Exception as exc:  # a corrupt snapshot: refuse before any process is touched
+            raise failed(f"no smoke request could be built from the latest snapshot ({exc})") from exc
+        proc, pid, url, port = self._start(change, warm, base)
+        checkpoint("started")
+        try:
+            wait_until(lambda: runtime.bento_ready(url), timeout=settings.serve_ready_timeout_s, interval=0.2,
+                       what=f"{change.bento_tag} /readyz at {url}", proc=proc)
+            smoke = check_bento(url, body, change.version)
+        except Exception as exc:
+            _stop(settings, [{"pid": pid}])
+            if warm.get("pid") == pid:
+                settings.serving_standby.unlink(missing_ok=True)
+            raise failed(f"health check: {exc}") from exc
+        checkpoint("checked")
+        heal = change.kind == "heal"
+        if not heal:  # named before the switch: a kill right after it leaves no running bento unnamed
+            _name_standby(settings, previous, pid)
+        self._switch({"upstream": url, "port": port, "pid": pid, "bento_tag": change.bento_tag,
+                      "version": change.version, "since": state.now(), "reason": change.reason,
+                      "window": change.window, "create_time": _create_time_of(settings, pid),
+                      "spares": previous.get("spares", []) if heal else []})
+        checkpoint("switched")
+        entry = None
+        if change.moves_champion:
+            try:
+                entry = move_champion(settings, change)
+            except Exception as exc:  # noqa: BLE001 - MLflow down or read-only: go back, say so
+                self._switch_back(previous, warm, pid)
+                raise failed(f"the bento passed its checks, but @champion could not be moved ({exc}); the stable "
+                             "address was switched back") from exc
+        switched = time.monotonic()
+        if heal:  # the dead one's leftovers go; the warm standby stays as it was
+            _stop(settings, [previous] if previous.get("pid") != pid else [])
+        else:  # the standby before, and the replaced bento's spares, took no traffic now: stopped
+            _stop(settings, [r for r in (warm, *previous.get("spares", [])) if r.get("pid") not in (None, pid)
+                             and r.get("pid") != previous.get("pid")])
+        record = _record_deploy(settings, {**base, "outcome": "succeeded", "url": settings.serve_url,
+                                           "seconds": round(time.monotonic() - started, 2),
+                                           "switched_after_s": round(switched - started, 2),
+                                           "smoke_forecast": smoke["forecast"],
+                                           **({"audit_at": entry["at"]} if entry else {})})
+        log.info("%s v%s now answers at %s (%s, %.1f s; previous: %s)", change.bento_tag, change.version,
+                 settings.serve_url, change.kind, record["seconds"], previous.get("bento_tag") or "none")
+        return record
+
+    def _start(self, change: Change, warm: dict, base: dict):
+        if warm.get("bento_tag") == change.bento_tag:  # going back to the previous bento: it still runs
+            base["warm_standby"] = True
+            log.info("%s is the warm standby (pid %d): checking it and switching back, no start-up",
+                     change.bento_tag, warm["pid"])
+            return None, int(warm["pid"]), warm["upstream"], int(warm["port"])
+        port = free_port()
+        proc = runtime.start_bento(self.settings, change.bento_tag, port)
+        return proc, proc.pid, f"http://127.0.0.1:{port}", port
+
+    def _switch(self, upstream: dict) -> None:
+        settings = self.settings
+        state.write(settings.serving_state, upstream)
+        wait_until(lambda: _routed_to(settings) == upstream["upstream"], timeout=10, interval=0.05,
+                   what="proxy switch")
+
+    def _switch_back(self, previous: dict, warm: dict, new_pid: int) -> None:
+        settings = self.settings
+        if previous and state.pid_matches(previous):
+            self._switch(previous)
+        else:
+            settings.serving_state.unlink(missing_ok=True)
+        if warm and warm.get("pid") != new_pid:
+            state.write(settings.serving_standby, warm)
+        else:
+            settings.serving_standby.unlink(missing_ok=True)
+        _stop(settings, [{"pid": new_pid}])
+
+
+def _create_time_of(settings: Settings, pid: int) -> float | None:
+    return next((p.get("create_time") for p in state.owned(settings) if p.get("pid") == pid), None)
+
+
+def _routed_to(settings: Settings) -> str | None:
+    try:
+        status, body = http_json(f"{settings.serve_url}/-/stockops/upstream", timeout=2)
+    except OSError:
+        return None
+    return body.get("upstream") if status == 200 and isinstance(body, dict) else None
+
+
+def _name_standby(settings: Settings, previous: dict, serving_pid: int) -> None:
+    """The bento about to be replaced becomes the warm standby (a rollback to it is then a switch, seconds).
+    So at most two bentos of different versions run (plus the served one's spare)."""
+    if previous.get("pid") not in (None, serving_pid) and state.pid_matches(previous):
+        state.write(settings.serving_standby, {**{k: v for k, v in previous.items() if k != "spares"},
+                                               "standby_since": state.now()})
+    else:
+        settings.serving_standby.unlink(missing_ok=True)
+
+
+def _stop(settings: Settings, records: list[dict]) -> None:
+    for record in records:
+        if record.get("pid"):
+            stop_pid_tree(int(record["pid"]), grace=10)
+    state.disown(settings, {int(r["pid"]) for r in records if r.get("pid")})
+
+
+def _record_deploy(settings: Settings, fields: dict) -> dict:
+    return audit.record(settings.deploy_log, "deploy", **{"ticker": settings.ticker, **fields})
+
+
+def deploys(settings: Settings) -> list[dict]:
+    return audit.read(settings.deploy_log)
+
+
+# ---- the champion alias and its audit entry ---------------------------------------------------------
+def move_champion(settings: Settings, change: Change) -> dict:
+    """Move ``@champion`` to ``change.version`` and append the change to the audit log."""
+    from stockops.changes import record_change
+
+    registry.setup(settings)
+    before = registry.champion_version(settings)
+    registry.set_alias(settings, registry.CHAMPION, change.version)
+    checkpoint("aliased")
+    return record_change(settings, change.kind, from_version=before.version if before else None,
+                         to_version=change.version, reason=change.reason, dag_run_id=change.dag_run_id,
+                         bento_tag=change.bento_tag, snapshot_hash=change.snapshot_hash, **change.audit_fields)
+
+
+def _reconcile_records(settings: Settings) -> dict | None:
+    """Append a ``reconciliation`` entry when the audit log's last change does not name ``@champion``."""
+    from stockops.changes import history, record_change
+
+    registry.setup(settings)
+    champion = registry.champion_version(settings)
+    if champion is None:
+        return None
+    changes = history(settings)
+    last = changes[-1]["to_version"] if changes else None
+    if last == str(champion.version):
+        return None
+    log.warning("the audit log's last champion change names v%s but @champion is v%s: recording it", last,
+                champion.version)
+    return record_change(settings, "reconciliation", from_version=last, to_version=champion.version,
+                         reason=f"@champion was v{champion.version} but the audit log's last change named "
+                                f"v{last or 'none'} (a change interrupted after the alias moved)")
+
+
+def reconcile(settings: Settings, *, wait: bool = True) -> dict:
+    """Make serving and the audit log follow ``@champion``; what was found and done.
+
+    ``wait=False`` (the supervisor): do nothing if a deploy holds the lock — it is mid-change.
+    """
+    settings = replace(settings, serving_mode="local")
+    with (state.deploy_lock(settings) if wait else state.try_deploy_lock(settings)) as free:
+        if free is False:
+            return {"skipped": "a deploy holds the lock", "actions": []}
+        registry.setup(settings)
+        champion = registry.champion_version(settings)
+        served = state.current_or_empty(settings)
+        found = {"champion": str(champion.version) if champion else None, "served": served.get("version"), "actions": []}
+        if champion is None:
+            return found
+        if _reconcile_records(settings):
+            found["actions"].append("audit")
+        if served.get("version") != str(champion.version) or not state.pid_matches(served):
+            built = _bento_for(settings, champion.version)
+            runtime.ensure_proxy(settings)
+            if _adopt(settings, built, str(champion.version)):
+                found["actions"].append("adopt")
+                return found
+            LocalDeployer(settings)._apply(Change(
+                kind="reconcile", version=str(champion.version), bento_tag=built["bento_tag"], window=built["window"],
+                snapshot_hash=built["snapshot_hash"],
+                reason=f"reconcile: serving v{served.get('version') or 'none'} but @champion is v{champion.version}"))
+            found["actions"].append("serve")
+        return found
+
+
+def _adopt(settings: Settings, built: dict, version: str) -> bool:
+    """Serve a running bento of ``version`` again without a restart when ``current.json`` was lost or is
+    corrupt: the proxy's last good state if it names it (spares included), else the newest owned one."""
+    try:
+        status, routed = http_json(f"{settings.serve_url}/-/stockops/upstream", timeout=2)
+    except OSError:
+        status, routed = 0, {}
+    if status == 200 and isinstance(routed, dict) and routed.get("bento_tag") == built["bento_tag"] \
+            and state.pid_matches(routed) and runtime.bento_ready(routed.get("upstream", "")):
+        upstream = {k: v for k, v in routed.items() if not k.startswith("upstream_")}
+    else:
+        record = next((r for r in reversed(state.owned(settings)) if r.get("role") == "bento"
+                       and r.get("bento_tag") == built["bento_tag"] and state.pid_matches(r)
+                       and runtime.bento_ready(f"http://127.0.0.1:{r['port']}")), None)
+        if record is None:
+            return False
+        upstream = {"upstream": f"http://127.0.0.1:{record['port']}", "port": record["port"], "pid": record["pid"],
+                    "create_time": record.get("create_time"), "bento_tag": built["bento_tag"], "spares": []}
+    LocalDeployer(settings)._switch({**upstream, "version": version, "window": built["window"], "since": state.now(),
+                                     "reason": "adopted by reconcile"})
+    log.warning("adopted running bento %s (pid %d) as the served v%s", built["bento_tag"], upstream["pid"], version)
+    return True
+
+
+def _bento_for(settings: Settings, version: str) -> dict:
+    from stockops.serving.build import build_bento
+
+    return build_bento(settings, settings.model_name, version)
+
+
+def verify(settings: Settings, version: str, timeout: float = 30) -> dict:
+    """The invariant, checked: the stable address serves ``version``, which is ``@champion`` and the audit
+    log's last change. Raises ServingError (the task turns red) if it does not hold within ``timeout``."""
+    from stockops.changes import history
+
+    seen: dict = {}
+
+    def agree() -> bool:
+        registry.setup(settings)
+        champion = registry.champion_version(settings)
+        changes = history(settings)
+        upstream = _routed_to(settings)
+        served = state.current_or_empty(settings)
+        seen.update(champion=str(champion.version) if champion else None, served=served.get("version"),
+                    audit=changes[-1]["to_version"] if changes else None,
+                    routed=upstream == served.get("upstream"), ready=runtime.bento_ready(served.get("upstream", "")))
+        return (seen["champion"] == seen["served"] == seen["audit"] == str(version)) and seen["routed"] \
+            and seen["ready"]
+
+    try:
+        wait_until(agree, timeout=timeout, interval=0.5, what="serving == @champion == audit")
+    except TimeoutError:
+        raise ServingError(f"v{version} should be serving and champion, but after {timeout:.0f} s: {seen}") from None
+    return seen
+
+
+# ---- the smoke request ------------------------------------------------------------------------------
+def history_rows(window: int | None) -> int:
+    """Rows the model of ``window`` needs (window + the features' warm-up)."""
+    from stockops.forecaster import WARMUP
+
+    return (window or 100) + WARMUP  # no window given: enough days for any usual one
+
+
+def smoke_body(settings: Settings, history: int) -> dict:
+    """A real request: the model ticker's latest snapshot, its last ``2 * history`` rows, with the market
+    reference's closes when it has a snapshot; a synthetic OHLCV series in a home without data."""
+    from stockops.forecaster import synthetic_ohlcv
+    from stockops.ingest import store_for
+    from stockops.serving.requests import market_frame, request_body
+
+    store = store_for(settings)
+    if store.latest() is not None:
+        return request_body(store.load(), market=market_frame(settings), rows=2 * history)
+    return request_body(synthetic_ohlcv(2 * history))
+
+
+def check_bento(url: str, body: dict, version: str) -> dict:
+    """A smoke prediction: a finite forecast within 50 % of the last close, quantiles in order, a positive
+    volatility, from the right version."""
+    status, answer = http_json(f"{url}/predict", body, timeout=30, headers={"X-Stockops-Smoke": "1"})
+    if status != 200 or not isinstance(answer, dict):
+        raise DeployError(f"smoke prediction at {url} answered HTTP {status}: {str(answer)[:500]}")
+    last_close = body["closes"][-1]
+    forecast = answer.get("forecast")
+    if not _finite(forecast) or forecast <= 0 or abs(forecast / last_close - 1) > 0.5:
+        raise DeployError(f"smoke prediction at {url} is implausible: {forecast!r} after a last close of {last_close}")
+    quantiles = list((answer.get("quantiles") or {}).values())
+    if len(quantiles) != 7 or not all(_finite(q) for q in quantiles) \
+            or any(b < a for a, b in zip(quantiles, quantiles[1:], strict=False)):
+        raise DeployError(f"smoke prediction at {url} has missing, non-finite or crossing quantiles: "
+                          f"{answer.get('quantiles')!r}")
+    volatility = answer.get("volatility")
+    if not _finite(volatility) or volatility <= 0:
+        raise DeployError(f"smoke prediction at {url} has a volatility of {volatility!r}")
+    if answer.get("model_version") != str(version):
+        raise DeployError(f"smoke prediction at {url} came from version {answer.get('model_version')!r}, "
+                          f"not {version}")
+    return answer
+
+
+def _finite(value) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)

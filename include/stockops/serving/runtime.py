@@ -1,0 +1,168 @@
+"""The serving processes: the proxy at the stable address, the bentos behind it, the supervisor.
+
+Each is started in a session of its own (so it outlives the Airflow task that started it), on
+loopback unless configured, with telemetry off, its pid recorded in ``processes.json`` at once
+(:func:`stockops.serving.state.own`), and stopped by process id (its whole session) — never by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+from stockops.config import Settings
+from stockops.processes import http_json, port_in_use, stop_pid_tree, venv_bin, wait_until
+from stockops.serving import state
+
+log = logging.getLogger(__name__)
+
+# True in a process that supervises the endpoint itself (the supervisor, the serving agent):
+# it must not start a second supervisor.
+SUPERVISED_HERE = False
+
+
+class ServingError(RuntimeError):
+    """The serving side could not be started or changed; the message says what is still serving."""
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """Environment for every serving process: stores and logs under the home, telemetry off."""
+    from stockops.config import quiet_environment
+
+    return {**os.environ, **quiet_environment(),
+            "BENTOML_HOME": str(settings.bentoml_home), "STOCKOPS_HOME": str(settings.home),
+            "STOCKOPS_PREDICTION_LOG": str(settings.prediction_log),
+            "STOCKOPS_ALLOWED_HOSTS": ",".join(settings.allowed_hosts),
+            "STOCKOPS_LOG_MAX_BYTES": str(settings.log_max_bytes)}
+
+
+def _spawn(settings: Settings, argv: list[str], log_name: str, role: str, env: dict[str, str] | None = None,
+           **fields: object) -> tuple[subprocess.Popen, dict]:
+    """Start ``argv`` detached, its stdout in ``logs/<log_name>`` (rotated before the start), and own it:
+    the process and its ownership record."""
+    out = state.logs_dir(settings) / log_name
+    state.rotate_if_large(out, settings.log_max_bytes)
+    with open(out, "ab") as handle:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(argv, cwd=settings.serving_dir, env={**environment(settings), **(env or {})},
+                                stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    return proc, state.own(settings, proc.pid, role, **fields)
+
+
+# ---- bentos ---------------------------------------------------------------------------------------
+def start_bento(settings: Settings, bento_tag: str, port: int) -> subprocess.Popen:
+    """``bentoml serve <bento_tag>`` on 127.0.0.1:``port``; its logging rotates in its own log file."""
+    name = f"{bento_tag.replace(':', '-')}-{port}"
+    log.info("starting %s on 127.0.0.1:%d (log %s)", bento_tag, port, state.logs_dir(settings) / f"{name}.log")
+    proc, _ = _spawn(settings, [venv_bin("bentoml"), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)],
+                     f"{name}.out", "bento", env={"STOCKOPS_BENTO_LOG": str(state.logs_dir(settings) / f"{name}.log")},
+                     bento_tag=bento_tag, port=port)
+    return proc
+
+
+def bento_ready(url: str, timeout: float = 2) -> bool:
+    try:
+        return http_json(f"{url}/readyz", timeout=timeout)[0] == 200
+    except OSError:
+        return False
+
+
+# ---- the proxy --------------------------------------------------------------------------------------
+def proxy_answers(url: str, timeout: float = 2) -> bool:
+    """Does the stockops proxy answer at ``url``? (False, not an error, when nothing listens.)"""
+    try:
+        status, body = http_json(f"{url}/-/stockops/upstream", timeout=timeout)
+    except OSError:
+        return False
+    return status == 200 and isinstance(body, dict)
+
+
+def proxy_record(settings: Settings) -> dict:
+    try:
+        return state.read(state.proxy_record_path(settings), "")
+    except state.CorruptState:
+        return {}
+
+
+def ensure_proxy(settings: Settings) -> dict:
+    """Start the stable-address proxy unless it already runs; return its record."""
+    record = proxy_record(settings)
+    url = settings.serve_url
+    if state.pid_matches(record) and proxy_answers(url):
+        return record
+    if record.get("pid"):
+        stop_pid_tree(int(record["pid"]), grace=2)  # alive but not answering: hung
+    if port_in_use(settings.serve_host, settings.serve_port):
+        raise ServingError(f"{url} is taken by a process that is not the stockops proxy: free the port or set "
+                           "STOCKOPS_SERVE_PORT")
+    settings.serving_dir.mkdir(parents=True, exist_ok=True)
+    proc, owned = _spawn(settings, [sys.executable, "-m", "stockops.proxy", "--state", str(settings.serving_state),
+                                    "--host", settings.serve_host, "--port", str(settings.serve_port),
+                                    "--log", str(state.logs_dir(settings) / "proxy.log"),
+                                    "--max-log-bytes", str(settings.log_max_bytes)], "proxy.out", "proxy")
+    wait_until(lambda: proxy_answers(url), timeout=30, interval=0.1, what=f"proxy at {url}", proc=proc)
+    record = {"pid": proc.pid, "create_time": owned["create_time"], "url": url, "started_at": owned["started_at"]}
+    state.write(state.proxy_record_path(settings), record)
+    log.info("serving proxy started at %s (pid %d)", url, proc.pid)
+    return record
+
+
+# ---- the supervisor ------------------------------------------------------------------------------
+def ensure_supervisor(settings: Settings) -> dict | None:
+    """Start ``python -m stockops.serving supervise`` unless it runs (local mode; the agent supervises itself)."""
+    if settings.serving_mode != "local" or SUPERVISED_HERE:
+        return None
+    path = state.supervisor_record_path(settings)
+    try:
+        record = state.read(path, "")
+    except state.CorruptState:
+        record = {}
+    if state.pid_matches(record):
+        return record
+    proc, owned = _spawn(settings, [sys.executable, "-m", "stockops.serving", "supervise"], "supervisor.out",
+                         "supervisor")
+    record = {"pid": proc.pid, "create_time": owned["create_time"], "started_at": owned["started_at"]}
+    state.write(path, record)
+    log.info("serving supervisor started (pid %d)", proc.pid)
+    return record
+
+
+def ensure_running(settings: Settings) -> None:
+    """The proxy and the supervisor, each started if it does not run."""
+    ensure_proxy(settings)
+    ensure_supervisor(settings)
+
+
+def stop_orphans(settings: Settings, starting: frozenset[int] = frozenset()) -> list[dict]:
+    """Stop every owned process no state file names (call with the deploy lock held); ``starting``:
+    pids the caller is starting itself (named once they are ready)."""
+    found = [r for r in state.orphans(settings) if r["pid"] not in starting]
+    for record in found:
+        log.warning("stopping orphan %s pid %d (%s), started %s and named by no serving state", record["role"],
+                    record["pid"], record.get("bento_tag", ""), record["started_at"])
+        stop_pid_tree(int(record["pid"]), grace=5)
+    if found:
+        state.disown(settings, {r["pid"] for r in found})
+    return found
+
+
+def stop_serving(settings: Settings) -> None:
+    """Stop the supervisor, the bentos, the proxy and every other process the serving side owns."""
+    supervisor = state.supervisor_record_path(settings)
+    for path in (supervisor, state.proxy_record_path(settings)):
+        try:
+            record = state.read(path, "")
+        except state.CorruptState:
+            record = {}
+        if state.pid_matches(record):
+            stop_pid_tree(int(record["pid"]), grace=5)
+        if path == supervisor:  # first, so that it heals nothing while the rest stops
+            path.unlink(missing_ok=True)
+    for record in (state.current_or_empty(settings), state.standby(settings), *state.owned(settings)):
+        if state.pid_matches(record) or (record.get("pid") and "create_time" not in record):
+            stop_pid_tree(int(record["pid"]), grace=15)
+    for path in (settings.serving_state, settings.serving_standby, state.proxy_record_path(settings),
+                 settings.serving_processes):
+        path.unlink(missing_ok=True)

@@ -1,0 +1,92 @@
+"""The serving entry points the DAGs, the CLI and ``make run`` call — and the one choice of deployer.
+
+:func:`deployer` picks where deploys happen (``STOCKOPS_SERVING_MODE``): the local critical
+section (``stockops.serving.deploy.LocalDeployer``) or the serving agent
+(``stockops.serving.agent.AgentDeployer``). Everything below goes through it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from stockops import registry
+from stockops.config import Settings, get_settings
+from stockops.serving import runtime, state
+from stockops.serving.agent import AgentDeployer
+from stockops.serving.build import build_bento
+from stockops.serving.deploy import Change, Deployer, DeployError, LocalDeployer, verify
+
+log = logging.getLogger(__name__)
+
+
+def deployer(settings: Settings) -> Deployer:
+    """The one place that chooses where deploys happen (``STOCKOPS_SERVING_MODE``)."""
+    if settings.serving_mode == "agent":
+        return AgentDeployer(settings)
+    return LocalDeployer(settings)
+
+
+def deploy(settings: Settings, bento_tag: str, version: str, *, reason: str = "", dag_run_id: str = "",
+           window: int | None = None, kind: str = "promotion", snapshot_hash: str = "", request_id: str = "",
+           audit_fields: dict | None = None) -> dict:
+    """Serve ``bento_tag`` (registry ``version``) through the configured deployer (see :class:`Change`)."""
+    change = Change(kind=kind, version=str(version), bento_tag=bento_tag, reason=reason, window=window,
+                    snapshot_hash=snapshot_hash, dag_run_id=dag_run_id, request_id=request_id,
+                    audit_fields=audit_fields or {})
+    return deployer(settings).apply(change)
+
+
+def serve_champion(settings: Settings, reason: str = "serve the current champion") -> dict | None:
+    """Make the stable address serve ``@champion`` (build its bento if needed); None without a champion."""
+    registry.setup(settings)
+    champion = registry.champion_version(settings)
+    if champion is None:
+        return None
+    served = state.current_or_empty(settings)
+    if served.get("version") == str(champion.version) and state.pid_matches(served) \
+            and runtime.proxy_answers(settings.serve_url):
+        runtime.ensure_supervisor(settings)
+        return served
+    built = build_bento(settings, settings.model_name, champion.version)
+    return deploy(settings, built["bento_tag"], champion.version, reason=reason, window=built["window"], kind="serve",
+                  snapshot_hash=built["snapshot_hash"])
+
+
+# ---- the stock_train steps ----------------------------------------------------------------------
+def build_candidate_bento(registered: dict) -> dict:
+    """``stock_train``'s build step (only after the gate said yes)."""
+    settings = get_settings()
+    built = build_bento(settings, registered["model_name"], registered["version"])
+    return {**registered, "bento": built}
+
+
+def deploy_candidate(built: dict, trigger_reason: str = "", dag_run_id: str = "") -> dict:
+    """``stock_train``'s deploy step: the health-checked switch, ``@champion`` and the audit entry in one
+    critical section; a failure leaves champion and endpoint as they were."""
+    settings = get_settings()
+    registry.setup(settings)
+    bento = built["bento"]
+    decision = registry.get_version(settings, built["version"]).tags.get("gate_decision", "")
+    try:
+        record = deploy(settings, bento["bento_tag"], built["version"], reason=trigger_reason or "gate passed",
+                        dag_run_id=dag_run_id, window=bento["window"], kind="promotion",
+                        snapshot_hash=bento["snapshot_hash"],
+                        audit_fields={"decision": decision, "run_id": built.get("run_id", "")})
+    except DeployError as exc:
+        registry.tag_version(settings, built["version"], model_name=built["model_name"],
+                             deploy=f"failed: {str(exc)[:4000]}")
+        log.error("%s; champion stays where it was", exc)
+        raise
+    registry.tag_version(settings, built["version"], model_name=built["model_name"],
+                         deploy=f"succeeded {record['at']} as {bento['bento_tag']}",
+                         promoted_at=record.get("audit_at", record["at"]))
+    return {**built, "deploy": record}
+
+
+def verify_candidate(deployed: dict) -> dict:
+    """``stock_train``'s last step: serving, ``@champion`` and the audit log all name the new version."""
+    settings = get_settings()
+    seen = verify(settings, deployed["version"])
+    log.info("v%s serves at %s, is @champion and the audit log's last change", deployed["version"], settings.serve_url)
+    return {"model_name": deployed["model_name"], "version": deployed["version"],
+            "previous": deployed["deploy"].get("previous_version"), **seen}

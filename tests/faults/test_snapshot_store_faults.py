@@ -1,0 +1,179 @@
+"""The snapshot store under crashes and corruption, on real files, real ingests and real killed processes.
+
+A publish is killed (SIGKILL, in a child process running the real ``publish_validated``) at each of its
+steps: the store stays consistent (every manifest line names a whole snapshot, ``latest`` names a
+listed one) and the next run finishes the publish, once. Corrupt state raises ``CorruptState`` naming
+the file and the way out, and following the way out works.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from stockops.data.store import CorruptState, SnapshotStore
+from stockops.ingest import (
+    fetch_prices,
+    ingest_day,
+    publish_validated,
+    read_status,
+    store_for,
+    validate_raw,
+    watchlist_status,
+)
+
+pytestmark = pytest.mark.faults
+DAY_1, DAY_2 = "2026-01-02", "2026-01-05"
+
+# Runs publish_validated(<validated json file>) and SIGKILLs itself at the named step of the publish.
+CHILD = r"""
+import json, os, signal, sys
+from pathlib import Path
+
+import stockops.data.store as store
+from stockops import audit
+from stockops.ingest import publish_validated
+
+step, validated = sys.argv[1], json.loads(Path(sys.argv[2]).read_text())
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+replace, append, write_json = os.replace, audit.append, store.atomic_write_json
+
+def killing_replace(src, dst):
+    if (step, Path(dst).suffix) in (("snapshot written, not renamed", ".parquet"),
+                                    ("pointer written, not renamed", ".json")):
+        die()
+    replace(src, dst)
+
+def killing_append(path, entry):
+    if step == "snapshot renamed, manifest not appended":
+        die()
+    if step == "manifest line torn":
+        line = json.dumps(entry, sort_keys=True).encode()
+        with open(path, "ab") as log:
+            log.write(line[:len(line) // 2])
+            log.flush()
+            os.fsync(log.fileno())
+        die()
+    return append(path, entry)
+
+def killing_write_json(path, data):
+    if step == "manifest appended, pointer not moved" and path.name == "latest.json":
+        die()
+    write_json(path, data)
+
+os.replace, audit.append, store.atomic_write_json = killing_replace, killing_append, killing_write_json
+publish_validated(validated)
+print("the publish was not killed")
+"""
+STEPS = ["snapshot written, not renamed", "snapshot renamed, manifest not appended", "manifest line torn",
+         "manifest appended, pointer not moved", "pointer written, not renamed"]
+
+
+def validated_day(day: str, ticker: str = "GOOG") -> dict:
+    return validate_raw(fetch_prices({"ticker": ticker, "logical_date": day, "landed": None}))
+
+
+def assert_consistent(store: SnapshotStore) -> None:
+    """Every listed snapshot is whole and listed once; ``latest`` is one of them."""
+    hashes = [entry.hash for entry in store.entries()]
+    assert len(hashes) == len(set(hashes)), "a snapshot is listed twice"
+    for entry in store.entries():
+        store.load(entry)  # raises if the file is missing, unreadable or not the listed data
+    latest = store.latest()
+    assert latest is None or latest.hash in hashes
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_publish_killed_at_any_step_leaves_a_consistent_store_and_the_rerun_finishes_it(settings, tmp_path, step):
+    store = store_for(settings, "GOOG")
+    first = ingest_day(DAY_1, "GOOG")
+    validated = validated_day(DAY_2)
+    (tmp_path / "validated.json").write_text(json.dumps(validated))
+
+    child = subprocess.run([sys.executable, "-c", CHILD, step, str(tmp_path / "validated.json")],
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr[-3000:]
+
+    assert_consistent(store)
+    assert store.latest().hash == first["hash"], "latest moved to a snapshot whose publish did not finish"
+    published = publish_validated(validated)  # what the task's retry does
+    assert published["status"] == "published" and published["latest"]
+    assert [e.hash for e in store.entries()] == [first["hash"], validated["hash"]]
+    assert store.latest().hash == validated["hash"]
+    assert_consistent(store)
+    assert [p.name for p in store.root.rglob("*.tmp")] == [], "a killed publish's temporary file was left behind"
+    assert publish_validated(validated)["new"] is False
+    assert len(store.entries()) == 2
+
+
+def test_a_corrupt_latest_pointer_names_the_file_and_its_way_out_works(settings):
+    store = store_for(settings, "GOOG")
+    first = ingest_day(DAY_1, "GOOG")
+    store.latest_path.write_text('{"hash": "' + first["hash"][:20])  # cut short
+    with pytest.raises(CorruptState) as raised:
+        ingest_day(DAY_2, "GOOG")
+    message = str(raised.value)
+    assert str(store.latest_path) in message and "delete it and re-ingest GOOG" in message
+    assert "nothing was changed" in message and raised.value.path == store.latest_path
+    assert [e.hash for e in store.entries()] == [first["hash"]]
+
+    store.latest_path.unlink()  # the way out
+    second = ingest_day(DAY_2, "GOOG")
+    assert second["latest"] and store.latest().hash == second["hash"]
+    assert_consistent(store)
+
+
+def test_a_truncated_snapshot_names_the_file_and_a_reingest_writes_it_back(settings):
+    store = store_for(settings, "GOOG")
+    first = ingest_day(DAY_1, "GOOG")
+    path = store.snapshot_path(first["hash"])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CorruptState) as raised:
+        store.load()
+    message = str(raised.value)
+    assert message.startswith(f"{path} is unreadable (") and "ArrowInvalid" in message
+    assert "restore it from a backup, or re-ingest GOOG for 2026-01-02" in message
+    with pytest.raises(CorruptState, match=str(path)):
+        ingest_day(DAY_2, "GOOG")  # validating against the published data needs it
+
+    store.latest_path.unlink()  # the way out: the pointer named it, so drop the pointer and re-ingest its day
+    again = ingest_day(DAY_1, "GOOG")
+    assert again["hash"] == first["hash"] and not again["new"]
+    assert_consistent(store)
+    assert ingest_day(DAY_2, "GOOG")["latest"]
+
+
+def test_a_silently_changed_snapshot_is_caught_by_its_hash(settings, goog):
+    """Readable Parquet with other data under a snapshot's name: the hash (the name) catches it."""
+    store = store_for(settings, "GOOG")
+    first = ingest_day(DAY_1, "GOOG")
+    frame = store.load()
+    frame.loc[10, "Close"] *= 1.01
+    frame.to_parquet(first["path"], index=False)
+    with pytest.raises(CorruptState, match=f"does not match its hash {first['hash']}") as raised:
+        store.load()
+    assert raised.value.path == store.snapshot_path(first["hash"])
+
+
+def test_a_corrupt_status_file_is_named_never_hides_other_tickers_and_the_next_ingest_replaces_it(
+        settings, monkeypatch, caplog):
+    monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG,MSFT")
+    ingest_day(DAY_1, "GOOG")
+    ingest_day(DAY_1, "MSFT")
+    status = settings.ticker_data_dir("GOOG") / "status.json"
+    status.write_bytes(b'{"ticker": "GOOG", "logical_da')
+    with pytest.raises(CorruptState, match=f"{status} is unreadable .*delete it, or re-ingest GOOG"):
+        read_status(settings, "GOOG")
+    with caplog.at_level(logging.WARNING):
+        rows = {row["ticker"]: row for row in watchlist_status(settings)}
+    assert rows["GOOG"]["status"] == "unreadable" and str(status) in rows["GOOG"]["detail"]
+    assert rows["MSFT"]["status"] == "published"
+    assert str(status) in caplog.text
+
+    ingest_day(DAY_2, "GOOG")
+    assert read_status(settings, "GOOG")["logical_date"] == DAY_2

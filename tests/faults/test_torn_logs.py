@@ -1,0 +1,155 @@
+"""Every append-only JSON-lines log after a writer died mid-line: the torn record is skipped with one
+warning naming the file and line, every whole record is read, and the next record is never lost.
+
+Each case writes two records through the log's real writer, cuts the second one in half on disk (what a
+writer killed mid-``write`` leaves), appends a third through the real writer and reads back through the
+log's real reader.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from stockops import audit, champion, dora, monitoring
+from stockops.data import decisions
+from stockops.ingest import ingest_day, store_for
+
+pytestmark = pytest.mark.faults
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tear_last_record(path: Path) -> None:
+    """Cut the file's last record in half, leaving no newline after it."""
+    data = path.read_bytes()
+    start = data.rstrip(b"\n").rfind(b"\n") + 1
+    path.write_bytes(data[:start + (len(data) - start) // 2])
+
+
+def torn_warnings(caplog, path: Path) -> list[str]:
+    return [r.getMessage() for r in caplog.records if str(path) in r.getMessage() and "not a whole JSON" in r.getMessage()]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def airflow_logging():
+    """Import Airflow before any test runs: its logging setup, done on first import, would drop pytest's log capture."""
+    import airflow.models.dagrun  # noqa: F401
+
+
+@functools.cache
+def dag_run_recorder():
+    """The listener of the Airflow plugin, loaded from the plugins folder as Airflow does."""
+    spec = importlib.util.spec_from_file_location("stockops_plugin_faults", REPO / "plugins" / "stockops_plugin.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.DagRunRecorder()
+
+
+def dag_run(run_id: str):
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.types import DagRunType
+
+    return DagRun(dag_id="stock_train", run_id=run_id, run_type=DagRunType.MANUAL, conf={"reason": "drift"},
+                  logical_date=datetime(2026, 1, 5, tzinfo=UTC), start_date=datetime(2026, 1, 5, tzinfo=UTC))
+
+
+# Per log: where it lives, how the code writes record number n, how the code reads back the n of each record.
+def _audit(settings, n):
+    audit.record(settings.audit_log, "promotion", ticker="GOOG", from_version=str(n - 1), to_version=str(n),
+                 reason=f"change {n}")
+
+
+def _deploy(settings, n):
+    audit.record(settings.deploy_log, "deploy", ticker="GOOG", kind="promotion", version=str(n), success=True)
+
+
+def _monitor(settings, n):
+    audit.record(settings.monitor_log, "monitor", triggered=True, reason=f"check {n}", drift_share=0.1 * n)
+
+
+def _decision(settings, n):
+    decisions.record_decision(settings, "GOOG", [f"2026-01-0{n}"], decisions.APPROVED, by="ops", reason=f"real {n}")
+
+
+def _dag_run(settings, n):
+    assert dag_run_recorder().record(dag_run(f"manual__{n}"), "success", "success") is not None
+
+
+LOGS = {
+    "audit": (lambda s: s.audit_log, _audit,
+              lambda s: [int(e["to_version"]) for e in champion.history(s)]),
+    "deploys": (lambda s: s.deploy_log, _deploy,
+                lambda s: [int(e["version"]) for e in dora.load_records(s)["deploys"]]),
+    "monitor decisions": (lambda s: s.monitor_log, _monitor,
+                          lambda s: [int(e["reason"].split()[-1]) for e in audit.read(s.monitor_log)]),
+    "data decisions": (lambda s: decisions.decisions_path(s, "GOOG"), _decision,
+                       lambda s: sorted(int(day[-1]) for day in decisions.decided_days(s, "GOOG"))),
+    "dag runs": (lambda s: s.dag_run_log, _dag_run,
+                 lambda s: [int(e["run_id"].split("__")[1]) for e in dora.load_records(s)["dag_runs"]]),
+}
+
+
+@pytest.mark.parametrize("name", LOGS)
+def test_a_torn_last_line_loses_only_itself(settings, caplog, name):
+    where, write, numbers = LOGS[name]
+    path = where(settings)
+    write(settings, 1)
+    write(settings, 2)
+    tear_last_record(path)
+    write(settings, 3)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert numbers(settings) == [1, 3]
+    assert len(torn_warnings(caplog, path)) == 1 and f"{path} line 2 " in torn_warnings(caplog, path)[0]
+    assert path.read_bytes().endswith(b"\n") and len(path.read_bytes().splitlines()) == 3  # 3 stayed on its own line
+    write(settings, 4)
+    assert numbers(settings) == [1, 3, 4]
+
+
+def test_the_monitors_last_trigger_survives_a_torn_line(settings):
+    """The monitor's debounce reads the newest triggered decision: a torn one must not hide the next."""
+    _monitor(settings, 1)
+    _monitor(settings, 2)
+    tear_last_record(settings.monitor_log)
+    _monitor(settings, 3)
+    assert monitoring.last_trigger(settings.monitor_log)["reason"] == "check 3"
+
+
+def test_garbage_in_the_middle_is_skipped_and_the_lines_around_it_are_kept(settings, caplog):
+    """A line of garbage (bytes that are not even UTF-8, or JSON that is no record) between whole records."""
+    path = settings.audit_log
+    _audit(settings, 1)
+    with open(path, "ab") as log:
+        log.write(b'{"at": "2026-01-05T10:00:00+00:00", "event": "prom\xff\xfe\n42\n')
+    _audit(settings, 2)
+    _audit(settings, 3)
+    with caplog.at_level(logging.WARNING):
+        assert [int(e["to_version"]) for e in champion.history(settings)] == [1, 2, 3]
+    assert [m.split(" is not")[0] for m in torn_warnings(caplog, path)] == [f"{path} line 2", f"{path} line 3"]
+
+
+def test_a_torn_manifest_line_does_not_block_the_next_ingest(settings, caplog):
+    """The snapshot manifest torn mid-line: the next day's real ingest publishes, and every snapshot stays listed."""
+    store = store_for(settings, "GOOG")
+    first = ingest_day("2026-01-02", "GOOG")
+    second = ingest_day("2026-01-05", "GOOG")
+    tear_last_record(store.manifest_path)
+    with caplog.at_level(logging.WARNING):
+        third = ingest_day("2026-01-06", "GOOG")
+    assert third["status"] == "published" and third["new"]
+    assert [e.hash for e in store.entries()] == [first["hash"], third["hash"]]
+    assert store.latest().hash == third["hash"]
+    assert len(torn_warnings(caplog, store.manifest_path)) >= 1
+    # the torn line's snapshot is published again by a re-run of its day, and only once
+    again = ingest_day("2026-01-05", "GOOG")
+    assert again["hash"] == second["hash"] and again["new"]
+    assert [e.hash for e in store.entries()] == [first["hash"], third["hash"], second["hash"]]
+    assert ingest_day("2026-01-05", "GOOG")["new"] is False
+    assert store.latest().hash == third["hash"]
+    assert [entry["hash"] for entry in dora.load_records(settings)["snapshots"]] == [
+        first["hash"], third["hash"], second["hash"]]
