@@ -13,8 +13,16 @@ every 50 ms (about 40 requests/s) and recording which version answered. Then:
               ``airflow standalone`` on loopback (authentication on), run by its scheduler: what a
               user clicking *Trigger* in the UI gets, scheduling and task start-up included.
 Measured per path: seconds from the request to the first answer from the old version, requests
-and failed requests in that time, and (airflow) each task's duration. Results:
-bench/results/restore_time.json.
+and failed requests in that time, and (airflow) each task's duration.
+
+Then the serving supervisor's healing, under the same load (goal: answering again within 10 s):
+  bento killed        SIGKILL to the serving bento: the proxy retries on the spare, the
+                      supervisor fails over to it and starts a new spare;
+  bento+spare killed  both processes of the served bento killed: a cold restart of the bento
+                      (no spare to fail over to);
+  proxy killed        SIGKILL to the proxy at the stable address: the supervisor starts a new one.
+Per case: seconds from the kill to answering again, requests and failed requests meanwhile, and
+the incident the supervisor recorded (downtime, detection). Results: bench/results/restore_time.json.
 
     .venv/bin/python bench/restore_time.py
 """
@@ -31,6 +39,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "restore_time.json"
 GOAL_S = 60.0
+HEAL_GOAL_S = 10.0
 
 
 class Load:
@@ -88,6 +97,53 @@ def restore(load: Load, to_version: str, trigger) -> dict:
     return {"restore_s": round(seconds, 2), **load.window(started, time.monotonic()), **(details or {})}
 
 
+def wait_for_spare(settings, timeout: float = 300) -> dict:
+    """The served bento's first ready spare (the supervisor starts one after every deploy)."""
+    from stockops.serving import runtime, state
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = [s for s in state.current(settings).get("spares", []) if runtime.bento_ready(s["upstream"])]
+        if ready:
+            return ready[0]
+        time.sleep(0.5)
+    raise TimeoutError(f"no spare within {timeout:.0f} s")
+
+
+def heal(load: Load, settings, version: str, component: str) -> dict:
+    """Kill ``component`` under load; seconds until answering again, failures, and the supervisor's incident."""
+    import signal
+
+    from stockops.serving import runtime, state
+    from stockops.serving.supervisor import incidents
+
+    served = state.current(settings)
+    if component == "proxy":
+        pids = [runtime.proxy_record(settings)["pid"]]
+    else:
+        spare = wait_for_spare(settings)
+        served = state.current(settings)
+        pids = [served["pid"]] + ([spare["pid"]] if component == "bento+spare" else [])
+    known = len(incidents(settings))
+    time.sleep(2)
+    killed = time.monotonic()
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+    time.sleep(0.3)  # answers sent before the kill are not "answering again"
+    seconds = load.until(version, killed + 0.3) + 0.3
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        closed = [i for i in incidents(settings)[known:] if i["status"] == "recovered"]
+        if closed:
+            break
+        time.sleep(0.5)
+    time.sleep(1.0)
+    incident = closed[-1] if closed else {}
+    return {"answering_again_s": round(seconds, 2), **load.window(killed, time.monotonic()),
+            "killed_pids": pids, "incident": {k: incident.get(k) for k in ("cause", "downtime_s", "detection_s",
+                                                                            "action")}}
+
+
 def main() -> None:
     from stockops.processes import free_port
 
@@ -122,6 +178,11 @@ def main() -> None:
             print(f"in-process rollback v2 -> v1: {results['in_process']}", flush=True)
             rollback("2", "bench: back to v2 for the next measurement")
 
+            results["heal"] = {}
+            for component in ("bento", "proxy", "bento+spare"):
+                results["heal"][component] = heal(load, settings, "2", component)
+                print(f"{component} killed: {results['heal'][component]}", flush=True)
+
             proc = platform.start()
             platform.wait_healthy(proc, timeout=240)
             platform.ensure_dags_ready(["stock_rollback"], timeout=180)
@@ -152,6 +213,12 @@ def main() -> None:
         print(f"{name:<14} {r['restore_s']:>9.2f} {r['requests']:>9} {r['failed']:>7}")
     print(f"airflow / in-process: {results['ratio_airflow_to_in_process']}x; goal (< {GOAL_S:.0f} s, 0 failed): "
           f"{'met' if results['goal_met'] else 'NOT met'}")
+    print(f"\n{'killed':<12} {'answering again s':>17} {'requests':>9} {'failed':>7} {'incident downtime s':>19}")
+    for name, r in results["heal"].items():
+        print(f"{name:<12} {r['answering_again_s']:>17.2f} {r['requests']:>9} {r['failed']:>7} "
+              f"{r['incident']['downtime_s'] or float('nan'):>19}")
+    results["heal_goal_met"] = {name: r["answering_again_s"] <= HEAL_GOAL_S for name, r in results["heal"].items()}
+    print(f"heal goal (answering again <= {HEAL_GOAL_S:.0f} s): {results['heal_goal_met']}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -475,7 +475,8 @@ def main() -> None:
             print(f"{built['bento_tag']} was already deployed by the training chain", flush=True)
         else:
             t = time.perf_counter()
-            deploy(settings, built["bento_tag"], version, reason="bench/serving_load.py", window=built["window"])
+            deploy(settings, built["bento_tag"], version, reason="bench/serving_load.py", window=built["window"],
+                   kind="serve")  # the champion (train_in_process promoted it): serving it again changes nothing
             setup["deploy_s"] = round(time.perf_counter() - t, 1)
             state = current(settings)
         proxy_pid = json.loads((settings.serving_dir / "proxy.json").read_text())["pid"]

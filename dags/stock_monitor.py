@@ -32,6 +32,9 @@ unless a training run is already queued or running or the last trigger is within
 (`STOCKOPS_MONITOR_COOLDOWN_H`). Otherwise `trigger_retrain` is skipped and the run stays green,
 with the reason in the log. No champion yet: nothing to monitor, green, no trigger.
 
+`serving_health` (beside the rest) turns red when the endpoint is deployed but answers nowhere,
+or an outage the serving supervisor could not heal is open (`serving/incidents.jsonl`).
+
 Logic lives in `stockops.monitoring`; this file only wires it.
 """
 
@@ -44,6 +47,7 @@ from airflow.sdk import Asset, dag, task
 
 from stockops.config import get_settings
 from stockops.monitoring import TRAINING_DAG_ID, monitor_task, score_watchlist, should_retrain
+from stockops.serving import check_serving
 
 settings = get_settings()
 PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops")
@@ -60,6 +64,7 @@ PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops
     default_args={"owner": "stockops", "retries": 1, "retry_delay": timedelta(minutes=1)},
 )
 def stock_monitor():
+    task(check_serving, task_id="serving_health", retries=0)()
     scored = task(score_watchlist)(dag_run_id="{{ run_id }}")
     decision = task(monitor_task, task_id="check")(dag_run_id="{{ run_id }}")
     scored >> decision

@@ -6,7 +6,8 @@ the platform already writes under its home, not from anything kept for the repor
 * ``serving/deploys.jsonl`` — every deploy attempt (``kind`` promotion, rollback or serve);
 * ``audit/audit.jsonl`` — gate decisions, promotions and rollbacks;
 * the snapshot manifest — when each snapshot of prices was published;
-* ``audit/dag_runs.jsonl`` — every DAG run's start and outcome (the Airflow listener).
+* ``audit/dag_runs.jsonl`` — every DAG run's start and outcome (the Airflow listener);
+* ``serving/incidents.jsonl`` — serving outages the supervisor detected and healed (or not).
 
 A "change" is a new model version reaching the endpoint by promotion. "serve" deploys restart
 the current champion (``make run``) and change nothing: they count in none of the measures.
@@ -43,6 +44,11 @@ its deploy, so that last fallback is capped at the deploy's ``started_at`` (a lo
 rollback with no matching deploy is listed as not restored, outside the statistics. Failed
 promotion deploys are *not* incidents: the old version kept serving, so they are listed as
 "no outage" and never enter the time-to-restore statistics. The level uses the median.
+
+**Incidents**: outages of the endpoint the serving supervisor detected (a dead or hung bento or
+proxy), counted by the record that closed them (``recovered``) in the period, with their cause,
+downtime (last seen healthy → answering again) and detection time; outages still open or
+recorded ``unrecovered`` are listed apart. They are not rollbacks: a heal serves the same version.
 
 **Levels** (elite/high/medium/low) follow the 2021 Accelerate State of DevOps report; the bands
 are in ``LEVELS``. A level is None where there is nothing to rate.
@@ -312,8 +318,22 @@ def pipeline_runs(dag_runs: list[dict], start: datetime, end: datetime) -> dict[
             "failed": sum(r["failed"] for r in dags.values()), "dags": dags}
 
 
+def incidents(records: list[dict], start: datetime, end: datetime) -> dict[str, Any]:
+    """Serving outages closed in the period (downtime, detection) and those never recovered."""
+    by_id: dict[tuple, dict] = {}
+    for record in records:  # oldest first: the last record of an incident is its state
+        by_id[(record.get("component"), record.get("detected_at"))] = record
+    closed = [r for r in by_id.values() if r.get("status") == "recovered" and start <= _at(r) <= end]
+    open_ = [r for r in by_id.values() if r.get("status") in ("open", "unrecovered")]
+    stats = _stats([float(r["downtime_s"]) for r in closed if r.get("downtime_s") is not None])
+    return {**stats, "recovered": len(closed), "open": len(open_),
+            "events": [{k: r.get(k) for k in ("component", "cause", "started_at", "detected_at", "recovered_at",
+                                               "downtime_s", "detection_s", "action", "status")}
+                       for r in (*closed, *open_)]}
+
+
 def compute(deploys: list[dict], audit: list[dict], snapshots: list[dict], dag_runs: list[dict], *,
-            now: datetime, days: float = 30) -> dict[str, Any]:
+            now: datetime, days: float = 30, incidents_log: list[dict] | None = None) -> dict[str, Any]:
     """The DORA report as plain data, from the four record lists (see the module docstring)."""
     if days <= 0:
         raise ValueError(f"days={days}: the report period must be longer than zero days")
@@ -345,17 +365,18 @@ def compute(deploys: list[dict], audit: list[dict], snapshots: list[dict], dag_r
             [e for e in entries["rollback"] if in_period(e)], [d for d in deploys if _kind(d) == "rollback"],
             [d for d in promotions if not _succeeded(d)], run_starts),
         "pipeline_runs": pipeline_runs(runs, start, end),
+        "incidents": incidents(_events(incidents_log or [], "incident", now), start, end),
     }
 
 
 # ---- from the home -----------------------------------------------------------------------------
 def load_records(settings: Settings) -> dict[str, list[dict]]:
-    """The four record lists under ``settings.home``, as ``compute`` takes them (missing files: empty)."""
+    """The record lists under ``settings.home``, as ``compute`` takes them (missing files: empty)."""
     from stockops.ingest import store_for
 
     return {"deploys": read_jsonl(settings.deploy_log), "audit": read_jsonl(settings.audit_log),
             "snapshots": [asdict(entry) for entry in store_for(settings).entries()],
-            "dag_runs": read_jsonl(settings.dag_run_log)}
+            "dag_runs": read_jsonl(settings.dag_run_log), "incidents_log": read_jsonl(settings.incident_log)}
 
 
 def report(settings: Settings | None = None, *, now: datetime | None = None, days: float = 30) -> dict[str, Any]:
@@ -414,6 +435,9 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          "—" if cfr["rate"] is None else f"{cfr['rate'] * 100:.0f} % ({cfr['failed']} of {cfr['changes']})",
          cfr["level"] or "—", _plural(cfr["changes"], "promotion attempt")),
         ("Time to restore", median(ttr), ttr["level"] or "—", ttr_basis),
+        *([("Serving incidents", median(result["incidents"]), "—",
+            f"{_plural(result['incidents']['recovered'], 'outage')} healed, {result['incidents']['open']} open")]
+          if "incidents" in result else []),
     ]
 
 
@@ -442,6 +466,10 @@ def format_table(result: dict[str, Any]) -> str:
     section("No outage (failed deploys: the previous version kept serving; not in time to restore):",
             [f"v{n['version']} ({n['at']}): v{n['kept_serving']} kept serving; {_short(n['error'])}"
              for n in ttr["no_outage"]])
+    section("Serving incidents (the supervisor's records):",
+            [f"{e['component']} ({e['detected_at']}): {_short(e['cause'])}; "
+             + (f"down {human_duration(e['downtime_s'])}, {e.get('action') or ''}" if e["status"] == "recovered"
+                else f"{e['status']}") for e in result.get("incidents", {}).get("events", [])])
     section("Lead time unknown:", [f"v{u['version']} ({u['at']}): {u['why']}" for u in lead["unmatched"]])
     runs = result["pipeline_runs"]
     section("Pipeline runs finished in the period:",

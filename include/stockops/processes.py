@@ -26,6 +26,8 @@ def stop_pid_tree(pid: int, grace: float = 20) -> None:
     """
     import psutil
 
+    if pid <= 1 or pid in (os.getpid(), os.getppid()):
+        raise ValueError(f"refusing to stop pid {pid}: init or this process itself (a stale record?)")
     tree = _tree_and_session(pid)
     if not tree:
         return

@@ -352,3 +352,20 @@ def test_main_with_no_records_and_chosen_paths(settings, tmp_path, capsys):
     assert json.loads((tmp_path / "out" / "r.json").read_text())["change_failure_rate"]["rate"] is None
     assert (tmp_path / "out" / "r.png").stat().st_size > 0
     assert "DORA report" in capsys.readouterr().out
+
+
+def test_serving_incidents_are_counted_by_their_last_record():
+    def incident(status, detected, **fields):
+        return {"at": fields.pop("at", detected), "event": "incident", "component": "bento", "status": status,
+                "cause": "the bento (pid 7) is gone", "detected_at": detected, "started_at": detected, **fields}
+
+    healed = at(BASE, 1)
+    log = [incident("open", healed), incident("recovered", healed, at=at(BASE, 1, seconds=4), downtime_s=4.5,
+                                              detection_s=1.0, recovered_at=at(BASE, 1, seconds=4),
+                                              action="failed over to the spare"),
+           incident("open", at(BASE, 2)), incident("unrecovered", at(BASE, 2), at=at(BASE, 2, minutes=1)),
+           incident("open", at(BASE, 20))]  # after now: left out
+    result = compute([], [], [], [], now=NOW, incidents_log=log)["incidents"]
+    assert (result["recovered"], result["open"], result["median_s"]) == (1, 1, 4.5)
+    assert [e["status"] for e in result["events"]] == ["recovered", "unrecovered"]
+    assert "1 outage healed, 1 open" in format_table(compute([], [], [], [], now=NOW, incidents_log=log))

@@ -24,6 +24,7 @@ from stockops.serving.runtime import ServingError, ensure_running, stop_serving
 from stockops.serving.state import CorruptState, current, standby
 from stockops.serving.steps import (
     build_candidate_bento,
+    check_serving,
     deploy,
     deploy_candidate,
     deployer,
@@ -32,6 +33,6 @@ from stockops.serving.steps import (
 )
 
 __all__ = ["Change", "CorruptState", "DeployError", "Deployer", "ServingError", "build_bento", "build_candidate_bento",
-           "check_bento", "current", "deploy", "deploy_candidate", "deployer", "deploys", "ensure_running",
+           "check_bento", "check_serving", "current", "deploy", "deploy_candidate", "deployer", "deploys", "ensure_running",
            "market_frame", "reconcile", "request_body", "serve_champion", "smoke_body", "standby", "stop_serving",
            "verify", "verify_candidate"]

@@ -161,7 +161,7 @@ def stop_serving(settings: Settings) -> None:
         if path == supervisor:  # first, so that it heals nothing while the rest stops
             path.unlink(missing_ok=True)
     for record in (state.current_or_empty(settings), state.standby(settings), *state.owned(settings)):
-        if state.pid_matches(record) or (record.get("pid") and "create_time" not in record):
+        if state.pid_matches(record):
             stop_pid_tree(int(record["pid"]), grace=15)
     for path in (settings.serving_state, settings.serving_standby, state.proxy_record_path(settings),
                  settings.serving_processes):

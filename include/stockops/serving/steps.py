@@ -15,6 +15,7 @@ from stockops.serving import runtime, state
 from stockops.serving.agent import AgentDeployer
 from stockops.serving.build import build_bento
 from stockops.serving.deploy import Change, Deployer, DeployError, LocalDeployer, verify
+from stockops.serving.runtime import ServingError
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +91,30 @@ def verify_candidate(deployed: dict) -> dict:
     log.info("v%s serves at %s, is @champion and the audit log's last change", deployed["version"], settings.serve_url)
     return {"model_name": deployed["model_name"], "version": deployed["version"],
             "previous": deployed["deploy"].get("previous_version"), **seen}
+
+
+def check_serving() -> dict:
+    """``stock_monitor``'s health step: red when the endpoint serves nothing it should, or an outage the
+    supervisor could not heal is open; green (with a note) where this home serves nothing yet."""
+    from stockops.processes import http_json
+    from stockops.serving.supervisor import incidents
+
+    settings = get_settings()
+    if settings.serving_mode == "local" and not state.current_or_empty(settings) \
+            and not runtime.proxy_record(settings):
+        log.info("nothing is served from this home yet (no deploy): nothing to check")
+        return {"served": None}
+    try:
+        status, health = http_json(f"{settings.serve_url}/-/stockops/health", timeout=10)
+    except OSError as exc:
+        status, health = 0, {"error": f"{settings.serve_url} does not answer: {exc}"}
+    last: dict[tuple, dict] = {}
+    for record in incidents(settings):
+        last[(record.get("component"), record.get("detected_at"))] = record
+    stuck = [r for r in last.values() if r.get("status") == "unrecovered"]
+    if status != 200 or stuck:
+        raise ServingError(f"the endpoint {settings.serve_url} is unhealthy (HTTP {status}: {health}); "
+                           f"unrecovered incidents: {[r['cause'] for r in stuck] or 'none'}. "
+                           f"See {settings.incident_log} and {settings.serving_logs_dir}/supervisor.log")
+    log.info("the endpoint %s is healthy: %s", settings.serve_url, health)
+    return {"served": health.get("version") if isinstance(health, dict) else None, "http": status}
