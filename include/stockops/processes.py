@@ -66,7 +66,17 @@ def _tree_and_session(pid: int) -> list:
                 found.update({c.pid: c for c in proc.children(recursive=True)})
         except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
             continue
-    return list(found.values())
+    return [p for p in found.values() if _running(p)]
+
+
+def _running(proc) -> bool:
+    """Alive and not a zombie (a dead child nobody reaped: nothing to stop, and waiting on it never ends)."""
+    import psutil
+
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def pid_alive(pid: int | None) -> bool:

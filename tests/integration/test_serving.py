@@ -401,7 +401,8 @@ def test_a_deploy_that_fails_its_health_check_changes_nothing(served):
         deploy_candidate(built, trigger_reason="serving test: must fail")
     assert f"v{before['version']}" in str(failure.value) and "keeps serving" in str(failure.value)
 
-    assert current(settings) == before
+    after = current(settings)  # (the supervisor may have added a spare meanwhile)
+    assert [after[k] for k in ("pid", "version", "bento_tag")] == [before[k] for k in ("pid", "version", "bento_tag")]
     status, body = _predict(settings, request)
     assert status == 200 and body["model_version"] == before["version"]
     assert registry.champion_version(settings).version == champion

@@ -121,12 +121,12 @@ class LocalDeployer:
                                       "seconds": round(time.monotonic() - started, 2)})
             where = (f"v{previous.get('version')} ({previous.get('bento_tag')}) keeps serving at {settings.serve_url}"
                      if previous else f"nothing was serving at {settings.serve_url} and nothing is now")
-            return DeployError(f"deploy of {change.bento_tag} v{change.version} failed: {error}. {where}")
+            return DeployError(f"deploy of {change.bento_tag} v{change.version} {error}. {where}")
 
         try:
             body = smoke_body(settings, history_rows(change.window))
         except Exception as exc:  # a corrupt snapshot: refuse before any process is touched
-            raise failed(f"no smoke request could be built from the latest snapshot ({exc})") from exc
+            raise failed(f"refused: no smoke request could be built from the latest snapshot ({exc})") from exc
         proc, pid, url, port = self._start(change, warm, base)
         checkpoint("started")
         try:
@@ -137,7 +137,7 @@ class LocalDeployer:
             _stop(settings, [{"pid": pid}])
             if warm.get("pid") == pid:
                 settings.serving_standby.unlink(missing_ok=True)
-            raise failed(f"health check: {exc}") from exc
+            raise failed(f"failed its health check: {exc}") from exc
         checkpoint("checked")
         heal = change.kind == "heal"
         if not heal:  # named before the switch: a kill right after it leaves no running bento unnamed
@@ -153,8 +153,8 @@ class LocalDeployer:
                 entry = move_champion(settings, change)
             except Exception as exc:  # noqa: BLE001 - MLflow down or read-only: go back, say so
                 self._switch_back(previous, warm, pid)
-                raise failed(f"the bento passed its checks, but @champion could not be moved ({exc}); the stable "
-                             "address was switched back") from exc
+                raise failed(f"passed its checks, but @champion could not be moved ({exc}); the stable address "
+                             "was switched back") from exc
         switched = time.monotonic()
         if heal:  # the dead one's leftovers go; the warm standby stays as it was
             _stop(settings, [previous] if previous.get("pid") != pid else [])
