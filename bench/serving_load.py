@@ -479,7 +479,7 @@ def main() -> None:
                    kind="serve")  # the champion (train_in_process promoted it): serving it again changes nothing
             setup["deploy_s"] = round(time.perf_counter() - t, 1)
             state = current(settings)
-        proxy_pid = json.loads((settings.serving_dir / "proxy.json").read_text())["pid"]
+        proxy_pid = json.loads(settings.serving_proxy_record.read_text())["pid"]
         print(f"bento {built['bento_tag']} at {settings.serve_url} (own port {state['port']}); "
               f"build {setup['build_bento_s']} s, deploy {setup['deploy_s']} s", flush=True)
 

@@ -100,7 +100,7 @@ def deploy_rollback(planned: dict, dag_run_id: str = "") -> dict:
 
     settings = get_settings()
     bento = planned["bento"]
-    record = deploy(settings, bento["bento_tag"], planned["version"], reason=f"rollback: {planned['reason']}",
+    record = deploy(settings, bento["bento_tag"], planned["version"], reason=planned["reason"],
                     dag_run_id=dag_run_id, window=bento["window"], kind="serve" if planned.get("repair") else "rollback",
                     snapshot_hash=bento["snapshot_hash"],
                     audit_fields={"forced": planned["forced"], "requested_at": planned["requested_at"],

@@ -244,6 +244,16 @@ class Settings:
         return self.serving_dir / "processes.json"
 
     @property
+    def serving_proxy_record(self) -> Path:
+        """The stable-address proxy's process record (pid, start time, address)."""
+        return self.serving_dir / "proxy.json"
+
+    @property
+    def serving_supervisor_record(self) -> Path:
+        """The serving supervisor's process record."""
+        return self.serving_dir / "supervisor.json"
+
+    @property
     def serving_logs_dir(self) -> Path:
         return self.serving_dir / "logs"
 

@@ -269,6 +269,28 @@ def test_a_rollback_on_a_corrupt_snapshot_refuses_and_stops_nothing(plane):
     converged(settings)
 
 
+def test_every_serving_process_listens_on_loopback_with_telemetry_off(plane):
+    """The proxy, the supervisor and every bento process (workers included) the serving side started."""
+    import psutil
+
+    from stockops.serving import state
+
+    settings, _ = plane
+    converged(settings)
+    procs = []
+    for record in state.owned(settings):
+        root = psutil.Process(record["pid"])
+        procs += [root, *root.children(recursive=True)]
+    assert {r["role"] for r in state.owned(settings)} >= {"proxy", "supervisor", "bento"}
+    for proc in procs:
+        env = proc.environ()
+        assert env.get("MLFLOW_DISABLE_TELEMETRY") == "true" and env.get("BENTOML_DO_NOT_TRACK") == "true", \
+            (proc.pid, proc.cmdline()[:3])
+        for conn in proc.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN:
+                assert conn.laddr.ip in ("127.0.0.1", "::1"), (proc.cmdline()[:4], conn.laddr)
+
+
 def test_stop_serving_leaves_no_process_it_started(plane):
     from stockops.serving import runtime, state
 

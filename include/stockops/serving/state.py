@@ -62,11 +62,11 @@ REPAIR = ("the serving supervisor rewrites it from the proxy's last good state a
 
 
 def proxy_record_path(settings: Settings) -> Path:
-    return settings.serving_dir / "proxy.json"
+    return settings.serving_proxy_record
 
 
 def supervisor_record_path(settings: Settings) -> Path:
-    return settings.serving_dir / "supervisor.json"
+    return settings.serving_supervisor_record
 
 
 def current(settings: Settings) -> dict:
