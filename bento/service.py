@@ -13,6 +13,13 @@ network's output into variance, quantiles and a point forecast (``forecast_from_
 code travels in the model (``code/stockops/``, with ``forecaster.json``): outside the project's
 environment the service imports it from there.
 
+``/forecast`` (one ticker) and ``/forecast/batch`` (several, default the watchlist) take no prices:
+they read the ticker's latest published snapshot from the platform's store
+(:class:`PublishedSnapshots`) and its last ``history`` days, with the market reference's closes
+aligned on them as ``stockops.serving.request_body`` does, go through the same path as
+``/predict`` (``_forecast``). Their answers add the snapshot's lineage; a ticker that cannot be
+answered gets 404 (unknown, or no snapshot), 409 (stale) or 503 (a corrupt file, named).
+
 Why not BentoML's ``batchable`` API: it batches only HTTP calls to that API, so a validated
 single-window endpoint needs a second service reached through ``bentoml.depends``. Measured
 here under load, that internal hop dropped about 1 % of calls (bentoml/BentoML#4971, a keep-alive
@@ -36,12 +43,14 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import gc
+import hashlib
 import json
 import logging
 import math
 import os
 import re
 import sys
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from http import HTTPStatus
 from logging.handlers import RotatingFileHandler
@@ -61,6 +70,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from starlette.responses import JSONResponse
 
 ARGS = bentoml.use_arguments()
 MODEL_TAG: str = getattr(ARGS, "model_tag", None) or os.environ.get("STOCKOPS_BENTO_MODEL", "stockops_risk:latest")
@@ -68,6 +78,13 @@ MAX_ROWS = 5000  # a request with more days than this is refused (413-style 400)
 MAX_BATCH_SIZE = 64
 MAX_BODY_BYTES = 256 * 1024  # bodies above this are refused with 413 before parsing
 PREDICT_PATHS = {"/predict"}
+FORECAST_PATHS = {"/forecast", "/forecast/batch"}  # the forecast from the store's snapshot of a ticker
+MAX_TICKER_CHARS = 32  # longer is refused with 400; a symbol has at most 15 (stockops.config.TICKER_PATTERN)
+MAX_BATCH_TICKERS = 256
+MAX_STALENESS_SESSIONS = 5  # default of STOCKOPS_MAX_STALENESS_SESSIONS, as in stockops.config
+TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-^=]{0,14}$")  # stockops.config's
+HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+SNAPSHOT_COLUMNS = ("Date", "Open", "High", "Low", "Close", "Volume")
 SMOKE_HEADER = "x-stockops-smoke"  # deploy checks send it: their answers stay out of the prediction log
 INTERVALS = {"50": ("q25", "q75"), "90": ("q05", "q95"), "98": ("q01", "q99")}  # central intervals, as prices
 # Finite inputs can still break the features: a close of 5e-324 after 100 makes c / prev_close
@@ -208,6 +225,168 @@ class ForecastRequest(BaseModel):
         return self
 
 
+class TickerRequest(BaseModel):
+    """A watchlist ticker whose latest published snapshot the forecast is made from."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ticker: str = Field(min_length=1, max_length=MAX_TICKER_CHARS, json_schema_extra={"example": "GOOG"},
+                        description="A symbol of the watchlist (STOCKOPS_TICKERS), e.g. GOOG; case does not matter.")
+
+
+class TickersRequest(BaseModel):
+    """Several watchlist tickers (none: the whole watchlist)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    tickers: list[Annotated[str, Field(min_length=1, max_length=MAX_TICKER_CHARS)]] | None = Field(
+        default=None, max_length=MAX_BATCH_TICKERS, json_schema_extra={"example": ["GOOG", "MSFT"]},
+        description=f"Symbols of the watchlist (at most {MAX_BATCH_TICKERS}); left out, null or empty: every "
+                    "ticker of the watchlist.")
+
+
+class SnapshotProblem(Exception):
+    """Why a ticker cannot be forecast from the store: the HTTP status and a message that says which."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = HTTPStatus(status), message
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A ticker's latest published snapshot: its pointer's facts and its rows (Date, OHLCV; oldest first)."""
+
+    ticker: str
+    hash: str
+    last_date: date
+    published_at: datetime
+    frame: pd.DataFrame
+
+
+class PublishedSnapshots:
+    """The platform's snapshot store, read-only: ``<home>/data/<TICKER>/latest.json`` -> ``snapshots/<hash>.parquet``.
+
+    The layout is ``stockops.data.store``'s, read here without importing it (the bento carries only
+    the forecaster's code). Each request reads the small pointer; the parquet is read, checked against
+    its hash (the file's name, the store's ``content_hash``) and kept per ticker until the pointer names
+    another hash, so a batch of the whole watchlist reads no parquet twice.
+
+    **Staleness.** Validation refuses data whose newest row is more than ``max_staleness_sessions``
+    NYSE sessions behind the day it should be current to (the logical date for a live source, the
+    replay clock's market day for the replay), so a snapshot was fresh when it was published. What
+    can go stale after that is the ingest: a snapshot is stale when it was published more than
+    ``STOCKOPS_MAX_STALENESS_SESSIONS`` (default 5, the validation's setting) weekdays ago (its
+    pointer's ``published_at`` against today, UTC). Its market dates cannot be compared with today:
+    the replay publishes 2009 market days under 2026 logical dates. Weekdays, not NYSE sessions (the
+    calendar library is not in the bento): an exchange holiday counts as a day behind, so the check
+    is at most a day or two stricter than the validation's.
+    """
+
+    def __init__(self, data_dir: Path, watchlist: tuple[str, ...], market: str | None,
+                 max_staleness_sessions: int = MAX_STALENESS_SESSIONS):
+        self.data_dir = data_dir
+        self.watchlist = watchlist
+        self.market = market if market in watchlist else None  # as stockops.config: no reference outside it
+        self.max_staleness_sessions = max_staleness_sessions
+        self._frames: dict[str, tuple[str, pd.DataFrame]] = {}  # ticker -> (hash, frame) of the last read
+
+    @classmethod
+    def from_environment(cls, metadata: dict) -> PublishedSnapshots:
+        """From the serving process's environment (as ``stockops.config.get_settings`` reads it); the watchlist
+        and market the model was built with (its metadata) where the environment names none."""
+        home = Path(os.environ.get("STOCKOPS_HOME", "").strip() or Path.cwd() / ".stockops").expanduser().resolve()
+        raw = os.environ.get("STOCKOPS_TICKERS", "").strip() or metadata.get("watchlist", "") or metadata.get("ticker", "")
+        watchlist = tuple(dict.fromkeys(t.strip().upper() for t in raw.replace(" ", ",").split(",") if t.strip()))
+        market = (os.environ.get("STOCKOPS_MARKET", "").strip() or metadata.get("market") or "QQQ").upper()
+        raw_limit = os.environ.get("STOCKOPS_MAX_STALENESS_SESSIONS", "").strip()
+        try:
+            limit = int(raw_limit) if raw_limit else MAX_STALENESS_SESSIONS
+        except ValueError:
+            log.warning("STOCKOPS_MAX_STALENESS_SESSIONS=%r is not an integer: using %d", raw_limit,
+                        MAX_STALENESS_SESSIONS)
+            limit = MAX_STALENESS_SESSIONS
+        return cls(home / "data", watchlist, market, limit)
+
+    def known(self, ticker: str) -> str:
+        """``ticker`` upper-cased if it is a symbol of the watchlist; else 404."""
+        symbol = ticker.strip().upper()
+        if not TICKER_PATTERN.match(symbol) or symbol not in self.watchlist:
+            raise SnapshotProblem(HTTPStatus.NOT_FOUND, f"unknown ticker {ticker!r}: the watchlist is "
+                                                        f"{', '.join(self.watchlist)}")
+        return symbol
+
+    async def latest(self, ticker: str, role: str = "", missing_ok: bool = False) -> Snapshot | None:
+        """``ticker``'s latest published snapshot: 404 if none (None with ``missing_ok``), 409 if stale, 503 if
+        the pointer or the file cannot be read or does not match its hash."""
+        pointer_path = self.data_dir / ticker / "latest.json"
+        try:
+            pointer = json.loads(pointer_path.read_text())
+        except FileNotFoundError:
+            if missing_ok:
+                return None
+            raise SnapshotProblem(HTTPStatus.NOT_FOUND, f"no published snapshot for {ticker}{role} yet") from None
+        except (OSError, ValueError) as exc:
+            raise self._corrupt(pointer_path, f"{type(exc).__name__}: {exc}", ticker) from exc
+        try:
+            digest, last_date = str(pointer["hash"]), date.fromisoformat(pointer["last_date"])
+            published_at = datetime.fromisoformat(pointer["published_at"])
+            if not HASH_PATTERN.match(digest):
+                raise ValueError(f"hash {digest[:80]!r} is not a SHA-256")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise self._corrupt(pointer_path, f"not a snapshot pointer: {type(exc).__name__}: {exc}", ticker) from exc
+        if published_at.tzinfo is None:
+            published_at = published_at.replace(tzinfo=UTC)
+        behind = weekdays_between(published_at.astimezone(UTC).date(), datetime.now(UTC).date())
+        if behind > self.max_staleness_sessions:
+            raise SnapshotProblem(HTTPStatus.CONFLICT, (
+                f"{ticker}'s{role} latest snapshot ends {last_date} and was published {published_at:%Y-%m-%d}, "
+                f"{behind} weekdays ago: older than {self.max_staleness_sessions} days "
+                f"(STOCKOPS_MAX_STALENESS_SESSIONS): ingest is behind"))
+        cached = self._frames.get(ticker)
+        if cached is None or cached[0] != digest:
+            path = self.data_dir / ticker / "snapshots" / f"{digest}.parquet"
+            frame = await asyncio.to_thread(self._read, path, digest, ticker)
+            self._frames[ticker] = cached = (digest, frame)
+        return Snapshot(ticker, digest, last_date, published_at, cached[1])
+
+    def _read(self, path: Path, digest: str, ticker: str) -> pd.DataFrame:
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same answer: 503 naming it
+            raise self._corrupt(path, f"{type(exc).__name__}: {exc}", ticker) from exc
+        missing = [c for c in SNAPSHOT_COLUMNS if c not in frame.columns]
+        if missing:
+            raise self._corrupt(path, f"it lacks the column(s) {', '.join(missing)}", ticker)
+        canonical = frame.to_csv(index=False, date_format="%Y-%m-%d", float_format="%.10g", lineterminator="\n")
+        if hashlib.sha256(canonical.encode()).hexdigest() != digest:
+            raise self._corrupt(path, f"its data does not match its hash {digest}: it was modified", ticker)
+        frame = frame[list(SNAPSHOT_COLUMNS)].copy()
+        frame["Date"] = pd.to_datetime(frame["Date"])
+        return frame.reset_index(drop=True)
+
+    @staticmethod
+    def _corrupt(path: Path, problem: str, ticker: str) -> SnapshotProblem:
+        return SnapshotProblem(HTTPStatus.SERVICE_UNAVAILABLE, (
+            f"{path} cannot be used: {problem}. Restore it, or re-ingest {ticker} (stock_ingest with "
+            f"tickers={ticker}), which writes it back"))
+
+
+def weekdays_between(after: date, until: date) -> int:
+    """Weekdays in ``(after, until]`` (negative when ``until`` is before ``after``)."""
+    return int(np.busday_count(after + timedelta(days=1), until + timedelta(days=1)))
+
+
+def aligned_closes(dates: pd.Series, market: pd.DataFrame) -> np.ndarray | None:
+    """The market reference's closes on ``dates``, the last known close carried over a day it lacks (as
+    ``stockops.serving.request_body`` aligns them for /predict); None if it starts after the first day."""
+    days = dates.to_numpy(dtype="datetime64[D]")
+    closes = pd.Series(market["Close"].to_numpy(np.float64), index=market["Date"].to_numpy(dtype="datetime64[D]"))
+    closes = closes[~closes.index.duplicated(keep="last")].sort_index()
+    values = closes.reindex(closes.index.union(days)).ffill().reindex(days).to_numpy()
+    return values if np.all(np.isfinite(values)) else None
+
+
 class BodyTooLarge(BentoMLException):
     error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
@@ -228,6 +407,16 @@ PREDICT_ERRORS = {
     "415": "Content-Type is not application/json",
     "422": "The request is valid but the model's forecast for it is not a finite number",
 }
+FORECAST_ERRORS = {
+    **{code: PREDICT_ERRORS[code] for code in ("400", "413", "415")},
+    "404": "An unknown ticker (not a symbol of the watchlist, which the message lists) or one with no published "
+           "snapshot yet (the batch: when no ticker answered; each entry says why)",
+    "409": "The ticker's latest snapshot is stale (published more than STOCKOPS_MAX_STALENESS_SESSIONS weekdays "
+           "ago: ingest is behind) or holds fewer days than the model needs",
+    "422": "The model's forecast for the snapshot's days is not a finite number",
+    "503": "The ticker's snapshot pointer or file cannot be read or does not match its hash (the message names "
+           "the file)",
+}
 ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {
     "error": {"type": "string", "description": "What is wrong"},
     "detail": {"type": "array", "items": {"type": "object"}, "description": "Field checks: one entry per error"}}}
@@ -239,7 +428,7 @@ class RequestGuard:
     Every path: refuse a Host header outside ``STOCKOPS_ALLOWED_HOSTS`` (400; a DNS-rebinding page
     would reach the loopback server under its own host name). ``/``: BentoML's page without its
     third-party tag manager. ``/docs.json``: BentoML's document made valid OpenAPI 3.0, with the
-    predict path's real error answers. The predict path: refuse oversized (413) and non-JSON (415)
+    predict and forecast paths' real error answers. Those paths: refuse oversized (413) and non-JSON (415)
     bodies before BentoML reads them, and answer every 4xx as ``{"error": ...}`` with a message that
     names the field, logged in one line (BentoML's traceback per bad request is dropped, see
     ``ClientErrorsWithoutTraceback``).
@@ -263,7 +452,7 @@ class RequestGuard:
             return await self._rewritten(scope, receive, send, _without_third_party_elements)
         if scope["method"] == "GET" and scope["path"] == "/docs.json":
             return await self._rewritten(scope, receive, send, _openapi_30)
-        if scope["path"] not in PREDICT_PATHS or scope["method"] != "POST":
+        if scope["path"] not in PREDICT_PATHS | FORECAST_PATHS or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         content_type = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
         if content_type != "application/json":
@@ -326,10 +515,11 @@ def _openapi_30(status: int, body: bytes) -> bytes:
         return body
     doc = _schema_30(json.loads(body))
     doc["components"]["schemas"]["StockopsError"] = ERROR_SCHEMA
-    for path in PREDICT_PATHS:
-        responses = doc["paths"][path]["post"]["responses"]
-        responses.update({code: {"description": what, "content": {"application/json": {"schema": {
-            "$ref": "#/components/schemas/StockopsError"}}}} for code, what in PREDICT_ERRORS.items()})
+    for paths, errors in ((PREDICT_PATHS, PREDICT_ERRORS), (FORECAST_PATHS, FORECAST_ERRORS)):
+        for path in paths:
+            responses = doc["paths"][path]["post"]["responses"]
+            responses.update({code: {"description": what, "content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/StockopsError"}}}} for code, what in errors.items()})
     return json.dumps(doc).encode()
 
 
@@ -521,6 +711,7 @@ class StockForecast:
             "trained_through": meta.get("snapshot_last_date", ""),
             "ticker": meta.get("ticker", ""),
         }
+        self.store = PublishedSnapshots.from_environment(meta)
         log_path = os.environ.get("STOCKOPS_PREDICTION_LOG")
         if not log_path and os.environ.get("STOCKOPS_HOME"):
             log_path = str(Path(os.environ["STOCKOPS_HOME"]) / "serving" / "predictions.jsonl")
@@ -536,16 +727,88 @@ class StockForecast:
         n = self.history
         frame = pd.DataFrame({"Open": open[-n:], "High": high[-n:], "Low": low[-n:], "Close": closes[-n:],
                               "Volume": volume[-n:]})
-        raw = await self._batched(self.features(frame, None if market is None else np.asarray(market[-n:])))
+        answer = await self._forecast(frame, None if market is None else np.asarray(market[-n:]), as_of)
+        self._log_answer(answer, len(closes), ctx)
+        return answer
+
+    @bentoml.api(route="/forecast", input_spec=TickerRequest)
+    async def forecast(self, ticker: str, ctx: bentoml.Context) -> dict:
+        """Tomorrow's forecast for one watchlist ticker from its latest published snapshot (answer as /predict's,
+        plus the snapshot's lineage); 404 unknown ticker or no snapshot, 409 stale, 503 corrupt."""
+        try:
+            return await self._forecast_ticker(ticker, ctx)
+        except SnapshotProblem as problem:
+            return self._refuse(problem, ctx)
+
+    @bentoml.api(route="/forecast/batch", input_spec=TickersRequest)
+    async def forecast_batch(self, ctx: bentoml.Context, tickers: list[str] | None = None) -> list[dict]:
+        """One entry per ticker (default: the whole watchlist), in order; a ticker that cannot be answered gets
+        ``{"ticker", "status", "error"}`` inline. 200 if at least one answered, else the worst status."""
+        asked = list(dict.fromkeys(t.strip().upper() for t in tickers)) if tickers else list(self.store.watchlist)
+
+        async def one(ticker: str) -> dict:
+            try:
+                return await self._forecast_ticker(ticker, ctx)
+            except SnapshotProblem as problem:
+                return {"ticker": ticker, "status": problem.status, "error": problem.message}
+            except UnusableForecast as exc:
+                return {"ticker": ticker, "status": int(exc.error_code), "error": str(exc)}
+
+        entries = list(await asyncio.gather(*(one(t) for t in asked)))
+        if any("error" not in e for e in entries):
+            return entries
+        status = max(e["status"] for e in entries)
+        return self._refuse(SnapshotProblem(status, "no ticker answered: " + "; ".join(
+            f"{e['ticker']}: {e['error']}" for e in entries)), ctx, results=entries)
+
+    async def _forecast_ticker(self, ticker: str, ctx: bentoml.Context) -> dict:
+        """The /forecast answer for ``ticker``: its snapshot's last ``history`` days (and the market reference's
+        closes on those days) through the same path as /predict; raises :class:`SnapshotProblem`."""
+        ticker = self.store.known(ticker)
+        snapshot = await self.store.latest(ticker)
+        if len(snapshot.frame) < self.history:
+            raise SnapshotProblem(HTTPStatus.CONFLICT, f"{ticker}'s latest snapshot holds {len(snapshot.frame)} days; "
+                                                       f"the model needs at least {self.history}")
+        rows = snapshot.frame.iloc[-self.history:]
+        market_snapshot = None
+        market = None
+        if self.store.market is not None:
+            market_snapshot = snapshot if self.store.market == ticker else await self.store.latest(
+                self.store.market, role=" (the market reference)", missing_ok=True)
+        if market_snapshot is not None:
+            market = aligned_closes(rows["Date"], market_snapshot.frame)
+        as_of = snapshot.last_date
+        answer = await self._forecast(rows[["Open", "High", "Low", "Close", "Volume"]].reset_index(drop=True),
+                                      market, as_of)
+        answer.update({
+            "ticker": ticker, "snapshot_hash": snapshot.hash, "snapshot_last_date": as_of.isoformat(),
+            "snapshot_published_at": snapshot.published_at.isoformat(),
+            "training_snapshot_hash": self.lineage["snapshot_hash"],
+            "market": self.store.market if market is not None else None,
+            "market_snapshot_hash": market_snapshot.hash if market is not None else None,
+        })
+        self._log_answer(answer, len(rows), ctx)
+        return answer
+
+    def _refuse(self, problem: SnapshotProblem, ctx: bentoml.Context, **extra) -> JSONResponse:
+        """``{"error": ...}`` with the problem's status, past the endpoint's 200 schema; a 5xx is logged here in
+        one line (RequestGuard logs the 4xx)."""
+        ctx.response.status_code = int(problem.status)
+        if problem.status >= 500:
+            log.warning("answered %d: %s", problem.status, problem.message)
+        return JSONResponse({"error": problem.message, **extra}, status_code=int(problem.status))
+
+    async def _forecast(self, frame: pd.DataFrame, market: np.ndarray | None, as_of: date | None) -> dict:
+        """The answer for ``history`` OHLCV rows (and the market's closes on them): network batched, lineage added."""
+        raw = await self._batched(self.features(frame, market))
         result = fc.forecast_from_network(raw[None, :], self.calibration)
         point, variance = float(result["point"][0]), float(result["variance"][0])
         quantiles = {f"q{round(level * 100):02d}": float(q) for level, q in zip(fc.LEVELS, result["quantiles"][0],
                                                                                strict=True)}
-        last_close = float(closes[-1])
+        last_close = float(frame["Close"].iloc[-1])
         prices = implied_prices(last_close, point, variance, quantiles)
-        forecast = prices["point"]
-        answer = {
-            "forecast": forecast,
+        return {
+            "forecast": prices["point"],
             "point_return": point,
             "quantiles": quantiles,
             "intervals": {k: [prices[lo], prices[hi]] for k, (lo, hi) in INTERVALS.items()},
@@ -560,14 +823,17 @@ class StockForecast:
             "served_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
             **self.lineage,
         }
-        if self._log is not None and SMOKE_HEADER not in ctx.request.headers:
-            append_line(self._log, json.dumps({
-                "at": answer["served_at"], "ticker": answer["ticker"], "as_of": answer["as_of"],
-                "forecast_for": answer["forecast_for"], "n_closes": len(closes), "last_close": last_close,
-                "forecast": forecast, "q05": quantiles["q05"], "q95": quantiles["q95"],
-                "volatility": answer["volatility"], "model_version": self.lineage["model_version"],
-                "bento_tag": answer["bento_tag"]}))
-        return answer
+
+    def _log_answer(self, answer: dict, n_closes: int, ctx: bentoml.Context) -> None:
+        """One line in the served-prediction log (deploy smoke checks stay out)."""
+        if self._log is None or SMOKE_HEADER in ctx.request.headers:
+            return
+        append_line(self._log, json.dumps({
+            "at": answer["served_at"], "ticker": answer["ticker"], "as_of": answer["as_of"],
+            "forecast_for": answer["forecast_for"], "n_closes": n_closes, "last_close": answer["last_close"],
+            "forecast": answer["forecast"], "q05": answer["quantiles"]["q05"], "q95": answer["quantiles"]["q95"],
+            "volatility": answer["volatility"], "model_version": self.lineage["model_version"],
+            "bento_tag": answer["bento_tag"]}))
 
     def features(self, frame: pd.DataFrame, market: np.ndarray | None) -> np.ndarray:
         """The network's input for the newest day of ``history`` OHLCV rows: a standardised (window, 8) window."""

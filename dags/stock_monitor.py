@@ -21,9 +21,18 @@ snapshot hash, point, quantiles, variance, `made_at`) is appended once to
   the champion is replayed on the snapshot's days instead, and the reason says so.
   What clients send to `POST /predict` (`serving/predictions.jsonl`: any day, any closes) is
   counted as `traffic_requests` and never scored.
+* **calibration scorecard** — every watchlist ticker's own forecasts by the champion joined with
+  the realized log returns, per ticker and pooled over the last `STOCKOPS_MONITOR_CURRENT_DAYS`
+  days: coverage of the 50 % / 90 % intervals, 95 % / 99 % VaR breach rates with the Kupiec
+  p-value, QLIKE and pinball loss of the champion and of HARX-GKO (refit once per ticker per check
+  on the days before the window) on the same (ticker, day) pairs. Kupiec p <
+  `STOCKOPS_MONITOR_KUPIEC_P` on either VaR, or a pooled QLIKE worse than HARX-GKO's by more than
+  `STOCKOPS_MONITOR_QLIKE_MARGIN` nats/day, crosses; below `STOCKOPS_MONITOR_MIN_FORECAST_DAYS`
+  realized days it is `insufficient` and crosses nothing.
 
 The decision (`drift_share`, `drifted_columns`, `live_rmse_ratio`, `persistence_ratio`,
-`triggered`, `reason`) is written as JSON beside the Evidently HTML report under
+`scorecard`, `triggered`, `reason`) is written as JSON (and the scorecard as `scorecard.json`)
+beside the Evidently HTML report under
 `<home>/monitoring/`, appended to `decisions.jsonl` and logged to the MLflow experiment
 `stockops-<TICKER>-monitoring`; the `check` log prints both paths.
 

@@ -123,6 +123,10 @@ class Settings:
     # the platform's own forecasts (the forecast log) realized in the window before live error is measured on them
     # alone; until then the champion is replayed over the window
     monitor_min_forecast_days: int = 20
+    # the live calibration scorecard (stockops.monitoring.scorecard): Kupiec p-value below which the 95 % or 99 %
+    # VaR calibration is rejected, and how much worse (nats/day) than HARX-GKO the champion's pooled QLIKE may be
+    monitor_kupiec_p: float = 0.01
+    monitor_qlike_margin: float = 0.05
     # derived locations (filled in __post_init__ from home unless given)
     airflow_home: Path = field(default=None)  # type: ignore[assignment]
     gx_project_dir: Path = field(default=None)  # type: ignore[assignment]
@@ -159,6 +163,9 @@ class Settings:
         if self.monitor_current_days < 20:
             raise ValueError(f"STOCKOPS_MONITOR_CURRENT_DAYS={self.monitor_current_days}: need at least 20 "
                              "trading days for a drift test to mean anything")
+        if not 0 < self.monitor_kupiec_p < 1:
+            raise ValueError(f"STOCKOPS_MONITOR_KUPIEC_P={self.monitor_kupiec_p}: a p-value threshold is in (0, 1), "
+                             "e.g. 0.01")
         if self.gx_project_dir is None:
             object.__setattr__(self, "gx_project_dir", REPO_ROOT / "great_expectations")
 
@@ -408,6 +415,8 @@ def get_settings() -> Settings:
         monitor_persistence_ratio=_env_float("STOCKOPS_MONITOR_PERSISTENCE_RATIO", 1.10),
         monitor_cooldown_h=_env_float("STOCKOPS_MONITOR_COOLDOWN_H", 72.0),
         monitor_min_forecast_days=_env_int("STOCKOPS_MONITOR_MIN_FORECAST_DAYS", 20),
+        monitor_kupiec_p=_env_float("STOCKOPS_MONITOR_KUPIEC_P", 0.01),
+        monitor_qlike_margin=_env_float("STOCKOPS_MONITOR_QLIKE_MARGIN", 0.05),
         airflow_home=Path(airflow_home).resolve() if airflow_home else None,  # type: ignore[arg-type]
     )
 

@@ -34,6 +34,8 @@ def champion_home(tmp_path_factory):
     mp.setenv("STOCKOPS_TRAIN_PROFILE", "small")
     mp.setenv("STOCKOPS_TICKERS", SMALL_WATCHLIST)
     mp.setenv("STOCKOPS_MONITOR_MIN_FORECAST_DAYS", str(len(LATER_DAYS)))
+    # three days of QLIKE are noise: the scorecard is checked here, the retrain it may call for is not the point
+    mp.setenv("STOCKOPS_MONITOR_QLIKE_MARGIN", "10")
     from stockops.config import get_settings
 
     try:
@@ -115,9 +117,19 @@ def test_forged_requests_leave_the_verdict_alone_before_and_after_own_forecasts_
     assert own["live_error_source"] == "own" and own["live_error"]["days"] == 3
     assert [own["live_error"]["first_day"], own["live_error"]["last_day"]] == ["2008-08-08", "2008-08-12"]
     assert "from the platform's own forecasts of 3 days" in own["reason"]
+    # the calibration scorecard joins every ticker's own forecasts (GOOG and QQQ, 3 days each) with what followed,
+    # HARX-GKO on the same pairs
+    card = own["scorecard"]
+    assert card["status"] == "ok" and card["days"] == 3 and sorted(card["per_ticker"]) == ["GOOG", "QQQ"]
+    assert card["pooled"]["pairs"] == 6 and card["pooled"]["harx_gko_pairs"] == 6
+    assert [card["pooled"]["first_day"], card["pooled"]["last_day"]] == ["2008-08-08", "2008-08-12"]
+    assert card["model_version"] == "1" and 0 <= card["pooled"]["coverage_90"] <= 1
+    assert "QLIKE vs HARX-GKO" in own["reason"] and "≤ margin 10)" in own["reason"]
+    assert registry.get_run(own["mlflow_run_id"]).data.metrics["scorecard_pairs"] == 6
     forged += forge_requests(settings, "1")
     probed = run_monitor(dry_run=True)
     assert verdict(probed) == verdict(own) and probed["live_error"] == own["live_error"]
+    assert probed["scorecard"] == own["scorecard"]
     assert probed["traffic_requests"] == forged
 
     # The records are what the champion says on the published data: its replay on the same days agrees.

@@ -96,6 +96,8 @@ def test_calm_data_is_green_drift_starts_one_training_run_with_reason_and_report
         assert decision["reason"].startswith("nothing crossed") and decision["drift_share"] < 0.5
         assert decision["live_error_source"] == "replay", "a fresh champion has no realized forecast of its own"
         assert "from the champion replayed on the snapshot's last 60 days" in decision["reason"]
+        assert decision["scorecard"]["status"] == "insufficient" and decision["scorecard"]["days"] == 0
+        assert "calibration scorecard insufficient" in decision["reason"]
         assert decision["current_window"] == ["2008-05-14", "2008-08-07"]
         assert decision["reference_window"][1] < "2008-01-01", "the reference is the champion's training window"
 
@@ -120,7 +122,10 @@ def test_calm_data_is_green_drift_starts_one_training_run_with_reason_and_report
         logged = mlflow.get_run(decision["mlflow_run_id"])
         assert logged.data.tags["triggered"] == "True" and logged.data.metrics["drift_share"] >= 0.5
         artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(logged.info.run_id, "monitor")}
-        assert artifacts == {"monitor/decision.json", "monitor/drift_report.html"}
+        assert artifacts == {"monitor/decision.json", "monitor/drift_report.html", "monitor/scorecard.json"}
+        card = json.loads(Path(decision["scorecard_path"]).read_text())
+        # the one own forecast realized (for 2008-08-08) is outside the window that ends 2008-11-17
+        assert card == decision["scorecard"] and card["status"] == "insufficient" and card["days"] == 0
 
         # Same drift the next check: the training run it started is still queued (no scheduler
         # here), and the cool-down runs too: no second trigger.

@@ -13,6 +13,8 @@ import json
 import math
 import threading
 import time
+from dataclasses import asdict
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import hypothesis
@@ -411,3 +413,117 @@ def test_a_deploy_that_fails_its_health_check_changes_nothing(served):
     last = deploys(settings)[-1]
     assert last["outcome"] == "failed" and last["bento_tag"] == built["bento"]["bento_tag"]
     assert last["previous_version"] == before["version"] and last["error"]
+
+
+def _forecast(settings, payload, path: str = "/forecast"):
+    return http_json(f"{settings.serve_url}{path}", payload, timeout=30)
+
+
+def test_forecast_by_ticker_answers_from_the_latest_snapshot_with_lineage(served):
+    """``/forecast`` reads the ticker's latest published snapshot and answers exactly as ``/predict`` on its rows."""
+    from stockops import registry
+    from stockops.serving import market_frame, request_body
+
+    settings, _ = served
+    latest = _store(settings).latest()
+    status, body = _forecast(settings, {"ticker": settings.ticker.lower()})
+    assert status == 200, body
+    assert body["ticker"] == settings.ticker and body["snapshot_hash"] == latest.hash
+    assert body["snapshot_last_date"] == latest.last_date == body["as_of"]
+    registry.setup(settings)
+    version = registry.get_version(settings, "1")
+    run = registry.get_run(version.run_id)
+    assert body["model_version"] == "1" and body["mlflow_run_id"] == version.run_id
+    assert body["bento_tag"].startswith(f"{settings.bento_name}:v1-")
+    assert body["trained_through"] == run.data.tags["snapshot_last_date"] != ""
+    assert body["training_snapshot_hash"] == version.tags["snapshot_hash"]
+    assert body["market"] == settings.market and body["market_snapshot_hash"] == _store_of(settings, settings.market)
+    # the same rows through /predict: the same forecast, to the last bit
+    request = request_body(_store(settings).load(), market=market_frame(settings), rows=body["history"], as_of=True)
+    status, predicted = _predict(settings, request)
+    assert status == 200, predicted
+    for key in ("forecast", "point_return", "quantiles", "intervals", "variance", "volatility", "last_close", "as_of",
+                "forecast_for", "model_version", "bento_tag", "mlflow_run_id", "trained_through"):
+        assert body[key] == predicted[key], key
+
+
+def _store_of(settings, ticker: str) -> str:
+    from stockops.ingest import store_for
+
+    return store_for(settings, ticker).latest().hash
+
+
+def test_forecast_batch_answers_each_ticker_with_errors_inline(served):
+    settings, _ = served
+    status, body = _forecast(settings, {"tickers": [settings.ticker, "MSFT"]}, "/forecast/batch")
+    assert status == 200, body
+    answered, missing = body
+    assert answered["ticker"] == settings.ticker and answered["snapshot_hash"] == _store_of(settings, settings.ticker)
+    assert missing == {"ticker": "MSFT", "status": 404, "error": "no published snapshot for MSFT yet"}
+    # no tickers: the whole watchlist, in its order
+    status, body = _forecast(settings, {}, "/forecast/batch")
+    assert status == 200 and [e["ticker"] for e in body] == list(settings.tickers)
+    assert {e["ticker"] for e in body if "error" not in e} == {settings.ticker, settings.market}
+    # none answered: the error status, and every entry's reason
+    status, body = _forecast(settings, {"tickers": ["MSFT", "XYZ"]}, "/forecast/batch")
+    assert status == 404 and "MSFT: no published snapshot" in body["error"] and "XYZ: unknown ticker" in body["error"]
+    assert [e["status"] for e in body["results"]] == [404, 404]
+
+
+def test_forecast_refuses_unknown_stale_and_corrupt_snapshots_with_a_reason(served):
+    """404 unknown ticker / no snapshot, 409 a snapshot published too long ago, 503 a corrupt file (named)."""
+    import shutil
+    from datetime import UTC, datetime, timedelta
+
+    settings, _ = served
+    for ticker in ("XYZ", "not a symbol!"):
+        status, body = _forecast(settings, {"ticker": ticker})
+        assert status == 404 and body["error"].startswith(f"unknown ticker {ticker!r}: the watchlist is GOOG, MSFT")
+    status, body = _forecast(settings, {"ticker": "MSFT"})
+    assert (status, body) == (404, {"error": "no published snapshot for MSFT yet"})
+    latest = _store(settings).latest()
+    stale, corrupt = settings.ticker_data_dir("IBM"), settings.ticker_data_dir("INTC")
+    assert not stale.exists() and not corrupt.exists()
+    try:
+        # IBM: the model ticker's snapshot, as if ingest last published it a month ago
+        (stale / "snapshots").mkdir(parents=True)
+        shutil.copy2(latest.path, stale / "snapshots" / Path(latest.path).name)
+        old = (datetime.now(UTC) - timedelta(days=30)).isoformat(timespec="seconds")
+        (stale / "latest.json").write_text(json.dumps({**asdict(latest), "ticker": "IBM", "published_at": old}))
+        status, body = _forecast(settings, {"ticker": "IBM"})
+        assert status == 409, body
+        assert body["error"].startswith(f"IBM's latest snapshot ends {latest.last_date} and was published {old[:10]}")
+        assert body["error"].endswith("older than 5 days (STOCKOPS_MAX_STALENESS_SESSIONS): ingest is behind")
+        # INTC: a fresh pointer to a damaged file
+        (corrupt / "snapshots").mkdir(parents=True)
+        damaged = corrupt / "snapshots" / Path(latest.path).name
+        damaged.write_bytes(Path(latest.path).read_bytes()[:500])
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        (corrupt / "latest.json").write_text(json.dumps({**asdict(latest), "ticker": "INTC", "published_at": now}))
+        status, body = _forecast(settings, {"ticker": "INTC"})
+        assert status == 503 and body["error"].startswith(f"{damaged} cannot be used"), body
+        status, body = _forecast(settings, {"tickers": ["IBM", "INTC", settings.ticker]}, "/forecast/batch")
+        assert status == 200 and [e.get("status", 200) for e in body] == [409, 503, 200], body
+    finally:
+        shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(corrupt, ignore_errors=True)
+
+
+def test_fuzzed_forecast_requests_never_get_a_5xx(served):
+    """Schemathesis on /forecast and /forecast/batch: a status the document lists, never a 5xx."""
+    from schemathesis import GenerationMode
+
+    settings, _ = served
+    schema = schemathesis.openapi.from_url(f"{settings.serve_url}/docs.json")
+    for path in ("/forecast", "/forecast/batch"):
+        operation = schema[path]["POST"]
+        cases = operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(GenerationMode.NEGATIVE)
+
+        @hypothesis.settings(max_examples=40, deadline=None, database=None,
+                             suppress_health_check=list(hypothesis.HealthCheck))
+        @hypothesis.given(case=cases)
+        def call(case):
+            response = case.call(base_url=settings.serve_url, timeout=30)
+            case.validate_response(response, checks=[not_a_server_error, status_code_conformance])
+
+        call()

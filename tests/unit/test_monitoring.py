@@ -319,3 +319,120 @@ def test_no_champion_ends_green_without_a_trigger(settings):
 
     (logged,) = audit.read(settings.monitor_log)
     assert logged["reason"] == decision["reason"] and logged["mlflow_run_id"] == decision["mlflow_run_id"]
+
+
+# ---- the live calibration scorecard ---------------------------------------------------------------
+SIGMA = 0.02  # the synthetic path's true daily volatility
+
+
+def synthetic_path(seed: int, days: int = 500) -> pd.DataFrame:
+    """OHLCV whose log returns are N(0, SIGMA²): a 30 % overnight gap share, a range consistent with it."""
+    rng = np.random.default_rng(seed)
+    gap = rng.normal(0, SIGMA * math.sqrt(0.09), days)
+    intraday = rng.normal(0, SIGMA * math.sqrt(0.91), days)
+    close = 100 * np.exp(np.cumsum(gap + intraday))
+    open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(gap)
+    wick = np.abs(rng.normal(0, SIGMA / 2, (2, days)))
+    return pd.DataFrame({"Date": pd.bdate_range("2024-01-02", periods=days), "Open": open_,
+                         "High": np.maximum(open_, close) * np.exp(wick[0]),
+                         "Low": np.minimum(open_, close) * np.exp(-wick[1]), "Close": close,
+                         "Volume": rng.integers(1_000_000, 2_000_000, days).astype("float64")})
+
+
+def scorecard_records(frames: dict, scale: float = 1.0, variance_scale: float = 1.0, days: int = 60,
+                      version: str = "3") -> list[dict]:
+    """Own records for each ticker's last ``days`` days: normal quantiles of ``scale * SIGMA``, variance
+    ``variance_scale * SIGMA²`` (1, 1: the calibrated forecaster that knows the truth)."""
+    out = []
+    for ticker, frame in frames.items():
+        day = frame["Date"].dt.strftime("%Y-%m-%d").to_numpy()
+        for k in range(len(frame) - days, len(frame)):
+            out.append({"ticker": ticker, "as_of": day[k - 1], "forecast_for": day[k], "model_version": version,
+                        "last_close": float(frame["Close"].iloc[k - 1]), "point": 0.0,
+                        "quantiles": {q: scale * SIGMA * z for q, z in Z.items()},
+                        "variance": variance_scale * SIGMA**2})
+    return out
+
+
+@pytest.fixture(scope="module")
+def paths():
+    return {"AAA": synthetic_path(1), "BBB": synthetic_path(2)}
+
+
+def test_a_calibrated_forecaster_scores_near_nominal_and_triggers_nothing(paths, thresholds):
+    from stockops.monitoring.scorecard import calibration_scorecard
+
+    records = scorecard_records(paths)
+    noise = [{**records[0], "model_version": "2", "variance": 1.0},  # an earlier champion's
+             {**records[-1], "as_of": "2025-12-01", "forecast_for": "2099-01-02"}]  # not realized yet
+    card = calibration_scorecard(records + noise, paths, "3", days=60, min_days=20)
+    pooled = card["pooled"]
+    assert card["status"] == "ok" and card["days"] == 60 and pooled["pairs"] == 120
+    assert set(card["per_ticker"]) == {"AAA", "BBB"} and card["per_ticker"]["AAA"]["pairs"] == 60
+    assert pooled["coverage_50"] == pytest.approx(0.5, abs=0.1) and pooled["coverage_90"] == pytest.approx(0.9, abs=0.07)
+    assert pooled["kupiec95_p"] > 0.01 and pooled["kupiec99_p"] > 0.01
+    assert pooled["harx_gko_pairs"] == 120, "HARX-GKO is scored on the same (ticker, day) pairs"
+    assert abs(pooled["qlike_minus_harx_gko"]) < 0.05
+    returns = np.concatenate([np.diff(np.log(f["Close"].to_numpy()))[-60:] for f in paths.values()])
+    assert pooled["coverage_90"] == pytest.approx(np.mean(np.abs(returns) <= SIGMA * Z["q95"]))
+    decision = decide(CALM, OK_ERROR, thresholds, scorecard=card)
+    assert not decision["triggered"], decision["reason"]
+    assert "calibration: 99 % VaR breached on" in decision["reason"] and "QLIKE vs HARX-GKO" in decision["reason"]
+    assert decision["scorecard"] is card
+    json.dumps(card)  # plain data, written beside the decision
+
+
+def test_an_overconfident_forecaster_is_rejected_by_kupiec_and_triggers(paths, thresholds):
+    from stockops.monitoring.scorecard import calibration_scorecard
+
+    card = calibration_scorecard(scorecard_records(paths, scale=1 / 3, variance_scale=1 / 9), paths, "3", 60, 20)
+    pooled = card["pooled"]
+    assert pooled["var99_breach_rate"] > 0.1 and pooled["kupiec99_p"] < 1e-6 and pooled["coverage_90"] < 0.6
+    decision = decide(CALM, OK_ERROR, thresholds, scorecard=card)
+    assert decision["triggered"]
+    assert (f"calibration rejected: 99 % VaR breached on {pooled['var99_breaches']} of 120 ticker-days"
+            in decision["reason"]) and "over 60 realized days" in decision["reason"]
+
+
+def test_a_forecaster_losing_to_harx_gko_on_qlike_triggers(paths, thresholds):
+    from stockops.monitoring.scorecard import calibration_scorecard
+
+    card = calibration_scorecard(scorecard_records(paths, variance_scale=5.0), paths, "3", 60, 20)
+    pooled = card["pooled"]
+    assert pooled["qlike_minus_harx_gko"] > 0.5  # log 5 + 1/5 - 1 ≈ 0.81 nats/day in expectation
+    decision = decide(CALM, OK_ERROR, thresholds, scorecard=card)
+    assert decision["triggered"] and decision["reason"].startswith("retrain: losing to HARX-GKO: champion's QLIKE")
+    assert f"({pooled['qlike_minus_harx_gko']:+.3f} nats/day > margin 0.05)" in decision["reason"]
+    assert "calibration rejected" not in decision["reason"], "its quantiles are calibrated"
+    lenient = replace(thresholds, monitor_qlike_margin=1.0)
+    assert not decide(CALM, OK_ERROR, lenient, scorecard=card)["triggered"]
+
+
+def test_too_few_realized_days_make_the_scorecard_insufficient_and_trigger_nothing(paths, thresholds):
+    from stockops.monitoring.scorecard import calibration_scorecard
+
+    card = calibration_scorecard(scorecard_records(paths, scale=1 / 3, days=10), paths, "3", 60, 20)
+    assert card["status"] == "insufficient" and card["days"] == 10 and card["pooled"]["kupiec99_p"] < 0.01
+    decision = decide(CALM, OK_ERROR, thresholds, scorecard=card)
+    assert not decision["triggered"] and "calibration scorecard insufficient" in decision["reason"]
+    assert "fewer than 20 days" in decision["reason"]
+    empty = calibration_scorecard([], paths, "3", 60, 20)
+    assert empty["status"] == "insufficient" and empty["pooled"] == {}
+    assert not decide(CALM, OK_ERROR, thresholds, scorecard=empty)["triggered"]
+
+
+def test_harx_gko_is_fitted_on_the_days_before_the_window_only(paths):
+    from stockops.monitoring.scorecard import benchmark_forecasts
+
+    frame = paths["AAA"]
+    dates = frame["Date"].dt.strftime("%Y-%m-%d").tolist()
+    table, fit = benchmark_forecasts(frame, dates[-60:])
+    assert fit == f"fitted on 439 days through {dates[439]}" and table["forecast_for"].tolist() == dates[-60:]
+    shocked = frame.copy()
+    shocked.loc[len(frame) - 30:, ["High", "Close"]] *= 1.5  # the future changes...
+    again, _ = benchmark_forecasts(shocked, dates[-60:])
+    # ...not the forecasts made before it (the fit included)
+    np.testing.assert_allclose(again["variance"].to_numpy()[:30], table["variance"].to_numpy()[:30])
+    assert not np.allclose(again["variance"].to_numpy()[30:], table["variance"].to_numpy()[30:])
+    short, why = benchmark_forecasts(frame.iloc[:300], dates[290:300])
+    assert short is None and why == f"289 days before {dates[290]}, fewer than the 300 a fit needs"

@@ -74,6 +74,8 @@ def _build_bento(settings: Settings, mv) -> dict:
         "snapshot_last_date": run.data.tags.get("snapshot_last_date", ""),
         "logical_date": run.data.tags.get("logical_date", ""), "ticker": settings.ticker,
         "gate_decision": mv.tags.get("gate_decision", ""),
+        # the defaults of the bento's /forecast where its environment names no STOCKOPS_TICKERS / STOCKOPS_MARKET
+        "watchlist": ",".join(settings.tickers), "market": settings.market or "",
     }
     staging = settings.serving_dir / "staging" / f"{model_name}-v{version}"
     shutil.rmtree(staging, ignore_errors=True)

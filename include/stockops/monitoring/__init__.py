@@ -8,7 +8,10 @@ Each check (the ``stock_monitor`` DAG, or ``make demo``) compares two things and
 * **live error** — the champion's forecasts for those days against the closes that followed, as
   RMSE, as a ratio to the champion's own holdout RMSE (both in % of price, so a higher price
   level is not mistaken for error), as a ratio to persistence on the same days, and the coverage
-  of its 50 % and 90 % intervals.
+  of its 50 % and 90 % intervals;
+* **calibration** — the live scorecard (:mod:`stockops.monitoring.scorecard`): every ticker's own
+  forecasts by the champion, realized, per ticker and pooled: interval coverage, 95 %/99 % VaR
+  breaches with the Kupiec test, QLIKE and pinball loss against HARX-GKO on the same pairs.
 
 The monitor trusts only the platform's own records. Its first step, :func:`score_watchlist`,
 forecasts the next session of every watchlist ticker with the champion loaded from the registry,
@@ -21,8 +24,9 @@ endpoint's log (``serving/predictions.jsonl``) holds whatever clients sent — a
 closes — so it is counted as traffic and never scored.
 
 The decision is plain data, ``{drift_share, drifted_columns, live_rmse_ratio, persistence_ratio,
-triggered, reason, ...}``, kept as JSON beside the Evidently HTML report, appended to the
-decision log and logged to MLflow. A crossed threshold triggers a retrain unless one is queued or
+scorecard, triggered, reason, ...}``, kept as JSON beside the Evidently HTML report (the scorecard
+also on its own, ``scorecard.json``), appended to the decision log and logged to MLflow (the
+pooled scorecard as ``scorecard_*`` metrics). A crossed threshold triggers a retrain unless one is queued or
 running, or the last trigger is within the cool-down: one drift episode, one retrain.
 
 Evidently (~8 s to import) and TensorFlow are imported inside the functions that need them.
@@ -331,8 +335,14 @@ def last_trigger(monitor_log: Path) -> dict | None:
 
 
 def decide(drift: dict | None, error: dict | None, settings: Settings, *, active_training_runs: int = 0,
-           previous_trigger: dict | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """Which thresholds were crossed, and whether that triggers a retrain now (debounced)."""
+           previous_trigger: dict | None = None, now: datetime | None = None,
+           scorecard: dict | None = None) -> dict[str, Any]:
+    """Which thresholds were crossed, and whether that triggers a retrain now (debounced).
+
+    ``scorecard`` (:func:`stockops.monitoring.scorecard.calibration_scorecard`) adds the calibration
+    checks: the Kupiec test rejecting the pooled 95 % or 99 % VaR, or a pooled QLIKE worse than
+    HARX-GKO's by more than ``monitor_qlike_margin``; an ``insufficient`` one only says so.
+    """
     now = now or datetime.now(UTC)
     crossed, calm = [], []
     drift_share = drift["drift_share"] if drift else None
@@ -355,6 +365,12 @@ def decide(drift: dict | None, error: dict | None, settings: Settings, *, active
         high = persistence_ratio >= settings.monitor_persistence_ratio
         (crossed if high else calm).append(f"live RMSE {persistence_ratio:.3f}× persistence's "
                                            f"({'≥' if high else '<'} {settings.monitor_persistence_ratio:.2f}×){basis}")
+    if scorecard:
+        from stockops.monitoring.scorecard import scorecard_verdict
+
+        card_crossed, card_calm = scorecard_verdict(scorecard, settings.monitor_kupiec_p, settings.monitor_qlike_margin)
+        crossed += card_crossed
+        calm += card_calm
 
     blockers = []
     if crossed and active_training_runs:
@@ -374,7 +390,7 @@ def decide(drift: dict | None, error: dict | None, settings: Settings, *, active
         reason = "nothing crossed: " + ("; ".join(calm) or "no drift or error could be computed")
     return {"drift_share": drift_share, "drifted_columns": drift["drifted_columns"] if drift else [],
             "live_rmse_ratio": live_ratio, "persistence_ratio": persistence_ratio, "triggered": triggered,
-            "reason": reason, "crossed": crossed, "debounced_by": blockers}
+            "reason": reason, "crossed": crossed, "debounced_by": blockers, "scorecard": scorecard}
 
 
 # ---- one check, end to end -------------------------------------------------------------------
@@ -395,7 +411,7 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
     if champion is None or snapshot is None:
         missing = "no champion yet" if champion is None else "no published snapshot yet"
         decision = {**base, "drift_share": None, "drifted_columns": [], "live_rmse_ratio": None,
-                    "persistence_ratio": None, "triggered": False, "crossed": [], "debounced_by": [],
+                    "persistence_ratio": None, "triggered": False, "crossed": [], "debounced_by": [], "scorecard": None,
                     "reason": f"{missing}: nothing to monitor (a model must pass the gate first)"}
         log.info("MONITOR: %s", decision["reason"])
         return _record(settings, decision, folder=None, snapshot=None)
@@ -417,8 +433,10 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
                        settings.monitor_min_forecast_days,
                        replay=lambda ends: replay_forecasts(model_uri, frame, market, ends))
     error.update(_holdout_ratio(champion.run_id, error))
+    scorecard = live_scorecard(settings, str(champion.version), {settings.ticker: frame})
     decision = decide(drift, error, settings, active_training_runs=active_training_runs,
-                      previous_trigger=None if dry_run else last_trigger(settings.monitor_log), now=started)
+                      previous_trigger=None if dry_run else last_trigger(settings.monitor_log), now=started,
+                      scorecard=scorecard)
     if dry_run and decision["triggered"]:
         decision.update(triggered=False, reason=f"dry run, would trigger: {decision['reason']}")
     decision = {**base, **decision, "champion_version": str(champion.version), "champion_run_id": champion.run_id,
@@ -433,13 +451,34 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
                 "thresholds": {k: getattr(settings, k) for k in (
                     "monitor_current_days", "monitor_drift_threshold", "monitor_drift_share",
                     "monitor_error_ratio", "monitor_persistence_ratio", "monitor_cooldown_h",
-                    "monitor_min_forecast_days")}}
+                    "monitor_min_forecast_days", "monitor_kupiec_p", "monitor_qlike_margin")}}
     folder = settings.monitoring_dir / f"{started.strftime('%Y%m%dT%H%M%S%fZ')}-{snapshot.last_date}"
     decision = _record(settings, decision, folder=folder, snapshot=evidently_snapshot)
     log.info("MONITOR: %s\n%s", decision["reason"], json.dumps(
         {k: decision[k] for k in ("drift_share", "drifted_columns", "live_rmse_ratio", "persistence_ratio",
                                   "triggered")}))
     return decision
+
+
+def live_scorecard(settings: Settings, version: str, frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """The calibration scorecard of champion ``version`` on every watchlist ticker's own forecasts.
+
+    ``frames``: snapshots already loaded (ticker -> frame); the other tickers' latest published
+    snapshots are loaded here, and a ticker without one is left out.
+    """
+    from stockops.ingest import store_for
+    from stockops.monitoring.scorecard import calibration_scorecard
+
+    records = [e for e in audit.read(settings.forecast_log) if str(e.get("model_version")) == str(version)]
+    frames = dict(frames)
+    for ticker in sorted({str(e.get("ticker")) for e in records} - set(frames)):
+        if ticker in settings.tickers:
+            store = store_for(settings, ticker)
+            entry = store.latest()
+            if entry is not None:
+                frames[ticker] = store.load(entry)
+    return calibration_scorecard(records, frames, version, settings.monitor_current_days,
+                                 settings.monitor_min_forecast_days)
 
 
 def _champion_reference(run_id: str) -> pd.DataFrame | None:
@@ -470,8 +509,10 @@ def _holdout_ratio(run_id: str, error: dict) -> dict:
 
 
 def _record(settings: Settings, decision: dict, folder: Path | None, snapshot) -> dict:
-    """Write decision JSON (+ Evidently HTML), append to the decision log, log both to MLflow."""
+    """Write decision JSON (+ scorecard JSON, Evidently HTML), append to the decision log, log both to MLflow."""
     import mlflow
+
+    from stockops.monitoring.scorecard import pooled_metrics
 
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -480,6 +521,9 @@ def _record(settings: Settings, decision: dict, folder: Path | None, snapshot) -
         if snapshot is not None:
             decision["report"] = str(folder / "drift_report.html")
             snapshot.save_html(decision["report"])
+        if decision.get("scorecard") is not None:
+            decision["scorecard_path"] = str(folder / "scorecard.json")
+            Path(decision["scorecard_path"]).write_text(json.dumps(decision["scorecard"], indent=2, default=str))
         Path(decision["decision_path"]).write_text(json.dumps(decision, indent=2, default=str))
     with mlflow.start_run(experiment_id=registry.experiment_id(settings, settings.monitoring_experiment),
                           run_name=f"monitor-{decision['checked_at'][:10]}") as run:
@@ -487,7 +531,8 @@ def _record(settings: Settings, decision: dict, folder: Path | None, snapshot) -
                          "champion_version": decision.get("champion_version", "none"),
                          "airflow_dag_run_id": decision["dag_run_id"]})
         mlflow.log_metrics({k: float(decision[k]) for k in ("drift_share", "live_rmse_ratio", "persistence_ratio")
-                            if decision.get(k) is not None} | {"triggered": float(decision["triggered"])})
+                            if decision.get(k) is not None} | {"triggered": float(decision["triggered"])}
+                           | pooled_metrics(decision.get("scorecard")))
         if folder is not None:
             mlflow.log_artifacts(str(folder), "monitor")
         else:

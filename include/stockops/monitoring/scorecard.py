@@ -1,0 +1,197 @@
+"""The live calibration scorecard: the champion's own forecasts, scored with proper rules once they are realized.
+
+Every record :func:`stockops.monitoring.score_watchlist` appended for the champion's version (all
+watchlist tickers) is joined with the close its ticker's latest published snapshot holds for
+``forecast_for``: the realized log return is ``log(that close / the record's last_close)``. Over
+the last ``monitor_current_days`` trading days of each ticker's snapshot, per ticker and pooled:
+
+* coverage of the 50 % and 90 % intervals (q25..q75, q05..q95);
+* 95 % and 99 % VaR breach rates (returns below q05 / q01) with Kupiec's POF test p-value
+  (pooled over ticker-days: the cross-section makes it somewhat liberal on a market-wide shock);
+* QLIKE (of the recorded variance) and pinball loss (of all recorded quantiles), percent units as in
+  :mod:`stockops.scoring`, of the champion and of HARX-GKO on the same (ticker, day) pairs.
+
+HARX-GKO (:func:`stockops.baselines.log_har`) is refit once per ticker per check, on that ticker's
+snapshot days strictly before the first day of the window, then run with those parameters over
+the window (each day's forecast uses the days before it only) — the same fixed-parameter walk the
+training gate scores it with; a ticker with fewer than ``MIN_TRAIN_DAYS`` days before its window
+has no benchmark. Until ``monitor_min_forecast_days`` distinct days are realized the scorecard is
+``insufficient`` and triggers nothing.
+
+Imports numpy, scipy and arch at module level: :mod:`stockops.monitoring` imports it inside the check.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stockops.baselines import MIN_TRAIN_DAYS, log_har
+from stockops.risk_inputs import daily_inputs
+from stockops.scoring import LEVELS, coverage, date_average, diebold_mariano, kupiec, pinball, qlike
+
+BENCHMARK = "harx_gko"
+QUANTILES = tuple(f"q{round(level * 100):02d}" for level in LEVELS)
+REFIT = ("harx_gko refit once per ticker per check on the snapshot's days before the window's first day, "
+         "fixed over the window")
+
+
+def realized_pairs(records: list[dict], frames: dict[str, pd.DataFrame], version: str, days: int) -> pd.DataFrame:
+    """The champion's realized forecasts in each ticker's last ``days`` trading days, one row per (ticker, day).
+
+    ``records``: forecast-log entries (any tickers, versions); ``frames``: ticker -> its latest published
+    snapshot. A record whose ``forecast_for`` the snapshot does not hold yet is not realized; a day
+    recorded twice counts once, the first record.
+    """
+    rows, seen = [], set()
+    closes = {t: pd.Series(f["Close"].to_numpy(dtype="float64"),
+                           index=pd.to_datetime(f["Date"]).dt.strftime("%Y-%m-%d")) for t, f in frames.items()}
+    for entry in records:
+        ticker = entry.get("ticker")
+        if str(entry.get("model_version")) != str(version) or ticker not in closes:
+            continue
+        window = closes[ticker].iloc[-days:]
+        key = (ticker, entry.get("forecast_for"))
+        if key in seen or key[1] not in window.index:
+            continue
+        seen.add(key)
+        rows.append({"ticker": ticker, "as_of": entry["as_of"], "forecast_for": key[1],
+                     "ret": math.log(window[key[1]] / entry["last_close"]), "variance": entry["variance"],
+                     **{q: entry["quantiles"][q] for q in QUANTILES}})
+    table = pd.DataFrame(rows, columns=["ticker", "as_of", "forecast_for", "ret", "variance", *QUANTILES])
+    return table.sort_values(["ticker", "forecast_for"], ignore_index=True)
+
+
+def benchmark_forecasts(frame: pd.DataFrame, forecast_days: list[str]) -> tuple[pd.DataFrame | None, str]:
+    """HARX-GKO's variance and quantiles for ``forecast_days`` of ``frame``'s ticker, and how it was fitted.
+
+    One fit, on the days strictly before the first of ``forecast_days``; None (with the reason) when
+    fewer than ``MIN_TRAIN_DAYS`` days precede it.
+    """
+    dates = pd.to_datetime(frame["Date"]).dt.strftime("%Y-%m-%d").to_numpy()
+    rows = np.flatnonzero(np.isin(dates, forecast_days))
+    first = int(rows.min())
+    train_end = first - 1  # daily_inputs' first row (no return) is dropped: frame row k is inputs row k - 1
+    if train_end < MIN_TRAIN_DAYS:
+        return None, f"{train_end} days before {dates[first]}, fewer than the {MIN_TRAIN_DAYS} a fit needs"
+    inputs = daily_inputs(frame.iloc[: rows.max() + 1]).iloc[1:].reset_index(drop=True)
+    forecast = log_har(inputs, train_end)
+    index = rows - 1 - train_end
+    table = pd.DataFrame({"forecast_for": dates[rows], "variance": forecast.variance[index],
+                          **{q: forecast.quantiles[index, i] for i, q in enumerate(QUANTILES)}})
+    return table, f"fitted on {train_end} days through {dates[first - 1]}"
+
+
+def score_pairs(pairs: pd.DataFrame) -> dict[str, Any]:
+    """Coverage, VaR breaches with Kupiec p-values, and the mean losses of the champion (and HARX-GKO where set)."""
+    r = pairs["ret"].to_numpy(dtype="float64")
+    n = len(r)
+    breaches = {level: int(np.sum(r < pairs[q].to_numpy())) for level, q in ((95, "q05"), (99, "q01"))}
+    quantiles = pairs[list(QUANTILES)].to_numpy(dtype="float64")
+    out: dict[str, Any] = {
+        "days": int(pairs["forecast_for"].nunique()), "pairs": n,
+        "first_day": str(pairs["forecast_for"].min()), "last_day": str(pairs["forecast_for"].max()),
+        "coverage_50": coverage(pairs["q25"].to_numpy(), pairs["q75"].to_numpy(), r),
+        "coverage_90": coverage(pairs["q05"].to_numpy(), pairs["q95"].to_numpy(), r),
+        "var95_breaches": breaches[95], "var95_breach_rate": breaches[95] / n,
+        "kupiec95_p": kupiec(breaches[95], n, 0.05)[1],
+        "var99_breaches": breaches[99], "var99_breach_rate": breaches[99] / n,
+        "kupiec99_p": kupiec(breaches[99], n, 0.01)[1],
+        "qlike": float(qlike(pairs["variance"].to_numpy(), r).mean()),
+        "pinball": float(pinball(quantiles, r).mean()),
+    }
+    both = pairs.dropna(subset=[f"{BENCHMARK}_variance"])
+    out[f"{BENCHMARK}_pairs"] = len(both)
+    if len(both):
+        rb = both["ret"].to_numpy(dtype="float64")
+        champion_losses = qlike(both["variance"].to_numpy(), rb)
+        benchmark_losses = qlike(both[f"{BENCHMARK}_variance"].to_numpy(), rb)
+        champion_qlike, benchmark_qlike = float(champion_losses.mean()), float(benchmark_losses.mean())
+        day = both["forecast_for"].to_numpy()
+        # reported, not gated on: the DM t of date-averaged QLIKE (positive: the champion is better)
+        dm_t = diebold_mariano(date_average(champion_losses, day)[1], date_average(benchmark_losses, day)[1])[0]
+        out.update({
+            "qlike_on_benchmark_pairs": champion_qlike,
+            f"{BENCHMARK}_qlike": benchmark_qlike,
+            f"{BENCHMARK}_pinball": float(pinball(both[[f"{BENCHMARK}_{q}" for q in QUANTILES]].to_numpy(), rb).mean()),
+            f"qlike_minus_{BENCHMARK}": champion_qlike - benchmark_qlike,
+            f"dm_qlike_t_vs_{BENCHMARK}": dm_t,
+        })
+    return out
+
+
+def calibration_scorecard(records: list[dict], frames: dict[str, pd.DataFrame], version: str, days: int,
+                          min_days: int) -> dict[str, Any]:
+    """The scorecard of champion ``version``: ``{status, pooled, per_ticker, benchmark, ...}``, plain data.
+
+    ``status`` is ``"ok"`` once the pooled pairs cover ``min_days`` distinct realized days, else
+    ``"insufficient"`` (the numbers so far are still reported, and nothing triggers on them). A
+    ticker's own entry is ``insufficient`` below ``min_days`` of its own.
+    """
+    pairs = realized_pairs(records, frames, version, days)
+    base = {"model_version": str(version), "window_days": days, "min_days": min_days, "benchmark": BENCHMARK,
+            "refit": REFIT}
+    if pairs.empty:
+        return {**base, "status": "insufficient", "days": 0, "pooled": {}, "per_ticker": {}, "benchmark_fits": {},
+                "basis": f"none of champion v{version}'s own forecasts is realized in the last {days} days yet"}
+    fits, parts = {}, []
+    for ticker, group in pairs.groupby("ticker", sort=True):
+        table, fits[ticker] = benchmark_forecasts(frames[ticker], group["forecast_for"].tolist())
+        if table is not None:
+            group = group.merge(table.add_prefix(f"{BENCHMARK}_"), how="left", left_on="forecast_for",
+                                right_on=f"{BENCHMARK}_forecast_for").drop(columns=f"{BENCHMARK}_forecast_for")
+        parts.append(group)
+    pairs = pd.concat(parts, ignore_index=True)
+    if f"{BENCHMARK}_variance" not in pairs:
+        pairs[f"{BENCHMARK}_variance"] = np.nan
+    per_ticker = {}
+    for ticker, group in pairs.groupby("ticker", sort=True):
+        scores = score_pairs(group)
+        per_ticker[ticker] = {"status": "ok" if scores["days"] >= min_days else "insufficient", **scores}
+    pooled = score_pairs(pairs)
+    status = "ok" if pooled["days"] >= min_days else "insufficient"
+    basis = (f"{pooled['pairs']} realized forecasts of champion v{version} on {pooled['days']} days "
+             f"({pooled['first_day']}..{pooled['last_day']}), {len(per_ticker)} ticker(s)")
+    if status == "insufficient":
+        basis += f": fewer than {min_days} days (STOCKOPS_MONITOR_MIN_FORECAST_DAYS)"
+    return {**base, "status": status, "days": pooled["days"], "basis": basis, "pooled": pooled,
+            "per_ticker": per_ticker, "benchmark_fits": fits}
+
+
+def scorecard_verdict(scorecard: dict | None, kupiec_p: float, qlike_margin: float) -> tuple[list[str], list[str]]:
+    """(crossed, calm): the decision's lines from the scorecard; an insufficient one only says so."""
+    if not scorecard:
+        return [], []
+    pooled = scorecard.get("pooled") or {}
+    if scorecard.get("status") != "ok":
+        return [], [f"calibration scorecard insufficient: {scorecard.get('basis', 'no realized forecasts')}"]
+    crossed, calm = [], []
+    for level, nominal in ((99, 0.01), (95, 0.05)):
+        p, breaches, n = pooled[f"kupiec{level}_p"], pooled[f"var{level}_breaches"], pooled["pairs"]
+        text = (f"{level} % VaR breached on {breaches} of {n} ticker-days ({breaches / n:.1%}, nominal {nominal:.0%}), "
+                f"Kupiec p = {p:.4f}")
+        if p < kupiec_p:
+            crossed.append(f"calibration rejected: {text} < {kupiec_p:g} over {pooled['days']} realized days")
+        else:
+            calm.append(f"calibration: {text} ≥ {kupiec_p:g}")
+    gap = pooled.get(f"qlike_minus_{BENCHMARK}")
+    if gap is not None and not math.isnan(gap):
+        text = (f"champion's QLIKE {pooled['qlike_on_benchmark_pairs']:.3f} vs HARX-GKO's "
+                f"{pooled[f'{BENCHMARK}_qlike']:.3f} on the same {pooled[f'{BENCHMARK}_pairs']} ticker-days "
+                f"({gap:+.3f} nats/day")
+        if gap > qlike_margin:
+            crossed.append(f"losing to HARX-GKO: {text} > margin {qlike_margin:g})")
+        else:
+            calm.append(f"QLIKE vs HARX-GKO: {text} ≤ margin {qlike_margin:g})")
+    return crossed, calm
+
+
+def pooled_metrics(scorecard: dict | None) -> dict[str, float]:
+    """The pooled numbers as MLflow metrics (``scorecard_<name>``); empty without a scorecard."""
+    if not scorecard or not scorecard.get("pooled"):
+        return {}
+    return {f"scorecard_{k}": float(v) for k, v in scorecard["pooled"].items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(float(v))}
