@@ -16,7 +16,8 @@ Measured per path: seconds from the request to the first answer from the old ver
 and failed requests in that time, and (airflow) each task's duration.
 
 Then the serving supervisor's healing, under the same load (goal: answering again within 10 s):
-  bento killed        SIGKILL to the serving bento: the proxy retries on the spare, the
+  bento killed        SIGKILL to the serving bento's whole process tree (BentoML's workers
+                      outlive a killed arbiter and would keep answering): the proxy retries on the spare, the
                       supervisor fails over to it and starts a new spare;
   bento+spare killed  both processes of the served bento killed: a cold restart of the bento
                       (no spare to fail over to);
@@ -110,6 +111,13 @@ def wait_for_spare(settings, timeout: float = 300) -> dict:
     raise TimeoutError(f"no spare within {timeout:.0f} s")
 
 
+def tree_of(pid: int) -> list:
+    import psutil
+
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
 def heal(load: Load, settings, version: str, component: str) -> dict:
     """Kill ``component`` under load; seconds until answering again, failures, and the supervisor's incident."""
     import signal
@@ -127,8 +135,9 @@ def heal(load: Load, settings, version: str, component: str) -> dict:
     known = len(incidents(settings))
     time.sleep(2)
     killed = time.monotonic()
-    for pid in pids:
-        os.kill(int(pid), signal.SIGKILL)
+    for pid in pids:  # the whole process tree: BentoML's workers outlive a killed arbiter otherwise
+        for proc in tree_of(int(pid)):
+            proc.send_signal(signal.SIGKILL)
     time.sleep(0.3)  # answers sent before the kill are not "answering again"
     seconds = load.until(version, killed + 0.3) + 0.3
     deadline = time.monotonic() + 120

@@ -219,8 +219,13 @@ def test_a_killed_server_is_brought_back_and_becomes_an_incident(plane, componen
     converged(settings)
     spare = _spare_ready(settings)
     pid = int((runtime.proxy_record(settings) if component == "proxy" else state.current(settings))["pid"])
+    import psutil
+
+    root = psutil.Process(pid)
+    tree = [root, *root.children(recursive=True)]  # all of it: BentoML's workers outlive a killed arbiter
     killed = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
+    for proc in tree:
+        proc.send_signal(signal.SIGKILL)
     seconds, failed = _wait_answering(settings, killed)
     incident = _incident(settings, component)
     assert str(pid) in incident["cause"] and incident["recovered_at"] >= incident["detected_at"]
