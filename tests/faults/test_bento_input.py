@@ -26,8 +26,10 @@ BENTO_DIR = Path(__file__).resolve().parents[2] / "bento"
 def service():
     spec = importlib.util.spec_from_file_location("stockops_bento_service", BENTO_DIR / "service.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)  # no model at hand: the import still works (as for reading the spec)
-    return module
+    yield module
+    sys.modules.pop(spec.name, None)
 
 
 QUANTILES = {"q05": -0.02, "q50": 0.0, "q95": 0.02}
@@ -53,9 +55,9 @@ def test_finite_forecasts_give_prices(service):
 def test_service_logs_rotate_under_their_size_cap(tmp_path):
     """STOCKOPS_LOG_MAX_BYTES caps each file; 3 older files are kept; nothing goes to stdout."""
     script = f"""
-import importlib.util, logging
+import importlib.util, logging, sys
 spec = importlib.util.spec_from_file_location("svc", {str(BENTO_DIR / "service.py")!r})
-svc = importlib.util.module_from_spec(spec); spec.loader.exec_module(svc)
+svc = importlib.util.module_from_spec(spec); sys.modules[spec.name] = svc; spec.loader.exec_module(svc)
 logging.basicConfig()  # a console handler, as BentoML's server configuration has
 print(svc.log_to_rotating_file())
 for i in range(2000):
