@@ -382,11 +382,14 @@ def test_a_switch_under_load_fails_no_request(served):
     assert _predict(settings, request)[1]["model_version"] == "1"
 
 
-def test_a_deploy_that_fails_its_health_check_changes_nothing(served):
+def test_a_deploy_that_fails_its_health_check_changes_nothing(served, monkeypatch):
     """A bento whose packed model is corrupt never takes traffic; champion and endpoint stay."""
     from stockops import registry
     from stockops.serving import DeployError, build_candidate_bento, current, deploy_candidate, deploys
 
+    # BentoML restarts the crashing worker for ever: the deploy gives up at its readiness timeout
+    # (180 s by default; a good bento is ready in about 20 s here)
+    monkeypatch.setenv("STOCKOPS_SERVE_READY_TIMEOUT_S", "45")
     settings, request = served
     before = current(settings)
     registry.setup(settings)
