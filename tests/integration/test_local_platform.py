@@ -12,7 +12,7 @@ import pytest
 
 from stockops.config import get_settings
 from stockops.platform import LocalPlatform, stop_process_tree
-from stockops.processes import free_port
+from stockops.processes import free_port, http_json, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -64,8 +64,8 @@ def test_local_platform_exposes_nothing(settings, monkeypatch, tmp_path):
         platform.wait_healthy(proc, timeout=240)
         wait_all_components_healthy(platform)
         platform.api_token()  # the admin password we created is the one Airflow accepts
-        with urllib.request.urlopen(f"{platform.mlflow_url}/health", timeout=10):
-            pass
+        wait_until(lambda: http_json(f"{platform.mlflow_url}/health", timeout=5)[0] == 200, timeout=120,
+                   interval=1, what="the MLflow UI", proc=mlflow_proc)  # it may start after Airflow is up
         tree = [p for root in (proc, mlflow_proc) for p in (psutil.Process(root.pid),
                                                               *psutil.Process(root.pid).children(recursive=True))]
         listening = {(c.laddr.ip, c.laddr.port) for p in tree for c in p.net_connections(kind="inet")
