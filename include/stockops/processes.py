@@ -18,17 +18,26 @@ def venv_bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def stop_pid_tree(pid: int, grace: float = 20) -> None:
+PROCESS_TOKEN = "STOCKOPS_PROCESS_TOKEN"  # set in the environment of a process the platform starts
+
+
+def stop_pid_tree(pid: int | None, grace: float = 20, token: str | None = None) -> None:
     """Stop process ``pid`` and every process it started: SIGTERM, then SIGKILL after ``grace``.
 
     Servers such as ``airflow standalone`` and ``bentoml serve`` put children in sessions of
-    their own, so a process-group signal does not reach them: walk the tree instead.
+    their own, so a process-group signal does not reach them: walk the tree instead. A
+    ``token`` (the ``PROCESS_TOKEN`` the process was started with, which its children inherit)
+    also finds the children left behind when the parent was killed outright — BentoML's
+    workers start sessions of their own and outlive a killed arbiter. ``pid`` None: only those.
     """
     import psutil
 
-    if pid <= 1 or pid in (os.getpid(), os.getppid()):
+    if pid is not None and (pid <= 1 or pid in (os.getpid(), os.getppid())):
         raise ValueError(f"refusing to stop pid {pid}: init or this process itself (a stale record?)")
-    tree = _tree_and_session(pid)
+    found = {p.pid: p for p in (_tree_and_session(pid) if pid is not None else [])}
+    if token:
+        found.update({p.pid: p for p in carrying(token)})
+    tree = [p for p in found.values() if p.pid not in (os.getpid(), os.getppid())]
     if not tree:
         return
     for p in tree:
@@ -43,6 +52,28 @@ def stop_pid_tree(pid: int, grace: float = 20) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=5)
+
+
+def tokens_alive() -> dict[str, list[int]]:
+    """Every ``PROCESS_TOKEN`` carried by a live process now, with the pids carrying it."""
+    import psutil
+
+    alive: dict[str, list[int]] = {}
+    for proc in psutil.process_iter():
+        try:
+            token = proc.environ().get(PROCESS_TOKEN)
+        except (psutil.Error, OSError):
+            continue
+        if token and _running(proc):
+            alive.setdefault(token, []).append(proc.pid)
+    return alive
+
+
+def carrying(token: str) -> list:
+    """The live processes started with ``token`` (or by one that was)."""
+    import psutil
+
+    return [psutil.Process(pid) for pid in tokens_alive().get(token, []) if pid_alive(pid)]
 
 
 def _tree_and_session(pid: int) -> list:

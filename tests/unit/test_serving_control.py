@@ -46,6 +46,36 @@ def test_orphans_are_owned_live_processes_no_state_file_names(settings):
             proc.kill()
 
 
+def test_children_that_outlive_a_killed_parent_in_sessions_of_their_own_are_still_stopped(settings):
+    """As BentoML's workers do when their arbiter is SIGKILLed: found by the token they inherited."""
+    import os
+    import signal
+    import time
+
+    from stockops.processes import pid_alive
+    from stockops.serving import runtime, state
+
+    code = ("import subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True)\n"
+            "print(child.pid, flush=True); time.sleep(120)")
+    settings.serving_dir.mkdir(parents=True)
+    parent, _ = runtime._spawn(settings, [sys.executable, "-c", code], "parent.out", "bento")
+    out = settings.serving_logs_dir / "parent.out"
+    deadline = time.monotonic() + 30
+    while not out.read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(out.read_text().split()[0])
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    assert pid_alive(child) and os.getsid(child) == child  # re-parented, in a session of its own
+    assert [r["pid"] for r in state.orphans(settings)] == [parent.pid]  # its record lives on through the child
+    runtime.stop_orphans(settings)
+    deadline = time.monotonic() + 10
+    while pid_alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(child) and state.owned(settings) == []
+
+
 def test_a_reused_pid_is_not_taken_for_the_recorded_process(settings):
     from stockops.serving import state
 

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from stockops import audit, registry
 from stockops.config import Settings
-from stockops.processes import free_port, http_json, stop_pid_tree, wait_until
+from stockops.processes import free_port, http_json, wait_until
 from stockops.serving import runtime, state
 from stockops.serving.runtime import ServingError
 
@@ -222,10 +222,7 @@ def _name_standby(settings: Settings, previous: dict, serving_pid: int) -> None:
 
 
 def _stop(settings: Settings, records: list[dict]) -> None:
-    for record in records:
-        if record.get("pid"):
-            stop_pid_tree(int(record["pid"]), grace=10)
-    state.disown(settings, {int(r["pid"]) for r in records if r.get("pid")})
+    runtime.stop_owned(settings, {int(r["pid"]) for r in records if r.get("pid")})
 
 
 def _record_deploy(settings: Settings, fields: dict) -> dict:

@@ -11,9 +11,10 @@ import logging
 import os
 import subprocess
 import sys
+import uuid
 
 from stockops.config import Settings
-from stockops.processes import http_json, port_in_use, stop_pid_tree, venv_bin, wait_until
+from stockops.processes import PROCESS_TOKEN, http_json, port_in_use, stop_pid_tree, venv_bin, wait_until
 from stockops.serving import state
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,23 @@ def _spawn(settings: Settings, argv: list[str], log_name: str, role: str, env: d
     the process and its ownership record."""
     out = state.logs_dir(settings) / log_name
     state.rotate_if_large(out, settings.log_max_bytes)
+    token = uuid.uuid4().hex  # inherited by every process it starts: found even once re-parented
     with open(out, "ab") as handle:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(argv, cwd=settings.serving_dir, env={**environment(settings), **(env or {})},
+        proc = subprocess.Popen(argv, cwd=settings.serving_dir,
+                                env={**environment(settings), **(env or {}), PROCESS_TOKEN: token},
                                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
-    return proc, state.own(settings, proc.pid, role, **fields)
+    return proc, state.own(settings, proc.pid, role, token=token, **fields)
+
+
+def stop_owned(settings: Settings, pids: set[int], grace: float = 10) -> None:
+    """Stop these owned processes and everything they started (by pid while it is theirs, and by the
+    token their children inherited), then forget them."""
+    records = {r["pid"]: r for r in state.owned(settings)}
+    for pid in pids:
+        record = records.get(pid, {"pid": pid})
+        stop_pid_tree(pid if state.pid_matches(record) else None, grace=grace, token=record.get("token"))
+    state.disown(settings, set(pids))
 
 
 # ---- bentos ---------------------------------------------------------------------------------------
@@ -92,8 +105,8 @@ def ensure_proxy(settings: Settings) -> dict:
     url = settings.serve_url
     if state.pid_matches(record) and proxy_answers(url):
         return record
-    if record.get("pid"):
-        stop_pid_tree(int(record["pid"]), grace=2)  # alive but not answering: hung
+    if record.get("pid"):  # dead, or alive but not answering (hung): whatever is left of it goes
+        stop_owned(settings, {int(record["pid"])}, grace=2)
     if port_in_use(settings.serve_host, settings.serve_port):
         raise ServingError(f"{url} is taken by a process that is not the stockops proxy: free the port or set "
                            "STOCKOPS_SERVE_PORT")
@@ -142,27 +155,29 @@ def stop_orphans(settings: Settings, starting: frozenset[int] = frozenset()) -> 
     for record in found:
         log.warning("stopping orphan %s pid %d (%s), started %s and named by no serving state", record["role"],
                     record["pid"], record.get("bento_tag", ""), record["started_at"])
-        stop_pid_tree(int(record["pid"]), grace=5)
     if found:
-        state.disown(settings, {r["pid"] for r in found})
+        stop_owned(settings, {r["pid"] for r in found}, grace=5)
     return found
 
 
 def stop_serving(settings: Settings) -> None:
-    """Stop the supervisor, the bentos, the proxy and every other process the serving side owns."""
+    """Stop the supervisor, the bentos, the proxy and every other process the serving side owns
+    (children that outlived their parent included)."""
     supervisor = state.supervisor_record_path(settings)
+    records = {r["pid"]: r for r in state.owned(settings)}
     for path in (supervisor, state.proxy_record_path(settings)):
         try:
             record = state.read(path, "")
         except state.CorruptState:
             record = {}
         if state.pid_matches(record):
-            stop_pid_tree(int(record["pid"]), grace=5)
+            stop_pid_tree(int(record["pid"]), grace=5, token=records.get(record["pid"], {}).get("token"))
         if path == supervisor:  # first, so that it heals nothing while the rest stops
             path.unlink(missing_ok=True)
-    for record in (state.current_or_empty(settings), state.standby(settings), *state.owned(settings)):
-        if state.pid_matches(record):
+    for record in (state.current_or_empty(settings), state.standby(settings)):
+        if record.get("pid") not in records and state.pid_matches(record):  # written before ownership records
             stop_pid_tree(int(record["pid"]), grace=15)
+    stop_owned(settings, set(records), grace=15)
     for path in (settings.serving_state, settings.serving_standby, state.proxy_record_path(settings),
                  settings.serving_processes):
         path.unlink(missing_ok=True)

@@ -128,23 +128,42 @@ def owned(settings: Settings) -> list[dict]:
         return []  # rebuilt from current/standby/proxy records on the next adopt
 
 
+def running(record: dict, tokens: dict[str, list[int]] | None = None) -> bool:
+    """Is anything of ``record`` still running: its process, or a child that outlived it (its token)?"""
+    from stockops.processes import tokens_alive
+
+    if pid_matches(record):
+        return True
+    token = record.get("token")
+    return bool(token) and token in (tokens if tokens is not None else tokens_alive())
+
+
 def own(settings: Settings, pid: int, role: str, **fields: object) -> dict:
     """Record that the serving side started ``pid`` (call right after the start)."""
+    from stockops.processes import tokens_alive
+
     record = {"pid": pid, "create_time": _create_time(pid), "role": role, "started_at": now(), **fields}
     with _processes_lock(settings):
-        kept = [p for p in owned(settings) if p.get("pid") != pid and pid_matches(p)]
+        tokens = tokens_alive()
+        kept = [p for p in owned(settings) if p.get("pid") != pid and running(p, tokens)]
         write(settings.serving_processes, {"processes": [*kept, record]})
     return record
 
 
 def disown(settings: Settings, pids: set[int]) -> None:
+    from stockops.processes import tokens_alive
+
     with _processes_lock(settings):
-        kept = [p for p in owned(settings) if p.get("pid") not in pids and pid_matches(p)]
+        tokens = tokens_alive()
+        kept = [p for p in owned(settings) if p.get("pid") not in pids and running(p, tokens)]
         write(settings.serving_processes, {"processes": kept})
 
 
 def orphans(settings: Settings) -> list[dict]:
-    """Owned processes alive but named by no state file (a deploy that died midway left them)."""
+    """Owned processes (or their children) still running but named by no state file: a deploy that
+    died midway, or a bento whose arbiter was killed while its workers went on."""
+    from stockops.processes import tokens_alive
+
     served = current_or_empty(settings)
     named = {served.get("pid"), standby(settings).get("pid"), *(s.get("pid") for s in served.get("spares", []))}
     for path in (proxy_record_path(settings), supervisor_record_path(settings)):
@@ -152,7 +171,8 @@ def orphans(settings: Settings) -> list[dict]:
             named.add(read(path, "").get("pid"))
         except CorruptState:
             pass
-    return [p for p in owned(settings) if p.get("pid") not in named and pid_matches(p)]
+    tokens = tokens_alive()
+    return [p for p in owned(settings) if p.get("pid") not in named and running(p, tokens)]
 
 
 # ---- the deploy lock -----------------------------------------------------------------------

@@ -185,7 +185,7 @@ class Supervisor:
             self.spare_thread.start()
 
     def _start_spare(self, served: dict) -> None:
-        from stockops.processes import free_port, stop_pid_tree, wait_until
+        from stockops.processes import free_port, wait_until
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -205,8 +205,7 @@ class Supervisor:
             log.info("spare %s ready at %s (pid %d)", served["bento_tag"], url, proc.pid)
         except Exception as exc:  # noqa: BLE001 - retried on a later round
             log.warning("spare of %s not added: %s", served["bento_tag"], exc)
-            stop_pid_tree(proc.pid, grace=5)
-            state.disown(self.settings, {proc.pid})
+            runtime.stop_owned(self.settings, {proc.pid}, grace=5)
         finally:
             self.starting.discard(proc.pid)
 
