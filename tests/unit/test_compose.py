@@ -77,6 +77,7 @@ def test_every_stockops_variable_the_code_reads_is_set_for_airflow():
         read |= set(re.findall(r"""["'](STOCKOPS_[A-Z0-9_]+)["']""", path.read_text()))
     not_for_airflow = {"STOCKOPS_PREDICTION_LOG", "STOCKOPS_BENTO_LOG",  # set by the deploy for each bento
                        "STOCKOPS_FAULT_KILL_AT",  # the fault tests' kill switch
+                       "STOCKOPS_PROCESS_TOKEN",  # set by the serving side in each process it starts
                        "STOCKOPS_AIRFLOW_PORT",  # make run only (compose publishes 8080)
                        "STOCKOPS_MLFLOW_PORT", "STOCKOPS_TEST_POSTGRES_DSN", "STOCKOPS_TEST_REDIS_URL"}
     missing = read - not_for_airflow - set(COMMON_ENV)
