@@ -41,6 +41,19 @@ unless a training run is already queued or running or the last trigger is within
 (`STOCKOPS_MONITOR_COOLDOWN_H`). Otherwise `trigger_retrain` is skipped and the run stays green,
 with the reason in the log. No champion yet: nothing to monitor, green, no trigger.
 
+**Rollback proposal**: the previous champion forecasts the same days in the shadow (`role:
+shadow` in `forecasts.jsonl`). When the champion's pooled QLIKE on the ticker-days both forecast
+is worse than the previous champion's by more than `STOCKOPS_MONITOR_ROLLBACK_MARGIN` nats/day
+with a Diebold-Mariano |t| ≥ `STOCKOPS_MONITOR_ROLLBACK_DM_T`, `propose_rollback` starts
+`stock_rollback_proposal`, which asks an operator under Required actions (Approve runs
+`stock_rollback`). Not again while one waits, nor within the cool-down for the same pair.
+
+**Drift** is per ticker in one Evidently report (one `DataDriftPreset` per ticker): a ticker
+drifted when ≥ `STOCKOPS_MONITOR_DRIFT_SHARE` of its features did; drift crosses when ≥
+`STOCKOPS_MONITOR_DRIFT_TICKERS_SHARE` of the checked tickers drifted. Report folders are
+pruned beyond `STOCKOPS_MONITOR_KEEP_REPORTS` or `STOCKOPS_MONITOR_KEEP_DAYS`; the Evidently HTML
+is stored once (the folder; MLflow keeps the decision and scorecard JSON and names the report).
+
 `serving_health` (beside the rest) turns red when the endpoint is deployed but answers nowhere,
 or an outage the serving supervisor could not heal is open (`serving/incidents.jsonl`).
 
@@ -55,7 +68,14 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Asset, dag, task
 
 from stockops.config import get_settings
-from stockops.monitoring import TRAINING_DAG_ID, monitor_task, score_watchlist, should_retrain
+from stockops.monitoring import (
+    PROPOSAL_DAG_ID,
+    TRAINING_DAG_ID,
+    monitor_task,
+    score_watchlist,
+    should_propose_rollback,
+    should_retrain,
+)
 from stockops.serving import check_serving
 
 settings = get_settings()
@@ -87,6 +107,18 @@ def stock_monitor():
         retries=0,
     )
     go >> trigger_retrain
+    # The question is asked in its own DAG run, so this one (and tomorrow's) never waits for a person.
+    go_propose = task.short_circuit(should_propose_rollback, task_id="should_propose_rollback")(decision)
+    propose_rollback = TriggerDagRunOperator(
+        task_id="propose_rollback",
+        trigger_dag_id=PROPOSAL_DAG_ID,
+        conf={"from_version": "{{ ti.xcom_pull(task_ids='check')['rollback']['from_version'] }}",
+              "to_version": "{{ ti.xcom_pull(task_ids='check')['rollback']['to_version'] }}",
+              "evidence": "{{ ti.xcom_pull(task_ids='check')['rollback']['reason'] }}",
+              "report": "{{ ti.xcom_pull(task_ids='check')['decision_path'] }}"},
+        retries=0,
+    )
+    go_propose >> propose_rollback
 
 
 stock_monitor()

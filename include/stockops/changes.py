@@ -71,3 +71,13 @@ def previous_champion(settings: Settings, current: str) -> str | None:
         if str(entry["to_version"]) == str(current):
             return entry.get("from_version")
     return None
+
+
+def record_rollback_answer(proposal: dict, *, approved: bool, by: str, reason: str, dag_run_id: str = "") -> dict:
+    """An operator's answer to the monitor's rollback proposal, in the audit log (the rollback itself is recorded
+    by the change it makes)."""
+    settings = get_settings()
+    return audit.record(settings.audit_log, "rollback_proposal", ticker=settings.ticker, model=settings.model_name,
+                        from_version=str(proposal["from_version"]), to_version=str(proposal["to_version"]),
+                        decision="approved" if approved else "rejected", by=by, reason=reason,
+                        evidence=proposal.get("evidence", ""), dag_run_id=dag_run_id)

@@ -116,7 +116,9 @@ class Settings:
     # monitoring (stock_monitor): see bench/monitor_drift.py for how the defaults were chosen
     monitor_current_days: int = 60  # trading days compared with the champion's training window
     monitor_drift_threshold: float = 0.6  # normed Wasserstein distance above which a feature drifted
-    monitor_drift_share: float = 0.5  # share of drifted features that calls for a retrain
+    monitor_drift_share: float = 0.5  # share of a ticker's features that drifted for the ticker to count as drifted
+    # share of the watchlist's checked tickers that drifted for drift to call for a retrain (with one ticker: that one)
+    monitor_drift_tickers_share: float = 0.5
     monitor_error_ratio: float = 1.5  # live RMSE (in % of price) / the champion's holdout RMSE
     monitor_persistence_ratio: float = 1.10  # live RMSE / persistence's RMSE on the same days
     monitor_cooldown_h: float = 72.0  # no second retrain trigger within this many hours
@@ -127,6 +129,14 @@ class Settings:
     # VaR calibration is rejected, and how much worse (nats/day) than HARX-GKO the champion's pooled QLIKE may be
     monitor_kupiec_p: float = 0.01
     monitor_qlike_margin: float = 0.05
+    # rollback proposal: the champion's pooled QLIKE worse than the previous champion's on the same realized
+    # (ticker, day) pairs by more than this many nats/day, with a Diebold-Mariano |t| of at least monitor_rollback_dm_t
+    monitor_rollback_margin: float = 0.03
+    monitor_rollback_dm_t: float = 2.0
+    # monitor reports (one folder per check, the Evidently HTML is ~0.5 MB per ticker): kept at most this many, and
+    # none older than this many days (the newest is always kept)
+    monitor_keep_reports: int = 60
+    monitor_keep_days: float = 90.0
     # derived locations (filled in __post_init__ from home unless given)
     airflow_home: Path = field(default=None)  # type: ignore[assignment]
     gx_project_dir: Path = field(default=None)  # type: ignore[assignment]
@@ -166,6 +176,12 @@ class Settings:
         if not 0 < self.monitor_kupiec_p < 1:
             raise ValueError(f"STOCKOPS_MONITOR_KUPIEC_P={self.monitor_kupiec_p}: a p-value threshold is in (0, 1), "
                              "e.g. 0.01")
+        if self.monitor_keep_reports < 1:
+            raise ValueError(f"STOCKOPS_MONITOR_KEEP_REPORTS={self.monitor_keep_reports}: keep at least 1 report "
+                             "(the newest is what the dashboard links to)")
+        if not 0 < self.monitor_drift_tickers_share <= 1:
+            raise ValueError(f"STOCKOPS_MONITOR_DRIFT_TICKERS_SHARE={self.monitor_drift_tickers_share}: a share of the "
+                             "watchlist, in (0, 1]")
         if self.gx_project_dir is None:
             object.__setattr__(self, "gx_project_dir", REPO_ROOT / "great_expectations")
 
@@ -417,6 +433,11 @@ def get_settings() -> Settings:
         monitor_min_forecast_days=_env_int("STOCKOPS_MONITOR_MIN_FORECAST_DAYS", 20),
         monitor_kupiec_p=_env_float("STOCKOPS_MONITOR_KUPIEC_P", 0.01),
         monitor_qlike_margin=_env_float("STOCKOPS_MONITOR_QLIKE_MARGIN", 0.05),
+        monitor_drift_tickers_share=_env_float("STOCKOPS_MONITOR_DRIFT_TICKERS_SHARE", 0.5),
+        monitor_rollback_margin=_env_float("STOCKOPS_MONITOR_ROLLBACK_MARGIN", 0.03),
+        monitor_rollback_dm_t=_env_float("STOCKOPS_MONITOR_ROLLBACK_DM_T", 2.0),
+        monitor_keep_reports=_env_int("STOCKOPS_MONITOR_KEEP_REPORTS", 60),
+        monitor_keep_days=_env_float("STOCKOPS_MONITOR_KEEP_DAYS", 90.0),
         airflow_home=Path(airflow_home).resolve() if airflow_home else None,  # type: ignore[arg-type]
     )
 

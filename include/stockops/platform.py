@@ -32,7 +32,7 @@ from stockops.config import Settings, airflow_environment, get_settings
 from stockops.data.calendar import sessions
 from stockops.processes import stop_pid_tree, venv_bin
 
-DAG_IDS = ("stock_ingest", "stock_train", "stock_monitor", "stock_rollback")
+DAG_IDS = ("stock_ingest", "stock_train", "stock_monitor", "stock_rollback", "stock_rollback_proposal")
 # What `airflow standalone` runs, minus the log servers. Airflow 3.3 binds the scheduler's (8793)
 # and the triggerer's (8794) log servers to every interface and has no setting for the address
 # (airflow/utils/serve_logs/core.py passes host=""). On one machine they serve nothing the

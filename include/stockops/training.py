@@ -108,11 +108,10 @@ def prepare_features(snapshots: dict, window: Any = None) -> dict:
     pd.concat([f.assign(ticker=t) for t, f in frames.items()], ignore_index=True).to_parquet(path)
     parts = split.parts(panel, config.window)
     sizes = {k: len(v) for k, v in parts.items()}
-    # The monitor's drift reference: the model ticker's features over the days training saw.
-    if settings.ticker in frames:
-        frame = frames[settings.ticker]
-        last_train = int((frame["Date"] < pd.Timestamp(split.val_start)).sum()) - 1
-        reference_features(frame, last_train).to_parquet(folder / "reference_features.parquet")
+    # The monitor's drift reference: every ticker's features over the days training saw.
+    references = [reference_features(frame, int((frame["Date"] < pd.Timestamp(split.val_start)).sum()) - 1)
+                  .assign(ticker=ticker) for ticker, frame in frames.items()]
+    pd.concat(references, ignore_index=True).to_parquet(folder / "reference_features.parquet")
     log.info("features: %d tickers, window %d, samples %s; validation from %s, test from %s -> %s", len(frames),
              config.window, sizes, split.val_start, split.test_start, path)
     return {**snapshots, "features_path": str(path), "window": config.window, "sizes": sizes,

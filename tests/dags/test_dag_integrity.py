@@ -101,13 +101,31 @@ def test_monitor_follows_ingest_and_triggers_training_only_through_its_decision(
     assert dag.max_active_runs == 1
     assert [a.name for a in dag.timetable.asset_condition.objects] == [get_settings().asset_name]
     order = [t.task_id for t in dag.topological_sort() if t.task_id != "serving_health"]
-    assert order == ["score_watchlist", "check", "should_retrain", "trigger_retrain"]
+    assert order[:2] == ["score_watchlist", "check"]
+    assert dag.get_task("check").downstream_task_ids == {"should_retrain", "should_propose_rollback"}
+    assert dag.get_task("should_retrain").downstream_task_ids == {"trigger_retrain"}
+    assert dag.get_task("should_propose_rollback").downstream_task_ids == {"propose_rollback"}
     assert dag.get_task("serving_health").downstream_task_ids == set()  # red alone: it blocks no check
     trigger = dag.get_task("trigger_retrain")
     assert trigger.trigger_dag_id == "stock_train" and trigger.trigger_dag_id in dagbag.dags
     assert set(trigger.conf) == {"reason", "report"} and set(trigger.conf) <= set(dagbag.dags["stock_train"].params)
     assert trigger.retries == 0, "a retried trigger would start a second training run"
     assert trigger.upstream_task_ids == {"should_retrain"}
+
+
+def test_the_monitor_proposes_rollbacks_through_a_person_never_directly(dagbag):
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    propose = dagbag.dags["stock_monitor"].get_task("propose_rollback")
+    assert propose.trigger_dag_id == "stock_rollback_proposal" and propose.retries == 0
+    assert set(propose.conf) == {"from_version", "to_version", "evidence", "report"}
+    dag = dagbag.dags["stock_rollback_proposal"]
+    assert type(dag.timetable).__name__ == "NullTimetable" and dag.max_active_runs == 1
+    ask, rollback = dag.get_task("ask"), dag.get_task("rollback")
+    assert isinstance(ask, ApprovalOperator) and ask.defaults == ["Reject"], "no answer is a no"
+    assert ask.downstream_task_ids == {"rollback"} and {ask.retries, rollback.retries} == {0}
+    assert rollback.trigger_dag_id == "stock_rollback"
+    assert set(rollback.conf) == set(dagbag.dags["stock_rollback"].params)
 
 
 def test_rollback_is_manual_with_a_form_and_deploys_before_moving_the_champion(dagbag):

@@ -436,3 +436,105 @@ def test_harx_gko_is_fitted_on_the_days_before_the_window_only(paths):
     assert not np.allclose(again["variance"].to_numpy()[30:], table["variance"].to_numpy()[30:])
     short, why = benchmark_forecasts(frame.iloc[:300], dates[290:300])
     assert short is None and why == f"289 days before {dates[290]}, fewer than the 300 a fit needs"
+
+
+# ---- the watchlist's drift in one Evidently report -------------------------------------------------
+def test_every_tickers_drift_is_one_report_and_one_bad_ticker_alone_does_not_retrain(features, thresholds, tmp_path):
+    from stockops.data.sources import shipped_series
+    from stockops.monitoring import assess_watchlist_drift
+
+    ko = monitor_features(shipped_series("KO"))
+    # KO's own calm pair (its summer 2008 was already restless: 3 of 5 features moved)
+    references = {"GOOG": window(features, CALM_REFERENCE), "KO": window(ko, ("2009-06-01", "2012-06-01"))}
+    assert len(references["GOOG"]) != len(references["KO"]), "tickers of different lengths share one table"
+    calm_ko = window(ko, ("2012-06-01", "2012-08-24"))
+    drift, snapshot = assess_watchlist_drift(references, {"GOOG": window(features, CRASH), "KO": calm_ko},
+                                             thresholds.monitor_drift_threshold, thresholds.monitor_drift_share,
+                                             thresholds.monitor_drift_tickers_share)
+    assert drift["tickers_checked"] == ["GOOG", "KO"] and drift["drifted_tickers"] == ["GOOG"]
+    assert drift["per_ticker"]["GOOG"]["drift_share"] >= thresholds.monitor_drift_share
+    assert drift["per_ticker"]["KO"]["drifted"] is False and drift["drift_share"] == 0.5
+    assert all(c.startswith("GOOG:") for c in drift["drifted_columns"])
+    # one ticker's share is what the single-series check (the thresholds' bench) says on its own
+    alone, _ = assess_drift(references["GOOG"], window(features, CRASH), thresholds.monitor_drift_threshold,
+                            thresholds.monitor_drift_share)
+    assert alone["distances"] == drift["per_ticker"]["GOOG"]["distances"]
+    snapshot.save_html(str(tmp_path / "report.html"))
+    page = (tmp_path / "report.html").read_text()
+    assert "GOOG:volatility_20d" in page and "KO:volatility_20d" in page, "both tickers in the one report"
+
+    half = decide(drift, None, thresholds)
+    assert half["triggered"], "1 of 2 tickers is the default share (0.5)"
+    assert "1 of 2 tickers drifted (share 0.50 ≥ 0.50" in half["reason"] and "GOOG (" in half["reason"]
+    strict = replace(thresholds, monitor_drift_tickers_share=0.6)
+    calm = decide(drift, None, strict)
+    assert not calm["triggered"] and "1 of 2 tickers drifted (share 0.50 < 0.60" in calm["reason"]
+
+
+def test_drift_inputs_skip_tickers_the_champion_never_saw_and_read_old_references(features, goog):
+    from stockops.monitoring import drift_inputs
+
+    reference = window(features, CALM_REFERENCE)
+    frames = {"GOOG": goog, "NEW": goog.iloc[:-5]}
+    refs, currents, skipped = drift_inputs(reference.assign(ticker="GOOG"), frames, 60, "GOOG")
+    assert set(refs) == set(currents) == {"GOOG"} and "training window holds 0 days" in skipped["NEW"]
+    old, _, _ = drift_inputs(reference, frames, 60, "GOOG")  # an older champion: the model ticker's alone
+    assert list(old) == ["GOOG"] and len(old["GOOG"]) == len(reference)
+    _, _, short = drift_inputs(reference.assign(ticker="GOOG"), {"GOOG": goog.iloc[:80]}, 60, "GOOG")
+    assert "fewer than the 60 the monitor compares" in short["GOOG"]
+
+
+# ---- the champion against the previous one: the rollback proposal -----------------------------------
+def test_a_champion_clearly_worse_than_the_previous_one_is_proposed_for_rollback(paths, thresholds, tmp_path):
+    from stockops.monitoring import last_proposal, rollback_proposal
+    from stockops.monitoring.scorecard import compare_versions
+
+    previous = scorecard_records(paths, version="2")  # knows the truth
+    worse = scorecard_records(paths, scale=3.0, variance_scale=9.0, version="3")
+    comparison = compare_versions(previous + worse, paths, "3", "2", 60, 20)
+    assert comparison["status"] == "ok" and comparison["pairs"] == 120 and comparison["days"] == 60
+    assert comparison["qlike_gap"] > 0.5 and comparison["dm_qlike_t"] <= -2
+    now = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    proposal = rollback_proposal(comparison, thresholds, now=now)
+    assert proposal["propose"] and (proposal["from_version"], proposal["to_version"]) == ("3", "2")
+    assert proposal["reason"].startswith("rollback proposed: champion clearly worse than the previous one: v3's QLIKE")
+
+    # the other way round, and on too few days: nothing is proposed
+    better = compare_versions(previous + worse, paths, "2", "3", 60, 20)
+    assert better["qlike_gap"] < 0 and not rollback_proposal(better, thresholds)["propose"]
+    few = compare_versions(scorecard_records(paths, version="2", days=10) + worse, paths, "3", "2", 60, 20)
+    assert few["status"] == "insufficient" and few["days"] == 10
+    assert not rollback_proposal(few, thresholds)["propose"]
+    assert not rollback_proposal(None, thresholds)["propose"], "no previous champion"
+
+    # asked once: not while a proposal waits, not again within the cool-down for the same pair
+    log_path = tmp_path / "decisions.jsonl"
+    entry = audit.record(log_path, "monitor", rollback=proposal)
+    assert last_proposal(log_path, comparison) == entry
+    waiting = rollback_proposal(comparison, thresholds, active_proposals=1)
+    assert not waiting["propose"] and waiting["clearly_worse"] and "still wait for an answer" in waiting["reason"]
+    at = datetime.fromisoformat(entry["at"])
+    soon = rollback_proposal(comparison, thresholds, previous_proposal=entry, now=at + timedelta(hours=1))
+    assert not soon["propose"] and "cool-down" in soon["reason"]
+    later = rollback_proposal(comparison, thresholds, previous_proposal=entry,
+                              now=at + timedelta(hours=thresholds.monitor_cooldown_h + 1))
+    assert later["propose"]
+
+
+def test_report_folders_are_pruned_by_count_and_age_and_the_newest_stays(tmp_path):
+    from stockops.monitoring import prune_reports, report_folders
+
+    now = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    names = [f"{(now - timedelta(days=d)).strftime('%Y%m%dT%H%M%S%fZ')}-2026-05-29" for d in (200, 100, 30, 20, 10, 1)]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "decision.json").write_text("{}")
+    (tmp_path / "decisions.jsonl").write_text("")
+    (tmp_path / "notes").mkdir()  # not a report folder: left alone
+    pruned = prune_reports(tmp_path, keep=4, keep_days=90, now=now)
+    assert sorted(p.name for p in pruned) == sorted(names[:2])
+    assert [p.name for p in report_folders(tmp_path)] == names[2:] and (tmp_path / "notes").is_dir()
+    assert [p.name for p in prune_reports(tmp_path, keep=2, keep_days=90, now=now)] == names[2:4]
+    assert [p.name for p in prune_reports(tmp_path, keep=5, keep_days=0.5, now=now)] == [names[4]]
+    assert [p.name for p in report_folders(tmp_path)] == [names[5]], "the newest stays, however old"
+    assert prune_reports(tmp_path, keep=1, keep_days=0, now=now + timedelta(days=9)) == []

@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 FEATURES = ("log_return", "abs_return", "volatility_20d", "range_pct", "volume_ratio")
 REFERENCE_ARTIFACT = "monitoring/reference_features.parquet"
 TRAINING_DAG_ID = "stock_train"
+PROPOSAL_DAG_ID = "stock_rollback_proposal"
+MIN_REFERENCE_ROWS = 60  # training-window days a ticker needs for its drift to be tested
 
 
 # ---- features ------------------------------------------------------------------------------
@@ -96,31 +98,95 @@ def current_features(frame: pd.DataFrame, days: int) -> pd.DataFrame:
 
 
 # ---- data drift ------------------------------------------------------------------------------
-def assess_drift(reference: pd.DataFrame, current: pd.DataFrame, threshold: float, share: float):
-    """Evidently's DataDriftPreset, normed Wasserstein distance per feature; returns (summary, snapshot).
+def assess_watchlist_drift(references: dict[str, pd.DataFrame], currents: dict[str, pd.DataFrame],
+                           threshold: float, share: float, tickers_share: float = 0.5):
+    """Every ticker's drift in ONE Evidently report; returns (summary, snapshot).
 
-    A feature drifted when its distance (in reference standard deviations) is ≥ ``threshold``.
-    Evidently 0.7 has no dataset-drift flag: the share comes from ``DriftedColumnsCount``.
+    One ``DataDriftPreset`` per ticker (normed Wasserstein distance per feature) over the columns
+    ``<TICKER>:<feature>``: a feature drifted when its distance (in reference standard deviations)
+    is ≥ ``threshold``; a ticker drifted when the share of its features that drifted is ≥ ``share``
+    (the thresholds ``bench/monitor_drift.py`` measured on one ticker); the watchlist's
+    ``drift_share`` is the share of checked tickers that drifted, compared with ``tickers_share``
+    (one bad ticker is named in the reason, it does not retrain a global model on its own).
+    Tickers are padded with missing values to one table: Evidently drops them per column.
     """
+    import pandas as pd
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    columns = list(FEATURES)
-    definition = DataDefinition(numerical_columns=columns)
-    report = Report([DataDriftPreset(columns=columns, method="wasserstein", threshold=threshold, drift_share=share)])
-    snapshot = report.run(Dataset.from_pandas(current[columns], data_definition=definition),
-                          Dataset.from_pandas(reference[columns], data_definition=definition))
+    tickers = sorted(set(references) & set(currents))
+    if not tickers:
+        raise ValueError("no ticker has both a training-window reference and current features")
+    columns = {t: [f"{t}:{c}" for c in FEATURES] for t in tickers}
+
+    def wide(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        return pd.concat([frames[t][list(FEATURES)].reset_index(drop=True).set_axis(columns[t], axis=1)
+                          for t in tickers], axis=1)
+
+    every = [c for t in tickers for c in columns[t]]
+    definition = DataDefinition(numerical_columns=every)
+    report = Report([DataDriftPreset(columns=columns[t], method="wasserstein", threshold=threshold, drift_share=share)
+                     for t in tickers])
+    snapshot = report.run(Dataset.from_pandas(wide(currents), data_definition=definition),
+                          Dataset.from_pandas(wide(references), data_definition=definition))
     metrics = snapshot.dict()["metrics"]
-    counted = next(m["value"] for m in metrics if m["config"]["type"].endswith("DriftedColumnsCount"))
     distances = {m["config"]["column"]: float(m["value"]) for m in metrics
                  if m["config"]["type"].endswith("ValueDrift")}
-    drifted = [c for c in columns if distances[c] >= threshold]
-    if len(drifted) != int(counted["count"]):
-        raise RuntimeError(f"Evidently counted {counted['count']} drifted columns, the distances say {drifted}")
-    summary = {"drift_share": float(counted["share"]), "drifted_columns": drifted,
-               "distances": {c: round(distances[c], 4) for c in columns},
-               "method": "wasserstein (normed)", "threshold": threshold}
+    counts = {tuple(m["config"]["columns"]): m["value"] for m in metrics
+              if m["config"]["type"].endswith("DriftedColumnsCount")}
+    per_ticker = {}
+    for t in tickers:
+        drifted = [c.split(":", 1)[1] for c in columns[t] if distances[c] >= threshold]
+        counted = counts[tuple(columns[t])]
+        if len(drifted) != int(counted["count"]):
+            raise RuntimeError(f"Evidently counted {counted['count']} drifted columns of {t}, the distances say {drifted}")
+        per_ticker[t] = {"drift_share": float(counted["share"]), "drifted": float(counted["share"]) >= share,
+                         "drifted_columns": drifted,
+                         "distances": {c.split(":", 1)[1]: round(distances[c], 4) for c in columns[t]},
+                         "reference_rows": len(references[t]), "current_rows": len(currents[t])}
+    drifted_tickers = [t for t in tickers if per_ticker[t]["drifted"]]
+    summary = {"drift_share": len(drifted_tickers) / len(tickers), "drifted_tickers": drifted_tickers,
+               "drifted_columns": [f"{t}:{c}" for t in drifted_tickers for c in per_ticker[t]["drifted_columns"]],
+               "tickers_checked": tickers, "per_ticker": per_ticker, "method": "wasserstein (normed)",
+               "threshold": threshold, "feature_share": share, "tickers_share": tickers_share}
     return summary, snapshot
+
+
+def assess_drift(reference: pd.DataFrame, current: pd.DataFrame, threshold: float, share: float):
+    """One series' drift (:func:`assess_watchlist_drift` of one ticker): ({drift_share, drifted_columns, distances}, snapshot).
+
+    ``drift_share`` here is the share of the series' features that drifted.
+    """
+    summary, snapshot = assess_watchlist_drift({"series": reference}, {"series": current}, threshold, share)
+    one = summary["per_ticker"]["series"]
+    return {"drift_share": one["drift_share"], "drifted_columns": one["drifted_columns"],
+            "distances": one["distances"], "method": summary["method"], "threshold": threshold}, snapshot
+
+
+def drift_inputs(reference: pd.DataFrame | None, frames: dict[str, pd.DataFrame], days: int, model_ticker: str
+                 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], dict[str, str]]:
+    """(references, currents, not checked: ticker -> why) for the tickers in ``frames``.
+
+    ``reference``: the champion's training-window features (a ``ticker`` column since the watchlist
+    model; without one it is ``model_ticker``'s, as older champions recorded it).
+    """
+    references: dict[str, pd.DataFrame] = {}
+    if reference is not None:
+        if "ticker" in reference:
+            references = {str(t): g.drop(columns="ticker") for t, g in reference.groupby("ticker", sort=True)}
+        else:
+            references = {model_ticker: reference}
+    currents, skipped = {}, {}
+    for ticker, frame in frames.items():
+        if len(references.get(ticker, ())) < MIN_REFERENCE_ROWS:
+            skipped[ticker] = (f"the champion's training window holds {len(references.get(ticker, ()))} days of it "
+                               f"with complete features, fewer than {MIN_REFERENCE_ROWS}")
+            continue
+        try:
+            currents[ticker] = current_features(frame, days)
+        except ValueError as exc:
+            skipped[ticker] = str(exc)
+    return {t: references[t] for t in currents}, currents, skipped
 
 
 # ---- the platform's own forecasts ---------------------------------------------------------------
@@ -236,17 +302,45 @@ def score_watchlist(dag_run_id: str = "") -> dict[str, Any]:
             skipped[ticker] = "no published snapshot yet"
         else:
             snapshots[ticker] = (entry, store.load(entry))
+    made_at, market = datetime.now(UTC).isoformat(timespec="seconds"), market_series(settings)
     model = registry.load_forecaster(registry.model_uri(settings.model_name, version))
-    records, too_short = forecast_records(model, snapshots, market_series(settings), version,
-                                          made_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    records, too_short = forecast_records(model, snapshots, market, version, made_at=made_at)
     skipped.update(too_short)
-    written = record_forecasts(settings.forecast_log, [{**r, "dag_run_id": dag_run_id} for r in records])
+    written = record_forecasts(settings.forecast_log, [{**r, "role": "champion", "dag_run_id": dag_run_id}
+                                                       for r in records])
     recorded = [e["ticker"] for e in written]
     log.info("champion v%s scored %d ticker(s) into %s: %d new, %d already recorded%s", version, len(records),
              settings.forecast_log, len(recorded), len(records) - len(recorded),
              "".join(f"; {t} skipped: {why}" for t, why in skipped.items()))
+    shadow = _score_previous(settings, version, snapshots, market, made_at, dag_run_id)
     return {"model_version": version, "recorded": recorded,
-            "already_recorded": [r["ticker"] for r in records if r["ticker"] not in recorded], "skipped": skipped}
+            "already_recorded": [r["ticker"] for r in records if r["ticker"] not in recorded], "skipped": skipped,
+            "previous": shadow}
+
+
+def _score_previous(settings: Settings, champion: str, snapshots: dict, market, made_at: str,
+                    dag_run_id: str) -> dict | None:
+    """The previous champion forecasts the same days in the shadow (``role: shadow``): what a rollback is judged on.
+
+    A previous version that cannot be loaded any more (deleted, an older model format) is logged and
+    skipped: the champion's own scoring never depends on it.
+    """
+    from stockops.changes import previous_champion
+
+    previous = previous_champion(settings, champion)
+    if previous is None or str(previous) == str(champion):
+        return None
+    try:
+        model = registry.load_forecaster(registry.model_uri(settings.model_name, previous))
+        records, _ = forecast_records(model, snapshots, market, str(previous), made_at=made_at)
+    except Exception as exc:  # noqa: BLE001 - the shadow is optional; its absence is reported
+        log.warning("the previous champion v%s could not forecast in the shadow (%s: %s): no rollback can be "
+                    "proposed until it does", previous, type(exc).__name__, exc)
+        return {"model_version": str(previous), "error": f"{type(exc).__name__}: {exc}"}
+    written = record_forecasts(settings.forecast_log, [{**r, "role": "shadow", "dag_run_id": dag_run_id}
+                                                       for r in records])
+    log.info("previous champion v%s scored %d ticker(s) in the shadow: %d new", previous, len(records), len(written))
+    return {"model_version": str(previous), "recorded": [e["ticker"] for e in written]}
 
 
 def own_forecasts(forecast_log: Path, ticker: str, version: str) -> pd.DataFrame:
@@ -345,14 +439,18 @@ def decide(drift: dict | None, error: dict | None, settings: Settings, *, active
     """
     now = now or datetime.now(UTC)
     crossed, calm = [], []
+    drift = _as_watchlist(drift, settings)
     drift_share = drift["drift_share"] if drift else None
     if drift is not None:
-        text = (f"{len(drift['drifted_columns'])} of {len(FEATURES)} input features drifted "
-                f"(share {drift_share:.2f}{' ≥ ' if drift_share >= settings.monitor_drift_share else ' < '}"
-                f"{settings.monitor_drift_share:.2f})")
-        if drift["drifted_columns"]:
-            text += ": " + ", ".join(drift["drifted_columns"])
-        (crossed if drift_share >= settings.monitor_drift_share else calm).append(f"data drift: {text}")
+        high = drift_share >= settings.monitor_drift_tickers_share
+        per_ticker = drift["per_ticker"]
+        text = (f"{len(drift['drifted_tickers'])} of {len(per_ticker)} tickers drifted (share {drift_share:.2f}"
+                f"{' ≥ ' if high else ' < '}{settings.monitor_drift_tickers_share:.2f}; a ticker drifts when "
+                f"≥ {settings.monitor_drift_share:.2f} of its {len(FEATURES)} input features do)")
+        if drift["drifted_tickers"]:
+            text += ": " + ", ".join(f"{t} ({', '.join(per_ticker[t]['drifted_columns'])})"
+                                     for t in drift["drifted_tickers"])
+        (crossed if high else calm).append(f"data drift: {text}")
     live_ratio = error.get("rmse_ratio") if error else None
     persistence_ratio = error.get("persistence_ratio") if error else None
     basis = f", from {error['basis']}" if error and error.get("basis") else ""  # said once, on the first error line
@@ -393,8 +491,19 @@ def decide(drift: dict | None, error: dict | None, settings: Settings, *, active
             "reason": reason, "crossed": crossed, "debounced_by": blockers, "scorecard": scorecard}
 
 
+def _as_watchlist(drift: dict | None, settings: Settings) -> dict | None:
+    """One series' drift (:func:`assess_drift`) as a watchlist of that one series; a watchlist's as it is."""
+    if drift is None or "per_ticker" in drift:
+        return drift
+    drifted = drift["drift_share"] >= settings.monitor_drift_share
+    return {"drift_share": float(drifted), "drifted_tickers": ["series"] if drifted else [],
+            "drifted_columns": [f"series:{c}" for c in drift["drifted_columns"]] if drifted else [],
+            "per_ticker": {"series": {**drift, "drifted": drifted}}}
+
+
 # ---- one check, end to end -------------------------------------------------------------------
-def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bool = False) -> dict[str, Any]:
+def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bool = False,
+                active_proposals: int = 0) -> dict[str, Any]:
     """Check the champion against the latest snapshot; write, record and return the decision.
 
     ``dry_run`` (``make demo``) reports what would happen but never counts as a trigger.
@@ -412,31 +521,41 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
         missing = "no champion yet" if champion is None else "no published snapshot yet"
         decision = {**base, "drift_share": None, "drifted_columns": [], "live_rmse_ratio": None,
                     "persistence_ratio": None, "triggered": False, "crossed": [], "debounced_by": [], "scorecard": None,
+                    "rollback": {"propose": False, "reason": "no champion to compare"},
                     "reason": f"{missing}: nothing to monitor (a model must pass the gate first)"}
         log.info("MONITOR: %s", decision["reason"])
         return _record(settings, decision, folder=None, snapshot=None)
 
     frame = store.load(snapshot)
     days = settings.monitor_current_days
-    current = current_features(frame, days)
+    frames = {settings.ticker: frame, **latest_frames(settings, skip=(settings.ticker,))}
     reference = _champion_reference(champion.run_id)
+    references, currents, not_checked = drift_inputs(reference, frames, days, settings.ticker)
     drift, evidently_snapshot = (None, None)
-    if reference is not None:
-        drift, evidently_snapshot = assess_drift(reference, current, settings.monitor_drift_threshold,
-                                                 settings.monitor_drift_share)
+    if currents:
+        drift, evidently_snapshot = assess_watchlist_drift(references, currents, settings.monitor_drift_threshold,
+                                                           settings.monitor_drift_share,
+                                                           settings.monitor_drift_tickers_share)
+        drift["not_checked"] = not_checked
     else:
-        log.warning("champion v%s has no recorded training window (%s): data drift is not checked; the next "
-                    "promotion records one", champion.version, REFERENCE_ARTIFACT)
+        log.warning("champion v%s: no ticker's drift can be checked (%s): %s", champion.version, REFERENCE_ARTIFACT,
+                    "; ".join(f"{t}: {why}" for t, why in not_checked.items()))
+    current = current_features(frame, days)
     model_uri = registry.model_uri(settings.model_name, champion.version)
     market = market_closes(market_series(settings), frame)
     error = live_error(frame, days, own_forecasts(settings.forecast_log, settings.ticker, champion.version),
                        settings.monitor_min_forecast_days,
                        replay=lambda ends: replay_forecasts(model_uri, frame, market, ends))
     error.update(_holdout_ratio(champion.run_id, error))
-    scorecard = live_scorecard(settings, str(champion.version), {settings.ticker: frame})
+    records = audit.read(settings.forecast_log)
+    scorecard = live_scorecard(settings, str(champion.version), frames, records)
+    comparison = previous_comparison(settings, str(champion.version), frames, records)
     decision = decide(drift, error, settings, active_training_runs=active_training_runs,
                       previous_trigger=None if dry_run else last_trigger(settings.monitor_log), now=started,
                       scorecard=scorecard)
+    decision["rollback"] = rollback_proposal(comparison, settings, previous_proposal=None if dry_run else
+                                             last_proposal(settings.monitor_log, comparison), now=started,
+                                             active_proposals=active_proposals)
     if dry_run and decision["triggered"]:
         decision.update(triggered=False, reason=f"dry run, would trigger: {decision['reason']}")
     decision = {**base, **decision, "champion_version": str(champion.version), "champion_run_id": champion.run_id,
@@ -444,14 +563,16 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
                 "traffic_requests": traffic_requests(settings.prediction_log, champion.version),
                 "snapshot_hash": snapshot.hash, "current_window": [current["Date"].iloc[0].date().isoformat(),
                                                                    current["Date"].iloc[-1].date().isoformat()],
-                "reference_window": None if reference is None else [
-                    reference["Date"].iloc[0].date().isoformat(), reference["Date"].iloc[-1].date().isoformat()],
-                "reference_rows": 0 if reference is None else len(reference),
+                "reference_window": None if settings.ticker not in references else [
+                    references[settings.ticker]["Date"].iloc[0].date().isoformat(),
+                    references[settings.ticker]["Date"].iloc[-1].date().isoformat()],
+                "reference_rows": len(references.get(settings.ticker, ())),
                 "drift": drift, "live_error": error,
                 "thresholds": {k: getattr(settings, k) for k in (
                     "monitor_current_days", "monitor_drift_threshold", "monitor_drift_share",
                     "monitor_error_ratio", "monitor_persistence_ratio", "monitor_cooldown_h",
-                    "monitor_min_forecast_days", "monitor_kupiec_p", "monitor_qlike_margin")}}
+                    "monitor_min_forecast_days", "monitor_kupiec_p", "monitor_qlike_margin",
+                    "monitor_drift_tickers_share", "monitor_rollback_margin", "monitor_rollback_dm_t")}}
     folder = settings.monitoring_dir / f"{started.strftime('%Y%m%dT%H%M%S%fZ')}-{snapshot.last_date}"
     decision = _record(settings, decision, folder=folder, snapshot=evidently_snapshot)
     log.info("MONITOR: %s\n%s", decision["reason"], json.dumps(
@@ -460,25 +581,87 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
     return decision
 
 
-def live_scorecard(settings: Settings, version: str, frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
+def latest_frames(settings: Settings, skip: tuple[str, ...] = ()) -> dict[str, pd.DataFrame]:
+    """Every watchlist ticker's latest published snapshot (hash-checked on load); a ticker without one is left out."""
+    from stockops.ingest import store_for
+
+    frames = {}
+    for ticker in settings.tickers:
+        if ticker in skip:
+            continue
+        store = store_for(settings, ticker)
+        entry = store.latest()
+        if entry is not None:
+            frames[ticker] = store.load(entry)
+    return frames
+
+
+def live_scorecard(settings: Settings, version: str, frames: dict[str, pd.DataFrame],
+                   records: list[dict] | None = None) -> dict[str, Any]:
     """The calibration scorecard of champion ``version`` on every watchlist ticker's own forecasts.
 
-    ``frames``: snapshots already loaded (ticker -> frame); the other tickers' latest published
-    snapshots are loaded here, and a ticker without one is left out.
+    ``frames``: the tickers' latest published snapshots (:func:`latest_frames`); ``records``: the
+    forecast log, read here unless given.
     """
-    from stockops.ingest import store_for
     from stockops.monitoring.scorecard import calibration_scorecard
 
-    records = [e for e in audit.read(settings.forecast_log) if str(e.get("model_version")) == str(version)]
-    frames = dict(frames)
-    for ticker in sorted({str(e.get("ticker")) for e in records} - set(frames)):
-        if ticker in settings.tickers:
-            store = store_for(settings, ticker)
-            entry = store.latest()
-            if entry is not None:
-                frames[ticker] = store.load(entry)
-    return calibration_scorecard(records, frames, version, settings.monitor_current_days,
+    records = audit.read(settings.forecast_log) if records is None else records
+    mine = [e for e in records if str(e.get("model_version")) == str(version)]
+    return calibration_scorecard(mine, frames, version, settings.monitor_current_days,
                                  settings.monitor_min_forecast_days)
+
+
+def previous_comparison(settings: Settings, version: str, frames: dict[str, pd.DataFrame],
+                        records: list[dict]) -> dict[str, Any] | None:
+    """Champion ``version`` against the champion before it, on the days both forecast (None without one)."""
+    from stockops.changes import previous_champion
+    from stockops.monitoring.scorecard import compare_versions
+
+    previous = previous_champion(settings, version)
+    if previous is None or str(previous) == str(version):
+        return None
+    return compare_versions(records, frames, version, str(previous), settings.monitor_current_days,
+                            settings.monitor_min_forecast_days)
+
+
+def last_proposal(monitor_log: Path, comparison: dict | None) -> dict | None:
+    """The most recent decision that proposed rolling back the same champion to the same version."""
+    if not comparison:
+        return None
+    pair = (comparison["champion"], comparison["previous"])
+    return next((e for e in reversed(audit.read(monitor_log))
+                 if (e.get("rollback") or {}).get("propose")
+                 and (e["rollback"].get("from_version"), e["rollback"].get("to_version")) == pair), None)
+
+
+def rollback_proposal(comparison: dict | None, settings: Settings, *, previous_proposal: dict | None = None,
+                      now: datetime | None = None, active_proposals: int = 0) -> dict[str, Any]:
+    """Whether to ask an operator to roll the champion back to the previous one: ``{propose, reason, ...}``.
+
+    Proposed when the champion is clearly worse (:func:`scorecard.rollback_verdict`), unless a
+    proposal is still waiting for its answer, or the same one was made within the cool-down: a
+    person who said no is not asked again every day.
+    """
+    from stockops.monitoring.scorecard import rollback_verdict
+
+    now = now or datetime.now(UTC)
+    worse, why = rollback_verdict(comparison, settings.monitor_rollback_margin, settings.monitor_rollback_dm_t)
+    out: dict[str, Any] = {"propose": False, "clearly_worse": worse, "reason": why, "comparison": comparison}
+    if comparison:
+        out.update(from_version=comparison["champion"], to_version=comparison["previous"])
+    if not worse:
+        return out
+    if active_proposals:
+        out["reason"] = f"not proposed again: {active_proposals} proposal run(s) still wait for an answer. {why}"
+        return out
+    if previous_proposal:
+        since = now - datetime.fromisoformat(previous_proposal["at"])
+        if since < timedelta(hours=settings.monitor_cooldown_h):
+            out["reason"] = (f"not proposed again: the same rollback was proposed {since.total_seconds() / 3600:.1f} h "
+                             f"ago, within the {settings.monitor_cooldown_h:g} h cool-down. {why}")
+            return out
+    out.update(propose=True, reason=f"rollback proposed: {why}")
+    return out
 
 
 def _champion_reference(run_id: str) -> pd.DataFrame | None:
@@ -533,15 +716,53 @@ def _record(settings: Settings, decision: dict, folder: Path | None, snapshot) -
         mlflow.log_metrics({k: float(decision[k]) for k in ("drift_share", "live_rmse_ratio", "persistence_ratio")
                             if decision.get(k) is not None} | {"triggered": float(decision["triggered"])}
                            | pooled_metrics(decision.get("scorecard")))
-        if folder is not None:
-            mlflow.log_artifacts(str(folder), "monitor")
-        else:
-            mlflow.log_dict(decision, "monitor/decision.json")
+        # The Evidently HTML (~0.5 MB per ticker) is stored once, in the report folder (the run names it);
+        # MLflow keeps the decision and the scorecard.
+        if decision.get("report"):
+            mlflow.set_tag("evidently_report", decision["report"])
+        mlflow.log_dict(decision, "monitor/decision.json")
+        if decision.get("scorecard") is not None:
+            mlflow.log_dict(decision["scorecard"], "monitor/scorecard.json")
     decision["mlflow_run_id"] = run.info.run_id
     audit.record(settings.monitor_log, "monitor", **{k: v for k, v in decision.items() if k not in ("drift",)})
     if folder is not None:
         log.info("monitor decision: %s\nEvidently report: %s", decision["decision_path"], decision["report"])
+        pruned = prune_reports(settings.monitoring_dir, settings.monitor_keep_reports, settings.monitor_keep_days)
+        if pruned:
+            log.info("pruned %d monitor report folder(s) beyond %d or older than %g days: %s", len(pruned),
+                     settings.monitor_keep_reports, settings.monitor_keep_days, ", ".join(p.name for p in pruned))
     return decision
+
+
+def report_folders(monitoring_dir: Path) -> list[Path]:
+    """The per-check report folders (``<UTC timestamp>-<day>``, each with its ``decision.json``), oldest first."""
+    if not monitoring_dir.is_dir():
+        return []
+    return sorted(p for p in monitoring_dir.iterdir()
+                  if p.is_dir() and not p.is_symlink() and (p / "decision.json").is_file() and p.name[:8].isdigit())
+
+
+def prune_reports(monitoring_dir: Path, keep: int, keep_days: float, now: datetime | None = None) -> list[Path]:
+    """Delete report folders beyond the newest ``keep`` or older than ``keep_days``; the newest always stays.
+
+    Age is read from the folder's name (the check's UTC start), never from file times a copy can change.
+    The decision log keeps every decision; a pruned decision's ``report`` then names a missing file.
+    """
+    import shutil
+
+    now = now or datetime.now(UTC)
+    folders = report_folders(monitoring_dir)
+    doomed = folders[:-keep] if len(folders) > keep else []
+    for folder in folders[len(doomed):-1]:
+        try:
+            started = datetime.strptime(folder.name[:15], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        if now - started > timedelta(days=keep_days):
+            doomed.append(folder)
+    for folder in doomed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return doomed
 
 
 # ---- Airflow glue ------------------------------------------------------------------------------
@@ -551,7 +772,8 @@ def monitor_task(dag_run_id: str = "") -> dict[str, Any]:
 
     ti = get_current_context()["ti"]
     active = ti.get_dr_count(dag_id=TRAINING_DAG_ID, states=["queued", "running"])
-    return run_monitor(active_training_runs=active, dag_run_id=dag_run_id)
+    proposals = ti.get_dr_count(dag_id=PROPOSAL_DAG_ID, states=["queued", "running"])
+    return run_monitor(active_training_runs=active, dag_run_id=dag_run_id, active_proposals=proposals)
 
 
 def should_retrain(decision: dict) -> bool:
@@ -561,3 +783,11 @@ def should_retrain(decision: dict) -> bool:
     else:
         log.info("no retrain: %s", decision["reason"])
     return bool(decision["triggered"])
+
+
+def should_propose_rollback(decision: dict) -> bool:
+    """Short-circuit: go on to ask an operator only if the check proposes a rollback."""
+    rollback = decision.get("rollback") or {}
+    (log.warning if rollback.get("propose") else log.info)("rollback: %s", rollback.get("reason", "not assessed"))
+    return bool(rollback.get("propose"))
+

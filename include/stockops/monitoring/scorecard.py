@@ -195,3 +195,54 @@ def pooled_metrics(scorecard: dict | None) -> dict[str, float]:
         return {}
     return {f"scorecard_{k}": float(v) for k, v in scorecard["pooled"].items()
             if isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(float(v))}
+
+
+def compare_versions(records: list[dict], frames: dict[str, pd.DataFrame], champion: str, previous: str,
+                     days: int, min_days: int) -> dict[str, Any]:
+    """The champion against the previous champion on the same realized (ticker, day) pairs, by QLIKE and pinball.
+
+    Both versions' records come from :func:`stockops.monitoring.score_watchlist` (the previous
+    one forecasts in the shadow), so only days both forecast are compared. ``dm_qlike_t`` is the
+    Diebold-Mariano t of the date-averaged QLIKE (positive: the champion is better);
+    ``qlike_gap`` = champion - previous, nats/day (positive: the champion is worse).
+    """
+    base = {"champion": str(champion), "previous": str(previous), "window_days": days, "min_days": min_days}
+    mine, theirs = (realized_pairs(records, frames, v, days) for v in (champion, previous))
+    both = mine.merge(theirs, on=["ticker", "forecast_for"], suffixes=("", "_previous"))
+    if both.empty:
+        return {**base, "status": "insufficient", "days": 0, "pairs": 0,
+                "basis": f"no realized day that both v{champion} and v{previous} forecast in the last {days} days"}
+    r = both["ret"].to_numpy(dtype="float64")
+    day = both["forecast_for"].to_numpy()
+    losses = {v: qlike(both[f"variance{suffix}"].to_numpy(), r) for v, suffix in (("c", ""), ("p", "_previous"))}
+    pin = {v: float(pinball(both[[f"{q}{suffix}" for q in QUANTILES]].to_numpy(dtype="float64"), r).mean())
+           for v, suffix in (("c", ""), ("p", "_previous"))}
+    n_days = int(both["forecast_for"].nunique())
+    dm_t = (diebold_mariano(date_average(losses["c"], day)[1], date_average(losses["p"], day)[1])[0]
+            if n_days > 2 else math.nan)
+    out = {**base, "status": "ok" if n_days >= min_days else "insufficient", "days": n_days, "pairs": len(both),
+           "first_day": str(both["forecast_for"].min()), "last_day": str(both["forecast_for"].max()),
+           "qlike": float(losses["c"].mean()), "qlike_previous": float(losses["p"].mean()),
+           "qlike_gap": float(losses["c"].mean() - losses["p"].mean()),
+           "pinball": pin["c"], "pinball_previous": pin["p"], "dm_qlike_t": float(dm_t)}
+    out["basis"] = (f"v{champion} vs v{previous} on the same {len(both)} realized ticker-days "
+                    f"({out['first_day']}..{out['last_day']}, {n_days} days)")
+    if out["status"] == "insufficient":
+        out["basis"] += f": fewer than {min_days} days (STOCKOPS_MONITOR_MIN_FORECAST_DAYS)"
+    return out
+
+
+def rollback_verdict(comparison: dict | None, margin: float, dm_t: float) -> tuple[bool, str]:
+    """(propose, why): the champion is clearly worse than the previous one — QLIKE gap > ``margin`` and DM t ≤ -``dm_t``."""
+    if not comparison:
+        return False, "no previous champion forecast in the shadow: nothing to compare"
+    if comparison["status"] != "ok":
+        return False, f"champion vs previous insufficient: {comparison['basis']}"
+    text = (f"v{comparison['champion']}'s QLIKE {comparison['qlike']:.3f} vs v{comparison['previous']}'s "
+            f"{comparison['qlike_previous']:.3f} ({comparison['qlike_gap']:+.3f} nats/day, DM t "
+            f"{comparison['dm_qlike_t']:+.2f}; pinball {comparison['pinball']:.4f} vs {comparison['pinball_previous']:.4f}) "
+            f"over {comparison['pairs']} ticker-days {comparison['first_day']}..{comparison['last_day']}")
+    clearly_worse = comparison["qlike_gap"] > margin and comparison["dm_qlike_t"] <= -dm_t
+    if clearly_worse:
+        return True, f"champion clearly worse than the previous one: {text} (margin {margin:g}, |t| ≥ {dm_t:g})"
+    return False, f"champion not clearly worse than the previous one: {text}"
