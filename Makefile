@@ -9,7 +9,7 @@ UV_VERSION := 0.13.9
 export STOCKOPS_HOME ?= $(CURDIR)/.stockops
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: help install run demo test test-fast lint bench lock clean
+.PHONY: help install browser run demo test test-fast lint bench lock clean
 help:
 	@echo "make run    start Airflow (http://127.0.0.1:8080) and the MLflow UI (http://127.0.0.1:5000)"
 	@echo "make test   run the whole test suite"
@@ -29,13 +29,21 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 install: $(VENV)/.installed
 
+# The dashboard's browser test drives Debian's chromium through Playwright (Playwright cannot
+# download its own browser builds here); installed once, with apt, when it is missing.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
 run: install
 	$(PY) -m stockops run
 
 demo: install
 	$(PY) -m stockops demo
 
-test: install
+test: install browser
 	$(PY) -m pytest
 
 test-fast: install
