@@ -5,16 +5,23 @@
   API page open in a new tab; the Evidently monitor report, the GX Data Docs and the DORA chart are
   shown inside the Airflow UI.
 * Those three are files under the stockops home, which a browser cannot open from the web UI, so a
-  small web app, mounted by the api-server at ``/stockops``, serves them (and only files under the home).
+  small web app, mounted by the api-server at ``/stockops``, serves them (and only files under the home),
+  and its index is the dashboard (:mod:`stockops.dashboard`): per ticker a fan chart of the recent
+  forecasts against the realized closes and their interval coverage over time, the champion, the
+  latest gate decision, pending approvals, the DORA measures and incidents.
+* Every route of that app is behind Airflow's login: the request must carry the UI's session (the
+  ``_token`` cookie) or a REST API bearer token, checked by Airflow's own ``get_user`` (the auth
+  manager's ``get_user_from_token``: signature, expiry, revocation), and the user must be allowed to
+  see plugin views. Without one, a page request is sent to Airflow's login and anything else gets 401.
 
 Every Airflow component imports this module (the scheduler and each task process too), so only
-Airflow and ``stockops.config``/``stockops.audit`` are imported here; FastAPI is imported when the
-api-server first calls the web app, and settings are read when a hook or a request runs.
+Airflow and ``stockops.config``/``stockops.audit`` are imported here; FastAPI, Airflow's API security
+module and the dashboard are imported when the api-server first calls the web app, and settings are
+read when a hook or a request runs.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 from collections.abc import Callable
@@ -28,7 +35,7 @@ from stockops import audit
 from stockops.config import Settings, get_settings
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
+    from fastapi import FastAPI, Request, Response
 
 log = logging.getLogger(__name__)
 
@@ -118,31 +125,76 @@ def latest_monitor_report(settings: Settings) -> dict | None:
     return None
 
 
+async def session_user(request: Request) -> Any | None:
+    """The Airflow user whose session the request carries, or None.
+
+    Airflow's own check, as its REST API and UI make it (``core_api.security.get_user``): a bearer
+    token wins over the UI's ``_token`` cookie, and the auth manager validates it
+    (``get_user_from_token``: signature, expiry, revocation). Never decoded here.
+    """
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
+    from fastapi import HTTPException
+
+    try:
+        return await get_user(request, _oauth_token=None, bearer_credentials=await bearer_scheme(request))
+    except HTTPException:  # none, expired, invalid, revoked
+        return None
+
+
+def may_see_plugins(user: Any) -> bool:
+    """Whether the auth manager lets ``user`` see plugin views (what the UI's Plugins menu needs)."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+
+    return get_auth_manager().is_authorized_view(access_view=AccessView.PLUGINS, user=user)
+
+
+def refusal(request: Request) -> Response:
+    """No session: a page request goes to Airflow's login (and back here after it), anything else gets 401."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from fastapi.responses import PlainTextResponse, RedirectResponse
+
+    wants_page = request.method in ("GET", "HEAD") and "text/html" in request.headers.get("accept", "")
+    if wants_page:
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(get_auth_manager().get_url_login(next_url=here))
+    return PlainTextResponse("Not authenticated: log in to the Airflow UI, or send 'Authorization: Bearer <token>' "
+                             "with a token from POST /auth/token.\n", status_code=401,
+                             headers={"WWW-Authenticate": "Bearer"})
+
+
 def build_app() -> FastAPI:
-    """The FastAPI app behind the UI links; every request reads the settings afresh."""
+    """The FastAPI app behind the UI links; every request needs an Airflow session and reads the settings afresh."""
     from fastapi import FastAPI
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
     from starlette.staticfiles import StaticFiles
 
     app = FastAPI(title="stockops reports", docs_url=None, redoc_url=None, openapi_url=None)
 
+    @app.middleware("http")
+    async def require_airflow_session(request: Request, call_next) -> Response:
+        # a middleware, not a route dependency, so that the mounted Data Docs are behind it too
+        user = await session_user(request)
+        if user is None:
+            return refusal(request)
+        if not may_see_plugins(user):
+            return PlainTextResponse(f"{user.get_name()} may not see plugin views in Airflow.\n", status_code=403)
+        request.state.stockops_user = user
+        return await call_next(request)
+
     def not_found(message: str) -> PlainTextResponse:
         return PlainTextResponse(message + "\n", status_code=404)
 
-    @app.get("/", response_class=HTMLResponse)
-    def index() -> HTMLResponse:
-        settings = get_settings()
-        links = [
-            ("MLflow UI", "mlflow", settings.mlflow_ui_url),
-            ("BentoML API page", "bentoml", settings.serve_url + "/"),
-            ("Latest Evidently monitor report", "monitor/latest", "decision: monitor/latest.json"),
-            ("Great Expectations Data Docs", "gx/", str(settings.data_docs_dir)),
-            ("DORA report", "dora", "numbers: dora.json"),
-        ]
-        items = "\n".join(f'<li><a href="{href}">{html.escape(name)}</a> <small>({html.escape(note)})</small></li>'
-                          for name, href, note in links)
-        return HTMLResponse(f"<!doctype html><title>stockops</title><h1>stockops {html.escape(settings.ticker)}"
-                            f"</h1>\n<ul>\n{items}\n</ul>\n")
+    def dashboard_page(request: Request) -> HTMLResponse:
+        from stockops import dashboard
+
+        user = request.state.stockops_user
+        page = dashboard.render_page(get_settings(), user=user.get_name(), approvals=approvals_for(user))
+        return HTMLResponse(page)
+
+    # a plain Starlette route: it hands over the request without reading annotations, which are strings
+    # here (FastAPI would look ``Request`` up among this module's globals, where it is not imported)
+    app.add_route("/", dashboard_page, methods=["GET", "HEAD"])
 
     @app.get("/mlflow")
     def mlflow() -> RedirectResponse:
@@ -193,6 +245,25 @@ def build_app() -> FastAPI:
 
     app.mount("/gx", data_docs)
     return app
+
+
+def approvals_for(user: Any) -> list[dict] | str:
+    """The human-in-the-loop requests still waiting in the DAGs ``user`` may read, or why they could not be read.
+
+    Read from Airflow's metadata DB through its ORM, in the api-server process that serves the page:
+    no HTTP call back into the api-server (which would hold a second worker, and needs the server's
+    own address, which differs behind a proxy), and the user's DAG permissions come from the same
+    auth manager the REST API asks.
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+
+    from stockops.dashboard import pending_approvals
+
+    try:
+        return pending_approvals(get_auth_manager().get_authorized_dag_ids(user=user))
+    except Exception as exc:  # noqa: BLE001 - the rest of the page is still worth showing
+        log.warning("stockops: could not read the pending approvals: %s: %s", type(exc).__name__, exc)
+        return f"could not read the pending approvals: {type(exc).__name__}: {exc}"
 
 
 class LazyApp:

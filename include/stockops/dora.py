@@ -408,7 +408,7 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def _rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+def table_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     freq, lead, cfr, ttr = (result[k] for k in ("deployment_frequency", "lead_time", "change_failure_rate",
                                                  "time_to_restore"))
     days = _number(result["period"]["days"])
@@ -445,7 +445,7 @@ def format_table(result: dict[str, Any]) -> str:
     """The report as a plain-text table (measure, value, DORA level, basis), then the details behind it."""
     period = result["period"]
     header = ("Measure", "Value", "DORA level", "Basis (n)")
-    rows = [header, *_rows(result)]
+    rows = [header, *table_rows(result)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [f"DORA report: {period['start']} → {period['end']} ({_number(period['days'])} days)", ""]
     for i, row in enumerate(rows):

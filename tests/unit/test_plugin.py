@@ -2,13 +2,18 @@
 
 Discovery and mounting go through Airflow's own plugins manager and the api-server's
 ``init_plugins``; the listener gets real ``DagRun`` objects; the web app is called over HTTP
-(``TestClient``) on a fresh stockops home.
+(``TestClient``) on a fresh stockops home, mounted beside Airflow's own auth manager (its
+``/auth`` app and middlewares, as the api-server has them), with tokens that Airflow issued.
+The dashboard is assembled from real series and real HARX-GKO forecasts written through
+``record_forecasts``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import math
 import struct
 import sys
 import zlib
@@ -41,15 +46,42 @@ def plugin():
 
 
 @pytest.fixture
-def client(settings):
-    """The api-server's plugin mounting (``init_plugins``) on a bare FastAPI app, over HTTP."""
-    from airflow.api_fastapi.app import init_plugins
+def app(settings, airflow_db):
+    """The api-server's plugin mounting (``init_plugins``) and auth set-up on a bare FastAPI app."""
+    from airflow.api_fastapi.app import init_auth_manager, init_plugins
+    from airflow.api_fastapi.core_api.app import init_middlewares
     from fastapi import FastAPI
-    from fastapi.testclient import TestClient
 
     app = FastAPI()
     init_plugins(app)
+    init_auth_manager(app)
+    init_middlewares(app)
+    return app
+
+
+def airflow_token(username: str = "admin", role: str | None = "admin", **kwargs) -> str:
+    """A JWT issued by Airflow's auth manager, as its login would issue it."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=username, role=role), **kwargs)
+
+
+@pytest.fixture
+def anonymous(app):
+    """A client without any Airflow session."""
+    from fastapi.testclient import TestClient
+
     with TestClient(app) as http:
+        yield http
+
+
+@pytest.fixture
+def client(app):
+    """A client that sends an admin's bearer token, as a REST API caller does."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, headers={"Authorization": f"Bearer {airflow_token()}"}) as http:
         yield http
 
 
@@ -179,7 +211,8 @@ def test_app_says_what_is_missing_before_anything_exists(client):
 def test_app_index_and_redirects(client, settings):
     index = client.get("/stockops/")
     assert index.headers["content-type"].startswith("text/html")
-    for href in ('href="mlflow"', 'href="bentoml"', 'href="monitor/latest"', 'href="gx/"', 'href="dora"'):
+    for href in (f'href="{settings.mlflow_ui_url}"', f'href="{settings.serve_url}/"', 'href="monitor/latest"',
+                 'href="gx/"', 'href="dora"'):
         assert href in index.text
     mlflow = client.get("/stockops/mlflow", follow_redirects=False)
     assert mlflow.is_redirect and mlflow.headers["location"] == settings.mlflow_ui_url
@@ -246,3 +279,261 @@ def test_app_serves_nothing_outside_the_home(client, settings, tmp_path):
     audit.record(settings.monitor_log, "monitor", decision="ok", report=str(settings.monitoring_dir / "report.html"))
     response = client.get("/stockops/monitor/latest")
     assert response.status_code == 404 and "TOP SECRET" not in response.text
+
+
+# ---- behind Airflow's login --------------------------------------------------------------
+
+APP_PATHS = ("/stockops/", "/stockops/mlflow", "/stockops/bentoml", "/stockops/monitor/latest",
+             "/stockops/monitor/latest.json", "/stockops/gx/", "/stockops/gx/index.html", "/stockops/dora",
+             "/stockops/dora.json")
+PAGE = {"Accept": "text/html,application/xhtml+xml"}  # what a browser sends for a page
+
+
+def refused(response) -> bool:
+    return response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+
+
+def test_every_route_refuses_a_request_without_a_session(anonymous, settings):
+    from airflow.api_fastapi.app import get_auth_manager
+
+    docs = settings.data_docs_dir
+    docs.mkdir(parents=True)
+    (docs / "index.html").write_text("<html>GX Data Docs index</html>")
+    for path in APP_PATHS:
+        response = anonymous.get(path, follow_redirects=False)
+        assert refused(response), path
+        assert "GX Data Docs" not in response.text
+        page = anonymous.get(path, headers=PAGE, follow_redirects=False)  # a browser: to Airflow's login, and back
+        assert page.status_code == 307, path
+        assert page.headers["location"] == get_auth_manager().get_url_login(next_url=path)
+        assert page.headers["location"].startswith("/auth/login?next=%2Fstockops%2F")
+    assert refused(anonymous.post("/stockops/", headers=PAGE))  # only a page request is redirected
+
+
+def test_invalid_expired_and_revoked_tokens_are_refused(anonymous):
+    import jwt
+    from airflow.api_fastapi.app import get_auth_manager
+
+    forged = jwt.encode({"sub": "admin", "role": "admin", "aud": "apache-airflow"}, "not Airflow's secret",
+                        algorithm="HS512")
+    expired = airflow_token(expiration_time_in_seconds=-60)
+    revoked = airflow_token()
+    get_auth_manager().revoke_token(revoked)  # what the UI's logout does
+    for token in ("not-a-jwt", forged, expired, revoked):
+        assert refused(anonymous.get("/stockops/dora.json", headers={"Authorization": f"Bearer {token}"}))
+        anonymous.cookies.set("_token", token)
+        page = anonymous.get("/stockops/", headers=PAGE, follow_redirects=False)
+        anonymous.cookies.clear()
+        assert page.status_code == 307 and page.headers["location"].startswith("/auth/login")
+
+
+def test_an_airflow_session_opens_every_route(anonymous):
+    """The UI's cookie and the REST API's bearer token, both from Airflow's own login endpoint."""
+    from airflow.configuration import conf
+
+    passwords = json.loads(Path(conf.get("core", "simple_auth_manager_passwords_file")).read_text())
+    login = anonymous.post("/auth/token", json={"username": "admin", "password": passwords["admin"]})
+    assert login.status_code == 201, login.text
+    token = login.json()["access_token"]
+    for path in APP_PATHS:
+        answer = anonymous.get(path, headers={"Authorization": f"Bearer {token}"}, follow_redirects=False)
+        assert answer.status_code in (200, 307, 404), path  # 307: /mlflow and /bentoml; 404: nothing made yet
+        assert answer.status_code != 307 or "/auth/" not in answer.headers["location"], path
+    anonymous.cookies.set("_token", token)  # the session cookie the UI's login sets
+    page = anonymous.get("/stockops/", headers=PAGE)
+    assert page.status_code == 200 and "signed in as admin" in page.text
+
+
+def test_a_user_who_may_not_see_plugins_is_forbidden(anonymous):
+    viewer, nobody = airflow_token("viewer", role="viewer"), airflow_token("nobody", role=None)
+    assert anonymous.get("/stockops/", headers={"Authorization": f"Bearer {viewer}"}).status_code == 200
+    answer = anonymous.get("/stockops/", headers={"Authorization": f"Bearer {nobody}"})
+    assert answer.status_code == 403 and "nobody may not see plugin views" in answer.text
+
+
+# ---- the dashboard's data ----------------------------------------------------------------
+
+
+def baseline_forecast_records(ticker: str, frame, days: int = 60) -> list[dict]:
+    """HARX-GKO's one-day-ahead forecasts of ``frame``'s last ``days`` days, as forecast-log records.
+
+    Real forecasts of a real model (the benchmark the monitor scores the champion against), fitted once
+    on the days before the first of them; all of them realized in ``frame``.
+    """
+    from stockops.monitoring.scorecard import QUANTILES, benchmark_forecasts
+
+    dates = frame["Date"].astype(str).str[:10].tolist()
+    closes = frame["Close"].astype(float).tolist()
+    table, _ = benchmark_forecasts(frame, dates[-days:])
+    records = []
+    for row in table.itertuples(index=False):
+        day = dates.index(row.forecast_for)
+        quantiles = {q: float(getattr(row, q)) for q in QUANTILES}
+        records.append({"ticker": ticker, "as_of": dates[day - 1], "forecast_for": row.forecast_for,
+                        "model_version": "harx_gko", "snapshot_hash": "", "last_close": closes[day - 1],
+                        "point": quantiles["q50"], "forecast": closes[day - 1] * math.exp(quantiles["q50"]),
+                        "quantiles": quantiles, "variance": float(row.variance),
+                        "made_at": f"{dates[day - 1]}T21:00:00+00:00", "role": "baseline"})
+    return records
+
+
+@pytest.fixture
+def watchlist(settings, monkeypatch):
+    """GOOG and JPM published (real series, 2004..2010) with 60 realized HARX-GKO forecasts each; KO published
+    without forecasts; QQQ not published at all."""
+    from stockops.config import get_settings
+    from stockops.data.sources import shipped_series
+    from stockops.ingest import store_for
+    from stockops.monitoring import record_forecasts
+
+    monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG,JPM,KO,QQQ")
+    current = get_settings()
+    records = []
+    for ticker in ("GOOG", "JPM", "KO"):
+        frame = shipped_series(ticker).iloc[:1500].reset_index(drop=True)
+        store_for(current, ticker).publish(frame, logical_date=str(frame["Date"].iloc[-1])[:10], source="test")
+        if ticker != "KO":
+            records += baseline_forecast_records(ticker, frame)
+    record_forecasts(current.forecast_log, records)
+    return current
+
+
+def test_dashboard_panels_from_the_forecast_log_and_the_snapshots(watchlist):
+    from stockops import dashboard
+    from stockops.data.sources import shipped_series
+
+    shadow = {**audit.read(watchlist.forecast_log)[-1], "role": "shadow", "model_version": "7",
+              "quantiles": {q: 0.0 for q in ("q01", "q05", "q25", "q50", "q75", "q95", "q99")}}
+    audit.append(watchlist.forecast_log, shadow)  # the previous champion's forecast of a day: not drawn
+    with open(watchlist.forecast_log, "ab") as log:
+        log.write(b'{"ticker": "GOOG", "as_of": "2010-')  # a writer killed mid-line
+
+    goog, jpm, ko, qqq = dashboard.ticker_panels(watchlist)
+    assert [p.ticker for p in (goog, jpm, ko, qqq)] == ["GOOG", "JPM", "KO", "QQQ"]
+    assert (goog.forecasts, goog.realized, goog.note) == (60, 60, None)
+    assert goog.fan_chart.startswith("data:image/svg+xml;base64,")
+    assert b"<svg" in base64.b64decode(goog.coverage_chart.split(",", 1)[1])
+    # coverage: the share of realized closes inside each interval, recomputed here from the records
+    closes = shipped_series("GOOG").iloc[:1500].set_index(shipped_series("GOOG").iloc[:1500]["Date"].astype(str)
+                                                          .str[:10])["Close"]
+    mine = [e for e in audit.read(watchlist.forecast_log) if e["ticker"] == "GOOG" and e["role"] == "baseline"]
+    inside = [e["last_close"] * math.exp(e["quantiles"]["q05"]) <= closes[e["forecast_for"]]
+              <= e["last_close"] * math.exp(e["quantiles"]["q95"]) for e in mine]
+    assert goog.coverage_90 == pytest.approx(sum(inside) / len(inside))
+    assert goog.last_forecast["forecast_for"] == mine[-1]["forecast_for"]
+    assert goog.last_forecast["median"] == pytest.approx(mine[-1]["last_close"] * math.exp(mine[-1]["quantiles"]["q50"]))
+    assert 0.5 < jpm.coverage_90 <= 1 and jpm.realized == 60
+    assert (ko.forecasts, ko.note, ko.coverage_chart) == (0, dashboard.NO_FORECASTS, None)
+    assert ko.fan_chart is not None  # its closes, drawn without forecasts
+    assert (qqq.note, qqq.fan_chart, qqq.coverage_chart) == (dashboard.NO_SNAPSHOT, None, None)
+
+
+def test_dashboard_rolling_coverage_and_prices():
+    import pandas as pd
+
+    from stockops import dashboard
+
+    records = [{"ticker": "X", "as_of": f"2020-01-{d:02d}", "forecast_for": f"2020-01-{d + 1:02d}",
+                "model_version": "3", "last_close": 100.0,
+                "quantiles": {"q05": -0.1, "q25": -0.01, "q50": 0.0, "q75": 0.01, "q95": 0.1}} for d in range(1, 11)]
+    table = dashboard.champion_forecasts(records + [{**records[0], "last_close": 1.0}], "X")  # the first one counts
+    assert len(table) == 10 and table["q50"].tolist() == [100.0] * 10
+    assert table["q95"].iloc[0] == pytest.approx(100 * math.exp(0.1))
+    # closes: inside both intervals on even days, inside the 90 % one only on odd days, outside both on the 7th;
+    # the forecast for the 11th is not realized yet
+    frame = pd.DataFrame({"Date": [f"2020-01-{d:02d}" for d in range(1, 11)],
+                          "Close": [150.0 if d == 7 else 100.0 if d % 2 == 0 else 105.0 for d in range(1, 11)]})
+    realized = dashboard.with_realized(table, frame)
+    assert realized["close"].isna().tolist() == [False] * 9 + [True]
+    coverage = dashboard.rolling_coverage(realized, window=4)
+    assert coverage["forecast_for"].tolist() == [f"2020-01-{d:02d}" for d in range(2, 11)]
+    assert coverage["coverage_50"].isna().tolist() == [True] * 3 + [False] * 6
+    assert coverage["coverage_50"].iloc[3:].tolist() == pytest.approx([0.5] * 6)
+    assert coverage["coverage_90"].iloc[3:].tolist() == pytest.approx([1, 1, 0.75, 0.75, 0.75, 0.75])
+
+
+def test_dashboard_reads_champion_gate_and_monitor_from_the_logs(settings):
+    from datetime import timedelta
+
+    from stockops import dashboard
+
+    now = datetime.now(UTC)
+    assert dashboard.champion(settings, now) is None
+    audit.record(settings.audit_log, "gate", version="3", decision="promote", reason="beats HARX-GKO")
+    audit.record(settings.audit_log, "promotion", from_version=None, to_version="3", reason="gate passed")
+    audit.record(settings.audit_log, "gate", version="4", decision="refuse", reason="QLIKE 1.02 x HARX-GKO")
+    audit.record(settings.audit_log, "rollback_proposal", from_version="3", to_version="2", decision="rejected")
+    current = dashboard.champion(settings, now + timedelta(hours=3))
+    assert (current["version"], current["change"], current["changes"]) == ("3", "promotion", 1)
+    assert current["age_s"] == pytest.approx(3 * 3600, abs=5)
+    assert dashboard.latest_event(settings.audit_log, "gate")["decision"] == "refuse"
+    page = dashboard.render_page(settings, user="admin", approvals="could not read the pending approvals: boom")
+    assert "QLIKE 1.02 x HARX-GKO" in page and "gate passed" in page and "boom" in page
+
+
+def test_dashboard_page_over_http(client, watchlist):
+    audit.record(watchlist.incident_log, "incident", component="bento", cause="process died", status="recovered",
+                 detected_at=datetime.now(UTC).isoformat(), recovered_at=datetime.now(UTC).isoformat(), downtime_s=4.2)
+    page = client.get("/stockops/")
+    assert page.status_code == 200
+    for element in ('id="fan-GOOG"', 'id="coverage-GOOG"', 'id="fan-JPM"', 'id="fan-KO"', 'id="note-KO"',
+                    'id="note-QQQ"', 'id="champion"', 'id="gate"', 'id="approvals"', 'id="monitor"', 'id="dora"',
+                    'id="incidents"', 'id="links"', "process died"):
+        assert element in page.text, element
+    # everything drawn is inline: no script, no stylesheet or image from anywhere else
+    assert "<script" not in page.text and 'src="http' not in page.text and "<link" not in page.text
+
+
+def test_dashboard_draws_a_ticker_again_only_when_its_sources_change(watchlist):
+    from stockops import dashboard
+
+    first = dashboard.ticker_panels(watchlist)
+    assert all(a is b for a, b in zip(first, dashboard.ticker_panels(watchlist), strict=True))
+    audit.record(watchlist.forecast_log, "forecast", ticker="KO", as_of="2010-07-30", forecast_for="2010-08-02",
+                 model_version="3", last_close=27.0, quantiles={q: 0.0 for q in dashboard.QUANTILES})
+    again = dashboard.ticker_panels(watchlist)
+    assert again[2].forecasts == 1 and again[2].note != dashboard.NO_FORECASTS
+
+
+HITL_DAG = """
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG
+
+with DAG("stockops_dashboard_approvals", schedule=None):
+    for i in range(3):
+        EmptyOperator(task_id=f"review_{i}")
+"""
+
+
+def test_pending_approvals_are_the_unanswered_hitl_requests(airflow_db, tmp_path):
+    """Real rows (a DAG synced as the dag-processor does, a run with its task instances) and a HITL request on each."""
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    from airflow.models.dagbag import DBDagBag
+    from airflow.models.dagbundle import DagBundleModel
+    from airflow.models.hitl import HITLDetail
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    from stockops import dashboard
+
+    (tmp_path / "approvals.py").write_text(HITL_DAG)
+    with create_session() as session:
+        session.merge(DagBundleModel(name="stockops-dashboard-test"))
+    sync_bag_to_db(DagBag(dag_folder=str(tmp_path)), "stockops-dashboard-test", None)
+    with create_session() as session:
+        dag = DBDagBag().get_latest_version_of_dag("stockops_dashboard_approvals", session=session)
+        run = dag.create_dagrun(run_id=f"manual__{tmp_path.name}", run_after=datetime.now(UTC),
+                                run_type=DagRunType.MANUAL, triggered_by=DagRunTriggeredByType.TEST,
+                                state=DagRunState.RUNNING, session=session)
+        for ti in sorted(run.get_task_instances(session=session), key=lambda ti: ti.task_id):
+            ti.state = "awaiting_input"
+            number = int(ti.task_id[-1])
+            session.add(HITLDetail(ti_id=ti.id, options=["Approve", "Reject"], subject=f"held day {number}",
+                                   responded_at=datetime.now(UTC) if number == 1 else None))
+
+    mine = [a for a in dashboard.pending_approvals() if a["run_id"] == f"manual__{tmp_path.name}"]
+    assert [(a["dag_id"], a["task_id"], a["subject"], a["options"], a["state"]) for a in mine] == [
+        ("stockops_dashboard_approvals", f"review_{i}", f"held day {i}", ["Approve", "Reject"], "awaiting_input")
+        for i in (0, 2)]  # review_1 was answered
+    assert not [a for a in dashboard.pending_approvals({"stock_ingest"}) if a["dag_id"] == mine[0]["dag_id"]]
