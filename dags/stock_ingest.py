@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, AssetAlias, Param, dag, task, task_group
 
+from stockops.alerts import notify_failure
 from stockops.config import PRICES_ALIAS, get_settings, prices_asset_name, prices_asset_uri
 from stockops.ingest import PUBLISHED, fetch_prices, plan_watchlist, publish_validated, validate_raw
 from stockops.operators import HeldDayReview
@@ -65,6 +66,7 @@ def publish(validated: dict, *, outlet_events=None) -> dict:
                                          "ticker, say). Empty: the whole watchlist.")},
     default_args={
         "owner": "stockops",
+        "on_failure_callback": notify_failure,
         "retries": 3,
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,

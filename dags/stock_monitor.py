@@ -67,6 +67,7 @@ from datetime import datetime, timedelta
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, dag, task
 
+from stockops.alerts import notify_failure
 from stockops.config import get_settings
 from stockops.monitoring import (
     PROPOSAL_DAG_ID,
@@ -90,7 +91,8 @@ PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops
     max_active_runs=1,
     doc_md=__doc__,
     tags=["stockops", "monitoring", settings.ticker],
-    default_args={"owner": "stockops", "retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args={"owner": "stockops", "on_failure_callback": notify_failure,
+                  "retries": 1, "retry_delay": timedelta(minutes=1)},
 )
 def stock_monitor():
     task(check_serving, task_id="serving_health", retries=0)()

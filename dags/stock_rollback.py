@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
+from stockops.alerts import notify_failure
 from stockops.champion import complete_rollback, deploy_rollback, plan_rollback, rollback_bento
 from stockops.config import get_settings
 
@@ -43,7 +44,8 @@ settings = get_settings()
     tags=["stockops", "serving", "rollback", settings.ticker],
     # plan, bento and deploy are not retried (a refusal does not change with time; a deploy is not
     # repeated blindly); verify may be.
-    default_args={"owner": "stockops", "retries": 1, "retry_delay": timedelta(seconds=10)},
+    default_args={"owner": "stockops", "on_failure_callback": notify_failure,
+                  "retries": 1, "retry_delay": timedelta(seconds=10)},
     params={
         "version": Param("", type="string", pattern=r"^v?[0-9]*$",
                          description=f"Registry version of {settings.model_name} to serve again. "

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag
 
+from stockops.alerts import notify_failure
 from stockops.config import get_settings
 from stockops.operators import RollbackApproval
 
@@ -38,7 +39,8 @@ settings = get_settings()
     doc_md=__doc__,
     tags=["stockops", "serving", "rollback", settings.ticker],
     # neither task is retried: a question is asked once, a rollback started once
-    default_args={"owner": "stockops", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args={"owner": "stockops", "on_failure_callback": notify_failure,
+                  "retries": 1, "retry_delay": timedelta(seconds=30)},
 )
 def stock_rollback_proposal():
     ask = RollbackApproval(

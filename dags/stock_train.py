@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, AssetAny, Param, dag, task
 
+from stockops.alerts import notify_failure
 from stockops.config import get_settings, prices_asset_name, prices_asset_uri
 from stockops.serving import build_candidate_bento, deploy_candidate, verify_candidate
 from stockops.training import (
@@ -60,7 +61,8 @@ PRICES = AssetAny(*(Asset(name=prices_asset_name(t), uri=prices_asset_uri(t), gr
     max_active_runs=1,
     doc_md=__doc__,
     tags=["stockops", "training", "watchlist"],
-    default_args={"owner": "stockops", "retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args={"owner": "stockops", "on_failure_callback": notify_failure,
+                  "retries": 1, "retry_delay": timedelta(minutes=1)},
     params={
         "epochs": Param(settings.train_epochs, type="integer", minimum=1, maximum=500,
                         description="Maximum training epochs (early stopping may stop sooner)."),

@@ -113,6 +113,10 @@ class Settings:
     log_max_bytes: int = 10 * 1024 * 1024  # size cap of each serving log file (3 rotated copies kept)
     # where people open the MLflow UI (links in the Airflow UI); make run serves it on this port
     mlflow_ui_url: str = "http://127.0.0.1:5000"
+    # failure notifications (stockops.alerts): a webhook that receives every failed task as JSON (none: the audit
+    # log and the task log only), and how long one delivery may take
+    alert_webhook: str | None = None
+    alert_timeout_s: float = 10.0
     # monitoring (stock_monitor): see bench/monitor_drift.py for how the defaults were chosen
     monitor_current_days: int = 60  # trading days compared with the champion's training window
     monitor_drift_threshold: float = 0.6  # normed Wasserstein distance above which a feature drifted
@@ -176,6 +180,9 @@ class Settings:
         if not 0 < self.monitor_kupiec_p < 1:
             raise ValueError(f"STOCKOPS_MONITOR_KUPIEC_P={self.monitor_kupiec_p}: a p-value threshold is in (0, 1), "
                              "e.g. 0.01")
+        if self.alert_webhook and not self.alert_webhook.startswith(("http://", "https://")):
+            raise ValueError("STOCKOPS_ALERT_WEBHOOK must be an http:// or https:// URL (the failure notifications "
+                             "are POSTed there as JSON)")
         if self.monitor_keep_reports < 1:
             raise ValueError(f"STOCKOPS_MONITOR_KEEP_REPORTS={self.monitor_keep_reports}: keep at least 1 report "
                              "(the newest is what the dashboard links to)")
@@ -424,6 +431,8 @@ def get_settings() -> Settings:
                             if h.strip()),
         log_max_bytes=_env_int("STOCKOPS_LOG_MAX_BYTES", 10 * 1024 * 1024),
         mlflow_ui_url=_env("STOCKOPS_MLFLOW_URL", f"http://127.0.0.1:{_env('STOCKOPS_MLFLOW_PORT', '5000')}"),
+        alert_webhook=_env("STOCKOPS_ALERT_WEBHOOK", "") or None,
+        alert_timeout_s=_env_float("STOCKOPS_ALERT_TIMEOUT_S", 10.0),
         monitor_current_days=_env_int("STOCKOPS_MONITOR_CURRENT_DAYS", 60),
         monitor_drift_threshold=_env_float("STOCKOPS_MONITOR_DRIFT_THRESHOLD", 0.6),
         monitor_drift_share=_env_float("STOCKOPS_MONITOR_DRIFT_SHARE", 0.5),

@@ -113,6 +113,16 @@ def test_monitor_follows_ingest_and_triggers_training_only_through_its_decision(
     assert trigger.upstream_task_ids == {"should_retrain"}
 
 
+def test_every_task_of_every_dag_notifies_its_failure(dagbag):
+    from stockops.alerts import FailureNotifier
+
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert any(isinstance(c, FailureNotifier) for c in callbacks), f"{dag_id}.{task.task_id}: no failure alert"
+
+
 def test_the_monitor_proposes_rollbacks_through_a_person_never_directly(dagbag):
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 

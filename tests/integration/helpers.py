@@ -45,3 +45,35 @@ class AirflowApi:
                                        headers=self.headers)
         assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
         return response.json()
+
+
+class WebhookReceiver:
+    """A local HTTP server that keeps every JSON body POSTed to it: the far end of a failure notification."""
+
+    def __enter__(self) -> WebhookReceiver:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append({"path": self.path, "content_type": self.headers.get("Content-Type"),
+                                 "json": json.loads(body)})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/stockops"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

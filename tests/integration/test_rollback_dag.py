@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from stockops import audit, registry
-from tests.integration.helpers import served_version, states
+from tests.integration.helpers import WebhookReceiver, served_version, states
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,11 +27,12 @@ def snapshot_of_everything(settings) -> dict:
     """What a refused rollback must leave exactly as it was."""
     registry.setup(settings)
     return {"champion": registry.champion_version(settings).version,
-            "served": served_version(settings), "audit": audit.read(settings.audit_log),
+            "served": served_version(settings),
+            "audit": [e for e in audit.read(settings.audit_log) if e["event"] != "alert"],  # a refusal alerts
             "deploys": audit.read(settings.deploy_log)}
 
 
-def test_promote_promote_roll_back_then_refusals_change_nothing(small, rollback_dag):
+def test_promote_promote_roll_back_then_refusals_change_nothing(small, rollback_dag, monkeypatch):
     from stockops.champion import RollbackRefused, history, plan_rollback
     from stockops.ingest import ingest_day
     from stockops.training import train_in_process
@@ -84,10 +85,22 @@ def test_promote_promote_roll_back_then_refusals_change_nothing(small, rollback_
             plan_rollback(version, "operator request")
     with pytest.raises(RollbackRefused, match="needs a reason"):
         plan_rollback("2", "   ")
-    refused = rollback_dag.test(run_conf={"version": "99", "reason": "typo in the version"})
+    # the refused run fails red, and its failure notification reaches the team's webhook and the audit log
+    with WebhookReceiver() as hook:
+        monkeypatch.setenv("STOCKOPS_ALERT_WEBHOOK", hook.url)
+        refused = rollback_dag.test(run_conf={"version": "99", "reason": "typo in the version"})
+        monkeypatch.delenv("STOCKOPS_ALERT_WEBHOOK")
     assert str(refused.state) == "failed"
     assert states(refused)["plan"] == "failed" and states(refused)["deploy"] in ("upstream_failed", "None")
     assert snapshot_of_everything(small) == before
+    (delivered,) = hook.received
+    alert = delivered["json"]
+    assert delivered["path"] == "/hooks/stockops" and delivered["content_type"] == "application/json"
+    assert (alert["dag_id"], alert["task_id"], alert["run_id"]) == ("stock_rollback", "plan", refused.run_id)
+    assert alert["error"].startswith("RollbackRefused: ") and "has no version '99'" in alert["error"]
+    assert alert["text"].startswith("stockops: stock_rollback.plan failed (run ")
+    (logged,) = [e for e in audit.read(small.audit_log) if e["event"] == "alert"]
+    assert logged["delivery"] == "delivered (HTTP 200)" and logged["error"] == alert["error"]
 
     # force overrides the gate's refusal; the version had no bento, so one is built first
     forced = rollback_dag.test(run_conf={"version": "v3", "reason": "need the 3-day model for a test", "force": True})

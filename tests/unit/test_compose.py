@@ -117,3 +117,19 @@ def test_dockerfile_extends_the_official_image_of_the_pinned_airflow():
     dockerfile = (REPO / "Dockerfile").read_text()
     assert f"FROM apache/airflow:{pinned}-python3.11" in dockerfile
     assert "requirements.txt" in dockerfile and "-e /opt/stockops" in dockerfile
+
+
+def test_the_code_host_workflow_runs_the_one_ci_script_with_the_services_it_needs():
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "ci.yml").read_text())
+    job = workflow["jobs"]["test"]
+    steps = {s.get("name", s.get("uses")): s for s in job["steps"]}
+    runs = [s["run"] for s in job["steps"] if "run" in s]
+    assert ".ci/run" in runs, "the workflow calls .ci/run, the one source of truth, not its own copy of the steps"
+    assert not any("pytest" in r or "make test" in r for r in runs)
+    assert {s["with"]["python-version"] for s in job["steps"] if "setup-python" in s.get("uses", "")} == {"3.11"}
+    assert {"postgres", "redis"} <= set(job["services"])
+    assert job["services"]["postgres"]["ports"] == ["5432:5432"] and job["services"]["redis"]["ports"] == ["6379:6379"]
+    assert ".uv-cache" in steps["Cache uv downloads"]["with"]["path"] and job["env"]["UV_CACHE_DIR"].endswith(".uv-cache")
+    uploads = {s["with"]["path"] for s in job["steps"] if "upload-artifact" in s.get("uses", "")}
+    assert uploads == {"bench/results/", "test-reports/"}
+    assert "--junitxml=test-reports/" in job["env"]["PYTEST_ADDOPTS"]
