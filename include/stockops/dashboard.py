@@ -176,15 +176,25 @@ def _svg_uri(figure) -> str:
 
     out = io.StringIO()
     with _DRAWING, matplotlib.rc_context({"svg.fonttype": "none"}):  # text as text: small, no glyph paths
-        figure.savefig(out, format="svg", bbox_inches="tight")
+        figure.savefig(out, format="svg")  # fixed margins: a "tight" box would draw everything twice
     return "data:image/svg+xml;base64," + base64.b64encode(out.getvalue().encode()).decode()
 
 
 def _figure():
+    """A figure with one axes, dates on x (short labels, few ticks)."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure  # drawn without pyplot: no GUI backend, no global figure list
 
     figure = Figure(figsize=(6.4, 2.6), dpi=100)
-    return figure, figure.subplots()
+    figure.subplots_adjust(left=0.08, right=0.98, top=0.9, bottom=0.2)  # room for the year below the dates
+    ax = figure.subplots()
+    locator = AutoDateLocator(maxticks=7)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.tick_params(labelsize=7)
+    ax.xaxis.get_offset_text().set_fontsize(7)
+    ax.grid(alpha=0.3)
+    return figure, ax
 
 
 def _dates(values) -> Any:
@@ -215,10 +225,7 @@ def fan_chart(ticker: str, table: pd.DataFrame, frame: pd.DataFrame) -> str:
         ax.set_title(f"{ticker}: the last {len(table)} one-day-ahead forecasts", fontsize=9)
     else:
         ax.set_title(f"{ticker}: {NO_FORECASTS}", fontsize=9)
-    ax.legend(fontsize=7, loc="best", framealpha=0.7, ncol=2)
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
-    figure.autofmt_xdate()
+    ax.legend(fontsize=7, loc="upper left", framealpha=0.7, ncol=2)  # "best" costs a search per chart
     return _svg_uri(figure)
 
 
@@ -233,9 +240,6 @@ def coverage_chart(ticker: str, coverage: pd.DataFrame) -> str:
     ax.set_title(f"{ticker}: interval coverage, rolling over {COVERAGE_WINDOW} realized forecasts "
                  "(dashed: nominal)", fontsize=9)
     ax.legend(fontsize=7, loc="lower left", frameon=False, ncol=2)
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
-    figure.autofmt_xdate()
     return _svg_uri(figure)
 
 

@@ -262,7 +262,8 @@ class LocalPlatform:
    GX Data Docs    {self.settings.data_docs_dir / 'index.html'}
    monitor reports {self.settings.monitoring_dir}/<check>/drift_report.html, decision.json
                    (every decision: {self.settings.monitor_log.name}; MLflow: {self.settings.monitoring_experiment})
-   reports in UI   {self.url}/stockops/   (also under Plugins > StockOps in the Airflow UI)
+   dashboard       {self.url}/stockops/   (behind the Airflow login: forecasts against closes per ticker,
+                   champion, gate, approvals, DORA; its reports also under Plugins > StockOps)
    rollback        Airflow UI > stock_rollback > Trigger (version, reason); history: python -m stockops history
    DORA report     python -m stockops dora   (table, {self.settings.reports_dir}/dora.json and dora.png)
    logs            {self.settings.logs_dir}   (serving: {self.settings.serving_dir / 'logs'})

@@ -1,11 +1,18 @@
-"""The front door: what ``make run`` starts really comes up and shows a green ingest run."""
+"""The front door: what ``make run`` starts really comes up, shows a green ingest run and the dashboard.
+
+One platform serves the whole module (starting one takes about two minutes on two cores): the
+tests below use it in file order, and the last one stops it and checks that nothing is left.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import time
 import urllib.request
+from dataclasses import dataclass, field
+from subprocess import Popen
 
 import psutil
 import pytest
@@ -16,72 +23,215 @@ from stockops.processes import free_port, http_json, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-
-def test_local_platform_runs_ingest_green_and_stops_cleanly(settings, monkeypatch, tmp_path):
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
-    platform = LocalPlatform(get_settings(), port=free_port(), mlflow_port=free_port())
-    proc = platform.start()
-    mlflow_proc = platform.start_mlflow_ui()
-    pids: list[int] = []
-    try:
-        platform.wait_healthy(proc, timeout=240)
-        pids = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
-        platform.ensure_dags_ready(timeout=180)
-        platform.trigger_first_ingest()
-        token = platform.api_token()
-        assert platform.api("dags/stock_ingest", token)["is_paused"] is False
-
-        deadline, states = time.monotonic() + 240, []
-        while time.monotonic() < deadline:
-            runs = platform.api("dags/stock_ingest/dagRuns?order_by=-run_after", token)["dag_runs"]
-            states = [r["state"] for r in runs]
-            if "success" in states and not {"queued", "running"} & set(states):
-                break
-            time.sleep(3)
-        assert "success" in states and "failed" not in states, states
-        latest = platform.settings.home / "data" / "GOOG" / "latest.json"
-        assert latest.exists()
-        pids.append(mlflow_proc.pid)
-        with urllib.request.urlopen(f"{platform.mlflow_url}/health", timeout=10) as resp:
-            assert resp.status == 200
-    finally:
-        stop_process_tree(mlflow_proc)
-        stop_process_tree(proc)
-    time.sleep(1)
-    assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by `make browser`
 
 
-def test_local_platform_exposes_nothing(settings, monkeypatch, tmp_path):
-    """What ``make run`` starts listens on loopback only (no Airflow log server on 0.0.0.0), runs with
-    telemetry off, keeps its secrets and logs owner-only, and never writes the admin password to a log."""
+@dataclass
+class Running:
+    """The module's platform: Airflow's components under ``proc`` and the MLflow UI."""
+
+    platform: LocalPlatform
+    proc: Popen
+    mlflow_proc: Popen
+    pids: list[int] = field(default_factory=list)  # every process of both trees seen while it ran
+
+    def tree(self) -> list[psutil.Process]:
+        return [p for root in (self.proc, self.mlflow_proc) if psutil.pid_exists(root.pid)
+                for p in (psutil.Process(root.pid), *psutil.Process(root.pid).children(recursive=True))]
+
+    def remember_processes(self) -> None:
+        self.pids.extend(p.pid for p in self.tree() if p.pid not in self.pids)
+
+    def stop(self) -> None:
+        """Stop everything it started (the serving endpoint a promotion deployed too); idempotent."""
+        from stockops.serving import stop_serving
+
+        stop_process_tree(self.mlflow_proc)
+        stop_process_tree(self.proc)
+        stop_serving(self.platform.settings)
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    """A platform as ``make run`` starts it, on a fresh home and Airflow home, healthy."""
+    root = tmp_path_factory.mktemp("platform")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("STOCKOPS_HOME", str(root / "home"))
+        env.setenv("STOCKOPS_SOURCE", "replay")
+        env.setenv("STOCKOPS_SERVE_PORT", str(free_port()))
+        env.setenv("AIRFLOW_HOME", str(root / "airflow"))
+        platform = LocalPlatform(get_settings(), port=free_port(), mlflow_port=free_port())
+        proc = platform.start()
+        started = Running(platform, proc, platform.start_mlflow_ui())
+        try:
+            platform.wait_healthy(proc, timeout=240)
+            started.remember_processes()  # the components live until the platform is stopped
+            yield started
+        finally:
+            started.stop()
+
+
+@pytest.fixture(scope="module")
+def ingested(running) -> list[str]:
+    """The DAGs unpaused and the first stock_ingest run finished; the states of its runs."""
+    platform = running.platform
+    platform.ensure_dags_ready(timeout=180)
+    platform.trigger_first_ingest()
+    token = platform.api_token()
+    assert platform.api("dags/stock_ingest", token)["is_paused"] is False
+    deadline, states = time.monotonic() + 240, []
+    while time.monotonic() < deadline:
+        runs = platform.api("dags/stock_ingest/dagRuns?order_by=-run_after", token)["dag_runs"]
+        states = [r["state"] for r in runs]
+        if "success" in states and not {"queued", "running"} & set(states):
+            break
+        time.sleep(3)
+    return states
+
+
+def test_local_platform_exposes_nothing(running):
+    """What ``make run`` starts listens on loopback only (no Airflow log server on 0.0.0.0) and runs with
+    telemetry off (its files and logs: :func:`test_local_platform_stops_cleanly_and_keeps_its_secrets`)."""
     from tests.unit.test_exposure import TELEMETRY_OFF
 
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
-    platform = LocalPlatform(get_settings(), port=free_port(), mlflow_port=free_port())
-    proc = platform.start()
-    mlflow_proc = platform.start_mlflow_ui()
-    try:
-        platform.wait_healthy(proc, timeout=240)
-        wait_all_components_healthy(platform)
-        platform.api_token()  # the admin password we created is the one Airflow accepts
-        wait_until(lambda: http_json(f"{platform.mlflow_url}/health", timeout=5)[0] == 200, timeout=120,
-                   interval=1, what="the MLflow UI", proc=mlflow_proc)  # it may start after Airflow is up
-        tree = [p for root in (proc, mlflow_proc) for p in (psutil.Process(root.pid),
-                                                              *psutil.Process(root.pid).children(recursive=True))]
-        listening = {(c.laddr.ip, c.laddr.port) for p in tree for c in p.net_connections(kind="inet")
-                     if c.status == psutil.CONN_LISTEN}
-        assert {platform.port, platform.mlflow_port} <= {port for _, port in listening}, listening
-        assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening
-        # Airflow's components rename themselves (setproctitle), which blanks /proc/<pid>/environ: those are
-        # skipped; the launcher, the MLflow server and every component's helpers are read.
-        readable = {p.pid: p.environ() for p in tree if p.environ()}
-        assert {proc.pid, mlflow_proc.pid} <= set(readable) and len(readable) >= 4, [p.cmdline() for p in tree]
-        assert all(TELEMETRY_OFF.items() <= env.items() for env in readable.values())
-    finally:
-        stop_process_tree(mlflow_proc)
-        stop_process_tree(proc)
+    platform, proc, mlflow_proc = running.platform, running.proc, running.mlflow_proc
+    wait_all_components_healthy(platform)
+    platform.api_token()  # the admin password we created is the one Airflow accepts
+    wait_until(lambda: http_json(f"{platform.mlflow_url}/health", timeout=5)[0] == 200, timeout=120,
+               interval=1, what="the MLflow UI", proc=mlflow_proc)  # it may start after Airflow is up
+    tree = running.tree()  # with the dag-processor's short-lived parsing processes: one may be gone by now
+    listening = {(c.laddr.ip, c.laddr.port) for p in tree for c in unless_gone(p.net_connections, kind="inet")
+                 if c.status == psutil.CONN_LISTEN}
+    assert {platform.port, platform.mlflow_port} <= {port for _, port in listening}, listening
+    assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening
+    # Airflow's components rename themselves (setproctitle), which blanks /proc/<pid>/environ: those are
+    # skipped; the launcher, the MLflow server and every component's helpers are read.
+    readable = {p.pid: env for p in tree if (env := unless_gone(p.environ))}
+    assert {proc.pid, mlflow_proc.pid} <= set(readable) and len(readable) >= 4, [p.cmdline() for p in tree]
+    assert all(TELEMETRY_OFF.items() <= env.items() for env in readable.values())
 
-    s = platform.settings
+
+def test_local_platform_runs_ingest_green(running, ingested):
+    assert "success" in ingested and "failed" not in ingested, ingested
+    platform = running.platform
+    assert (platform.settings.home / "data" / "GOOG" / "latest.json").exists()
+    with urllib.request.urlopen(f"{platform.mlflow_url}/health", timeout=10) as resp:
+        assert resp.status == 200
+
+
+def unless_gone(read, **kwargs):
+    """``read(**kwargs)`` of a process, or an empty list if it has exited meanwhile."""
+    try:
+        return read(**kwargs)
+    except psutil.NoSuchProcess:
+        return []
+
+
+# ---- the dashboard, in a real browser ----------------------------------------------------
+
+
+def forecasts_for_the_watchlist(settings) -> dict[str, int]:
+    """Real HARX-GKO forecasts of each published ticker's last 60 days in the forecast log; ticker -> records.
+
+    The platform's own champion forecasts need a promoted model and a session per forecast day; the
+    benchmark's walk gives 60 realized one-day-ahead forecasts per ticker in about a second, written
+    through the monitor's own ``record_forecasts``.
+    """
+    from stockops.ingest import store_for
+    from stockops.monitoring import record_forecasts
+    from tests.unit.test_plugin import baseline_forecast_records
+
+    records = {}
+    for ticker in settings.tickers:
+        store = store_for(settings, ticker)
+        if store.latest() is not None:
+            records[ticker] = baseline_forecast_records(ticker, store.load())
+    record_forecasts(settings.forecast_log, [r for rs in records.values() for r in rs])
+    return {ticker: len(rs) for ticker, rs in records.items()}
+
+
+def test_dashboard_behind_the_login_in_a_browser(running, ingested):
+    from playwright.sync_api import sync_playwright
+
+    assert shutil.which(CHROMIUM), f"{CHROMIUM} is missing: `make browser` installs Debian's chromium"
+    platform = running.platform
+    settings = platform.settings
+    forecasts = forecasts_for_the_watchlist(settings)
+    assert forecasts.get("GOOG") == 60, forecasts
+    password = json.loads(settings.airflow_passwords_file.read_text())["admin"]
+    dashboard = f"{platform.url}/stockops/"
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            # no session: the page is refused (sent to Airflow's login), and so is every other route
+            stranger = browser.new_context()
+            page = stranger.new_page()
+            page.goto(dashboard)
+            assert "/auth/login" in page.url and "/stockops/" not in page.url.split("?")[0], page.url
+            assert page.locator("#fan-GOOG").count() == 0
+            for path in ("dora.json", "dora", "monitor/latest", "monitor/latest.json", "gx/", "mlflow"):
+                answer = stranger.request.get(f"{dashboard}{path}", max_redirects=0)
+                assert answer.status == 401, (path, answer.status)
+            stranger.close()
+
+            # logged in through Airflow's own login form, which sends the browser back to the dashboard
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = context.new_page()
+            page.goto(dashboard)
+            page.fill("input[name='username']", "admin")
+            page.fill("input[name='password']", password)
+            page.click("button[type='submit']")
+            page.wait_for_url(dashboard, timeout=60_000)
+            page.wait_for_load_state("load")
+            assert "_token" in {c["name"] for c in context.cookies()}
+            first = float(page.inner_text("#render-seconds"))
+            for ticker in settings.tickers:
+                section = page.locator(f"#ticker-{ticker}")
+                assert section.count() == 1, ticker
+                if ticker in forecasts:  # each chart is there and the browser could draw it
+                    for kind in ("fan", "coverage"):
+                        chart = page.locator(f"img#{kind}-{ticker}")
+                        assert chart.is_visible(), (kind, ticker)
+                        assert chart.evaluate("img => img.complete && img.naturalWidth") > 100, (kind, ticker)
+                    assert "60 forecast days, 60 realized" in section.inner_text(), ticker
+                else:
+                    assert page.locator(f"#note-{ticker}").is_visible(), ticker
+            for table in ("champion", "gate", "approvals", "monitor", "dora", "incidents"):
+                assert page.locator(f"table#{table}").is_visible(), table
+                assert page.locator(f"table#{table} tbody tr").count() >= 1, table
+            assert page.locator("table#dora").inner_text().count("Deployment frequency") == 1
+            links = {a.inner_text(): a.get_attribute("href") for a in page.locator("#links a").all()}
+            assert links["MLflow UI"] == platform.mlflow_url and links["BentoML API docs"] == settings.serve_url + "/"
+            assert (links["GX Data Docs"], links["Evidently report"]) == ("gx/", "monitor/latest")
+            external = page.evaluate("""[...document.querySelectorAll('[src]')].map(e => e.getAttribute('src'))
+                                        .filter(s => !s.startsWith('data:'))""")
+            assert external == [] and page.locator("script").count() == 0
+
+            started = time.perf_counter()
+            page.reload()
+            page.wait_for_load_state("load")
+            reload_s = time.perf_counter() - started
+            again = float(page.inner_text("#render-seconds"))
+            print(f"\ndashboard of {len(settings.tickers)} tickers ({len(forecasts)} with forecasts): drawn in "
+                  f"{first:.2f} s, {again:.2f} s from the chart cache; reload in the browser {reload_s:.2f} s")
+            context.close()
+        finally:
+            browser.close()
+
+
+# ---- last: the platform stops --------------------------------------------------------------
+
+
+def test_local_platform_stops_cleanly_and_keeps_its_secrets(running):
+    """Nothing it started is left running; its home and logs are owner-only; the admin password is in no log."""
+    running.remember_processes()  # with whatever task processes run right now
+    running.stop()
+    time.sleep(1)
+    left = [p for p in running.pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not left, [psutil.Process(p).cmdline() for p in left if psutil.pid_exists(p)]
+
+    s = running.platform.settings
     mode = lambda path: stat.S_IMODE(path.stat().st_mode)  # noqa: E731
     assert mode(s.airflow_home) == 0o700 and mode(s.logs_dir) == 0o700
     assert mode(s.airflow_passwords_file) == 0o600 and mode(s.airflow_home / "airflow.cfg") == 0o600

@@ -83,6 +83,7 @@ def test_rollback_from_the_rest_api_and_the_cli_with_authentication_on(settings,
         (stockops,) = [p for p in plugins if p["name"] == "stockops"]
         assert {v["name"] for v in stockops["external_views"]} >= {"MLflow", "BentoML API", "Monitor report (Evidently)",
                                                                "Data Docs (GX)", "DORA report"}
-        assert http_status(f"{platform.url}/stockops/") == 200
+        assert http_status(f"{platform.url}/stockops/") == 401  # behind Airflow's login
+        assert http_status(f"{platform.url}/stockops/", headers={"Authorization": f"Bearer {token}"}) == 200
     finally:
         stop_process_tree(proc)
