@@ -176,7 +176,7 @@ class LocalPlatform:
         body = json.dumps({"username": "admin", "password": passwords["admin"]}).encode()
         request = urllib.request.Request(f"{self.url}/auth/token", data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=60) as resp:  # as generous as `api`: a busy ingest slows it
             return json.load(resp)["access_token"]
 
     def api(self, path: str, token: str, payload: dict | None = None) -> dict:

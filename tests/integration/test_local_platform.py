@@ -76,8 +76,8 @@ def ingested(running) -> list[str]:
     """The DAGs unpaused and the first stock_ingest run finished; the states of its runs."""
     platform = running.platform
     platform.ensure_dags_ready(timeout=180)
+    token = platform.api_token()  # before the ingest's 18 tickers of tasks take both cores
     platform.trigger_first_ingest()
-    token = platform.api_token()
     assert platform.api("dags/stock_ingest", token)["is_paused"] is False
     deadline, states = time.monotonic() + 240, []
     while time.monotonic() < deadline:
