@@ -365,6 +365,8 @@ def baseline_forecast_records(ticker: str, frame, days: int = 60) -> list[dict]:
     dates = frame["Date"].astype(str).str[:10].tolist()
     closes = frame["Close"].astype(float).tolist()
     table, _ = benchmark_forecasts(frame, dates[-days:])
+    if table is None:  # too few days before them to fit on
+        return []
     records = []
     for row in table.itertuples(index=False):
         day = dates.index(row.forecast_for)
@@ -507,6 +509,7 @@ with DAG("stockops_dashboard_approvals", schedule=None):
 
 def test_pending_approvals_are_the_unanswered_hitl_requests(airflow_db, tmp_path):
     """Real rows (a DAG synced as the dag-processor does, a run with its task instances) and a HITL request on each."""
+    from airflow.api.common.delete_dag import delete_dag
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
     from airflow.models.dagbag import DBDagBag
     from airflow.models.dagbundle import DagBundleModel
@@ -532,8 +535,12 @@ def test_pending_approvals_are_the_unanswered_hitl_requests(airflow_db, tmp_path
             session.add(HITLDetail(ti_id=ti.id, options=["Approve", "Reject"], subject=f"held day {number}",
                                    responded_at=datetime.now(UTC) if number == 1 else None))
 
-    mine = [a for a in dashboard.pending_approvals() if a["run_id"] == f"manual__{tmp_path.name}"]
-    assert [(a["dag_id"], a["task_id"], a["subject"], a["options"], a["state"]) for a in mine] == [
-        ("stockops_dashboard_approvals", f"review_{i}", f"held day {i}", ["Approve", "Reject"], "awaiting_input")
-        for i in (0, 2)]  # review_1 was answered
-    assert not [a for a in dashboard.pending_approvals({"stock_ingest"}) if a["dag_id"] == mine[0]["dag_id"]]
+    try:
+        mine = [a for a in dashboard.pending_approvals() if a["run_id"] == f"manual__{tmp_path.name}"]
+        assert [(a["dag_id"], a["task_id"], a["subject"], a["options"], a["state"]) for a in mine] == [
+            ("stockops_dashboard_approvals", f"review_{i}", f"held day {i}", ["Approve", "Reject"], "awaiting_input")
+            for i in (0, 2)]  # review_1 was answered
+        assert not [a for a in dashboard.pending_approvals({"stock_ingest"}) if a["dag_id"] == mine[0]["dag_id"]]
+    finally:  # the metadata DB is shared by the test session
+        delete_dag("stockops_dashboard_approvals")
+    assert not [a for a in dashboard.pending_approvals() if a["dag_id"] == "stockops_dashboard_approvals"]
