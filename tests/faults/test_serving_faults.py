@@ -75,7 +75,9 @@ def converged(settings, timeout: float = CONVERGE_S) -> dict:
     from stockops.serving import state, verify
 
     seen = verify(settings, champion(settings), timeout=timeout)
-    deadline = time.monotonic() + timeout
+    # A spare the supervisor is starting is owned but named nowhere until it is ready: allow it a bento's start
+    # (a real orphan is stopped by the supervisor's sweep within seconds). Under a loaded machine a start took > 30 s.
+    deadline = time.monotonic() + max(timeout, settings.serve_ready_timeout_s)
     while state.orphans(settings) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert state.orphans(settings) == [], "a process the serving side started is named by no state file"
