@@ -14,7 +14,7 @@ help:
 	@echo "make run    start Airflow (http://127.0.0.1:8080) and the MLflow UI (http://127.0.0.1:5000)"
 	@echo "make test   run the whole test suite"
 	@echo "make demo   run the pipeline in-process and print a summary"
-	@echo "make lint   ruff"
+	@echo "make lint   ruff, then mypy over include/, dags/ and plugins/"
 	@echo "make bench  run the benchmarks in bench/ (results as JSON next to them)"
 	@echo "make lock   recompile requirements.txt from requirements.in"
 
@@ -43,14 +43,17 @@ run: install
 demo: install
 	$(PY) -m stockops demo
 
+# Two pytest-xdist workers, whole files each (a module's servers and trained home stay in one worker);
+# the session's two small models are trained once and shared by both (tests/conftest.py: model_home).
 test: install browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile --durations=10
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) bench/parse_time.py
@@ -68,4 +71,4 @@ lock: install
 	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11
 
 clean:
-	rm -rf $(VENV) .stockops .pytest_cache
+	rm -rf $(VENV) .stockops .pytest_cache .mypy_cache

@@ -49,10 +49,10 @@ _CHILD = r"""
 import json, resource, sys, time
 started = time.perf_counter()
 from stockops.ingest import ingest_watchlist
-outcomes = ingest_watchlist(sys.argv[1], sys.argv[2])
+statuses = ingest_watchlist(sys.argv[1], sys.argv[2]).statuses
 print(json.dumps({"seconds": time.perf_counter() - started,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "statuses": sorted({o["status"] for o in outcomes}), "tickers": len(outcomes)}))
+                  "statuses": sorted({s.value for s in statuses.values()}), "tickers": len(statuses)}))
 """
 
 

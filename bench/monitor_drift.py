@@ -40,8 +40,8 @@ def time_checks(repeats: int) -> dict:
 
     ingest_day("2026-01-01")
     registered = training.register_candidate(training.evaluate_models(training.train_candidate(
-        training.prepare_features(training.load_snapshots()), trigger_reason="bench")))
-    training.promote_candidate(registered, trigger_reason="bench")
+        training.prepare_features(training.load_snapshots()), reason="bench")))
+    training.promote_candidate(registered, reason="bench")
     out = {}
     for label, days in (("current_60d", 60), ("current_1y", 252)):
         os.environ["STOCKOPS_MONITOR_CURRENT_DAYS"] = str(days)

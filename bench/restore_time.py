@@ -170,8 +170,8 @@ def main() -> None:
     settings = get_settings()
     os.environ.update(airflow_environment(settings))
     ingest_day("2026-11-20")
-    train_in_process(trigger_reason="bench: v1", force_promote=True)  # a rollback needs two promoted versions
-    train_in_process(trigger_reason="bench: v2", force_promote=True)
+    train_in_process(reason="bench: v1", force_promote=True)  # a rollback needs two promoted versions
+    train_in_process(reason="bench: v2", force_promote=True)
     body = request_body(store_for(settings).load(), market=market_frame(settings), rows=90)
     results: dict = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                      "load": {"clients": 2, "interval_s": 0.05}, "goal_s": GOAL_S}

@@ -267,9 +267,11 @@ def prepare_environment(home: Path) -> int:
 
 def publish_watchlist(settings) -> dict[str, str]:
     """Ingest every watchlist ticker for ``INGEST_DAY`` (replay); each ticker's outcome (``published``/``held``)."""
+    from stockops.contracts import Published
     from stockops.ingest import ingest_day
 
-    return {ticker: str(ingest_day(INGEST_DAY, ticker).get("status", "published")) for ticker in settings.tickers}
+    return {ticker: "published" if isinstance(ingest_day(INGEST_DAY, ticker), Published) else "held"
+            for ticker in settings.tickers}
 
 
 COLUMNS = {"Open": "open", "High": "high", "Low": "low", "Close": "closes", "Volume": "volume", "Market": "market"}
@@ -419,11 +421,11 @@ def main() -> None:
         if len(tickers) != len(settings.tickers):
             notes.append(f"only {len(tickers)} of {len(settings.tickers)} tickers published: {ingested}")
         t = time.perf_counter()
-        trained = train_in_process(trigger_reason="bench/serving_load.py", force_promote=True)
+        trained = train_in_process(reason="bench/serving_load.py", force_promote=True)
         setup["train_s"] = round(time.perf_counter() - t, 1)
-        model_name, version = trained["model_name"], str(trained["version"])
+        model_name, version = trained.registered.model_name, trained.registered.version
         print(f"trained {model_name} v{version} on {len(tickers)} tickers in {setup['train_s']} s "
-              f"(gate: {trained['decision']['decision']})", flush=True)
+              f"(gate: {trained.decision.label})", flush=True)
 
         # build_bento reuses a bento already built for this version; deploy only if it is not served yet
         # (train_in_process builds and deploys the promoted candidate itself)
@@ -586,7 +588,7 @@ def main() -> None:
                    "repeat_rule": "a level is repeated (after waiting for a quiet machine) when other processes "
                                   "used more than 15 % of a core during it; the least disturbed run is kept"},
         "model": {"name": model_name, "version": version, "bento_tag": built["bento_tag"],
-                  "gate_decision": trained["decision"]["decision"], "trained_on": len(tickers)},
+                  "gate_decision": trained.decision.label, "trained_on": len(tickers)},
         "ingested": ingested, "same_rows_forecasts": agree, "mlflow_multi_series": probe, "setup_s": setup,
         "results": results, "ratios": ratios, "goals": goals, "notes": notes,
         "server_log_errors": log_errors,

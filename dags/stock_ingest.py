@@ -20,35 +20,49 @@ and, with yfinance, downloads the whole watchlist in one batched call (the *Trig
 * **publish** a content-hashed Parquet snapshot, move the ticker's `latest` pointer, and update
   the ticker's Asset `stockops_prices_<TICKER>` (through the AssetAlias `stockops_prices`).
 
-Logic lives in `stockops.ingest` and `stockops.validation`; this file only wires it.
+Logic lives in `stockops.ingest` and `stockops.validation`; this file only wires it, through
+`STEPS` (task id -> function: `watchlist` runs `plan_watchlist`, `fetch` `fetch_prices`, `validate`
+`validate_raw`, `publish` `publish_snapshot` below, which calls `publish_validated`). Steps pass
+typed contracts (`stockops.contracts`: a list of `IngestRequest` → `Fetched` → `Validated`, which
+says whether it is `held_for_review` → `Published` or `Rejected`), stored as JSON XComs
+(`stockops.wiring`); `review` is an operator that reads the `Validated` XCom.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
-from airflow.sdk import Asset, AssetAlias, Param, dag, task, task_group
+from airflow.sdk import Asset, AssetAlias, Param, dag, task_group
 
 from stockops.alerts import notify_failure
 from stockops.config import PRICES_ALIAS, get_settings, prices_asset_name, prices_asset_uri
-from stockops.ingest import PUBLISHED, fetch_prices, plan_watchlist, publish_validated, validate_raw
+from stockops.contracts import Published, Rejected, Validated
+from stockops.ingest import fetch_prices, plan_watchlist, publish_validated, validate_raw
 from stockops.operators import HeldDayReview
+from stockops.wiring import step_tasks
 
 settings = get_settings()
 PRICES = AssetAlias(PRICES_ALIAS, group="stockops")
 DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 
-@task(task_id="publish", trigger_rule="none_failed", outlets=[PRICES],
-      map_index_template="{{ task.op_kwargs['validated']['ticker'] }}")
-def publish(validated: dict, *, outlet_events=None) -> dict:
+def publish_snapshot(validated: Validated, *, outlet_events: Any = None) -> Published | Rejected:
     """Publish, then update the ticker's own Asset when its ``latest`` is this snapshot."""
-    published = publish_validated(validated)
-    if published["status"] == PUBLISHED and published["latest"]:
-        ticker = published["ticker"]
+    outcome = publish_validated(validated)
+    if isinstance(outcome, Published) and outcome.latest:
+        ticker = outcome.ticker
         outlet_events[PRICES].add(Asset(name=prices_asset_name(ticker), uri=prices_asset_uri(ticker), group="stockops"),
-                                  extra={k: published[k] for k in ("ticker", "hash", "last_date", "logical_date")})
-    return published
+                                  extra={"ticker": ticker, "hash": outcome.entry.hash,
+                                         "last_date": outcome.entry.last_date, "logical_date": outcome.logical_date})
+    return outcome
+
+
+# Task id -> the step it runs: the one mapping (``review`` is an operator between ``validate`` and ``publish``).
+STEPS: dict[str, Callable[..., Any]] = {"watchlist": plan_watchlist, "fetch": fetch_prices, "validate": validate_raw,
+                                        "publish": publish_snapshot}
+step = step_tasks(STEPS)
 
 
 @dag(
@@ -74,21 +88,21 @@ def publish(validated: dict, *, outlet_events=None) -> dict:
     },
 )
 def stock_ingest():
-    requests = task(plan_watchlist, task_id="watchlist")(logical_date=DAY, tickers="{{ params.tickers }}")
+    requests = step("watchlist")(logical_date=DAY, tickers="{{ params.tickers }}")
 
     @task_group(group_id="ticker")
-    def one_ticker(request: dict):
-        fetched = task(fetch_prices, task_id="fetch", map_index_template="{{ task.op_kwargs['request']['ticker'] }}")(
-            request=request)
+    def one_ticker(request):  # an IngestRequest as JSON
+        fetched = step("fetch", map_index_template="{{ task.op_kwargs['request']['ticker'] }}")(request=request)
         # Bad data does not get better by retrying: fail at once, with the reasons. At most four GX
         # runs at a time (each loads Great Expectations, ~0.3 GB).
-        validated = task(validate_raw, task_id="validate", retries=0, max_active_tis_per_dagrun=4,
+        validated = step("validate", retries=0, max_active_tis_per_dagrun=4,
                          map_index_template="{{ task.op_kwargs['fetched']['ticker'] }}")(
             fetched=fetched, dag_run_id="{{ run_id }}")
         review = HeldDayReview(task_id="review", validated=validated, retries=0,
                                response_timeout=timedelta(hours=settings.review_timeout_h),
-                               map_index_template="{{ task.validated['ticker'] }}")
-        review >> publish(validated=validated)
+                               map_index_template="{{ task.validated['fetched']['ticker'] }}")
+        review >> step("publish", trigger_rule="none_failed", outlets=[PRICES],
+                       map_index_template="{{ task.op_kwargs['validated']['fetched']['ticker'] }}")(validated=validated)
 
     one_ticker.expand(request=requests)
 

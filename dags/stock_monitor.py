@@ -57,15 +57,20 @@ is stored once (the folder; MLflow keeps the decision and scorecard JSON and nam
 `serving_health` (beside the rest) turns red when the endpoint is deployed but answers nowhere,
 or an outage the serving supervisor could not heal is open (`serving/incidents.jsonl`).
 
-Logic lives in `stockops.monitoring`; this file only wires it.
+`check` returns a typed `MonitorDecision` (`stockops.contracts`; the whole decision stays in the
+decision log): `should_retrain` reads its `triggered`, `should_propose_rollback` its
+`rollback.propose`. Logic lives in `stockops.monitoring`; this file only wires it, through `STEPS`
+(task id -> function).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, dag
 
 from stockops.alerts import notify_failure
 from stockops.config import get_settings
@@ -78,9 +83,16 @@ from stockops.monitoring import (
     should_retrain,
 )
 from stockops.serving import check_serving
+from stockops.wiring import step_tasks
 
 settings = get_settings()
 PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops")
+
+# Task id -> the step it runs: the one mapping (the other ids equal their function's name).
+STEPS: dict[str, Callable[..., Any]] = {
+    "serving_health": check_serving, "score_watchlist": score_watchlist, "check": monitor_task,
+    "should_retrain": should_retrain, "should_propose_rollback": should_propose_rollback}
+step = step_tasks(STEPS)
 
 
 @dag(
@@ -95,11 +107,11 @@ PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops
                   "retries": 1, "retry_delay": timedelta(minutes=1)},
 )
 def stock_monitor():
-    task(check_serving, task_id="serving_health", retries=0)()
-    scored = task(score_watchlist)(dag_run_id="{{ run_id }}")
-    decision = task(monitor_task, task_id="check")(dag_run_id="{{ run_id }}")
+    step("serving_health", retries=0)()
+    scored = step("score_watchlist")(dag_run_id="{{ run_id }}")
+    decision = step("check")(dag_run_id="{{ run_id }}")
     scored >> decision
-    go = task.short_circuit(should_retrain, task_id="should_retrain")(decision)
+    go = step("should_retrain", short_circuit=True)(decision)
     # No retries: a second attempt would start a second training run.
     trigger_retrain = TriggerDagRunOperator(
         task_id="trigger_retrain",
@@ -110,7 +122,7 @@ def stock_monitor():
     )
     go >> trigger_retrain
     # The question is asked in its own DAG run, so this one (and tomorrow's) never waits for a person.
-    go_propose = task.short_circuit(should_propose_rollback, task_id="should_propose_rollback")(decision)
+    go_propose = step("should_propose_rollback", short_circuit=True)(decision)
     propose_rollback = TriggerDagRunOperator(
         task_id="propose_rollback",
         trigger_dag_id=PROPOSAL_DAG_ID,

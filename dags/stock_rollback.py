@@ -18,20 +18,30 @@ under the home and tags on both MLflow model versions (`python -m stockops histo
 supervisor converges it within seconds on its own), a rollback to the champion's version serves
 it again.
 
-Logic lives in `stockops.champion`; this file only wires it.
+Logic lives in `stockops.champion` (`plan_rollback` → `rollback_bento` → `deploy_rollback` →
+`complete_rollback`, passing `RollbackPlan` → `RollbackBuilt` → `RollbackDeployed` →
+`RollbackVerified` from `stockops.contracts`); this file only wires it, through `STEPS`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 
 from stockops.alerts import notify_failure
 from stockops.champion import complete_rollback, deploy_rollback, plan_rollback, rollback_bento
 from stockops.config import get_settings
+from stockops.wiring import step_tasks
 
 settings = get_settings()
+
+# Task id -> the step it runs: the one mapping.
+STEPS: dict[str, Callable[..., Any]] = {"plan": plan_rollback, "bento": rollback_bento, "deploy": deploy_rollback,
+                                        "verify": complete_rollback}
+step = step_tasks(STEPS)
 
 
 @dag(
@@ -58,12 +68,12 @@ settings = get_settings()
     render_template_as_native_obj=True,
 )
 def stock_rollback():
-    planned = task(plan_rollback, task_id="plan", retries=0)(
-        version="{{ params.version }}", why="{{ params.reason }}", force="{{ params.force }}",
+    planned = step("plan", retries=0)(
+        version="{{ params.version }}", reason="{{ params.reason }}", force="{{ params.force }}",
         requested_at="{{ dag_run.run_after.isoformat() }}")  # when it was asked for: the time to restore starts here
-    bento = task(rollback_bento, task_id="bento", retries=0)(planned)
-    deployed = task(deploy_rollback, task_id="deploy", retries=0)(bento, dag_run_id="{{ run_id }}")
-    task(complete_rollback, task_id="verify")(deployed, dag_run_id="{{ run_id }}")
+    built = step("bento", retries=0)(planned)
+    deployed = step("deploy", retries=0)(built, dag_run_id="{{ run_id }}")
+    step("verify")(deployed, dag_run_id="{{ run_id }}")
 
 
 stock_rollback()

@@ -12,7 +12,8 @@ split by date: the same boundaries for every ticker, one window purged between p
 mean; one MLflow run; an MLflow pyfunc model that carries its own code) → `evaluate` (candidate,
 champion re-scored on today's holdout, persistence, GARCH-N/t, EWMA, HAR-GK and HARX-GKO on
 the same ticker-days: QLIKE, pinball, coverage, VaR breaches with Kupiec, Diebold–Mariano) →
-`register` (alias `challenger`) → `gate` → `build` (the candidate's bento) → `deploy` (one
+`register` (alias `challenger`) → `gate` (returns its decision) → `gate_passed` (stops here unless
+the decision is to promote) → `build` (the candidate's bento) → `deploy` (one
 critical section: the new bento must pass `/readyz` and a smoke forecast, takes over the serving
 address, alias `champion` moves, the change goes into the audit log) → `verify` (the endpoint,
 `@champion` and the audit log all name the new version; red if not). A failed build or deploy
@@ -24,17 +25,23 @@ The **gate** promotes only a candidate that (a) is not worse than HARX-GKO on po
 (c) keeps its point RMSE ≤ persistence × (1 + `STOCKOPS_GATE_TOLERANCE`), and (d) beats the
 champion with a DM t ≥ `STOCKOPS_GATE_DM_T` on QLIKE or pinball — or, once the champion's data
 is older than `STOCKOPS_GATE_CHAMPION_MAX_AGE_DAYS`, is within `STOCKOPS_GATE_MARGIN` of it.
-A refusal skips `promote` (the run stays green); the reason is in the `gate` log, on the MLflow
-model version and in the audit log. `force_promote` overrides it; the reason is recorded.
+A refusal skips `build`, `deploy` and `verify` (the run stays green); the reason is in the `gate`
+log, on the MLflow model version and in the audit log. `force_promote` overrides it; the reason
+is recorded.
 
-Logic lives in `stockops.training` and `stockops.serving`; this file only wires it.
+Each task runs one step of `stockops.training` or `stockops.serving`; `STEPS` below is the one
+mapping from task ids to those functions. Steps pass typed contracts (`stockops.contracts`:
+`Snapshots` → `Features` → `Trained` → `Evaluated` → `Registered` → `GateDecision` → `Built` →
+`Deployed` → `Verified`), stored as JSON XComs (`stockops.wiring`); this file only wires them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
-from airflow.sdk import Asset, AssetAny, Param, dag, task
+from airflow.sdk import Asset, AssetAny, Param, dag
 
 from stockops.alerts import notify_failure
 from stockops.config import get_settings, prices_asset_name, prices_asset_uri
@@ -42,15 +49,24 @@ from stockops.serving import build_candidate_bento, deploy_candidate, verify_can
 from stockops.training import (
     evaluate_models,
     gate_candidate,
+    gate_passed,
     load_snapshots,
     prepare_features,
     register_candidate,
     train_candidate,
 )
+from stockops.wiring import step_tasks
 
 settings = get_settings()
 PRICES = AssetAny(*(Asset(name=prices_asset_name(t), uri=prices_asset_uri(t), group="stockops")
                     for t in settings.tickers))
+
+# Task id -> the step it runs: the one mapping (short ids in the grid, descriptive names in the package).
+STEPS: dict[str, Callable[..., Any]] = {
+    "load_snapshots": load_snapshots, "features": prepare_features, "train": train_candidate,
+    "evaluate": evaluate_models, "register": register_candidate, "gate": gate_candidate, "gate_passed": gate_passed,
+    "build": build_candidate_bento, "deploy": deploy_candidate, "verify": verify_candidate}
+step = step_tasks(STEPS)
 
 
 @dag(
@@ -78,20 +94,19 @@ PRICES = AssetAny(*(Asset(name=prices_asset_name(t), uri=prices_asset_uri(t), gr
     render_template_as_native_obj=True,
 )
 def stock_train():
-    snapshots = task(load_snapshots)()
-    features = task(prepare_features, task_id="features")(snapshots, window="{{ params.window }}")
-    trained = task(train_candidate, task_id="train")(features, epochs="{{ params.epochs }}",
-                                                     trigger_reason="{{ params.reason }}", dag_run_id="{{ run_id }}",
-                                                     trigger_report="{{ params.report }}")
-    evaluated = task(evaluate_models, task_id="evaluate")(trained)
-    registered = task(register_candidate, task_id="register", retries=0)(evaluated)
-    gate = task.short_circuit(gate_candidate, task_id="gate", retries=0)(
-        registered, force_promote="{{ params.force_promote }}", trigger_reason="{{ params.reason }}")
-    built = task(build_candidate_bento, task_id="build", retries=0)(registered)
-    deployed = task(deploy_candidate, task_id="deploy", retries=0)(built, trigger_reason="{{ params.reason }}",
-                                                                   dag_run_id="{{ run_id }}")
-    gate >> built
-    task(verify_candidate, task_id="verify", retries=0)(deployed)
+    snapshots = step("load_snapshots")()
+    features = step("features")(snapshots, window="{{ params.window }}")
+    trained = step("train")(features, epochs="{{ params.epochs }}", reason="{{ params.reason }}",
+                            dag_run_id="{{ run_id }}", report="{{ params.report }}")
+    evaluated = step("evaluate")(trained)
+    registered = step("register", retries=0)(evaluated)
+    decision = step("gate", retries=0)(registered, force_promote="{{ params.force_promote }}",
+                                       reason="{{ params.reason }}")
+    passed = step("gate_passed", short_circuit=True)(decision)
+    built = step("build", retries=0)(registered, decision)
+    passed >> built
+    deployed = step("deploy", retries=0)(built, reason="{{ params.reason }}", dag_run_id="{{ run_id }}")
+    step("verify", retries=0)(deployed)
 
 
 stock_train()

@@ -7,10 +7,13 @@ conftest import time. Each test that writes data gets its own ``STOCKOPS_HOME`` 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,94 @@ def airflow_db():
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy(),
                    timeout=300)
     return os.environ["AIRFLOW_HOME"]
+
+
+# ---- trained once per session, copied per module ----------------------------------------------------
+TEMPLATE_DAY = "2026-06-01"
+
+
+@dataclass(frozen=True)
+class ModelHome:
+    """A stockops home with real small models, made once per session: GOOG and QQQ (the market reference)
+    ingested for :data:`TEMPLATE_DAY`; v1 trained, forced through the gate, its bento built and ``@champion``;
+    v2 trained, registered (``@challenger``) and its bento built. Nothing runs from it: a module copies it
+    (:meth:`copy_to`) and serves the copy.
+
+    The copy shares the template's MLflow artifacts (the tracking DB names them by absolute path); a test
+    that logs new runs adds files there under new run ids and changes nothing a copy reads.
+    """
+
+    home: Path
+    built_v2: dict  # v2's ``Built`` contract as XCom JSON: ``Built.from_xcom(...)`` in a copy
+    bentos: dict[str, dict]  # version -> {"bento_tag", "window"}
+
+    def copy_to(self, monkeypatch: pytest.MonkeyPatch, dest: Path):
+        """Copy the home to ``dest`` and point this process at it (small profile, replay, a free port);
+        returns the copy's settings. The caller serves it (``serve_champion``) and stops it."""
+        from stockops.processes import free_port
+
+        shutil.copytree(self.home, dest, symlinks=True)
+        for name, value in template_environment(dest).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("STOCKOPS_SERVE_PORT", str(free_port()))
+        return get_settings()
+
+
+def template_environment(home: Path) -> dict[str, str]:
+    return {"STOCKOPS_HOME": str(home), "STOCKOPS_SOURCE": "replay", "STOCKOPS_TRAIN_PROFILE": "small"}
+
+
+@pytest.fixture(scope="session")
+def model_home(tmp_path_factory, worker_id) -> ModelHome:
+    """Two small models trained once for the whole run (about 40 s); see :class:`ModelHome`.
+
+    Under pytest-xdist the workers share one: the first to get here builds it in the run's common temp
+    folder while holding a lock, the others wait for it and read what it left.
+    """
+    if worker_id == "master":
+        return _build_model_home(tmp_path_factory.mktemp("model-home") / "home")
+    shared = tmp_path_factory.getbasetemp().parent / "model-home"
+    shared.mkdir(exist_ok=True)
+    from stockops.data.store import file_lock
+
+    with file_lock(shared / ".lock"):
+        record = shared / "model-home.json"
+        if not record.exists():
+            built = _build_model_home(shared / "home")
+            record.write_text(json.dumps({"built_v2": built.built_v2, "bentos": built.bentos}))
+        data = json.loads(record.read_text())
+    return ModelHome(shared / "home", data["built_v2"], data["bentos"])
+
+
+def _build_model_home(home: Path) -> ModelHome:
+    from stockops.ingest import ingest_day
+    from stockops.serving import build_candidate_bento
+    from stockops.training import (
+        evaluate_models,
+        gate_candidate,
+        load_snapshots,
+        prepare_features,
+        promote_candidate,
+        register_candidate,
+        train_candidate,
+    )
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in template_environment(home).items():
+            mp.setenv(name, value)
+        settings = get_settings()
+        for ticker in dict.fromkeys(t for t in (settings.ticker, settings.market) if t):
+            ingest_day(TEMPLATE_DAY, ticker)
+
+        def candidate(reason: str):
+            return register_candidate(evaluate_models(train_candidate(prepare_features(load_snapshots()),
+                                                                      reason=reason)))
+
+        first = candidate("tests: v1")
+        decision = gate_candidate(first, force_promote=True, reason="tests: v1, forced")
+        built_v1 = build_candidate_bento(first, decision)
+        promote_candidate(first, decision, reason="tests: v1, forced")
+        built_v2 = build_candidate_bento(candidate("tests: v2"))
+    bentos = {b.version: {"bento_tag": b.bento.bento_tag, "window": b.bento.window} for b in (built_v1, built_v2)}
+    assert set(bentos) == {"1", "2"}, bentos
+    return ModelHome(home, built_v2.to_xcom(), bentos)

@@ -136,7 +136,7 @@ def holdout(frame: pd.DataFrame, market_close: np.ndarray | pd.Series | None, fi
     """One fold: fit every model on the days before ``first_target`` and forecast every day from it on."""
     inputs = daily_inputs(frame, market_close).iloc[1:].reset_index(drop=True)
     dates = frame["Date"].to_numpy(dtype="datetime64[D]")[1:]
-    train_end = int(np.searchsorted(dates, np.datetime64(first_target, "D")))
+    train_end = int(np.searchsorted(dates, first_target.astype("datetime64[D]")))
     if train_end < MIN_TRAIN_DAYS:
         raise ValueError(f"{train_end} days before {first_target} are too few to fit the baselines")
     return WalkForward({name: model(inputs, train_end) for name, model in models.items()},

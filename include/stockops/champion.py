@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from stockops import registry
 from stockops.changes import CHANGES, describe, format_history, history, previous_champion, record_change
 from stockops.config import Settings, get_settings
+from stockops.contracts import (
+    REFUSED,
+    Bento,
+    DeployRecord,
+    RollbackBuilt,
+    RollbackDeployed,
+    RollbackPlan,
+    RollbackVerified,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +37,20 @@ class RollbackRefused(ValueError):
 
 
 # ---- the rollback steps -------------------------------------------------------------------------
-def plan_rollback(version: Any = "", why: str = "", force: Any = False, requested_at: str = "") -> dict:
+def plan_rollback(version: str | int = "", reason: str | None = None, force: bool = False,
+                  requested_at: str = "") -> RollbackPlan:
     """Check the request against the registry and the gate's record; refuse before anything changes.
 
-    (``why``, not ``reason``: Airflow reserves ``reason`` as a task context key.)
+    ``version``: empty for the champion before the current one. (``reason`` defaults to None: Airflow
+    reserves the name as a context key and allows no other default.)
     """
     from mlflow.exceptions import MlflowException
 
     settings = get_settings()
     registry.setup(settings)
-    reason = (why or "").strip()
+    reason = (reason or "").strip()
     if not reason:
         raise RollbackRefused("a rollback needs a reason (the `reason` param): it goes into the audit trail")
-    forced = str(force).lower() in ("true", "1", "yes")
     champion = registry.champion_version(settings)
     if champion is None:
         raise RollbackRefused(f"{settings.model_name} has no champion: there is nothing to roll back from")
@@ -66,23 +75,24 @@ def plan_rollback(version: Any = "", why: str = "", force: Any = False, requeste
         log.warning("v%s is @champion but v%s serves: this run repairs the split (serves the champion again)",
                     target, served or "nothing")
     decision = chosen.tags.get("gate_decision", "")
-    if decision == "refused" and not forced:
+    refused = decision == REFUSED  # the gate's label, as recorded on the version (a record read back, not a message)
+    if refused and not force:
         raise RollbackRefused(f"v{target} was refused by the gate ({chosen.tags.get('gate_reason', 'no reason kept')}); "
                               "roll back to it only with force=true")
-    plan = {"model_name": settings.model_name, "from_version": str(champion.version), "version": str(target),
-            "reason": reason, "forced": forced, "gate_decision": decision or "unknown", "repair": repair,
-            "requested_at": requested_at or datetime.now(UTC).isoformat(timespec="seconds"),
-            "run_id": chosen.run_id}
+    plan = RollbackPlan(model_name=settings.model_name, from_version=str(champion.version), version=str(target),
+                        reason=reason, forced=force, gate_decision=decision or "unknown", repair=repair,
+                        requested_at=requested_at or datetime.now(UTC).isoformat(timespec="seconds"),
+                        run_id=chosen.run_id)
     log.info("rollback of %s: v%s -> v%s%s; why: %s", settings.model_name, champion.version, target,
-             " (forced past the gate)" if forced and decision == "refused" else "", reason)
+             " (forced past the gate)" if force and refused else "", reason)
     return plan
 
 
-def rollback_bento(plan: dict) -> dict:
+def rollback_bento(plan: RollbackPlan) -> RollbackBuilt:
     """The target version's bento: reused if it was built before, built now otherwise."""
     from stockops.serving import build_bento
 
-    return {**plan, "bento": build_bento(get_settings(), plan["model_name"], plan["version"])}
+    return RollbackBuilt(plan=plan, bento=Bento.from_xcom(build_bento(get_settings(), plan.model_name, plan.version)))
 
 
 def _served_version(settings: Settings) -> str | None:
@@ -92,36 +102,36 @@ def _served_version(settings: Settings) -> str | None:
     return current_or_empty(settings).get("version")
 
 
-def deploy_rollback(planned: dict, dag_run_id: str = "") -> dict:
+def deploy_rollback(built: RollbackBuilt, dag_run_id: str = "") -> RollbackDeployed:
     """The health-checked switch, ``@champion`` and the audit entry in one critical section (as a promotion);
     a failure leaves the current champion serving. A repair (the champion is right, serving is not) serves
     the champion again without a champion change."""
     from stockops.serving import deploy
 
     settings = get_settings()
-    bento = planned["bento"]
-    record = deploy(settings, bento["bento_tag"], planned["version"], reason=planned["reason"],
-                    dag_run_id=dag_run_id, window=bento["window"], kind="serve" if planned.get("repair") else "rollback",
-                    snapshot_hash=bento["snapshot_hash"],
-                    audit_fields={"forced": planned["forced"], "requested_at": planned["requested_at"],
-                                  "gate_decision": planned["gate_decision"]})
-    return {**planned, "deploy": record}
+    plan, bento = built.plan, built.bento
+    record = deploy(settings, bento.bento_tag, plan.version, reason=plan.reason,
+                    dag_run_id=dag_run_id, window=bento.window, kind="serve" if plan.repair else "rollback",
+                    snapshot_hash=bento.snapshot_hash,
+                    audit_fields={"forced": plan.forced, "requested_at": plan.requested_at,
+                                  "gate_decision": plan.gate_decision})
+    return RollbackDeployed(built=built, deploy=DeployRecord.from_record(record))
 
 
-def complete_rollback(deployed: dict, dag_run_id: str = "") -> dict:
+def complete_rollback(deployed: RollbackDeployed, dag_run_id: str = "") -> RollbackVerified:
     """Check the invariant: the rolled-back version serves, is ``@champion`` and the audit log's last change."""
     from stockops.serving import verify
 
     settings = get_settings()
-    seen = verify(settings, deployed["version"])
-    log.info("champion: %s v%s -> v%s (%s); %s answers with v%s", settings.model_name, deployed["from_version"],
-             deployed["version"], "repair" if deployed.get("repair") else "rollback", settings.serve_url,
-             deployed["version"])
-    return {**seen, "version": deployed["version"], "from_version": deployed["from_version"],
-            "repair": bool(deployed.get("repair")), "deploy_at": deployed["deploy"]["at"]}
+    plan = deployed.plan
+    seen = verify(settings, plan.version)
+    log.info("champion: %s v%s -> v%s (%s); %s answers with v%s", settings.model_name, plan.from_version,
+             plan.version, "repair" if plan.repair else "rollback", settings.serve_url, plan.version)
+    return RollbackVerified(version=plan.version, from_version=plan.from_version, repair=plan.repair,
+                            deploy_at=deployed.deploy.at, **seen)
 
 
-def rollback(version: Any = "", reason: str = "", force: bool = False, dag_run_id: str = "") -> dict:
+def rollback(version: str | int = "", reason: str = "", force: bool = False, dag_run_id: str = "") -> RollbackVerified:
     """The whole rollback without Airflow (tests, bench)."""
     planned = rollback_bento(plan_rollback(version, reason, force))
     return complete_rollback(deploy_rollback(planned, dag_run_id), dag_run_id)

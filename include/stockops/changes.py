@@ -15,6 +15,7 @@ from typing import Any
 
 from stockops import audit, registry
 from stockops.config import Settings, get_settings
+from stockops.contracts import FORCED
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def record_change(settings: Settings, event: str, *, from_version: Any, to_versi
 
 def describe(entry: dict) -> str:
     """``promotion``, ``forced promotion``, ``rollback`` or ``forced rollback``."""
-    forced = entry.get("decision") == "forced" or entry.get("forced") is True
+    forced = entry.get("decision") == FORCED or entry.get("forced") is True  # the gate's label, as recorded
     return f"{'forced ' if forced else ''}{entry['event']}"
 
 

@@ -7,6 +7,7 @@ import time
 from datetime import date, timedelta
 
 from stockops.config import get_settings
+from stockops.contracts import IngestStatus, WatchlistOutcome
 from stockops.ingest import format_watchlist, ingest_watchlist, store_for, watchlist_status
 
 
@@ -19,25 +20,26 @@ def recent_sessions(n: int, until: date | None = None) -> list[date]:
     return [date.fromisoformat(str(d)) for d in found]
 
 
-def run_demo(days: int = 5) -> list[dict]:
+def run_demo(days: int = 5) -> list[WatchlistOutcome]:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     print(f"stockops demo: watchlist of {len(settings.tickers)} ({' '.join(settings.tickers)}), model ticker "
           f"{settings.ticker}, source {settings.source}, home {settings.home}")
-    results = []
+    results: list[WatchlistOutcome] = []
+    statuses: dict[str, IngestStatus] = {}  # ticker -> its newest outcome
     for day in recent_sessions(days):
         started = time.monotonic()
-        outcomes = ingest_watchlist(day.isoformat())
-        counts: dict[str, int] = {}
-        for outcome in outcomes:
-            counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1
-        print(f"{day}: {', '.join(f'{n} {s}' for s, n in sorted(counts.items()))} "
+        outcome = ingest_watchlist(day.isoformat())
+        counts = {IngestStatus.PUBLISHED: len(outcome.published), IngestStatus.HELD: len(outcome.held_for_review),
+                  IngestStatus.QUARANTINED: len(outcome.quarantined)}
+        print(f"{day}: {', '.join(f'{n} {s.value}' for s, n in counts.items() if n)} "
               f"({time.monotonic() - started:.1f} s)", flush=True)
-        results.extend({"logical_date": day.isoformat(), **o} for o in outcomes)
+        results.append(outcome)
+        statuses |= outcome.statuses
     print(f"\n{'ticker':<7} {'status':<12} {'rows':>5} {'market day':<11} {'snapshot':<13}")
     for ticker in settings.tickers:
         latest = store_for(settings, ticker).latest()
-        status = next((r["status"] for r in reversed(results) if r["ticker"] == ticker), "not ingested")
+        status = statuses[ticker].value if ticker in statuses else "not ingested"
         print(f"{ticker:<7} {status:<12} {latest.rows if latest else 0:>5} {latest.last_date if latest else '-':<11} "
               f"{latest.hash[:12] if latest else '-':<13}")
     print("\n" + format_watchlist(watchlist_status(settings)))
@@ -53,18 +55,19 @@ def run_demo(days: int = 5) -> list[dict]:
     was_serving = bool(current(settings))  # e.g. make run is up on the same home: leave its endpoint up
     print("\ntraining a candidate on the latest snapshot of every ticker (this imports TensorFlow and MLflow) ...", flush=True)
     try:
-        outcome = train_in_process(trigger_reason="make demo")
+        trained = train_in_process(reason="make demo")
     except Exception:
         if not was_serving:
             from stockops.serving import stop_serving
 
             stop_serving(settings)
         raise
-    holdout = outcome["holdout"]
-    print(f"\nholdout: {holdout['days']} days, {holdout['first']}..{holdout['last']}  "
-          f"(MLflow run {outcome['run_id']}, {outcome['model_name']} v{outcome['version']})")
-    print(format_scores(outcome["scores"]))
-    print(f"\ngate: {outcome['decision']['decision'].upper()}: {outcome['decision']['reason']}")
+    registered = trained.registered
+    holdout = registered.evaluated.holdout
+    print(f"\nholdout: {holdout.days} days, {holdout.first}..{holdout.last}  "
+          f"(MLflow run {registered.run_id}, {registered.model_name} v{registered.version})")
+    print(format_scores(registered.scores))
+    print(f"\ngate: {trained.decision.label.upper()}: {trained.decision.reason}")
     champion = champion_version(settings)
     print(f"champion: {f'{settings.model_name} v{champion.version}' if champion else 'none: no model has passed the gate yet'}")
     print(f"MLflow store: {settings.mlflow_tracking_uri} (make run serves its UI)")
@@ -109,7 +112,7 @@ def forecast_over_http(settings, store, was_serving: bool) -> dict | None:
               f"{f', with {settings.market} closes' if 'market' in request else ''}) -> ", end="", flush=True)
         status, body = http_json(f"{settings.serve_url}/predict", request)
         print(f"HTTP {status}")
-        if status == 200:
+        if status == 200 and isinstance(body, dict):
             low, high = body["intervals"]["90"]
             print(f"  forecast for {body['forecast_for']}: {body['forecast']:.2f}  (last close {body['last_close']:.2f}); "
                   f"90 % interval {low:.2f} .. {high:.2f}, daily volatility {100 * body['volatility']:.2f} %")
@@ -117,7 +120,7 @@ def forecast_over_http(settings, store, was_serving: bool) -> dict | None:
                   f"snapshot {body['snapshot_hash'][:12]}")
         else:
             print(f"  {body}")
-        return body
+        return body if isinstance(body, dict) else None
     finally:
         if not was_serving:
             stop_serving(settings)

@@ -173,7 +173,7 @@ def deployment_frequency(changes: list[dict], start: datetime, end: datetime) ->
     days = (end - start).total_seconds() / DAY
     succeeded = [d for d in changes if _succeeded(d)]
     per_day = len(succeeded) / days
-    daily = {}
+    daily: dict[str, dict[str, Any]] = {}
     day = start.date()
     while day <= end.date():
         daily[day.isoformat()] = {"date": day.isoformat(), "promoted": 0, "rolled_back": 0, "failed": 0}
@@ -212,10 +212,10 @@ def lead_time(promotions: list[dict], promotion_entries: list[dict], snapshots: 
             digest, source = audited.get((deploy.get("dag_run_id") or "", version)), "promotion audit entry"
         if not digest:
             unmatched.append({"version": version, "at": deploy["at"],
-                              "why": "no snapshot hash in the deploy record nor in a promotion audit entry"})
+                              "reason": "no snapshot hash in the deploy record nor in a promotion audit entry"})
         elif digest not in published:
             unmatched.append({"version": version, "at": deploy["at"],
-                              "why": f"snapshot {digest[:12]} is not in the manifest"})
+                              "reason": f"snapshot {digest[:12]} is not in the manifest"})
         else:
             answered = _answered(deploy)
             events.append({"version": version, "snapshot": digest[:12], "hash_from": source,
@@ -231,16 +231,16 @@ def change_failure_rate(promotions: list[dict], all_promotions: list[dict], roll
     events, failures = [], []
     for deploy in promotions:
         version, at = str(deploy.get("version")), _at(deploy)
-        event = {"at": deploy["at"], "version": version, "status": "ok", "why": ""}
+        event = {"at": deploy["at"], "version": version, "status": "ok", "reason": ""}
         if not _succeeded(deploy):
             event.update(status="health_check_failed",
-                         why=f"deploy failed: {deploy.get('error') or 'outcome ' + str(deploy.get('outcome'))}")
+                         reason=f"deploy failed: {deploy.get('error') or 'outcome ' + str(deploy.get('outcome'))}")
         else:
             replaced = next((_at(d) for d in replacements if _at(d) > at and str(d.get("version")) != version), None)
             undone = next((r for r in rollbacks if str(r.get("from_version")) == version and _at(r) > at
                            and (replaced is None or _at(r) < replaced)), None)
             if undone is not None:
-                event.update(status="rolled_back", why=f"rolled back to v{undone.get('to_version')} at "
+                event.update(status="rolled_back", reason=f"rolled back to v{undone.get('to_version')} at "
                                                        f"{undone['at']}: {undone.get('reason') or 'no reason given'}")
         events.append(event)
         if event["status"] != "ok":
@@ -458,7 +458,7 @@ def format_table(result: dict[str, Any]) -> str:
             lines.extend(["", title, *(f"  {item}" for item in items)])
 
     cfr, ttr, lead = result["change_failure_rate"], result["time_to_restore"], result["lead_time"]
-    section("Change failures:", [f"v{f['version']} ({f['at']}): {_short(f['why'])}" for f in cfr["failures"]])
+    section("Change failures:", [f"v{f['version']} ({f['at']}): {_short(f['reason'])}" for f in cfr["failures"]])
     section("Time to restore, per rollback:",
             [f"v{e['from_version']} → v{e['to_version']} ({e['at']}): "
              + (human_duration(e["seconds"]) + (f" ({e['note']})" if e["note"] else "") if e["restored"]
@@ -470,7 +470,7 @@ def format_table(result: dict[str, Any]) -> str:
             [f"{e['component']} ({e['detected_at']}): {_short(e['cause'])}; "
              + (f"down {human_duration(e['downtime_s'])}, {e.get('action') or ''}" if e["status"] == "recovered"
                 else f"{e['status']}") for e in result.get("incidents", {}).get("events", [])])
-    section("Lead time unknown:", [f"v{u['version']} ({u['at']}): {u['why']}" for u in lead["unmatched"]])
+    section("Lead time unknown:", [f"v{u['version']} ({u['at']}): {u['reason']}" for u in lead["unmatched"]])
     runs = result["pipeline_runs"]
     section("Pipeline runs finished in the period:",
             [f"{dag_id}: {row['finished']} finished, {row['succeeded']} succeeded, {row['failed']} failed"

@@ -118,7 +118,8 @@ def build_network(window: int, units: int, dense: int, dropout: float = 0.0, see
 
 def forecast_from_network(raw: np.ndarray, calibration: Calibration) -> dict[str, np.ndarray]:
     """Network outputs (n, 2) -> variance, quantiles and point in log-return units."""
-    log_variance, mean = raw[:, 0].astype(np.float64), raw[:, 1].astype(np.float64)
+    log_variance: np.ndarray = raw[:, 0].astype(np.float64)
+    mean: np.ndarray = raw[:, 1].astype(np.float64)
     variance = np.exp(np.clip(log_variance, -20, 20)) * calibration.variance_scale / PCT**2
     point = calibration.shrink * mean / PCT
     quantiles = point[:, None] + np.sqrt(variance)[:, None] * np.asarray(calibration.z)[None, :]

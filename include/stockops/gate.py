@@ -14,28 +14,17 @@ A candidate risk forecaster is promoted only if, on the holdout (every ticker, t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from stockops.config import Settings
+from stockops.contracts import GateDecision
+
+__all__ = ["PERMISSIVE_ENV", "GateDecision", "GatePolicy", "decide"]
 
 # Every threshold wide open (as environment variables): for runs that time or exercise the deploy
 # path rather than judge a model (bench/lead_time.py --gate promote, the Celery platform test).
 PERMISSIVE_ENV = {"STOCKOPS_GATE_HARX_TOLERANCE": "100", "STOCKOPS_GATE_COVERAGE_90_MIN": "0",
                   "STOCKOPS_GATE_COVERAGE_90_MAX": "1", "STOCKOPS_GATE_TOLERANCE": "1", "STOCKOPS_GATE_DM_T": "-100"}
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    promote: bool
-    forced: bool
-    reason: str
-
-    @property
-    def label(self) -> str:
-        return "forced" if self.forced else ("promoted" if self.promote else "refused")
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "label": self.label}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The daily ingest of a watchlist, as plain steps: plan -> per ticker: fetch -> validate -> (decide) -> publish.
 
-Each step takes and returns small JSON-able dicts (they travel as Airflow XComs), reads
-settings from the environment, and works without Airflow. Nothing reaches ``snapshots/``
+Each step takes and returns a typed contract of :mod:`stockops.contracts` (``IngestRequest`` ->
+``Fetched`` -> ``Validated`` -> ``Published`` or ``Rejected``; they travel as JSON XComs through
+:func:`stockops.contracts.xcom_step`), reads settings from the environment, and works without
+Airflow. A ticker's latest outcome is also kept in its ``status.json`` (a :class:`TickerStatus`). Nothing reaches ``snapshots/``
 unless the Great Expectations gate passed on exactly those bytes: ``validate`` records the
 content hash it judged and ``publish`` refuses anything else. One ticker's bad data stops that
 ticker only. An extreme move that the rules cannot settle is *held*: a person approves it
@@ -17,6 +19,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stockops.config import Settings, get_settings
+from stockops.contracts import (
+    ContractError,
+    Fetched,
+    HeldMove,
+    IngestRequest,
+    IngestStatus,
+    Published,
+    Quarantined,
+    Rejected,
+    TickerStatus,
+    Validated,
+    WatchlistOutcome,
+)
 
 if TYPE_CHECKING:
     from stockops.data.store import SnapshotStore
@@ -26,9 +41,10 @@ log = logging.getLogger(__name__)
 # This module is imported by DAG files, so pandas & co. are imported inside the functions
 # (Airflow parses DAG files every few seconds; see tests/dags for the import budget).
 
-# Outcomes of a ticker's ingest (its status.json, the demo's and make run's summary).
-PUBLISHED, QUARANTINED, HELD, REJECTED = "published", "quarantined", "held", "rejected"
-UNREADABLE = "unreadable"  # the status file itself is corrupt (see read_status)
+# How a ticker's outcome is named (its status.json, the demo's and make run's summary).
+PUBLISHED, QUARANTINED, HELD, REJECTED = (IngestStatus.PUBLISHED, IngestStatus.QUARANTINED, IngestStatus.HELD,
+                                          IngestStatus.REJECTED)
+UNREADABLE = IngestStatus.UNREADABLE  # the status file itself is corrupt (see read_status)
 
 
 def store_for(settings: Settings, ticker: str | None = None) -> SnapshotStore:
@@ -49,7 +65,7 @@ def status_path(settings: Settings, ticker: str) -> Path:
     return settings.ticker_data_dir(ticker) / "status.json"
 
 
-def read_status(settings: Settings, ticker: str) -> dict | None:
+def read_status(settings: Settings, ticker: str) -> TickerStatus | None:
     """The ticker's latest ingest outcome, None before its first ingest; :class:`CorruptState` if unreadable."""
     import json
 
@@ -64,12 +80,14 @@ def read_status(settings: Settings, ticker: str) -> dict | None:
         return None
     except ValueError as exc:
         raise CorruptState(path, f"not JSON: {exc}", way_out) from exc
-    if not isinstance(status, dict) or not {"ticker", "logical_date", "status"} <= status.keys():
-        raise CorruptState(path, f"not an ingest status: {str(status)[:200]}", way_out)
-    return status
+    try:
+        return TickerStatus.from_xcom(status)
+    except ContractError as exc:
+        raise CorruptState(path, f"not an ingest status ({exc}): {str(status)[:200]}", way_out) from exc
 
 
-def write_status(settings: Settings, ticker: str, logical_date: str, status: str, detail: str, **extra: Any) -> None:
+def write_status(settings: Settings, ticker: str, logical_date: str, status: IngestStatus, detail: str, *,
+                 hash: str | None = None, folder: str | None = None, days: list[str] | None = None) -> None:
     """The ticker's latest ingest outcome; an older day's run never overwrites a newer day's.
 
     An unreadable status file is replaced (it only sums up the last ingest, and this is the newest one).
@@ -77,18 +95,19 @@ def write_status(settings: Settings, ticker: str, logical_date: str, status: str
     from stockops.data.store import CorruptState, atomic_write_json
 
     try:
-        current = read_status(settings, ticker) or {}
+        current = read_status(settings, ticker)
     except CorruptState as exc:
         log.warning("%s is unreadable (%s): this run's outcome replaces it", exc.path, exc.problem)
-        current = {}
-    if current.get("logical_date", "") > logical_date:
+        current = None
+    if current is not None and current.logical_date > logical_date:
         return
-    atomic_write_json(status_path(settings, ticker), {
-        "ticker": ticker, "logical_date": logical_date, "status": status, "detail": detail,
-        "at": datetime.now(UTC).isoformat(timespec="seconds"), **extra})
+    record = TickerStatus(ticker=ticker, logical_date=logical_date, status=status, detail=detail,
+                          at=datetime.now(UTC).isoformat(timespec="seconds"), hash=hash, folder=folder,
+                          days=list(days or []))
+    atomic_write_json(status_path(settings, ticker), record.to_xcom())
 
 
-def watchlist_status(settings: Settings | None = None) -> list[dict]:
+def watchlist_status(settings: Settings | None = None) -> list[TickerStatus]:
     """Per watchlist ticker: its latest ingest outcome (``never ingested`` before the first run, ``unreadable``
     with the way out when its status file is corrupt: one bad file never hides the other tickers)."""
     from stockops.data.store import CorruptState
@@ -98,28 +117,28 @@ def watchlist_status(settings: Settings | None = None) -> list[dict]:
     for ticker in settings.tickers:
         try:
             rows.append(read_status(settings, ticker)
-                        or {"ticker": ticker, "status": "never ingested", "logical_date": "", "detail": ""})
+                        or TickerStatus(ticker=ticker, logical_date="", status=IngestStatus.NEVER_INGESTED))
         except CorruptState as exc:
             log.warning("%s", exc)
-            rows.append({"ticker": ticker, "status": UNREADABLE, "logical_date": "", "detail": str(exc)})
+            rows.append(TickerStatus(ticker=ticker, logical_date="", status=UNREADABLE, detail=str(exc)))
     return rows
 
 
-def format_watchlist(rows: list[dict]) -> str:
+def format_watchlist(rows: list[TickerStatus]) -> str:
     """A short summary: counts per outcome, then the tickers that need attention."""
     counts: dict[str, list[str]] = {}
     for row in rows:
-        counts.setdefault(row["status"], []).append(row["ticker"])
+        counts.setdefault(row.status.value, []).append(row.ticker)
     lines = [f"watchlist: {len(rows)} tickers — " + ", ".join(f"{len(t)} {s}" for s, t in sorted(counts.items()))]
     for status in (QUARANTINED, HELD, REJECTED, UNREADABLE):
         for row in rows:
-            if row["status"] == status:
-                lines.append(f"  {row['ticker']:<6} {status:<11} {row['logical_date']}  {row['detail'][:150]}")
+            if row.status is status:
+                lines.append(f"  {row.ticker:<6} {status.value:<11} {row.logical_date}  {row.detail[:150]}")
     return "\n".join(lines)
 
 
 # ---- the steps -----------------------------------------------------------------------------
-def plan_watchlist(logical_date: str, tickers: str | list[str] = "") -> list[dict]:
+def plan_watchlist(logical_date: str, tickers: str | list[str] = "") -> list[IngestRequest]:
     """What to ingest for ``logical_date``: one request per watchlist ticker, or none when NYSE is closed.
 
     ``tickers`` (a list, or comma-separated) narrows the run to some symbols of the watchlist (a
@@ -138,14 +157,15 @@ def plan_watchlist(logical_date: str, tickers: str | list[str] = "") -> list[dic
         log.info("NYSE is closed on %s (%s): nothing to ingest for the %d tickers of the watchlist; nothing is "
                  "fetched or published, and the run is a green no-op", day, closed, len(chosen))
         return []
-    requests = [{"ticker": ticker, "logical_date": day, "landed": None} for ticker in chosen]
     source = get_source(settings)
+    delivered = {}  # with yfinance, the whole watchlist in one batched download
     if isinstance(source, YFinanceSource) and len(chosen) > 1:
         delivered = source.fetch_many(chosen, to_date(day))
-        for request in requests:
-            result = delivered.get(request["ticker"])
-            if result is not None:
-                request["landed"] = _land(settings, result)
+    requests = []
+    for ticker in chosen:
+        result = delivered.get(ticker)
+        requests.append(IngestRequest(ticker=ticker, logical_date=day,
+                                      landed=_land(settings, result) if result is not None else None))
     log.info("ingesting %d tickers for %s from %s: %s", len(requests), day, settings.source, ", ".join(chosen))
     return requests
 
@@ -161,52 +181,52 @@ def _chosen_tickers(settings: Settings, tickers: str | list[str]) -> list[str]:
     return chosen
 
 
-def _land(settings: Settings, result) -> dict:
-    """Write what a source delivered to the ticker's ``raw/`` and describe it (a fetch result)."""
+def _land(settings: Settings, result) -> Fetched:
+    """Write what a source delivered to the ticker's ``raw/`` and describe it."""
     day = result.logical_date.isoformat()
     raw_path = store_for(settings, result.ticker).write_raw(result.frame, day)
     log.info("fetched %d rows of %s from %s for %s -> %s", len(result.frame), result.ticker, result.source, day,
              raw_path)
-    return {"ticker": result.ticker, "source": result.source, "logical_date": day,
-            "reference_date": result.reference_date.isoformat(), "rows": len(result.frame),
-            "raw_path": str(raw_path), "note": result.note}
+    return Fetched(ticker=result.ticker, logical_date=day, source=result.source,
+                   reference_date=result.reference_date.isoformat(), rows=len(result.frame), raw_path=str(raw_path),
+                   note=result.note)
 
 
-def fetch_prices(request: dict) -> dict:
+def fetch_prices(request: IngestRequest) -> Fetched:
     """Land one ticker's prices up to the request's logical date in ``raw/`` (unless the batch already did)."""
     from stockops.data.sources import get_source, to_date
 
-    if request.get("landed"):
-        log.info("%s: landed by the batched download: %s", request["ticker"], request["landed"]["raw_path"])
-        return request["landed"]
+    if request.landed is not None:
+        log.info("%s: landed by the batched download: %s", request.ticker, request.landed.raw_path)
+        return request.landed
     settings = get_settings()
-    return _land(settings, get_source(settings).fetch(request["ticker"], to_date(request["logical_date"])))
+    return _land(settings, get_source(settings).fetch(request.ticker, to_date(request.logical_date)))
 
 
-def validate_raw(fetched: dict, dag_run_id: str = "") -> dict:
+def validate_raw(fetched: Fetched, dag_run_id: str = "") -> Validated:
     """Run the GX gate on a landed raw file against the ticker's published snapshot.
 
     Bad data is quarantined and raises :class:`stockops.validation.DataValidationError` naming
     every failed expectation and the offending dates; what was published stays untouched. An
-    extreme move that only a person can judge comes back ``held``, with its evidence.
+    extreme move that only a person can judge comes back ``held_for_review``, with its evidence.
     """
     from stockops.data import decisions
     from stockops.data.sources import to_date
     from stockops.data.store import atomic_write_json, content_hash
-    from stockops.validation import FAILED, HELD, DataValidationError, validate_prices
+    from stockops.validation import DataValidationError, validate_prices
 
     settings = get_settings()
-    ticker, day = fetched["ticker"], fetched["logical_date"]
+    ticker, day = fetched.ticker, fetched.logical_date
     store = store_for(settings, ticker)
-    frame = store.read_raw(Path(fetched["raw_path"]))
+    frame = store.read_raw(Path(fetched.raw_path))
     digest = content_hash(frame)
     latest = store.latest()
     published = store.load(latest) if latest is not None else None
-    report = validate_prices(frame, to_date(fetched["reference_date"]), settings, published=published,
+    report = validate_prices(frame, to_date(fetched.reference_date), settings, published=published,
                              decisions=decisions.decided_days(settings, ticker), run_name=f"{ticker}-{day}")
     result_path = store.validations_dir / f"{day}__{digest[:12]}.json"
     report.result_path = str(result_path)
-    atomic_write_json(result_path, {"hash": digest, **fetched, **report.to_dict()})
+    atomic_write_json(result_path, {"hash": digest, **fetched.to_xcom(), **report.to_dict()})
     log.info("%s validation result: %s; Great Expectations Data Docs: %s", ticker, result_path, report.data_docs_path)
     if report.scope is not None and report.scope.mode == "restated":
         from stockops import audit
@@ -216,20 +236,22 @@ def validate_raw(fetched: dict, dag_run_id: str = "") -> dict:
                      dag_run_id=dag_run_id, **(report.scope.restatement or {}))
         log.warning("%s: the source restated published history (%s); every row was validated again, and the "
                     "restatement is recorded in %s", ticker, report.scope.description, settings.audit_log)
-    if report.status == FAILED:
-        folder = store.quarantine(frame, logical_date=day, source=fetched["source"], result=report.to_dict())
-        message = (f"{ticker} data for {day} from {fetched['source']} failed validation and was quarantined in "
+    if report.failed:
+        folder = store.quarantine(frame, logical_date=day, source=fetched.source, result=report.to_dict())
+        message = (f"{ticker} data for {day} from {fetched.source} failed validation and was quarantined in "
                    f"{folder}; nothing was published for {ticker}, the other tickers go on.\n{report.summary()}")
         write_status(settings, ticker, day, QUARANTINED, report.summary().splitlines()[0] + " — "
                      + "; ".join(f.line() for f in report.failures)[:300], folder=str(folder))
         log.error(message)
         raise DataValidationError(message, report)
-    validated = {**fetched, "hash": digest, "validation_path": str(result_path),
-                 "data_docs_path": report.data_docs_path, "status": report.status, "held": report.held,
-                 "scope": report.scope.description if report.scope else ""}
-    if report.status == HELD:
+    validated = Validated(fetched=fetched, hash=digest, validation_path=str(result_path),
+                          data_docs_path=report.data_docs_path,
+                          scope=report.scope.description if report.scope else "",
+                          held_for_review=report.held_for_review,
+                          held=[HeldMove.from_xcom(move) for move in report.held])
+    if validated.held_for_review:
         decisions.record_request(settings, ticker, report.held, logical_date=day, dag_run_id=dag_run_id)
-        write_status(settings, ticker, day, HELD, report.summary(), days=[h["day"] for h in report.held])
+        write_status(settings, ticker, day, HELD, report.summary(), days=validated.held_days)
         log.warning("%s: %s. Nothing is published until a person decides: Airflow UI > Required actions, or "
                     "python -m stockops decide %s <day> approve|reject --reason ...", ticker, report.summary(), ticker)
     else:
@@ -237,16 +259,16 @@ def validate_raw(fetched: dict, dag_run_id: str = "") -> dict:
     return validated
 
 
-def review_request(validated: dict) -> dict[str, str]:
+def review_request(validated: Validated) -> dict[str, str]:
     """Subject and Markdown body of the question a held ticker puts to a person (Required actions)."""
-    ticker = validated["ticker"]
-    held = validated["held"]
+    ticker = validated.ticker
+    held = validated.held
     first = held[0]
-    subject = (f"{ticker}: {first['move_pct']:+.1f} % on {first['day']} — a real move or a feed error?"
+    subject = (f"{ticker}: {first.move_pct:+.1f} % on {first.day} — a real move or a feed error?"
                if len(held) == 1 else f"{ticker}: {len(held)} extreme moves — real or feed errors?")
     rows = "\n".join(_evidence_row(h) for h in held)
     body = f"""**{ticker}** closed with an extreme move in the newest session of its data (logical date
-{validated['logical_date']}, source `{validated['source']}`). The day's own prices and volume back the move,
+{validated.logical_date}, source `{validated.fetched.source}`). The day's own prices and volume back the move,
 but no later session can confirm it yet, so the rules do not decide it alone.
 
 | day | previous close | open | high | low | close | move | opening gap | range / move | volume vs 50-session median |
@@ -256,56 +278,56 @@ but no later session can confirm it yet, so the rules do not decide it alone.
 * **Approve** if the move is real (earnings, news, a crash): the data is published and this day is never asked about again.
 * **Reject** if it is a feed error: the data is quarantined, and this day stays refused while the feed serves it.
 
-Other tickers are not waiting for this decision. Validation result: `{validated['validation_path']}`."""
+Other tickers are not waiting for this decision. Validation result: `{validated.validation_path}`."""
     return {"subject": subject, "body": body}
 
 
-def _evidence_row(h: dict) -> str:
-    volume = "n/a" if h["volume_ratio"] is None else f"{h['volume_ratio']:.1f} x"
-    return (f"| {h['day']} | {h['previous_close']:.4g} | {h['open']:.4g} | {h['high']:.4g} | {h['low']:.4g} | "
-            f"{h['close']:.4g} | **{h['move_pct']:+.2f} %** | {h['gap_pct']:+.2f} % | {h['range_share']:.2f} | {volume} |")
+def _evidence_row(h: HeldMove) -> str:
+    volume = "n/a" if h.volume_ratio is None else f"{h.volume_ratio:.1f} x"
+    return (f"| {h.day} | {h.previous_close:.4g} | {h.open:.4g} | {h.high:.4g} | {h.low:.4g} | "
+            f"{h.close:.4g} | **{h.move_pct:+.2f} %** | {h.gap_pct:+.2f} % | {h.range_share:.2f} | {volume} |")
 
 
-def record_review(validated: dict, approved: bool, by: str, reason: str, dag_run_id: str = "") -> list[dict]:
+def record_review(validated: Validated, approved: bool, by: str, reason: str, dag_run_id: str = "") -> list[dict]:
     """Remember a person's decision on every held day of ``validated`` (per ticker and in the audit log)."""
     from stockops.data import decisions
 
-    return decisions.record_decision(get_settings(), validated["ticker"], [h["day"] for h in validated["held"]],
+    return decisions.record_decision(get_settings(), validated.ticker, validated.held_days,
                                      decisions.APPROVED if approved else decisions.REJECTED, by=by, reason=reason,
-                                     logical_date=validated["logical_date"], dag_run_id=dag_run_id,
-                                     evidence=validated["held"])
+                                     logical_date=validated.logical_date, dag_run_id=dag_run_id,
+                                     evidence=[move.to_xcom() for move in validated.held])
 
 
-def publish_validated(validated: dict) -> dict:
+def publish_validated(validated: Validated) -> Published | Rejected:
     """Publish validated data as an immutable snapshot and move ``latest`` (idempotent).
 
     Held data is published only once a person approved every held day; a rejection quarantines
-    it instead (status ``rejected``).
+    it instead (:class:`Rejected`).
     """
     from stockops.data import decisions
     from stockops.data.store import content_hash
 
     settings = get_settings()
-    ticker, day = validated["ticker"], validated["logical_date"]
+    ticker, day = validated.ticker, validated.logical_date
     store = store_for(settings, ticker)
-    frame = store.read_raw(Path(validated["raw_path"]))
-    if content_hash(frame) != validated["hash"]:
-        raise RuntimeError(f"{validated['raw_path']} changed after validation (hash {validated['hash'][:12]} "
+    raw_path = validated.fetched.raw_path
+    frame = store.read_raw(Path(raw_path))
+    if content_hash(frame) != validated.hash:
+        raise RuntimeError(f"{raw_path} changed after validation (hash {validated.hash[:12]} "
                            "expected); refusing to publish unvalidated data")
     approval = ""
-    if validated.get("status") == HELD:
-        days = [h["day"] for h in validated["held"]]
+    if validated.held_for_review:
+        days = validated.held_days
         decided = decisions.decided_days(settings, ticker)
         if any(decided.get(d) == decisions.REJECTED for d in days):
-            folder = store.quarantine(frame, logical_date=day, source=validated["source"],
+            folder = store.quarantine(frame, logical_date=day, source=validated.fetched.source,
                                       result={"success": False, "rejected_by_operator": days,
-                                              "validation_path": validated["validation_path"]})
-            write_status(settings, ticker, day, REJECTED, f"an operator rejected {', '.join(days)}: quarantined",
-                         folder=str(folder))
+                                              "validation_path": validated.validation_path})
+            reason = f"an operator rejected {', '.join(days)}: quarantined"
+            write_status(settings, ticker, day, REJECTED, reason, folder=str(folder))
             log.warning("%s: an operator rejected %s; the data is quarantined in %s and nothing was published",
                         ticker, ", ".join(days), folder)
-            return {"ticker": ticker, "status": REJECTED, "logical_date": day, "quarantine": str(folder),
-                    "latest": False}
+            return Rejected(validated=validated, folder=str(folder), reason=reason)
         undecided = [d for d in days if decided.get(d) != decisions.APPROVED]
         if undecided:
             raise RuntimeError(f"{ticker} data for {day} is held for an operator's decision on {', '.join(undecided)} "
@@ -313,8 +335,8 @@ def publish_validated(validated: dict) -> dict:
                                f"`python -m stockops decide {ticker} {undecided[0]} approve|reject --reason ...`; "
                                "nothing was published")
         approval = f" (approved by an operator: {', '.join(days)})"
-    entry, new = store.publish(frame, logical_date=day, source=validated["source"],
-                               validation_path=validated["validation_path"])
+    entry, new = store.publish(frame, logical_date=day, source=validated.fetched.source,
+                               validation_path=validated.validation_path)
     latest = store.latest()
     is_latest = latest is not None and latest.hash == entry.hash
     log.info("%s snapshot %s: %d rows %s..%s -> %s; latest is %s%s", ticker,
@@ -322,40 +344,46 @@ def publish_validated(validated: dict) -> dict:
              latest.hash[:12] if latest else None, approval)
     write_status(settings, ticker, day, PUBLISHED, f"{entry.rows} rows up to {entry.last_date}{approval}",
                  hash=entry.hash)
-    return {"ticker": ticker, "status": PUBLISHED, "hash": entry.hash, "rows": entry.rows,
-            "first_date": entry.first_date, "last_date": entry.last_date, "path": entry.path, "new": new,
-            "latest": is_latest, "logical_date": day}
+    return Published(validated=validated, entry=entry, new=new, latest=is_latest)
 
 
 # ---- without Airflow -------------------------------------------------------------------------
-def ingest_day(logical_date: str, ticker: str | None = None) -> dict:
+def ingest_day(logical_date: str, ticker: str | None = None) -> Published | Validated:
     """Fetch, validate and publish one ticker for one day in-process (what the DAG does, minus Airflow).
 
-    Returns the publish result, or the validated dict with ``status`` ``held`` when a person must
-    decide first. Raises :class:`stockops.validation.DataValidationError` for bad data.
+    Returns what was published, or the :class:`Validated` data ``held_for_review`` when a person
+    must decide first. Raises :class:`stockops.validation.DataValidationError` for bad data.
     """
-    from stockops.validation import HELD as HELD_STATUS
-
     settings = get_settings()
-    request = {"ticker": ticker or settings.ticker, "logical_date": _day(logical_date), "landed": None}
+    request = IngestRequest(ticker=ticker or settings.ticker, logical_date=_day(logical_date))
     validated = validate_raw(fetch_prices(request))
-    if validated["status"] == HELD_STATUS:
-        return validated
-    return publish_validated(validated)
+    return validated if validated.held_for_review else _publish_passed(validated)
 
 
-def ingest_watchlist(logical_date: str, tickers: str | list[str] = "") -> list[dict]:
+def ingest_watchlist(logical_date: str, tickers: str | list[str] = "") -> WatchlistOutcome:
     """The whole watchlist for one day in-process: one outcome per ticker, bad data of one never stops another."""
-    from stockops.validation import HELD as HELD_STATUS
     from stockops.validation import DataValidationError
 
-    outcomes = []
+    published: list[Published] = []
+    held: list[Validated] = []
+    quarantined: list[Quarantined] = []
     for request in plan_watchlist(logical_date, tickers):
         try:
             validated = validate_raw(fetch_prices(request))
-            outcome = validated if validated["status"] == HELD_STATUS else publish_validated(validated)
         except DataValidationError as exc:
-            outcome = {"ticker": request["ticker"], "status": QUARANTINED, "logical_date": request["logical_date"],
-                       "detail": str(exc).splitlines()[0]}
-        outcomes.append(outcome)
-    return outcomes
+            quarantined.append(Quarantined(ticker=request.ticker, logical_date=request.logical_date,
+                                           reason=str(exc).splitlines()[0]))
+            continue
+        if validated.held_for_review:
+            held.append(validated)
+            continue
+        published.append(_publish_passed(validated))
+    return WatchlistOutcome(logical_date=_day(logical_date), published=published, held_for_review=held,
+                            quarantined=quarantined)
+
+
+def _publish_passed(validated: Validated) -> Published:
+    """Publish data that passed on the rules alone (nobody was asked, so nothing can be rejected)."""
+    outcome = publish_validated(validated)
+    assert isinstance(outcome, Published), "only data held for review can be rejected"
+    return outcome

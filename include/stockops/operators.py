@@ -21,13 +21,17 @@ from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowSkipException
 
 from stockops.changes import record_rollback_answer
+from stockops.contracts import Validated
 from stockops.ingest import record_review, review_request
 
 APPROVE, REJECT = "Approve", "Reject"
 
 
 class HeldDayReview(HITLOperator):
-    """Ask a person whether a held extreme move is real (Approve: publish) or a feed error (Reject: quarantine)."""
+    """Ask a person whether a held extreme move is real (Approve: publish) or a feed error (Reject: quarantine).
+
+    ``validated`` is the ``validate`` task's XCom (a :class:`Validated` as JSON), parsed when the task runs.
+    """
 
     template_fields = (*HITLOperator.template_fields, "validated")
 
@@ -44,17 +48,21 @@ class HeldDayReview(HITLOperator):
         )
         self.validated = validated
 
+    def _validated(self) -> Validated:
+        return Validated.from_xcom(self.validated)
+
     def execute(self, context: Any) -> Any:
-        if self.validated.get("status") != "held":
-            raise AirflowSkipException(f"{self.validated['ticker']}: the data passed on the rules, nothing to decide")
-        question = review_request(self.validated)
+        validated = self._validated()
+        if not validated.held_for_review:
+            raise AirflowSkipException(f"{validated.ticker}: the data passed on the rules, nothing to decide")
+        question = review_request(validated)
         self.subject, self.body = question["subject"], question["body"]
         return super().execute(context)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         answer = super().execute_complete(context, event)
         user = answer["responded_by_user"] or {}
-        record_review(self.validated, approved=answer["chosen_options"] == [APPROVE],
+        record_review(self._validated(), approved=answer["chosen_options"] == [APPROVE],
                       by=user.get("name") or user.get("id") or "unknown",
                       reason=str((answer["params_input"] or {}).get("reason", "")), dag_run_id=context["run_id"])
         return answer

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from stockops.config import Settings, airflow_environment, get_settings
+from stockops.contracts import TickerStatus
 from stockops.data.calendar import sessions
 from stockops.processes import stop_pid_tree, venv_bin
 
@@ -235,13 +236,13 @@ class LocalPlatform:
         days = [str(r["logical_date"])[:10] for r in runs if r.get("logical_date")]
         return max(days) if days else None
 
-    def wait_for_watchlist(self, day: str, timeout: float = 900) -> list[dict]:
+    def wait_for_watchlist(self, day: str, timeout: float = 900) -> list[TickerStatus]:
         """Each ticker's outcome for ``day`` (published, quarantined, held), once every ticker has one."""
         from stockops.ingest import watchlist_status
 
         deadline = time.monotonic() + timeout
         rows = watchlist_status(self.settings)
-        while time.monotonic() < deadline and any(r.get("logical_date") != day for r in rows):
+        while time.monotonic() < deadline and any(r.logical_date != day for r in rows):
             time.sleep(3)
             rows = watchlist_status(self.settings)
         return rows
@@ -287,7 +288,7 @@ class LocalPlatform:
 
         rows = self.wait_for_watchlist(day)
         print(f"\nfirst ingest ({day}): {format_watchlist(rows)}", flush=True)
-        if any(r["status"] == HELD for r in rows):
+        if any(r.status is HELD for r in rows):
             print(f"decide the held ones: {self.url}/required_actions?response_received=false", flush=True)
 
     def serving_line(self) -> str:

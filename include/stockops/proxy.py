@@ -96,7 +96,7 @@ def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_
         if not urls:
             ready.update(url=None, ok=False, reason="nothing is deployed")
             return
-        problems = []
+        problems: list[str] = []
         for base in urls:
             try:
                 async with session.get(base + "/readyz", timeout=ClientTimeout(total=2)) as resp:

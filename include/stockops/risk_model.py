@@ -59,10 +59,10 @@ def build_panel(frames: dict[str, pd.DataFrame], market: str | None = "QQQ") -> 
     features, returns, closes = {}, {}, {}
     for ticker, frame in frames.items():
         frame = frame.reset_index(drop=True)
-        own = frame["Date"].to_numpy(dtype="datetime64[D]")
+        own: np.ndarray = frame["Date"].to_numpy(dtype="datetime64[D]")
         mk = market_close.reindex(own).ffill().to_numpy() if market_close is not None else None
         f = feature_matrix(frame, mk)
-        pos = np.searchsorted(dates, own)
+        pos: np.ndarray = dates.searchsorted(own)
         full = np.full((len(dates), len(FEATURES)), np.nan)
         full[pos] = f
         ret = np.full(len(dates), np.nan)
@@ -98,7 +98,7 @@ def samples(panel: Panel, window: int, first: int, stop: int) -> Samples:
 
 
 def sample_windows(panel: Panel, s: Samples, window: int) -> np.ndarray:
-    out = np.empty((len(s), window, len(FEATURES)), dtype=np.float32)
+    out: np.ndarray = np.empty((len(s), window, len(FEATURES)), dtype=np.float32)
     for i, ticker in enumerate(panel.tickers):
         rows = s.ticker == i
         if rows.any():
@@ -145,8 +145,8 @@ class DateSplit:
 def fraction_split(panel: Panel, val_frac: float = 0.1, test_frac: float = 0.1) -> DateSplit:
     """The last ``test_frac`` of trading days are the test part, the ``val_frac`` before them validation."""
     n = len(panel.dates)
-    return DateSplit(val_start=panel.dates[int(n * (1 - val_frac - test_frac))],
-                     test_start=panel.dates[int(n * (1 - test_frac))])
+    return DateSplit(val_start=np.datetime64(panel.dates[int(n * (1 - val_frac - test_frac))].item(), "D"),
+                     test_start=np.datetime64(panel.dates[int(n * (1 - test_frac))].item(), "D"))
 
 
 def _loss(y_true, y_pred):
@@ -171,7 +171,7 @@ def calibrate(raw: np.ndarray, r_pct: np.ndarray, base: Calibration) -> Calibrat
     """Variance scale, residual quantiles and mean shrink, fitted on validation outputs ``raw`` (n, 2)."""
     h = np.exp(raw[:, 0].astype(np.float64))
     scale = float(np.clip(np.mean(r_pct**2 / h), 0.5, 2.0))
-    mu = raw[:, 1].astype(np.float64)
+    mu: np.ndarray = raw[:, 1].astype(np.float64)
     denom = float(np.dot(mu, mu))
     shrink = float(np.clip(np.dot(mu, r_pct) / denom, 0.0, 1.0)) if denom > 0 else 0.0
     z = np.quantile((r_pct - shrink * mu) / np.sqrt(h * scale), LEVELS)

@@ -9,6 +9,7 @@ literature and in the numbers the project compares itself with.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import special, stats
@@ -148,7 +149,7 @@ def score_panel(forecasts: dict[str, RiskForecast], returns: np.ndarray, tickers
     tickers = np.asarray(tickers)
     daily = {name: {"qlike": date_average(qlike(f.variance, returns), dates)[1],
                     "pinball": date_average(pinball(f.quantiles, returns), dates)[1]} for name, f in forecasts.items()}
-    out = {name: {"pooled": score(f, returns),
+    out: dict[str, dict[str, Any]] = {name: {"pooled": score(f, returns),
                   "by_ticker": {t: score(f.take(tickers == t), returns[tickers == t]) for t in np.unique(tickers)}}
            for name, f in forecasts.items()}
     for name, entry in out.items():

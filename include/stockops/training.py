@@ -5,8 +5,11 @@ train one global LSTM risk forecaster -> evaluate candidate, champion and the cl
 baselines (persistence, GARCH-N/t, EWMA, HAR-GK, HARX-GKO) on the same (ticker, day) pairs ->
 register (alias ``challenger``) -> gate -> promote (``champion``).
 
-Each step takes and returns small JSON-able dicts (Airflow XComs) and works without Airflow.
-One MLflow run spans train, evaluate and register (later steps resume it by id). Heavy
+Each step takes and returns a typed contract (:mod:`stockops.contracts`: ``Snapshots`` ->
+``Features`` -> ``Trained`` -> ``Evaluated`` -> ``Registered`` -> ``GateDecision``), each later one
+holding the earlier, and works without Airflow (the DAG turns them into XComs with
+:func:`stockops.contracts.xcom_step`). The gate returns its decision; nothing reads it back from
+a log. One MLflow run spans train, evaluate and register (later steps resume it by id). Heavy
 libraries are imported inside the functions: DAG files import this module.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +26,19 @@ from typing import Any
 
 from stockops import audit, registry
 from stockops.config import Settings, get_settings
+from stockops.contracts import (
+    ChampionCompared,
+    Evaluated,
+    Features,
+    GateDecision,
+    Holdout,
+    Promoted,
+    Registered,
+    Snapshots,
+    SnapshotSummary,
+    Trained,
+    TrainingOutcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +48,7 @@ CHAMPION = "champion"
 REFERENCE = "harx_gko"  # the strongest classical baseline: the gate's floor and the DM reference
 
 
-def _model_config(settings: Settings, epochs: Any = None, window: Any = None):
+def _model_config(settings: Settings, epochs: int | None = None, window: int | None = None):
     from stockops.risk_model import RiskModelConfig
 
     base = RiskModelConfig(window=int(window or settings.train_window), epochs=int(epochs or settings.train_epochs))
@@ -44,7 +61,7 @@ def _model_config(settings: Settings, epochs: Any = None, window: Any = None):
 
 
 @contextmanager
-def _run(**start):
+def _run(**start: Any) -> Iterator[Any]:
     """``mlflow.start_run(**start)``, ended FAILED with the error as ``stockops.failed_reason`` if the step raises.
 
     (A task killed outright cannot end its run: the next training run marks it, see
@@ -61,11 +78,11 @@ def _run(**start):
 
 
 # ---- the steps -------------------------------------------------------------------------------
-def load_snapshots() -> dict:
+def load_snapshots() -> Snapshots:
     """The latest published snapshot of every watchlist ticker that has one; fails plainly if none has.
 
-    ``snapshot`` sums them up (a hash over the tickers' hashes, the newest day) for the lineage
-    tags that a single-series model used to carry; ``snapshots`` keeps every ticker's entry.
+    ``summary`` sums them up (a hash over the tickers' hashes, the newest day) for the lineage
+    tags that a single-series model used to carry; ``entries`` keeps every ticker's entry.
     """
     from stockops.ingest import store_for
 
@@ -79,30 +96,29 @@ def load_snapshots() -> dict:
         log.warning("no published snapshot yet for %s: trained without them", ", ".join(missing))
     combined = hashlib.sha256("".join(f"{t}:{e.hash}\n" for t, e in sorted(entries.items())).encode()).hexdigest()
     latest = max(entries.values(), key=lambda e: e.last_date)
-    summary = {"hash": combined, "ticker": ",".join(entries), "rows": sum(e.rows for e in entries.values()),
-               "first_date": min(e.first_date for e in entries.values()), "last_date": latest.last_date,
-               "logical_date": latest.logical_date, "path": str(settings.data_dir),
-               "validation_path": str(settings.data_docs_dir / "index.html")}
+    summary = SnapshotSummary(hash=combined, tickers=list(entries), rows=sum(e.rows for e in entries.values()),
+                              first_date=min(e.first_date for e in entries.values()), last_date=latest.last_date,
+                              logical_date=latest.logical_date, path=str(settings.data_dir),
+                              validation_path=str(settings.data_docs_dir / "index.html"))
     for ticker, e in entries.items():
         log.info("%s: snapshot %s, %d rows %s..%s", ticker, e.hash[:12], e.rows, e.first_date, e.last_date)
-    return {"snapshot": summary, "snapshots": {t: asdict(e) for t, e in entries.items()}}
+    return Snapshots(summary=summary, entries=entries)
 
 
-def prepare_features(snapshots: dict, window: Any = None) -> dict:
+def prepare_features(snapshots: Snapshots, window: int | None = None) -> Features:
     """The tickers' OHLCV in one long table and the date split, saved for the training step."""
     import pandas as pd
 
-    from stockops.data.store import SnapshotEntry
     from stockops.ingest import store_for
     from stockops.monitoring import reference_features
     from stockops.risk_model import build_panel, fraction_split
 
     settings = get_settings()
-    frames = {t: store_for(settings, t).load(SnapshotEntry.from_dict(e)) for t, e in snapshots["snapshots"].items()}
+    frames = {t: store_for(settings, t).load(e) for t, e in snapshots.entries.items()}
     config = _model_config(settings, window=window)
     panel = build_panel(frames, market=settings.market)
     split = fraction_split(panel)
-    folder = settings.training_dir / f"{snapshots['snapshot']['hash'][:12]}-w{config.window}"
+    folder = settings.training_dir / f"{snapshots.summary.hash[:12]}-w{config.window}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "panel.parquet"
     pd.concat([f.assign(ticker=t) for t, f in frames.items()], ignore_index=True).to_parquet(path)
@@ -114,27 +130,30 @@ def prepare_features(snapshots: dict, window: Any = None) -> dict:
     pd.concat(references, ignore_index=True).to_parquet(folder / "reference_features.parquet")
     log.info("features: %d tickers, window %d, samples %s; validation from %s, test from %s -> %s", len(frames),
              config.window, sizes, split.val_start, split.test_start, path)
-    return {**snapshots, "features_path": str(path), "window": config.window, "sizes": sizes,
-            "split": {"val_start": str(split.val_start), "test_start": str(split.test_start)}}
+    return Features(snapshots=snapshots, path=str(path), window=config.window, sizes=sizes,
+                    val_start=str(split.val_start), test_start=str(split.test_start))
 
 
-def _load_panel(features: dict):
+def _load_panel(features: Features):
     """Frames per ticker, the panel and the split that ``prepare_features`` saved."""
     import numpy as np
     import pandas as pd
 
     from stockops.risk_model import DateSplit, build_panel
 
-    table = pd.read_parquet(features["features_path"])
+    table = pd.read_parquet(features.path)
     frames = {t: g.drop(columns="ticker").reset_index(drop=True) for t, g in table.groupby("ticker", sort=False)}
-    split = DateSplit(val_start=np.datetime64(features["split"]["val_start"]),
-                      test_start=np.datetime64(features["split"]["test_start"]))
+    split = DateSplit(val_start=np.datetime64(features.val_start), test_start=np.datetime64(features.test_start))
     return frames, build_panel(frames, market=get_settings().market), split
 
 
-def train_candidate(features: dict, epochs: Any = None, trigger_reason: str = "", dag_run_id: str = "",
-                    trigger_report: str = "") -> dict:
-    """Train the candidate in a new MLflow run: params, per-epoch losses, dataset lineage, the pyfunc model."""
+def train_candidate(features: Features, epochs: int | None = None, reason: str | None = None, dag_run_id: str = "",
+                    report: str = "") -> Trained:
+    """Train the candidate in a new MLflow run: params, per-epoch losses, dataset lineage, the pyfunc model.
+
+    ``reason``: why this run (kept in MLflow and the audit log); ``report``: the monitor report behind it.
+    (``reason`` defaults to None: Airflow reserves the name as a context key and allows no other default.)
+    """
     import mlflow
 
     from stockops.forecaster import OHLCV_INPUT
@@ -142,28 +161,30 @@ def train_candidate(features: dict, epochs: Any = None, trigger_reason: str = ""
 
     settings = get_settings()
     experiment_id = registry.setup(settings)
-    config = _model_config(settings, epochs=epochs, window=features["window"])
+    config = _model_config(settings, epochs=epochs, window=features.window)
     frames, panel, split = _load_panel(features)
-    snapshot = features["snapshot"]
+    snapshot = features.summary
+    reason = reason or ""
 
-    with _run(experiment_id=experiment_id, run_name=f"train-{snapshot['last_date']}") as run:
+    with _run(experiment_id=experiment_id, run_name=f"train-{snapshot.last_date}") as run:
         stale = registry.fail_stale_runs(settings, keep_run_id=run.info.run_id)
         if stale:
             log.warning("marked FAILED in MLflow the runs whose task died: %s", ", ".join(stale))
-        mlflow.set_tags({"snapshot_hash": snapshot["hash"], "snapshot_last_date": snapshot["last_date"],
-                         "logical_date": snapshot["logical_date"], "ticker": settings.ticker,
-                         "tickers": ",".join(frames), "reason": trigger_reason or "unspecified",
+        mlflow.set_tags({"snapshot_hash": snapshot.hash, "snapshot_last_date": snapshot.last_date,
+                         "logical_date": snapshot.logical_date, "ticker": settings.ticker,
+                         "tickers": ",".join(frames), "reason": reason or "unspecified",
                          "airflow_dag_run_id": dag_run_id, "profile": settings.train_profile,
-                         "trigger_report": trigger_report or "none"})
+                         "trigger_report": report or "none"})
         mlflow.log_params({**asdict(config), "model": "global LSTM risk forecaster",
                            "loss": "gaussian nll (qlike)", "target": "next-day log return distribution",
                            "tickers": len(frames), "market": settings.market or "none",
-                           **{f"{k}_samples": v for k, v in features["sizes"].items()}, **features["split"]})
-        for ticker, entry in features["snapshots"].items():
-            mlflow.log_input(mlflow.data.from_pandas(frames[ticker], source=entry["path"], name=f"{ticker}-prices",
-                                                     digest=entry["hash"][:36]),
-                             context="training", tags={"snapshot_hash": entry["hash"], "ticker": ticker})
-        reference = Path(features["features_path"]).with_name("reference_features.parquet")
+                           **{f"{k}_samples": v for k, v in features.sizes.items()},
+                           "val_start": features.val_start, "test_start": features.test_start})
+        for ticker, entry in features.snapshots.entries.items():
+            mlflow.log_input(mlflow.data.from_pandas(frames[ticker], source=entry.path, name=f"{ticker}-prices",
+                                                     digest=entry.hash[:36]),
+                             context="training", tags={"snapshot_hash": entry.hash, "ticker": ticker})
+        reference = Path(features.path).with_name("reference_features.parquet")
         if reference.exists():
             mlflow.log_artifact(str(reference), "monitoring")
 
@@ -176,7 +197,7 @@ def train_candidate(features: dict, epochs: Any = None, trigger_reason: str = ""
         mlflow.log_metrics({"train_seconds": trained.seconds, "best_epoch": trained.best_epoch,
                             "epochs_run": len(trained.history["loss"]), "shrink": calibration.shrink,
                             "variance_scale": calibration.variance_scale})
-        folder = trained.forecaster.save(Path(features["features_path"]).with_name(f"candidate-{run.info.run_id}"))
+        folder = trained.forecaster.save(Path(features.path).with_name(f"candidate-{run.info.run_id}"))
         example_ticker = settings.ticker if settings.ticker in frames else next(iter(frames))
         example = _example(frames, example_ticker, calibration.history, settings.market)[list(OHLCV_INPUT)]
         info = registry.log_forecaster(folder, example)
@@ -186,9 +207,9 @@ def train_candidate(features: dict, epochs: Any = None, trigger_reason: str = ""
                  "%.3f); MLflow run %s, model %s", config, trained.seconds, trained.best_epoch,
                  len(trained.history["loss"]), calibration.variance_scale, calibration.shrink, run.info.run_id,
                  info.model_uri)
-    return {**features, "run_id": run.info.run_id, "model_uri": info.model_uri, "model_path": str(folder),
-            "history_path": str(history_path), "train_seconds": trained.seconds, "config": asdict(config),
-            "reason": trigger_reason}
+    return Trained(features=features, run_id=run.info.run_id, model_uri=info.model_uri, model_path=str(folder),
+                   history_path=str(history_path), train_seconds=float(trained.seconds), config=asdict(config),
+                   reason=reason)
 
 
 def _example(frames: dict, ticker: str, rows: int, market: str | None):
@@ -200,7 +221,7 @@ def _example(frames: dict, ticker: str, rows: int, market: str | None):
     return frame.assign(Market=frame["Close"])
 
 
-def evaluate_models(trained: dict) -> dict:
+def evaluate_models(trained: Trained) -> Evaluated:
     """Score candidate, champion (re-scored on today's holdout) and every baseline on the same (ticker, day) pairs."""
     import mlflow
     import numpy as np
@@ -211,9 +232,9 @@ def evaluate_models(trained: dict) -> dict:
 
     settings = get_settings()
     registry.setup(settings)
-    with _run(run_id=trained["run_id"]):
-        frames, panel, split = _load_panel(trained)
-        test = split.parts(panel, trained["window"])["test"]
+    with _run(run_id=trained.run_id):
+        frames, panel, split = _load_panel(trained.features)
+        test = split.parts(panel, trained.features.window)["test"]
         tickers = np.array(panel.tickers)[test.ticker]
         dates = sample_dates(panel, test)
         returns = sample_returns(panel, test)
@@ -221,7 +242,7 @@ def evaluate_models(trained: dict) -> dict:
         def risk(f: dict) -> RiskForecast:
             return RiskForecast(f["variance"], f["quantiles"], f["point"])
 
-        candidate = Forecaster.load(trained["model_path"])
+        candidate = Forecaster.load(trained.model_path)
         windows = sample_windows(panel, test, candidate.calibration.window)
         forecasts = {CANDIDATE: risk(candidate.predict_windows(windows))}
         champion_info = _champion_forecasts(settings, panel, test, forecasts, risk)
@@ -239,19 +260,18 @@ def evaluate_models(trained: dict) -> dict:
                                 if k.startswith(("dm_", "qlike_ratio")) and np.isfinite(v)})
         mlflow.log_metric("rmspe", scores[CANDIDATE]["pooled"]["rmse"])  # the monitor's holdout reference
         if champion_info:
-            mlflow.set_tag("champion_version_compared", champion_info["version"])
+            mlflow.set_tag("champion_version_compared", champion_info.version)
         mlflow.log_table(_per_ticker_table(scores), "scores/per_ticker.json")
         _log_plots(trained, forecasts, returns, tickers, dates, scores, settings.ticker)
-        _log_validation_link(trained["snapshot"])
-    holdout = {"days": int(len(np.unique(dates))), "pairs": len(test), "first": str(dates.min()),
-               "last": str(dates.max())}
-    log.info("holdout (%d days x %d tickers, %s..%s):\n%s", holdout["days"], len(frames), holdout["first"],
-             holdout["last"], format_scores(scores))
-    return {**trained, "scores": {k: _summary(v) for k, v in scores.items()}, "champion": champion_info,
-            "holdout": holdout}
+        _log_validation_link(trained.snapshot)
+    holdout = Holdout(days=int(len(np.unique(dates))), pairs=len(test), first=str(dates.min()), last=str(dates.max()))
+    log.info("holdout (%d days x %d tickers, %s..%s):\n%s", holdout.days, len(frames), holdout.first, holdout.last,
+             format_scores(scores))
+    return Evaluated(trained=trained, scores={k: _summary(v) for k, v in scores.items()}, champion=champion_info,
+                     holdout=holdout)
 
 
-def _summary(entry: dict) -> dict:
+def _summary(entry: dict) -> dict[str, float | None]:
     """What later steps need of one model's scores (pooled numbers and the DM statistics), JSON-able:
     an undefined number (NaN) becomes None, which XComs can carry."""
     import math
@@ -260,7 +280,7 @@ def _summary(entry: dict) -> dict:
     return {k: float(v) if math.isfinite(v) else None for k, v in values.items()}
 
 
-def _champion_forecasts(settings: Settings, panel, test, forecasts: dict, risk) -> dict | None:
+def _champion_forecasts(settings: Settings, panel, test, forecasts: dict, risk) -> ChampionCompared | None:
     """Re-score the champion on the candidate's holdout, when it is a risk forecaster whose window fits."""
     from stockops.forecaster import WARMUP
     from stockops.risk_model import sample_windows
@@ -279,8 +299,8 @@ def _champion_forecasts(settings: Settings, panel, test, forecasts: dict, risk) 
         log.warning("champion v%s needs %d days, the holdout starts too early; not re-scored", champion.version, window)
         return None
     forecasts[CHAMPION] = risk(model.predict_windows(sample_windows(panel, test, window)))
-    return {"version": champion.version, "run_id": champion.run_id,
-            "trained_through": registry.get_run(champion.run_id).data.tags.get("snapshot_last_date", "")}
+    return ChampionCompared(version=str(champion.version), run_id=champion.run_id,
+                            trained_through=registry.get_run(champion.run_id).data.tags.get("snapshot_last_date", ""))
 
 
 def _baseline_forecasts(frames: dict, panel, split, tickers, dates, market: str | None) -> dict:
@@ -323,13 +343,14 @@ def format_scores(scores: dict) -> str:
              f"{'DM t vs ' + REFERENCE:>16}"]
     for name, entry in scores.items():
         p = entry["pooled"] if "pooled" in entry else entry
-        dm = entry.get(f"dm_qlike_vs_{REFERENCE}", float("nan"))
+        dm = entry.get(f"dm_qlike_vs_{REFERENCE}")
+        dm = float("nan") if dm is None else dm  # undefined (None in the contract)
         lines.append(f"{name:<13} {p['qlike']:>7.4f} {p['pinball']:>8.4f} {p['coverage_50']:>6.3f} "
                      f"{p['coverage_90']:>6.3f} {p['var99_breaches']:>6.2%} {p['rmse_ratio']:>9.4f} {dm:>16.2f}")
     return "\n".join(lines)
 
 
-def _log_plots(trained: dict, forecasts: dict, returns, tickers, dates, scores: dict, ticker: str) -> None:
+def _log_plots(trained: Trained, forecasts: dict, returns, tickers, dates, scores: dict, ticker: str) -> None:
     """Fan chart of one ticker's holdout, a reliability diagram of the quantiles, QLIKE by ticker vs HARX-GKO,
     and the loss curve."""
     import matplotlib
@@ -382,7 +403,7 @@ def _log_plots(trained: dict, forecasts: dict, returns, tickers, dates, scores: 
     mlflow.log_figure(fig, "plots/qlike_by_ticker.png")
     plt.close(fig)
 
-    history = json.loads(Path(trained["history_path"]).read_text())
+    history = json.loads(Path(trained.history_path).read_text())
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = np.arange(1, len(history["loss"]) + 1)
     ax.plot(epochs, history["loss"], marker="o", label="training loss")
@@ -395,36 +416,44 @@ def _log_plots(trained: dict, forecasts: dict, returns, tickers, dates, scores: 
     plt.close(fig)
 
 
-def _log_validation_link(snapshot: dict) -> None:
+def _log_validation_link(snapshot: SnapshotSummary) -> None:
     import mlflow
 
     settings = get_settings()
-    mlflow.log_dict({"snapshot_hash": snapshot["hash"], "validation_result": snapshot["validation_path"],
+    mlflow.log_dict({"snapshot_hash": snapshot.hash, "validation_result": snapshot.validation_path,
                      "data_docs": str(settings.data_docs_dir / "index.html")}, "data_validation.json")
 
 
-def register_candidate(evaluated: dict) -> dict:
+def _score(scores: dict[str, dict[str, float | None]], model: str, metric: str) -> float:
+    """One score the later steps need defined (an undefined one, None in the contract, is NaN here)."""
+    value = scores[model][metric]
+    return float("nan") if value is None else value
+
+
+def register_candidate(evaluated: Evaluated) -> Registered:
     """Register the candidate as a new version with alias ``challenger`` and lineage tags."""
     import mlflow
 
     settings = get_settings()
     registry.setup(settings)
-    version = registry.register(settings, evaluated["model_uri"], snapshot_hash=evaluated["snapshot"]["hash"],
-                                logical_date=evaluated["snapshot"]["logical_date"], run_id=evaluated["run_id"],
-                                qlike=f"{evaluated['scores'][CANDIDATE]['qlike']:.4f}",
-                                qlike_vs_harx_gko=f"{evaluated['scores'][REFERENCE]['qlike'] - evaluated['scores'][CANDIDATE]['qlike']:+.4f}",
-                                rmse_ratio=f"{evaluated['scores'][CANDIDATE]['rmse_ratio']:.4f}")
+    scores = evaluated.scores
+    qlike, harx = _score(scores, CANDIDATE, "qlike"), _score(scores, REFERENCE, "qlike")
+    version = registry.register(settings, evaluated.trained.model_uri, snapshot_hash=evaluated.snapshot.hash,
+                                logical_date=evaluated.snapshot.logical_date, run_id=evaluated.run_id,
+                                qlike=f"{qlike:.4f}", qlike_vs_harx_gko=f"{harx - qlike:+.4f}",
+                                rmse_ratio=f"{_score(scores, CANDIDATE, 'rmse_ratio'):.4f}")
     registry.set_alias(settings, registry.CHALLENGER, version.version)
-    with mlflow.start_run(run_id=evaluated["run_id"]):
+    with mlflow.start_run(run_id=evaluated.run_id):
         mlflow.set_tag("registered_version", version.version)
     log.info("registered %s v%s (alias challenger)", settings.model_name, version.version)
-    return {**evaluated, "version": version.version, "model_name": settings.model_name}
+    return Registered(evaluated=evaluated, model_name=settings.model_name, version=str(version.version))
 
 
-def gate_candidate(registered: dict, force_promote: Any = False, trigger_reason: str = "") -> bool:
-    """Apply the gate; record the decision on the version, in the run and in the audit log.
+def gate_candidate(registered: Registered, force_promote: bool = False, reason: str | None = None) -> GateDecision:
+    """Apply the gate; record the decision on the version, in the run and in the audit log; return it.
 
-    Returns whether to continue to the deploy path. A refusal is a normal outcome, not an error.
+    A refusal is a normal outcome, not an error: ``stock_train``'s ``gate_passed`` stops the deploy path
+    on ``decision.promote``. ``force_promote`` promotes anyway, with ``reason`` (required then) recorded.
     """
     import mlflow
 
@@ -432,20 +461,19 @@ def gate_candidate(registered: dict, force_promote: Any = False, trigger_reason:
 
     settings = get_settings()
     registry.setup(settings)
-    scores = registered["scores"]
-    forced = str(force_promote).lower() in ("true", "1", "yes")
-    champion = registered.get("champion")
+    scores = registered.scores
+    champion = registered.evaluated.champion
     decision = decide(scores[CANDIDATE], scores[REFERENCE], scores.get(CHAMPION), GatePolicy.from_settings(settings),
-                      champion_age_days=_age_days(champion, registered["snapshot"]["last_date"]),
-                      force=forced, force_reason=trigger_reason)
-    registry.tag_version(settings, registered["version"], model_name=registered["model_name"],
+                      champion_age_days=_age_days(champion, registered.snapshot.last_date),
+                      force=force_promote, force_reason=reason or "")
+    registry.tag_version(settings, registered.version, model_name=registered.model_name,
                          gate_decision=decision.label, gate_reason=decision.reason[:5000])
-    with mlflow.start_run(run_id=registered["run_id"]):
+    with mlflow.start_run(run_id=registered.run_id):
         mlflow.set_tags({"gate_decision": decision.label})
-    audit.record(settings.audit_log, "gate", ticker=settings.ticker, model=registered["model_name"],
-                 version=registered["version"], decision=decision.label, reason=decision.reason,
-                 run_id=registered["run_id"], snapshot_hash=registered["snapshot"]["hash"],
-                 request_reason=trigger_reason)
+    audit.record(settings.audit_log, "gate", ticker=settings.ticker, model=registered.model_name,
+                 version=registered.version, decision=decision.label, reason=decision.reason,
+                 run_id=registered.run_id, snapshot_hash=registered.snapshot.hash,
+                 request_reason=reason or "")  # the field name existing audit logs use for the run's reason
     if decision.promote:
         log.info("GATE: %s", decision.reason)
     else:
@@ -453,53 +481,57 @@ def gate_candidate(registered: dict, force_promote: Any = False, trigger_reason:
         if registry.champion_version(settings) is None:
             log.warning("No model has passed the gate yet: there is no champion, and nothing is deployed rather "
                         "than deploying a model that loses to the classical baselines.")
+    return decision
+
+
+def gate_passed(decision: GateDecision) -> bool:
+    """Short-circuit after the gate: go on to build and deploy only if the gate promotes."""
     return decision.promote
 
 
-def _age_days(champion: dict | None, candidate_last_date: str) -> float | None:
+def _age_days(champion: ChampionCompared | None, candidate_last_date: str) -> float | None:
     """Calendar days between the champion's newest training day and the candidate's."""
     from datetime import date
 
-    if not champion or not champion.get("trained_through"):
+    if not champion or not champion.trained_through:
         return None
-    return float((date.fromisoformat(candidate_last_date[:10]) - date.fromisoformat(champion["trained_through"][:10])).days)
+    return float((date.fromisoformat(candidate_last_date[:10]) - date.fromisoformat(champion.trained_through[:10])).days)
 
 
-def promote_candidate(registered: dict, trigger_reason: str = "", dag_run_id: str = "") -> dict:
+def promote_candidate(registered: Registered, decision: GateDecision | None = None, reason: str | None = None,
+                      dag_run_id: str = "") -> Promoted:
     """Move ``champion`` to the candidate's version and record the change, serving nothing.
 
     For homes without an endpoint (the monitor's tests and bench). ``stock_train`` promotes in
     ``stockops.serving.deploy_candidate``: the switch, the alias and the audit entry together.
+    ``decision``: the gate's, recorded with the change (None: promoted without a gate).
     """
     from stockops.changes import record_change
 
     settings = get_settings()
     registry.setup(settings)
     previous = registry.champion_version(settings)
-    registry.set_alias(settings, registry.CHAMPION, registered["version"])
-    decision = registry.get_version(settings, registered["version"]).tags.get("gate_decision", "")
+    registry.set_alias(settings, registry.CHAMPION, registered.version)
     entry = record_change(settings, "promotion", from_version=previous.version if previous else None,
-                          to_version=registered["version"], reason=trigger_reason or "gate passed",
-                          dag_run_id=dag_run_id, decision=decision, run_id=registered["run_id"],
-                          snapshot_hash=registered["snapshot"]["hash"])
-    registry.tag_version(settings, registered["version"], promoted_at=entry["at"])
+                          to_version=registered.version, reason=reason or "gate passed",
+                          dag_run_id=dag_run_id, decision=decision.label if decision else "",
+                          run_id=registered.run_id, snapshot_hash=registered.snapshot.hash)
+    registry.tag_version(settings, registered.version, promoted_at=entry["at"])
     log.info("champion: %s v%s -> v%s", settings.model_name, previous.version if previous else "none",
-             registered["version"])
-    return {"model_name": settings.model_name, "version": registered["version"],
-            "previous": previous.version if previous else None}
+             registered.version)
+    return Promoted(model_name=settings.model_name, version=registered.version,
+                    previous=str(previous.version) if previous else None)
 
 
-def train_in_process(trigger_reason: str = "in-process run", epochs: Any = None, window: Any = None,
-                     force_promote: bool = False) -> dict:
+def train_in_process(reason: str = "in-process run", epochs: int | None = None, window: int | None = None,
+                     force_promote: bool = False) -> TrainingOutcome:
     """The whole ``stock_train`` chain without Airflow (used by ``make demo``), build and deploy included."""
-    settings = get_settings()
     registered = register_candidate(evaluate_models(train_candidate(
-        prepare_features(load_snapshots(), window=window), epochs=epochs, trigger_reason=trigger_reason)))
-    promoted = gate_candidate(registered, force_promote=force_promote, trigger_reason=trigger_reason)
+        prepare_features(load_snapshots(), window=window), epochs=epochs, reason=reason)))
+    decision = gate_candidate(registered, force_promote=force_promote, reason=reason)
     deployed = None
-    if promoted:
+    if gate_passed(decision):
         from stockops.serving import build_candidate_bento, deploy_candidate
 
-        deployed = deploy_candidate(build_candidate_bento(registered), trigger_reason=trigger_reason)
-    decision = next(e for e in reversed(audit.read(settings.audit_log)) if e["event"] == "gate")
-    return {**registered, "promoted": promoted, "decision": decision, "deploy": deployed and deployed["deploy"]}
+        deployed = deploy_candidate(build_candidate_bento(registered, decision), reason=reason)
+    return TrainingOutcome(registered=registered, decision=decision, deployed=deployed)

@@ -144,6 +144,16 @@ class ValidationReport:
     def success(self) -> bool:
         return self.status == PASSED
 
+    @property
+    def failed(self) -> bool:
+        """Bad data: refused (a critical expectation failed)."""
+        return self.status == FAILED
+
+    @property
+    def held_for_review(self) -> bool:
+        """Only an extreme move that a person must judge stands in the way."""
+        return self.status == HELD
+
     def summary(self) -> str:
         scope = f" ({self.scope.description})" if self.scope else ""
         if self.status == PASSED:
@@ -313,7 +323,7 @@ def _same_values(a: pd.DataFrame, b: pd.DataFrame) -> bool:
 def judged_rows(frame: pd.DataFrame, published: pd.DataFrame | None) -> tuple[np.ndarray, Scope]:
     """The rows to judge against the published snapshot, and the scope that says why."""
     n = len(frame)
-    everything = np.ones(n, dtype=bool)
+    everything: np.ndarray = np.ones(n, dtype=bool)
     if published is None or not len(published):
         return everything, Scope("first", n, f"first snapshot: all {n} rows judged")
     if "Date" not in frame.columns or not pd.api.types.is_datetime64_any_dtype(frame["Date"]) or not all(
@@ -336,7 +346,7 @@ def judged_rows(frame: pd.DataFrame, published: pd.DataFrame | None) -> tuple[np
     if new.any():
         return new, Scope("incremental", int(new.sum()),
                           f"{int(new.sum())} new row(s) after {_date_text(last)}, against the published history")
-    newest = np.zeros(n, dtype=bool)
+    newest: np.ndarray = np.zeros(n, dtype=bool)
     newest[-1:] = True
     return newest, Scope("unchanged", int(newest.sum()),
                          f"no row after the published {_date_text(last)}: the newest row is re-checked")

@@ -86,11 +86,12 @@ def test_train_is_scheduled_on_any_tickers_prices_asset_with_a_params_form(dagba
     assert set(dag.params) == {"epochs", "window", "reason", "report", "force_promote"}
     assert dag.params["force_promote"] is False
     order = [t.task_id for t in dag.topological_sort()]
-    assert order == ["load_snapshots", "features", "train", "evaluate", "register", "gate", "build", "deploy",
-                     "verify"]
+    assert order == ["load_snapshots", "features", "train", "evaluate", "register", "gate", "gate_passed", "build",
+                     "deploy", "verify"]
     # the champion moves inside the deploy's critical section; a failed deploy is not retried blindly
     assert dag.get_task("verify").upstream_task_ids == {"deploy"}
-    assert dag.get_task("build").upstream_task_ids >= {"gate"}
+    assert dag.get_task("build").upstream_task_ids == {"register", "gate", "gate_passed"}
+    assert dag.get_task("gate_passed").upstream_task_ids == {"gate"}, "the gate's decision alone opens the deploy path"
     assert dag.get_task("deploy").retries == 0
 
 

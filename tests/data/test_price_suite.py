@@ -19,6 +19,7 @@ import pytest
 
 from stockops import audit, ingest
 from stockops.config import WATCHLIST, get_settings
+from stockops.contracts import IngestRequest, Published, Rejected, Validated
 from stockops.data import decisions
 from stockops.data.sources import shipped_series
 from stockops.validation import (
@@ -66,7 +67,8 @@ def lake(settings, tmp_path, monkeypatch, real):
     published = ingest.ingest_day(day)
     store = ingest.store_for(current)
     baseline = store.latest()
-    assert published["new"] and baseline is not None and baseline.hash == published["hash"]
+    assert isinstance(published, Published) and published.new
+    assert baseline is not None and baseline.hash == published.entry.hash
     return {"settings": current, "csv": csv_path, "day": day, "store": store, "baseline": baseline}
 
 
@@ -246,7 +248,7 @@ BAD = [
 
 def _refused(day: str) -> DataValidationError:
     """Fetch and validate ``day``; return the validation error (the test fails if there is none)."""
-    fetched = ingest.fetch_prices({"ticker": "GOOG", "logical_date": day})
+    fetched = ingest.fetch_prices(IngestRequest(ticker="GOOG", logical_date=day))
     with pytest.raises(DataValidationError) as info:
         ingest.validate_raw(fetched)
     return info.value
@@ -291,10 +293,11 @@ def test_new_rows_are_judged_against_the_published_history(lake, goog):
     """A clean day is validated incrementally: only the rows after the snapshot are judged."""
     frame = goog.iloc[:N_ROWS + 2]
     _write_csv(frame, lake["csv"])
-    validated = ingest.validate_raw(ingest.fetch_prices({"ticker": "GOOG", "logical_date": _iso(frame["Date"].iloc[-1])}))
-    result = json.loads(open(validated["validation_path"]).read())
+    validated = _validated("GOOG", _iso(frame["Date"].iloc[-1]))
+    result = json.loads(open(validated.validation_path).read())
     assert (result["status"], result["scope"]["mode"], result["scope"]["judged"]) == ("passed", "incremental", 2)
-    assert ingest.publish_validated(validated)["rows"] == N_ROWS + 2
+    published = ingest.publish_validated(validated)
+    assert isinstance(published, Published) and published.entry.rows == N_ROWS + 2
 
 
 def test_a_restatement_is_validated_whole_and_recorded(lake, goog):
@@ -303,8 +306,8 @@ def test_a_restatement_is_validated_whole_and_recorded(lake, goog):
     frame.loc[:N_ROWS - 1, ["Open", "High", "Low", "Close"]] *= 0.98
     _write_csv(frame, lake["csv"])
     day = _iso(frame["Date"].iloc[-1])
-    validated = ingest.validate_raw(ingest.fetch_prices({"ticker": "GOOG", "logical_date": day}))
-    assert validated["status"] == "passed" and "history differs" in validated["scope"]
+    validated = _validated("GOOG", day)
+    assert not validated.held_for_review and "history differs" in validated.scope
     (entry,) = [e for e in audit.read(lake["settings"].audit_log) if e["event"] == "restatement"]
     assert (entry["ticker"], entry["logical_date"], entry["rows_revised"], entry["validation"]) == (
         "GOOG", day, N_ROWS, "passed")
@@ -325,8 +328,8 @@ def test_a_holiday_is_never_a_gap(lake, goog):
     one-session gap right after is fine."""
     frame = goog.iloc[:N_ROWS + 1]
     _write_csv(frame, lake["csv"])
-    validated = ingest.validate_raw(ingest.fetch_prices({"ticker": "GOOG", "logical_date": "2007-01-08"}))
-    assert validated["status"] == "passed"
+    validated = _validated("GOOG", "2007-01-08")
+    assert not validated.held_for_review and validated.held == []
 
 
 # ---- thresholds come from the settings -----------------------------------------------------
@@ -354,22 +357,22 @@ def banks(settings, monkeypatch):
     return get_settings()
 
 
-def _validated(ticker: str, day: str) -> dict:
-    return ingest.validate_raw(ingest.fetch_prices({"ticker": ticker, "logical_date": day}))
+def _validated(ticker: str, day: str) -> Validated:
+    return ingest.validate_raw(ingest.fetch_prices(IngestRequest(ticker=ticker, logical_date=day)))
 
 
 def test_a_new_extreme_move_that_the_day_backs_is_held_for_a_person_then_approved(banks):
     """BAC +35.3 % on 2009-04-09 as the newest session: held (not refused, not published); approved, it
     publishes and the day is never asked about again."""
-    assert ingest.ingest_day("2009-04-08", "BAC")["status"] == "published"
+    assert isinstance(ingest.ingest_day("2009-04-08", "BAC"), Published)
     store = ingest.store_for(banks, "BAC")
     before = store.latest()
 
-    validated = _validated("BAC", "2009-04-09")
-    assert validated["status"] == "held"
-    (held,) = validated["held"]
-    assert held["day"] == "2009-04-09" and held["move_pct"] == pytest.approx(35.3, abs=0.1)
-    assert held["range_share"] > banks.extreme_min_range_share and held["volume_ratio"] > 1
+    validated = ingest.ingest_day("2009-04-09", "BAC")
+    assert isinstance(validated, Validated) and validated.held_for_review, "held: returned, not published"
+    (held,) = validated.held
+    assert held.day == "2009-04-09" and held.move_pct == pytest.approx(35.3, abs=0.1)
+    assert held.range_share > banks.extreme_min_range_share and held.volume_ratio > 1
     assert store.latest() == before, "nothing is published while a person has not decided"
     assert json.loads(ingest.status_path(banks, "BAC").read_text())["status"] == "held"
     question = ingest.review_request(validated)
@@ -379,7 +382,7 @@ def test_a_new_extreme_move_that_the_day_backs_is_held_for_a_person_then_approve
 
     ingest.record_review(validated, approved=True, by="alice", reason="the bank rally after the stress tests")
     published = ingest.publish_validated(validated)
-    assert published["status"] == "published" and published["last_date"] == "2009-04-09"
+    assert isinstance(published, Published) and published.entry.last_date == "2009-04-09"
     trail = [e for e in audit.read(banks.audit_log) if e["event"] in (decisions.REQUEST_EVENT, decisions.EVENT)]
     assert [(e["event"], e["ticker"]) for e in trail] == [(decisions.REQUEST_EVENT, "BAC"), (decisions.EVENT, "BAC")]
     assert (trail[1]["decision"], trail[1]["by"], trail[1]["day"]) == ("approved", "alice", "2009-04-09")
@@ -392,14 +395,15 @@ def test_a_new_extreme_move_that_the_day_backs_is_held_for_a_person_then_approve
 
 def test_a_rejected_move_is_quarantined_and_stays_refused(banks):
     """JPM +25.1 % on 2009-01-21: rejected, the data is quarantined; served again, it is refused outright."""
-    assert ingest.ingest_day("2009-01-20", "JPM")["status"] == "published"
+    assert isinstance(ingest.ingest_day("2009-01-20", "JPM"), Published)
     store = ingest.store_for(banks, "JPM")
     before = store.latest()
     validated = _validated("JPM", "2009-01-21")
-    assert validated["status"] == "held"
+    assert validated.held_for_review
     ingest.record_review(validated, approved=False, by="bob", reason="looks like a bad print")
     outcome = ingest.publish_validated(validated)
-    assert outcome["status"] == "rejected" and store.latest() == before
+    assert isinstance(outcome, Rejected) and store.latest() == before
+    assert outcome.reason == "an operator rejected 2009-01-21: quarantined" and outcome.validated == validated
     assert (store.root / "quarantine").is_dir() and any((store.root / "quarantine").iterdir())
 
     with pytest.raises(DataValidationError) as info:
@@ -410,5 +414,5 @@ def test_a_rejected_move_is_quarantined_and_stays_refused(banks):
 
 def test_a_held_day_the_next_session_confirms_needs_nobody(banks):
     """One session later the rules can judge BAC's 2009-04-09 themselves: no reversal, so it passes."""
-    assert ingest.ingest_day("2009-04-08", "BAC")["status"] == "published"
-    assert ingest.ingest_day("2009-04-13", "BAC")["status"] == "published"  # 04-09 and 04-13 (04-10: Good Friday)
+    assert isinstance(ingest.ingest_day("2009-04-08", "BAC"), Published)
+    assert isinstance(ingest.ingest_day("2009-04-13", "BAC"), Published)  # 04-09 and 04-13 (04-10: Good Friday)

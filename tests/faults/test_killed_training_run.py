@@ -72,7 +72,7 @@ def test_the_next_training_run_marks_a_killed_one_failed_and_a_raising_one_fails
 
     monkeypatch.setattr(stockops.risk_model, "train_risk", out_of_memory)
     with pytest.raises(MemoryError):
-        train_candidate(features, trigger_reason="fault drill")
+        train_candidate(features, reason="fault drill")
 
     (failing,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
                   if r.info.run_id != killed]
@@ -86,12 +86,14 @@ def test_the_next_training_run_marks_a_killed_one_failed_and_a_raising_one_fails
 def test_an_evaluation_that_raises_fails_the_run_it_resumed(features, tmp_path):
     import mlflow
 
+    from stockops.contracts import Trained
     from stockops.training import evaluate_models
 
     with mlflow.start_run(experiment_id=registry.setup(get_settings())) as run:
         pass  # what train_candidate leaves: a FINISHED run that later steps resume
     with pytest.raises(FileNotFoundError):
-        evaluate_models({**features, "run_id": run.info.run_id, "model_path": str(tmp_path / "no-model")})
+        evaluate_models(Trained(features=features, run_id=run.info.run_id, model_uri="", model_path=str(tmp_path / "no-model"),
+                                history_path="", train_seconds=0.0, config={}, reason="fault drill"))
     failed = registry.get_run(run.info.run_id)
     assert failed.info.status == "FAILED"
     assert failed.data.tags[registry.FAILED_REASON].startswith("FileNotFoundError")

@@ -84,9 +84,9 @@ def test_scoring_the_watchlist_twice_records_each_forecast_once(champion_home):
 
     first = score_watchlist(dag_run_id="first")
     again = score_watchlist(dag_run_id="retry")
-    assert first["model_version"] == "1" and sorted(first["recorded"]) == ["GOOG", "QQQ"]
-    assert first["skipped"] == {"JPM": "no published snapshot yet"}
-    assert again["recorded"] == [] and sorted(again["already_recorded"]) == ["GOOG", "QQQ"]
+    assert first.model_version == "1" and sorted(first.recorded) == ["GOOG", "QQQ"]
+    assert first.skipped == {"JPM": "no published snapshot yet"}
+    assert again.recorded == [] and sorted(again.already_recorded) == ["GOOG", "QQQ"]
     records = audit.read(champion_home.forecast_log)
     assert len(records) == 2 and {r["dag_run_id"] for r in records} == {"first"}
     goog = next(r for r in records if r["ticker"] == "GOOG")

@@ -16,6 +16,7 @@ import sys
 
 import pytest
 
+from stockops.contracts import IngestRequest, IngestStatus, Published, Validated
 from stockops.data.store import CorruptState, SnapshotStore
 from stockops.ingest import (
     fetch_prices,
@@ -30,16 +31,17 @@ from stockops.ingest import (
 pytestmark = pytest.mark.faults
 DAY_1, DAY_2 = "2026-01-02", "2026-01-05"
 
-# Runs publish_validated(<validated json file>) and SIGKILLs itself at the named step of the publish.
+# Runs publish_validated(<a Validated as JSON, in a file>) and SIGKILLs itself at the named step of the publish.
 CHILD = r"""
 import json, os, signal, sys
 from pathlib import Path
 
 import stockops.data.store as store
 from stockops import audit
+from stockops.contracts import Validated
 from stockops.ingest import publish_validated
 
-step, validated = sys.argv[1], json.loads(Path(sys.argv[2]).read_text())
+step, validated = sys.argv[1], Validated.from_xcom(json.loads(Path(sys.argv[2]).read_text()))
 die = lambda: os.kill(os.getpid(), signal.SIGKILL)
 replace, append, write_json = os.replace, audit.append, store.atomic_write_json
 
@@ -74,8 +76,14 @@ STEPS = ["snapshot written, not renamed", "snapshot renamed, manifest not append
          "manifest appended, pointer not moved", "pointer written, not renamed"]
 
 
-def validated_day(day: str, ticker: str = "GOOG") -> dict:
-    return validate_raw(fetch_prices({"ticker": ticker, "logical_date": day, "landed": None}))
+def validated_day(day: str, ticker: str = "GOOG") -> Validated:
+    return validate_raw(fetch_prices(IngestRequest(ticker=ticker, logical_date=day)))
+
+
+def published_day(day: str, ticker: str = "GOOG") -> Published:
+    published = ingest_day(day, ticker)
+    assert isinstance(published, Published), published
+    return published
 
 
 def assert_consistent(store: SnapshotStore) -> None:
@@ -91,47 +99,48 @@ def assert_consistent(store: SnapshotStore) -> None:
 @pytest.mark.parametrize("step", STEPS)
 def test_a_publish_killed_at_any_step_leaves_a_consistent_store_and_the_rerun_finishes_it(settings, tmp_path, step):
     store = store_for(settings, "GOOG")
-    first = ingest_day(DAY_1, "GOOG")
+    first = published_day(DAY_1).entry
     validated = validated_day(DAY_2)
-    (tmp_path / "validated.json").write_text(json.dumps(validated))
+    (tmp_path / "validated.json").write_text(json.dumps(validated.to_xcom()))
 
     child = subprocess.run([sys.executable, "-c", CHILD, step, str(tmp_path / "validated.json")],
                            capture_output=True, text=True, timeout=120)
     assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr[-3000:]
 
     assert_consistent(store)
-    assert store.latest().hash == first["hash"], "latest moved to a snapshot whose publish did not finish"
+    assert store.latest().hash == first.hash, "latest moved to a snapshot whose publish did not finish"
     published = publish_validated(validated)  # what the task's retry does
-    assert published["status"] == "published" and published["latest"]
-    assert [e.hash for e in store.entries()] == [first["hash"], validated["hash"]]
-    assert store.latest().hash == validated["hash"]
+    assert isinstance(published, Published) and published.latest
+    assert [e.hash for e in store.entries()] == [first.hash, validated.hash]
+    assert store.latest().hash == validated.hash
     assert_consistent(store)
     assert [p.name for p in store.root.rglob("*.tmp")] == [], "a killed publish's temporary file was left behind"
-    assert publish_validated(validated)["new"] is False
+    again = publish_validated(validated)
+    assert isinstance(again, Published) and again.new is False
     assert len(store.entries()) == 2
 
 
 def test_a_corrupt_latest_pointer_names_the_file_and_its_way_out_works(settings):
     store = store_for(settings, "GOOG")
-    first = ingest_day(DAY_1, "GOOG")
-    store.latest_path.write_text('{"hash": "' + first["hash"][:20])  # cut short
+    first = published_day(DAY_1).entry
+    store.latest_path.write_text('{"hash": "' + first.hash[:20])  # cut short
     with pytest.raises(CorruptState) as raised:
         ingest_day(DAY_2, "GOOG")
     message = str(raised.value)
     assert str(store.latest_path) in message and "delete it and re-ingest GOOG" in message
     assert "nothing was changed" in message and raised.value.path == store.latest_path
-    assert [e.hash for e in store.entries()] == [first["hash"]]
+    assert [e.hash for e in store.entries()] == [first.hash]
 
     store.latest_path.unlink()  # the way out
-    second = ingest_day(DAY_2, "GOOG")
-    assert second["latest"] and store.latest().hash == second["hash"]
+    second = published_day(DAY_2)
+    assert second.latest and store.latest().hash == second.entry.hash
     assert_consistent(store)
 
 
 def test_a_truncated_snapshot_names_the_file_and_a_reingest_writes_it_back(settings):
     store = store_for(settings, "GOOG")
-    first = ingest_day(DAY_1, "GOOG")
-    path = store.snapshot_path(first["hash"])
+    first = published_day(DAY_1).entry
+    path = store.snapshot_path(first.hash)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CorruptState) as raised:
         store.load()
@@ -142,22 +151,22 @@ def test_a_truncated_snapshot_names_the_file_and_a_reingest_writes_it_back(setti
         ingest_day(DAY_2, "GOOG")  # validating against the published data needs it
 
     store.latest_path.unlink()  # the way out: the pointer named it, so drop the pointer and re-ingest its day
-    again = ingest_day(DAY_1, "GOOG")
-    assert again["hash"] == first["hash"] and not again["new"]
+    again = published_day(DAY_1)
+    assert again.entry.hash == first.hash and not again.new
     assert_consistent(store)
-    assert ingest_day(DAY_2, "GOOG")["latest"]
+    assert published_day(DAY_2).latest
 
 
 def test_a_silently_changed_snapshot_is_caught_by_its_hash(settings, goog):
     """Readable Parquet with other data under a snapshot's name: the hash (the name) catches it."""
     store = store_for(settings, "GOOG")
-    first = ingest_day(DAY_1, "GOOG")
+    first = published_day(DAY_1).entry
     frame = store.load()
     frame.loc[10, "Close"] *= 1.01
-    frame.to_parquet(first["path"], index=False)
-    with pytest.raises(CorruptState, match=f"does not match its hash {first['hash']}") as raised:
+    frame.to_parquet(first.path, index=False)
+    with pytest.raises(CorruptState, match=f"does not match its hash {first.hash}") as raised:
         store.load()
-    assert raised.value.path == store.snapshot_path(first["hash"])
+    assert raised.value.path == store.snapshot_path(first.hash)
 
 
 def test_a_corrupt_status_file_is_named_never_hides_other_tickers_and_the_next_ingest_replaces_it(
@@ -170,10 +179,10 @@ def test_a_corrupt_status_file_is_named_never_hides_other_tickers_and_the_next_i
     with pytest.raises(CorruptState, match=f"{status} is unreadable .*delete it, or re-ingest GOOG"):
         read_status(settings, "GOOG")
     with caplog.at_level(logging.WARNING):
-        rows = {row["ticker"]: row for row in watchlist_status(settings)}
-    assert rows["GOOG"]["status"] == "unreadable" and str(status) in rows["GOOG"]["detail"]
-    assert rows["MSFT"]["status"] == "published"
+        rows = {row.ticker: row for row in watchlist_status(settings)}
+    assert rows["GOOG"].status is IngestStatus.UNREADABLE and str(status) in rows["GOOG"].detail
+    assert rows["MSFT"].status is IngestStatus.PUBLISHED
     assert str(status) in caplog.text
 
     ingest_day(DAY_2, "GOOG")
-    assert read_status(settings, "GOOG")["logical_date"] == DAY_2
+    assert read_status(settings, "GOOG").logical_date == DAY_2

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from stockops import audit, champion, dora, monitoring
+from stockops.contracts import Published
 from stockops.data import decisions
 from stockops.ingest import ingest_day, store_for
 
@@ -136,20 +137,26 @@ def test_garbage_in_the_middle_is_skipped_and_the_lines_around_it_are_kept(setti
 def test_a_torn_manifest_line_does_not_block_the_next_ingest(settings, caplog):
     """The snapshot manifest torn mid-line: the next day's real ingest publishes, and every snapshot stays listed."""
     store = store_for(settings, "GOOG")
-    first = ingest_day("2026-01-02", "GOOG")
-    second = ingest_day("2026-01-05", "GOOG")
+    first = published_day("2026-01-02")
+    second = published_day("2026-01-05")
     tear_last_record(store.manifest_path)
     with caplog.at_level(logging.WARNING):
-        third = ingest_day("2026-01-06", "GOOG")
-    assert third["status"] == "published" and third["new"]
-    assert [e.hash for e in store.entries()] == [first["hash"], third["hash"]]
-    assert store.latest().hash == third["hash"]
+        third = published_day("2026-01-06")
+    assert third.new
+    assert [e.hash for e in store.entries()] == [first.entry.hash, third.entry.hash]
+    assert store.latest().hash == third.entry.hash
     assert len(torn_warnings(caplog, store.manifest_path)) >= 1
     # the torn line's snapshot is published again by a re-run of its day, and only once
-    again = ingest_day("2026-01-05", "GOOG")
-    assert again["hash"] == second["hash"] and again["new"]
-    assert [e.hash for e in store.entries()] == [first["hash"], third["hash"], second["hash"]]
-    assert ingest_day("2026-01-05", "GOOG")["new"] is False
-    assert store.latest().hash == third["hash"]
+    again = published_day("2026-01-05")
+    assert again.entry.hash == second.entry.hash and again.new
+    assert [e.hash for e in store.entries()] == [first.entry.hash, third.entry.hash, second.entry.hash]
+    assert published_day("2026-01-05").new is False
+    assert store.latest().hash == third.entry.hash
     assert [entry["hash"] for entry in dora.load_records(settings)["snapshots"]] == [
-        first["hash"], third["hash"], second["hash"]]
+        first.entry.hash, third.entry.hash, second.entry.hash]
+
+
+def published_day(day: str) -> Published:
+    published = ingest_day(day, "GOOG")
+    assert isinstance(published, Published), published
+    return published

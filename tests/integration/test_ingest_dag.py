@@ -20,6 +20,7 @@ import pytest
 
 from stockops import audit
 from stockops.config import get_settings
+from stockops.contracts import Published
 from stockops.data.sources import shipped_series
 from stockops.ingest import status_path, store_for
 from stockops.platform import stop_process_tree
@@ -134,7 +135,7 @@ def test_one_tickers_bad_data_stops_only_it_and_held_days_are_decided_over_the_r
     server = ApiServer(current)
     try:
         for ticker in current.tickers:  # the published baseline: up to Friday 2009-01-16, in-process
-            assert ingest_day("2009-01-16", ticker)["status"] == "published"
+            assert isinstance(ingest_day("2009-01-16", ticker), Published)
         baseline = {t: store_for(current, t).latest() for t in current.tickers}
         token = server.wait()
 

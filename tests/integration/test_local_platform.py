@@ -1,15 +1,19 @@
-"""The front door: what ``make run`` starts really comes up, shows a green ingest run and the dashboard.
+"""The front door: what ``make run`` starts really comes up, serves its champion, rolls back through
+Airflow's REST API and CLI with authentication on, shows a green ingest run and the dashboard.
 
-One platform serves the whole module (starting one takes about two minutes on two cores): the
-tests below use it in file order, and the last one stops it and checks that nothing is left.
+One platform serves the whole module (starting one takes about a minute on two cores): the tests
+below use it in file order — the rollbacks before the first ingest unpauses the other DAGs — and
+the last one stops it and checks that nothing is left.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import stat
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from subprocess import Popen
@@ -17,10 +21,12 @@ from subprocess import Popen
 import psutil
 import pytest
 
+from stockops import audit
 from stockops.config import get_settings
 from stockops.platform import LocalPlatform, stop_process_tree
 from stockops.processes import free_port, http_json, wait_until
 from tests.integration.conftest import SMALL_WATCHLIST
+from tests.integration.helpers import served_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,24 +59,24 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory):
-    """A platform as ``make run`` starts it, on a fresh home and Airflow home, healthy."""
+def running(model_home, tmp_path_factory):
+    """A platform as ``make run`` starts it, healthy, serving its champion, on a fresh Airflow home and a
+    home that holds the session's two small models (v1 ``@champion``, v2's bento built) and no data newer
+    than their training day."""
     root = tmp_path_factory.mktemp("platform")
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("STOCKOPS_HOME", str(root / "home"))
-        env.setenv("STOCKOPS_SOURCE", "replay")
-        env.setenv("STOCKOPS_SERVE_PORT", str(free_port()))
+        model_home.copy_to(env, root / "home")
         env.setenv("AIRFLOW_HOME", str(root / "airflow"))
         # Three tickers and the small model: the front door is the same, the first ingest (and the training
         # its Asset event starts) take a fraction of the 18 tickers' time (190 s of ingest measured with 18).
         env.setenv("STOCKOPS_TICKERS", SMALL_WATCHLIST)
-        env.setenv("STOCKOPS_TRAIN_PROFILE", "small")
         platform = LocalPlatform(get_settings(), port=free_port(), mlflow_port=free_port())
         proc = platform.start()
         started = Running(platform, proc, platform.start_mlflow_ui())
         try:
             platform.wait_healthy(proc, timeout=240)
             started.remember_processes()  # the components live until the platform is stopped
+            platform.serve_champion()  # as `make run` does after the start
             yield started
         finally:
             started.stop()
@@ -114,6 +120,71 @@ def test_local_platform_exposes_nothing(running):
     readable = {p.pid: env for p in tree if (env := unless_gone(p.environ))}
     assert {proc.pid, mlflow_proc.pid} <= set(readable) and len(readable) >= 4, [p.cmdline() for p in tree]
     assert all(TELEMETRY_OFF.items() <= env.items() for env in readable.values())
+
+
+def test_rollback_from_the_rest_api_and_the_cli_with_authentication_on(running, model_home):
+    """Before any ingest (every DAG but ``stock_rollback`` still paused): v2 is promoted in-process, then the
+    real scheduler rolls back to v1 on a REST request and forward again from the CLI; the plugin's listener
+    and its web routes are checked on the same platform."""
+    from stockops.champion import history
+    from stockops.contracts import Built
+    from stockops.serving import deploy_candidate
+
+    platform = running.platform
+    settings = platform.settings
+    assert served_version(settings) == "1", "make run serves the champion it finds"
+    assert deploy_candidate(Built.from_xcom(model_home.built_v2), reason="second, promoted").deploy.outcome \
+        == "succeeded"
+    assert served_version(settings) == "2"
+    assert [(c["from_version"], c["to_version"]) for c in history(settings)] == [(None, "1"), ("1", "2")]
+
+    platform.ensure_dags_ready(["stock_rollback"], timeout=180)
+    body = b'{"logical_date": null, "conf": {"reason": "no token"}}'
+    runs_url = f"{platform.url}/api/v2/dags/stock_rollback/dagRuns"
+    assert http_status(runs_url, body, {"Content-Type": "application/json"}) == 401
+    assert http_status(runs_url, body, {"Content-Type": "application/json",
+                                        "Authorization": "Bearer not-a-token"}) == 403
+    assert served_version(settings) == "2", "a refused request must not roll anything back"
+
+    token = platform.api_token()
+    run_id = platform.trigger("stock_rollback", token, {"reason": "REST API rollback test", "version": "1"})
+    assert platform.wait_for_run("stock_rollback", run_id, token, timeout=300) == "success"
+    assert served_version(settings) == "1"
+    last = history(settings)[-1]
+    assert (last["event"], last["from_version"], last["to_version"], last["dag_run_id"], last["reason"]) == (
+        "rollback", "2", "1", run_id, "REST API rollback test")
+
+    # the CLI, with the default version: the champion before the current one (v2 again)
+    platform.airflow("dags", "trigger", "stock_rollback", "--conf", '{"reason": "CLI rollback test"}')
+    deadline = time.monotonic() + 300
+    while history(settings)[-1]["reason"] != "CLI rollback test" and time.monotonic() < deadline:
+        time.sleep(1)
+    assert (history(settings)[-1]["to_version"], served_version(settings)) == ("2", "2")
+
+    # the plugin: its listener saw the scheduler's runs, its routes answer on the api-server
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        finished = [r for r in audit.read(settings.dag_run_log)
+                    if r["dag_id"] == "stock_rollback" and r["state"] == "success"]
+        if len(finished) == 2:
+            break
+        time.sleep(1)
+    assert run_id in {r["run_id"] for r in finished}
+    plugins = platform.api("plugins", token)["plugins"]
+    (stockops,) = [p for p in plugins if p["name"] == "stockops"]
+    assert {v["name"] for v in stockops["external_views"]} >= {"MLflow", "BentoML API", "Monitor report (Evidently)",
+                                                           "Data Docs (GX)", "DORA report"}
+    assert http_status(f"{platform.url}/stockops/") == 401  # behind Airflow's login
+    assert http_status(f"{platform.url}/stockops/", headers={"Authorization": f"Bearer {token}"}) == 200
+
+
+def http_status(url: str, data: bytes | None = None, headers: dict | None = None) -> int:
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=15) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def test_local_platform_runs_ingest_green(running, ingested):
@@ -199,7 +270,9 @@ def test_dashboard_behind_the_login_in_a_browser(running, ingested):
                         chart = page.locator(f"img#{kind}-{ticker}")
                         assert chart.is_visible(), (kind, ticker)
                         assert chart.evaluate("img => img.complete && img.naturalWidth") > 100, (kind, ticker)
-                    assert "60 forecast days, 60 realized" in section.inner_text(), ticker
+                    # the 60 realized baseline forecasts, and the champion's own for the next session if the
+                    # monitor has run since the ingest
+                    assert re.search(r"\b6[01] forecast days, 60 realized", section.inner_text()), ticker
                 else:
                     assert page.locator(f"#note-{ticker}").is_visible(), ticker
             for table in ("champion", "gate", "approvals", "monitor", "dora", "incidents"):

@@ -59,8 +59,8 @@ def make_champion() -> str:
     )
 
     registered = register_candidate(evaluate_models(train_candidate(prepare_features(load_snapshots()),
-                                                                    trigger_reason="monitor test champion")))
-    return promote_candidate(registered, trigger_reason="monitor test champion")["version"]
+                                                                    reason="monitor test champion")))
+    return promote_candidate(registered, reason="monitor test champion").version
 
 
 def test_no_champion_is_green_and_triggers_nothing(settings, monitor):

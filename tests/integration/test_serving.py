@@ -22,31 +22,21 @@ import pytest
 import schemathesis
 from schemathesis.checks import not_a_server_error, status_code_conformance
 
-from stockops.processes import free_port, http_json, pid_alive
+from stockops.contracts import Registered
+from stockops.processes import http_json, pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """Train (small profile), promote, build and deploy v1; stop everything afterwards."""
-    mp = pytest.MonkeyPatch()
-    home = tmp_path_factory.mktemp("serving") / "home"
-    mp.setenv("STOCKOPS_HOME", str(home))
-    mp.setenv("STOCKOPS_SOURCE", "replay")
-    mp.setenv("STOCKOPS_TRAIN_PROFILE", "small")
-    mp.setenv("STOCKOPS_SERVE_PORT", str(free_port()))
-    from stockops.config import get_settings
-    from stockops.ingest import ingest_day
-    from stockops.serving import market_frame, request_body, stop_serving
-    from stockops.training import train_in_process
+def served(model_home, tmp_path_factory):
+    """The session's two small models (v1 ``@champion``, v2's bento built), v1 served; stopped afterwards."""
+    from stockops.serving import market_frame, request_body, serve_champion, stop_serving
 
-    settings = get_settings()
+    mp = pytest.MonkeyPatch()
+    settings = model_home.copy_to(mp, tmp_path_factory.mktemp("serving") / "home")
     try:
-        for ticker in dict.fromkeys(t for t in (settings.ticker, settings.market) if t):
-            ingest_day("2026-06-01", ticker)
-        outcome = train_in_process(trigger_reason="serving test: v1", force_promote=True)
-        assert outcome["deploy"]["outcome"] == "succeeded"
+        assert serve_champion(settings, reason="serving tests: serve v1")["version"] == "1"
         # a real request: the model ticker's last 90 days with the market reference's closes
         yield settings, request_body(_store(settings).load(), market=market_frame(settings), rows=90)
     finally:
@@ -74,12 +64,12 @@ def _raw(settings, body: bytes | None, content_type: str | None = "application/j
     return resp.status, resp.read().decode(errors="replace")
 
 
-def _register_candidate(reason: str) -> dict:
+def _register_candidate(reason: str) -> Registered:
     """A new registry version (not promoted) from the same snapshots, as stock_train's first steps make it."""
     from stockops.training import evaluate_models, load_snapshots, prepare_features, register_candidate, train_candidate
 
     return register_candidate(evaluate_models(train_candidate(prepare_features(load_snapshots()),
-                                                              trigger_reason=reason)))
+                                                              reason=reason)))
 
 
 def test_valid_request_answers_a_forecast_with_lineage(served):
@@ -343,14 +333,14 @@ def test_a_torn_prediction_log_line_does_not_swallow_the_next_record(served):
     assert record["forecast"] == answer["forecast"] and record["at"] == answer["served_at"]
 
 
-def test_a_switch_under_load_fails_no_request(served):
+def test_a_switch_under_load_fails_no_request(served, model_home):
     """Deploy v2 while clients hammer the stable address: every request answers 200, v1 then v2."""
-    from stockops.serving import build_candidate_bento, current, deploy, deploy_candidate, standby
+    from stockops.contracts import Built
+    from stockops.serving import current, deploy, deploy_candidate, standby
 
     settings, request = served
-    candidate = _register_candidate("serving test: v2")
-    built = build_candidate_bento(candidate)
-    new = str(built["version"])
+    built = Built.from_xcom(model_home.built_v2)  # registered and its bento built, as stock_train's build leaves it
+    new = built.version
     old_pid = current(settings)["pid"]
     results: list[tuple[int, str]] = []
     stop = threading.Event()
@@ -365,7 +355,7 @@ def test_a_switch_under_load_fails_no_request(served):
         t.start()
     try:
         time.sleep(1.0)
-        record = deploy_candidate(built, trigger_reason="serving test: switch under load")["deploy"]
+        record = deploy_candidate(built, reason="serving test: switch under load").deploy
         time.sleep(1.0)
     finally:
         stop.set()
@@ -377,7 +367,7 @@ def test_a_switch_under_load_fails_no_request(served):
           f"{versions.count('1')} from v1, {versions.count(new)} from v{new}")
     assert failed == []
     assert versions[0] == "1" and versions[-1] == new
-    assert record["outcome"] == "succeeded" and current(settings)["version"] == new
+    assert record.outcome == "succeeded" and current(settings)["version"] == new
     assert pid_alive(old_pid) and standby(settings)["pid"] == old_pid, "the old bento stays warm for a rollback"
 
     # going back is a switch to the warm standby: no new process, the newer one becomes the standby
@@ -393,23 +383,23 @@ def test_a_deploy_that_fails_its_health_check_changes_nothing(served, monkeypatc
     from stockops import registry
     from stockops.serving import DeployError, build_candidate_bento, current, deploy_candidate, deploys
 
-    # BentoML restarts the crashing worker for ever: the deploy gives up at its readiness timeout
-    # (180 s by default; a good bento is ready in about 20 s here)
-    monkeypatch.setenv("STOCKOPS_SERVE_READY_TIMEOUT_S", "45")
+    # BentoML restarts the crashing worker for ever: the deploy gives up at its readiness timeout (180 s by
+    # default; a good bento is ready in about 20 s here). This bento never becomes ready, whatever the wait.
+    monkeypatch.setenv("STOCKOPS_SERVE_READY_TIMEOUT_S", "20")
     settings, request = served
     before = current(settings)
     registry.setup(settings)
     champion = registry.champion_version(settings).version
     candidate = _register_candidate("serving test: a broken bento")
     built = build_candidate_bento(candidate)
-    name, version = built["bento"]["bento_model"].split(":")
+    name, version = built.bento.bento_model.split(":")
     graphs = list((settings.bentoml_home / "models" / name / version).rglob("saved_model.pb"))
     assert graphs, "the bento's model is in the BentoML model store"
     for pb in graphs:
         pb.write_bytes(b"this is not a TensorFlow graph")
 
     with pytest.raises(DeployError, match="failed its health check") as failure:
-        deploy_candidate(built, trigger_reason="serving test: must fail")
+        deploy_candidate(built, reason="serving test: must fail")
     assert f"v{before['version']}" in str(failure.value) and "keeps serving" in str(failure.value)
 
     after = current(settings)  # (the supervisor may have added a spare meanwhile)
@@ -417,10 +407,10 @@ def test_a_deploy_that_fails_its_health_check_changes_nothing(served, monkeypatc
     status, body = _predict(settings, request)
     assert status == 200 and body["model_version"] == before["version"]
     assert registry.champion_version(settings).version == champion
-    version = registry.get_version(settings, candidate["version"])
+    version = registry.get_version(settings, candidate.version)
     assert version.tags["deploy"].startswith("failed")
     last = deploys(settings)[-1]
-    assert last["outcome"] == "failed" and last["bento_tag"] == built["bento"]["bento_tag"]
+    assert last["outcome"] == "failed" and last["bento_tag"] == built.bento.bento_tag
     assert last["previous_version"] == before["version"] and last["error"]
 
 

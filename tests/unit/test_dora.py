@@ -148,7 +148,7 @@ def test_change_failure_rate(result):
     assert cfr["level"] == "low"  # > 30 %
     assert [(e["version"], e["status"]) for e in cfr["events"]] == [
         ("1", "ok"), ("2", "health_check_failed"), ("3", "rolled_back"), ("4", "ok")]
-    why = {f["version"]: f["why"] for f in cfr["failures"]}
+    why = {f["version"]: f["reason"] for f in cfr["failures"]}
     assert "/readyz did not answer" in why["2"]
     assert why["3"].startswith("rolled back to v1 at 2026-11-23T10:02:00+00:00: v3 forecasts drift off")
 
@@ -245,7 +245,7 @@ def test_old_deploy_records_without_kind_or_snapshot_hash():
     lead = result["lead_time"]
     assert [(e["version"], e["seconds"], e["hash_from"]) for e in lead["events"]] == [
         ("1", 1200.0, "promotion audit entry")]
-    assert [(u["version"], u["why"]) for u in lead["unmatched"]] == [
+    assert [(u["version"], u["reason"]) for u in lead["unmatched"]] == [
         ("2", "no snapshot hash in the deploy record nor in a promotion audit entry"),
         ("3", "snapshot dddddddddddd is not in the manifest")]
     assert "Lead time unknown" in format_table(result)

@@ -13,6 +13,7 @@ import yfinance
 
 from stockops import audit, ingest
 from stockops.config import get_settings
+from stockops.contracts import IngestRequest, IngestStatus
 from stockops.data import calendar, decisions
 from stockops.data.sources import shipped_series
 from stockops.validation import judged_rows, prune_results
@@ -50,9 +51,9 @@ def test_every_shipped_day_is_a_session_and_no_session_is_missing(goog):
 def test_plan_is_empty_on_a_closed_day_and_names_every_ticker_otherwise(settings):
     assert ingest.plan_watchlist("2026-11-26") == []
     requests = ingest.plan_watchlist("2026-11-27")
-    assert [r["ticker"] for r in requests] == list(settings.tickers)
-    assert {r["logical_date"] for r in requests} == {"2026-11-27"} and not any(r["landed"] for r in requests)
-    assert [r["ticker"] for r in ingest.plan_watchlist("2026-11-27", "ko, msft")] == ["KO", "MSFT"]
+    assert requests == [IngestRequest(ticker=t, logical_date="2026-11-27", landed=None) for t in settings.tickers]
+    assert [r.ticker for r in ingest.plan_watchlist("2026-11-27", "ko, msft")] == ["KO", "MSFT"]
+    assert [r.ticker for r in ingest.plan_watchlist("2026-11-27", ["ko", "msft"])] == ["KO", "MSFT"]
     with pytest.raises(ValueError, match="AAPL not in the watchlist"):
         ingest.plan_watchlist("2026-11-27", "AAPL")
 
@@ -70,13 +71,14 @@ def test_yfinance_plan_lands_the_batch_and_a_missing_ticker_is_fetched_alone(set
     day = rows["Date"].iloc[-1].date().isoformat()
     requests = ingest.plan_watchlist(day)
     assert len(fake.calls) == 1 and fake.calls[0][0][0] == ["GOOG", "KO", "MSFT"]
-    landed = {r["ticker"]: r["landed"] for r in requests}
-    assert landed["MSFT"] is None and landed["GOOG"]["rows"] == 30
-    fetched = {r["ticker"]: ingest.fetch_prices(r) for r in requests}
+    landed = {r.ticker: r.landed for r in requests}
+    assert landed["MSFT"] is None and landed["GOOG"] is not None and landed["GOOG"].rows == 30
+    fetched = {r.ticker: ingest.fetch_prices(r) for r in requests}
+    assert fetched["GOOG"] == landed["GOOG"], "a landed ticker is not fetched again"
     assert len(fake.calls) == 2 and fake.calls[1][0][0] == "MSFT", "only the missing ticker is fetched again"
     current = get_settings()
     for ticker, frame in (("GOOG", rows), ("KO", ko), ("MSFT", msft)):
-        raw = ingest.store_for(current, ticker).read_raw(fetched[ticker]["raw_path"])
+        raw = ingest.store_for(current, ticker).read_raw(fetched[ticker].raw_path)
         pd.testing.assert_frame_equal(raw, frame)
 
 
@@ -125,14 +127,31 @@ def test_an_entry_after_a_torn_line_is_not_lost(tmp_path):
 
 
 def test_status_of_an_older_day_never_overwrites_a_newer_one(settings):
-    ingest.write_status(settings, "KO", "2026-11-20", "published", "x")
-    ingest.write_status(settings, "KO", "2026-11-19", "quarantined", "late backfill")
-    ingest.write_status(settings, "PG", "2026-11-20", "held", "BAC-like move")
-    rows = {r["ticker"]: r for r in ingest.watchlist_status(settings)}
-    assert (rows["KO"]["status"], rows["PG"]["status"], rows["MSFT"]["status"]) == ("published", "held",
-                                                                                    "never ingested")
+    ingest.write_status(settings, "KO", "2026-11-20", IngestStatus.PUBLISHED, "x", hash="h" * 64)
+    ingest.write_status(settings, "KO", "2026-11-19", IngestStatus.QUARANTINED, "late backfill")
+    ingest.write_status(settings, "PG", "2026-11-20", IngestStatus.HELD, "BAC-like move", days=["2026-11-20"])
+    rows = {r.ticker: r for r in ingest.watchlist_status(settings)}
+    assert (rows["KO"].status, rows["PG"].status, rows["MSFT"].status) == (
+        IngestStatus.PUBLISHED, IngestStatus.HELD, IngestStatus.NEVER_INGESTED)
+    assert (rows["KO"].hash, rows["PG"].days) == ("h" * 64, ["2026-11-20"])
+    on_disk = json.loads(ingest.status_path(settings, "PG").read_text())
+    assert (on_disk["status"], on_disk["detail"], on_disk["days"]) == ("held", "BAC-like move", ["2026-11-20"])
     text = ingest.format_watchlist(list(rows.values()))
     assert text.startswith("watchlist: 18 tickers") and "PG     held" in text
+
+
+def test_a_status_file_is_parsed_once_and_an_unknown_outcome_is_refused(settings):
+    """status.json is read back into a TickerStatus; a label it does not know makes it unreadable, by name."""
+    from stockops.data.store import CorruptState
+
+    path = ingest.status_path(settings, "KO")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"ticker": "KO", "logical_date": "2026-11-20", "status": "held", "detail": "x"}))
+    assert ingest.read_status(settings, "KO").status is IngestStatus.HELD
+    path.write_text(json.dumps({"ticker": "KO", "logical_date": "2026-11-20", "status": "maybe"}))
+    with pytest.raises(CorruptState, match=r"TickerStatus\.status: expected one of 'published', .*got str 'maybe'"):
+        ingest.read_status(settings, "KO")
+    assert {r.ticker: r.status for r in ingest.watchlist_status(settings)}["KO"] is IngestStatus.UNREADABLE
 
 
 # ---- GX results do not pile up ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 
 from stockops.config import SHIPPED_PRICES, Settings
@@ -216,7 +217,7 @@ class ReplaySource:
         """How many rows of a series have 'arrived' by ``logical_date``."""
         # NYSE sessions in (start, logical_date], or minus those in (logical_date, start] before
         # ``start``: on ``start`` itself exactly ``initial_days`` rows are known
-        arrived = int(sessions_between([self.start], [to_date(logical_date)])[0])
+        arrived = int(sessions_between(np.array([self.start]), np.array([to_date(logical_date)]))[0])
         return max(0, min(total, self.initial_days + arrived))
 
     def fetch(self, ticker: str, logical_date: date) -> FetchResult:

@@ -28,7 +28,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,26 +37,7 @@ import pyarrow
 
 from stockops import audit
 from stockops.audit import CorruptState
-
-
-@dataclass(frozen=True)
-class SnapshotEntry:
-    """One published snapshot, as the manifest records it."""
-
-    hash: str
-    ticker: str
-    rows: int
-    first_date: str
-    last_date: str
-    source: str
-    logical_date: str
-    path: str
-    validation_path: str
-    published_at: str
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SnapshotEntry:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+from stockops.contracts import SnapshotEntry
 
 
 def content_hash(frame: pd.DataFrame) -> str:
@@ -248,8 +229,11 @@ class SnapshotStore:
         entry = entry or self.latest()
         if entry is None:
             raise FileNotFoundError(f"no published snapshot for {self.ticker} under {self.root}")
+        # Read from this store, by hash (the file's name), not from the path recorded at publish time: a home
+        # restored or copied to another folder reads its own snapshots.
+        path = self.snapshot_path(entry.hash)
         try:
-            frame = pd.read_parquet(entry.path)
+            frame = pd.read_parquet(path)
         except (OSError, ValueError, pyarrow.ArrowException) as exc:
             raise self._corrupt_snapshot(entry, f"{type(exc).__name__}: {exc}") from exc
         if content_hash(frame) != entry.hash:
@@ -258,7 +242,7 @@ class SnapshotStore:
 
     def _corrupt_snapshot(self, entry: SnapshotEntry, problem: str) -> CorruptState:
         return CorruptState(
-            Path(entry.path), problem,
+            self.snapshot_path(entry.hash), problem,
             f"It is the published snapshot of {self.ticker} up to {entry.last_date}: restore it from a backup, "
             f"or re-ingest {self.ticker} for {entry.logical_date} (stock_ingest with tickers={self.ticker}; delete "
             f"{self.latest_path} first if it points at this snapshot), which writes the same data back under the "

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from stockops import audit, registry
 from stockops.config import Settings, get_settings
+from stockops.contracts import MonitorDecision, Scored, ShadowScored
 
 if TYPE_CHECKING:
     import numpy as np
@@ -134,7 +135,7 @@ def assess_watchlist_drift(references: dict[str, pd.DataFrame], currents: dict[s
                  if m["config"]["type"].endswith("ValueDrift")}
     counts = {tuple(m["config"]["columns"]): m["value"] for m in metrics
               if m["config"]["type"].endswith("DriftedColumnsCount")}
-    per_ticker = {}
+    per_ticker: dict[str, dict[str, Any]] = {}
     for t in tickers:
         drifted = [c.split(":", 1)[1] for c in columns[t] if distances[c] >= threshold]
         counted = counts[tuple(columns[t])]
@@ -277,7 +278,7 @@ def record_forecasts(forecast_log: Path, records: list[dict]) -> list[dict]:
     return written
 
 
-def score_watchlist(dag_run_id: str = "") -> dict[str, Any]:
+def score_watchlist(dag_run_id: str = "") -> Scored:
     """Forecast the next session of every watchlist ticker with the champion and log each forecast once.
 
     Only the platform's own inputs go in — the champion loaded in this process from the registry,
@@ -292,9 +293,10 @@ def score_watchlist(dag_run_id: str = "") -> dict[str, Any]:
     champion = registry.champion_version(settings)
     if champion is None:
         log.info("no champion yet: nothing to score")
-        return {"model_version": None, "recorded": [], "already_recorded": [], "skipped": {}}
+        return Scored(model_version=None, recorded=[], already_recorded=[], skipped={})
     version = str(champion.version)
-    snapshots, skipped = {}, {}
+    snapshots: dict[str, tuple[Any, pd.DataFrame]] = {}
+    skipped: dict[str, str] = {}
     for ticker in settings.tickers:
         store = store_for(settings, ticker)
         entry = store.latest()
@@ -313,13 +315,13 @@ def score_watchlist(dag_run_id: str = "") -> dict[str, Any]:
              settings.forecast_log, len(recorded), len(records) - len(recorded),
              "".join(f"; {t} skipped: {why}" for t, why in skipped.items()))
     shadow = _score_previous(settings, version, snapshots, market, made_at, dag_run_id)
-    return {"model_version": version, "recorded": recorded,
-            "already_recorded": [r["ticker"] for r in records if r["ticker"] not in recorded], "skipped": skipped,
-            "previous": shadow}
+    return Scored(model_version=version, recorded=recorded,
+                  already_recorded=[r["ticker"] for r in records if r["ticker"] not in recorded], skipped=skipped,
+                  previous=shadow)
 
 
 def _score_previous(settings: Settings, champion: str, snapshots: dict, market, made_at: str,
-                    dag_run_id: str) -> dict | None:
+                    dag_run_id: str) -> ShadowScored | None:
     """The previous champion forecasts the same days in the shadow (``role: shadow``): what a rollback is judged on.
 
     A previous version that cannot be loaded any more (deleted, an older model format) is logged and
@@ -336,11 +338,11 @@ def _score_previous(settings: Settings, champion: str, snapshots: dict, market, 
     except Exception as exc:  # noqa: BLE001 - the shadow is optional; its absence is reported
         log.warning("the previous champion v%s could not forecast in the shadow (%s: %s): no rollback can be "
                     "proposed until it does", previous, type(exc).__name__, exc)
-        return {"model_version": str(previous), "error": f"{type(exc).__name__}: {exc}"}
+        return ShadowScored(model_version=str(previous), error=f"{type(exc).__name__}: {exc}")
     written = record_forecasts(settings.forecast_log, [{**r, "role": "shadow", "dag_run_id": dag_run_id}
                                                        for r in records])
     log.info("previous champion v%s scored %d ticker(s) in the shadow: %d new", previous, len(records), len(written))
-    return {"model_version": str(previous), "recorded": [e["ticker"] for e in written]}
+    return ShadowScored(model_version=str(previous), recorded=[e["ticker"] for e in written])
 
 
 def own_forecasts(forecast_log: Path, ticker: str, version: str) -> pd.DataFrame:
@@ -438,10 +440,11 @@ def decide(drift: dict | None, error: dict | None, settings: Settings, *, active
     HARX-GKO's by more than ``monitor_qlike_margin``; an ``insufficient`` one only says so.
     """
     now = now or datetime.now(UTC)
-    crossed, calm = [], []
+    crossed: list[str] = []
+    calm: list[str] = []
     drift = _as_watchlist(drift, settings)
-    drift_share = drift["drift_share"] if drift else None
-    if drift is not None:
+    drift_share: float | None = drift["drift_share"] if drift else None
+    if drift is not None and drift_share is not None:
         high = drift_share >= settings.monitor_drift_tickers_share
         per_ticker = drift["per_ticker"]
         text = (f"{len(drift['drifted_tickers'])} of {len(per_ticker)} tickers drifted (share {drift_share:.2f}"
@@ -766,28 +769,32 @@ def prune_reports(monitoring_dir: Path, keep: int, keep_days: float, now: dateti
 
 
 # ---- Airflow glue ------------------------------------------------------------------------------
-def monitor_task(dag_run_id: str = "") -> dict[str, Any]:
-    """``stock_monitor``'s check: counts queued/running training runs through the Task SDK, then decides."""
+def monitor_task(dag_run_id: str = "") -> MonitorDecision:
+    """``stock_monitor``'s check: counts queued/running training runs through the Task SDK, then decides.
+
+    Returns what later tasks need; the whole decision is in the decision log and ``decision_path``.
+    """
     from airflow.sdk import get_current_context
 
     ti = get_current_context()["ti"]
     active = ti.get_dr_count(dag_id=TRAINING_DAG_ID, states=["queued", "running"])
     proposals = ti.get_dr_count(dag_id=PROPOSAL_DAG_ID, states=["queued", "running"])
-    return run_monitor(active_training_runs=active, dag_run_id=dag_run_id, active_proposals=proposals)
+    return MonitorDecision.from_record(run_monitor(active_training_runs=active, dag_run_id=dag_run_id,
+                                                   active_proposals=proposals))
 
 
-def should_retrain(decision: dict) -> bool:
+def should_retrain(decision: MonitorDecision) -> bool:
     """Short-circuit: go on to the trigger only if the check decided to retrain."""
-    if decision["triggered"]:
-        log.warning("RETRAIN: %s (report %s)", decision["reason"], decision.get("report"))
+    if decision.triggered:
+        log.warning("RETRAIN: %s (report %s)", decision.reason, decision.report)
     else:
-        log.info("no retrain: %s", decision["reason"])
-    return bool(decision["triggered"])
+        log.info("no retrain: %s", decision.reason)
+    return decision.triggered
 
 
-def should_propose_rollback(decision: dict) -> bool:
+def should_propose_rollback(decision: MonitorDecision) -> bool:
     """Short-circuit: go on to ask an operator only if the check proposes a rollback."""
-    rollback = decision.get("rollback") or {}
-    (log.warning if rollback.get("propose") else log.info)("rollback: %s", rollback.get("reason", "not assessed"))
-    return bool(rollback.get("propose"))
+    rollback = decision.rollback
+    (log.warning if rollback.propose else log.info)("rollback: %s", rollback.reason)
+    return rollback.propose
 

@@ -79,7 +79,7 @@ def benchmark_forecasts(frame: pd.DataFrame, forecast_days: list[str]) -> tuple[
         return None, f"{train_end} days before {dates[first]}, fewer than the {MIN_TRAIN_DAYS} a fit needs"
     inputs = daily_inputs(frame.iloc[: rows.max() + 1]).iloc[1:].reset_index(drop=True)
     forecast = log_har(inputs, train_end)
-    index = rows - 1 - train_end
+    index: np.ndarray = rows - 1 - train_end
     table = pd.DataFrame({"forecast_for": dates[rows], "variance": forecast.variance[index],
                           **{q: forecast.quantiles[index, i] for i, q in enumerate(QUANTILES)}})
     return table, f"fitted on {train_end} days through {dates[first - 1]}"
@@ -220,7 +220,8 @@ def compare_versions(records: list[dict], frames: dict[str, pd.DataFrame], champ
     n_days = int(both["forecast_for"].nunique())
     dm_t = (diebold_mariano(date_average(losses["c"], day)[1], date_average(losses["p"], day)[1])[0]
             if n_days > 2 else math.nan)
-    out = {**base, "status": "ok" if n_days >= min_days else "insufficient", "days": n_days, "pairs": len(both),
+    out: dict[str, Any] = {**base, "status": "ok" if n_days >= min_days else "insufficient", "days": n_days,
+                           "pairs": len(both),
            "first_day": str(both["forecast_for"].min()), "last_day": str(both["forecast_for"].max()),
            "qlike": float(losses["c"].mean()), "qlike_previous": float(losses["p"].mean()),
            "qlike_gap": float(losses["c"].mean() - losses["p"].mean()),

@@ -33,7 +33,7 @@ import os
 import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from stockops import audit, registry
 from stockops.config import Settings
@@ -89,7 +89,7 @@ class Deployer(Protocol):
 
 def checkpoint(step: str) -> None:
     """A fault-injection point: the process kills itself here when ``STOCKOPS_FAULT_KILL_AT`` names
-    ``step`` (the fault tests kill a deploy at every step this way, deterministically)."""
+    ``step`` (the fault tests kill a deploy this way, deterministically, at each step whose recovery differs)."""
     if os.environ.get("STOCKOPS_FAULT_KILL_AT") == step:
         log.warning("STOCKOPS_FAULT_KILL_AT=%s: killing this process (pid %d) now", step, os.getpid())
         os.kill(os.getpid(), signal.SIGKILL)
@@ -278,22 +278,24 @@ def reconcile(settings: Settings, *, wait: bool = True) -> dict:
         registry.setup(settings)
         champion = registry.champion_version(settings)
         served = state.current_or_empty(settings)
-        found = {"champion": str(champion.version) if champion else None, "served": served.get("version"), "actions": []}
+        actions: list[str] = []
+        found = {"champion": str(champion.version) if champion else None, "served": served.get("version"),
+                 "actions": actions}
         if champion is None:
             return found
         if _reconcile_records(settings):
-            found["actions"].append("audit")
+            actions.append("audit")
         if served.get("version") != str(champion.version) or not state.pid_matches(served):
             built = _bento_for(settings, champion.version)
             runtime.ensure_proxy(settings)
             if _adopt(settings, built, str(champion.version)):
-                found["actions"].append("adopt")
+                actions.append("adopt")
                 return found
             LocalDeployer(settings)._apply(Change(
                 kind="reconcile", version=str(champion.version), bento_tag=built["bento_tag"], window=built["window"],
                 snapshot_hash=built["snapshot_hash"],
                 reason=f"reconcile: serving v{served.get('version') or 'none'} but @champion is v{champion.version}"))
-            found["actions"].append("serve")
+            actions.append("serve")
         return found
 
 
@@ -398,5 +400,5 @@ def check_bento(url: str, body: dict, version: str) -> dict:
     return answer
 
 
-def _finite(value) -> bool:
+def _finite(value: object) -> TypeGuard[float]:
     return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)

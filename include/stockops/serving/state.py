@@ -106,7 +106,7 @@ def pid_matches(record: dict) -> bool:
     from stockops.processes import pid_alive
 
     pid = record.get("pid")
-    if not pid_alive(pid):
+    if pid is None or not pid_alive(pid):
         return False
     created = record.get("create_time")
     return created is None or abs((_create_time(int(pid)) or 0) - float(created)) < 1.0

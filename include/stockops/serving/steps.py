@@ -11,6 +11,7 @@ import logging
 
 from stockops import registry
 from stockops.config import Settings, get_settings
+from stockops.contracts import Bento, Built, Deployed, DeployRecord, GateDecision, Registered, ServingHealth, Verified
 from stockops.serving import runtime, state
 from stockops.serving.agent import AgentDeployer
 from stockops.serving.build import build_bento
@@ -54,46 +55,50 @@ def serve_champion(settings: Settings, reason: str = "serve the current champion
 
 
 # ---- the stock_train steps ----------------------------------------------------------------------
-def build_candidate_bento(registered: dict) -> dict:
-    """``stock_train``'s build step (only after the gate said yes)."""
+def build_candidate_bento(registered: Registered, decision: GateDecision | None = None) -> Built:
+    """``stock_train``'s build step (only after the gate said ``promote``: a refused candidate is never built)."""
+    if decision is not None and not decision.promote:
+        raise ValueError(f"v{registered.version} was refused by the gate ({decision.reason}): it is not built")
     settings = get_settings()
-    built = build_bento(settings, registered["model_name"], registered["version"])
-    return {**registered, "bento": built}
+    bento = Bento.from_xcom(build_bento(settings, registered.model_name, registered.version))
+    return Built(registered=registered, decision=decision, bento=bento)
 
 
-def deploy_candidate(built: dict, trigger_reason: str = "", dag_run_id: str = "") -> dict:
+def deploy_candidate(built: Built, reason: str | None = None, dag_run_id: str = "") -> Deployed:
     """``stock_train``'s deploy step: the health-checked switch, ``@champion`` and the audit entry in one
-    critical section; a failure leaves champion and endpoint as they were."""
+    critical section; a failure leaves champion and endpoint as they were.
+
+    (``reason`` defaults to None: Airflow reserves the name as a context key and allows no other default.)
+    """
     settings = get_settings()
     registry.setup(settings)
-    bento = built["bento"]
-    decision = registry.get_version(settings, built["version"]).tags.get("gate_decision", "")
+    bento, version, model_name = built.bento, built.version, built.registered.model_name
     try:
-        record = deploy(settings, bento["bento_tag"], built["version"], reason=trigger_reason or "gate passed",
-                        dag_run_id=dag_run_id, window=bento["window"], kind="promotion",
-                        snapshot_hash=bento["snapshot_hash"],
-                        audit_fields={"decision": decision, "run_id": built.get("run_id", "")})
+        record = deploy(settings, bento.bento_tag, version, reason=reason or "gate passed",
+                        dag_run_id=dag_run_id, window=bento.window, kind="promotion",
+                        snapshot_hash=bento.snapshot_hash,
+                        audit_fields={"decision": built.decision.label if built.decision else "",
+                                      "run_id": built.registered.run_id})
     except DeployError as exc:
-        registry.tag_version(settings, built["version"], model_name=built["model_name"],
-                             deploy=f"failed: {str(exc)[:4000]}")
+        registry.tag_version(settings, version, model_name=model_name, deploy=f"failed: {str(exc)[:4000]}")
         log.error("%s; champion stays where it was", exc)
         raise
-    registry.tag_version(settings, built["version"], model_name=built["model_name"],
-                         deploy=f"succeeded {record['at']} as {bento['bento_tag']}",
+    registry.tag_version(settings, version, model_name=model_name,
+                         deploy=f"succeeded {record['at']} as {bento.bento_tag}",
                          promoted_at=record.get("audit_at", record["at"]))
-    return {**built, "deploy": record}
+    return Deployed(built=built, deploy=DeployRecord.from_record(record))
 
 
-def verify_candidate(deployed: dict) -> dict:
+def verify_candidate(deployed: Deployed) -> Verified:
     """``stock_train``'s last step: serving, ``@champion`` and the audit log all name the new version."""
     settings = get_settings()
-    seen = verify(settings, deployed["version"])
-    log.info("v%s serves at %s, is @champion and the audit log's last change", deployed["version"], settings.serve_url)
-    return {"model_name": deployed["model_name"], "version": deployed["version"],
-            "previous": deployed["deploy"].get("previous_version"), **seen}
+    seen = verify(settings, deployed.version)
+    log.info("v%s serves at %s, is @champion and the audit log's last change", deployed.version, settings.serve_url)
+    return Verified(model_name=deployed.built.registered.model_name, version=deployed.version,
+                    previous=deployed.deploy.previous_version, **seen)
 
 
-def check_serving() -> dict:
+def check_serving() -> ServingHealth:
     """``stock_monitor``'s health step: red when the endpoint serves nothing it should, or an outage the
     supervisor could not heal is open; green (with a note) where this home serves nothing yet."""
     from stockops.processes import http_json
@@ -103,7 +108,7 @@ def check_serving() -> dict:
     if settings.serving_mode == "local" and not state.current_or_empty(settings) \
             and not runtime.proxy_record(settings):
         log.info("nothing is served from this home yet (no deploy): nothing to check")
-        return {"served": None}
+        return ServingHealth(served=None)
     try:
         status, health = http_json(f"{settings.serve_url}/-/stockops/health", timeout=10)
     except OSError as exc:
@@ -117,4 +122,5 @@ def check_serving() -> dict:
                            f"unrecovered incidents: {[r['cause'] for r in stuck] or 'none'}. "
                            f"See {settings.incident_log} and {settings.serving_logs_dir}/supervisor.log")
     log.info("the endpoint %s is healthy: %s", settings.serve_url, health)
-    return {"served": health.get("version") if isinstance(health, dict) else None, "http": status}
+    served = health.get("version") if isinstance(health, dict) else None
+    return ServingHealth(served=None if served is None else str(served), http=status)

@@ -1,0 +1,253 @@
+"""The step contracts: every one survives JSON, a malformed one is refused by field, and the Airflow adapter."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+
+import pytest
+
+from stockops import contracts
+from stockops.contracts import (
+    Bento,
+    Built,
+    ChampionCompared,
+    Contract,
+    ContractError,
+    Deployed,
+    DeployRecord,
+    Evaluated,
+    Features,
+    Fetched,
+    GateDecision,
+    HeldMove,
+    Holdout,
+    IngestRequest,
+    IngestStatus,
+    MonitorDecision,
+    Promoted,
+    Published,
+    Quarantined,
+    Registered,
+    Rejected,
+    RollbackBuilt,
+    RollbackDeployed,
+    RollbackPlan,
+    RollbackProposal,
+    RollbackVerified,
+    Scored,
+    ServingHealth,
+    ShadowScored,
+    SnapshotEntry,
+    Snapshots,
+    SnapshotSummary,
+    TickerStatus,
+    Trained,
+    Validated,
+    Verified,
+    WatchlistOutcome,
+    xcom_step,
+)
+
+ENTRY = SnapshotEntry(hash="a" * 64, ticker="GOOG", rows=250, first_date="2025-01-02", last_date="2025-12-31",
+                      source="replay", logical_date="2025-12-31", path="/data/GOOG/a.parquet",
+                      validation_path="/data/GOOG/validations/x.json", published_at="2026-01-01T00:00:00+00:00")
+SNAPSHOTS = Snapshots(summary=SnapshotSummary(hash="b" * 64, tickers=["GOOG"], rows=250, first_date="2025-01-02",
+                                              last_date="2025-12-31", logical_date="2025-12-31", path="/data",
+                                              validation_path="/docs/index.html"),
+                      entries={"GOOG": ENTRY})
+FEATURES = Features(snapshots=SNAPSHOTS, path="/t/panel.parquet", window=20, sizes={"train": 100, "val": 20, "test": 20},
+                    val_start="2025-09-01", test_start="2025-11-01")
+TRAINED = Trained(features=FEATURES, run_id="r1", model_uri="runs:/r1/model", model_path="/t/candidate-r1",
+                  history_path="/t/candidate-r1/history.json", train_seconds=12.5, config={"window": 20, "units": 8},
+                  reason="a test")
+EVALUATED = Evaluated(trained=TRAINED, scores={"candidate": {"qlike": 1.2, "dm_qlike_vs_champion": None}},
+                      champion=ChampionCompared(version="1", run_id="r0", trained_through="2025-06-30"),
+                      holdout=Holdout(days=20, pairs=20, first="2025-11-03", last="2025-12-31"))
+REGISTERED = Registered(evaluated=EVALUATED, model_name="stockops-GOOG", version="2")
+DECISION = GateDecision(promote=True, forced=False, reason="promoted: every check passed")
+BENTO = Bento(bento_tag="goog_forecast:v2-r1", bento_model="stockops-goog:v2-r1", bento_path="/b", model_name="stockops-GOOG",
+              version="2", mlflow_run_id="r1", snapshot_hash="b" * 64, window=20, history=45)
+BUILT = Built(registered=REGISTERED, decision=DECISION, bento=BENTO)
+RECORD = DeployRecord(at="2026-01-01T00:00:00+00:00", kind="promotion", outcome="succeeded", version="2",
+                      bento_tag=BENTO.bento_tag, previous_version="1", seconds=21.0, audit_at="2026-01-01T00:00:01+00:00")
+PLAN = RollbackPlan(model_name="stockops-GOOG", from_version="2", version="1", reason="worse live", forced=False,
+                    gate_decision="promoted", repair=False, requested_at="2026-01-02T00:00:00+00:00", run_id="r0")
+SEEN = {"champion": "1", "served": "1", "audit": "1", "routed": True, "ready": True}
+FETCHED = Fetched(ticker="GOOG", logical_date="2025-12-31", source="replay", reference_date="2025-12-31", rows=250,
+                  raw_path="/data/GOOG/raw/2025-12-31.csv")
+MOVE = HeldMove(day="2025-12-31", previous_close=100.0, open=101.0, high=140.0, low=100.5, close=135.3,
+                volume=9e7, move_pct=35.3, gap_pct=1.0, range_share=0.95, volume_ratio=None)
+PASSED = Validated(fetched=FETCHED, hash="a" * 64, validation_path="/data/GOOG/validations/x.json",
+                   data_docs_path="/docs/index.html", scope="2 rows after the published snapshot", held_for_review=False)
+HELD = Validated(fetched=FETCHED, hash="a" * 64, validation_path="/data/GOOG/validations/x.json",
+                 data_docs_path="/docs/index.html", scope="", held_for_review=True, held=[MOVE])
+PUBLISHED = Published(validated=PASSED, entry=ENTRY, new=True, latest=True)
+
+EVERY = [
+    ENTRY, SNAPSHOTS.summary, SNAPSHOTS, EVALUATED.champion, EVALUATED.holdout, ShadowScored(model_version="1", recorded=["GOOG"]),
+    RollbackProposal(propose=False, reason="not worse"), FEATURES, TRAINED, EVALUATED, REGISTERED, DECISION, BENTO, BUILT, RECORD,
+    Built(registered=REGISTERED, decision=None, bento=BENTO),
+    Deployed(built=BUILT, deploy=RECORD),
+    Verified(model_name="stockops-GOOG", version="2", previous="1", **SEEN),
+    Promoted(model_name="stockops-GOOG", version="2", previous=None),
+    ServingHealth(served="2", http=200), ServingHealth(served=None),
+    Scored(model_version="2", recorded=["GOOG"], already_recorded=[], skipped={"JPM": "no published snapshot yet"},
+           previous=ShadowScored(model_version="1", error="OSError: gone")),
+    MonitorDecision(checked_at="2026-01-02T00:00:00+00:00", triggered=True, reason="retrain: drift", crossed=["drift"],
+                    rollback=RollbackProposal(propose=True, reason="worse", from_version="2", to_version="1"),
+                    champion_version="2", drift_share=0.6, live_rmse_ratio=None, report="/m/drift_report.html"),
+    PLAN, RollbackBuilt(plan=PLAN, bento=BENTO), RollbackDeployed(built=RollbackBuilt(plan=PLAN, bento=BENTO), deploy=RECORD),
+    RollbackVerified(version="1", from_version="2", repair=False, deploy_at=RECORD.at, **SEEN),
+    # ingest
+    FETCHED, IngestRequest(ticker="GOOG", logical_date="2025-12-31"),
+    IngestRequest(ticker="GOOG", logical_date="2025-12-31", landed=FETCHED), MOVE, PASSED, HELD, PUBLISHED,
+    Rejected(validated=HELD, folder="/data/GOOG/quarantine/2025-12-31__aaaa", reason="an operator rejected 2025-12-31"),
+    Quarantined(ticker="JPM", logical_date="2025-12-31", reason="2 of 30 expectations failed"),
+    WatchlistOutcome(logical_date="2025-12-31"),
+    WatchlistOutcome(logical_date="2025-12-31", published=[PUBLISHED], held_for_review=[HELD],
+                     quarantined=[Quarantined(ticker="JPM", logical_date="2025-12-31", reason="bad")]),
+    TickerStatus(ticker="GOOG", logical_date="2025-12-31", status=IngestStatus.PUBLISHED, detail="250 rows",
+                 at="2026-01-01T00:00:00+00:00", hash="a" * 64),
+    TickerStatus(ticker="KO", logical_date="", status=IngestStatus.NEVER_INGESTED),
+]
+
+
+def test_every_contract_class_is_exercised():
+    declared = {c for c in vars(contracts).values()
+                if isinstance(c, type) and issubclass(c, Contract) and c is not Contract}
+    assert declared == {type(c) for c in EVERY}
+
+
+@pytest.mark.parametrize("value", EVERY, ids=lambda v: type(v).__name__)
+def test_every_contract_round_trips_through_json(value):
+    data = json.loads(json.dumps(value.to_xcom()))
+    assert type(value).from_xcom(data) == value
+
+
+def test_a_later_contract_holds_the_earlier_one():
+    data = REGISTERED.to_xcom()
+    assert data["evaluated"]["trained"]["features"]["snapshots"]["entries"]["GOOG"]["hash"] == "a" * 64
+    assert REGISTERED.snapshot == SNAPSHOTS.summary and REGISTERED.run_id == "r1"
+
+
+def test_a_malformed_dict_names_the_field():
+    data = TRAINED.to_xcom()
+    del data["run_id"]
+    with pytest.raises(ContractError, match=r"Trained\.run_id: missing"):
+        Trained.from_xcom(data)
+
+    data = TRAINED.to_xcom()
+    data["features"]["window"] = "20"
+    with pytest.raises(ContractError, match=r"Trained\.features\.window: expected int, got str"):
+        Trained.from_xcom(data)
+
+    data = FEATURES.to_xcom()
+    data["snapshots"]["entries"]["GOOG"]["rows"] = True
+    with pytest.raises(ContractError, match=r"Features\.snapshots\.entries\['GOOG'\]\.rows: expected int, got bool"):
+        Features.from_xcom(data)
+
+    with pytest.raises(ContractError, match=r"unknown field\(s\) 'promoted' for GateDecision"):
+        GateDecision.from_xcom({**DECISION.to_xcom(), "promoted": True})
+    with pytest.raises(ContractError, match=r"GateDecision: expected a GateDecision \(a dict\), got str"):
+        GateDecision.from_xcom("promoted")  # type: ignore[arg-type]
+
+
+def test_gate_labels_and_monitor_decisions_from_records():
+    assert [GateDecision(p, f, "").label for p, f in ((True, False), (True, True), (False, False))] == [
+        "promoted", "forced", "refused"]
+    record = {"checked_at": "2026-01-02T00:00:00+00:00", "triggered": False, "reason": "nothing crossed: calm",
+              "crossed": [], "scorecard": {"status": "ok"}, "drift": {"per_ticker": {}}, "live_rmse_ratio": math.nan,
+              "rollback": {"propose": False, "clearly_worse": False, "reason": "not worse", "comparison": None}}
+    decision = MonitorDecision.from_record(record)
+    assert decision.triggered is False and decision.rollback == RollbackProposal(propose=False, reason="not worse")
+    assert math.isnan(decision.live_rmse_ratio)
+    deploy_log_line = {**RECORD.to_xcom(), "event": "deploy", "ticker": "GOOG", "url": "http://x", "version": 2,
+                       "previous_version": 1}
+    assert DeployRecord.from_record(deploy_log_line) == RECORD
+
+
+def _step(features: Features, epochs: int | None = None, force: bool = False, note: str = "") -> Trained:
+    """A stand-in step: typed in, typed out."""
+    assert isinstance(features, Features)
+    return Trained(features=features, run_id=f"e{epochs}-{force}", model_uri="", model_path="", history_path="",
+                   train_seconds=0.0, config={}, reason=note)
+
+
+def test_xcom_step_parses_contract_arguments_and_returns_json():
+    wrapped = xcom_step(_step)
+    out = wrapped(FEATURES.to_xcom(), epochs="3", force="false", note="n")
+    assert isinstance(out, dict) and out["run_id"] == "e3-False" and out["features"] == FEATURES.to_xcom()
+    assert wrapped(FEATURES, force=True)["run_id"] == "eNone-True"  # a contract passes through as it is
+    with pytest.raises(ContractError, match=r"_step\(force\): expected true or false, got 'maybe'"):
+        wrapped(FEATURES.to_xcom(), force="maybe")
+    with pytest.raises(ContractError, match=r"Features\.window: missing"):
+        wrapped({k: v for k, v in FEATURES.to_xcom().items() if k != "window"})
+
+
+def test_xcom_step_keeps_the_signature_airflow_inspects_and_no_multiple_outputs():
+    from airflow.sdk import task
+
+    wrapped = xcom_step(_step)
+    assert wrapped.__name__ == "_step"
+    assert list(inspect.signature(wrapped).parameters) == ["features", "epochs", "force", "note"]
+    assert wrapped.__annotations__ == {}
+    decorated = task(wrapped)
+    assert decorated.multiple_outputs is False
+    assert task(_step).multiple_outputs is False  # (a dataclass is no Mapping either)
+
+
+# ---- ingest ---------------------------------------------------------------------------------------------
+def test_ingest_contracts_nest_and_name_their_outcomes():
+    data = PUBLISHED.to_xcom()
+    assert data["validated"]["fetched"]["raw_path"] == FETCHED.raw_path and data["entry"]["hash"] == "a" * 64
+    assert (PUBLISHED.ticker, PUBLISHED.logical_date, HELD.held_days) == ("GOOG", "2025-12-31", ["2025-12-31"])
+    assert HELD.to_xcom()["held"][0]["volume_ratio"] is None
+    ko = Validated(**{**vars(HELD), "fetched": Fetched(**{**vars(FETCHED), "ticker": "KO"})})
+    outcome = WatchlistOutcome(logical_date="2025-12-31", published=[PUBLISHED], held_for_review=[ko],
+                               quarantined=[Quarantined(ticker="JPM", logical_date="2025-12-31", reason="bad")])
+    assert outcome.statuses == {"GOOG": IngestStatus.PUBLISHED, "KO": IngestStatus.HELD,
+                                "JPM": IngestStatus.QUARANTINED}
+    assert WatchlistOutcome.from_xcom(json.loads(json.dumps(outcome.to_xcom()))) == outcome
+    status = TickerStatus(ticker="GOOG", logical_date="2025-12-31", status=IngestStatus.HELD, days=["2025-12-31"])
+    assert status.to_xcom()["status"] == "held" and type(status.to_xcom()["status"]) is str  # plain JSON
+    assert TickerStatus.from_xcom(json.loads(json.dumps(status.to_xcom()))).status is IngestStatus.HELD
+
+
+def test_held_for_review_is_a_value_and_says_what_the_held_moves_say():
+    with pytest.raises(ContractError, match=r"Validated\.held_for_review: True with 0 held move"):
+        Validated(**{**vars(PASSED), "held_for_review": True})
+    with pytest.raises(ContractError, match=r"held_for_review: False with 1 held move"):
+        Validated.from_xcom({**HELD.to_xcom(), "held_for_review": False})
+    with pytest.raises(ContractError, match=r"Validated\.held_for_review: expected bool, got str 'true'"):
+        Validated.from_xcom({**HELD.to_xcom(), "held_for_review": "true"})
+    old_style = {**FETCHED.to_xcom(), "hash": "a" * 64, "status": "held", "held": []}  # the dicts before contracts
+    with pytest.raises(ContractError, match=r"unknown field\(s\) .*'status'.* for Validated"):
+        Validated.from_xcom(old_style)
+
+
+def test_an_outcome_label_is_parsed_once_and_an_unknown_one_refused():
+    with pytest.raises(ContractError, match=r"TickerStatus\.status: expected one of 'published', 'held', .*got str 'ok'"):
+        TickerStatus.from_xcom({"ticker": "GOOG", "logical_date": "", "status": "ok"})
+    with pytest.raises(ContractError, match=r"TickerStatus\.ticker: missing"):
+        TickerStatus.from_xcom({"logical_date": "", "status": "held"})
+
+
+def _plan(logical_date: str, tickers: str = "") -> list[IngestRequest]:
+    return [IngestRequest(ticker=t, logical_date=logical_date) for t in tickers.split(",")]
+
+
+def _publish(validated: Validated) -> Published | Rejected:
+    assert isinstance(validated, Validated)
+    return PUBLISHED if not validated.held_for_review else Rejected(validated=validated, folder="/q", reason="no")
+
+
+def test_xcom_step_carries_ingest_contracts_as_json():
+    planned = xcom_step(_plan)(logical_date="2025-12-31", tickers="GOOG,KO")
+    assert planned == [{"ticker": "GOOG", "logical_date": "2025-12-31", "landed": None},
+                       {"ticker": "KO", "logical_date": "2025-12-31", "landed": None}]
+    assert [IngestRequest.from_xcom(r) for r in json.loads(json.dumps(planned))] == _plan("2025-12-31", "GOOG,KO")
+    publish = xcom_step(_publish)
+    assert publish(json.loads(json.dumps(PASSED.to_xcom()))) == PUBLISHED.to_xcom()
+    assert publish(HELD.to_xcom())["reason"] == "no"
