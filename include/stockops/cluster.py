@@ -25,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stockops.config import MLFLOW_SERVER_ENV
 from stockops.platform import LocalPlatform, private_dir, private_log, stop_process_tree, write_secret
 from stockops.processes import venv_bin
 
@@ -112,10 +113,10 @@ class CeleryPlatform(LocalPlatform):
             write_secret(path, secrets.token_urlsafe(32))
         return path.read_text()
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         private_dir(self.settings.logs_dir)
         with private_log(self.settings.logs_dir / f"{name}.log") as log:  # the child keeps its own copy
-            proc = subprocess.Popen(args, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(args, env={**self.env(), **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self.processes[name] = proc
         return proc
@@ -136,7 +137,7 @@ class CeleryPlatform(LocalPlatform):
             venv_bin("mlflow"), "server", "--backend-store-uri", database_dsn(self.mlflow_db, "postgresql+psycopg2"),
             "--artifacts-destination", str(self.settings.mlflow_artifacts_dir), "--serve-artifacts",
             "--host", self.host, "--port", str(self.mlflow_port), "--workers", "1",
-            "--allowed-hosts", f"{self.host}:{self.mlflow_port},localhost:{self.mlflow_port}"])
+            "--allowed-hosts", f"{self.host}:{self.mlflow_port},localhost:{self.mlflow_port}"], env=MLFLOW_SERVER_ENV)
         api = self._spawn("airflow-apiserver", [venv_bin("airflow"), "api-server", "--host", self.host,
                                                  "--port", str(self.port)])
         for component in ("scheduler", "dag-processor", "triggerer"):

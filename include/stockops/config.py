@@ -464,6 +464,11 @@ MLFLOW_HTTP_DEFAULTS = {
 }
 
 
+# What every ``mlflow server`` the platform starts runs with: MLflow 3's job runners (huey consumer processes for
+# GenAI evaluation jobs, about four Python processes importing MLflow) are not used by stockops.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def quiet_environment() -> dict[str, str]:
     """Telemetry off and MLflow's HTTP retries bounded: merge into the env of every process stockops starts.
 

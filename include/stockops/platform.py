@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from stockops.config import Settings, airflow_environment, get_settings
+from stockops.config import MLFLOW_SERVER_ENV, Settings, airflow_environment, get_settings
 from stockops.contracts import TickerStatus
 from stockops.data.calendar import sessions
 from stockops.processes import stop_pid_tree, venv_bin
@@ -140,7 +140,7 @@ class LocalPlatform:
                  "--backend-store-uri", self.settings.mlflow_tracking_uri,
                  "--default-artifact-root", self.settings.mlflow_artifacts_dir.as_uri(),
                  "--host", self.host, "--port", str(self.mlflow_port), "--workers", "1"],
-                env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                env={**self.env(), **MLFLOW_SERVER_ENV}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_healthy(self, proc: subprocess.Popen, timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
@@ -158,15 +158,22 @@ class LocalPlatform:
         raise TimeoutError(f"Airflow did not become healthy at {self.url} within {timeout:.0f} s")
 
     def ensure_dags_ready(self, dag_ids: Sequence[str] = DAG_IDS, timeout: float = 180) -> None:
-        """Wait until the dag-processor has parsed each DAG, then unpause it."""
+        """Wait until the dag-processor has parsed each DAG, then unpause it (through the REST API: an
+        ``airflow dags unpause`` per DAG and try would start a Python process that imports Airflow each time)."""
         deadline = time.monotonic() + timeout
         pending = list(dag_ids)
+        token = self.api_token()
         while pending and time.monotonic() < deadline:
             for dag_id in list(pending):
-                if self.airflow("dags", "unpause", dag_id, check=False).returncode == 0:
+                try:
+                    self.api(f"dags/{dag_id}", token, {"is_paused": False}, method="PATCH")
+                except urllib.error.HTTPError as exc:
+                    if exc.code != 404:  # 404: not parsed yet
+                        raise
+                else:
                     pending.remove(dag_id)
             if pending:
-                time.sleep(3)
+                time.sleep(2)
         if pending:
             errors = self.airflow("dags", "list-import-errors", check=False).stdout
             raise RuntimeError(f"DAGs not parsed after {timeout:.0f} s: {pending}\n{errors}")
@@ -180,10 +187,10 @@ class LocalPlatform:
         with urllib.request.urlopen(request, timeout=60) as resp:  # as generous as `api`: a busy ingest slows it
             return json.load(resp)["access_token"]
 
-    def api(self, path: str, token: str, payload: dict | None = None) -> dict:
-        """Call the Airflow REST API (``/api/v2/...``) with a bearer token."""
+    def api(self, path: str, token: str, payload: dict | None = None, method: str | None = None) -> dict:
+        """Call the Airflow REST API (``/api/v2/...``) with a bearer token (POST with a payload, else GET)."""
         request = urllib.request.Request(
-            f"{self.url}/api/v2/{path.lstrip('/')}", method="POST" if payload is not None else "GET",
+            f"{self.url}/api/v2/{path.lstrip('/')}", method=method or ("POST" if payload is not None else "GET"),
             data=json.dumps(payload).encode() if payload is not None else None,
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         # generous: on two cores a busy ingest can keep SQLite's writer (and the API) for a while

@@ -48,8 +48,11 @@ def trained(dags, tmp_path_factory):
     from stockops.serving import stop_serving
 
     ingest, train, _ = dags
+    # No warm spare beside each served bento (a bento start costs a core for 10-20 s here): spares and failover
+    # are the serving fault drills' business, not this module's.
     env = {"STOCKOPS_HOME": str(tmp_path_factory.mktemp("train") / "home"), "STOCKOPS_SOURCE": "replay",
-           "STOCKOPS_TRAIN_PROFILE": "small", "STOCKOPS_TICKERS": SMALL_WATCHLIST, "STOCKOPS_SERVE_PORT": str(free_port())}
+           "STOCKOPS_TRAIN_PROFILE": "small", "STOCKOPS_TICKERS": SMALL_WATCHLIST, "STOCKOPS_SERVE_PORT": str(free_port()),
+           "STOCKOPS_SERVE_SPARES": "0"}
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
             mp.setenv(name, value)
