@@ -67,12 +67,20 @@ def test_no_airflow_log_server_is_started_locally():
 
 def test_the_celery_layout_starts_no_log_server_and_keeps_its_secrets_private(settings, monkeypatch):
     spawned: dict[str, list[str]] = {}
+    extra_env: dict[str, dict] = {}
     monkeypatch.setattr(cluster, "_admin", lambda sql, dsn=None: None)
     monkeypatch.setattr(CeleryPlatform, "airflow", lambda self, *a, **k: None)
-    monkeypatch.setattr(CeleryPlatform, "_spawn", lambda self, name, args: spawned.setdefault(name, args))
+
+    def spawn(self, name, args, env=None):
+        extra_env[name] = env or {}
+        return spawned.setdefault(name, args)
+
+    monkeypatch.setattr(CeleryPlatform, "_spawn", spawn)
     platform = CeleryPlatform(settings)
     platform.start()
     assert "--skip-serve-logs" in spawned["airflow-worker"] and "--skip-serve-logs" in spawned["airflow-triggerer"]
+    # the MLflow server starts without its job runners (huey consumer processes stockops does not use)
+    assert extra_env["mlflow-server"] == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     platform.env()  # creates the JWT and API secrets
     secrets = list(settings.airflow_home.glob(".*_secret"))
     assert len(secrets) == 2 and all(mode(p) == 0o600 for p in secrets)
