@@ -43,10 +43,12 @@ run: install
 demo: install
 	$(PY) -m stockops demo
 
-# Two pytest-xdist workers, whole files each (a module's servers and trained home stay in one worker);
-# the session's two small models are trained once and shared by both (tests/conftest.py: model_home).
+# Two pytest-xdist workers, whole files each (a module's servers and trained home stay in one worker), handed
+# out in collection order: tests/conftest.py puts the longest files first (xdist's own order, most tests first,
+# left the one-test Celery file running alone at the end). The session's two small models are trained once
+# and shared by both workers (tests/conftest.py: model_home).
 test: install browser
-	$(PY) -m pytest -n 2 --dist loadfile --durations=10
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=10
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"

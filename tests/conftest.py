@@ -154,8 +154,8 @@ def _build_model_home(home: Path) -> ModelHome:
     return ModelHome(home, built_v2.to_xcom(), bentos)
 
 
-# The longest modules first: `make test` hands whole files to two xdist workers in collection order, so the
-# long ones start early and the short ones fill the gaps at the end (a long file last runs alone).
+# The longest modules first: `make test` hands whole files to two xdist workers in collection order
+# (--no-loadscope-reorder), so the long ones start early and the short ones fill the gaps at the end.
 LONGEST_FIRST = ("test_celery_platform", "test_local_platform", "test_serving_faults", "test_train_dag",
                  "test_serving", "test_monitor_dag", "test_ingest_dag", "test_price_suite", "test_risk_model")
 
