@@ -68,6 +68,7 @@ bench: install
 	$(PY) bench/restore_time.py
 	$(PY) bench/lead_time.py
 	$(PY) bench/lead_time.py --gate promote
+	$(PY) bench/test_time.py
 
 lock: install
 	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11
