@@ -1,10 +1,12 @@
 """The stockops BentoML service: tomorrow's return distribution from the promoted risk forecaster.
 
 One service, ``StockForecast``: strict input checks, the answer's lineage fields, the
-served-prediction log, and the network's compiled graph (a TF SavedModel exported by Keras, loaded
-with ``tf.saved_model.load``: no eager Keras call per request) behind adaptive batching — the
-requests that arrive while a batch runs form the next batch (up to ``MAX_BATCH_SIZE``), so the
-batch grows with the load and a lone request waits for nothing.
+served-prediction log, and the packed model of either kind (``forecaster.json`` names it; every answer
+carries ``model_kind``): the LSTM's compiled graph (a TF SavedModel exported by Keras, loaded with
+``tf.saved_model.load``: no eager Keras call per request) behind adaptive batching — the requests that
+arrive while a batch runs form the next batch (up to ``MAX_BATCH_SIZE``), so the batch grows with the
+load and a lone request waits for nothing — or the classical baseline HARX-GKO (the champion while no
+LSTM has passed the gate): its per-ticker fit in numpy, no TensorFlow loaded.
 
 A request carries raw recent daily OHLCV (and, optionally, the market reference's closes); the
 service turns its last ``history`` rows into the network's input with the same code as training
@@ -131,7 +133,7 @@ def _history() -> int:
     path = _model_path()
     if path is None:
         return fc.WARMUP + 1
-    return fc.Calibration(**json.loads((path / "forecaster.json").read_text())).history
+    return fc.read_calibration(path).history
 
 
 HISTORY = _history()
@@ -682,27 +684,38 @@ class StockForecast:
     model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        import tensorflow as tf
-
         log.info("logging to %s", log_to_rotating_file())
         meta = dict(self.model.info.metadata)
-        self.calibration = fc.Calibration(**json.loads(Path(self.model.path_of("forecaster.json")).read_text()))
+        self.calibration = fc.read_calibration(Path(self.model.path_of("forecaster.json")).parent)
         self.window, self.history = self.calibration.window, self.calibration.history
-        self._scaler = fc.Forecaster(None, self.calibration)  # its standardise(): the scalers fitted in training
-        self._tf = tf
-        self._loaded = tf.saved_model.load(self.model.path_of("saved_model"))  # keeps the variables alive
-        self._serve = self._loaded.signatures["serve"]
+        self.kind = self.calibration.kind if isinstance(self.calibration, fc.HarxCalibration) else fc.LSTM
         probe = fc.synthetic_ohlcv(self.history)
-        raw = self.predict_batch(self.features(probe, probe["Close"].to_numpy() * 3.0)[None])  # traces once
-        if raw.shape != (1, 2) or not np.isfinite(raw).all():
-            raise RuntimeError(f"model {self.model.tag} answers {raw} on a probe window: refusing to serve")
-        self._batched = AdaptiveBatcher(self.predict_batch)
+        if isinstance(self.calibration, fc.HarxCalibration):
+            # the classical baseline: a handful of multiplications per forecast, numpy only (no TensorFlow)
+            self.baseline: fc.HarxForecaster | None = fc.HarxForecaster(self.calibration)
+            check = self.baseline.predict_windows(self.features(probe, None)[None])["variance"]
+        else:
+            import tensorflow as tf
+
+            self.baseline = None
+            self._scaler = fc.Forecaster(None, self.calibration)  # its standardise(): the scalers fitted in training
+            self._tf = tf
+            self._loaded = tf.saved_model.load(self.model.path_of("saved_model"))  # keeps the variables alive
+            self._serve = self._loaded.signatures["serve"]
+            check = self.predict_batch(self.features(probe, probe["Close"].to_numpy() * 3.0)[None])  # traces once
+            if check.shape != (1, 2):
+                raise RuntimeError(f"model {self.model.tag} answers {check} on a probe window: refusing to serve")
+            self._batched = AdaptiveBatcher(self.predict_batch)
+        if not np.isfinite(check).all():
+            raise RuntimeError(f"model {self.model.tag} answers {check} on a probe window: refusing to serve")
         # TensorFlow and BentoML leave ~470k long-lived objects; a full GC over them froze the
         # server for 300-550 ms every ~2 s under load (p99 548 ms at 32 clients). Freezing them
         # after start-up takes them out of every later collection (pauses of 15-25 ms).
         gc.collect()
         gc.freeze()
         self.lineage = {
+            "model_kind": self.kind,
+            "model_description": fc.KIND_DESCRIPTIONS.get(self.kind, self.kind),
             "model_name": meta.get("model_name", ""),
             "model_version": str(meta.get("registry_version", "")),
             "bento_model": str(self.model.tag),
@@ -779,7 +792,7 @@ class StockForecast:
             market = aligned_closes(rows["Date"], market_snapshot.frame)
         as_of = snapshot.last_date
         answer = await self._forecast(rows[["Open", "High", "Low", "Close", "Volume"]].reset_index(drop=True),
-                                      market, as_of)
+                                      market, as_of, ticker)
         answer.update({
             "ticker": ticker, "snapshot_hash": snapshot.hash, "snapshot_last_date": as_of.isoformat(),
             "snapshot_published_at": snapshot.published_at.isoformat(),
@@ -798,10 +811,15 @@ class StockForecast:
             log.warning("answered %d: %s", problem.status, problem.message)
         return JSONResponse({"error": problem.message, **extra}, status_code=int(problem.status))
 
-    async def _forecast(self, frame: pd.DataFrame, market: np.ndarray | None, as_of: date | None) -> dict:
-        """The answer for ``history`` OHLCV rows (and the market's closes on them): network batched, lineage added."""
-        raw = await self._batched(self.features(frame, market))
-        result = fc.forecast_from_network(raw[None, :], self.calibration)
+    async def _forecast(self, frame: pd.DataFrame, market: np.ndarray | None, as_of: date | None,
+                        ticker: str | None = None) -> dict:
+        """The answer for ``history`` OHLCV rows (and the market's closes on them), lineage added: the LSTM's network
+        batched; the baseline's fit for ``ticker`` (its pooled fit for rows of no known ticker, as /predict's)."""
+        if self.baseline is not None:
+            result = self.baseline.predict_windows(self.features(frame, market)[None], np.array([ticker]))
+        else:
+            raw = await self._batched(self.features(frame, market))
+            result = fc.forecast_from_network(raw[None, :], self.calibration)
         point, variance = float(result["point"][0]), float(result["variance"][0])
         quantiles = {f"q{round(level * 100):02d}": float(q) for level, q in zip(fc.LEVELS, result["quantiles"][0],
                                                                                strict=True)}
@@ -833,13 +851,15 @@ class StockForecast:
             "forecast_for": answer["forecast_for"], "n_closes": n_closes, "last_close": answer["last_close"],
             "forecast": answer["forecast"], "q05": answer["quantiles"]["q05"], "q95": answer["quantiles"]["q95"],
             "volatility": answer["volatility"], "model_version": self.lineage["model_version"],
+            "model_kind": self.kind,
             "bento_tag": answer["bento_tag"]}))
 
     def features(self, frame: pd.DataFrame, market: np.ndarray | None) -> np.ndarray:
-        """The network's input for the newest day of ``history`` OHLCV rows: a standardised (window, 8) window."""
+        """The model's input for the newest day of ``history`` OHLCV rows: a (window, 8) window of the features,
+        standardised for the network (the baseline reads them raw)."""
         features = fc.feature_matrix(frame, market)
         window = fc.windows(features, np.array([len(frame) - 1]), self.window)
-        return self._scaler.standardise(window)[0]
+        return window[0] if self.baseline is not None else self._scaler.standardise(window)[0]
 
     def predict_batch(self, windows: np.ndarray) -> np.ndarray:
         """Raw network outputs (n, 2) = [log variance, mean] for standardised windows (n, window, 8)."""

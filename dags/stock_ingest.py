@@ -40,7 +40,7 @@ from stockops.alerts import notify_failure
 from stockops.config import PRICES_ALIAS, get_settings, prices_asset_name, prices_asset_uri
 from stockops.contracts import Published, Rejected, Validated
 from stockops.ingest import fetch_prices, plan_watchlist, publish_validated, validate_raw
-from stockops.operators import HeldDayReview
+from stockops.operators import HeldDayReview, WatchlistSettled
 from stockops.wiring import step_tasks
 
 settings = get_settings()
@@ -75,7 +75,7 @@ step = step_tasks(STEPS)
     max_active_runs=4,
     doc_md=__doc__,
     tags=["stockops", "data", "watchlist"],
-    params={"tickers": Param("", type="string", pattern=r"^[A-Za-z0-9.^=, -]*$",
+    params={"tickers": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9.^=, -]*$",
                              description="Only these symbols of the watchlist, comma-separated (a re-ingest of one "
                                          "ticker, say). Empty: the whole watchlist.")},
     default_args={
@@ -88,7 +88,7 @@ step = step_tasks(STEPS)
     },
 )
 def stock_ingest():
-    requests = step("watchlist")(logical_date=DAY, tickers="{{ params.tickers }}")
+    requests = step("watchlist")(logical_date=DAY, tickers="{{ params.tickers or '' }}")
 
     @task_group(group_id="ticker")
     def one_ticker(request):  # an IngestRequest as JSON
@@ -105,6 +105,8 @@ def stock_ingest():
                        map_index_template="{{ task.op_kwargs['validated']['fetched']['ticker'] }}")(validated=validated)
 
     one_ticker.expand(request=requests)
+    # One "day ingested" event once every ticker is settled (a held one included): training and the monitor follow it.
+    WatchlistSettled(task_id="settled", requests=requests, timeout=timedelta(hours=1), retries=0)
 
 
 stock_ingest()

@@ -73,7 +73,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Asset, dag
 
 from stockops.alerts import notify_failure
-from stockops.config import get_settings
+from stockops.config import DAY_ASSET_NAME, DAY_ASSET_URI, get_settings
 from stockops.monitoring import (
     PROPOSAL_DAG_ID,
     TRAINING_DAG_ID,
@@ -86,7 +86,7 @@ from stockops.serving import check_serving
 from stockops.wiring import step_tasks
 
 settings = get_settings()
-PRICES = Asset(name=settings.asset_name, uri=settings.asset_uri, group="stockops")
+DAY = Asset(name=DAY_ASSET_NAME, uri=DAY_ASSET_URI, group="stockops")
 
 # Task id -> the step it runs: the one mapping (the other ids equal their function's name).
 STEPS: dict[str, Callable[..., Any]] = {
@@ -97,7 +97,7 @@ step = step_tasks(STEPS)
 
 @dag(
     dag_id="stock_monitor",
-    schedule=[PRICES],
+    schedule=[DAY],
     start_date=datetime(2000, 1, 1),
     catchup=False,
     max_active_runs=1,

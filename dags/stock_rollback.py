@@ -57,7 +57,7 @@ step = step_tasks(STEPS)
     default_args={"owner": "stockops", "on_failure_callback": notify_failure,
                   "retries": 1, "retry_delay": timedelta(seconds=10)},
     params={
-        "version": Param("", type="string", pattern=r"^v?[0-9]*$",
+        "version": Param(None, type=["null", "string"], pattern=r"^v?[0-9]*$",
                          description=f"Registry version of {settings.model_name} to serve again. "
                                      "Empty: the champion before the current one."),
         "reason": Param(type="string", minLength=3,

@@ -13,6 +13,10 @@ reason and the evidence; **Reject** ends here. Either answer goes into the audit
 why). No answer within `STOCKOPS_REVIEW_TIMEOUT_H` counts as Reject. The monitor does not ask
 again while a proposal waits, nor within its cool-down after one.
 
+By hand (the *Trigger* form): leave every field empty to propose rolling the current champion back
+to the one before it, and let whoever answers under Required actions decide; the fields say which
+versions and why when you want to name them.
+
 Logic lives in `stockops.operators` and `stockops.monitoring`; this file only wires it.
 """
 
@@ -21,7 +25,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import dag
+from airflow.sdk import Param, dag
 
 from stockops.alerts import notify_failure
 from stockops.config import get_settings
@@ -41,13 +45,23 @@ settings = get_settings()
     # neither task is retried: a question is asked once, a rollback started once
     default_args={"owner": "stockops", "on_failure_callback": notify_failure,
                   "retries": 1, "retry_delay": timedelta(seconds=30)},
+    # stock_monitor fills them all (its conf); by hand every one may stay empty
+    params={
+        "from_version": Param(None, type=["null", "string"], pattern=r"^v?[0-9]*$",
+                              description="The champion to roll back from. Empty: the current champion."),
+        "to_version": Param(None, type=["null", "string"], pattern=r"^v?[0-9]*$",
+                            description="The version to roll back to. Empty: the champion before the current one."),
+        "evidence": Param(None, type=["null", "string"],
+                          description="Why it is proposed (the monitor's numbers). Empty: proposed by hand."),
+        "report": Param(None, type=["null", "string"], description="The monitor report behind it, if any."),
+    },
 )
 def stock_rollback_proposal():
     ask = RollbackApproval(
         task_id="ask",
-        proposal={"model": settings.model_name, "from_version": "{{ dag_run.conf['from_version'] }}",
-                  "to_version": "{{ dag_run.conf['to_version'] }}", "evidence": "{{ dag_run.conf['evidence'] }}",
-                  "report": "{{ dag_run.conf.get('report', '') }}"},
+        proposal={"model": settings.model_name, "from_version": "{{ params.from_version or '' }}",
+                  "to_version": "{{ params.to_version or '' }}", "evidence": "{{ params.evidence or '' }}",
+                  "report": "{{ params.report or '' }}"},
         response_timeout=timedelta(hours=settings.review_timeout_h),
         retries=0,
     )
@@ -55,7 +69,7 @@ def stock_rollback_proposal():
     rollback = TriggerDagRunOperator(
         task_id="rollback",
         trigger_dag_id="stock_rollback",
-        conf={"version": "{{ dag_run.conf['to_version'] }}",
+        conf={"version": "{{ ti.xcom_pull(task_ids='ask')['to_version'] }}",
               "reason": "{{ ti.xcom_pull(task_ids='ask')['rollback_reason'] }}", "force": False},
         retries=0,
     )

@@ -41,10 +41,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, AssetAny, Param, dag
+from airflow.sdk import Asset, Param, dag
 
 from stockops.alerts import notify_failure
-from stockops.config import get_settings, prices_asset_name, prices_asset_uri
+from stockops.config import DAY_ASSET_NAME, DAY_ASSET_URI, get_settings
 from stockops.serving import build_candidate_bento, deploy_candidate, verify_candidate
 from stockops.training import (
     evaluate_models,
@@ -58,8 +58,7 @@ from stockops.training import (
 from stockops.wiring import step_tasks
 
 settings = get_settings()
-PRICES = AssetAny(*(Asset(name=prices_asset_name(t), uri=prices_asset_uri(t), group="stockops")
-                    for t in settings.tickers))
+DAY = Asset(name=DAY_ASSET_NAME, uri=DAY_ASSET_URI, group="stockops")
 
 # Task id -> the step it runs: the one mapping (short ids in the grid, descriptive names in the package).
 STEPS: dict[str, Callable[..., Any]] = {
@@ -71,7 +70,7 @@ step = step_tasks(STEPS)
 
 @dag(
     dag_id="stock_train",
-    schedule=PRICES,
+    schedule=[DAY],
     start_date=datetime(2000, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -86,8 +85,9 @@ step = step_tasks(STEPS)
                         description="Trading days of features the LSTM sees."),
         "reason": Param("new snapshot", type="string", minLength=1,
                         description="Why this run: kept in MLflow and the audit log."),
-        "report": Param("", type="string",
-                        description="Set by stock_monitor: the monitor report (Evidently HTML) behind this run."),
+        "report": Param(None, type=["null", "string"],
+                        description="Set by stock_monitor: the monitor report (Evidently HTML) behind this run. "
+                                    "Empty for a run by hand."),
         "force_promote": Param(False, type="boolean",
                                description="Promote even if the gate refuses (the reason is recorded)."),
     },
@@ -101,7 +101,7 @@ def stock_train():
     evaluated = step("evaluate")(trained)
     registered = step("register", retries=0)(evaluated)
     decision = step("gate", retries=0)(registered, force_promote="{{ params.force_promote }}",
-                                       reason="{{ params.reason }}")
+                                       reason="{{ params.reason }}", dag_run_id="{{ run_id }}")
     passed = step("gate_passed", short_circuit=True)(decision)
     built = step("build", retries=0)(registered, decision)
     passed >> built

@@ -21,6 +21,7 @@ import pandas as pd
 from arch import arch_model
 from scipy import stats
 
+from stockops.forecaster import HarxCalibration, HarxForecaster, HarxParams
 from stockops.risk_inputs import VARIANCE_FLOOR, daily_inputs, har_terms, negative_return_term
 from stockops.scoring import LEVELS, RiskForecast
 
@@ -70,6 +71,27 @@ def ewma(inputs: pd.DataFrame, train_end: int, lam: float = 0.94) -> RiskForecas
     return scaled(ewma_variance(r, lam, h0=float(np.mean(r[:train_end] ** 2)))[train_end - 1:-1], NORMAL_QUANTILES)
 
 
+def _log_har_design(inputs: pd.DataFrame, variance: str = "gko", leverage: bool = True):
+    """Regressors (row t: known at day t, used for day t + 1), log targets and next-day returns of a log-HAR."""
+    v = inputs[variance].to_numpy(dtype=np.float64)
+    r = inputs["ret"].to_numpy(dtype=np.float64)
+    columns = [np.ones_like(v), *har_terms(v).T]
+    if leverage:
+        columns += [negative_return_term(r, v), inputs["volume_ratio"].to_numpy(dtype=np.float64)]
+    x = np.column_stack(columns)[:-1]
+    return x, np.log(np.maximum(v[1:], VARIANCE_FLOOR)), r[1:]
+
+
+def fit_log_har(x: np.ndarray, target: np.ndarray, r_next: np.ndarray, train: np.ndarray) -> HarxParams:
+    """OLS of the log target on ``x`` over the ``train`` rows; the QLIKE-optimal scale ``c = mean(r^2 / exp(fit))``
+    and the standardised residuals' quantiles at :data:`LEVELS`."""
+    beta = np.linalg.lstsq(x[train], target[train], rcond=None)[0]
+    level = np.exp(x[train] @ beta)
+    c = np.mean(r_next[train] ** 2 / level)
+    z = r_next[train] / np.sqrt(c * level)
+    return HarxParams(beta=beta.tolist(), scale=float(c), z=np.quantile(z, LEVELS).tolist(), days=int(train.sum()))
+
+
 def log_har(inputs: pd.DataFrame, train_end: int, variance: str = "gko", leverage: bool = True) -> RiskForecast:
     """Log-HAR: OLS of ``log(variance_{t+1})`` on the log 1/5/22-day means at t (+ leverage and volume terms).
 
@@ -77,20 +99,11 @@ def log_har(inputs: pd.DataFrame, train_end: int, variance: str = "gko", leverag
     optimum ``mean(r^2 / exp(fit))`` on training) turns ``exp(fit)`` into a return variance;
     quantiles are empirical quantiles of the standardised training residuals.
     """
-    v = inputs[variance].to_numpy(dtype=np.float64)
-    r = inputs["ret"].to_numpy(dtype=np.float64)
-    columns = [np.ones_like(v), *har_terms(v).T]
-    if leverage:
-        columns += [negative_return_term(r, v), inputs["volume_ratio"].to_numpy(dtype=np.float64)]
-    x = np.column_stack(columns)[:-1]  # row t: known at day t, used for day t + 1
-    target, r_next = np.log(np.maximum(v[1:], VARIANCE_FLOOR)), r[1:]
+    x, target, r_next = _log_har_design(inputs, variance, leverage)
     train = np.all(np.isfinite(x), axis=1) & (np.arange(len(x)) < train_end - 1)
-    beta = np.linalg.lstsq(x[train], target[train], rcond=None)[0]
-    level = np.exp(x @ beta)
-    c = np.mean(r_next[train] ** 2 / level[train])
-    h = c * level
-    z = r_next[train] / np.sqrt(h[train])
-    return scaled(h[train_end - 1:], np.quantile(z, LEVELS))
+    fit = fit_log_har(x, target, r_next, train)
+    h = fit.scale * np.exp(x[train_end - 1:] @ np.asarray(fit.beta))
+    return scaled(h, np.asarray(fit.z))
 
 
 BASELINES: dict[str, Model] = {
@@ -142,3 +155,26 @@ def holdout(frame: pd.DataFrame, market_close: np.ndarray | pd.Series | None, fi
     return WalkForward({name: model(inputs, train_end) for name, model in models.items()},
                        inputs["ret"].to_numpy()[train_end:], dates[train_end:])
 
+
+
+def fit_harx(frames: dict[str, pd.DataFrame], first_target: np.datetime64) -> HarxForecaster:
+    """HARX-GKO (:func:`log_har`'s default) fitted per ticker on the days before ``first_target``, as a servable
+    model (:class:`stockops.forecaster.HarxForecaster`), plus one pooled fit over every ticker's training rows
+    for series it was not fitted on. Its forecasts of the days from ``first_target`` on are :func:`holdout`'s
+    ``harx_gko``. A ticker with fewer than :data:`MIN_TRAIN_DAYS` training days gets the pooled fit."""
+    first = np.asarray(first_target).astype("datetime64[D]")
+    params, pooled = {}, []
+    for ticker, frame in frames.items():
+        inputs = daily_inputs(frame).iloc[1:].reset_index(drop=True)
+        train_end = int(np.searchsorted(frame["Date"].to_numpy(dtype="datetime64[D]")[1:], first))
+        x, target, r_next = _log_har_design(inputs)
+        train = np.all(np.isfinite(x), axis=1) & (np.arange(len(x)) < train_end - 1)
+        if train_end < MIN_TRAIN_DAYS:
+            continue
+        params[ticker] = fit_log_har(x, target, r_next, train)
+        pooled.append((x[train], target[train], r_next[train]))
+    if not pooled:
+        raise ValueError(f"no ticker has {MIN_TRAIN_DAYS} days before {first} to fit HARX-GKO on")
+    x, target, r_next = (np.concatenate(parts) for parts in zip(*pooled, strict=True))
+    pooled_fit = fit_log_har(x, target, r_next, np.ones(len(x), dtype=bool))
+    return HarxForecaster(HarxCalibration(tickers=params, pooled=pooled_fit, fitted_before=str(first)))

@@ -37,11 +37,11 @@ class RollbackRefused(ValueError):
 
 
 # ---- the rollback steps -------------------------------------------------------------------------
-def plan_rollback(version: str | int = "", reason: str | None = None, force: bool = False,
+def plan_rollback(version: str | int | None = None, reason: str | None = None, force: bool = False,
                   requested_at: str = "") -> RollbackPlan:
     """Check the request against the registry and the gate's record; refuse before anything changes.
 
-    ``version``: empty for the champion before the current one. (``reason`` defaults to None: Airflow
+    ``version``: empty (None, the Trigger form's field left empty) for the champion before the current one. (``reason`` defaults to None: Airflow
     reserves the name as a context key and allows no other default.)
     """
     from mlflow.exceptions import MlflowException
@@ -131,7 +131,7 @@ def complete_rollback(deployed: RollbackDeployed, dag_run_id: str = "") -> Rollb
                             deploy_at=deployed.deploy.at, **seen)
 
 
-def rollback(version: str | int = "", reason: str = "", force: bool = False, dag_run_id: str = "") -> RollbackVerified:
+def rollback(version: str | int | None = None, reason: str = "", force: bool = False, dag_run_id: str = "") -> RollbackVerified:
     """The whole rollback without Airflow (tests, bench)."""
     planned = rollback_bento(plan_rollback(version, reason, force))
     return complete_rollback(deploy_rollback(planned, dag_run_id), dag_run_id)

@@ -15,7 +15,7 @@ from typing import Any
 
 from stockops import audit, registry
 from stockops.config import Settings, get_settings
-from stockops.contracts import FORCED
+from stockops.contracts import BASELINE, FORCED
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,35 @@ def record_change(settings: Settings, event: str, *, from_version: Any, to_versi
 
 
 def describe(entry: dict) -> str:
-    """``promotion``, ``forced promotion``, ``rollback`` or ``forced rollback``."""
+    """``promotion``, ``forced promotion``, ``baseline promotion`` (the classical baseline serving while no LSTM
+    passes the gate), ``rollback`` or ``forced rollback``."""
     forced = entry.get("decision") == FORCED or entry.get("forced") is True  # the gate's label, as recorded
-    return f"{'forced ' if forced else ''}{entry['event']}"
+    baseline = entry.get("decision") == BASELINE
+    return f"{'forced ' if forced else 'baseline ' if baseline else ''}{entry['event']}"
+
+
+NOTE_CHARS = 1000  # Airflow keeps a DAG run note of at most this many characters
+
+
+def training_note(settings: Settings, dag_run_id: str) -> str | None:
+    """What a ``stock_train`` run decided, in one line for its DAG run note (the grid shows it): the gate's verdict
+    on the candidate, the baseline that serves instead, and whether a deploy changed the champion; None when the
+    run recorded no gate decision (it failed before the gate)."""
+    entries = [e for e in audit.read(settings.audit_log) if e.get("dag_run_id") == dag_run_id]
+    gate = next((e for e in reversed(entries) if e.get("event") == "gate"), None)
+    if gate is None:
+        return None
+    baseline = next((e for e in reversed(entries) if e.get("event") == "baseline"), None)
+    promoted = next((e for e in reversed(entries) if e.get("event") == "promotion"), None)
+    verdict = str(gate.get("decision", "")).upper()
+    note = f"{verdict} v{gate.get('version')}: {gate.get('reason', '')}"
+    if baseline is not None:
+        served = promoted is not None and str(promoted.get("to_version")) == str(baseline.get("version"))
+        note = (f"v{baseline.get('version')} HARX-GKO baseline {'serves' if served else 'NOT deployed'} "
+                f"({baseline.get('reason', '')}). Candidate {note}")
+    elif promoted is None:
+        note += " | champion unchanged" if verdict == "REFUSED" else " | NOT deployed"
+    return note[:NOTE_CHARS]
 
 
 def history(settings: Settings | None = None) -> list[dict]:

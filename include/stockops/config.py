@@ -244,6 +244,12 @@ class Settings:
         return self.home / "training"
 
     @property
+    def evaluation_dir(self) -> Path:
+        """Each registered version's holdout forecasts (``v<version>.parquet``): what the dashboard shows of a
+        champion before any live day has passed."""
+        return self.home / "evaluation"
+
+    @property
     def audit_log(self) -> Path:
         """Append-only record of every gate decision and champion change."""
         return self.home / "audit" / "audit.jsonl"
@@ -365,6 +371,10 @@ def prices_asset_uri(ticker: str) -> str:
 
 
 PRICES_ALIAS = "stockops_prices"  # the AssetAlias the mapped publish task emits each ticker's Asset through
+# One event per ingest run once every ticker of it is settled (published, quarantined or held for a person):
+# stock_train and stock_monitor follow it, so neither starts on a partial day. Emitted through an alias, so a
+# day the market is closed emits nothing.
+DAY_ASSET_NAME, DAY_ASSET_URI, DAY_ALIAS = "stockops_watchlist_day", "stockops://watchlist/day", "stockops_day"
 
 
 # The repository root: include/stockops/config.py -> parents[2].

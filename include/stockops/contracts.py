@@ -29,7 +29,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Self, TypeVar, get_args, get_origin, get_type_hints
 
 __all__ = [
-    "FORCED", "PROMOTED", "REFUSED", "Bento", "Built", "ChampionCompared", "Contract", "ContractError", "DeployRecord", "Deployed", "Evaluated",
+    "BASELINE", "FORCED", "PROMOTED", "REFUSED", "Baseline", "Bento", "Built", "ChampionCompared", "Contract", "ContractError", "DeployRecord", "Deployed", "Evaluated",
     "Features", "Fetched", "GateDecision", "HeldMove", "Holdout", "IngestRequest", "IngestStatus", "MonitorDecision", "Promoted",
     "Published", "Quarantined", "Registered", "Rejected", "RollbackBuilt", "RollbackDeployed", "RollbackPlan", "RollbackProposal",
     "RollbackVerified", "Scored", "ServingHealth", "ShadowScored", "SnapshotEntry", "SnapshotSummary", "Snapshots", "TickerStatus",
@@ -447,20 +447,43 @@ class Registered(Contract):
 
 
 PROMOTED, FORCED, REFUSED = "promoted", "forced", "refused"  # the gate's labels in records (tags, audit log)
+BASELINE = "baseline"  # the label of a classical baseline registered to serve while no LSTM passes the gate
+
+
+@dataclass(frozen=True)
+class Baseline(Contract):
+    """The strongest classical baseline, registered as ``version`` to become the champion because the candidate
+    was refused and the platform has no better model (``stockops.training.register_baseline``)."""
+
+    version: str
+    run_id: str
+    model_kind: str  # stockops.forecaster.HARX_GKO
+    reason: str  # why it serves: no champion yet, or the baseline champion's refresh
 
 
 @dataclass(frozen=True)
 class GateDecision(Contract):
-    """The promotion gate's verdict (:func:`stockops.gate.decide`): the decision is ``promote``."""
+    """The promotion gate's verdict on the candidate (:func:`stockops.gate.decide`): ``promote`` it or not; and,
+    when it is refused while the platform has no champion worth keeping, the ``baseline`` that serves instead."""
 
     promote: bool
     forced: bool
     reason: str
+    baseline: Baseline | None = None
 
     @property
     def label(self) -> str:
-        """How records name it (the model version's ``gate_decision`` tag, the audit log)."""
+        """How records name the candidate's verdict (its version's ``gate_decision`` tag, the audit log)."""
         return FORCED if self.forced else (PROMOTED if self.promote else REFUSED)
+
+    @property
+    def deploys(self) -> bool:
+        """Whether build and deploy go on: the candidate was promoted, or a baseline serves in its place."""
+        return self.promote or self.baseline is not None
+
+    def version_to_serve(self, candidate_version: str) -> str:
+        """The registry version the deploy path serves."""
+        return self.baseline.version if self.baseline is not None else candidate_version
 
 
 @dataclass(frozen=True)
@@ -486,6 +509,7 @@ class Bento(Contract):
     snapshot_hash: str
     window: int
     history: int
+    model_kind: str = "lstm"  # stockops.forecaster's kinds: "lstm" or "harx_gko"
 
 
 @dataclass(frozen=True)
@@ -498,7 +522,8 @@ class Built(Contract):
 
     @property
     def version(self) -> str:
-        return self.registered.version
+        """The version built: the candidate's, or the baseline's that serves in its place."""
+        return self.bento.version
 
 
 @dataclass(frozen=True)

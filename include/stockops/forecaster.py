@@ -1,15 +1,26 @@
-"""The served risk forecaster: raw recent OHLCV in, tomorrow's return distribution out.
+"""The served risk forecasters: raw recent OHLCV in, tomorrow's return distribution out.
 
-This module is what travels with the registered MLflow model (``code_paths``): it needs numpy,
-pandas and Keras only, so ``mlflow.pyfunc.load_model("models:/<name>@champion")`` works in an
-interpreter that never imported the rest of ``stockops``. Training (``stockops.risk_model``)
-builds its samples with the same :func:`feature_matrix`, so training and serving share one
-preprocessing path, and the scalers and calibration fitted in training are stored beside the
-weights (``forecaster.json``).
+This module is what travels with the registered MLflow model (``code_paths``) and with the bento:
+it needs numpy, pandas and (for the LSTM only) Keras, so ``mlflow.pyfunc.load_model(
+"models:/<name>@champion")`` works in an interpreter that never imported the rest of ``stockops``.
+Training (``stockops.risk_model``) builds its samples with the same :func:`feature_matrix`, so
+training and serving share one preprocessing path, and what training fitted is stored beside the
+model (``forecaster.json``).
+
+Two kinds of model, one interface (``calibration.window`` / ``.history``, :meth:`predict_windows`
+on raw feature windows with the tickers they belong to, :meth:`predict_frame`, ``save``/``load``):
+
+* :class:`Forecaster` (kind ``lstm``): the global LSTM — weights + scalers + validation calibration;
+* :class:`HarxForecaster` (kind ``harx_gko``): the strongest classical baseline, HARX-GKO (a log-HAR
+  of the Garman–Klass + overnight variance with leverage and volume terms), fitted per ticker by
+  ``stockops.baselines.fit_harx`` — the champion while no LSTM has passed the gate. It reads the
+  newest feature row only (``window`` 1) and needs no TensorFlow.
+
+:func:`load_forecaster` reads either from a folder (``forecaster.json`` names the kind).
 
 Input (pyfunc): a DataFrame of daily rows, oldest first, with ``Open High Low Close Volume`` and,
 optionally, ``Market`` (the market reference's close on the same day, QQQ by default) and
-``ticker`` (several series in one call, one forecast each). At least :attr:`RiskForecaster.history`
+``ticker`` (several series in one call, one forecast each). At least ``calibration.history``
 rows per series; only the last ones are used. Output: one row per series with the point forecast
 of tomorrow's log return, its quantiles at :data:`LEVELS`, variance and volatility, and the
 point forecast as a price (``forecast_close``).
@@ -126,8 +137,45 @@ def forecast_from_network(raw: np.ndarray, calibration: Calibration) -> dict[str
     return {"variance": variance, "quantiles": np.sort(quantiles, axis=1), "point": point}
 
 
+LSTM, HARX_GKO = "lstm", "harx_gko"  # the kinds of model (``forecaster.json``'s ``kind``; LSTM where absent)
+KIND_DESCRIPTIONS = {
+    LSTM: "global LSTM risk forecaster (one network for every ticker)",
+    HARX_GKO: "HARX-GKO, the strongest classical baseline (per-ticker log-HAR of Garman-Klass + overnight variance)",
+}
+
+
+def _forecast_frame(model: Forecaster | HarxForecaster, frame: pd.DataFrame) -> pd.DataFrame:
+    """The pyfunc contract of either kind: OHLCV rows (optionally ``Market`` and ``ticker``) -> one row per series."""
+    groups = [("", frame)] if "ticker" not in frame.columns else list(frame.groupby("ticker", sort=False))
+    need, window = model.calibration.history, model.calibration.window
+    rows, windows_, last = [], [], []
+    for ticker, part in groups:
+        if len(part) < need:
+            raise ValueError(f"series {ticker or '(unnamed)'} has {len(part)} rows; the model needs at least "
+                             f"{need} daily OHLCV rows (window {window} + {WARMUP} warm-up)")
+        part = part.iloc[-need:]
+        market = part["Market"].to_numpy(dtype=np.float64) if "Market" in part.columns else None
+        features = feature_matrix(part.reset_index(drop=True), market)
+        windows_.append(windows(features, np.array([need - 1]), window)[0])
+        rows.append(ticker)
+        last.append(float(part["Close"].iloc[-1]))
+    result = model.predict_windows(np.stack(windows_), np.asarray(rows) if "ticker" in frame.columns else None)
+    out = pd.DataFrame({"point": result["point"]})
+    if "ticker" in frame.columns:
+        out.insert(0, "ticker", rows)
+    for i, level in enumerate(LEVELS):
+        out[f"q{round(level * 100):02d}"] = result["quantiles"][:, i]
+    out["variance"] = result["variance"]
+    out["volatility"] = np.sqrt(result["variance"])
+    out["last_close"] = last
+    out["forecast_close"] = np.asarray(last) * np.exp(result["point"])
+    return out
+
+
 class Forecaster:
-    """Weights + calibration; ``predict_windows`` is the batched, compiled inference path."""
+    """The global LSTM: weights + calibration; ``predict_windows`` is the batched, compiled inference path."""
+
+    kind = LSTM
 
     def __init__(self, network, calibration: Calibration):
         self.network = network
@@ -153,8 +201,10 @@ class Forecaster:
     def standardise(self, raw_windows: np.ndarray) -> np.ndarray:
         return np.nan_to_num((raw_windows.astype(np.float32) - self._mean) / self._std)
 
-    def predict_windows(self, raw_windows: np.ndarray, batch_size: int = 4096) -> dict[str, np.ndarray]:
-        """Forecasts for feature windows (n, window, F) as built by :func:`windows`."""
+    def predict_windows(self, raw_windows: np.ndarray, tickers: np.ndarray | None = None,
+                        batch_size: int = 4096) -> dict[str, np.ndarray]:
+        """Forecasts for feature windows (n, window, F) as built by :func:`windows` (one global model: ``tickers``
+        is not needed)."""
         x = self.standardise(raw_windows)
         out = np.concatenate([np.asarray(self.network(x[i:i + batch_size], training=False))
                               for i in range(0, len(x), batch_size)]) if len(x) else np.zeros((0, 2))
@@ -162,27 +212,109 @@ class Forecaster:
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The pyfunc contract: OHLCV rows (optionally ``Market`` and ``ticker``) -> one forecast row per series."""
-        groups = [("", frame)] if "ticker" not in frame.columns else list(frame.groupby("ticker", sort=False))
-        need = self.calibration.history
-        rows, windows_, last = [], [], []
-        for ticker, part in groups:
-            if len(part) < need:
-                raise ValueError(f"series {ticker or '(unnamed)'} has {len(part)} rows; the model needs at least "
-                                 f"{need} daily OHLCV rows (window {self.calibration.window} + {WARMUP} warm-up)")
-            part = part.iloc[-need:]
-            market = part["Market"].to_numpy(dtype=np.float64) if "Market" in part.columns else None
-            features = feature_matrix(part.reset_index(drop=True), market)
-            windows_.append(windows(features, np.array([need - 1]), self.calibration.window)[0])
-            rows.append(ticker)
-            last.append(float(part["Close"].iloc[-1]))
-        result = self.predict_windows(np.stack(windows_))
-        out = pd.DataFrame({"point": result["point"]})
-        if "ticker" in frame.columns:
-            out.insert(0, "ticker", rows)
-        for i, level in enumerate(LEVELS):
-            out[f"q{round(level * 100):02d}"] = result["quantiles"][:, i]
-        out["variance"] = result["variance"]
-        out["volatility"] = np.sqrt(result["variance"])
-        out["last_close"] = last
-        out["forecast_close"] = np.asarray(last) * np.exp(result["point"])
-        return out
+        return _forecast_frame(self, frame)
+
+
+# ---- HARX-GKO: the classical baseline as a servable model ---------------------------------------
+# The regressors of stockops.baselines.log_har, read from a feature row: the log 1/5/22-day means of
+# the GKO variance (the features hold them plus log(PCT^2)), the day's fall and its volume ratio.
+HARX_TERMS = ("log_gko", "log_gko_5", "log_gko_22", "fall", "volume_ratio")
+_HARX_COLUMNS = [FEATURES.index(name) for name in HARX_TERMS]
+_HARX_OFFSET = np.array([np.log(PCT**2)] * 3 + [0.0, 0.0])
+
+
+def harx_regressors(rows: np.ndarray) -> np.ndarray:
+    """``[1, log gko 1/5/22-day means, fall, volume ratio]`` (n, 6) from raw feature rows (n, F), log-return units."""
+    return np.column_stack([np.ones(len(rows)), rows[:, _HARX_COLUMNS] - _HARX_OFFSET])
+
+
+@dataclass(frozen=True)
+class HarxParams:
+    """One fitted HARX-GKO: ``log h_{t+1} = x_t . beta``, variance ``scale * exp(x_t . beta)``, quantiles
+    ``sqrt(h) * z`` (``z``: the standardised training residuals' quantiles at :data:`LEVELS`)."""
+
+    beta: list[float]
+    scale: float
+    z: list[float]
+    days: int = 0  # training days it was fitted on
+
+    def forecast(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Variance (n,) and quantiles (n, len(LEVELS)) for regressor rows ``x`` (n, 6)."""
+        variance = self.scale * np.exp(x @ np.asarray(self.beta))
+        return variance, np.sqrt(variance)[:, None] * np.asarray(self.z)[None, :]
+
+
+@dataclass(frozen=True)
+class HarxCalibration:
+    """What ``fit_harx`` fitted: one :class:`HarxParams` per ticker and a pooled one for any other series
+    (``/predict`` with raw OHLCV, a ticker added after the fit)."""
+
+    tickers: dict[str, HarxParams]
+    pooled: HarxParams
+    fitted_before: str  # the first day it was not fitted on (the holdout's first target day)
+    kind: str = HARX_GKO
+    window: int = 1  # reads the newest feature row only
+
+    @property
+    def history(self) -> int:
+        return self.window + WARMUP
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> HarxCalibration:
+        params = {t: HarxParams(**p) for t, p in data["tickers"].items()}
+        return cls(**{**data, "tickers": params, "pooled": HarxParams(**data["pooled"])})
+
+
+class HarxForecaster:
+    """HARX-GKO per ticker, with the :class:`Forecaster` interface: numpy only, no network."""
+
+    kind = HARX_GKO
+
+    def __init__(self, calibration: HarxCalibration):
+        self.calibration = calibration
+
+    @classmethod
+    def load(cls, folder: str | Path) -> HarxForecaster:
+        return cls(HarxCalibration.from_json(json.loads((Path(folder) / "forecaster.json").read_text())))
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "forecaster.json").write_text(json.dumps(self.calibration.to_json(), indent=1))
+        return folder
+
+    def params_for(self, ticker: str | None) -> HarxParams:
+        """The ticker's own fit, or the pooled one for a series it was not fitted on."""
+        return self.calibration.tickers.get(str(ticker), self.calibration.pooled) if ticker else self.calibration.pooled
+
+    def predict_windows(self, raw_windows: np.ndarray, tickers: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Forecasts from the newest row of each raw feature window (n, window, F); ``tickers`` (n,) picks each
+        row's parameters (None: the pooled ones)."""
+        x = harx_regressors(np.asarray(raw_windows, dtype=np.float64)[:, -1, :])
+        variance, quantiles = np.empty(len(x)), np.empty((len(x), len(LEVELS)))
+        names = np.full(len(x), "", dtype=object) if tickers is None else np.asarray(tickers, dtype=object)
+        for ticker in dict.fromkeys(names.tolist()):
+            rows = names == ticker
+            variance[rows], quantiles[rows] = self.params_for(ticker).forecast(x[rows])
+        return {"variance": variance, "quantiles": quantiles, "point": np.zeros(len(x))}
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The pyfunc contract (as :meth:`Forecaster.predict_frame`); a ``ticker`` column picks each series' fit."""
+        return _forecast_frame(self, frame)
+
+
+def read_calibration(folder: str | Path) -> Calibration | HarxCalibration:
+    """What ``forecaster.json`` in ``folder`` holds, of either kind (no weights loaded)."""
+    data = json.loads((Path(folder) / "forecaster.json").read_text())
+    return HarxCalibration.from_json(data) if data.get("kind") == HARX_GKO else Calibration(**data)
+
+
+def load_forecaster(folder: str | Path) -> Forecaster | HarxForecaster:
+    """The model saved in ``folder``, of the kind its ``forecaster.json`` names."""
+    calibration = read_calibration(folder)
+    if isinstance(calibration, HarxCalibration):
+        return HarxForecaster(calibration)
+    return Forecaster.load(folder)

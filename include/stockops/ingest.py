@@ -124,6 +124,31 @@ def watchlist_status(settings: Settings | None = None) -> list[TickerStatus]:
     return rows
 
 
+SETTLED = (PUBLISHED, QUARANTINED, HELD, REJECTED)  # outcomes that end a ticker's part of a day's ingest
+
+
+def day_outcome(settings: Settings, day: str, tickers: list[str]) -> dict[str, Any]:
+    """Where each of ``tickers`` stands in ``day``'s ingest: ``settled`` (ticker -> its outcome: published,
+    quarantined, held for a person, rejected; or superseded by a later day's) and ``pending`` (not yet, or never:
+    a fetch that failed for good leaves no outcome). What ``stock_ingest``'s ``settled`` task waits on before it
+    tells training and the monitor that the day is ingested."""
+    from stockops.data.store import CorruptState
+
+    settled, pending = {}, []
+    for ticker in tickers:
+        try:
+            status = read_status(settings, ticker)
+        except CorruptState:
+            status = None
+        if status is not None and status.logical_date > day:
+            settled[ticker] = f"superseded by {status.logical_date}"
+        elif status is not None and status.logical_date == day and status.status in SETTLED:
+            settled[ticker] = status.status.value
+        else:
+            pending.append(ticker)
+    return {"day": day, "settled": settled, "pending": pending}
+
+
 def format_watchlist(rows: list[TickerStatus]) -> str:
     """A short summary: counts per outcome, then the tickers that need attention."""
     counts: dict[str, list[str]] = {}
@@ -138,11 +163,11 @@ def format_watchlist(rows: list[TickerStatus]) -> str:
 
 
 # ---- the steps -----------------------------------------------------------------------------
-def plan_watchlist(logical_date: str, tickers: str | list[str] = "") -> list[IngestRequest]:
+def plan_watchlist(logical_date: str, tickers: str | list[str] | None = None) -> list[IngestRequest]:
     """What to ingest for ``logical_date``: one request per watchlist ticker, or none when NYSE is closed.
 
     ``tickers`` (a list, or comma-separated) narrows the run to some symbols of the watchlist (a
-    re-ingest of one ticker, say); empty means all. With yfinance, the tickers are downloaded here
+    re-ingest of one ticker, say); empty or None means all. With yfinance, the tickers are downloaded here
     in one batched call (retried) and landed in each ticker's ``raw/``; a ticker the batch did not
     deliver is fetched on its own later.
     """
@@ -170,7 +195,9 @@ def plan_watchlist(logical_date: str, tickers: str | list[str] = "") -> list[Ing
     return requests
 
 
-def _chosen_tickers(settings: Settings, tickers: str | list[str]) -> list[str]:
+def _chosen_tickers(settings: Settings, tickers: str | list[str] | None) -> list[str]:
+    if tickers is None:  # the Trigger form's field left empty
+        tickers = ""
     if isinstance(tickers, str):
         tickers = [t for t in tickers.replace(" ", ",").split(",") if t]
     chosen = [t.strip().upper() for t in tickers] or list(settings.tickers)

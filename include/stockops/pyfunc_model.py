@@ -9,14 +9,14 @@ from __future__ import annotations
 import mlflow.pyfunc
 import pandas as pd
 
-from stockops.forecaster import Forecaster
+from stockops.forecaster import load_forecaster
 
 
 class RiskForecasterModel(mlflow.pyfunc.PythonModel):
-    """Artifact ``forecaster``: the weights and calibration that :meth:`Forecaster.save` wrote."""
+    """Artifact ``forecaster``: what ``Forecaster.save`` or ``HarxForecaster.save`` wrote (either kind)."""
 
     def load_context(self, context) -> None:
-        self.forecaster = Forecaster.load(context.artifacts["forecaster"])
+        self.forecaster = load_forecaster(context.artifacts["forecaster"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return self.forecaster.predict_frame(pd.DataFrame(model_input))

@@ -182,7 +182,8 @@ def model_uri(model_name: str, version: Any = None, *, alias: str | None = None)
 
 
 def log_forecaster(folder: Path, example: DataFrame, name: str = "model") -> Any:
-    """Log a risk forecaster (weights + calibration in ``folder``) as an MLflow pyfunc model in the active run.
+    """Log a risk forecaster of either kind (what its ``save`` wrote in ``folder``) as an MLflow pyfunc model in the
+    active run.
 
     The ``stockops`` package travels with it (``code_paths``), so ``mlflow.pyfunc.load_model`` and
     ``mlflow models serve`` work in an interpreter that never imported the project; the signature
@@ -191,11 +192,11 @@ def log_forecaster(folder: Path, example: DataFrame, name: str = "model") -> Any
     import mlflow
     from mlflow.models import infer_signature
 
-    from stockops.forecaster import Forecaster
+    from stockops.forecaster import load_forecaster
     from stockops.pyfunc_model import RiskForecasterModel
 
     # Volume stays int64, as exchanges and yfinance report it (MLflow will not cast a float column to it)
-    output = Forecaster.load(folder).predict_frame(example)
+    output = load_forecaster(folder).predict_frame(example)
     return mlflow.pyfunc.log_model(
         name=name, python_model=RiskForecasterModel(), artifacts={"forecaster": str(folder)},
         code_paths=[str(Path(__file__).resolve().parent)], signature=infer_signature(example, output),
@@ -209,7 +210,8 @@ def _pip_requirements() -> list[str]:
 
 
 def load_forecaster(uri: str):
-    """The :class:`stockops.forecaster.Forecaster` inside a logged pyfunc risk model (for batched scoring)."""
+    """The forecaster inside a logged pyfunc risk model (for batched scoring): a
+    :class:`stockops.forecaster.Forecaster` (LSTM) or :class:`stockops.forecaster.HarxForecaster` (baseline)."""
     import mlflow
 
     return mlflow.pyfunc.load_model(uri).unwrap_python_model().forecaster

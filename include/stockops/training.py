@@ -18,15 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from stockops import audit, registry
 from stockops.config import Settings, get_settings
 from stockops.contracts import (
+    BASELINE,
+    Baseline,
     ChampionCompared,
     Evaluated,
     Features,
@@ -46,6 +49,7 @@ SMALL_PROFILE = {"window": 20, "units": 8, "dense": 8, "epochs": 8, "patience": 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 REFERENCE = "harx_gko"  # the strongest classical baseline: the gate's floor and the DM reference
+HOLDOUT_FILE = "holdout-{model}.parquet"  # beside the features: each scored model's holdout forecasts
 
 
 def _model_config(settings: Settings, epochs: int | None = None, window: int | None = None):
@@ -148,7 +152,7 @@ def _load_panel(features: Features):
 
 
 def train_candidate(features: Features, epochs: int | None = None, reason: str | None = None, dag_run_id: str = "",
-                    report: str = "") -> Trained:
+                    report: str | None = None) -> Trained:
     """Train the candidate in a new MLflow run: params, per-epoch losses, dataset lineage, the pyfunc model.
 
     ``reason``: why this run (kept in MLflow and the audit log); ``report``: the monitor report behind it.
@@ -247,6 +251,7 @@ def evaluate_models(trained: Trained) -> Evaluated:
         forecasts = {CANDIDATE: risk(candidate.predict_windows(windows))}
         champion_info = _champion_forecasts(settings, panel, test, forecasts, risk)
         forecasts.update(_baseline_forecasts(frames, panel, split, tickers, dates, settings.market))
+        _save_holdout(Path(trained.features.path).parent, forecasts, panel, test)
         scores = score_panel(forecasts, returns, tickers, dates, reference=REFERENCE)
         if CHAMPION in forecasts:
             versus = score_panel({k: forecasts[k] for k in (CANDIDATE, CHAMPION)}, returns, tickers, dates,
@@ -271,6 +276,42 @@ def evaluate_models(trained: Trained) -> Evaluated:
                      holdout=holdout)
 
 
+def _save_holdout(folder: Path, forecasts: dict, panel, test) -> None:
+    """The candidate's and HARX-GKO's holdout forecasts, one row per (ticker, day) with the close they were made on
+    and the log-return quantiles, beside the features; the one of the model that gets registered is kept for its
+    version (:func:`_keep_holdout`)."""
+    import numpy as np
+    import pandas as pd
+
+    from stockops.scoring import LEVELS
+
+    last_close = np.empty(len(test))
+    for i, ticker in enumerate(panel.tickers):
+        rows = test.ticker == i
+        last_close[rows] = panel.last_close[ticker][test.end[rows]]
+    base = pd.DataFrame({"ticker": np.array(panel.tickers)[test.ticker], "as_of": panel.dates[test.end].astype(str),
+                         "forecast_for": panel.dates[test.end + 1].astype(str), "last_close": last_close})
+    for name in (CANDIDATE, REFERENCE):
+        f = forecasts[name]
+        base.assign(point=f.point, variance=f.variance,
+                    **{f"q{round(level * 100):02d}": f.quantiles[:, i] for i, level in enumerate(LEVELS)}
+                    ).to_parquet(folder / HOLDOUT_FILE.format(model=name), index=False)
+
+
+def _keep_holdout(settings: Settings, features: Features, model: str, version: str) -> None:
+    """Keep ``model``'s holdout forecasts as those of registry ``version`` (``evaluation/v<version>.parquet``): what
+    the dashboard shows of a champion before its own live forecasts are realized. Written whole, then renamed."""
+    source = Path(features.path).with_name(HOLDOUT_FILE.format(model=model))
+    if not source.exists():  # a features folder of an older run
+        log.warning("no holdout forecasts at %s: v%s has none to show", source, version)
+        return
+    settings.evaluation_dir.mkdir(parents=True, exist_ok=True)
+    target = settings.evaluation_dir / f"v{version}.parquet"
+    partial = target.with_suffix(".parquet.partial")
+    partial.write_bytes(source.read_bytes())
+    os.replace(partial, target)
+
+
 def _summary(entry: dict) -> dict[str, float | None]:
     """What later steps need of one model's scores (pooled numbers and the DM statistics), JSON-able:
     an undefined number (NaN) becomes None, which XComs can carry."""
@@ -282,6 +323,8 @@ def _summary(entry: dict) -> dict[str, float | None]:
 
 def _champion_forecasts(settings: Settings, panel, test, forecasts: dict, risk) -> ChampionCompared | None:
     """Re-score the champion on the candidate's holdout, when it is a risk forecaster whose window fits."""
+    import numpy as np
+
     from stockops.forecaster import WARMUP
     from stockops.risk_model import sample_windows
 
@@ -298,7 +341,7 @@ def _champion_forecasts(settings: Settings, panel, test, forecasts: dict, risk) 
     if test.end.min() < window - 1 + WARMUP:
         log.warning("champion v%s needs %d days, the holdout starts too early; not re-scored", champion.version, window)
         return None
-    forecasts[CHAMPION] = risk(model.predict_windows(sample_windows(panel, test, window)))
+    forecasts[CHAMPION] = risk(model.predict_windows(sample_windows(panel, test, window), np.array(panel.tickers)[test.ticker]))
     return ChampionCompared(version=str(champion.version), run_id=champion.run_id,
                             trained_through=registry.get_run(champion.run_id).data.tags.get("snapshot_last_date", ""))
 
@@ -434,6 +477,8 @@ def register_candidate(evaluated: Evaluated) -> Registered:
     """Register the candidate as a new version with alias ``challenger`` and lineage tags."""
     import mlflow
 
+    from stockops.forecaster import LSTM
+
     settings = get_settings()
     registry.setup(settings)
     scores = evaluated.scores
@@ -441,19 +486,25 @@ def register_candidate(evaluated: Evaluated) -> Registered:
     version = registry.register(settings, evaluated.trained.model_uri, snapshot_hash=evaluated.snapshot.hash,
                                 logical_date=evaluated.snapshot.logical_date, run_id=evaluated.run_id,
                                 qlike=f"{qlike:.4f}", qlike_vs_harx_gko=f"{harx - qlike:+.4f}",
-                                rmse_ratio=f"{_score(scores, CANDIDATE, 'rmse_ratio'):.4f}")
+                                rmse_ratio=f"{_score(scores, CANDIDATE, 'rmse_ratio'):.4f}", model_kind=LSTM)
     registry.set_alias(settings, registry.CHALLENGER, version.version)
     with mlflow.start_run(run_id=evaluated.run_id):
         mlflow.set_tag("registered_version", version.version)
+    _keep_holdout(settings, evaluated.trained.features, CANDIDATE, str(version.version))
     log.info("registered %s v%s (alias challenger)", settings.model_name, version.version)
     return Registered(evaluated=evaluated, model_name=settings.model_name, version=str(version.version))
 
 
-def gate_candidate(registered: Registered, force_promote: bool = False, reason: str | None = None) -> GateDecision:
+def gate_candidate(registered: Registered, force_promote: bool = False, reason: str | None = None,
+                   dag_run_id: str = "") -> GateDecision:
     """Apply the gate; record the decision on the version, in the run and in the audit log; return it.
 
     A refusal is a normal outcome, not an error: ``stock_train``'s ``gate_passed`` stops the deploy path
-    on ``decision.promote``. ``force_promote`` promotes anyway, with ``reason`` (required then) recorded.
+    unless the decision deploys. ``force_promote`` promotes anyway, with ``reason`` (required then) recorded.
+    The champion is always the best model the platform has: a refused candidate with no champion to keep
+    (none yet, or a baseline champion fitted on data older than ``STOCKOPS_GATE_CHAMPION_MAX_AGE_DAYS``) gets the
+    strongest classical baseline registered and deployed in its place (:func:`register_baseline`); the decision
+    names it (``baseline``).
     """
     import mlflow
 
@@ -470,23 +521,104 @@ def gate_candidate(registered: Registered, force_promote: bool = False, reason: 
                          gate_decision=decision.label, gate_reason=decision.reason[:5000])
     with mlflow.start_run(run_id=registered.run_id):
         mlflow.set_tags({"gate_decision": decision.label})
+    lineage = {"run_id": registered.run_id, "snapshot_hash": registered.snapshot.hash,
+               "snapshots": _snapshot_hashes(registered.evaluated.trained.features), "dag_run_id": dag_run_id}
     audit.record(settings.audit_log, "gate", ticker=settings.ticker, model=registered.model_name,
                  version=registered.version, decision=decision.label, reason=decision.reason,
-                 run_id=registered.run_id, snapshot_hash=registered.snapshot.hash,
-                 request_reason=reason or "")  # the field name existing audit logs use for the run's reason
+                 request_reason=reason or "",  # the field name existing audit logs use for the run's reason
+                 **lineage)
     if decision.promote:
         log.info("GATE: %s", decision.reason)
-    else:
-        log.warning("GATE: %s. The deploy path stops here; the champion is unchanged.", decision.reason)
-        if registry.champion_version(settings) is None:
-            log.warning("No model has passed the gate yet: there is no champion, and nothing is deployed rather "
-                        "than deploying a model that loses to the classical baselines.")
-    return decision
+        return decision
+    log.warning("GATE: %s.", decision.reason)
+    why = _baseline_needed(settings, registered)
+    if why is None:
+        log.warning("The champion is unchanged; the deploy path stops here.")
+        return decision
+    baseline = register_baseline(registered, why, dag_run_id=dag_run_id)
+    log.warning("v%s (%s) serves instead: %s", baseline.version, baseline.model_kind, why)
+    return replace(decision, baseline=baseline)
+
+
+def _snapshot_hashes(features: Features) -> dict[str, str]:
+    """Each ticker's snapshot hash the model was trained on (the lineage the combined hash sums up)."""
+    return {ticker: entry.hash for ticker, entry in features.snapshots.entries.items()}
+
+
+def _baseline_needed(settings: Settings, registered: Registered) -> str | None:
+    """Why the classical baseline must serve now that the candidate was refused, or None: the champion stays."""
+    from stockops.forecaster import HARX_GKO
+
+    champion = registry.champion_version(settings)
+    if champion is None:
+        return ("no model has passed the gate yet: the strongest classical baseline serves until an LSTM beats it "
+                "at the gate")
+    if champion.tags.get("model_kind") != HARX_GKO:
+        return None  # an LSTM that passed the gate stays until a better one does
+    age = _age_days(registered.evaluated.champion, registered.snapshot.last_date)
+    if age is None or age <= settings.gate_champion_max_age_days:
+        return None
+    return (f"the baseline champion v{champion.version} was fitted on data {age:.0f} days older than today's "
+            f"(> STOCKOPS_GATE_CHAMPION_MAX_AGE_DAYS={settings.gate_champion_max_age_days:g}): refitted on today's")
+
+
+def register_baseline(registered: Registered, why: str, dag_run_id: str = "") -> Baseline:
+    """Fit HARX-GKO per ticker on the candidate's training days (before its holdout) and register it as a new
+    version of the model, in an MLflow run of its own: the same lineage tags, its holdout scores (the ones the
+    gate compared the candidate with), the drift reference, its holdout forecasts, a pyfunc model that serves
+    through the same registry, bento, deploy, monitor and rollback path as the LSTM (``model_kind`` tells them
+    apart in every answer)."""
+    import mlflow
+
+    from stockops.baselines import fit_harx
+    from stockops.forecaster import HARX_GKO, KIND_DESCRIPTIONS, OHLCV_INPUT
+
+    settings = get_settings()
+    experiment_id = registry.setup(settings)
+    features = registered.evaluated.trained.features
+    frames, _, split = _load_panel(features)
+    model = fit_harx(frames, split.test_start)
+    snapshot, folder = features.summary, Path(features.path).parent
+    scores = registered.scores[REFERENCE]
+    with _run(experiment_id=experiment_id, run_name=f"harx_gko-{snapshot.last_date}") as run:
+        mlflow.set_tags({"snapshot_hash": snapshot.hash, "snapshot_last_date": snapshot.last_date,
+                         "logical_date": snapshot.logical_date, "ticker": settings.ticker,
+                         "tickers": ",".join(frames), "reason": why, "airflow_dag_run_id": dag_run_id,
+                         "model_kind": HARX_GKO, "candidate_run_id": registered.run_id,
+                         "candidate_version": registered.version})
+        mlflow.log_params({"model": KIND_DESCRIPTIONS[HARX_GKO], "fitted_before": str(split.test_start),
+                           "tickers": len(frames), "fitted_tickers": len(model.calibration.tickers),
+                           "val_start": features.val_start, "test_start": features.test_start})
+        mlflow.log_metrics({k: v for k, v in scores.items() if v is not None})
+        mlflow.log_metric("rmspe", _score(registered.scores, REFERENCE, "rmse"))  # the monitor's holdout reference
+        mlflow.log_dict(_snapshot_hashes(features), "snapshots.json")
+        reference = folder / "reference_features.parquet"
+        if reference.exists():
+            mlflow.log_artifact(str(reference), "monitoring")
+        saved = model.save(folder / f"baseline-{run.info.run_id}")
+        example_ticker = settings.ticker if settings.ticker in frames else next(iter(frames))
+        example = _example(frames, example_ticker, model.calibration.history, settings.market)[list(OHLCV_INPUT)]
+        info = registry.log_forecaster(saved, example)
+    qlike = _score(registered.scores, REFERENCE, "qlike")
+    version = str(registry.register(settings, info.model_uri, snapshot_hash=snapshot.hash,
+                                    logical_date=snapshot.logical_date, run_id=run.info.run_id, model_kind=HARX_GKO,
+                                    qlike=f"{qlike:.4f}", qlike_vs_harx_gko="+0.0000",
+                                    rmse_ratio=f"{_score(registered.scores, REFERENCE, 'rmse_ratio'):.4f}",
+                                    gate_decision=BASELINE, gate_reason=why[:5000]).version)
+    _keep_holdout(settings, features, REFERENCE, version)
+    audit.record(settings.audit_log, "baseline", ticker=settings.ticker, model=registered.model_name, version=version,
+                 model_kind=HARX_GKO, reason=why, candidate_version=registered.version, run_id=run.info.run_id,
+                 snapshot_hash=snapshot.hash, dag_run_id=dag_run_id)
+    log.info("registered %s v%s: %s, fitted per ticker before %s (%d tickers, pooled for the rest); holdout QLIKE "
+             "%.4f", registered.model_name, version, KIND_DESCRIPTIONS[HARX_GKO], split.test_start,
+             len(model.calibration.tickers), qlike)
+    return Baseline(version=version, run_id=run.info.run_id, model_kind=HARX_GKO, reason=why)
 
 
 def gate_passed(decision: GateDecision) -> bool:
-    """Short-circuit after the gate: go on to build and deploy only if the gate promotes."""
-    return decision.promote
+    """Short-circuit after the gate: go on to build and deploy only if the decision deploys (the candidate, or the
+    baseline in its place)."""
+    return decision.deploys
 
 
 def _age_days(champion: ChampionCompared | None, candidate_last_date: str) -> float | None:

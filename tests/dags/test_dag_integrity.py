@@ -42,12 +42,17 @@ def test_every_dag_has_tags_owner_retries_and_docs(dagbag):
 def test_ingest_maps_one_task_group_per_ticker_and_emits_each_tickers_asset(dagbag):
     from airflow.providers.standard.operators.hitl import HITLOperator
 
-    from stockops.config import PRICES_ALIAS
+    from stockops.config import DAY_ALIAS, PRICES_ALIAS
 
     dag = dagbag.dags["stock_ingest"]
     assert dag.max_active_runs > 1, "a run waiting for a person's decision must not hold up the next day"
-    assert [t.task_id for t in dag.topological_sort()] == [
+    order = [t.task_id for t in dag.topological_sort()]
+    assert [t for t in order if t != "settled"] == [
         "watchlist", "ticker.fetch", "ticker.validate", "ticker.review", "ticker.publish"]
+    # one "day ingested" event, waiting on the tickers' outcomes (not on their tasks: a held one never blocks it)
+    settled = dag.get_task("settled")
+    assert settled.upstream_task_ids == {"watchlist"} and settled.retries == 0
+    assert [(type(o).__name__, o.name) for o in settled.outlets] == [("AssetAlias", DAY_ALIAS)]
     group = dag.task_group_dict["ticker"]
     assert type(group).__name__ == "MappedTaskGroup"
     assert [type(o).__name__ for o in dag.get_task("ticker.publish").outlets] == ["AssetAlias"]
@@ -59,7 +64,7 @@ def test_ingest_maps_one_task_group_per_ticker_and_emits_each_tickers_asset(dagb
     assert isinstance(review, HITLOperator) and review.options == ["Approve", "Reject"]
     assert review.retries == 0 and review.response_timeout is not None
     assert set(review.serialized_params) == {"reason"}, "the question's form asks for a reason, nothing else"
-    assert set(dag.params) == {"tickers"} and dag.params["tickers"] == ""
+    assert set(dag.params) == {"tickers"} and dag.params["tickers"] is None
     publish = dag.get_task("ticker.publish")
     assert publish.trigger_rule == "none_failed", "publish runs when the review was skipped, not when it failed"
     assert publish.upstream_task_ids == {"ticker.validate", "ticker.review"}
@@ -73,16 +78,13 @@ def test_dag_file_import_is_light(path):
     assert cost.seconds < 0.5, f"{path.name} takes {cost.seconds:.2f} s to import beyond the dag-processor baseline"
 
 
-def test_train_is_scheduled_on_any_tickers_prices_asset_with_a_params_form(dagbag):
-    from airflow.sdk import AssetAny
-
-    from stockops.config import get_settings, prices_asset_name
+def test_train_is_scheduled_on_the_ingested_day_with_a_params_form(dagbag):
+    from stockops.config import DAY_ASSET_NAME
 
     dag = dagbag.dags["stock_train"]
     assert dag.max_active_runs == 1
-    condition = dag.timetable.asset_condition
-    assert isinstance(condition, AssetAny)
-    assert [a.name for a in condition.objects] == [prices_asset_name(t) for t in get_settings().tickers]
+    # once per ingested day (every ticker settled), never on a partial day
+    assert [a.name for a in dag.timetable.asset_condition.objects] == [DAY_ASSET_NAME]
     assert set(dag.params) == {"epochs", "window", "reason", "report", "force_promote"}
     assert dag.params["force_promote"] is False
     order = [t.task_id for t in dag.topological_sort()]
@@ -96,11 +98,11 @@ def test_train_is_scheduled_on_any_tickers_prices_asset_with_a_params_form(dagba
 
 
 def test_monitor_follows_ingest_and_triggers_training_only_through_its_decision(dagbag):
-    from stockops.config import get_settings
+    from stockops.config import DAY_ASSET_NAME
 
     dag = dagbag.dags["stock_monitor"]
     assert dag.max_active_runs == 1
-    assert [a.name for a in dag.timetable.asset_condition.objects] == [get_settings().asset_name]
+    assert [a.name for a in dag.timetable.asset_condition.objects] == [DAY_ASSET_NAME]
     order = [t.task_id for t in dag.topological_sort() if t.task_id != "serving_health"]
     assert order[:2] == ["score_watchlist", "check"]
     assert dag.get_task("check").downstream_task_ids == {"should_retrain", "should_propose_rollback"}
@@ -144,6 +146,20 @@ def test_rollback_is_manual_with_a_form_and_deploys_before_moving_the_champion(d
     assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: only on request
     assert dag.max_active_runs == 1
     assert set(dag.params) == {"version", "reason", "force"}
-    assert dag.params["version"] == "" and dag.params["force"] is False
+    assert dag.params["version"] is None and dag.params["force"] is False
     assert [t.task_id for t in dag.topological_sort()] == ["plan", "bento", "deploy", "verify"]
     assert {dag.get_task(t).retries for t in ("plan", "bento", "deploy")} == {0}
+
+
+def test_every_optional_form_field_may_be_left_empty(dagbag):
+    """Airflow's Trigger form treats a Param whose type has no ``null`` as required: an empty default there keeps
+    *Trigger* disabled. Every field documented as optional (empty default) admits null; the one required field
+    (``stock_rollback``'s ``reason``) has no default at all. (The browser test clicks *Trigger* on each form.)"""
+    required = set()
+    for dag_id, dag in dagbag.dags.items():
+        for name, param in dag.params.items():
+            types = param.schema.get("type")
+            types = [types] if isinstance(types, str) else list(types or [])
+            if (not param.has_value or param.value in ("", None)) and "null" not in types:
+                required.add(f"{dag_id}.{name}")
+    assert required == {"stock_rollback.reason"}

@@ -10,6 +10,7 @@ import pytest
 
 from stockops import contracts
 from stockops.contracts import (
+    Baseline,
     Bento,
     Built,
     ChampionCompared,
@@ -67,6 +68,7 @@ EVALUATED = Evaluated(trained=TRAINED, scores={"candidate": {"qlike": 1.2, "dm_q
                       holdout=Holdout(days=20, pairs=20, first="2025-11-03", last="2025-12-31"))
 REGISTERED = Registered(evaluated=EVALUATED, model_name="stockops-GOOG", version="2")
 DECISION = GateDecision(promote=True, forced=False, reason="promoted: every check passed")
+HARX_BASELINE = Baseline(version="3", run_id="r3", model_kind="harx_gko", reason="no champion yet")
 BENTO = Bento(bento_tag="goog_forecast:v2-r1", bento_model="stockops-goog:v2-r1", bento_path="/b", model_name="stockops-GOOG",
               version="2", mlflow_run_id="r1", snapshot_hash="b" * 64, window=20, history=45)
 BUILT = Built(registered=REGISTERED, decision=DECISION, bento=BENTO)
@@ -89,6 +91,10 @@ EVERY = [
     ENTRY, SNAPSHOTS.summary, SNAPSHOTS, EVALUATED.champion, EVALUATED.holdout, ShadowScored(model_version="1", recorded=["GOOG"]),
     RollbackProposal(propose=False, reason="not worse"), FEATURES, TRAINED, EVALUATED, REGISTERED, DECISION, BENTO, BUILT, RECORD,
     Built(registered=REGISTERED, decision=None, bento=BENTO),
+    # a refused candidate with the classical baseline serving in its place
+    HARX_BASELINE, Built(registered=REGISTERED, decision=GateDecision(
+        promote=False, forced=False, reason="refused: worse than HARX-GKO on QLIKE", baseline=HARX_BASELINE),
+        bento=Bento(**{**BENTO.to_xcom(), "version": "3", "window": 1, "history": 24, "model_kind": "harx_gko"})),
     Deployed(built=BUILT, deploy=RECORD),
     Verified(model_name="stockops-GOOG", version="2", previous="1", **SEEN),
     Promoted(model_name="stockops-GOOG", version="2", previous=None),

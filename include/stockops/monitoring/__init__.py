@@ -364,9 +364,12 @@ def traffic_requests(prediction_log: Path, version: str) -> int:
 
 
 # ---- live error ------------------------------------------------------------------------------
-def replay_forecasts(model_uri: str, frame: pd.DataFrame, market: np.ndarray | None, ends: np.ndarray) -> pd.DataFrame:
-    """The model's forecasts made at each end index of ``frame``, for the row after it, as :func:`own_forecasts`
-    tabulates them (end indices whose history the model's window does not fit are left out)."""
+def replay_forecasts(model_uri: str, frame: pd.DataFrame, market: np.ndarray | None, ends: np.ndarray,
+                     ticker: str | None = None) -> pd.DataFrame:
+    """The model's forecasts made at each end index of ``frame`` (``ticker``'s rows: a per-ticker baseline uses its
+    fit for it), for the row after it, as :func:`own_forecasts` tabulates them (end indices whose history the
+    model's window does not fit are left out)."""
+    import numpy as np
     import pandas as pd
 
     from stockops.forecaster import LEVELS, WARMUP, feature_matrix, windows
@@ -375,7 +378,8 @@ def replay_forecasts(model_uri: str, frame: pd.DataFrame, market: np.ndarray | N
     window = model.calibration.window
     ends = ends[ends >= window - 1 + WARMUP]
     dates = pd.to_datetime(frame["Date"]).dt.strftime("%Y-%m-%d").to_numpy()
-    result = model.predict_windows(windows(feature_matrix(frame, market), ends, window))
+    result = model.predict_windows(windows(feature_matrix(frame, market), ends, window),
+                                   None if ticker is None else np.full(len(ends), ticker, dtype=object))
     quantiles = {f"q{round(level * 100):02d}": result["quantiles"][:, i] for i, level in enumerate(LEVELS)}
     return pd.DataFrame({"as_of": dates[ends], "forecast_for": dates[ends + 1],
                          "last_close": frame["Close"].to_numpy(dtype="float64")[ends], "point": result["point"],
@@ -548,7 +552,7 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
     market = market_closes(market_series(settings), frame)
     error = live_error(frame, days, own_forecasts(settings.forecast_log, settings.ticker, champion.version),
                        settings.monitor_min_forecast_days,
-                       replay=lambda ends: replay_forecasts(model_uri, frame, market, ends))
+                       replay=lambda ends: replay_forecasts(model_uri, frame, market, ends, settings.ticker))
     error.update(_holdout_ratio(champion.run_id, error))
     records = audit.read(settings.forecast_log)
     scorecard = live_scorecard(settings, str(champion.version), frames, records)

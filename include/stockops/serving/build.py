@@ -1,8 +1,8 @@
 """Building a bento for a registry version.
 
-MLflow version (a pyfunc risk forecaster) -> its network's compiled TF SavedModel +
-        its calibration (``forecaster.json``) + the preprocessing code it needs
-        (``stockops/forecaster.py``, ``risk_inputs.py``) -> BentoML model store -> ``bentoml build``
+MLflow version (a pyfunc risk forecaster) -> for the LSTM, its network's compiled TF SavedModel;
+        for either kind, what it fitted (``forecaster.json``, which names the kind) + the preprocessing
+        code it needs (``stockops/forecaster.py``, ``risk_inputs.py``) -> BentoML model store -> ``bentoml build``
         of ``bento/service.py`` whose tag and labels carry the registry version, the MLflow run
         id and the snapshot hash. The BentoML part runs in a child process with ``BENTOML_HOME``
         under the stockops home (BentoML fixes its home per process).
@@ -60,11 +60,14 @@ def existing_bento(settings: Settings, bento_tag: str) -> dict | None:
     if "history" not in metadata:  # a bento of the retired close-only model: build a new one
         return None
     return {"bento_tag": bento_tag, "bento_model": model_tag, "bento_path": str(bento_yaml.parent),
-            **{k: metadata[k] for k in ("mlflow_run_id", "snapshot_hash", "window", "history")}}
+            **{k: metadata[k] for k in BUILD_FIELDS}, "model_kind": metadata.get("model_kind", "lstm")}
+
+
+BUILD_FIELDS = ("mlflow_run_id", "snapshot_hash", "window", "history")  # of the metadata, in the build record
 
 
 def _build_bento(settings: Settings, mv) -> dict:
-    from dataclasses import asdict
+    from stockops.forecaster import Forecaster
 
     model_name, version = mv.name, mv.version
     run = registry.get_run(mv.run_id)
@@ -84,9 +87,12 @@ def _build_bento(settings: Settings, mv) -> dict:
     forecaster = registry.load_forecaster(registry.model_uri(model_name, version))
     metadata["window"] = forecaster.calibration.window
     metadata["history"] = forecaster.calibration.history
-    # the compiled graph takes standardised feature windows: signature "serve", input "features" (n, window, 8)
-    forecaster.network.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
-    (staging / "forecaster.json").write_text(json.dumps(asdict(forecaster.calibration), indent=1))
+    metadata["model_kind"] = forecaster.kind
+    forecaster.save(staging)  # forecaster.json (+ the LSTM's weights, which the bento does not need)
+    (staging / "network.weights.h5").unlink(missing_ok=True)
+    if isinstance(forecaster, Forecaster):
+        # the compiled graph takes standardised feature windows: signature "serve", input "features" (n, window, 8)
+        forecaster.network.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
     (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
     result = subprocess.run([sys.executable, "-m", "stockops.serving", "pack", str(staging)],
                             env=runtime.environment(settings), capture_output=True, text=True, timeout=600)
@@ -97,8 +103,8 @@ def _build_bento(settings: Settings, mv) -> dict:
     registry.tag_version(settings, version, model_name=model_name, bento_tag=built["bento_tag"])
     log.info("bento %s (model %s) for %s v%s in %.1f s", built["bento_tag"], built["bento_model"], model_name,
              version, time.perf_counter() - started)
-    return {**built, "model_name": model_name, "version": str(version), **{k: metadata[k] for k in
-            ("mlflow_run_id", "snapshot_hash", "window", "history")}}
+    return {**built, "model_name": model_name, "version": str(version), **{k: metadata[k] for k in BUILD_FIELDS},
+            "model_kind": metadata["model_kind"]}
 
 
 # What a bento needs of stockops to turn raw OHLCV into the network's input, copied into its model
@@ -119,7 +125,8 @@ def pack(staging: Path) -> dict:
     except NotFound:
         with bentoml.models.create(model_tag, labels={"registry_version": metadata["registry_version"]},
                                    metadata=metadata) as model:
-            shutil.copytree(staging / "saved_model", model.path_of("saved_model"))
+            if (staging / "saved_model").exists():  # the LSTM's graph; a baseline has none
+                shutil.copytree(staging / "saved_model", model.path_of("saved_model"))
             shutil.copy2(staging / "forecaster.json", model.path_of("forecaster.json"))
             code = Path(model.path_of("code")) / "stockops"
             code.mkdir(parents=True)
@@ -139,11 +146,12 @@ def pack(staging: Path) -> dict:
                 labels={"registry_version": metadata["registry_version"], "model_name": metadata["model_name"],
                         "mlflow_run_id": metadata["mlflow_run_id"], "snapshot_hash": metadata["snapshot_hash"],
                         "ticker": metadata["ticker"]},
-                python={"packages": _service_requirements()})
+                python={"packages": _service_requirements(metadata.get("model_kind", "lstm"))})
     return {"bento_tag": str(bento.tag), "bento_model": model_tag, "bento_path": bento.path}
 
 
-def _service_requirements() -> list[str]:
+def _service_requirements(model_kind: str) -> list[str]:
     from importlib.metadata import version
 
-    return [f"{pkg}=={version(pkg)}" for pkg in ("bentoml", "tensorflow-cpu", "numpy", "pandas", "pydantic")]
+    packages = ("bentoml", "numpy", "pandas", "pydantic") + (("tensorflow-cpu",) if model_kind == "lstm" else ())
+    return [f"{pkg}=={version(pkg)}" for pkg in packages]

@@ -11,7 +11,17 @@ import logging
 
 from stockops import registry
 from stockops.config import Settings, get_settings
-from stockops.contracts import Bento, Built, Deployed, DeployRecord, GateDecision, Registered, ServingHealth, Verified
+from stockops.contracts import (
+    BASELINE,
+    Bento,
+    Built,
+    Deployed,
+    DeployRecord,
+    GateDecision,
+    Registered,
+    ServingHealth,
+    Verified,
+)
 from stockops.serving import runtime, state
 from stockops.serving.agent import AgentDeployer
 from stockops.serving.build import build_bento
@@ -56,11 +66,13 @@ def serve_champion(settings: Settings, reason: str = "serve the current champion
 
 # ---- the stock_train steps ----------------------------------------------------------------------
 def build_candidate_bento(registered: Registered, decision: GateDecision | None = None) -> Built:
-    """``stock_train``'s build step (only after the gate said ``promote``: a refused candidate is never built)."""
-    if decision is not None and not decision.promote:
+    """``stock_train``'s build step, only after a decision that deploys: the promoted candidate's bento, or the
+    baseline's that serves in place of a refused one (a refused candidate itself is never built)."""
+    if decision is not None and not decision.deploys:
         raise ValueError(f"v{registered.version} was refused by the gate ({decision.reason}): it is not built")
     settings = get_settings()
-    bento = Bento.from_xcom(build_bento(settings, registered.model_name, registered.version))
+    version = decision.version_to_serve(registered.version) if decision is not None else registered.version
+    bento = Bento.from_xcom(build_bento(settings, registered.model_name, version))
     return Built(registered=registered, decision=decision, bento=bento)
 
 
@@ -73,12 +85,18 @@ def deploy_candidate(built: Built, reason: str | None = None, dag_run_id: str = 
     settings = get_settings()
     registry.setup(settings)
     bento, version, model_name = built.bento, built.version, built.registered.model_name
+    baseline = built.decision.baseline if built.decision else None
+    label = BASELINE if baseline else (built.decision.label if built.decision else "")
+    why = reason or "gate passed"
+    if baseline:
+        why = f"{reason}: v{built.registered.version} refused by the gate; {baseline.reason}" if reason else \
+            baseline.reason
     try:
-        record = deploy(settings, bento.bento_tag, version, reason=reason or "gate passed",
+        record = deploy(settings, bento.bento_tag, version, reason=why,
                         dag_run_id=dag_run_id, window=bento.window, kind="promotion",
                         snapshot_hash=bento.snapshot_hash,
-                        audit_fields={"decision": built.decision.label if built.decision else "",
-                                      "run_id": built.registered.run_id})
+                        audit_fields={"decision": label, "model_kind": bento.model_kind,
+                                      "run_id": baseline.run_id if baseline else built.registered.run_id})
     except DeployError as exc:
         registry.tag_version(settings, version, model_name=model_name, deploy=f"failed: {str(exc)[:4000]}")
         log.error("%s; champion stays where it was", exc)
