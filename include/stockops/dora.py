@@ -5,7 +5,8 @@ the platform already writes under its home, not from anything kept for the repor
 
 * ``serving/deploys.jsonl`` — every deploy attempt (``kind`` promotion, rollback or serve);
 * ``audit/audit.jsonl`` — gate decisions, promotions and rollbacks;
-* the snapshot manifest — when each snapshot of prices was published;
+* the snapshot manifests of the watchlist's tickers (and of any other ticker a gate entry lists) —
+  when each snapshot of prices was published;
 * ``audit/dag_runs.jsonl`` — every DAG run's start and outcome (the Airflow listener);
 * ``serving/incidents.jsonl`` — serving outages the supervisor detected and healed (or not).
 
@@ -24,10 +25,16 @@ period, per day of the period (also the count and the rate per week).
 
 **Lead time for changes**: for each successful promotion deploy in the period, the moment the
 stable address answered with the new version (``started_at + switched_after_s``; the record's
-``at`` when ``switched_after_s`` is missing) minus the ``published_at`` of the snapshot the model
-was trained on. The snapshot is the deploy record's ``snapshot_hash``, or for older records
-without one, that of the audit "promotion" entry of the same DAG run and version. Deploys whose
-snapshot is unknown or not in the manifest are listed as unmatched. The level uses the median.
+``at`` when ``switched_after_s`` is missing) minus the moment the last input the model was trained
+on was published: the newest ``published_at`` among the snapshots it was trained on. The model's
+lineage hash is the deploy record's ``snapshot_hash``, or for older records without one, that of
+the audit "promotion" entry of the same DAG run and version. A watchlist model's hash combines
+every ticker's snapshot: its snapshots are the ``snapshots`` (ticker → hash) of the audit "gate"
+entry with that ``snapshot_hash`` (the one of the same MLflow run, else version, when several
+match), each looked up in its own ticker's manifest. A single-ticker model's hash (older records,
+whose gate entries list no ``snapshots``) is itself a snapshot in a manifest. Deploys whose hash
+is unknown, or one of whose snapshots is in no manifest, are listed as unmatched with the reason
+(the ticker and hash missing). The level uses the median.
 
 **Change failure rate**: changes = promotion deploy attempts in the period. A change failed when
 its deploy failed (health check; outcome "failed") or when it succeeded but was rolled back later:
@@ -71,7 +78,7 @@ from pathlib import Path
 from typing import Any
 
 from stockops.audit import read as read_jsonl
-from stockops.config import Settings, get_settings
+from stockops.config import TICKER_PATTERN, Settings, get_settings
 
 CHANGE_KINDS = ("promotion", "rollback")  # deploy kinds that change what the endpoint serves
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
@@ -195,32 +202,78 @@ def deployment_frequency(changes: list[dict], start: datetime, end: datetime) ->
     }
 
 
-def lead_time(promotions: list[dict], promotion_entries: list[dict], snapshots: list[dict]) -> dict[str, Any]:
-    """From the snapshot's publication to the new version answering, for each successful promotion deploy."""
-    published: dict[str, datetime] = {}
+def _published(snapshots: list[dict]) -> dict[tuple[str, str], datetime]:
+    """(ticker, hash) -> when that ticker's manifest first recorded the snapshot."""
+    published: dict[tuple[str, str], datetime] = {}
     for snapshot in snapshots:
         moment = _when(snapshot.get("published_at"))
-        if snapshot.get("hash") and moment is not None:
-            published[snapshot["hash"]] = min(moment, published.get(snapshot["hash"], moment))
-    audited = {(e.get("dag_run_id") or "", str(e.get("to_version"))): e.get("snapshot_hash")
+        key = (str(snapshot.get("ticker") or ""), str(snapshot.get("hash") or ""))
+        if key[1] and moment is not None:
+            published[key] = min(moment, published.get(key, moment))
+    return published
+
+
+def _gate_entry(digest: str, version: str, run_id: str, answered: datetime, gate_entries: list[dict]) -> dict | None:
+    """The gate entry listing the per-ticker snapshots behind the combined hash ``digest``: the one of the same
+    training run, else of the same version, else the latest before the deploy answered; None if none lists them."""
+    listed = [g for g in gate_entries if g.get("snapshot_hash") == digest and isinstance(g.get("snapshots"), dict)
+              and g["snapshots"]]
+    if not listed:
+        return None
+    return max(listed, key=lambda g: (bool(run_id) and g.get("run_id") == run_id, str(g.get("version")) == version,
+                                      _at(g) <= answered, _at(g)))
+
+
+def lead_time(promotions: list[dict], promotion_entries: list[dict], snapshots: list[dict],
+              gate_entries: list[dict] | None = None) -> dict[str, Any]:
+    """From the publication of the newest snapshot the model was trained on to the new version answering, for each
+    successful promotion deploy (see the module docstring for how its snapshots are found)."""
+    published = _published(snapshots)
+    by_hash: dict[str, tuple[datetime, str]] = {}  # a single-ticker model's hash, looked up in any manifest
+    for (ticker, snapshot_hash), moment in published.items():
+        by_hash[snapshot_hash] = min(by_hash.get(snapshot_hash, (moment, ticker)), (moment, ticker))
+    audited = {(e.get("dag_run_id") or "", str(e.get("to_version"))): e
                for e in promotion_entries if e.get("snapshot_hash")}
-    events, unmatched = [], []
+    gates = gate_entries or []
+    events: list[dict[str, Any]] = []
+    unmatched: list[dict[str, Any]] = []
     for deploy in (d for d in promotions if _succeeded(d)):
-        version = str(deploy.get("version"))
-        digest, source = deploy.get("snapshot_hash"), "deploy record"
+        version, answered = str(deploy.get("version")), _answered(deploy)
+        entry = audited.get((deploy.get("dag_run_id") or "", version), {})
+        digest: str = deploy.get("snapshot_hash") or ""
+        source = "deploy record"
         if not digest:
-            digest, source = audited.get((deploy.get("dag_run_id") or "", version)), "promotion audit entry"
+            digest, source = entry.get("snapshot_hash") or "", "promotion audit entry"
         if not digest:
             unmatched.append({"version": version, "at": deploy["at"],
                               "reason": "no snapshot hash in the deploy record nor in a promotion audit entry"})
-        elif digest not in published:
-            unmatched.append({"version": version, "at": deploy["at"],
-                              "reason": f"snapshot {digest[:12]} is not in the manifest"})
+            continue
+        gate = _gate_entry(digest, version, deploy.get("run_id") or entry.get("run_id") or "", answered, gates)
+        if gate is not None:  # a watchlist model: its hash combines every ticker's snapshot
+            inputs = {str(ticker): str(snapshot) for ticker, snapshot in gate["snapshots"].items()}
+            missing = [f"{ticker}'s snapshot {snapshot[:12]} is not in {ticker}'s manifest"
+                       for ticker, snapshot in sorted(inputs.items()) if (ticker, snapshot) not in published]
+            if missing:
+                unmatched.append({"version": version, "at": deploy["at"],
+                                  "reason": f"snapshot {digest[:12]} combines {_plural(len(inputs), 'ticker')} "
+                                            f"(gate entry of v{gate.get('version')}): " + "; ".join(missing)})
+                continue
+            start, last_input = max((published[item], item[0]) for item in inputs.items())
+            source = f"gate entry ({_plural(len(inputs), 'ticker')})"
+        elif digest in by_hash:  # a single-ticker model: its hash is that ticker's snapshot
+            start, last_input = by_hash[digest]
         else:
-            answered = _answered(deploy)
-            events.append({"version": version, "snapshot": digest[:12], "hash_from": source,
-                           "published_at": _iso(published[digest]), "answered_at": _iso(answered),
-                           "seconds": _seconds(answered, published[digest])})
+            recorded = next((g for g in reversed(gates) if g.get("snapshot_hash") == digest), None)
+            reason = f"snapshot {digest[:12]} is not in the manifest"
+            if recorded is not None:
+                reason = (f"snapshot {digest[:12]} is in no ticker's manifest, and the gate entry of "
+                          f"v{recorded.get('version')} with that hash does not list its tickers' snapshots "
+                          "(gate entries written before they did)")
+            unmatched.append({"version": version, "at": deploy["at"], "reason": reason})
+            continue
+        events.append({"version": version, "snapshot": digest[:12], "hash_from": source, "last_input": last_input,
+                       "published_at": _iso(start), "answered_at": _iso(answered),
+                       "seconds": _seconds(answered, start)})
     stats = _stats([e["seconds"] for e in events])
     return {**stats, "level": level("lead_time", stats["median_s"]), "events": events, "unmatched": unmatched}
 
@@ -342,7 +395,7 @@ def compute(deploys: list[dict], audit: list[dict], snapshots: list[dict], dag_r
     times += [t for t in (_when(s.get("published_at")) for s in snapshots) if t is not None]
     deploys = [d for d in _events(deploys, "deploy", now) if _kind(d) in CHANGE_KINDS]  # serve deploys change nothing
     runs = _events(dag_runs, "dag_run", now)
-    entries = {name: _events(audit, name, now) for name in ("promotion", "rollback")}
+    entries = {name: _events(audit, name, now) for name in ("promotion", "rollback", "gate")}
     start, end = report_period(times, now, days)
 
     def in_period(record: dict) -> bool:
@@ -358,7 +411,7 @@ def compute(deploys: list[dict], audit: list[dict], snapshots: list[dict], dag_r
     return {
         "period": {"start": _iso(start), "end": _iso(end), "days": round((end - start).total_seconds() / DAY, 4)},
         "deployment_frequency": deployment_frequency(changes, start, end),
-        "lead_time": lead_time(promotions, entries["promotion"], snapshots),
+        "lead_time": lead_time(promotions, entries["promotion"], snapshots, entries["gate"]),
         "change_failure_rate": change_failure_rate(
             promotions, [d for d in deploys if _kind(d) == "promotion"], entries["rollback"]),
         "time_to_restore": time_to_restore(
@@ -374,9 +427,22 @@ def load_records(settings: Settings) -> dict[str, list[dict]]:
     """The record lists under ``settings.home``, as ``compute`` takes them (missing files: empty)."""
     from stockops.ingest import store_for
 
-    return {"deploys": read_jsonl(settings.deploy_log), "audit": read_jsonl(settings.audit_log),
-            "snapshots": [asdict(entry) for entry in store_for(settings).entries()],
+    audit = read_jsonl(settings.audit_log)
+    return {"deploys": read_jsonl(settings.deploy_log), "audit": audit,
+            "snapshots": [asdict(entry) for ticker in manifest_tickers(settings, audit)
+                          for entry in store_for(settings, ticker).entries()],
             "dag_runs": read_jsonl(settings.dag_run_log), "incidents_log": read_jsonl(settings.incident_log)}
+
+
+def manifest_tickers(settings: Settings, audit: list[dict]) -> list[str]:
+    """Whose snapshot manifests the report reads: the watchlist, then any other symbol a gate entry lists a
+    snapshot of (a ticker since dropped from the watchlist) whose manifest is under the home."""
+    from stockops.ingest import store_for
+
+    named = [t for e in audit if e.get("event") == "gate" and isinstance(e.get("snapshots"), dict)
+             for t in e["snapshots"] if isinstance(t, str) and TICKER_PATTERN.match(t)]
+    return [*settings.tickers, *(t for t in dict.fromkeys(named)
+                                 if t not in settings.tickers and store_for(settings, t).manifest_path.is_file())]
 
 
 def report(settings: Settings | None = None, *, now: datetime | None = None, days: float = 30) -> dict[str, Any]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import fields
+from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from stockops.data.store import SnapshotEntry
-from stockops.dora import DAY, HOUR, WEEK, compute, draw_chart, format_table, level, main
+from stockops.dora import DAY, HOUR, WEEK, compute, draw_chart, format_table, level, load_records, main, report
 
 BASE = datetime(2026, 11, 20, tzinfo=UTC)  # the first record: snapshot A's publication
 NOW = BASE + timedelta(days=10, hours=12)  # 2026-11-30 12:00 UTC: a 10.5-day period
@@ -369,3 +370,121 @@ def test_serving_incidents_are_counted_by_their_last_record():
     assert (result["recovered"], result["open"], result["median_s"]) == (1, 1, 4.5)
     assert [e["status"] for e in result["events"]] == ["recovered", "unrecovered"]
     assert "1 outage healed, 1 open" in format_table(compute([], [], [], [], now=NOW, incidents_log=log))
+
+
+# ---- a watchlist model: one global model trained on the latest snapshot of every ticker ----------------------
+def manifest_entry(ticker: str, digest: str, published: str) -> dict:
+    """A line of ``ticker``'s snapshot manifest, in the store's own shape."""
+    return asdict(SnapshotEntry(hash=digest, ticker=ticker, rows=1000, first_date="2022-01-03",
+                                last_date=published[:10], source="replay", logical_date=published[:10],
+                                path=f"/home/data/{ticker}/snapshots/{digest}.parquet", validation_path="",
+                                published_at=published))
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def lineage(snapshots: dict[str, str]) -> str:
+    """A training run's combined hash over its tickers' snapshots, as ``stockops.training.load_snapshots`` makes it."""
+    return sha("".join(f"{ticker}:{digest}\n" for ticker, digest in sorted(snapshots.items())))
+
+
+TRAINED_ON = {"AAPL": sha("AAPL day 1"), "GOOG": sha("GOOG day 1"), "MSFT": sha("MSFT day 1")}
+COMBINED = lineage(TRAINED_ON)
+
+
+def watchlist_records(base: datetime) -> dict[str, list[dict]]:
+    """v7 trained on the day-1 snapshots of AAPL (published 08:00), GOOG (09:30: the last input) and MSFT (09:00).
+
+    Each ticker also has an older snapshot, and MSFT publishes a newer one at 10:00, while v7 trains: the model
+    never saw it, so it must not count. v7's deploy starts 10:10:00 and answers 45 s later.
+    """
+    snapshots = [*(manifest_entry(t, sha(f"{t} day 0"), at(base)) for t in TRAINED_ON),
+                 manifest_entry("AAPL", TRAINED_ON["AAPL"], at(base, 1, 8)),
+                 manifest_entry("MSFT", TRAINED_ON["MSFT"], at(base, 1, 9)),
+                 manifest_entry("GOOG", TRAINED_ON["GOOG"], at(base, 1, 9, 30)),
+                 manifest_entry("MSFT", sha("MSFT day 1, later"), at(base, 1, 10))]
+    gate = {"at": at(base, 1, 10, 5), "event": "gate", "ticker": "GOOG", "model": "stock_risk", "version": "7",
+            "decision": "promoted", "reason": "beats harx_gko", "run_id": "r7", "snapshot_hash": COMBINED,
+            "request_reason": "", "snapshots": dict(TRAINED_ON)}
+    promotion = {"at": at(base, 1, 10, 11), "event": "promotion", "ticker": "GOOG", "model": "stock_risk",
+                 "from_version": "6", "to_version": "7", "reason": "gate passed", "dag_run_id": "train_7",
+                 "decision": "promoted", "run_id": "r7", "snapshot_hash": COMBINED}
+    deploys = [deploy("promotion", "7", at(base, 1, 10, 10), at(base, 1, 10, 11), switched_after_s=45,
+                      snapshot_hash=COMBINED, dag_run_id="train_7", previous_version="6")]
+    return {"deploys": deploys, "audit": [gate, promotion], "snapshots": snapshots, "dag_runs": []}
+
+
+@pytest.mark.parametrize("hash_in_deploy", [True, False])
+def test_lead_time_of_a_watchlist_model_starts_at_its_last_input(hash_in_deploy):
+    records = watchlist_records(BASE)
+    if not hash_in_deploy:  # an older deploy record: the combined hash comes from the promotion audit entry
+        del records["deploys"][0]["snapshot_hash"]
+    lead = compute(**records, now=NOW)["lead_time"]
+    # answered day 1 10:10:45; the newest snapshot v7 was trained on is GOOG's, day 1 09:30 -> 40 min 45 s
+    assert lead["events"] == [{"version": "7", "snapshot": COMBINED[:12], "hash_from": "gate entry (3 tickers)",
+                               "last_input": "GOOG", "published_at": at(BASE, 1, 9, 30),
+                               "answered_at": at(BASE, 1, 10, 10, 45), "seconds": 2445.0}]
+    assert (lead["n"], lead["median_s"], lead["level"], lead["unmatched"]) == (1, 2445.0, "elite", [])
+
+
+def test_a_watchlist_snapshot_missing_from_its_own_manifest_is_unmatched():
+    records = watchlist_records(BASE)
+    gate = records["audit"][0]
+    # the gate entry says AAPL was trained on GOOG's snapshot: in a manifest, but not in AAPL's
+    gate["snapshots"]["AAPL"] = TRAINED_ON["GOOG"]
+    # an earlier run on the same data (v6, refused), recorded later: v7's own entry (same run_id) is the one used
+    records["audit"].insert(1, {**gate, "at": at(BASE, 1, 10, 6), "version": "6", "run_id": "r6",
+                                "decision": "refused", "snapshots": dict(TRAINED_ON)})
+    result = compute(**records, now=NOW)
+    lead = result["lead_time"]
+    assert lead["events"] == [] and lead["n"] == 0
+    assert lead["unmatched"] == [{
+        "version": "7", "at": at(BASE, 1, 10, 11),
+        "reason": f"snapshot {COMBINED[:12]} combines 3 tickers (gate entry of v7): "
+                  f"AAPL's snapshot {TRAINED_ON['GOOG'][:12]} is not in AAPL's manifest"}]
+    assert f"v7 ({at(BASE, 1, 10, 11)}): snapshot {COMBINED[:12]} combines 3 tickers" in format_table(result)
+
+
+def test_a_watchlist_gate_entry_without_its_snapshots_says_so():
+    records = watchlist_records(BASE)
+    del records["audit"][0]["snapshots"]  # written before gate entries listed them
+    (unmatched,) = compute(**records, now=NOW)["lead_time"]["unmatched"]
+    assert unmatched["reason"] == (
+        f"snapshot {COMBINED[:12]} is in no ticker's manifest, and the gate entry of v7 with that hash does not "
+        "list its tickers' snapshots (gate entries written before they did)")
+
+
+def test_single_ticker_and_watchlist_promotions_side_by_side():
+    records = watchlist_records(BASE + timedelta(days=6))  # v7 answers on day 7, after the others
+    old = scenario(BASE)  # v1, v3 and v4 of a GOOG-only model (their hash is GOOG's snapshot): as before
+    for name in ("deploys", "audit", "snapshots"):
+        records[name] = old[name] + records[name]
+    lead = compute(**records, now=NOW)["lead_time"]
+    assert [(e["version"], e["hash_from"], e["last_input"], e["seconds"]) for e in lead["events"]] == [
+        ("1", "deploy record", "GOOG", 650.0), ("3", "deploy record", "GOOG", 21630.0),
+        ("4", "deploy record", "GOOG", 1860.0), ("7", "gate entry (3 tickers)", "GOOG", 2445.0)]
+    assert lead["unmatched"] == []
+
+
+def test_report_reads_the_manifest_of_every_ticker_the_model_was_trained_on(settings, monkeypatch):
+    from stockops.config import get_settings
+    from stockops.ingest import store_for
+
+    # the watchlist is now AAPL and GOOG: MSFT was dropped after v7 trained on it, but its manifest is still here
+    monkeypatch.setenv("STOCKOPS_TICKERS", "AAPL,GOOG")
+    settings = get_settings()
+    records = watchlist_records(BASE)
+    for ticker in TRAINED_ON:
+        write_jsonl(store_for(settings, ticker).manifest_path,
+                    [s for s in records["snapshots"] if s["ticker"] == ticker])
+    write_jsonl(store_for(settings, "IBM").manifest_path, [manifest_entry("IBM", sha("IBM"), at(BASE, 1, 9, 59))])
+    write_jsonl(settings.audit_log, records["audit"])
+    write_jsonl(settings.deploy_log, records["deploys"])
+
+    loaded = load_records(settings)
+    # AAPL and GOOG as the watchlist, MSFT as named by the gate entry; IBM is neither
+    assert sorted({s["ticker"] for s in loaded["snapshots"]}) == ["AAPL", "GOOG", "MSFT"]
+    lead = report(settings, now=NOW)["lead_time"]
+    assert [(e["version"], e["last_input"], e["seconds"]) for e in lead["events"]] == [("7", "GOOG", 2445.0)]
