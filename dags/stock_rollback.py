@@ -11,7 +11,7 @@ current champion while it serves, or a version the gate refused (unless `force`)
 the version's bento or builds it; `deploy` is the same critical section as a promotion: the
 health-checked switch (a bento that fails `/readyz` or its smoke prediction is stopped and the
 current champion keeps serving), then the `champion` alias and the change recorded — audit log
-under the home and tags on both MLflow model versions (`python -m stockops history` prints it);
+under the home and tags on both MLflow model versions (`.venv/bin/stockops history` prints it);
 `verify` checks that the endpoint, `@champion` and the audit log agree.
 
 **Repairing a split**: if the endpoint ever serves another version than `@champion` (the serving

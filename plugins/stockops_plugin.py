@@ -5,7 +5,9 @@
   API page open in a new tab; the Evidently monitor report, the GX Data Docs and the DORA chart are
   shown inside the Airflow UI.
 * Those three are files under the stockops home, which a browser cannot open from the web UI, so a
-  small web app, mounted by the api-server at ``/stockops``, serves them (and only files under the home),
+  small web app, mounted by the api-server at ``/stockops``, serves them (and only files under the home;
+  the Data Docs as pages of its own drawn from the stored GX results, :mod:`stockops.datadocs`, since
+  GX's generated pages load everything from other hosts and show nothing offline),
   and its index is the dashboard (:mod:`stockops.dashboard`): per ticker a fan chart of the recent
   forecasts against the realized closes and their interval coverage over time, the champion, the
   latest gate decision, pending approvals, the DORA measures and incidents.
@@ -41,7 +43,8 @@ log = logging.getLogger(__name__)
 
 URL_PREFIX = "/stockops"
 DAG_ID_PREFIX = "stock_"
-DORA_MISSING = "No DORA report yet: run python -m stockops dora"
+DORA_MISSING = "No DORA report yet: run .venv/bin/stockops dora"
+DOCS_MISSING = "No Great Expectations Data Docs yet: stock_ingest builds them when it validates a snapshot."
 
 
 # ---- the listener ------------------------------------------------------------------------
@@ -65,10 +68,32 @@ class DagRunRecorder:
     @hookimpl
     def on_dag_run_success(self, dag_run, msg: str) -> None:
         self.record(dag_run, "success", msg)
+        self.note(dag_run)
 
     @hookimpl
     def on_dag_run_failed(self, dag_run, msg: str) -> None:
         self.record(dag_run, "failed", msg)
+        self.note(dag_run)
+
+    @staticmethod
+    def note(dag_run) -> str | None:
+        """A finished ``stock_train`` run's note: the gate's verdict and what serves (the grid shows it at a glance).
+
+        Set on the run the scheduler is saving, in its own transaction (no second writer on the metadata DB).
+        """
+        try:
+            if dag_run.dag_id != "stock_train":
+                return None
+            from stockops.changes import training_note
+
+            text = training_note(get_settings(), dag_run.run_id)
+            if text:
+                dag_run.note = text
+            return text
+        except Exception as exc:
+            log.warning("stockops: could not note the gate's verdict on %r: %s: %s",
+                        getattr(dag_run, "run_id", dag_run), type(exc).__name__, exc)
+            return None
 
     @staticmethod
     def record(dag_run, state: str, msg: str) -> dict | None:
@@ -167,13 +192,12 @@ def build_app() -> FastAPI:
     """The FastAPI app behind the UI links; every request needs an Airflow session and reads the settings afresh."""
     from fastapi import FastAPI
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
-    from starlette.staticfiles import StaticFiles
 
     app = FastAPI(title="stockops reports", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.middleware("http")
     async def require_airflow_session(request: Request, call_next) -> Response:
-        # a middleware, not a route dependency, so that the mounted Data Docs are behind it too
+        # a middleware, not a route dependency, so that every route, the Data Docs' too, is behind it
         user = await session_user(request)
         if user is None:
             return refusal(request)
@@ -234,16 +258,28 @@ def build_app() -> FastAPI:
         numbers = _file_under_home(settings.reports_dir / "dora.json", settings)
         return FileResponse(numbers, media_type="application/json") if numbers else not_found(DORA_MISSING)
 
-    async def data_docs(scope, receive, send) -> None:
-        # StaticFiles refuses any path that resolves (symlinks included) outside its directory.
-        directory = get_settings().data_docs_dir
-        if not (directory / "index.html").is_file():
-            response = not_found("No Great Expectations Data Docs yet: stock_ingest builds them when it validates a snapshot.")
-            await response(scope, receive, send)
-            return
-        await StaticFiles(directory=directory, html=True, check_dir=False)(scope, receive, send)
+    def data_docs(request: Request) -> Response:
+        # Pages of our own, drawn from the stored GX results (stockops.datadocs): GX's generated pages
+        # load their scripts, styles and logo from other hosts and show no row offline.
+        from stockops import datadocs
 
-    app.mount("/gx", data_docs)
+        settings = get_settings()
+        page = request.path_params["page"]
+        if page in ("", "index.html"):
+            index = datadocs.render_index(settings, ticker=request.query_params.get("ticker"))
+            if index is None:
+                return not_found(DOCS_MISSING)
+            return HTMLResponse(index, headers={"Content-Security-Policy": datadocs.CONTENT_SECURITY_POLICY})
+        found = datadocs.result_file(settings, page)  # None for a path that resolves outside the results
+        if found is None:
+            return not_found(f"No such validation result: {page}" if datadocs.result_files(settings) else DOCS_MISSING)
+        if page.endswith(".json"):
+            return FileResponse(found, media_type="application/json")
+        return HTMLResponse(datadocs.render_result(datadocs.read_result(settings, found)),
+                            headers={"Content-Security-Policy": datadocs.CONTENT_SECURITY_POLICY})
+
+    # "/gx" is redirected to "/gx/" (the router's redirect_slashes), so the pages' relative links hold
+    app.add_route("/gx/{page:path}", data_docs, methods=["GET", "HEAD"])
     return app
 
 

@@ -1,4 +1,5 @@
-"""Command line: ``python -m stockops {run,demo,history,dora,gx-init,decide,watchlist}``."""
+"""Command line: ``stockops {run,demo,history,dora,gx-init,decide,watchlist}`` (the venv's console script,
+``.venv/bin/stockops``; ``python -m stockops`` is the same)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stockops", description=__doc__)
+    parser = argparse.ArgumentParser(prog="stockops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start Airflow locally with this repo's DAGs (make run)")
     run.add_argument("--port", type=int, default=None, help="Airflow UI port (default 8080)")

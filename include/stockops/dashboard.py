@@ -15,8 +15,13 @@ metadata DB), read when the page is asked for:
 * the **DORA measures** with the serving **incidents** (:func:`stockops.dora.report`, computed now);
 * **pending approvals**: Airflow's human-in-the-loop requests still waiting.
 
-Missing data never breaks the page: a ticker without forecasts says so, a torn last line of a log
-is skipped (:func:`stockops.audit.read`). Charts are drawn with matplotlib as SVG and inlined as
+Before any of the platform's own forecasts is realized (day one, or a new champion's first day), a
+ticker's charts show the champion's **holdout forecasts** instead, from its evaluation
+(``evaluation/v<version>.parquet``: the days it was judged on and never fitted on), and say so.
+
+Missing data never breaks the page: a ticker without forecasts says so, a chart of one forecast
+draws it as a bar, coverage is drawn once enough forecasts are realized (else the page says how many
+are), a torn last line of a log is skipped (:func:`stockops.audit.read`). Charts are drawn with matplotlib as SVG and inlined as
 ``data:`` URIs (nothing is fetched from elsewhere), and kept per ticker until the forecast log or
 the ticker's snapshot changes. Imported by the plugin's web app when a page is asked for.
 """
@@ -63,6 +68,7 @@ class TickerPanel:
     fan_chart: str | None  # data: URI of an SVG
     coverage_chart: str | None
     note: str | None = None
+    source: str = "live"  # "live": the platform's own forecasts; "holdout": the champion's evaluation (day one)
 
 
 # ---- data --------------------------------------------------------------------------------------
@@ -92,6 +98,43 @@ def champion_forecasts(records: list[dict], ticker: str) -> pd.DataFrame:
     return table.sort_values("forecast_for", ignore_index=True)
 
 
+def holdout_forecasts(settings: Settings, version: str | None, ticker: str) -> pd.DataFrame:
+    """Registry ``version``'s holdout forecasts of ``ticker`` as :func:`champion_forecasts` tabulates them (empty when
+    it kept none): what its evaluation forecast for the days it was judged on."""
+    import pandas as pd
+
+    table = _holdout_table(settings, version)
+    if table is None or table.empty:
+        return pd.DataFrame(columns=["as_of", "forecast_for", "model_version", "last_close", *QUANTILES])
+    rows = table[table["ticker"] == ticker]
+    out = rows[["as_of", "forecast_for", "last_close"]].assign(model_version=str(version))
+    for q in QUANTILES:
+        out[q] = rows["last_close"].to_numpy() * (rows[q].astype("float64").map(math.exp).to_numpy())
+    return out[["as_of", "forecast_for", "model_version", "last_close", *QUANTILES]].sort_values(
+        "forecast_for", ignore_index=True)
+
+
+_HOLDOUTS: dict[str, tuple[tuple, Any]] = {}  # version -> (file stamp, table)
+
+
+def _holdout_table(settings: Settings, version: str | None):
+    if version is None:
+        return None
+    path = settings.evaluation_dir / f"v{version}.parquet"
+    stamp = _stamp(path)
+    cached = _HOLDOUTS.get(str(path))
+    if cached and cached[0] == stamp:
+        return cached[1]
+    import pandas as pd
+
+    try:
+        table = pd.read_parquet(path)
+    except Exception:  # noqa: BLE001 - missing or unreadable: the page says there is nothing to show
+        table = None
+    _HOLDOUTS[str(path)] = (stamp, table)
+    return table
+
+
 def with_realized(forecasts: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     """``forecasts`` with the published ``close`` of each forecast day (NaN until published) and interval hits."""
     closes = dict(zip(frame["Date"].astype(str).str[:10], frame["Close"].astype("float64"), strict=True))
@@ -110,25 +153,50 @@ def rolling_coverage(table: pd.DataFrame, window: int = COVERAGE_WINDOW) -> pd.D
         **{f"coverage_{n}": realized[f"hit_{n}"].rolling(window, min_periods=least).mean() for n in INTERVALS})
 
 
-def ticker_panel(ticker: str, records: list[dict], frame: pd.DataFrame | None) -> TickerPanel:
-    """The panel of one ticker from the forecast log's records and its latest published snapshot (None: none)."""
+def ticker_panel(ticker: str, records: list[dict], frame: pd.DataFrame | None,
+                 holdout: pd.DataFrame | None = None) -> TickerPanel:
+    """The panel of one ticker from the forecast log's records and its latest published snapshot (None: none).
+
+    ``holdout``: the champion's holdout forecasts of the ticker (:func:`holdout_forecasts`), shown while none of
+    the platform's own forecasts is realized."""
     forecasts = champion_forecasts(records, ticker)
     if frame is None:
         return TickerPanel(ticker, len(forecasts), 0, None, None, None, None, None,
                            NO_SNAPSHOT if forecasts.empty else f"{NO_SNAPSHOT}: its {len(forecasts)} forecasts "
                                                                  "cannot be compared with closes")
-    if forecasts.empty:
+    table = with_realized(forecasts.tail(COVERAGE_DAYS), frame) if not forecasts.empty else None
+    if (table is None or table["close"].isna().all()) and holdout is not None and not holdout.empty:
+        return _holdout_panel(ticker, len(forecasts), holdout, frame)
+    if table is None:
         return TickerPanel(ticker, 0, 0, None, None, None, fan_chart(ticker, forecasts, frame), None, NO_FORECASTS)
-    table = with_realized(forecasts.tail(COVERAGE_DAYS), frame)
     realized = table.dropna(subset=["close"])
     newest = table.iloc[-1]
     last = {"forecast_for": newest["forecast_for"], "model_version": newest["model_version"],
             "median": float(newest["q50"]), "low_90": float(newest["q05"]), "high_90": float(newest["q95"])}
     coverage = {n: float(realized[f"hit_{n}"].mean()) if len(realized) else None for n in INTERVALS}
     note = None if len(realized) else "no forecast realized yet: the next published close is the first"
+    rolling = rolling_coverage(table)
+    chart = coverage_chart(ticker, rolling) if rolling["coverage_90"].notna().any() else None
+    if len(realized) and chart is None:
+        note = (f"{len(realized)} forecast(s) realized: coverage over time is drawn from "
+                f"{min(5, COVERAGE_WINDOW)} on")
     return TickerPanel(ticker, len(forecasts), len(realized), last, coverage["50"], coverage["90"],
-                       fan_chart(ticker, table.tail(FAN_DAYS), frame),
-                       coverage_chart(ticker, rolling_coverage(table)) if len(realized) else None, note)
+                       fan_chart(ticker, table.tail(FAN_DAYS), frame), chart, note)
+
+
+def _holdout_panel(ticker: str, own: int, holdout: pd.DataFrame, frame: pd.DataFrame) -> TickerPanel:
+    """Day one: the champion's holdout forecasts against the closes that followed (its evaluation's days)."""
+    table = with_realized(holdout.tail(COVERAGE_DAYS), frame)
+    realized = table.dropna(subset=["close"])
+    coverage = {n: float(realized[f"hit_{n}"].mean()) if len(realized) else None for n in INTERVALS}
+    version = str(table["model_version"].iloc[-1])
+    rolling = rolling_coverage(table)
+    note = (f"no live forecast realized yet ({own} made): shown are v{version}'s forecasts on its holdout, "
+            f"{len(realized)} days it was judged on and never fitted on, from its evaluation")
+    return TickerPanel(ticker, own, 0, None, coverage["50"], coverage["90"],
+                       fan_chart(ticker, table.tail(FAN_DAYS), frame, what=f"v{version}'s holdout forecasts"),
+                       coverage_chart(ticker, rolling) if rolling["coverage_90"].notna().any() else None, note,
+                       source="holdout")
 
 
 def champion(settings: Settings, now: datetime) -> dict | None:
@@ -138,8 +206,10 @@ def champion(settings: Settings, now: datetime) -> dict | None:
         return None
     last = changes[-1]
     since = _when(last.get("at"))
+    kind = next((e.get("model_kind") for e in reversed(changes) if str(e.get("to_version")) == str(last.get(
+        "to_version")) and e.get("model_kind")), None)
     return {"version": str(last.get("to_version")), "since": last.get("at"), "change": describe(last),
-            "from_version": last.get("from_version"), "reason": last.get("reason", ""),
+            "from_version": last.get("from_version"), "reason": last.get("reason", ""), "model_kind": kind or "lstm",
             "age_s": (now - since).total_seconds() if since else None, "changes": len(changes)}
 
 
@@ -203,8 +273,9 @@ def _dates(values) -> Any:
     return pd.to_datetime(pd.Series(list(values), dtype="object"))
 
 
-def fan_chart(ticker: str, table: pd.DataFrame, frame: pd.DataFrame) -> str:
-    """The forecasts' 5-95 % and 25-75 % bands and median as prices, against the closes (SVG data URI)."""
+def fan_chart(ticker: str, table: pd.DataFrame, frame: pd.DataFrame, what: str = "one-day-ahead forecasts") -> str:
+    """The forecasts' 5-95 % and 25-75 % bands and median as prices, against the closes (SVG data URI); a single
+    forecast is drawn as its interval bars (a band needs two days)."""
     figure, ax = _figure()
     dates = frame["Date"].astype(str).str[:10].to_numpy()
     # the closes from a week before the first forecast day (the last FAN_DAYS closes without forecasts)
@@ -213,16 +284,23 @@ def fan_chart(ticker: str, table: pd.DataFrame, frame: pd.DataFrame) -> str:
     ax.plot(_dates(dates[max(0, start):]), shown["Close"], color="black", linewidth=1.2, label="close (published)")
     if len(table):
         x = _dates(table["forecast_for"])
-        ax.fill_between(x, table["q05"], table["q95"], color="#90caf9", alpha=0.55, label="90 % interval",
-                        step="mid")
-        ax.fill_between(x, table["q25"], table["q75"], color="#1e88e5", alpha=0.55, label="50 % interval",
-                        step="mid")
-        ax.plot(x, table["q50"], color="#0d47a1", linewidth=0.8, linestyle=":", label="median")
+        if len(table) == 1:
+            for low, high, colour, label in (("q05", "q95", "#90caf9", "90 % interval"),
+                                             ("q25", "q75", "#1e88e5", "50 % interval")):
+                ax.vlines(x, table[low], table[high], color=colour, linewidth=9, label=label)
+            ax.scatter(x, table["q50"], color="#0d47a1", marker="_", s=120, label="median", zorder=3)
+        else:
+            ax.fill_between(x, table["q05"], table["q95"], color="#90caf9", alpha=0.55, label="90 % interval",
+                            step="mid")
+            ax.fill_between(x, table["q25"], table["q75"], color="#1e88e5", alpha=0.55, label="50 % interval",
+                            step="mid")
+            ax.plot(x, table["q50"], color="#0d47a1", linewidth=0.8, linestyle=":", label="median")
         if "close" in table:
             missed = table[(table["close"] < table["q05"]) | (table["close"] > table["q95"])]
             ax.scatter(_dates(missed["forecast_for"]), missed["close"], color="#c62828", s=12, zorder=3,
                        label="outside 90 %")
-        ax.set_title(f"{ticker}: the last {len(table)} one-day-ahead forecasts", fontsize=9)
+        ax.set_title(f"{ticker}: the last {len(table)} {what}" if len(table) > 1 else f"{ticker}: one {what[:-1]}",
+                     fontsize=9)
     else:
         ax.set_title(f"{ticker}: {NO_FORECASTS}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", framealpha=0.7, ncol=2)  # "best" costs a search per chart
@@ -260,18 +338,22 @@ def ticker_panels(settings: Settings) -> list[TickerPanel]:
     from stockops.ingest import store_for
 
     log_stamp, records = _stamp(settings.forecast_log), None
+    current = champion(settings, datetime.now(UTC))
+    version = current["version"] if current else None
+    holdout_stamp = _stamp(settings.evaluation_dir / f"v{version}.parquet") if version else None
     panels = []
     for ticker in settings.tickers:
         store = store_for(settings, ticker)
         entry = store.latest()
-        key = (log_stamp, str(settings.home), entry.hash if entry else None)
+        key = (log_stamp, str(settings.home), entry.hash if entry else None, holdout_stamp)
         cached = _PANELS.get(ticker)
         if cached and cached[0] == key:
             panels.append(cached[1])
             continue
         if records is None:
             records = audit.read(settings.forecast_log)
-        panel = ticker_panel(ticker, records, store.load(entry) if entry else None)
+        panel = ticker_panel(ticker, records, store.load(entry) if entry else None,
+                             holdout_forecasts(settings, version, ticker))
         _PANELS[ticker] = (key, panel)
         panels.append(panel)
     return panels
@@ -317,7 +399,7 @@ def _links(settings: Settings) -> str:
              ("BentoML API docs", settings.serve_url + "/", "the serving endpoint's OpenAPI page"),
              ("GX Data Docs", "gx/", "every validation of a snapshot"),
              ("Evidently report", "monitor/latest", "the latest monitor check's drift report"),
-             ("DORA chart", "dora", "python -m stockops dora draws it"))
+             ("DORA chart", "dora", ".venv/bin/stockops dora draws it"))
     items = "".join(f'<li><a href="{_e(href)}">{_e(name)}</a> <small>{_e(note)}</small></li>'
                     for name, href, note in links)
     return f'<ul id="links">{items}</ul>'
@@ -326,19 +408,35 @@ def _links(settings: Settings) -> str:
 def _champion_section(settings: Settings, now: datetime) -> str:
     current = champion(settings, now)
     rows = [] if current is None else [(
-        _version(current["version"]), _e(current["since"]), _e(dora.human_duration(current["age_s"])),
+        _version(current["version"]), f'<b>{_e(KINDS.get(current["model_kind"], current["model_kind"]))}</b>',
+        _e(current["since"]), _e(dora.human_duration(current["age_s"])),
         _e(current["change"]) + (f" from {_version(current['from_version'])}" if current["from_version"] else ""),
         _e(current["reason"]))]
-    return _table("champion", ("version", "since (UTC)", "age", "change", "why"), rows,
-                  "no champion yet: no model has passed the gate")
+    return _table("champion", ("version", "model", "since (UTC)", "age", "change", "why"), rows,
+                  "no champion yet: the first stock_train run makes one (an LSTM that passes the gate, or else "
+                  "the classical baseline HARX-GKO)")
+
+
+KINDS = {"lstm": "LSTM", "harx_gko": "HARX-GKO (classical baseline)"}
 
 
 def _gate_section(settings: Settings) -> str:
-    gate = latest_event(settings.audit_log, "gate")
-    rows = [] if gate is None else [(_e(gate.get("at")), _version(gate.get("version")),
-                                      f'<b>{_e(gate.get("decision"))}</b>', _e(gate.get("reason")),
-                                      _e(gate.get("request_reason")))]
-    return _table("gate", ("when (UTC)", "candidate", "decision", "why", "training asked for by"), rows,
+    entries = audit.read(settings.audit_log)
+    gate = next((e for e in reversed(entries) if e.get("event") == "gate"), None)
+    rows = []
+    if gate is not None:
+        run = gate.get("dag_run_id")
+        baseline = next((e for e in reversed(entries) if e.get("event") == "baseline" and run
+                         and e.get("dag_run_id") == run), None)
+        if baseline is not None:
+            outcome = f"v{_e(baseline.get('version'))} HARX-GKO baseline registered to serve: {_e(baseline.get('reason'))}"
+        elif gate.get("decision") == "refused":
+            outcome = "champion unchanged"
+        else:
+            outcome = f"v{_e(gate.get('version'))} deployed as the champion"
+        rows = [(_e(gate.get("at")), _version(gate.get("version")), f'<b>{_e(gate.get("decision"))}</b>',
+                 _e(gate.get("reason")), outcome, _e(gate.get("request_reason")))]
+    return _table("gate", ("when (UTC)", "candidate", "decision", "why", "then", "training asked for by"), rows,
                   "no gate decision yet: stock_train has not scored a candidate")
 
 
@@ -393,6 +491,8 @@ def _ticker_section(panel: TickerPanel, scorecard: dict) -> str:
                      f"(90 %: {f['low_90']:.2f}–{f['high_90']:.2f}; model {_version(f['model_version'])})")
     if panel.realized:
         facts.append(f"coverage 50 %: {_pct(panel.coverage_50)}, 90 %: {_pct(panel.coverage_90)}")
+    elif panel.source == "holdout":
+        facts.append(f"holdout coverage 50 %: {_pct(panel.coverage_50)}, 90 %: {_pct(panel.coverage_90)}")
     if scorecard:
         facts.append(f"monitor scorecard: 50 % {_pct(scorecard.get('coverage_50'))}, "
                      f"90 % {_pct(scorecard.get('coverage_90'))} over {scorecard.get('days', 0)} days")
@@ -400,8 +500,8 @@ def _ticker_section(panel: TickerPanel, scorecard: dict) -> str:
     charts = "".join(f'<img id="{kind}-{t}" class="chart" alt="{t} {label}" src="{uri}">'
                      for kind, label, uri in (("fan", "fan chart", panel.fan_chart),
                                               ("coverage", "coverage over time", panel.coverage_chart)) if uri)
-    return (f'<section class="ticker" id="ticker-{t}"><h3>{t}</h3><p>{"; ".join(facts)}</p>{note}'
-            f"<div>{charts}</div></section>")
+    return (f'<section class="ticker" id="ticker-{t}" data-source="{panel.source}"><h3>{t}</h3>'
+            f'<p>{"; ".join(facts)}</p>{note}<div>{charts}</div></section>')
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}

@@ -44,7 +44,7 @@ def run_demo(days: int = 5) -> list[WatchlistOutcome]:
               f"{latest.hash[:12] if latest else '-':<13}")
     print("\n" + format_watchlist(watchlist_status(settings)))
     print("held moves wait for a person: `make run` > Airflow UI > Required actions, or "
-          "python -m stockops decide <TICKER> <day> approve|reject --reason ...")
+          ".venv/bin/stockops decide <TICKER> <day> approve|reject --reason ...")
     print(f"GX Data Docs: {settings.data_docs_dir / 'index.html'}")
     store = store_for(settings)
 

@@ -684,7 +684,7 @@ def draw_chart(result: dict[str, Any], path: Path | str) -> Path:
 # ---- command line ------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """``python -m stockops dora``: print the table, write the JSON and the chart, print where."""
-    parser = argparse.ArgumentParser(prog="python -m stockops dora",
+    parser = argparse.ArgumentParser(prog="stockops dora",
                                      description="The four DORA measures from this home's own records.")
     parser.add_argument("--days", type=float, default=30, help="report period in days, ending now (default 30)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON (default reports/dora.json)")

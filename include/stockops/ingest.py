@@ -127,14 +127,16 @@ def watchlist_status(settings: Settings | None = None) -> list[TickerStatus]:
 SETTLED = (PUBLISHED, QUARANTINED, HELD, REJECTED)  # outcomes that end a ticker's part of a day's ingest
 
 
-def day_outcome(settings: Settings, day: str, tickers: list[str]) -> dict[str, Any]:
+def day_outcome(settings: Settings, day: str, tickers: list[str], since: str = "") -> dict[str, Any]:
     """Where each of ``tickers`` stands in ``day``'s ingest: ``settled`` (ticker -> its outcome: published,
-    quarantined, held for a person, rejected; or superseded by a later day's) and ``pending`` (not yet, or never:
-    a fetch that failed for good leaves no outcome). What ``stock_ingest``'s ``settled`` task waits on before it
-    tells training and the monitor that the day is ingested."""
+    quarantined, held for a person, rejected; or superseded by a later day's), ``pending`` (not yet, or never:
+    a fetch that failed for good leaves no outcome) and ``new``: the published ones whose snapshot was first
+    published at ``since`` (ISO, the run's start) or later (a re-run of a day publishes the same snapshot again).
+    What ``stock_ingest``'s ``settled`` task waits on before it tells training and the monitor that the day is
+    ingested."""
     from stockops.data.store import CorruptState
 
-    settled, pending = {}, []
+    settled, pending, new = {}, [], []
     for ticker in tickers:
         try:
             status = read_status(settings, ticker)
@@ -144,9 +146,16 @@ def day_outcome(settings: Settings, day: str, tickers: list[str]) -> dict[str, A
             settled[ticker] = f"superseded by {status.logical_date}"
         elif status is not None and status.logical_date == day and status.status in SETTLED:
             settled[ticker] = status.status.value
+            if status.status is PUBLISHED and _first_published(settings, ticker, status.hash) >= since:
+                new.append(ticker)
         else:
             pending.append(ticker)
-    return {"day": day, "settled": settled, "pending": pending}
+    return {"day": day, "settled": settled, "pending": pending, "new": new}
+
+
+def _first_published(settings: Settings, ticker: str, digest: str | None) -> str:
+    """When snapshot ``digest`` of ``ticker`` was first published (its manifest entry), "" if it has none."""
+    return next((e.published_at for e in store_for(settings, ticker).entries() if e.hash == digest), "")
 
 
 def format_watchlist(rows: list[TickerStatus]) -> str:
@@ -280,7 +289,7 @@ def validate_raw(fetched: Fetched, dag_run_id: str = "") -> Validated:
         decisions.record_request(settings, ticker, report.held, logical_date=day, dag_run_id=dag_run_id)
         write_status(settings, ticker, day, HELD, report.summary(), days=validated.held_days)
         log.warning("%s: %s. Nothing is published until a person decides: Airflow UI > Required actions, or "
-                    "python -m stockops decide %s <day> approve|reject --reason ...", ticker, report.summary(), ticker)
+                    ".venv/bin/stockops decide %s <day> approve|reject --reason ...", ticker, report.summary(), ticker)
     else:
         log.info("%s data for %s passed: %s", ticker, day, report.summary())
     return validated
@@ -359,7 +368,7 @@ def publish_validated(validated: Validated) -> Published | Rejected:
         if undecided:
             raise RuntimeError(f"{ticker} data for {day} is held for an operator's decision on {', '.join(undecided)} "
                                "and none was recorded: decide in Airflow's Required actions, or with "
-                               f"`python -m stockops decide {ticker} {undecided[0]} approve|reject --reason ...`; "
+                               f"`.venv/bin/stockops decide {ticker} {undecided[0]} approve|reject --reason ...`; "
                                "nothing was published")
         approval = f" (approved by an operator: {', '.join(days)})"
     entry, new = store.publish(frame, logical_date=day, source=validated.fetched.source,

@@ -40,18 +40,20 @@ class WatchlistSettledTrigger(BaseTrigger):
     ``deadline`` (epoch seconds) with the ones still pending named. Polls the tickers' status files every
     ``poll_s`` in the triggerer, so no worker slot waits."""
 
-    def __init__(self, day: str, tickers: list[str], deadline: float, poll_s: float = 2.0) -> None:
+    def __init__(self, day: str, tickers: list[str], since: str, deadline: float, poll_s: float = 2.0) -> None:
         super().__init__()
-        self.day, self.tickers, self.deadline, self.poll_s = day, list(tickers), float(deadline), float(poll_s)
+        self.day, self.tickers, self.since = day, list(tickers), since
+        self.deadline, self.poll_s = float(deadline), float(poll_s)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}",
-                {"day": self.day, "tickers": self.tickers, "deadline": self.deadline, "poll_s": self.poll_s})
+                {"day": self.day, "tickers": self.tickers, "since": self.since, "deadline": self.deadline,
+                 "poll_s": self.poll_s})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         settings = get_settings()
         while True:
-            outcome = await asyncio.to_thread(day_outcome, settings, self.day, self.tickers)
+            outcome = await asyncio.to_thread(day_outcome, settings, self.day, self.tickers, self.since)
             if not outcome["pending"] or time.time() >= self.deadline:
                 yield TriggerEvent(outcome)
                 return
@@ -62,8 +64,9 @@ class WatchlistSettled(BaseOperator):
     """``stock_ingest``'s ``settled``: waits (deferred, in the triggerer) until every ticker of the run is
     published, quarantined or held for a person, then emits ONE event of the Asset ``stockops_watchlist_day``
     (extra: the day and each ticker's outcome), which starts ``stock_train`` and ``stock_monitor``: neither runs
-    on a partial day, and a held ticker never holds the others up. A closed market (no requests) emits nothing;
-    past ``timeout`` the event goes out with the tickers still pending named (a fetch that failed for good)."""
+    on a partial day, and a held ticker never holds the others up. A closed market (no requests), or a day with
+    no new snapshot (a re-run: the same data again), emits nothing (the task is skipped, saying why); past
+    ``timeout`` the event goes out with the tickers still pending named (a fetch that failed for good)."""
 
     template_fields = ("requests",)
     ui_color = "#e8f5e9"
@@ -76,13 +79,16 @@ class WatchlistSettled(BaseOperator):
         requests = [IngestRequest.from_xcom(r) for r in self.requests or []]
         if not requests:
             raise AirflowSkipException("nothing was ingested (the market is closed): no day event")
+        settings = get_settings()
         day, tickers = requests[0].logical_date, [r.ticker for r in requests]
-        outcome = day_outcome(get_settings(), day, tickers)
+        run = context["dag_run"]
+        since = (run.start_date or run.run_after).isoformat(timespec="seconds")  # a snapshot first published since
+        outcome = day_outcome(settings, day, tickers, since)
         if not outcome["pending"]:
             return self.execute_complete(context, outcome)
         self.log.info("%s: %d of %d tickers settled; waiting for %s", day, len(outcome["settled"]), len(tickers),
                       ", ".join(outcome["pending"]))
-        self.defer(trigger=WatchlistSettledTrigger(day, tickers, time.time() + self.timeout.total_seconds()),
+        self.defer(trigger=WatchlistSettledTrigger(day, tickers, since, time.time() + self.timeout.total_seconds()),
                    method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +96,9 @@ class WatchlistSettled(BaseOperator):
             self.log.warning("%s: no outcome for %s within %s: the day event goes out without them", event["day"],
                              ", ".join(event["pending"]), self.timeout)
         self.log.info("%s settled: %s", event["day"], ", ".join(f"{t} {s}" for t, s in event["settled"].items()))
+        if not event["new"]:
+            raise AirflowSkipException(f"{event['day']}: no ticker published a new snapshot (the same data again): "
+                                       "no day event, so nothing is retrained on it")
         context["outlet_events"][AssetAlias(DAY_ALIAS)].add(Asset(name=DAY_ASSET_NAME, uri=DAY_ASSET_URI,
                                                                   group="stockops"), extra=event)
         return event

@@ -14,6 +14,7 @@ is created here, so Airflow never generates one and prints it into a log.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import signal
@@ -23,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -33,6 +34,8 @@ from stockops.contracts import TickerStatus
 from stockops.data.calendar import sessions
 from stockops.processes import stop_pid_tree, venv_bin
 
+log = logging.getLogger(__name__)
+
 DAG_IDS = ("stock_ingest", "stock_train", "stock_monitor", "stock_rollback", "stock_rollback_proposal")
 # What `airflow standalone` runs, minus the log servers. Airflow 3.3 binds the scheduler's (8793)
 # and the triggerer's (8794) log servers to every interface and has no setting for the address
@@ -41,6 +44,7 @@ DAG_IDS = ("stock_ingest", "stock_train", "stock_monitor", "stock_rollback", "st
 COMPONENTS = (("api-server",), ("scheduler", "--skip-serve-logs"), ("dag-processor",),
               ("triggerer", "--skip-serve-logs"))
 AIRFLOW_LOG = "airflow-standalone.log"
+PARALLELISM = 4  # task processes at once (AIRFLOW__CORE__PARALLELISM overrides): see LocalPlatform.env
 
 
 # ---- files that hold secrets --------------------------------------------------------------------
@@ -85,6 +89,7 @@ class LocalPlatform:
     host: str = "127.0.0.1"
     port: int = 8080
     mlflow_port: int = 5000
+    started: float = field(default_factory=time.monotonic)  # when `make run` began: the progress lines count from it
 
     @property
     def url(self) -> str:
@@ -96,9 +101,10 @@ class LocalPlatform:
         env["AIRFLOW__API__PORT"] = str(self.port)
         env["AIRFLOW__API__BASE_URL"] = self.url
         env["STOCKOPS_MLFLOW_URL"] = self.mlflow_url  # the plugin's link in the Airflow UI
-        # At most 8 task processes at once: a watchlist maps 4 tasks per ticker, and more processes
-        # than that on a small machine only queue on the CPU and on SQLite's single writer.
-        env.setdefault("AIRFLOW__CORE__PARALLELISM", "8")
+        # At most PARALLELISM task processes at once. The LocalExecutor keeps that many workers alive for
+        # good (about 175 MB each, idle); on two cores and SQLite's single writer more only queue
+        # (bench/first_forecast.py: 18 tickers ingested in 66 s with 4, 75 s with 8; 0.7 GB less when idle).
+        env.setdefault("AIRFLOW__CORE__PARALLELISM", str(PARALLELISM))
         # `airflow standalone` starts its components as `airflow ...` by name: use this venv's.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
@@ -212,34 +218,34 @@ class LocalPlatform:
             time.sleep(0.5)
         raise TimeoutError(f"{dag_id} run {run_id} still {state} after {timeout:.0f} s")
 
-    def trigger_first_ingest(self) -> str:
+    def trigger_first_ingest(self, token: str | None = None) -> str:
         """Ingest the newest NYSE session, unless a run of a recent session exists; returns the day ingested.
 
         On unpause the scheduler starts the DAG's latest interval by itself (the previous
         session): that run is the first ingest, and a second one would only double the start-up
         load. Otherwise the newest session is triggered (a weekend or holiday would be a no-op),
         at its close (22:00 UTC) or now when that is still ahead: the scheduler does not run a
-        logical date in the future.
+        logical date in the future. Both through the REST API (an ``airflow`` CLI process each would
+        import Airflow).
         """
+        token = token or self.api_token()
         recent = sessions(date.today() - timedelta(days=14), date.today())
-        newest = self._newest_ingest_day()
+        newest = self._newest_ingest_day(token)
         if newest is not None and newest >= str(recent[-2]):
             return newest
         day = str(recent[-1])
         when = min(datetime.fromisoformat(f"{day}T22:00:00+00:00"), datetime.now(UTC)).isoformat(timespec="seconds")
-        done = self.airflow("dags", "trigger", "stock_ingest", "--logical-date", when, check=False)
-        if done.returncode != 0 and self._newest_ingest_day() != day:
-            raise RuntimeError(f"could not trigger stock_ingest for {day}: {(done.stderr or done.stdout)[-2000:]}")
+        try:
+            self.trigger("stock_ingest", token, logical_date=when)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409 or self._newest_ingest_day(token) != day:  # 409: the scheduler made it meanwhile
+                raise RuntimeError(f"could not trigger stock_ingest for {day}: HTTP {exc.code} "
+                                   f"{exc.read().decode(errors='replace')[:2000]}") from exc
         return day
 
-    def _newest_ingest_day(self) -> str | None:
+    def _newest_ingest_day(self, token: str) -> str | None:
         """The logical day of the newest stock_ingest run, if there is one."""
-        listed = self.airflow("dags", "list-runs", "stock_ingest", "--output", "json", check=False)
-        lines = [line for line in listed.stdout.splitlines() if line.startswith(("[{", "[]"))]
-        try:
-            runs = json.loads(lines[-1]) if listed.returncode == 0 and lines else []
-        except ValueError:
-            runs = []
+        runs = self.api("dags/stock_ingest/dagRuns?order_by=-logical_date&limit=1", token)["dag_runs"]
         days = [str(r["logical_date"])[:10] for r in runs if r.get("logical_date")]
         return max(days) if days else None
 
@@ -254,6 +260,11 @@ class LocalPlatform:
             rows = watchlist_status(self.settings)
         return rows
 
+    def forecast_curl(self, ticker: str | None = None) -> str:
+        """The Quickstart's request: tomorrow's forecast for one ticker (the model ticker by default)."""
+        body = json.dumps({"ticker": ticker or self.settings.ticker})
+        return f"curl -s -H 'Content-Type: application/json' -d '{body}' {self.settings.serve_url}/forecast"
+
     def print_banner(self) -> None:
         password_file = self.settings.airflow_passwords_file
         print(f"""
@@ -265,38 +276,98 @@ class LocalPlatform:
    watchlist       {len(self.settings.tickers)} tickers: {' '.join(self.settings.tickers)}
    data            {self.settings.home / 'data'}/<TICKER>   (source: {self.settings.source})
    decisions       {self.url}/required_actions?response_received=false   (held extreme moves)
-   forecasts       POST {self.settings.serve_url}/predict   ({self.serving_line()}; model ticker {self.settings.ticker})
+   forecasts       POST {self.settings.serve_url}/forecast {{"ticker": "{self.settings.ticker}"}}   ({self.serving_line()})
+                   POST {self.settings.serve_url}/forecast/batch {{}}   (every ticker; /predict takes your own OHLCV)
    API docs        {self.settings.serve_url}/   (OpenAPI; /livez /readyz /metrics)
-   GX Data Docs    {self.settings.data_docs_dir / 'index.html'}
-   monitor reports {self.settings.monitoring_dir}/<check>/drift_report.html, decision.json
-                   (every decision: {self.settings.monitor_log.name}; MLflow: {self.settings.monitoring_experiment})
    dashboard       {self.url}/stockops/   (behind the Airflow login: forecasts against closes per ticker,
-                   champion, gate, approvals, DORA; its reports also under Plugins > StockOps)
-   rollback        Airflow UI > stock_rollback > Trigger (version, reason); history: python -m stockops history
-   DORA report     python -m stockops dora   (table, {self.settings.reports_dir}/dora.json and dora.png)
+                   champion, gate, approvals, DORA; GX Data Docs and the monitor report under Plugins > StockOps)
+   rollback        Airflow UI > stock_rollback > Trigger (reason; version empty = the previous champion)
+   records         .venv/bin/stockops history | watchlist | dora   (champion changes, ingest outcomes, DORA)
    logs            {self.settings.logs_dir}   (serving: {self.settings.serving_dir / 'logs'})
- A first stock_ingest run was triggered for the newest NYSE session: every ticker of the
- watchlist is fetched, validated and published on its own (a summary follows here when all
- are done, in a minute or two). New snapshots start stock_train (one global risk model for
- the watchlist; a few minutes more: train, score against GARCH/EWMA/HARX-GKO, gate, and for a
- promoted model, bento build and a health-checked deploy to the endpoint above; the gate may
- well refuse: it says why in its log) and stock_monitor (drift and live error).
-   curl -s -H 'Content-Type: application/json' {self.settings.serve_url}/predict -d \\
-        '{{"open": [...], "high": [...], "low": [...], "closes": [...], "volume": [...], "market": [...]}}'
-   (the same days in every list, oldest first: at least the model's window + 23, {self.settings.train_window + 23} by
-   default; market: {self.settings.market or 'QQQ'} closes on those days, optional; API docs above)
+ The first cycle follows here as it happens: stock_ingest validates and publishes every ticker,
+ then stock_train trains the global LSTM, scores it against GARCH/EWMA/HARX-GKO on the same
+ ticker-days and gates it. The champion is the best model the platform has: an LSTM that passes
+ the gate, or else the classical baseline HARX-GKO; every answer names its model_kind.
  Ctrl-C stops everything this command started, the endpoint included.
 ==============================================================================""", flush=True)
-
 
     def print_watchlist(self, day: str) -> None:
         """The first ingest's outcome per ticker, and where to decide what is held."""
         from stockops.ingest import HELD, format_watchlist
 
         rows = self.wait_for_watchlist(day)
-        print(f"\nfirst ingest ({day}): {format_watchlist(rows)}", flush=True)
+        self.say(f"ingest ({day}): {format_watchlist(rows)}")
         if any(r.status is HELD for r in rows):
-            print(f"decide the held ones: {self.url}/required_actions?response_received=false", flush=True)
+            self.say(f"decide the held ones: {self.url}/required_actions?response_received=false")
+
+    def say(self, text: str) -> None:
+        """One line of the first cycle's progress, with the seconds since ``make run`` started."""
+        print(f"[{time.monotonic() - self.started:6.0f} s] {text}", flush=True)
+
+    def follow_first_cycle(self, token: str, since: str, timeout: float = 1800) -> bool:
+        """Print the first cycle as it happens: the training run, the gate's verdict, the deploy and, last, the
+        endpoint answering for every ticker with a curl line to try; True once it answers. ``since``: the audit
+        log's records before this moment (ISO) are not news."""
+        from stockops import audit
+
+        deadline, told = time.monotonic() + timeout, set()
+        while time.monotonic() < deadline:
+            try:  # progress only: an API busy with the ingest's writes must not stop the platform
+                runs = self.api("dags/stock_train/dagRuns?order_by=-run_after&limit=5", token)["dag_runs"]
+            except (OSError, ValueError) as exc:
+                runs = []
+                log.debug("no training runs read this round: %s", exc)
+            for run in runs:
+                key = (run["dag_run_id"], run["state"])
+                if key not in told and run["state"] in ("running", "success", "failed"):
+                    told.add(key)
+                    self.say(f"stock_train {run['dag_run_id']}: {run['state']}")
+            for entry in audit.read(self.settings.audit_log):
+                if str(entry.get("at", "")) < since or (entry.get("at"), entry.get("event")) in told:
+                    continue
+                told.add((entry.get("at"), entry.get("event")))
+                line = self._audit_line(entry)
+                if line:
+                    self.say(line)
+            answered = self.forecasts_answering()
+            if answered:
+                self.say(answered)
+                self.say(f"try it:  {self.forecast_curl()}")
+                return True
+            time.sleep(3)
+        self.say(f"no forecast served within {timeout:.0f} s: see the stock_train runs at {self.url}/dags/stock_train")
+        return False
+
+    @staticmethod
+    def _audit_line(entry: dict) -> str | None:
+        """The first cycle's news in one line, from an audit log record (None: not news)."""
+        event = entry.get("event")
+        if event == "gate":
+            return f"gate: candidate v{entry.get('version')} {entry.get('reason')}"
+        if event == "baseline":
+            return f"v{entry.get('version')} HARX-GKO (the classical baseline) registered to serve: {entry.get('reason')}"
+        if event in ("promotion", "rollback", "reconciliation"):
+            return (f"deployed: v{entry.get('to_version')} is the champion ({entry.get('model_kind') or 'lstm'}); "
+                    f"it answers at the stable address")
+        return None
+
+    def forecasts_answering(self) -> str | None:
+        """A line when ``/forecast/batch`` answers for every published ticker, else None."""
+        from stockops.processes import http_json
+
+        try:
+            status, answer = http_json(f"{self.settings.serve_url}/forecast/batch", {}, timeout=30)
+        except OSError:
+            return None
+        if status != 200 or not isinstance(answer, list) or not answer:
+            return None
+        good = [a for a in answer if "error" not in a]
+        if len(good) < len(answer):
+            return None
+        kinds = sorted({str(a.get("model_kind")) for a in good})
+        versions = sorted({str(a.get("model_version")) for a in good})
+        return (f"{self.settings.serve_url}/forecast answers for {len(good)} of {len(answer)} tickers "
+                f"(model v{', v'.join(versions)}, {', '.join(kinds)})")
 
     def serving_line(self) -> str:
         from stockops.serving import current
@@ -304,17 +375,17 @@ class LocalPlatform:
         state = current(self.settings)
         if state:
             return f"serving {self.settings.model_name} v{state['version']}, bento {state['bento_tag']}"
-        return "no champion yet: it starts serving after the first promotion"
+        return "no champion yet: it serves after the first training run"
 
     def serve_champion(self) -> None:
         """Serve the current champion at the stable address (after a restart, say)."""
         from stockops.serving import serve_champion
 
-        print("serving the current champion, if there is one ...", flush=True)
+        self.say("serving the current champion, if there is one ...")
         try:
             serve_champion(self.settings, reason="make run: serve the current champion")
         except Exception as exc:  # the platform still starts; the DAG's next deploy retries
-            print(f"could not serve the champion: {exc}", flush=True)
+            self.say(f"could not serve the champion: {exc}")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -334,9 +405,13 @@ def run_local(port: int | None = None) -> int:
         platform.wait_healthy(proc)
         platform.ensure_dags_ready()
         platform.serve_champion()
-        day = platform.trigger_first_ingest()
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        token = platform.api_token()
+        day = platform.trigger_first_ingest(token)
         platform.print_banner()
+        platform.say(f"stock_ingest for {day}: fetching, validating and publishing {len(settings.tickers)} tickers ...")
         platform.print_watchlist(day)
+        platform.follow_first_cycle(token, since)
         return proc.wait()
     except KeyboardInterrupt:
         return 0

@@ -25,7 +25,7 @@ def test_committed_suite_matches_build_expectations():
                                          sort_keys=True), e["kwargs"]["description"]) for e in build_expectations())
     severities = {(e["type"], e["kwargs"]["description"]): e["severity"] for e in build_expectations()}
     assert {(e["type"], e["description"]): e["severity"] for e in committed["expectations"]} == severities
-    assert have == want, "run `python -m stockops gx-init` and commit the result"
+    assert have == want, "run `.venv/bin/stockops gx-init` and commit the result"
 
 
 def test_thresholds_are_suite_parameters_not_constants():

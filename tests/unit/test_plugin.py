@@ -205,7 +205,7 @@ def test_app_says_what_is_missing_before_anything_exists(client):
         assert response.status_code == 404, path
         assert response.headers["content-type"].startswith("text/plain")
         assert "yet" in response.text
-    assert "run python -m stockops dora" in client.get("/stockops/dora").text
+    assert "run .venv/bin/stockops dora" in client.get("/stockops/dora").text
 
 
 def test_app_index_and_redirects(client, settings):
@@ -240,20 +240,13 @@ def test_app_serves_the_latest_monitor_report(client, settings):
     assert client.get("/stockops/monitor/latest").status_code == 404
 
 
-def test_app_serves_data_docs_and_the_dora_report(client, settings):
-    docs = settings.data_docs_dir
-    (docs / "validations").mkdir(parents=True)
-    (docs / "index.html").write_text("<html>GX Data Docs index</html>")
-    (docs / "validations" / "run.html").write_text("<html>one validation</html>")
+def test_app_serves_the_dora_report(client, settings):
+    """(The Data Docs pages, drawn from real GX results: tests/unit/test_data_docs_offline.py.)"""
     settings.reports_dir.mkdir(parents=True)
     (settings.reports_dir / "dora.png").write_bytes(png_bytes())
     numbers = {"deployment_frequency_per_week": 2.0, "change_failure_rate": 0.25}
     (settings.reports_dir / "dora.json").write_text(json.dumps(numbers))
 
-    assert "GX Data Docs index" in client.get("/stockops/gx/").text
-    assert "one validation" in client.get("/stockops/gx/validations/run.html").text
-    bare = client.get("/stockops/gx", follow_redirects=False)
-    assert bare.is_redirect and bare.headers["location"].endswith("/stockops/gx/")
     chart = client.get("/stockops/dora")
     assert chart.headers["content-type"] == "image/png" and chart.content == png_bytes()
     assert client.get("/stockops/dora.json").json() == numbers
@@ -544,3 +537,89 @@ def test_pending_approvals_are_the_unanswered_hitl_requests(airflow_db, tmp_path
     finally:  # the metadata DB is shared by the test session
         delete_dag("stockops_dashboard_approvals")
     assert not [a for a in dashboard.pending_approvals() if a["dag_id"] == "stockops_dashboard_approvals"]
+
+
+# ---- day one: nothing realized yet ---------------------------------------------------------------
+
+
+def test_dashboard_with_one_realized_forecast_draws_it_and_says_when_coverage_starts(watchlist):
+    """One realized forecast: the fan chart shows it (a band needs two days), no coverage chart on an empty axis,
+    and the page says from how many realized forecasts coverage is drawn."""
+    from stockops import dashboard
+    from stockops.ingest import store_for
+
+    records = [e for e in audit.read(watchlist.forecast_log) if e["ticker"] == "GOOG"][-1:]
+    frame = store_for(watchlist, "GOOG").load()
+    panel = dashboard.ticker_panel("GOOG", records, frame)
+    assert (panel.forecasts, panel.realized, panel.coverage_chart) == (1, 1, None)
+    assert panel.note and "coverage over time is drawn from 5 on" in panel.note
+    svg = base64.b64decode(panel.fan_chart.split(",", 1)[1]).decode()
+    assert "one one-day-ahead forecast" in svg and "1970" not in svg
+    unrealized = [{**records[0], "forecast_for": "2099-01-02", "as_of": "2099-01-01"}]  # its close is not published
+    panel = dashboard.ticker_panel("GOOG", unrealized, frame)
+    assert (panel.realized, panel.coverage_chart, panel.source) == (0, None, "live")
+    assert "no forecast realized yet" in panel.note
+
+
+def test_dashboard_shows_the_champions_holdout_forecasts_before_any_live_day(watchlist):
+    """Day one: the champion (here v2, the HARX-GKO baseline) has made no forecast that is realized; its panel
+    shows its holdout forecasts from its evaluation against the closes that followed, and says so."""
+    import numpy as np
+    import pandas as pd
+
+    from stockops import dashboard
+    from stockops.ingest import store_for
+
+    audit.record(watchlist.audit_log, "promotion", from_version=None, to_version="2", reason="no champion yet",
+                 decision="baseline", model_kind="harx_gko")
+    frame = store_for(watchlist, "KO").load()  # KO: published, no forecasts in the log
+    days = frame["Date"].astype(str).str[:10].to_numpy()
+    n = 40
+    closes = frame["Close"].to_numpy()
+    holdout = pd.DataFrame({"ticker": "KO", "as_of": days[-n - 1:-1], "forecast_for": days[-n:],
+                            "last_close": closes[-n - 1:-1], "point": 0.0, "variance": 1e-4,
+                            **{q: np.full(n, z * 0.01) for q, z in (("q01", -2.3), ("q05", -1.6), ("q25", -0.7),
+                                                                     ("q50", 0.0), ("q75", 0.7), ("q95", 1.6),
+                                                                     ("q99", 2.3))}})
+    watchlist.evaluation_dir.mkdir(parents=True)
+    holdout.to_parquet(watchlist.evaluation_dir / "v2.parquet")
+
+    panels = {p.ticker: p for p in dashboard.ticker_panels(watchlist)}
+    ko = panels["KO"]
+    assert ko.source == "holdout" and ko.fan_chart and ko.coverage_chart
+    assert "v2's forecasts on its holdout" in ko.note and f"{n} days" in ko.note
+    moves = np.abs(np.log(closes[-n:] / closes[-n - 1:-1]))
+    assert ko.coverage_90 == pytest.approx(np.mean(moves <= 0.016))  # the 90 % band is +-1.6 % around the close
+    assert panels["GOOG"].source == "live"  # realized own forecasts win
+    page = dashboard.render_page(watchlist, user="admin", approvals=[])
+    assert 'data-source="holdout"' in page and "HARX-GKO (classical baseline)" in page
+
+
+def test_the_gates_verdict_becomes_the_training_runs_note(plugin, settings):
+    """The grid shows at a glance what a stock_train run decided: refused with the baseline serving, refused with
+    the champion unchanged, promoted; nothing for another DAG or a run that never reached the gate."""
+    run = dag_run("stock_train", run_id="asset_triggered__1")
+    audit.record(settings.audit_log, "gate", version="1", decision="refused", dag_run_id=run.run_id,
+                 reason="refused: worse than HARX-GKO on QLIKE (gain -0.1604 nats/day)")
+    audit.record(settings.audit_log, "baseline", version="2", dag_run_id=run.run_id,
+                 reason="no model has passed the gate yet")
+    audit.record(settings.audit_log, "promotion", from_version=None, to_version="2", dag_run_id=run.run_id,
+                 decision="baseline", reason="no champion yet")
+    plugin.listeners[0].on_dag_run_success(dag_run=run, msg="success")
+    assert run.note.startswith("v2 HARX-GKO baseline serves (no model has passed the gate yet). Candidate REFUSED v1")
+    assert "gain -0.1604" in run.note
+
+    later = dag_run("stock_train", run_id="asset_triggered__2")
+    audit.record(settings.audit_log, "gate", version="3", decision="refused", dag_run_id=later.run_id,
+                 reason="refused: does not beat the champion significantly")
+    plugin.listeners[0].on_dag_run_success(dag_run=later, msg="success")
+    assert later.note.endswith("| champion unchanged")
+
+    failed = dag_run("stock_train", run_id="manual__3")
+    audit.record(settings.audit_log, "gate", version="4", decision="promoted", dag_run_id=failed.run_id,
+                 reason="promoted: QLIKE 1.40 vs HARX-GKO 1.44")
+    plugin.listeners[0].on_dag_run_failed(dag_run=failed, msg="task_failure")  # its deploy failed
+    assert failed.note == "PROMOTED v4: promoted: QLIKE 1.40 vs HARX-GKO 1.44 | NOT deployed"
+    for other in (dag_run("stock_ingest", run_id="asset_triggered__1"), dag_run("stock_train", run_id="manual__9")):
+        plugin.listeners[0].on_dag_run_success(dag_run=other, msg="success")
+        assert other.note is None

@@ -169,3 +169,26 @@ def test_prune_keeps_the_newest_results_and_their_pages(settings):
     assert left == ["20261123T000000Z", "20261124T000000Z"]
     assert sorted(p.parent.name for p in settings.data_docs_dir.rglob("*.html")) == left
     assert not (root / "validations" / "stock_prices" / "GOOG-0").exists()
+
+
+def test_a_day_is_settled_once_every_ticker_has_an_outcome_and_new_only_for_a_new_snapshot(settings, goog):
+    """What stock_ingest's ``settled`` task waits on: published, quarantined, held or rejected (a later day's
+    outcome too) settles a ticker; a ticker with no outcome for the day is pending; a snapshot published before
+    the run began (a re-run of the day) is not new."""
+    from stockops.ingest import store_for
+
+    day, tickers = "2026-11-20", ["GOOG", "KO", "PG", "JNJ", "MSFT"]
+    start = "2026-12-01T00:00:00+00:00"
+    entry, _ = store_for(settings, "GOOG").publish(goog.iloc[:300], logical_date=day, source="test")
+    ingest.write_status(settings, "GOOG", day, IngestStatus.PUBLISHED, "300 rows", hash=entry.hash)
+    ingest.write_status(settings, "KO", day, IngestStatus.QUARANTINED, "2 of 41 expectations failed")
+    ingest.write_status(settings, "PG", day, IngestStatus.HELD, "an extreme move", days=[day])
+    ingest.write_status(settings, "JNJ", "2026-11-23", IngestStatus.PUBLISHED, "a later day's run", hash="j" * 64)
+    outcome = ingest.day_outcome(settings, day, tickers, since=start)
+    assert outcome["settled"] == {"GOOG": "published", "KO": "quarantined", "PG": "held",
+                                  "JNJ": "superseded by 2026-11-23"}
+    assert outcome["pending"] == ["MSFT"]  # never fetched: a fetch that failed for good leaves no outcome
+    assert outcome["new"] == ["GOOG"]  # first published during the run
+    # the same snapshot again, in a run that began after it was first published: nothing new to train on
+    later = ingest.day_outcome(settings, day, tickers, since="2999-01-01T00:00:00+00:00")
+    assert later["new"] == [] and later["settled"]["GOOG"] == "published"
