@@ -369,6 +369,22 @@ class LocalPlatform:
         return (f"{self.settings.serve_url}/forecast answers for {len(good)} of {len(answer)} tickers "
                 f"(model v{', v'.join(versions)}, {', '.join(kinds)})")
 
+    def first_cycle(self, proc: subprocess.Popen, timeout: float = 1800) -> bool:
+        """What ``make run`` does once Airflow runs (``proc``): every DAG unpaused, the champion served if there is
+        one, the first ingest triggered, the banner, then the first cycle followed until the endpoint answers for
+        every ticker (True) or ``timeout`` passes (False)."""
+        self.wait_healthy(proc)
+        self.ensure_dags_ready()
+        self.serve_champion()
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        token = self.api_token()
+        day = self.trigger_first_ingest(token)
+        self.print_banner()
+        self.say(f"stock_ingest for {day}: fetching, validating and publishing {len(self.settings.tickers)} "
+                 "tickers ...")
+        self.print_watchlist(day)
+        return self.follow_first_cycle(token, since, timeout=timeout)
+
     def serving_line(self) -> str:
         from stockops.serving import current
 
@@ -402,16 +418,7 @@ def run_local(port: int | None = None) -> int:
     proc = platform.start()
     mlflow_proc = platform.start_mlflow_ui()
     try:
-        platform.wait_healthy(proc)
-        platform.ensure_dags_ready()
-        platform.serve_champion()
-        since = datetime.now(UTC).isoformat(timespec="seconds")
-        token = platform.api_token()
-        day = platform.trigger_first_ingest(token)
-        platform.print_banner()
-        platform.say(f"stock_ingest for {day}: fetching, validating and publishing {len(settings.tickers)} tickers ...")
-        platform.print_watchlist(day)
-        platform.follow_first_cycle(token, since)
+        platform.first_cycle(proc)
         return proc.wait()
     except KeyboardInterrupt:
         return 0
