@@ -13,12 +13,18 @@ and, with yfinance, downloads the whole watchlist in one batched call (the *Trig
   rows after the published snapshot; all rows when the source restated history, which is then
   recorded). Bad data fails this ticker's `validate` with each failed expectation and the
   offending dates in the log and goes to `quarantine/`: the other tickers go on;
-* **review** — only when an extreme move in the newest session is backed by the day's own range
-  and volume but no later session can confirm it yet: the task asks a person under
-  **Required actions** (Approve publishes, Reject quarantines; the decision and its reason are
-  kept in the audit log and never asked again). Other tickers are not held up;
 * **publish** a content-hashed Parquet snapshot, move the ticker's `latest` pointer, and update
-  the ticker's Asset `stockops_prices_<TICKER>` (through the AssetAlias `stockops_prices`).
+  the ticker's Asset `stockops_prices_<TICKER>` (through the AssetAlias `stockops_prices`);
+* **review**, beside publish — only when an extreme move in the newest session is backed by the
+  day's own range and volume but no later session can confirm it yet: `publish` skips the day and
+  the task asks a person under **Required actions**, then carries the answer out (Approve
+  publishes and updates the Asset, Reject quarantines; the decision and its reason are kept in the
+  audit log and never asked again). Nobody else waits for it.
+
+Then **settled**, once every ticker's `publish` is done (published, skipped for a review, or not run
+because validation quarantined the data): one event of the Asset `stockops_watchlist_day` (its extra:
+the day and each ticker's outcome), which `stock_train` and `stock_monitor` follow — a day's
+training never starts on part of it. No event on a closed day or a re-run that published nothing new.
 
 Logic lives in `stockops.ingest` and `stockops.validation`; this file only wires it, through
 `STEPS` (task id -> function: `watchlist` runs `plan_watchlist`, `fetch` `fetch_prices`, `validate`
@@ -34,13 +40,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, AssetAlias, Param, dag, task_group
+from airflow.sdk import AssetAlias, Param, dag, task_group
+from airflow.sdk.exceptions import AirflowSkipException
 
 from stockops.alerts import notify_failure
-from stockops.config import PRICES_ALIAS, get_settings, prices_asset_name, prices_asset_uri
+from stockops.config import PRICES_ALIAS, get_settings
 from stockops.contracts import Published, Rejected, Validated
 from stockops.ingest import fetch_prices, plan_watchlist, publish_validated, validate_raw
-from stockops.operators import HeldDayReview, WatchlistSettled
+from stockops.operators import HeldDayReview, WatchlistSettled, emit_prices
 from stockops.wiring import step_tasks
 
 settings = get_settings()
@@ -49,13 +56,14 @@ DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 
 def publish_snapshot(validated: Validated, *, outlet_events: Any = None) -> Published | Rejected:
-    """Publish, then update the ticker's own Asset when its ``latest`` is this snapshot."""
+    """Publish, then update the ticker's own Asset when its ``latest`` is this snapshot. A day held for a person is
+    skipped here: its ``review`` publishes it (or quarantines it) when the person decides."""
+    if validated.held_for_review:
+        raise AirflowSkipException(f"{validated.ticker}: {', '.join(validated.held_days)} held for a person's "
+                                   "decision under Required actions; the review publishes it on Approve")
     outcome = publish_validated(validated)
     if isinstance(outcome, Published) and outcome.latest:
-        ticker = outcome.ticker
-        outlet_events[PRICES].add(Asset(name=prices_asset_name(ticker), uri=prices_asset_uri(ticker), group="stockops"),
-                                  extra={"ticker": ticker, "hash": outcome.entry.hash,
-                                         "last_date": outcome.entry.last_date, "logical_date": outcome.logical_date})
+        emit_prices(outlet_events, outcome)
     return outcome
 
 
@@ -89,6 +97,9 @@ step = step_tasks(STEPS)
 )
 def stock_ingest():
     requests = step("watchlist")(logical_date=DAY, tickers="{{ params.tickers or '' }}")
+    # One "day ingested" event once every ticker's publish is done (a held one skips it): training and the monitor
+    # follow it.
+    settled = WatchlistSettled(task_id="settled", requests=requests, retries=0)
 
     @task_group(group_id="ticker")
     def one_ticker(request):  # an IngestRequest as JSON
@@ -98,15 +109,14 @@ def stock_ingest():
         validated = step("validate", retries=0, max_active_tis_per_dagrun=4,
                          map_index_template="{{ task.op_kwargs['fetched']['ticker'] }}")(
             fetched=fetched, dag_run_id="{{ run_id }}")
-        review = HeldDayReview(task_id="review", validated=validated, retries=0,
-                               response_timeout=timedelta(hours=settings.review_timeout_h),
-                               map_index_template="{{ task.validated['fetched']['ticker'] }}")
-        review >> step("publish", trigger_rule="none_failed", outlets=[PRICES],
-                       map_index_template="{{ task.op_kwargs['validated']['fetched']['ticker'] }}")(validated=validated)
+        # a held day is asked here and carried out here (Approve publishes it), beside publish, which skips it
+        HeldDayReview(task_id="review", validated=validated, retries=0,
+                      response_timeout=timedelta(hours=settings.review_timeout_h),
+                      map_index_template="{{ task.validated['fetched']['ticker'] }}")
+        step("publish", outlets=[PRICES], map_index_template="{{ task.op_kwargs['validated']['fetched']['ticker'] }}")(
+            validated=validated) >> settled
 
     one_ticker.expand(request=requests)
-    # One "day ingested" event once every ticker is settled (a held one included): training and the monitor follow it.
-    WatchlistSettled(task_id="settled", requests=requests, timeout=timedelta(hours=1), retries=0)
 
 
 stock_ingest()

@@ -45,7 +45,8 @@ def run_demo(days: int = 5) -> list[WatchlistOutcome]:
     print("\n" + format_watchlist(watchlist_status(settings)))
     print("held moves wait for a person: `make run` > Airflow UI > Required actions, or "
           ".venv/bin/stockops decide <TICKER> <day> approve|reject --reason ...")
-    print(f"GX Data Docs: {settings.data_docs_dir / 'index.html'}")
+    print("GX Data Docs (every validation, its expectations and offending rows): `make run`, then "
+          "http://127.0.0.1:8080/stockops/gx/")
     store = store_for(settings)
 
     from stockops.registry import champion_version

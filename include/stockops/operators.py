@@ -1,7 +1,7 @@
 """Airflow operators of stockops (imported by DAG files only: the rest of the package runs without Airflow).
 
 :class:`WatchlistSettled` ends a day's ingest: once every ticker has its outcome it emits the one
-"day ingested" Asset event that training and the monitor follow (its trigger polls in the triggerer).
+"day ingested" Asset event that training and the monitor follow.
 
 :class:`HeldDayReview` is Airflow's human-in-the-loop operator asking about one ticker's held day:
 it shows the move and its evidence under "Required actions", waits for Approve or Reject (with
@@ -16,98 +16,71 @@ without a person.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import Asset, AssetAlias, BaseOperator, Param
 from airflow.sdk.exceptions import AirflowSkipException
-from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from stockops.changes import record_rollback_answer
-from stockops.config import DAY_ALIAS, DAY_ASSET_NAME, DAY_ASSET_URI, get_settings
-from stockops.contracts import IngestRequest, Validated
-from stockops.ingest import day_outcome, record_review, review_request
+from stockops.config import (
+    DAY_ALIAS,
+    DAY_ASSET_NAME,
+    DAY_ASSET_URI,
+    PRICES_ALIAS,
+    get_settings,
+    prices_asset_name,
+    prices_asset_uri,
+)
+from stockops.contracts import IngestRequest, Published, Validated
+from stockops.ingest import day_outcome, publish_validated, record_review, review_request
 
 APPROVE, REJECT = "Approve", "Reject"
 
 
-class WatchlistSettledTrigger(BaseTrigger):
-    """Fires once every ticker of a day's ingest has its outcome (:func:`stockops.ingest.day_outcome`), or at
-    ``deadline`` (epoch seconds) with the ones still pending named. Polls the tickers' status files every
-    ``poll_s`` in the triggerer, so no worker slot waits."""
-
-    def __init__(self, day: str, tickers: list[str], since: str, deadline: float, poll_s: float = 2.0) -> None:
-        super().__init__()
-        self.day, self.tickers, self.since = day, list(tickers), since
-        self.deadline, self.poll_s = float(deadline), float(poll_s)
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (f"{type(self).__module__}.{type(self).__qualname__}",
-                {"day": self.day, "tickers": self.tickers, "since": self.since, "deadline": self.deadline,
-                 "poll_s": self.poll_s})
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        settings = get_settings()
-        while True:
-            outcome = await asyncio.to_thread(day_outcome, settings, self.day, self.tickers, self.since)
-            if not outcome["pending"] or time.time() >= self.deadline:
-                yield TriggerEvent(outcome)
-                return
-            await asyncio.sleep(self.poll_s)
-
-
 class WatchlistSettled(BaseOperator):
-    """``stock_ingest``'s ``settled``: waits (deferred, in the triggerer) until every ticker of the run is
-    published, quarantined or held for a person, then emits ONE event of the Asset ``stockops_watchlist_day``
-    (extra: the day and each ticker's outcome), which starts ``stock_train`` and ``stock_monitor``: neither runs
-    on a partial day, and a held ticker never holds the others up. A closed market (no requests), or a day with
-    no new snapshot (a re-run: the same data again), emits nothing (the task is skipped, saying why); past
-    ``timeout`` the event goes out with the tickers still pending named (a fetch that failed for good)."""
+    """``stock_ingest``'s ``settled``: once every ticker's ``publish`` is done (published, or skipped because the day
+    is held for a person, or not run because validation quarantined it), emits ONE event of the Asset
+    ``stockops_watchlist_day`` (extra: the day and each ticker's outcome), which starts ``stock_train`` and
+    ``stock_monitor``: neither runs on a partial day, and a held ticker never holds the others up (its review
+    publishes it when a person decides). A closed market (no requests), or a day with no new snapshot (a re-run:
+    the same data again), emits nothing (the task is skipped, saying why). A ticker whose fetch failed for good
+    has no outcome: it is named, and the others' event goes out."""
 
     template_fields = ("requests",)
     ui_color = "#e8f5e9"
 
-    def __init__(self, *, requests: Any, timeout: timedelta, **kwargs: Any) -> None:
-        super().__init__(outlets=[AssetAlias(DAY_ALIAS)], **kwargs)
-        self.requests, self.timeout = requests, timeout
+    def __init__(self, *, requests: Any, **kwargs: Any) -> None:
+        super().__init__(outlets=[AssetAlias(DAY_ALIAS)], trigger_rule="all_done", **kwargs)
+        self.requests = requests
 
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Any) -> dict[str, Any]:
         requests = [IngestRequest.from_xcom(r) for r in self.requests or []]
         if not requests:
             raise AirflowSkipException("nothing was ingested (the market is closed): no day event")
-        settings = get_settings()
-        day, tickers = requests[0].logical_date, [r.ticker for r in requests]
         run = context["dag_run"]
         since = (run.start_date or run.run_after).isoformat(timespec="seconds")  # a snapshot first published since
-        outcome = day_outcome(settings, day, tickers, since)
-        if not outcome["pending"]:
-            return self.execute_complete(context, outcome)
-        self.log.info("%s: %d of %d tickers settled; waiting for %s", day, len(outcome["settled"]), len(tickers),
-                      ", ".join(outcome["pending"]))
-        self.defer(trigger=WatchlistSettledTrigger(day, tickers, since, time.time() + self.timeout.total_seconds()),
-                   method_name="execute_complete")
-
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        if event["pending"]:
-            self.log.warning("%s: no outcome for %s within %s: the day event goes out without them", event["day"],
-                             ", ".join(event["pending"]), self.timeout)
-        self.log.info("%s settled: %s", event["day"], ", ".join(f"{t} {s}" for t, s in event["settled"].items()))
-        if not event["new"]:
-            raise AirflowSkipException(f"{event['day']}: no ticker published a new snapshot (the same data again): "
+        outcome = day_outcome(get_settings(), requests[0].logical_date, [r.ticker for r in requests], since)
+        if outcome["pending"]:
+            self.log.warning("%s: no outcome for %s (a fetch or validation that failed for good): the day event "
+                             "goes out without them", outcome["day"], ", ".join(outcome["pending"]))
+        self.log.info("%s settled: %s", outcome["day"], ", ".join(f"{t} {s}" for t, s in outcome["settled"].items()))
+        if not outcome["new"]:
+            raise AirflowSkipException(f"{outcome['day']}: no ticker published a new snapshot (the same data again): "
                                        "no day event, so nothing is retrained on it")
         context["outlet_events"][AssetAlias(DAY_ALIAS)].add(Asset(name=DAY_ASSET_NAME, uri=DAY_ASSET_URI,
-                                                                  group="stockops"), extra=event)
-        return event
+                                                                  group="stockops"), extra=outcome)
+        return outcome
 
 
 class HeldDayReview(HITLOperator):
     """Ask a person whether a held extreme move is real (Approve: publish) or a feed error (Reject: quarantine).
 
-    ``validated`` is the ``validate`` task's XCom (a :class:`Validated` as JSON), parsed when the task runs.
+    ``validated`` is the ``validate`` task's XCom (a :class:`Validated` as JSON), parsed when the task runs. The
+    answer is carried out here (the ticker's ``publish`` task skipped the held day, so that the day's other
+    tickers and its "day ingested" event never wait for a person): Approve publishes the snapshot and updates
+    the ticker's Asset, Reject quarantines the data.
     """
 
     template_fields = (*HITLOperator.template_fields, "validated")
@@ -121,6 +94,7 @@ class HeldDayReview(HITLOperator):
             params={"reason": Param("", type="string", title="Reason",
                                     description="Why: kept in the audit trail with your decision.")},
             response_timeout=response_timeout,
+            outlets=[AssetAlias(PRICES_ALIAS)],
             **kwargs,
         )
         self.validated = validated
@@ -139,10 +113,23 @@ class HeldDayReview(HITLOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         answer = super().execute_complete(context, event)
         user = answer["responded_by_user"] or {}
-        record_review(self._validated(), approved=answer["chosen_options"] == [APPROVE],
+        validated = self._validated()
+        record_review(validated, approved=answer["chosen_options"] == [APPROVE],
                       by=user.get("name") or user.get("id") or "unknown",
                       reason=str((answer["params_input"] or {}).get("reason", "")), dag_run_id=context["run_id"])
+        outcome = publish_validated(validated)  # the decision carried out: published, or quarantined
+        if isinstance(outcome, Published) and outcome.latest:
+            emit_prices(context["outlet_events"], outcome)
         return answer
+
+
+def emit_prices(outlet_events: Any, published: Published) -> None:
+    """Update the ticker's own Asset (``stockops_prices_<TICKER>``) through the alias, with the snapshot's lineage."""
+    ticker = published.ticker
+    outlet_events[AssetAlias(PRICES_ALIAS)].add(
+        Asset(name=prices_asset_name(ticker), uri=prices_asset_uri(ticker), group="stockops"),
+        extra={"ticker": ticker, "hash": published.entry.hash, "last_date": published.entry.last_date,
+               "logical_date": published.logical_date})
 
 
 class RollbackApproval(ApprovalOperator):

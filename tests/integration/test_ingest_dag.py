@@ -55,15 +55,22 @@ def test_consecutive_sessions_each_publish_one_more_row_per_ticker(settings, ing
         dagrun = run_day(ingest_dag, day)
         assert str(dagrun.state) == "success", states(dagrun)
         assert by_ticker(dagrun, "ticker.review") == {"GOOG": "skipped", "MSFT": "skipped"}
+        # every ticker settled: one "day ingested" event, which training and the monitor follow
+        assert states(dagrun)["settled"] == "success"
+        assert _asset_events(dagrun.run_id) == {"stockops_prices_GOOG", "stockops_prices_MSFT",
+                                                "stockops_watchlist_day"}
         for ticker, store in stores.items():
             assert store.latest().logical_date == day
             rows.setdefault(ticker, []).append(store.latest().rows)
     for counts in rows.values():
         assert counts == [counts[0], counts[0] + 1, counts[0] + 2]
 
-    # Re-running a day: same hash, no duplicate entry, latest stays on the newest data.
+    # Re-running a day: same hash, no duplicate entry, latest stays on the newest data, no day event (nothing new
+    # to train on).
     before = {t: s.latest() for t, s in stores.items()}
-    assert str(run_day(ingest_dag, "2026-11-20").state) == "success"
+    rerun = run_day(ingest_dag, "2026-11-20")
+    assert str(rerun.state) == "success" and states(rerun)["settled"] == "skipped"
+    assert "stockops_watchlist_day" not in _asset_events(rerun.run_id)
     assert {t: s.latest() for t, s in stores.items()} == before
     assert {t: len(s.entries()) for t, s in stores.items()} == {"GOOG": 3, "MSFT": 3}
 
@@ -154,8 +161,12 @@ def test_one_tickers_bad_data_stops_only_it_and_held_days_are_decided_over_the_r
 
     assert by_ticker(dagrun, "ticker.validate") == {"BAC": "success", "JPM": "success", "GOOG": "failed",
                                                     "MSFT": "success", "KO": "success"}
-    assert by_ticker(dagrun, "ticker.publish") == {"BAC": "success", "JPM": "success", "GOOG": "upstream_failed",
+    # the held days: publish skips them, the review publishes (BAC, approved) or quarantines (JPM, rejected)
+    assert by_ticker(dagrun, "ticker.publish") == {"BAC": "skipped", "JPM": "skipped", "GOOG": "upstream_failed",
                                                    "MSFT": "success", "KO": "success"}
+    assert by_ticker(dagrun, "ticker.review") == {"BAC": "success", "JPM": "success", "GOOG": "upstream_failed",
+                                                  "MSFT": "skipped", "KO": "skipped"}
+    assert states(dagrun)["settled"] == "success"
     assert str(dagrun.state) == "failed", "GOOG's bad data fails the run (and only GOOG's tasks)"
     latest = {t: store_for(current, t).latest() for t in current.tickers}
     assert {t: e.last_date for t, e in latest.items()} == {
@@ -172,7 +183,8 @@ def test_one_tickers_bad_data_stops_only_it_and_held_days_are_decided_over_the_r
         ("BAC", "2009-01-21", "approved", "admin", "TARP news: a real rally"),
         ("JPM", "2009-01-21", "rejected", "admin", "checking with the vendor")]
     assert all(e["dag_run_id"] == dagrun.run_id for e in decided)
-    assert _asset_events(dagrun.run_id) == {"stockops_prices_BAC", "stockops_prices_MSFT", "stockops_prices_KO"}
+    assert _asset_events(dagrun.run_id) == {"stockops_prices_BAC", "stockops_prices_MSFT", "stockops_prices_KO",
+                                            "stockops_watchlist_day"}
 
 
 def _operator(server: ApiServer, token: str, settings, baseline: dict, seen: dict) -> None:
