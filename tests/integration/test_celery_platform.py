@@ -58,12 +58,14 @@ def test_ingest_to_served_model_through_scheduler_and_celery_worker(services, se
     # One ticker: the mapped ingest still runs as mapped task instances through Celery (the local platform's
     # test fans three tickers out); each ticker costs four Celery task processes, each importing its stack.
     monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG")
+    # Triggered runs only: on unpause the scheduler would also start the latest scheduled ingest, and its day
+    # event a second training and monitoring run (the schedule's own first run is the make-run platform test's).
+    monkeypatch.setenv("STOCKOPS_INGEST_SCHEDULE", "manual")
     platform = CeleryPlatform(get_settings(), port=free_port(), mlflow_port=free_port())
     try:
         platform.wait_healthy(platform.start(), timeout=300)
         platform.ensure_dags_ready(["stock_ingest", "stock_train", "stock_monitor"], timeout=240)
         token = platform.api_token()
-        # (the scheduler also starts the latest scheduled ingest: catchup is off, not the schedule)
         ingest_id = platform.trigger("stock_ingest", token, logical_date="2026-11-19T12:00:00Z")
         runs = wait_idle(platform, token, ["stock_ingest", "stock_train", "stock_monitor"], timeout=1200)
 
