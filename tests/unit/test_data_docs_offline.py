@@ -26,6 +26,7 @@ from stockops import datadocs, validation
 from stockops.config import Settings, get_settings
 from stockops.data.sources import shipped_series
 from stockops.validation import ValidationReport, validate_prices
+from tests.unit.test_plugin import airflow_token, plugin_app
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by `make browser`
 N_ROWS = 600  # 2004-08-19 .. 2007-01-05
@@ -69,23 +70,7 @@ def docs(tmp_path_factory, goog) -> Docs:
 
 @pytest.fixture(scope="module")
 def app(docs, airflow_db):
-    """The api-server's plugin mounting (``init_plugins``) and auth set-up on a bare FastAPI app."""
-    from airflow.api_fastapi.app import init_auth_manager, init_plugins
-    from airflow.api_fastapi.core_api.app import init_middlewares
-    from fastapi import FastAPI
-
-    app = FastAPI()
-    init_plugins(app)
-    init_auth_manager(app)
-    init_middlewares(app)
-    return app
-
-
-def airflow_token() -> str:
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-
-    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
+    return plugin_app()
 
 
 @pytest.fixture(scope="module")

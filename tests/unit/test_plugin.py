@@ -45,8 +45,7 @@ def plugin():
     return found[0]
 
 
-@pytest.fixture
-def app(settings, airflow_db):
+def plugin_app():
     """The api-server's plugin mounting (``init_plugins``) and auth set-up on a bare FastAPI app."""
     from airflow.api_fastapi.app import init_auth_manager, init_plugins
     from airflow.api_fastapi.core_api.app import init_middlewares
@@ -57,6 +56,11 @@ def app(settings, airflow_db):
     init_auth_manager(app)
     init_middlewares(app)
     return app
+
+
+@pytest.fixture
+def app(settings, airflow_db):
+    return plugin_app()
 
 
 def airflow_token(username: str = "admin", role: str | None = "admin", **kwargs) -> str:
