@@ -5,8 +5,9 @@
 
 :class:`HeldDayReview` is Airflow's human-in-the-loop operator asking about one ticker's held day:
 it shows the move and its evidence under "Required actions", waits for Approve or Reject (with
-a reason), and records the decision (who, when, why) before the ``publish`` task acts on it. A
-ticker whose data passed on the rules alone has nothing to decide: its review is skipped.
+a reason), records the decision (who, when, why) and carries it out: Approve publishes the day (the
+``publish`` task skipped it), Reject quarantines it. A ticker whose data passed on the rules alone
+has nothing to decide: its review is skipped.
 
 :class:`RollbackApproval` asks whether to roll the champion back to the previous one, as the
 monitor proposed with its evidence; it records the answer and, on Approve, lets the next task
@@ -161,6 +162,8 @@ class RollbackApproval(ApprovalOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         answer = dict(super().execute_complete(context, event))
+        # resumed in a new operator: the versions a hand-made proposal left empty are filled in again, as asked
+        self.proposal = resolve_proposal(dict(self.proposal))
         user = answer.get("responded_by_user") or {}
         by = user.get("name") or user.get("id") or "nobody (no answer within the timeout: Reject)"
         reason = str((answer.get("params_input") or {}).get("reason", "")) or "no reason given"
