@@ -138,16 +138,23 @@ def prepare_features(snapshots: Snapshots, window: int | None = None) -> Feature
                     val_start=str(split.val_start), test_start=str(split.test_start))
 
 
-def _load_panel(features: Features):
-    """Frames per ticker, the panel and the split that ``prepare_features`` saved."""
+def _load_frames(features: Features):
+    """Frames per ticker and the split that ``prepare_features`` saved."""
     import numpy as np
     import pandas as pd
 
-    from stockops.risk_model import DateSplit, build_panel
+    from stockops.risk_model import DateSplit
 
     table = pd.read_parquet(features.path)
     frames = {t: g.drop(columns="ticker").reset_index(drop=True) for t, g in table.groupby("ticker", sort=False)}
-    split = DateSplit(val_start=np.datetime64(features.val_start), test_start=np.datetime64(features.test_start))
+    return frames, DateSplit(val_start=np.datetime64(features.val_start), test_start=np.datetime64(features.test_start))
+
+
+def _load_panel(features: Features):
+    """Frames per ticker, the panel and the split that ``prepare_features`` saved."""
+    from stockops.risk_model import build_panel
+
+    frames, split = _load_frames(features)
     return frames, build_panel(frames, market=get_settings().market), split
 
 
@@ -576,7 +583,7 @@ def register_baseline(registered: Registered, why: str, dag_run_id: str = "") ->
     settings = get_settings()
     experiment_id = registry.setup(settings)
     features = registered.evaluated.trained.features
-    frames, _, split = _load_panel(features)
+    frames, split = _load_frames(features)  # HARX-GKO needs no feature panel
     model = fit_harx(frames, split.test_start)
     snapshot, folder = features.summary, Path(features.path).parent
     scores = registered.scores[REFERENCE]
