@@ -34,10 +34,10 @@ class CorruptState(RuntimeError, ValueError):
 
 
 def append(path: Path, entry: dict) -> dict:
-    """Append ``entry`` as one line (durable when this returns); returns it."""
+    """Append ``entry`` as one line (durable when this returns); returns it. A new log is created 0600."""
     line = json.dumps(entry, sort_keys=True, default=str).encode() + b"\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600), "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         handle.write((b"\n" if _ends_torn(handle) else b"") + line)
         handle.flush()

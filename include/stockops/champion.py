@@ -114,7 +114,13 @@ def deploy_rollback(built: RollbackBuilt, dag_run_id: str = "") -> RollbackDeplo
                     dag_run_id=dag_run_id, window=bento.window, kind="serve" if plan.repair else "rollback",
                     snapshot_hash=bento.snapshot_hash,
                     audit_fields={"forced": plan.forced, "requested_at": plan.requested_at,
-                                  "gate_decision": plan.gate_decision})
+                                  "gate_decision": plan.gate_decision},
+                    expect_champion="" if plan.repair else plan.from_version)
+    if record.get("outcome") == "unchanged":
+        log.warning("nothing rolled back: %s", record.get("note"))
+    elif record.get("replanned_from"):
+        log.warning("planned as v%s -> v%s, carried out as v%s -> v%s: the champion changed while it waited",
+                    plan.from_version, plan.version, record.get("champion_before"), plan.version)
     return RollbackDeployed(built=built, deploy=DeployRecord.from_record(record))
 
 
@@ -123,12 +129,15 @@ def complete_rollback(deployed: RollbackDeployed, dag_run_id: str = "") -> Rollb
     from stockops.serving import verify
 
     settings = get_settings()
-    plan = deployed.plan
+    plan, record = deployed.plan, deployed.deploy
     seen = verify(settings, plan.version)
-    log.info("champion: %s v%s -> v%s (%s); %s answers with v%s", settings.model_name, plan.from_version,
-             plan.version, "repair" if plan.repair else "rollback", settings.serve_url, plan.version)
-    return RollbackVerified(version=plan.version, from_version=plan.from_version, repair=plan.repair,
-                            deploy_at=deployed.deploy.at, **seen)
+    # what really happened, found inside the lock: the champion it replaced, or nothing (an earlier request did it)
+    source = record.champion_before or (plan.version if record.outcome == "unchanged" else plan.from_version)
+    what = "unchanged" if record.outcome == "unchanged" else "repair" if plan.repair else "rollback"
+    log.info("champion: %s v%s -> v%s (%s); %s answers with v%s", settings.model_name, source,
+             plan.version, what, settings.serve_url, plan.version)
+    return RollbackVerified(version=plan.version, from_version=source, repair=plan.repair,
+                            deploy_at=record.at, outcome=record.outcome, **seen)
 
 
 def rollback(version: str | int | None = None, reason: str = "", force: bool = False, dag_run_id: str = "") -> RollbackVerified:

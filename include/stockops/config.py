@@ -108,6 +108,10 @@ class Settings:
     # the serving supervisor: seconds between its checks of the proxy, the bento and the champion
     supervise_interval_s: float = 1.0
     serve_spares: int = 1  # extra processes of the served bento: a killed one costs no request
+    # the supervisor's watcher (make run's launcher, stock_monitor) restarts it when its heartbeat is older than this
+    supervisor_stale_s: float = 10.0
+    # the longest a deploy, rollback or reconcile waits for the deploy lock before it gives up, naming the holder
+    deploy_lock_timeout_s: float = 420.0
     # Host headers the proxy and the bento answer (DNS-rebinding guard; the port is not compared)
     allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
     log_max_bytes: int = 10 * 1024 * 1024  # size cap of each serving log file (3 rotated copies kept)
@@ -437,6 +441,8 @@ def get_settings() -> Settings:
         serving_mode=_env("STOCKOPS_SERVING_MODE", "local").lower(),
         supervise_interval_s=_env_float("STOCKOPS_SUPERVISE_INTERVAL_S", 1.0),
         serve_spares=_env_int("STOCKOPS_SERVE_SPARES", 1),
+        supervisor_stale_s=_env_float("STOCKOPS_SUPERVISOR_STALE_S", 10.0),
+        deploy_lock_timeout_s=_env_float("STOCKOPS_DEPLOY_LOCK_TIMEOUT_S", 420.0),
         allowed_hosts=tuple(h.strip() for h in _env("STOCKOPS_ALLOWED_HOSTS", "127.0.0.1,localhost,::1").split(",")
                             if h.strip()),
         log_max_bytes=_env_int("STOCKOPS_LOG_MAX_BYTES", 10 * 1024 * 1024),

@@ -532,12 +532,14 @@ class DeployRecord(Contract):
 
     at: str
     kind: str
-    outcome: str  # "succeeded": a failed deploy raises DeployError instead
+    outcome: str  # "succeeded", or "unchanged" (already carried out by an earlier request): a failed deploy raises
     version: str
     bento_tag: str
     previous_version: str | None
     seconds: float
     audit_at: str | None = None  # when the change went into the audit log (a change of champion)
+    champion_before: str | None = None  # the champion it replaced, as found inside the lock
+    note: str = ""
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> DeployRecord:
@@ -686,7 +688,7 @@ class RollbackDeployed(Contract):
 @dataclass(frozen=True)
 class RollbackVerified(Contract):
     version: str
-    from_version: str
+    from_version: str  # the champion it really replaced (found inside the deploy lock)
     repair: bool
     deploy_at: str
     champion: str | None
@@ -694,6 +696,7 @@ class RollbackVerified(Contract):
     audit: str | None
     routed: bool
     ready: bool
+    outcome: str = "succeeded"  # "unchanged": an earlier request had carried it out
 
 
 # ---- the Airflow boundary -------------------------------------------------------------------------------

@@ -393,7 +393,8 @@ def compute(deploys: list[dict], audit: list[dict], snapshots: list[dict], dag_r
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     times = [t for t in (_when(r.get("at")) for r in (*deploys, *audit, *dag_runs)) if t is not None]
     times += [t for t in (_when(s.get("published_at")) for s in snapshots) if t is not None]
-    deploys = [d for d in _events(deploys, "deploy", now) if _kind(d) in CHANGE_KINDS]  # serve deploys change nothing
+    # serve deploys change nothing; nor does a request found already carried out ("unchanged")
+    deploys = [d for d in _events(deploys, "deploy", now) if _kind(d) in CHANGE_KINDS and d.get("outcome") != "unchanged"]
     runs = _events(dag_runs, "dag_run", now)
     entries = {name: _events(audit, name, now) for name in ("promotion", "rollback", "gate")}
     start, end = report_period(times, now, days)

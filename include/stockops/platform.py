@@ -415,11 +415,12 @@ def run_local(port: int | None = None) -> int:
                              mlflow_port=int(os.environ.get("STOCKOPS_MLFLOW_PORT", "5000")))
     # `kill PID` of this launcher stops the platform as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
+    os.umask(0o077)  # everything the platform writes under the home (DBs, logs, records) is the owner's alone
     proc = platform.start()
     mlflow_proc = platform.start_mlflow_ui()
     try:
         platform.first_cycle(proc)
-        return proc.wait()
+        return watch(settings, proc)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -428,6 +429,21 @@ def run_local(port: int | None = None) -> int:
         stop_serving(settings)
         stop_process_tree(mlflow_proc)
         stop_process_tree(proc)
+
+
+def watch(settings: Settings, proc: subprocess.Popen, poll_s: float = 1.0) -> int:
+    """Until Airflow exits: every ``poll_s``, the serving supervisor's watcher (a dead or hung supervisor is
+    replaced, its outage an incident: :func:`stockops.serving.runtime.watch_supervisor`). The launcher is
+    the foreground process of ``make run``; Airflow's components are its children and stop with it."""
+    from stockops.serving.runtime import watch_supervisor
+
+    while proc.poll() is None:
+        try:
+            watch_supervisor(settings)
+        except Exception as exc:  # noqa: BLE001 - the watcher must outlive any one failed look
+            log.error("watching the serving supervisor failed: %s", exc)
+        time.sleep(poll_s)
+    return proc.returncode
 
 
 def stop_process_tree(proc: subprocess.Popen, grace: float = 20) -> None:

@@ -120,21 +120,28 @@ def test_a_publish_killed_at_any_step_leaves_a_consistent_store_and_the_rerun_fi
     assert len(store.entries()) == 2
 
 
-def test_a_corrupt_latest_pointer_names_the_file_and_its_way_out_works(settings):
+def test_a_corrupt_latest_pointer_is_set_aside_and_rebuilt_from_the_manifest(settings):
     store = store_for(settings, "GOOG")
     first = published_day(DAY_1).entry
-    store.latest_path.write_text('{"hash": "' + first.hash[:20])  # cut short
+    torn = '{"hash": "' + first.hash[:20]
+    store.latest_path.write_text(torn)  # cut short
+    assert store.latest().hash == first.hash  # rebuilt from the manifest it only repeats
+    (kept,) = store.root.glob("latest.json.corrupt-*")
+    assert kept.read_text() == torn, "the unreadable pointer is kept for evidence"
+    second = published_day(DAY_2)  # ingest goes on
+    assert second.latest and store.latest().hash == second.entry.hash
+    assert_consistent(store)
+
+
+def test_a_corrupt_latest_pointer_with_an_empty_manifest_names_the_file_and_its_way_out(settings):
+    store = store_for(settings, "GOOG")
+    store.latest_path.parent.mkdir(parents=True, exist_ok=True)
+    store.latest_path.write_text("{")
     with pytest.raises(CorruptState) as raised:
-        ingest_day(DAY_2, "GOOG")
+        store.latest()
     message = str(raised.value)
     assert str(store.latest_path) in message and "delete it and re-ingest GOOG" in message
     assert "nothing was changed" in message and raised.value.path == store.latest_path
-    assert [e.hash for e in store.entries()] == [first.hash]
-
-    store.latest_path.unlink()  # the way out
-    second = published_day(DAY_2)
-    assert second.latest and store.latest().hash == second.entry.hash
-    assert_consistent(store)
 
 
 def test_a_truncated_snapshot_names_the_file_and_a_reingest_writes_it_back(settings):

@@ -31,9 +31,12 @@ def test_orphans_are_owned_live_processes_no_state_file_names(settings):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     try:
-        for proc in (named, orphan, gone):
+        for proc in (named, orphan, gone):  # started by this test process: being started, not orphans
             state.own(settings, proc.pid, "bento", bento_tag="goog_forecast:v1", port=1)
         state.write(settings.serving_state, {"pid": named.pid, "upstream": "http://127.0.0.1:1", "spares": []})
+        assert state.orphans(settings) == [], "a process its live starter is still starting was taken for an orphan"
+        for proc in (named, orphan, gone):  # now as if started by a process that died (a killed deploy)
+            state.own(settings, proc.pid, "bento", bento_tag="goog_forecast:v1", port=1, starter=gone.pid)
         assert [r["pid"] for r in state.orphans(settings)] == [orphan.pid]
         from stockops.serving.runtime import stop_orphans
 

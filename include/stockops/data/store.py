@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -38,6 +39,8 @@ import pyarrow
 from stockops import audit
 from stockops.audit import CorruptState
 from stockops.contracts import SnapshotEntry
+
+log = logging.getLogger(__name__)
 
 
 def content_hash(frame: pd.DataFrame) -> str:
@@ -212,17 +215,34 @@ class SnapshotStore:
         return next((e for e in self.entries() if e.hash == digest), None)
 
     def latest(self) -> SnapshotEntry | None:
-        """The newest published snapshot (None before the first); :class:`CorruptState` if the pointer is unreadable."""
+        """The newest published snapshot (None before the first).
+
+        An unreadable pointer is set aside for evidence (``latest.json.corrupt-<time>``) and rebuilt from
+        the manifest it only repeats (its newest entry in market time); :class:`CorruptState` only if the
+        manifest names nothing to point at."""
         try:
             return SnapshotEntry.from_dict(json.loads(self.latest_path.read_text()))
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
+            problem = f"not a snapshot pointer: {type(exc).__name__}: {exc}"
+        entries = self.entries()
+        if not entries:
             raise CorruptState(
-                self.latest_path, f"not a snapshot pointer: {type(exc).__name__}: {exc}",
-                f"It only points at the newest snapshot of {self.ticker} in {self.manifest_path}: delete it and "
-                f"re-ingest {self.ticker} (stock_ingest with tickers={self.ticker}), which points it at the newest "
-                "data again") from exc
+                self.latest_path, problem,
+                f"It only points at the newest snapshot of {self.ticker} in {self.manifest_path}, which names none: "
+                f"delete it and re-ingest {self.ticker} (stock_ingest with tickers={self.ticker})")
+        newest = max(enumerate(entries), key=lambda pair: (pair[1].last_date, pair[0]))[1]
+        kept = self.latest_path.with_name(
+            f"{self.latest_path.name}.corrupt-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%f')}")
+        try:
+            os.replace(self.latest_path, kept)
+        except FileNotFoundError:  # another reader rebuilt it a moment ago
+            return self.latest()
+        atomic_write_json(self.latest_path, asdict(newest))
+        log.error("%s was unreadable (%s): set aside as %s and rebuilt from %s: it points at %s (up to %s)",
+                  self.latest_path, problem, kept.name, self.manifest_path.name, newest.hash[:12], newest.last_date)
+        return newest
 
     def load(self, entry: SnapshotEntry | None = None) -> pd.DataFrame:
         """The frame of a snapshot (default: the latest), checked against its hash (its file's name)."""

@@ -21,6 +21,22 @@ def _logging(settings, name: str) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
+def _alive(settings, kill_stale: bool) -> int:
+    import os
+    import signal
+
+    from stockops.serving.runtime import supervisor_state
+
+    record, problem = supervisor_state(settings)
+    if problem is None:
+        print(f"alive: pid {record['pid']}, last heartbeat {record['heartbeat_at']:.0f}")
+        return 0
+    print(f"{problem}: {record or 'no record'} ({settings.serving_dir})")
+    if problem == "hung" and kill_stale and int(record.get("pid") or 0) > 1:
+        os.kill(int(record["pid"]), signal.SIGKILL)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stockops.serving")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -29,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("stop", help="stop the serving proxy, bentos and supervisor of this home")
     sub.add_parser("reconcile", help="make the endpoint and the audit log follow @champion now")
     sub.add_parser("supervise", help="(started with the proxy) heal the proxy and bento, reconcile, record incidents")
+    alive = sub.add_parser("alive", help="exit 0 if the supervisor (or agent) beats, 1 if it is gone or hung "
+                                         "(the compose health check)")
+    alive.add_argument("--kill-stale", action="store_true",
+                       help="SIGKILL a hung one (its container's init exits and the restart policy restarts it)")
     agent = sub.add_parser("agent", help="serve the champion here and carry out deploy requests (compose `serving`)")
     agent.add_argument("--interval", type=float, default=0.25, help="seconds between looks for requests")
     args = parser.parse_args(argv)
@@ -52,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         _logging(settings, "supervisor")
         runtime.SUPERVISED_HERE = True
         supervisor.run(settings)
+    elif args.command == "alive":
+        return _alive(settings, args.kill_stale)
     elif args.command == "agent":
         from stockops.serving import runtime
         from stockops.serving.agent import run_agent

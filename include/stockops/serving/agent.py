@@ -85,6 +85,7 @@ def run_agent(settings: Settings, interval: float = 0.25, once: bool = False) ->
     while not stopping:
         settings.deploy_requests_dir.mkdir(parents=True, exist_ok=True)
         for path in sorted(settings.deploy_requests_dir.glob("*.json")):
+            supervisor.beat(busy_for=settings.serve_ready_timeout_s + 120)  # a deploy: no heartbeat meanwhile
             _take(settings, path)
         if once:
             return

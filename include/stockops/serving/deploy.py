@@ -12,6 +12,17 @@ critical section under the deploy lock (``state.deploy_lock``), in this order:
    deploy is recorded as failed and :class:`DeployError` names what still serves;
 5. the change is appended to the audit log (and tagged on the model versions).
 
+Every attempt is in the deploy log before it touches anything (a ``deploy_started`` line), and
+ends with its ``deploy`` line (succeeded, failed); an attempt whose process died first is
+completed by :func:`reconcile` (``interrupted``: succeeded if ``@champion`` names its version,
+failed otherwise), so DORA counts killed attempts too.
+
+A rollback names the champion it was planned against (``Change.expect_champion``); inside the
+lock the plan is checked again: if its target already is the champion (a second request for
+"the previous champion"), nothing is done (outcome ``unchanged``); if another change moved the
+champion meanwhile, the rollback goes ahead from the champion it finds, and its record and audit
+entry say so (``replanned_from``).
+
 A process killed between 3 and 5 leaves the records apart; the **desired state is the
 ``@champion`` alias** (the registry is what every reader — the gate, the monitor, the rollback —
 trusts), and :func:`reconcile` makes the others follow it: serving switches back to the
@@ -32,6 +43,7 @@ import math
 import os
 import signal
 import time
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, TypeGuard
 
@@ -68,6 +80,7 @@ class Change:
     dag_run_id: str = ""
     request_id: str = ""
     audit_fields: dict[str, Any] = field(default_factory=dict)
+    expect_champion: str = ""  # the champion the change was planned against (rollbacks): re-checked in the lock
 
     @property
     def moves_champion(self) -> bool:
@@ -101,32 +114,84 @@ class LocalDeployer:
         self.settings = replace(settings, serving_mode="local")
 
     def apply(self, change: Change) -> dict:
-        with state.deploy_lock(self.settings):
+        with state.deploy_lock(self.settings, what=f"{change.kind} of v{change.version} (pid {os.getpid()})"):
             runtime.ensure_running(self.settings)
             if change.kind not in ("heal", "reconcile"):
                 _reconcile_records(self.settings)
+                complete_interrupted(self.settings)
+            if change.expect_champion:
+                replanned = self._replan(change)
+                if isinstance(replanned, dict):
+                    return replanned
+                change = replanned
             return self._apply(change)
 
+    def _replan(self, change: Change) -> Change | dict:
+        """Check a planned change against the champion now (inside the lock): done already, or re-made."""
+        registry.setup(self.settings)
+        now = registry.champion_version(self.settings)
+        champion = str(now.version) if now else ""
+        served = state.current_or_empty(self.settings)
+        if champion == change.version and served.get("version") == change.version and state.pid_matches(served):
+            log.warning("v%s is already the champion and serves (planned from v%s; an earlier request did it): "
+                        "nothing to do", change.version, change.expect_champion)
+            return _record_deploy(self.settings, {
+                "kind": change.kind, "version": change.version, "bento_tag": change.bento_tag, "outcome": "unchanged",
+                "reason": change.reason, "dag_run_id": change.dag_run_id, "previous_version": served.get("version"),
+                "previous_bento_tag": served.get("bento_tag"), "started_at": state.now(), "seconds": 0.0,
+                "champion_before": champion, "planned_from": change.expect_champion,
+                "note": f"v{change.version} was already the champion: an earlier request carried this one out",
+                **({"request_id": change.request_id} if change.request_id else {})})
+        if champion != change.expect_champion:
+            log.warning("the %s was planned from v%s, but the champion is now v%s (changed while it waited): "
+                        "it goes ahead from v%s", change.kind, change.expect_champion, champion, champion)
+            return replace(change, audit_fields={**change.audit_fields, "replanned_from": change.expect_champion})
+        return change
+
     def _apply(self, change: Change) -> dict:
+        """The critical section's work (call with the deploy lock held); every attempt ends with its record."""
         settings = self.settings
         started, started_at = time.monotonic(), state.now()
         previous, warm = state.current_or_empty(settings), state.standby(settings)
         base = {"kind": change.kind, "snapshot_hash": change.snapshot_hash, "reason": change.reason,
                 "dag_run_id": change.dag_run_id, "bento_tag": change.bento_tag, "version": change.version,
                 "previous_version": previous.get("version"), "previous_bento_tag": previous.get("bento_tag"),
-                "started_at": started_at, **({"request_id": change.request_id} if change.request_id else {})}
+                "started_at": started_at, "attempt": uuid.uuid4().hex,
+                **({"request_id": change.request_id} if change.request_id else {}),
+                **({"replanned_from": change.audit_fields["replanned_from"]}
+                   if "replanned_from" in change.audit_fields else {})}
+        # the attempt, recorded before anything is touched: a kill at any later step leaves it in the log
+        audit.record(settings.deploy_log, "deploy_started", ticker=settings.ticker, pid=os.getpid(),
+                     create_time=state._create_time(os.getpid()), **base)
 
         def failed(error: str) -> DeployError:
-            _record_deploy(settings, {**base, "outcome": "failed", "error": error,
-                                      "seconds": round(time.monotonic() - started, 2)})
+            base["recorded"] = True
+            _record_deploy(settings, {**{k: v for k, v in base.items() if k != "recorded"}, "outcome": "failed",
+                                      "error": error, "seconds": round(time.monotonic() - started, 2)})
             where = (f"v{previous.get('version')} ({previous.get('bento_tag')}) keeps serving at {settings.serve_url}"
                      if previous else f"nothing was serving at {settings.serve_url} and nothing is now")
             return DeployError(f"deploy of {change.bento_tag} v{change.version} {error}. {where}")
 
         try:
+            return self._attempt(change, base, started, previous, warm, failed)
+        except DeployError:
+            raise
+        except BaseException as exc:  # an error no step expected: the attempt is still recorded, as failed
+            if not base.get("recorded"):
+                failed(f"stopped by an unexpected error: {type(exc).__name__}: {exc}")
+            raise
+
+    def _attempt(self, change: Change, base: dict, started: float, previous: dict, warm: dict, failed) -> dict:
+        settings = self.settings
+        try:
             body = smoke_body(settings, history_rows(change.window))
-        except Exception as exc:  # a corrupt snapshot: refuse before any process is touched
-            raise failed(f"refused: no smoke request could be built from the latest snapshot ({exc})") from exc
+        except Exception as exc:  # a corrupt snapshot: refuse a new decision before any process is touched
+            if change.moves_champion:
+                raise failed(f"refused: no smoke request could be built from the latest snapshot ({exc})") from exc
+            # healing (or serving) the champion, a version already decided: checked on a synthetic series instead
+            log.warning("no smoke request from the latest snapshot (%s): checking %s on a synthetic series", exc,
+                        change.bento_tag)
+            body = synthetic_smoke_body(history_rows(change.window))
         proc, pid, url, port = self._start(change, warm, base)
         checkpoint("started")
         try:
@@ -148,9 +213,11 @@ class LocalDeployer:
                       "spares": previous.get("spares", []) if heal else []})
         checkpoint("switched")
         entry = None
+        champion_before = None
         if change.moves_champion:
             try:
                 entry = move_champion(settings, change)
+                champion_before = entry.get("from_version")
             except Exception as exc:  # noqa: BLE001 - MLflow down or read-only: go back, say so
                 self._switch_back(previous, warm, pid)
                 raise failed(f"passed its checks, but @champion could not be moved ({exc}); the stable address "
@@ -165,7 +232,8 @@ class LocalDeployer:
                                            "seconds": round(time.monotonic() - started, 2),
                                            "switched_after_s": round(switched - started, 2),
                                            "smoke_forecast": smoke["forecast"],
-                                           **({"audit_at": entry["at"]} if entry else {})})
+                                           **({"audit_at": entry["at"], "champion_before": champion_before}
+                                              if entry else {})})
         log.info("%s v%s now answers at %s (%s, %.1f s; previous: %s)", change.bento_tag, change.version,
                  settings.serve_url, change.kind, record["seconds"], previous.get("bento_tag") or "none")
         return record
@@ -182,6 +250,7 @@ class LocalDeployer:
 
     def _switch(self, upstream: dict) -> None:
         settings = self.settings
+        upstream = {**upstream, **state.home_fields(settings)}
         state.write(settings.serving_state, upstream)
         wait_until(lambda: _routed_to(settings) == upstream["upstream"], timeout=10, interval=0.05,
                    what="proxy switch")
@@ -230,7 +299,47 @@ def _record_deploy(settings: Settings, fields: dict) -> dict:
 
 
 def deploys(settings: Settings) -> list[dict]:
-    return audit.read(settings.deploy_log)
+    """Every finished deploy attempt (``deploy`` lines; the ``deploy_started`` ones are left out)."""
+    return [r for r in audit.read(settings.deploy_log) if r.get("event", "deploy") == "deploy"]
+
+
+def complete_interrupted(settings: Settings) -> list[dict]:
+    """Finish the record of every attempt whose process died before its ``deploy`` line (call in the lock):
+    succeeded if it moved ``@champion`` to its version (reconcile serves it), failed otherwise."""
+    entries = audit.read(settings.deploy_log)
+    finished = {r.get("attempt") for r in entries if r.get("event") == "deploy" and r.get("attempt")}
+    open_ = [r for r in entries if r.get("event") == "deploy_started" and r.get("attempt") not in finished
+             and not state.pid_matches({"pid": r.get("pid"), "create_time": r.get("create_time")})]
+    if not open_:
+        return []
+    champion = None
+    if any(r.get("kind") in CHAMPION_CHANGES for r in open_):
+        registry.setup(settings)
+        found = registry.champion_version(settings)
+        champion = str(found.version) if found else None
+    done = []
+    for r in open_:
+        moved = r.get("kind") in CHAMPION_CHANGES and champion == str(r.get("version")) \
+            and _alias_moved_by(settings, r)
+        fields = {k: v for k, v in r.items() if k not in ("at", "event", "pid", "create_time")}
+        done.append(_record_deploy(settings, {
+            **fields, "outcome": "succeeded" if moved else "failed", "interrupted": True,
+            "error" if not moved else "note": (f"the deploying process (pid {r.get('pid')}) died after @champion moved "
+                                               f"to v{r.get('version')}; reconcile serves it" if moved else
+                                               f"the deploying process (pid {r.get('pid')}) died before it finished; "
+                                               "what served before serves again")}))
+        log.warning("deploy attempt %s (%s of v%s, pid %s) was interrupted: recorded %s", r.get("attempt"),
+                    r.get("kind"), r.get("version"), r.get("pid"), done[-1]["outcome"])
+    return done
+
+
+def _alias_moved_by(settings: Settings, started: dict) -> bool:
+    """Did the champion change to ``started``'s version at or after that attempt began (its audit entry, or the
+    reconciliation written for it)?"""
+    from stockops.changes import history
+
+    return any(str(c.get("to_version")) == str(started.get("version")) and c.get("at", "") >= started.get("at", "")
+               for c in history(settings))
 
 
 # ---- the champion alias and its audit entry ---------------------------------------------------------
@@ -285,6 +394,8 @@ def reconcile(settings: Settings, *, wait: bool = True) -> dict:
             return found
         if _reconcile_records(settings):
             actions.append("audit")
+        if complete_interrupted(settings):
+            actions.append("deploy_log")
         if served.get("version") != str(champion.version) or not state.pid_matches(served):
             built = _bento_for(settings, champion.version)
             runtime.ensure_proxy(settings)
@@ -351,8 +462,24 @@ def verify(settings: Settings, version: str, timeout: float = 30) -> dict:
     try:
         wait_until(agree, timeout=timeout, interval=0.5, what="serving == @champion == audit")
     except TimeoutError:
-        raise ServingError(f"v{version} should be serving and champion, but after {timeout:.0f} s: {seen}") from None
+        raise ServingError(f"v{version} should be serving and champion, but after {timeout:.0f} s: {seen}"
+                           f"{_undone(settings, version)}") from None
     return seen
+
+
+def _undone(settings: Settings, version: str) -> str:
+    """Why ``version`` is not the champion any more, when a later change replaced it (a rollback racing it)."""
+    from stockops.changes import describe, history
+
+    changes = history(settings)
+    made = [i for i, c in enumerate(changes) if str(c.get("to_version")) == str(version)]
+    later = changes[made[-1] + 1:] if made else []
+    if not later:
+        return ""
+    c = later[-1]
+    return (f". v{version} did become the champion at {changes[made[-1]]['at']}, but a later {describe(c)} "
+            f"({c['at']}, dag run {c.get('dag_run_id') or 'none'}) moved it to v{c['to_version']}: "
+            f"{c.get('reason', '')}")
 
 
 # ---- the smoke request ------------------------------------------------------------------------------
@@ -361,6 +488,14 @@ def history_rows(window: int | None) -> int:
     from stockops.forecaster import WARMUP
 
     return (window or 100) + WARMUP  # no window given: enough days for any usual one
+
+
+def synthetic_smoke_body(history: int) -> dict:
+    """A smoke request on a synthetic OHLCV series (the bento's health, without any snapshot)."""
+    from stockops.forecaster import synthetic_ohlcv
+    from stockops.serving.requests import request_body
+
+    return request_body(synthetic_ohlcv(2 * history))
 
 
 def smoke_body(settings: Settings, history: int) -> dict:

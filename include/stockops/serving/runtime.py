@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 
 from stockops.config import Settings
 from stockops.processes import PROCESS_TOKEN, http_json, port_in_use, stop_pid_tree, venv_bin, wait_until
@@ -46,11 +47,12 @@ def _spawn(settings: Settings, argv: list[str], log_name: str, role: str, env: d
     out = state.logs_dir(settings) / log_name
     state.rotate_if_large(out, settings.log_max_bytes)
     token = uuid.uuid4().hex  # inherited by every process it starts: found even once re-parented
-    with open(out, "ab") as handle:  # the child keeps its own copy of the descriptor
+    # the child keeps its own copy of the descriptor; it and what it writes are the owner's alone (umask)
+    with os.fdopen(os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as handle:
         proc = subprocess.Popen(argv, cwd=settings.serving_dir,
                                 env={**environment(settings), **(env or {}), PROCESS_TOKEN: token},
                                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, umask=0o077)
     return proc, state.own(settings, proc.pid, role, token=token, **fields)
 
 
@@ -93,10 +95,43 @@ def proxy_answers(url: str, timeout: float = 2) -> bool:
 
 
 def proxy_record(settings: Settings) -> dict:
+    """The proxy's record ({} if none, unreadable, or another home's)."""
+    return state.read_ours(settings, state.proxy_record_path(settings))
+
+
+def listener_on(host: str, port: int) -> int | None:
+    """The pid listening on ``host:port`` (None if nothing, or not visible to this user)."""
+    import psutil
+
     try:
-        return state.read(state.proxy_record_path(settings), "")
-    except state.CorruptState:
+        connections = psutil.net_connections(kind="inet")
+    except (psutil.AccessDenied, OSError):
+        return None
+    for conn in connections:
+        address = conn.laddr
+        if conn.status == psutil.CONN_LISTEN and conn.pid and isinstance(address, tuple) and len(address) == 2 \
+                and address[1] == port and address[0] in (host, "0.0.0.0", "::"):
+            return conn.pid
+    return None
+
+
+def proxy_on_port(settings: Settings) -> dict:
+    """The record of the stockops proxy of this home found listening on its port ({} if there is none):
+    what rebuilds an unreadable ``proxy.json``."""
+    import psutil
+
+    pid = listener_on(settings.serve_host, settings.serve_port)
+    if pid is None:
         return {}
+    try:
+        proc = psutil.Process(pid)
+        cmdline = proc.cmdline()
+    except psutil.Error:
+        return {}
+    if "stockops.proxy" not in cmdline or str(settings.serving_state) not in cmdline:
+        return {}  # another program, or the proxy of another home
+    return {"pid": pid, "create_time": proc.create_time(), "url": settings.serve_url, "port": settings.serve_port,
+            "started_at": state.now(), "rebuilt": True, **state.home_fields(settings)}
 
 
 def ensure_proxy(settings: Settings) -> dict:
@@ -107,6 +142,11 @@ def ensure_proxy(settings: Settings) -> dict:
         return record
     if record.get("pid"):  # dead, or alive but not answering (hung): whatever is left of it goes
         stop_owned(settings, {int(record["pid"])}, grace=2)
+    found = proxy_on_port(settings)
+    if found and proxy_answers(url):  # its record was lost or unreadable: the running proxy is kept
+        state.write(state.proxy_record_path(settings), found)
+        log.warning("adopted the running proxy (pid %d) at %s: its record was missing or unreadable", found["pid"], url)
+        return found
     if port_in_use(settings.serve_host, settings.serve_port):
         raise ServingError(f"{url} is taken by a process that is not the stockops proxy: free the port or set "
                            "STOCKOPS_SERVE_PORT")
@@ -116,30 +156,113 @@ def ensure_proxy(settings: Settings) -> dict:
                                     "--log", str(state.logs_dir(settings) / "proxy.log"),
                                     "--max-log-bytes", str(settings.log_max_bytes)], "proxy.out", "proxy")
     wait_until(lambda: proxy_answers(url), timeout=30, interval=0.1, what=f"proxy at {url}", proc=proc)
-    record = {"pid": proc.pid, "create_time": owned["create_time"], "url": url, "started_at": owned["started_at"]}
+    record = {"pid": proc.pid, "create_time": owned["create_time"], "url": url, "port": settings.serve_port,
+              "started_at": owned["started_at"], **state.home_fields(settings)}
     state.write(state.proxy_record_path(settings), record)
     log.info("serving proxy started at %s (pid %d)", url, proc.pid)
     return record
 
 
 # ---- the supervisor ------------------------------------------------------------------------------
-def ensure_supervisor(settings: Settings) -> dict | None:
-    """Start ``python -m stockops.serving supervise`` unless it runs (local mode; the agent supervises itself)."""
-    if settings.serving_mode != "local" or SUPERVISED_HERE:
-        return None
+SUPERVISOR_START_S = 60.0  # a new supervisor's first heartbeat may take this long (imports on a loaded machine)
+
+
+def supervisor_state(settings: Settings) -> tuple[dict, str | None]:
+    """The supervisor's record and what is wrong with it: None (alive, beating), "gone", "hung" (alive, its
+    heartbeat older than ``settings.supervisor_stale_s`` outside a declared busy spell) or "unreadable"."""
+    import time
+
     path = state.supervisor_record_path(settings)
     try:
         record = state.read(path, "")
     except state.CorruptState:
-        record = {}
-    if state.pid_matches(record):
+        return {}, "unreadable"
+    if not state.ours(settings, record):
+        return {}, "gone"
+    if not state.pid_matches(record):
+        return record, "gone"
+    now = time.time()
+    beat = float(record.get("heartbeat_at") or 0)
+    if now - beat > settings.supervisor_stale_s and now > float(record.get("busy_until") or 0):
+        return record, "hung"
+    return record, None
+
+
+def ensure_supervisor(settings: Settings) -> dict | None:
+    """Start ``python -m stockops.serving supervise`` unless it runs (local mode; the agent supervises itself).
+
+    A supervisor that runs but stopped beating (hung, SIGSTOPped) is stopped and replaced; a dead one is
+    replaced. Each such outage is an incident (component ``supervisor``). One that runs while its record is
+    lost or unreadable (it holds the supervisor lock) is named again, not doubled."""
+    import time
+
+    if settings.serving_mode != "local" or SUPERVISED_HERE:
+        return None
+    path = state.supervisor_record_path(settings)
+    record, problem = supervisor_state(settings)
+    if problem is None:
         return record
+    if problem == "unreadable":  # kept for evidence; rebuilt below from the lock's holder, or a new start
+        state.set_aside(path)
+        record, problem = {}, "gone"
+    holder = state.supervisor_lock_holder(settings)
+    if holder and holder.get("pid") != record.get("pid"):
+        named = {**holder, "heartbeat_at": time.time(), "busy_until": 0.0, **state.home_fields(settings)}
+        state.write(path, named)  # it rewrites this every second; if it is hung, the next look finds it so
+        return named
+    cause = None
+    if record:
+        cause = (f"the supervisor (pid {record.get('pid')}) is gone" if problem == "gone" else
+                 f"the supervisor (pid {record['pid']}) stopped beating: its last heartbeat is "
+                 f"{_age(record):.0f} s old")
+    if problem == "hung":  # SIGTERM, then SIGKILL (a stopped process only dies of that)
+        stop_owned(settings, {int(record["pid"])}, grace=1)
+    return _start_supervisor(settings, cause, record)
+
+
+def _age(record: dict) -> float:
+    import time
+
+    return time.time() - float(record.get("heartbeat_at") or 0)
+
+
+def _start_supervisor(settings: Settings, cause: str | None, old: dict) -> dict:
+    import time
+
+    from stockops import audit
+
+    detected = state.now()
     proc, owned = _spawn(settings, [sys.executable, "-m", "stockops.serving", "supervise"], "supervisor.out",
-                         "supervisor")
-    record = {"pid": proc.pid, "create_time": owned["create_time"], "started_at": owned["started_at"]}
-    state.write(path, record)
-    log.info("serving supervisor started (pid %d)", proc.pid)
+                         "supervisor", env=_supervisor_env())
+    record = {"pid": proc.pid, "create_time": owned["create_time"], "started_at": owned["started_at"],
+              "heartbeat_at": time.time(), "busy_until": time.time() + SUPERVISOR_START_S,
+              **state.home_fields(settings)}
+    state.write(state.supervisor_record_path(settings), record)
+    if cause:
+        log.error("serving incident: %s; started a new supervisor (pid %d)", cause, proc.pid)
+        last = float(old.get("heartbeat_at") or time.time())
+        audit.record(settings.incident_log, "incident", component="supervisor", cause=cause, status="recovered",
+                     detected_at=detected, recovered_at=state.now(), action=f"started a new supervisor (pid {proc.pid})",
+                     downtime_s=round(time.time() - last, 2), attempts=1,
+                     started_at=datetime.fromtimestamp(last, UTC).isoformat(timespec="milliseconds"))
+    else:
+        log.info("serving supervisor started (pid %d)", proc.pid)
     return record
+
+
+def _supervisor_env() -> dict[str, str]:
+    """MLflow calls from the supervisor fail fast (a hung tracking server delays nothing for long)."""
+    return {"MLFLOW_HTTP_REQUEST_TIMEOUT": os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")}
+
+
+def watch_supervisor(settings: Settings) -> dict | None:
+    """The supervisor's watcher (``make run``'s launcher, every second; ``stock_monitor``'s health step):
+    restart it if it is dead or hung, where this home serves something (a proxy or a deploy record)."""
+    if not (state.supervisor_record_path(settings).exists() or settings.serving_state.exists()
+            or state.proxy_record_path(settings).exists()):
+        return None  # nothing served yet, or stopped on purpose (stop_serving removes every record)
+    return ensure_supervisor(settings)
 
 
 def ensure_running(settings: Settings) -> None:
@@ -166,10 +289,7 @@ def stop_serving(settings: Settings) -> None:
     supervisor = state.supervisor_record_path(settings)
     records = {r["pid"]: r for r in state.owned(settings)}
     for path in (supervisor, state.proxy_record_path(settings)):
-        try:
-            record = state.read(path, "")
-        except state.CorruptState:
-            record = {}
+        record = state.read_ours(settings, path)
         if state.pid_matches(record):
             stop_pid_tree(int(record["pid"]), grace=5, token=records.get(record["pid"], {}).get("token"))
         if path == supervisor:  # first, so that it heals nothing while the rest stops

@@ -11,11 +11,19 @@ Under ``settings.serving_dir``:
   file names (:func:`orphans`).
 * ``proxy.json``, ``supervisor.json`` — the proxy's and the supervisor's process records.
 * ``.deploy.lock`` — held by whoever changes what is served (:func:`deploy_lock`); the kernel
-  drops it when the holder dies.
+  drops it when the holder dies. Its holder writes who it is into it; a waiter gives up after a
+  timeout with a message naming the holder.
+
+Every record names its **home** (and every process record its port, where it has one): a copy
+of a home (a backup, a restore test) reads the original's records as foreign and stops,
+adopts or sweeps nothing of the original (:func:`ours`).
 
 Every file is replaced atomically (temporary file + rename). A file that is unreadable anyway
 (a disk fault, a hand edit) raises :class:`CorruptState`, which names the file and the way out;
-nothing reading it stops a running server because of it.
+nothing reading it stops a running server because of it: while any record is unreadable the
+orphan sweep stops nothing (:func:`orphans`), and the supervisor sets the file aside for evidence
+(:func:`set_aside`, ``<name>.corrupt-<time>``) and rebuilds it from what runs (``repair`` in
+:mod:`stockops.serving.supervisor`).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -51,10 +60,59 @@ def read(path: Path, way_out: str) -> dict:
     return data
 
 
-def write(path: Path, data: dict) -> None:
+def write(path: Path, data: dict, durable: bool = True) -> None:
+    """Replace ``path`` atomically (0600); ``durable=False`` skips the fsyncs (a heartbeat, rewritten every second)."""
     from stockops.data.store import atomic_write_json
 
-    atomic_write_json(path, data)
+    if durable:
+        atomic_write_json(path, data)
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move an unreadable record out of the way, kept for evidence as ``<name>.corrupt-<UTC time>``."""
+    target = path.with_name(f"{path.name}.corrupt-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%f')}")
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return None
+    return target
+
+
+def ours(settings: Settings, record: dict) -> bool:
+    """Was ``record`` written by this home? (Records name their home; older ones, without it, count as ours.)"""
+    home = record.get("home")
+    return home is None or home == str(settings.home)
+
+
+def home_fields(settings: Settings) -> dict:
+    return {"home": str(settings.home)}
+
+
+def read_ours(settings: Settings, path: Path) -> dict:
+    """A process record of this home: {} if there is none, it is unreadable, or it names another home."""
+    try:
+        record = read(path, "")
+    except CorruptState:
+        return {}
+    return record if ours(settings, record) else {}
+
+
+def unreadable(settings: Settings) -> list[Path]:
+    """The serving record files that exist but cannot be read now."""
+    found = []
+    for path in (settings.serving_state, settings.serving_standby, settings.serving_processes,
+                 proxy_record_path(settings), supervisor_record_path(settings)):
+        try:
+            read(path, "")
+        except CorruptState:
+            found.append(path)
+    return found
 
 
 REPAIR = ("the serving supervisor rewrites it from the proxy's last good state and @champion within seconds; by hand: "
@@ -70,8 +128,9 @@ def supervisor_record_path(settings: Settings) -> Path:
 
 
 def current(settings: Settings) -> dict:
-    """What the stable address routes to now (empty if nothing was deployed)."""
-    return read(settings.serving_state, REPAIR)
+    """What the stable address routes to now (empty if nothing was deployed, or if it is another home's)."""
+    record = read(settings.serving_state, REPAIR)
+    return record if ours(settings, record) else {}
 
 
 def current_or_empty(settings: Settings) -> dict:
@@ -84,10 +143,7 @@ def current_or_empty(settings: Settings) -> dict:
 
 def standby(settings: Settings) -> dict:
     """The warm standby, if its process still runs (a corrupt record counts as none: it only saves time)."""
-    try:
-        record = read(settings.serving_standby, "")
-    except CorruptState:
-        return {}
+    record = read_ours(settings, settings.serving_standby)
     return record if pid_matches(record) else {}
 
 
@@ -121,11 +177,12 @@ def _processes_lock(settings: Settings) -> Iterator[None]:
 
 
 def owned(settings: Settings) -> list[dict]:
-    """Every process record the serving side wrote and has not yet seen gone."""
+    """Every process record of this home the serving side wrote and has not yet seen gone."""
     try:
-        return list(read(settings.serving_processes, "").get("processes", []))
+        records = read(settings.serving_processes, "").get("processes", [])
     except CorruptState:
-        return []  # rebuilt from current/standby/proxy records on the next adopt
+        return []  # set aside and rebuilt from the named records by the supervisor
+    return [r for r in records if ours(settings, r)]
 
 
 def running(record: dict, tokens: dict[str, list[int]] | None = None) -> bool:
@@ -139,10 +196,14 @@ def running(record: dict, tokens: dict[str, list[int]] | None = None) -> bool:
 
 
 def own(settings: Settings, pid: int, role: str, **fields: object) -> dict:
-    """Record that the serving side started ``pid`` (call right after the start)."""
+    """Record that the serving side started ``pid`` (call right after the start). The record names this
+    home and the process that started it (``starter``): while the starter runs and the start is young,
+    the process is being started, not orphaned (:func:`orphans`)."""
     from stockops.processes import tokens_alive
 
-    record = {"pid": pid, "create_time": _create_time(pid), "role": role, "started_at": now(), **fields}
+    record = {"pid": pid, "create_time": _create_time(pid), "role": role, "started_at": now(),
+              "started_ts": time.time(), "starter": os.getpid(), "starter_create_time": _create_time(os.getpid()),
+              **home_fields(settings), **fields}
     with _processes_lock(settings):
         tokens = tokens_alive()
         kept = [p for p in owned(settings) if p.get("pid") != pid and running(p, tokens)]
@@ -161,18 +222,30 @@ def disown(settings: Settings, pids: set[int]) -> None:
 
 def orphans(settings: Settings) -> list[dict]:
     """Owned processes (or their children) still running but named by no state file: a deploy that
-    died midway, or a bento whose arbiter was killed while its workers went on."""
+    died midway, or a bento whose arbiter was killed while its workers went on.
+
+    None while any record is unreadable (a process it names would look orphaned: never stop a healthy
+    server for a corrupt file), and none still being started by a live starter (a spare the supervisor's
+    own thread started a moment ago, a deploy's new bento before its switch)."""
     from stockops.processes import tokens_alive
 
+    if unreadable(settings):
+        return []
     served = current_or_empty(settings)
     named = {served.get("pid"), standby(settings).get("pid"), *(s.get("pid") for s in served.get("spares", []))}
     for path in (proxy_record_path(settings), supervisor_record_path(settings)):
-        try:
-            named.add(read(path, "").get("pid"))
-        except CorruptState:
-            pass
+        named.add(read_ours(settings, path).get("pid"))
     tokens = tokens_alive()
-    return [p for p in owned(settings) if p.get("pid") not in named and running(p, tokens)]
+    return [p for p in owned(settings) if p.get("pid") not in named and running(p, tokens)
+            and not starting(settings, p)]
+
+
+def starting(settings: Settings, record: dict) -> bool:
+    """Is ``record``'s process still being started: itself and its starter alive, the start younger than a
+    bento's ready timeout (plus a minute for its checks)? (Leftovers of a dead one are orphans at once.)"""
+    starter = {"pid": record.get("starter"), "create_time": record.get("starter_create_time")}
+    young = time.time() - float(record.get("started_ts") or 0) < settings.serve_ready_timeout_s + 60
+    return young and starter["pid"] is not None and pid_matches(starter) and pid_matches(record)
 
 
 # ---- the deploy lock -----------------------------------------------------------------------
@@ -181,31 +254,128 @@ def _lock_path(settings: Settings) -> Path:
     return settings.serving_dir / ".deploy.lock"
 
 
+def _open_lock(settings: Settings):
+    return os.fdopen(os.open(_lock_path(settings), os.O_RDWR | os.O_CREAT, 0o600), "r+")
+
+
+class LockTimeout(TimeoutError):
+    """The deploy lock stayed held past the wait's timeout; the message names the holder."""
+
+
+def lock_holder(settings: Settings) -> dict:
+    """Who holds (or last held) the deploy lock: its pid, what it does, since when."""
+    try:
+        return json.loads(_lock_path(settings).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe_holder(holder: dict) -> str:
+    if not holder:
+        return "a process that wrote no name"
+    alive = "" if pid_matches(holder) else ", no longer running"
+    return f"pid {holder.get('pid')} ({holder.get('what', '?')}, since {holder.get('since', '?')}{alive})"
+
+
+def _hold(handle, what: str) -> None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps({"pid": os.getpid(), "create_time": _create_time(os.getpid()), "what": what,
+                             "since": now()}))
+    handle.flush()
+
+
 @contextmanager
-def deploy_lock(settings: Settings) -> Iterator[None]:
+def deploy_lock(settings: Settings, what: str = "a deploy", timeout: float | None = None) -> Iterator[None]:
     """Held from a deploy's first look at the state to its last record: changes of what is served,
-    of ``@champion`` and of the audit log happen one at a time, in this critical section."""
-    with open(_lock_path(settings), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    of ``@champion`` and of the audit log happen one at a time, in this critical section.
+
+    A waiter logs who holds it every 10 s and gives up after ``timeout`` (default
+    ``settings.deploy_lock_timeout_s``) with :class:`LockTimeout` naming the holder; nothing was changed."""
+    import logging
+
+    timeout = settings.deploy_lock_timeout_s if timeout is None else timeout
+    started = time.monotonic()
+    next_note = started + 10
+    with _open_lock(settings) as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - started
+                if waited >= timeout:
+                    raise LockTimeout(
+                        f"{what} waited {waited:.0f} s for the deploy lock {_lock_path(settings)}, held by "
+                        f"{_describe_holder(lock_holder(settings))}; nothing was changed. A supervisor that "
+                        "holds it hung is restarted by its watcher; try again, or stop that pid") from None
+                if time.monotonic() >= next_note:
+                    next_note += 10
+                    logging.getLogger(__name__).warning("%s is waiting for the deploy lock, held by %s (%.0f s so far)",
+                                                        what, _describe_holder(lock_holder(settings)), waited)
+                time.sleep(0.05)
         try:
+            _hold(handle, what)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager
-def try_deploy_lock(settings: Settings) -> Iterator[bool]:
+def try_deploy_lock(settings: Settings, what: str = "the supervisor") -> Iterator[bool]:
     """The deploy lock if it is free now (True), else False at once: a deploy is under way."""
-    with open(_lock_path(settings), "w") as handle:
+    with _open_lock(settings) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
         try:
+            _hold(handle, what)
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---- the supervisor's lock: one supervisor per home --------------------------------------------------
+def supervisor_lock(settings: Settings, wait_s: float = 2.0):
+    """The open, exclusively locked ``.supervisor.lock`` (its holder's pid written in it), or None if another
+    process holds it after ``wait_s``. Held by the supervisor for its life; the kernel drops it when it dies."""
+    settings.serving_dir.mkdir(parents=True, exist_ok=True)
+    handle = os.fdopen(os.open(settings.serving_dir / ".supervisor.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                return None
+            time.sleep(0.1)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps({"pid": os.getpid(), "create_time": _create_time(os.getpid())}))
+    handle.flush()
+    return handle
+
+
+def supervisor_lock_holder(settings: Settings) -> dict:
+    """The supervisor holding the lock now ({pid, create_time}), or {} if none does."""
+    path = settings.serving_dir / ".supervisor.lock"
+    if not path.exists():
+        return {}
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(path.read_text() or "{}")
+            except ValueError:
+                holder = {}
+            return holder if pid_matches(holder) else {}
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return {}
 
 
 def logs_dir(settings: Settings) -> Path:

@@ -40,11 +40,11 @@ def deployer(settings: Settings) -> Deployer:
 
 def deploy(settings: Settings, bento_tag: str, version: str, *, reason: str = "", dag_run_id: str = "",
            window: int | None = None, kind: str = "promotion", snapshot_hash: str = "", request_id: str = "",
-           audit_fields: dict | None = None) -> dict:
+           audit_fields: dict | None = None, expect_champion: str = "") -> dict:
     """Serve ``bento_tag`` (registry ``version``) through the configured deployer (see :class:`Change`)."""
     change = Change(kind=kind, version=str(version), bento_tag=bento_tag, reason=reason, window=window,
                     snapshot_hash=snapshot_hash, dag_run_id=dag_run_id, request_id=request_id,
-                    audit_fields=audit_fields or {})
+                    audit_fields=audit_fields or {}, expect_champion=expect_champion)
     return deployer(settings).apply(change)
 
 
@@ -127,6 +127,8 @@ def check_serving() -> ServingHealth:
             and not runtime.proxy_record(settings):
         log.info("nothing is served from this home yet (no deploy): nothing to check")
         return ServingHealth(served=None)
+    if settings.serving_mode == "local":  # the supervisor's second watcher (make run's launcher is the first)
+        runtime.watch_supervisor(settings)
     try:
         status, health = http_json(f"{settings.serve_url}/-/stockops/health", timeout=10)
     except OSError as exc:

@@ -12,9 +12,23 @@ Every ``settings.supervise_interval_s`` (1 s) it checks:
   any other);
 * the spares — a dead one is dropped, a missing one started in the background (a cold bento
   start takes 15-50 s on two cores: too slow to wait for when a process dies);
-* every few seconds, :func:`stockops.serving.deploy.reconcile` (serving and the audit log follow
-  ``@champion``) and the orphan sweep (owned processes no state file names are stopped) — both
-  only while no deploy holds the lock.
+* the records — one that cannot be read is set aside for evidence (``<name>.corrupt-<time>``) and
+  rebuilt from what runs: ``proxy.json`` from the proxy found listening on the port,
+  ``standby.json`` from the running bento of another version, ``processes.json`` from the
+  records that name processes, ``current.json`` by reconcile's adoption of what the proxy routes to;
+  its own ``supervisor.json`` is its heartbeat, rewritten every round;
+* every few seconds, in **a thread of its own**, :func:`stockops.serving.deploy.reconcile` (serving
+  and the audit log follow ``@champion``) and the orphan sweep (owned processes no state file names
+  are stopped) — both only while no deploy holds the lock. A hung MLflow delays only that thread:
+  healing goes on every second.
+
+**Who watches the supervisor**: its heartbeat (``heartbeat_at`` in ``supervisor.json``, every
+round; ``busy_until`` while it restarts a bento). ``make run``'s launcher checks it every second
+and ``stock_monitor``'s health step on each run (:func:`stockops.serving.runtime.watch_supervisor`):
+a dead supervisor, or one whose heartbeat is older than ``STOCKOPS_SUPERVISOR_STALE_S`` (10 s;
+hung, SIGSTOPped), is stopped and replaced, and the outage is an incident. Under compose the
+container's restart policy and its health check on the same heartbeat do it. One supervisor per
+home: it holds ``serving/.supervisor.lock`` for its life, and a second one exits at once.
 
 Each outage becomes an **incident** in ``serving/incidents.jsonl``: component, cause, when it was
 last seen healthy (``started_at``), ``detected_at``, ``recovered_at`` — the DORA report counts them.
@@ -28,6 +42,7 @@ proxy); the serving agent (compose) calls :meth:`Supervisor.tick` in its own loo
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -58,15 +73,88 @@ class Supervisor:
         self.reconcile_error = ""
         self.starting: set[int] = set()  # spares being started (not orphans)
         self.spare_thread: threading.Thread | None = None
+        self.reconcile_thread: threading.Thread | None = None
+        self.started_at = state.now()
 
     # ---- one round -----------------------------------------------------------------------------
     def tick(self) -> None:
+        self.beat()
+        self.repair()
         self._check("proxy", self._proxy_fault, self._heal_proxy)
         self._check("bento", self._bento_fault, self._heal_bento)
         self._keep_spares()
-        if time.monotonic() >= self.next_reconcile:
+        busy = self.reconcile_thread is not None and self.reconcile_thread.is_alive()
+        if time.monotonic() >= self.next_reconcile and not busy:
             self.next_reconcile = time.monotonic() + RECONCILE_EVERY_S
-            self._reconcile()
+            self.reconcile_thread = threading.Thread(target=self._reconcile, daemon=True, name="reconcile")
+            self.reconcile_thread.start()
+
+    def beat(self, busy_for: float = 0.0) -> None:
+        """The heartbeat its watcher reads (``busy_for``: seconds it may not beat, restarting a bento)."""
+        now = time.time()
+        state.write(state.supervisor_record_path(self.settings), {
+            "pid": os.getpid(), "create_time": state._create_time(os.getpid()), "started_at": self.started_at,
+            "heartbeat_at": now, "busy_until": now + busy_for, **state.home_fields(self.settings)}, durable=False)
+
+    # ---- unreadable records ------------------------------------------------------------------------
+    def repair(self) -> None:
+        """Set every unreadable record aside and rebuild it from what runs (never stop a server for one)."""
+        for path in state.unreadable(self.settings):
+            kept = state.set_aside(path)
+            log.error("%s was unreadable: set aside as %s; rebuilding it from the running processes", path, kept)
+            audit.record(self.settings.incident_log, "record_repaired", file=str(path), kept_as=str(kept))
+            if path == self.settings.serving_standby:
+                self._rebuild_standby()
+            elif path == self.settings.serving_processes:
+                self._rebuild_processes()
+            elif path == state.supervisor_record_path(self.settings):
+                self.beat()
+        if not runtime.proxy_record(self.settings) and state.current_or_empty(self.settings).get("upstream"):
+            found = runtime.proxy_on_port(self.settings)
+            if found:  # the proxy runs, its record was lost: name it again (else _proxy_fault restarts it)
+                state.write(state.proxy_record_path(self.settings), found)
+                log.warning("rebuilt %s from the proxy listening on %s (pid %d)",
+                            state.proxy_record_path(self.settings), self.settings.serve_url, found["pid"])
+
+    def _rebuild_standby(self) -> None:
+        served = state.current_or_empty(self.settings)
+        named = {served.get("pid"), *(s.get("pid") for s in served.get("spares", []))}
+        candidates = [r for r in state.owned(self.settings) if r.get("role") == "bento" and r["pid"] not in named
+                      and r.get("bento_tag") != served.get("bento_tag") and state.pid_matches(r)
+                      and runtime.bento_ready(f"http://127.0.0.1:{r['port']}")]
+        if candidates:
+            r = candidates[-1]
+            version = str(r["bento_tag"].split(":", 1)[1].split("-", 1)[0].removeprefix("v"))
+            state.write(self.settings.serving_standby, {
+                "upstream": f"http://127.0.0.1:{r['port']}", "port": r["port"], "pid": r["pid"],
+                "create_time": r.get("create_time"), "bento_tag": r["bento_tag"], "version": version,
+                "standby_since": state.now(), "rebuilt": True, **state.home_fields(self.settings)})
+            log.warning("rebuilt the warm standby: %s v%s (pid %d)", r["bento_tag"], version, r["pid"])
+
+    def _rebuild_processes(self) -> None:
+        import psutil
+
+        from stockops.processes import PROCESS_TOKEN
+
+        served = state.current_or_empty(self.settings)
+        named = [({**served, "role": "bento"}, served), *(({**s, "role": "bento"}, served)
+                                                          for s in served.get("spares", [])),
+                 ({**state.standby(self.settings), "role": "bento"}, state.standby(self.settings)),
+                 ({**runtime.proxy_record(self.settings), "role": "proxy"}, {}),
+                 ({"pid": os.getpid(), "create_time": state._create_time(os.getpid()), "role": "supervisor"}, {})]
+        records = []
+        for record, parent in named:
+            if not record.get("pid") or not state.pid_matches(record):
+                continue
+            try:
+                token = psutil.Process(int(record["pid"])).environ().get(PROCESS_TOKEN)
+            except psutil.Error:
+                token = None
+            records.append({"pid": record["pid"], "create_time": record.get("create_time"), "role": record["role"],
+                            "started_at": state.now(), "token": token, "port": record.get("port"),
+                            "bento_tag": parent.get("bento_tag") or record.get("bento_tag"),
+                            "rebuilt": True, **state.home_fields(self.settings)})
+        state.write(self.settings.serving_processes, {"processes": records})
 
     def _check(self, component: str, fault, heal) -> None:
         cause = fault()
@@ -151,6 +239,7 @@ class Supervisor:
             spares = [s for s in served.get("spares", []) if state.pid_matches(s) and runtime.bento_ready(s["upstream"])]
             if spares:
                 return self._fail_over(served, spares)
+            self.beat(busy_for=self.settings.serve_ready_timeout_s + 60)  # a cold start: no beat meanwhile
             record = LocalDeployer(self.settings)._apply(Change(
                 kind="heal", version=str(served["version"]), bento_tag=served["bento_tag"], window=served.get("window"),
                 reason=f"supervisor: {self.open.get('bento', {}).get('cause', 'bento down')}"))
@@ -234,7 +323,12 @@ def incidents(settings: Settings) -> list[dict]:
 
 
 def run(settings: Settings) -> None:
-    """The supervisor process: tick until SIGTERM."""
+    """The supervisor process: tick until SIGTERM. One per home: a second one (its lock taken) exits at once."""
+    lock = state.supervisor_lock(settings)
+    if lock is None:
+        log.warning("another serving supervisor (%s) runs for %s: this one (pid %d) exits",
+                    state.supervisor_lock_holder(settings), settings.home, os.getpid())
+        return
     stopping: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     supervisor = Supervisor(settings)
