@@ -88,15 +88,23 @@ def other(settings) -> str:
 # an orphan, the old bento serves on; the drill kills at the later of the two.
 @pytest.mark.parametrize("step", ["checked", "switched", "aliased"])
 def test_a_change_killed_at_any_step_converges_to_one_truth(plane, step):
+    from stockops.serving import deploys
+
     settings, bentos = plane
     before = champion(settings)
     target = other(settings)
     kind = "promotion" if target == "2" else "rollback"
+    recorded = len(deploys(settings))
     done = change_in_child(settings, kind, target, bentos, kill_at=step)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     seen = converged(settings)
     # killed before the alias moved: the old champion serves again; after: the new one, with its audit entry
     assert seen["champion"] == (target if step == "aliased" else before)
+    # the killed attempt is in the deploy log (DORA counts it): completed by reconcile, as what it came to
+    (attempt,) = _wait(lambda: [d for d in deploys(settings)[recorded:] if d.get("interrupted")], 15,
+                       "the killed attempt's record")
+    assert attempt["kind"] == kind and attempt["version"] == target
+    assert attempt["outcome"] == ("succeeded" if step == "aliased" else "failed"), attempt
 
 
 def test_mlflow_refusing_the_alias_move_switches_back_and_says_so(plane, tmp_path):
@@ -280,6 +288,211 @@ def test_every_serving_process_listens_on_loopback_with_telemetry_off(plane):
                     assert conn.laddr.ip in ("127.0.0.1", "::1"), (proc.cmdline()[:4], conn.laddr)
 
 
+def test_every_file_the_serving_side_writes_is_the_owners_alone(plane):
+    settings, _ = plane
+    converged(settings)
+    exposed = [f"{p} {oct(p.stat().st_mode & 0o777)}" for p in settings.serving_dir.rglob("*")
+               if p.is_file() and p.stat().st_mode & 0o077]
+    assert exposed == [], "readable by others"
+    for log in (settings.audit_log, settings.deploy_log, settings.incident_log):
+        assert not log.exists() or log.stat().st_mode & 0o077 == 0, oct(log.stat().st_mode)
+
+
+# ---- who watches the watcher, corrupt records, copies of a home, racing rollbacks (issue 24) ----------------
+class Answers:
+    """Requests to the stable address every 50 ms in a thread, each outcome kept: "answered throughout"."""
+
+    def __init__(self, settings):
+        self.url, self.body = settings.serve_url, _body(settings)
+        self.statuses: list[int] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                status, _ = http_json(f"{self.url}/predict", self.body, timeout=10)
+            except OSError:
+                status = 0
+            self.statuses.append(status)
+            time.sleep(0.05)
+
+    def __enter__(self) -> Answers:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=15)
+
+    @property
+    def failed(self) -> int:
+        return sum(status != 200 for status in self.statuses)
+
+
+def _wait(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def _supervisors(settings) -> list[int]:
+    """The live supervisor processes of this home (by their command line and home)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.cmdline()[-2:] == ["stockops.serving", "supervise"] \
+                    and proc.environ().get("STOCKOPS_HOME") == str(settings.home) \
+                    and proc.status() not in (psutil.STATUS_ZOMBIE,):
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_a_killed_or_hung_supervisor_is_replaced_by_its_watcher_and_each_outage_is_an_incident(plane):
+    """make run's launcher loop (platform.watch) on a real supervisor: SIGKILL, then SIGSTOP (hung, still alive)."""
+    from dataclasses import replace
+
+    from stockops.platform import watch
+    from stockops.serving import state
+    from stockops.serving.supervisor import incidents
+
+    settings, _ = plane
+    converged(settings)
+    fast = replace(settings, supervisor_stale_s=3.0)
+    airflow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # stands in for Airflow
+    watcher = threading.Thread(target=watch, args=(fast, airflow, 0.5), daemon=True)
+    watcher.start()
+    stopped = None
+    try:
+        first = state.read(state.supervisor_record_path(settings), "")["pid"]
+        before = len(incidents(settings))
+        with Answers(settings) as answers:
+            os.kill(first, signal.SIGKILL)
+            second = _wait(lambda: [p for p in _supervisors(settings) if p != first], 20, "a new supervisor")[0]
+            _wait(lambda: state.read(state.supervisor_record_path(settings), "").get("pid") == second
+                  and state.read(state.supervisor_record_path(settings), "").get("busy_until", 0) < time.time(), 60,
+                  "the new supervisor beating")
+            os.kill(second, signal.SIGSTOP)  # hung: alive, holding whatever it held, beating no more
+            stopped = second
+            third = _wait(lambda: [p for p in _supervisors(settings) if p not in (first, second)], 30,
+                          "a supervisor in place of the hung one")[0]
+        assert not pid_alive(second), "the hung supervisor was left running beside its replacement"
+        assert answers.failed == 0, answers.statuses
+        causes = [i["cause"] for i in incidents(settings)[before:] if i["component"] == "supervisor"]
+        assert any(f"pid {first}) is gone" in c for c in causes) and any(f"pid {second}) stopped beating" in c
+                                                                        for c in causes), causes
+        assert _supervisors(settings) == [third]
+    finally:
+        airflow.kill()
+        watcher.join(timeout=10)
+        if stopped and pid_alive(stopped):
+            os.kill(stopped, signal.SIGCONT)
+    # the new supervisor heals: a killed bento is answered for by its spare and replaced
+    converged(settings)
+
+
+def test_two_rollbacks_to_the_previous_champion_at_once_make_one(plane):
+    """Both planned against the same champion while a deploy holds the lock; the second finds it done."""
+    import json
+
+    from stockops.changes import history, previous_champion
+    from stockops.serving import deploys, state, verify
+
+    settings, bentos = plane
+    converged(settings)
+    if previous_champion(settings, champion(settings)) is None:  # (run alone: v1 is the first champion)
+        assert change_in_child(settings, "promotion", other(settings), bentos).returncode == 0
+        converged(settings)
+    before, changes = champion(settings), len(history(settings))
+    code = ("import json; from stockops import champion as c\n"
+            "plan = c.plan_rollback(None, 'faults: two at once'); print('PLANNED', flush=True)\n"
+            "done = c.complete_rollback(c.deploy_rollback(c.rollback_bento(plan)))\n"
+            "print('RESULT', json.dumps(done.to_xcom()))")
+    with state.deploy_lock(settings, what="the test, until both rollbacks are planned"):
+        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+        for proc in procs:
+            line = proc.stdout.readline()
+            assert line.startswith("PLANNED"), line + proc.stderr.read()[-2000:]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    results = [json.loads(out.split("RESULT ", 1)[1]) for out, _ in outs]
+    assert sorted(r["outcome"] for r in results) == ["succeeded", "unchanged"], results
+    after = champion(settings)
+    assert after != before and all(r["version"] == after and r["from_version"] for r in results)
+    assert [c["event"] for c in history(settings)[changes:]] == ["rollback"], "two rollbacks for one request"
+    assert sorted(d["outcome"] for d in deploys(settings)[-2:]) == ["succeeded", "unchanged"]
+    # the requester of the version rolled back is told what happened to it
+    with pytest.raises(Exception, match=f"a later rollback .* moved it to v{after}"):
+        verify(settings, before, timeout=1)
+    converged(settings)
+
+
+@pytest.mark.parametrize("record", ["proxy", "standby", "supervisor", "processes", "latest"])
+def test_an_unreadable_record_never_stops_a_healthy_server_and_is_rebuilt(plane, record):
+    from stockops.ingest import store_for
+    from stockops.serving import runtime, state
+
+    settings, _ = plane
+    converged(settings)
+    if record == "standby":  # the previous champion's bento, kept warm by the rollback test above
+        assert state.standby(settings).get("bento_tag") not in (None, state.current(settings)["bento_tag"])
+    path = {"proxy": state.proxy_record_path(settings), "standby": settings.serving_standby,
+            "supervisor": state.supervisor_record_path(settings), "processes": settings.serving_processes,
+            "latest": store_for(settings).latest_path}[record]
+    running = {"proxy": runtime.proxy_record(settings).get("pid"), "bento": state.current(settings)["pid"],
+               "standby": state.standby(settings).get("pid"),
+               "supervisor": state.read(state.supervisor_record_path(settings), "")["pid"]}
+    with Answers(settings) as answers:
+        path.write_text('{"pid": 12')  # torn
+        rebuilt = _wait(lambda: _readable(path), 15, f"{path.name} rebuilt")
+        time.sleep(4)  # a sweep or two more: nothing may be stopped after the rebuild either
+    assert answers.failed == 0 and len(answers.statuses) > 20, answers.statuses
+    assert {k: v for k, v in running.items() if v and not pid_alive(v)} == {}, "a healthy server was stopped"
+    assert list(path.parent.glob(f"{path.name}.corrupt-*")), "the unreadable file was not kept for evidence"
+    if record in ("proxy", "standby", "supervisor"):
+        assert rebuilt["pid"] == running[record]
+    assert _supervisors(settings) == [running["supervisor"]], "a second supervisor was started"
+    converged(settings)
+
+
+def _readable(path):
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def test_stop_on_a_copy_of_the_home_stops_nothing_of_the_original(plane, tmp_path):
+    import shutil
+
+    from stockops.serving import runtime, state
+
+    settings, _ = plane
+    converged(settings)
+    pids = [r["pid"] for r in state.owned(settings) if state.pid_matches(r)]
+    copy = tmp_path / "copy"
+    shutil.copytree(settings.serving_dir, copy / "serving", ignore=shutil.ignore_patterns("logs", "*.lock"))
+    done = subprocess.run([sys.executable, "-m", "stockops.serving", "stop"], env={**os.environ, "STOCKOPS_HOME": str(copy)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [p for p in pids if not pid_alive(p)] == [], "stop on a copy stopped processes of the original"
+    assert runtime.proxy_answers(settings.serve_url)
+    converged(settings)
+
+
+# last: it stops the module's plane
 def test_stop_serving_leaves_no_process_it_started(plane):
     from stockops.serving import runtime, state
 

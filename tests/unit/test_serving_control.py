@@ -198,3 +198,32 @@ def test_the_health_endpoint_tells_nothing_deployed_from_a_dead_bento(settings, 
         assert http_json(f"{url}/-/stockops/upstream", headers={"Host": "evil.example"})[0] == 400
     finally:
         stop_pid_tree(proc.pid, grace=5)
+
+
+def test_a_lock_wait_times_out_naming_the_holder_and_what_it_does(settings):
+    """A deploy behind a hung holder (the probe: a SIGSTOPped supervisor) gives up with a message, not silence."""
+    import time
+
+    from stockops.serving import state
+
+    code = ("import sys, time; from stockops.config import get_settings; from stockops.serving import state\n"
+            "with state.deploy_lock(get_settings(), what='a hung heal'):\n"
+            "    print('HELD', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().startswith("HELD")
+        started = time.monotonic()
+        with pytest.raises(state.LockTimeout) as waited:
+            with state.deploy_lock(settings, what="a rollback", timeout=1.5):
+                pass
+        assert 1.5 <= time.monotonic() - started < 5
+        message = str(waited.value)
+        assert f"pid {holder.pid} (a hung heal, since" in message and "a rollback waited" in message
+        assert "nothing was changed" in message
+        with state.try_deploy_lock(settings) as free:
+            assert free is False
+    finally:
+        holder.kill()
+        holder.wait()
+    with state.deploy_lock(settings, what="the next deploy", timeout=5):  # the kernel dropped it with the holder
+        assert state.lock_holder(settings)["what"] == "the next deploy"

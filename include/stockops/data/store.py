@@ -56,7 +56,7 @@ def file_lock(path: Path) -> Iterator[None]:
     The kernel drops it when the holder dies, so a killed process never leaves it stuck.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -40,7 +40,7 @@ class AgentDeployer:
         while time.monotonic() < deadline:
             record = next((r for r in deploys(settings) if r.get("request_id") == change.request_id), None)
             if record is not None:
-                if record["outcome"] != "succeeded":
+                if record["outcome"] not in ("succeeded", "unchanged"):
                     raise DeployError(f"the serving agent could not deploy {change.bento_tag}: {record['error']}")
                 return record
             time.sleep(0.2)

@@ -56,6 +56,7 @@ from stockops.serving.runtime import ServingError
 log = logging.getLogger(__name__)
 
 CHAMPION_CHANGES = ("promotion", "rollback")
+_UNKNOWN: Any = object()  # "not read yet" (None is an answer: no champion)
 
 
 class DeployError(ServingError):
@@ -303,7 +304,7 @@ def deploys(settings: Settings) -> list[dict]:
     return [r for r in audit.read(settings.deploy_log) if r.get("event", "deploy") == "deploy"]
 
 
-def complete_interrupted(settings: Settings) -> list[dict]:
+def complete_interrupted(settings: Settings, champion: Any = _UNKNOWN) -> list[dict]:
     """Finish the record of every attempt whose process died before its ``deploy`` line (call in the lock):
     succeeded if it moved ``@champion`` to its version (reconcile serves it), failed otherwise."""
     entries = audit.read(settings.deploy_log)
@@ -312,11 +313,10 @@ def complete_interrupted(settings: Settings) -> list[dict]:
              and not state.pid_matches({"pid": r.get("pid"), "create_time": r.get("create_time")})]
     if not open_:
         return []
-    champion = None
-    if any(r.get("kind") in CHAMPION_CHANGES for r in open_):
+    if champion is _UNKNOWN and any(r.get("kind") in CHAMPION_CHANGES for r in open_):
         registry.setup(settings)
-        found = registry.champion_version(settings)
-        champion = str(found.version) if found else None
+        champion = registry.champion_version(settings)
+    champion = None if champion is None or champion is _UNKNOWN else str(champion.version)
     done = []
     for r in open_:
         moved = r.get("kind") in CHAMPION_CHANGES and champion == str(r.get("version")) \
@@ -356,12 +356,14 @@ def move_champion(settings: Settings, change: Change) -> dict:
                          bento_tag=change.bento_tag, snapshot_hash=change.snapshot_hash, **change.audit_fields)
 
 
-def _reconcile_records(settings: Settings) -> dict | None:
-    """Append a ``reconciliation`` entry when the audit log's last change does not name ``@champion``."""
+def _reconcile_records(settings: Settings, champion: Any = _UNKNOWN) -> dict | None:
+    """Append a ``reconciliation`` entry when the audit log's last change does not name ``@champion``
+    (``champion``: the registry's, when the caller has just read it)."""
     from stockops.changes import history, record_change
 
-    registry.setup(settings)
-    champion = registry.champion_version(settings)
+    if champion is _UNKNOWN:
+        registry.setup(settings)
+        champion = registry.champion_version(settings)
     if champion is None:
         return None
     changes = history(settings)
@@ -378,25 +380,37 @@ def _reconcile_records(settings: Settings) -> dict | None:
 def reconcile(settings: Settings, *, wait: bool = True) -> dict:
     """Make serving and the audit log follow ``@champion``; what was found and done.
 
-    ``wait=False`` (the supervisor): do nothing if a deploy holds the lock — it is mid-change.
+    ``wait=False`` (the supervisor): do nothing if a deploy holds the lock — it is mid-change; ask MLflow
+    *before* taking the lock (a hung MLflow then holds up this caller only, never the lock that healing
+    needs), and again inside it only if a change began meanwhile (the deploy and audit logs grew); leave a
+    dead process of the right version to the healer (it fails over to a spare).
     """
     settings = replace(settings, serving_mode="local")
-    with (state.deploy_lock(settings) if wait else state.try_deploy_lock(settings)) as free:
-        if free is False:
-            return {"skipped": "a deploy holds the lock", "actions": []}
+    if not wait:
+        generation = _generation(settings)
         registry.setup(settings)
         champion = registry.champion_version(settings)
+    with (state.deploy_lock(settings, what=f"reconcile (pid {os.getpid()})") if wait
+          else state.try_deploy_lock(settings, what=f"the supervisor's reconcile (pid {os.getpid()})")) as free:
+        if free is False:
+            return {"skipped": "a deploy holds the lock", "actions": []}
+        if wait or _generation(settings) != generation:
+            registry.setup(settings)
+            champion = registry.champion_version(settings)
         served = state.current_or_empty(settings)
         actions: list[str] = []
         found = {"champion": str(champion.version) if champion else None, "served": served.get("version"),
                  "actions": actions}
         if champion is None:
             return found
-        if _reconcile_records(settings):
+        if _reconcile_records(settings, champion):
             actions.append("audit")
-        if complete_interrupted(settings):
+        if complete_interrupted(settings, champion):
             actions.append("deploy_log")
-        if served.get("version") != str(champion.version) or not state.pid_matches(served):
+        right_version = served.get("version") == str(champion.version)
+        if not wait and right_version and served.get("upstream"):
+            return found  # a dead process of the champion's bento: the healer's (a spare takes over at once)
+        if not right_version or not state.pid_matches(served):
             built = _bento_for(settings, champion.version)
             runtime.ensure_proxy(settings)
             if _adopt(settings, built, str(champion.version)):
@@ -408,6 +422,11 @@ def reconcile(settings: Settings, *, wait: bool = True) -> dict:
                 reason=f"reconcile: serving v{served.get('version') or 'none'} but @champion is v{champion.version}"))
             actions.append("serve")
         return found
+
+
+def _generation(settings: Settings) -> tuple[int, int]:
+    """Sizes of the deploy and audit logs: every change of champion grows them (in the lock, first thing)."""
+    return tuple(p.stat().st_size if p.exists() else 0 for p in (settings.deploy_log, settings.audit_log))  # type: ignore[return-value]
 
 
 def _adopt(settings: Settings, built: dict, version: str) -> bool:
@@ -430,6 +449,8 @@ def _adopt(settings: Settings, built: dict, version: str) -> bool:
                     "create_time": record.get("create_time"), "bento_tag": built["bento_tag"], "spares": []}
     LocalDeployer(settings)._switch({**upstream, "version": version, "window": built["window"], "since": state.now(),
                                      "reason": "adopted by reconcile"})
+    if state.standby(settings).get("pid") == upstream["pid"]:  # the standby it named now serves: no standby
+        settings.serving_standby.unlink(missing_ok=True)
     log.warning("adopted running bento %s (pid %d) as the served v%s", built["bento_tag"], upstream["pid"], version)
     return True
 

@@ -15,8 +15,9 @@ Every ``settings.supervise_interval_s`` (1 s) it checks:
 * the records — one that cannot be read is set aside for evidence (``<name>.corrupt-<time>``) and
   rebuilt from what runs: ``proxy.json`` from the proxy found listening on the port,
   ``standby.json`` from the running bento of another version, ``processes.json`` from the
-  records that name processes, ``current.json`` by reconcile's adoption of what the proxy routes to;
-  its own ``supervisor.json`` is its heartbeat, rewritten every round;
+  records that name processes, ``current.json`` by reconcile's adoption of what the proxy routes to,
+  each watchlist ticker's ``latest.json`` from its manifest (every reconcile round); its own
+  ``supervisor.json`` is its heartbeat, rewritten every round;
 * every few seconds, in **a thread of its own**, :func:`stockops.serving.deploy.reconcile` (serving
   and the audit log follow ``@champion``) and the orphan sweep (owned processes no state file names
   are stopped) — both only while no deploy holds the lock. A hung MLflow delays only that thread:
@@ -78,8 +79,8 @@ class Supervisor:
 
     # ---- one round -----------------------------------------------------------------------------
     def tick(self) -> None:
+        self.repair()  # first: an unreadable heartbeat record is kept for evidence before the beat replaces it
         self.beat()
-        self.repair()
         self._check("proxy", self._proxy_fault, self._heal_proxy)
         self._check("bento", self._bento_fault, self._heal_bento)
         self._keep_spares()
@@ -107,8 +108,6 @@ class Supervisor:
                 self._rebuild_standby()
             elif path == self.settings.serving_processes:
                 self._rebuild_processes()
-            elif path == state.supervisor_record_path(self.settings):
-                self.beat()
         if not runtime.proxy_record(self.settings) and state.current_or_empty(self.settings).get("upstream"):
             found = runtime.proxy_on_port(self.settings)
             if found:  # the proxy runs, its record was lost: name it again (else _proxy_fault restarts it)
@@ -299,9 +298,25 @@ class Supervisor:
             self.starting.discard(proc.pid)
 
     # ---- the records -------------------------------------------------------------------------------
+    def _repair_pointers(self) -> None:
+        """Read each watchlist ticker's ``latest.json`` (and the market reference's): an unreadable one is set
+        aside and rebuilt from its manifest there (``SnapshotStore.latest``), before a /forecast or a heal needs it."""
+        from stockops.audit import CorruptState
+        from stockops.ingest import store_for
+
+        for ticker in dict.fromkeys([*self.settings.tickers, *([self.settings.market] if self.settings.market else [])]):
+            try:
+                store_for(self.settings, ticker).latest()
+            except CorruptState as exc:  # nothing to rebuild it from: said once per round, nothing stopped
+                log.error("%s", exc)
+
     def _reconcile(self) -> None:
         from stockops.serving.deploy import reconcile
 
+        try:
+            self._repair_pointers()
+        except Exception as exc:  # noqa: BLE001 - a store it cannot read must not stop reconciling
+            log.error("checking the snapshot pointers failed: %s", exc)
         try:
             found = reconcile(self.settings, wait=False)
             with state.try_deploy_lock(self.settings) as free:
