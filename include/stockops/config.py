@@ -106,7 +106,7 @@ class Settings:
     # container) carries out where the endpoint runs
     serving_mode: str = "local"
     # the serving supervisor: seconds between its checks of the proxy, the bento and the champion
-    supervise_interval_s: float = 1.0
+    supervise_interval_s: float = 0.5
     serve_spares: int = 1  # extra processes of the served bento: a killed one costs no request
     # the supervisor's watcher (make run's launcher, stock_monitor) restarts it when its heartbeat is older than this
     supervisor_stale_s: float = 10.0
@@ -439,7 +439,7 @@ def get_settings() -> Settings:
         serve_port=_env_int("STOCKOPS_SERVE_PORT", 3000),
         serve_ready_timeout_s=_env_float("STOCKOPS_SERVE_READY_TIMEOUT_S", 180.0),
         serving_mode=_env("STOCKOPS_SERVING_MODE", "local").lower(),
-        supervise_interval_s=_env_float("STOCKOPS_SUPERVISE_INTERVAL_S", 1.0),
+        supervise_interval_s=_env_float("STOCKOPS_SUPERVISE_INTERVAL_S", 0.5),
         serve_spares=_env_int("STOCKOPS_SERVE_SPARES", 1),
         supervisor_stale_s=_env_float("STOCKOPS_SUPERVISOR_STALE_S", 10.0),
         deploy_lock_timeout_s=_env_float("STOCKOPS_DEPLOY_LOCK_TIMEOUT_S", 420.0),

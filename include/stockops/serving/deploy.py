@@ -184,6 +184,9 @@ class LocalDeployer:
 
     def _attempt(self, change: Change, base: dict, started: float, previous: dict, warm: dict, failed) -> dict:
         settings = self.settings
+        heal = change.kind == "heal"
+        if heal:  # nothing serves: the bento starts first, its smoke request is read while it boots
+            proc, pid, url, port = self._start(change, warm, base)
         try:
             body = smoke_body(settings, history_rows(change.window))
         except Exception as exc:  # a corrupt snapshot: refuse a new decision before any process is touched
@@ -193,11 +196,12 @@ class LocalDeployer:
             log.warning("no smoke request from the latest snapshot (%s): checking %s on a synthetic series", exc,
                         change.bento_tag)
             body = synthetic_smoke_body(history_rows(change.window))
-        proc, pid, url, port = self._start(change, warm, base)
+        if not heal:
+            proc, pid, url, port = self._start(change, warm, base)
         checkpoint("started")
         try:
-            wait_until(lambda: runtime.bento_ready(url), timeout=settings.serve_ready_timeout_s, interval=0.2,
-                       what=f"{change.bento_tag} /readyz at {url}", proc=proc)
+            wait_until(lambda: runtime.bento_ready(url, timeout=1), timeout=settings.serve_ready_timeout_s,
+                       interval=0.1, what=f"{change.bento_tag} /readyz at {url}", proc=proc)
             smoke = check_bento(url, body, change.version)
         except Exception as exc:
             _stop(settings, [{"pid": pid}])
@@ -205,7 +209,6 @@ class LocalDeployer:
                 settings.serving_standby.unlink(missing_ok=True)
             raise failed(f"failed its health check: {exc}") from exc
         checkpoint("checked")
-        heal = change.kind == "heal"
         if not heal:  # named before the switch: a kill right after it leaves no running bento unnamed
             _name_standby(settings, previous, pid)
         self._switch({"upstream": url, "port": port, "pid": pid, "bento_tag": change.bento_tag,

@@ -1,6 +1,6 @@
 """The serving supervisor: it heals the proxy and the bento, keeps serving on ``@champion``, and shouts.
 
-Every ``settings.supervise_interval_s`` (1 s) it checks:
+Every ``settings.supervise_interval_s`` (0.5 s) it checks:
 
 * the **proxy** — its process alive and answering at the stable address; else it starts a new
   one on the same port (about a second);
