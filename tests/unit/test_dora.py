@@ -186,6 +186,21 @@ def test_serve_deploys_change_nothing(result):
     assert compute(**records, now=NOW) == result
 
 
+def test_attempt_starts_and_requests_found_done_change_nothing_but_a_killed_attempt_counts(result):
+    """``deploy_started`` lines and ``unchanged`` outcomes are not deploys; an attempt whose process was killed
+    (completed by reconcile as failed, ``interrupted``) is a failed change like any other."""
+    records = scenario(BASE)
+    started = [{**d, "event": "deploy_started"} for d in records["deploys"]]
+    unchanged = {**deploy("rollback", "1", at(BASE, 3, 10), at(BASE, 3, 10), outcome="unchanged")}
+    assert compute(**{**records, "deploys": [*started, *records["deploys"], unchanged]}, now=NOW) == result
+    killed = {**deploy("promotion", "5", at(BASE, 9), at(BASE, 9, minutes=1), outcome="failed",
+                       error="the deploying process (pid 4242) died before it finished"), "interrupted": True}
+    counted = compute(**{**records, "deploys": [*records["deploys"], killed]}, now=NOW)
+    assert counted["change_failure_rate"]["changes"] == result["change_failure_rate"]["changes"] + 1
+    assert counted["change_failure_rate"]["failed"] == result["change_failure_rate"]["failed"] + 1
+    assert counted["deployment_frequency"]["failed_attempts"] == result["deployment_frequency"]["failed_attempts"] + 1
+
+
 def test_the_result_is_json(result):
     assert json.loads(json.dumps(result)) == result
 
