@@ -115,7 +115,9 @@ class LocalPlatform:
                               text=True, timeout=timeout)
 
     def prepare_home(self) -> None:
-        """The Airflow home and the logs folder owner-only, the admin password created private."""
+        """The home, the Airflow home and the logs folder owner-only (0700: what a file's own mode leaves open,
+        from an older run, is closed by its folder), the admin password created private."""
+        private_dir(self.settings.home)
         private_dir(self.settings.airflow_home)
         private_dir(self.settings.logs_dir)
         ensure_admin_password(self.settings.airflow_passwords_file)

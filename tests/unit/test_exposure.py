@@ -85,6 +85,7 @@ def test_the_celery_layout_starts_no_log_server_and_keeps_its_secrets_private(se
     secrets = list(settings.airflow_home.glob(".*_secret"))
     assert len(secrets) == 2 and all(mode(p) == 0o600 for p in secrets)
     assert mode(settings.airflow_home) == 0o700 and mode(settings.airflow_passwords_file) == 0o600
+    assert mode(settings.home) == 0o700, "the home holds the databases, records and logs: owner-only"
 
 
 def test_secrets_and_logs_are_owner_only_even_where_they_existed_wider(tmp_path):
