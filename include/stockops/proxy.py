@@ -16,7 +16,15 @@ fresh platform can start and train its first model). With nothing deployed yet, 
 
 A request whose ``Host`` header names a host outside ``--allowed-hosts`` (default: loopback
 names; the port is not compared) is refused with 400 before it reaches a bento: a web page on
-another site cannot use a browser on this machine to reach the endpoint (DNS rebinding).
+another site cannot use a browser on this machine to reach the endpoint (DNS rebinding). So is one
+with more than one ``Host`` header (which one would a check read, and which one the bento?).
+
+Request bodies are held in memory until the bento has answered (a retry on a spare sends the same
+bytes again), so what the proxy buffers is bounded: each body to ``MAX_BODY_BYTES`` (413 beyond), all
+bodies in flight together to ``--max-buffered-bytes`` (``STOCKOPS_PROXY_BUFFER_BYTES``, default 64 MiB).
+A request that would take the total over it is answered 503 with ``Retry-After`` before its body is
+read (a declared ``Content-Length`` is reserved up front; a chunked body is counted as it arrives).
+Slow uploads then cost a bounded amount of memory, whatever their number.
 
 Run: ``python -m stockops.proxy --state <serving>/current.json --host 127.0.0.1 --port 3000
 --log <serving>/logs/proxy.log`` (the log rotates at ``--max-log-bytes``).
@@ -36,6 +44,9 @@ from aiohttp import ClientConnectionError, ClientSession, ClientTimeout, TCPConn
 
 POLL_S = 0.1
 HEALTH_S = 1.0
+MAX_BODY_BYTES = 4 * 1024 * 1024  # one request's body (the bento refuses far less: 256 KiB)
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024  # default of all bodies in flight together (STOCKOPS_PROXY_BUFFER_BYTES)
+RETRY_AFTER_S = 1
 DEFAULT_ALLOWED_HOSTS = ("127.0.0.1", "localhost", "::1")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "host", "content-length"}
@@ -84,8 +95,61 @@ def host_name(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
-def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS) -> web.Application:
+class BodyRefused(Exception):
+    """A request body the proxy will not buffer: the status and why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class BodyBudget:
+    """Bytes of request bodies buffered by all requests in flight, held under ``limit`` (one event loop: no lock)."""
+
+    def __init__(self, limit: int, max_body: int = MAX_BODY_BYTES):
+        self.limit, self.max_body = limit, max_body
+        self.in_use = 0
+
+    def take(self, n: int) -> None:
+        if self.in_use + n > self.limit:
+            raise BodyRefused(503, f"the proxy already holds {self.in_use} bytes of request bodies in flight; "
+                                   f"{n} more would pass its {self.limit}-byte limit (STOCKOPS_PROXY_BUFFER_BYTES): "
+                                   f"retry in {RETRY_AFTER_S} s")
+        self.in_use += n
+
+    async def read(self, request: web.Request) -> tuple[bytearray, int]:
+        """The whole body and the bytes it took from the budget (the caller gives them back with ``release``);
+        raises :class:`BodyRefused` (413 over ``max_body``, 503 over the budget) having taken nothing."""
+        declared = request.content_length
+        if declared is not None and declared > self.max_body:
+            raise BodyRefused(413, f"request body of {declared} bytes is over the proxy's {self.max_body}-byte limit")
+        taken = declared or 0
+        self.take(taken)
+        body = bytearray()
+        try:
+            async for chunk in request.content.iter_any():
+                if len(body) + len(chunk) > self.max_body:
+                    raise BodyRefused(413, f"request body is over the proxy's {self.max_body}-byte limit")
+                if len(body) + len(chunk) > taken:  # chunked, or longer than declared (aiohttp stops that)
+                    self.take(len(body) + len(chunk) - taken)
+                    taken = len(body) + len(chunk)
+                body += chunk
+        except BaseException:
+            self.release(taken)
+            raise
+        return body, taken
+
+    def release(self, n: int) -> None:
+        self.in_use -= n
+
+
+BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
+
+
+def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS,
+             max_buffered_bytes: int = MAX_BUFFERED_BYTES) -> web.Application:
     upstream = Upstream(state_path)
+    budget = BodyBudget(max_buffered_bytes)
     upstream.refresh()
     allowed = {h.lower() for h in allowed_hosts}
     ready: dict = {"url": None, "ok": False, "reason": "not checked yet"}
@@ -110,6 +174,10 @@ def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_
 
     @web.middleware
     async def host_check(request: web.Request, handler):
+        hosts = request.headers.getall("Host", [])
+        if len(hosts) > 1:  # aiohttp's parser refuses this already; kept in case a parser lets it through
+            log.warning("refused %d Host headers from %s", len(hosts), request.remote)
+            return web.json_response({"error": f"{len(hosts)} Host headers: send exactly one"}, status=400)
         if allowed and host_name(request.headers.get("Host", "")) not in allowed:
             log.warning("refused Host %r from %s", request.headers.get("Host", "")[:100], request.remote)
             return web.json_response({"error": f"Host {request.headers.get('Host', '')[:100]!r} is not allowed "
@@ -149,7 +217,20 @@ def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_
         return web.json_response({**body, "error": ready["reason"]}, status=503)
 
     async def forward(request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+        try:
+            body, taken = await budget.read(request)
+        except BodyRefused as refused:
+            log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, refused.message)
+            answer = web.json_response({"error": refused.message}, status=refused.status, headers=(
+                {"Retry-After": str(RETRY_AFTER_S)} if refused.status == 503 else None))
+            answer.force_close()  # the unread body is drained (aiohttp's lingering read), never kept
+            return answer
+        try:
+            return await _forward(request, body)
+        finally:
+            budget.release(taken)
+
+    async def _forward(request: web.Request, body: bytearray) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         candidates = upstream.urls
         if not candidates:
@@ -173,7 +254,8 @@ def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_
                 errors.append(f"{base}: {exc}")
         return web.json_response({"error": f"the serving bento is unreachable: {'; '.join(errors)}"}, status=502)
 
-    app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[host_check])
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[host_check])
+    app[BODY_BUDGET] = budget
     app.cleanup_ctx.append(poll)
     app.router.add_get("/-/stockops/upstream", status)
     app.router.add_get("/-/stockops/health", health)
@@ -188,6 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--allowed-hosts", default=os.environ.get("STOCKOPS_ALLOWED_HOSTS", ",".join(DEFAULT_ALLOWED_HOSTS)),
                         help="comma-separated Host names answered (empty: any)")
+    parser.add_argument("--max-buffered-bytes", type=int,
+                        default=int(os.environ.get("STOCKOPS_PROXY_BUFFER_BYTES") or MAX_BUFFERED_BYTES),
+                        help="request bodies held in memory at once, all requests together (beyond: 503)")
     parser.add_argument("--log", type=Path, help="log file (rotated); default: stderr")
     parser.add_argument("--max-log-bytes", type=int, default=10 * 1024 * 1024)
     args = parser.parse_args(argv)
@@ -196,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     hosts = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
-    web.run_app(make_app(args.state, hosts), host=args.host, port=args.port, access_log=None,
+    web.run_app(make_app(args.state, hosts, args.max_buffered_bytes), host=args.host, port=args.port, access_log=None,
                 print=lambda *_: log.info("listening on http://%s:%d", args.host, args.port))
 
 

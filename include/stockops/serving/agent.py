@@ -50,7 +50,7 @@ class AgentDeployer:
                           "compose `serving` service) running with the same STOCKOPS_HOME? Nothing was changed.")
 
 
-def _take(settings: Settings, path) -> None:
+def _take(settings: Settings, path, beat=None) -> None:
     """Carry out one request file; its outcome goes to the deploy log under its request id."""
     try:
         change = Change.from_dict(json.loads(path.read_text()))
@@ -59,7 +59,7 @@ def _take(settings: Settings, path) -> None:
         path.unlink(missing_ok=True)
         return
     try:
-        LocalDeployer(settings).apply(change)
+        LocalDeployer(settings, beat=beat).apply(change)
     except DeployError as exc:
         log.error("%s", exc)  # recorded by the deployer, with the request id, for the requester
     except Exception as exc:  # noqa: BLE001
@@ -85,8 +85,8 @@ def run_agent(settings: Settings, interval: float = 0.25, once: bool = False) ->
     while not stopping:
         settings.deploy_requests_dir.mkdir(parents=True, exist_ok=True)
         for path in sorted(settings.deploy_requests_dir.glob("*.json")):
-            supervisor.beat(busy_for=settings.serve_ready_timeout_s + 120)  # a deploy: no heartbeat meanwhile
-            _take(settings, path)
+            supervisor.beat(busy_for=settings.serve_ready_timeout_s + 120)  # a deploy: MLflow calls, a bento start
+            _take(settings, path, beat=lambda: supervisor.beat(busy_for=settings.serve_ready_timeout_s + 120))
         if once:
             return
         try:

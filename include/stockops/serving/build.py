@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -146,12 +147,61 @@ def pack(staging: Path) -> dict:
                 labels={"registry_version": metadata["registry_version"], "model_name": metadata["model_name"],
                         "mlflow_run_id": metadata["mlflow_run_id"], "snapshot_hash": metadata["snapshot_hash"],
                         "ticker": metadata["ticker"]},
-                python={"packages": _service_requirements(metadata.get("model_kind", "lstm"))})
+                # pinned from the project's lock, installed as they are: no resolution against an index at build time
+                python={"packages": service_requirements(metadata.get("model_kind", "lstm")), "lock_packages": False})
     return {"bento_tag": str(bento.tag), "bento_model": model_tag, "bento_path": bento.path}
 
 
-def _service_requirements(model_kind: str) -> list[str]:
-    from importlib.metadata import version
+# What ``bento/service.py`` imports (``starlette`` comes with BentoML; ``pyarrow`` reads the published
+# snapshots), and for the LSTM its graph's runtime.
+SERVICE_PACKAGES = ("bentoml", "numpy", "pandas", "pydantic", "pyarrow")
+LSTM_PACKAGES = ("tensorflow-cpu",)
+LOCK_FILE = REPO_ROOT / "requirements.txt"  # `make lock` compiles it from requirements.in
+LOCK_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(?P<version>[^\s;]+)")
 
-    packages = ("bentoml", "numpy", "pandas", "pydantic") + (("tensorflow-cpu",) if model_kind == "lstm" else ())
-    return [f"{pkg}=={version(pkg)}" for pkg in packages]
+
+def service_requirements(model_kind: str, lock_file: Path = LOCK_FILE) -> list[str]:
+    """The packages a bento of ``model_kind`` needs and everything they depend on, pinned as the project's lock
+    pins them (``name==version``): read from the lock's ``# via`` annotations, never resolved, so a build needs
+    no package index. BentoML adds its own pin (``bentoml==<installed>``) itself, so it is left out here.
+
+    Without the lock (a package installed without its repository), the direct packages are pinned at their
+    installed versions.
+    """
+    roots = SERVICE_PACKAGES + (LSTM_PACKAGES if model_kind == "lstm" else ())
+    if not lock_file.exists():
+        from importlib.metadata import version
+
+        log.warning("%s is missing: pinning only the bento's direct packages, at their installed versions", lock_file)
+        return [f"{pkg}=={version(pkg)}" for pkg in roots if pkg != "bentoml"]
+    pins, parents = read_lock(lock_file)
+    missing = [pkg for pkg in roots if pkg not in pins]
+    if missing:
+        raise RuntimeError(f"{lock_file} pins no {', '.join(missing)}: add them to requirements.in and `make lock`")
+    needed = set(roots)
+    while grown := {pkg for pkg, via in parents.items() if pkg not in needed and via & needed}:
+        needed |= grown
+    return [f"{pkg}=={pins[pkg]}" for pkg in sorted(needed) if pkg != "bentoml"]
+
+
+def read_lock(lock_file: Path) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """A ``uv pip compile`` output's pins (normalised name -> version) and, per package, the packages it is there
+    for (its ``# via`` lines; ``-r requirements.in`` left out)."""
+    pins: dict[str, str] = {}
+    parents: dict[str, set[str]] = {}
+    current = None
+    for line in lock_file.read_text().splitlines():
+        if pinned := LOCK_PIN.match(line):
+            current = _normalised(pinned["name"])
+            pins[current], parents[current] = pinned["version"], set()
+        elif current is not None and line.startswith((" ", "\t")) and line.strip().startswith("#"):
+            words = line.strip().lstrip("#").split()
+            if words[:1] == ["via"]:
+                words = words[1:]
+            if words and not words[0].startswith("-"):
+                parents[current].add(_normalised(words[0]))
+    return pins, parents
+
+
+def _normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()

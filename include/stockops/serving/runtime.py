@@ -67,13 +67,20 @@ def stop_owned(settings: Settings, pids: set[int], grace: float = 10) -> None:
 
 
 # ---- bentos ---------------------------------------------------------------------------------------
+# A bento runs the network's compiled SavedModel signature, which needs no Keras; but ``import tensorflow`` imports
+# Keras eagerly (``keras.src.optimizers``, and scikit-learn with it): 4-5 s of a 6-7 s import, the largest part of a
+# cold restart. With ``TF_USE_LEGACY_KERAS=1`` TensorFlow looks for ``tf_keras`` instead, which this project does not
+# install, and skips the eager import (it catches the ImportError); the signature's answers are bit-identical
+# (bench/restore_time.py: cold restart). Training processes never see this variable.
+BENTO_ENV = {"TF_USE_LEGACY_KERAS": "1"}
+
 def start_bento(settings: Settings, bento_tag: str, port: int) -> subprocess.Popen:
     """``bentoml serve <bento_tag>`` on 127.0.0.1:``port``; its logging rotates in its own log file."""
     name = f"{bento_tag.replace(':', '-')}-{port}"
     log.info("starting %s on 127.0.0.1:%d (log %s)", bento_tag, port, state.logs_dir(settings) / f"{name}.log")
     proc, _ = _spawn(settings, [venv_bin("bentoml"), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)],
-                     f"{name}.out", "bento", env={"STOCKOPS_BENTO_LOG": str(state.logs_dir(settings) / f"{name}.log")},
-                     bento_tag=bento_tag, port=port)
+                     f"{name}.out", "bento", env={"STOCKOPS_BENTO_LOG": str(state.logs_dir(settings) / f"{name}.log"),
+                                                  **BENTO_ENV}, bento_tag=bento_tag, port=port)
     return proc
 
 
@@ -215,9 +222,22 @@ def ensure_supervisor(settings: Settings) -> dict | None:
         cause = (f"the supervisor (pid {record.get('pid')}) is gone" if problem == "gone" else
                  f"the supervisor (pid {record['pid']}) stopped beating: its last heartbeat is "
                  f"{_age(record):.0f} s old")
-    if problem == "hung":  # SIGTERM, then SIGKILL (a stopped process only dies of that)
-        stop_owned(settings, {int(record["pid"])}, grace=1)
+    if problem == "hung":  # SIGKILL (a stopped process dies of nothing else), to it alone: the bentos it started
+        _kill_alone(record)  # are its children, and they keep serving
     return _start_supervisor(settings, cause, record)
+
+
+def _kill_alone(record: dict) -> None:
+    """SIGKILL the process of ``record`` (if it is still that process), none of its children; wait for it."""
+    import signal
+    import time
+
+    if not state.pid_matches(record) or int(record["pid"]) <= 1:
+        return
+    os.kill(int(record["pid"]), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while state.pid_matches(record) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _age(record: dict) -> float:

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 RECONCILE_EVERY_S = 3.0
+BUSY_S = 30.0  # the longest a heal's step may keep it from beating (a smoke request on a loaded machine)
 
 
 def _iso(moment: float) -> str:
@@ -238,8 +239,8 @@ class Supervisor:
             spares = [s for s in served.get("spares", []) if state.pid_matches(s) and runtime.bento_ready(s["upstream"])]
             if spares:
                 return self._fail_over(served, spares)
-            self.beat(busy_for=self.settings.serve_ready_timeout_s + 60)  # a cold start: no beat meanwhile
-            record = LocalDeployer(self.settings)._apply(Change(
+            self.beat(busy_for=BUSY_S)  # a cold start beats while it waits for the bento, not between its steps
+            record = LocalDeployer(self.settings, beat=lambda: self.beat(busy_for=BUSY_S))._apply(Change(
                 kind="heal", version=str(served["version"]), bento_tag=served["bento_tag"], window=served.get("window"),
                 reason=f"supervisor: {self.open.get('bento', {}).get('cause', 'bento down')}"))
         return f"restarted {served['bento_tag']} (deploy in {record['seconds']} s)"
