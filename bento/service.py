@@ -43,9 +43,9 @@ the service's logs from stdout into a size-capped rotating file (``STOCKOPS_BENT
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import gc
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -108,20 +108,21 @@ def _model_path() -> Path | None:
         return None
 
 
-def _import_forecaster():
-    """``stockops.forecaster``: the project's, or else the copy the packed model carries (``code/``)."""
+def _import_served(name: str):
+    """``stockops.<name>``: the project's, or else the copy the packed model carries (``code/``)."""
     try:
-        import stockops.forecaster as forecaster
+        return importlib.import_module(f"stockops.{name}")
     except ImportError:
         path = _model_path()
-        if path is None or not (path / "code" / "stockops" / "forecaster.py").exists():
+        if path is None or not (path / "code" / "stockops" / f"{name}.py").exists():
             raise
-        sys.path.insert(0, str(path / "code"))
-        import stockops.forecaster as forecaster
-    return forecaster
+        if str(path / "code") not in sys.path:
+            sys.path.insert(0, str(path / "code"))
+        return importlib.import_module(f"stockops.{name}")
 
 
-fc = _import_forecaster()
+fc = _import_served("forecaster")
+prediction_log = _import_served("prediction_log")  # the served-prediction log's layout: bounded, counted exactly
 
 
 def _history() -> int:
@@ -427,8 +428,8 @@ ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {
 class RequestGuard:
     """ASGI middleware in front of BentoML, for what BentoML does not do.
 
-    Every path: refuse a Host header outside ``STOCKOPS_ALLOWED_HOSTS`` (400; a DNS-rebinding page
-    would reach the loopback server under its own host name). ``/``: BentoML's page without its
+    Every path: refuse a Host header outside ``STOCKOPS_ALLOWED_HOSTS``, or more than one (400; a
+    DNS-rebinding page would reach the loopback server under its own host name). ``/``: BentoML's page without its
     third-party tag manager. ``/docs.json``: BentoML's document made valid OpenAPI 3.0, with the
     predict and forecast paths' real error answers. Those paths: refuse oversized (413) and non-JSON (415)
     bodies before BentoML reads them, and answer every 4xx as ``{"error": ...}`` with a message that
@@ -446,6 +447,9 @@ class RequestGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
+        hosts = [value for name, value in scope["headers"] if name.lower() == b"host"]
+        if len(hosts) > 1:  # uvicorn passes them all on; the check would read one and an app another
+            return await _error(scope, send, 400, f"{len(hosts)} Host headers: send exactly one")
         host = headers.get(b"host", b"").decode("latin-1")
         if _host_name(host) not in self.allowed_hosts:
             return await _error(scope, send, 400, f"Host {host!r} is not allowed (allowed: "
@@ -615,23 +619,6 @@ def log_to_rotating_file() -> Path:
     return path
 
 
-def append_line(path: Path, line: str) -> None:
-    """Append one line under an exclusive lock (as ``stockops.audit.record``, which the bento cannot import).
-
-    A writer killed mid-line leaves no newline at the end: start on a fresh line, or this record
-    would be glued to the torn one and skipped with it on read. No fsync: one per request would
-    cost milliseconds under load, and a crash loses at most the last lines.
-    """
-    with open(path, "a+b") as log_file:
-        fcntl.flock(log_file, fcntl.LOCK_EX)
-        log_file.seek(0, os.SEEK_END)
-        torn = False
-        if log_file.tell():
-            log_file.seek(-1, os.SEEK_END)
-            torn = log_file.read(1) != b"\n"
-        log_file.write((("\n" if torn else "") + line + "\n").encode())
-
-
 class AdaptiveBatcher:
     """Run ``predict_batch`` on whatever requests queued up while the previous batch ran."""
 
@@ -729,6 +716,7 @@ class StockForecast:
         if not log_path and os.environ.get("STOCKOPS_HOME"):
             log_path = str(Path(os.environ["STOCKOPS_HOME"]) / "serving" / "predictions.jsonl")
         self._log = Path(log_path) if log_path else None
+        self._log_max_bytes = int(os.environ.get("STOCKOPS_LOG_MAX_BYTES") or LOG_MAX_BYTES)  # then it rotates
         if self._log is not None:
             self._log.parent.mkdir(parents=True, exist_ok=True)
 
@@ -843,16 +831,16 @@ class StockForecast:
         }
 
     def _log_answer(self, answer: dict, n_closes: int, ctx: bentoml.Context) -> None:
-        """One line in the served-prediction log (deploy smoke checks stay out)."""
+        """One line in the served-prediction log (deploy smoke checks stay out); it rotates at its size cap."""
         if self._log is None or SMOKE_HEADER in ctx.request.headers:
             return
-        append_line(self._log, json.dumps({
+        prediction_log.append(self._log, json.dumps({
             "at": answer["served_at"], "ticker": answer["ticker"], "as_of": answer["as_of"],
             "forecast_for": answer["forecast_for"], "n_closes": n_closes, "last_close": answer["last_close"],
             "forecast": answer["forecast"], "q05": answer["quantiles"]["q05"], "q95": answer["quantiles"]["q95"],
             "volatility": answer["volatility"], "model_version": self.lineage["model_version"],
             "model_kind": self.kind,
-            "bento_tag": answer["bento_tag"]}))
+            "bento_tag": answer["bento_tag"]}), max_bytes=self._log_max_bytes)
 
     def features(self, frame: pd.DataFrame, market: np.ndarray | None) -> np.ndarray:
         """The model's input for the newest day of ``history`` OHLCV rows: a (window, 8) window of the features,

@@ -144,6 +144,7 @@ class BodyBudget:
 
 
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
+SESSION = web.AppKey("session", ClientSession)
 
 
 def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS,
@@ -192,15 +193,15 @@ def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_
                 now = asyncio.get_running_loop().time()
                 if now >= next_health or ready["url"] != upstream.url:
                     next_health = now + HEALTH_S
-                    await check_ready(app["session"])
+                    await check_ready(app[SESSION])
                 await asyncio.sleep(POLL_S)
 
-        app["session"] = ClientSession(connector=TCPConnector(limit=0, keepalive_timeout=30),
+        app[SESSION] = ClientSession(connector=TCPConnector(limit=0, keepalive_timeout=30),
                                        timeout=ClientTimeout(total=60), auto_decompress=False)
         task = asyncio.create_task(loop())
         yield
         task.cancel()
-        await app["session"].close()
+        await app[SESSION].close()
 
     async def status(_: web.Request) -> web.Response:
         upstream.refresh()
@@ -210,7 +211,7 @@ def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_
 
     async def health(_: web.Request) -> web.Response:
         if ready["url"] != upstream.url:
-            await check_ready(app["session"])
+            await check_ready(app[SESSION])
         body = {"upstream": upstream.url, "version": upstream.state.get("version"), "ready": ready["ok"]}
         if ready["ok"] or upstream.url is None:  # nothing deployed yet is a state, not a failure
             return web.json_response(body)
@@ -245,7 +246,7 @@ def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_
                 if base is None or base in candidates:
                     break
             try:
-                async with request.app["session"].request(request.method, base + request.path_qs,
+                async with request.app[SESSION].request(request.method, base + request.path_qs,
                                                           data=body, headers=headers) as resp:
                     payload = await resp.read()
                     out = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP}

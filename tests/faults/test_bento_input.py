@@ -74,3 +74,36 @@ for i in range(2000):
     assert [f.name for f in files] == ["bento.log", "bento.log.1", "bento.log.2", "bento.log.3"]
     assert all(f.stat().st_size <= 20000 for f in files)
     assert "uvicorn line 1999" in log.read_text()
+
+
+def test_more_than_one_host_header_is_refused_before_the_service(service):
+    """uvicorn hands every Host header on: the check would read one and the app another. Refused (400)."""
+    import asyncio
+    import json
+
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    def call(*hosts: bytes) -> tuple[int, dict]:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {"type": "http", "method": "GET", "path": "/readyz",
+                 "headers": [(b"host", h) for h in hosts] + [(b"accept", b"*/*")]}
+        asyncio.run(service.RequestGuard(app, allowed_hosts="127.0.0.1,localhost")(scope, receive, send))
+        return sent[0]["status"], json.loads(sent[1]["body"] or b"{}")
+
+    for hosts in ((b"evil.example", b"localhost"), (b"localhost", b"evil.example"), (b"localhost", b"localhost")):
+        status, answer = call(*hosts)
+        assert status == 400 and answer["error"] == "2 Host headers: send exactly one", hosts
+    assert reached == []
+    assert call(b"localhost:3000")[0] == 200 and len(reached) == 1

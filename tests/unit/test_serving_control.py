@@ -227,3 +227,173 @@ def test_a_lock_wait_times_out_naming_the_holder_and_what_it_does(settings):
         holder.wait()
     with state.deploy_lock(settings, what="the next deploy", timeout=5):  # the kernel dropped it with the holder
         assert state.lock_holder(settings)["what"] == "the next deploy"
+
+
+# ---- the proxy's buffering and Host checks, on loopback in this process -------------------------------------
+async def _proxy_before(upstream_app, tmp_path, **options):
+    """A fake upstream and the real proxy app routed to it, both on loopback; returns (runners, proxy port, budget)."""
+    from aiohttp import web
+
+    from stockops.proxy import BODY_BUDGET, make_app
+
+    runners, ports = [], []
+    upstream_runner = web.AppRunner(upstream_app)
+    await upstream_runner.setup()
+    site = web.TCPSite(upstream_runner, "127.0.0.1", 0)
+    await site.start()
+    runners.append(upstream_runner)
+    state_file = tmp_path / "current.json"
+    state_file.write_text(f'{{"upstream": "http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"}}')
+    proxy = make_app(state_file, **options)
+    proxy_runner = web.AppRunner(proxy)
+    await proxy_runner.setup()
+    site = web.TCPSite(proxy_runner, "127.0.0.1", 0)
+    await site.start()
+    runners.append(proxy_runner)
+    ports.append(site._server.sockets[0].getsockname()[1])
+    return runners, ports[0], proxy[BODY_BUDGET]
+
+
+async def _stop(runners) -> None:
+    """Stop the servers once the proxy's connections, which the clients closed, are gone (a shutdown during
+    aiohttp's lingering read of a refused body waits out its 10 s)."""
+    import asyncio
+
+    for _ in range(100):
+        if not runners[-1].server.connections:
+            break
+        await asyncio.sleep(0.02)
+    for runner in reversed(runners):
+        await runner.cleanup()
+
+
+async def _answer(reader) -> tuple[int, dict, bytes]:
+    """Status, headers (lower-case names) and body of one HTTP/1.1 answer with a Content-Length."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
+    headers = {k.lower(): v for k, v in headers.items()}
+    return int(head[0].split()[1]), headers, await reader.readexactly(int(headers.get("content-length", 0)))
+
+
+def _echo_length_app():
+    from aiohttp import web
+
+    async def echo(request):
+        return web.json_response({"received": len(await request.read()), "host": request.headers.get("Host")})
+
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
+
+
+def test_the_proxy_bounds_the_request_bodies_it_buffers(tmp_path):
+    """Two slow 600 KB uploads under a 1 MiB budget: the second is refused at once (503, Retry-After, the reason)
+    while the first, half sent, holds its bytes; the first still goes through, and then the second does. A chunked
+    body is counted as it arrives; one over the proxy's per-body limit is a 413 before it is read."""
+    import asyncio
+    import json
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from stockops.proxy import MAX_BODY_BYTES, BodyBudget, BodyRefused
+
+    body = b"x" * 600_000
+
+    def request_head(length: int | None = None, path: str = "/predict") -> bytes:
+        framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+        return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+                .encode())
+
+    async def drill():
+        runners, port, budget = await _proxy_before(_echo_length_app(), tmp_path, max_buffered_bytes=1024 * 1024)
+        try:
+            slow_r, slow_w = await asyncio.open_connection("127.0.0.1", port)
+            slow_w.write(request_head(len(body)) + body[:1000])
+            await slow_w.drain()
+            for _ in range(100):
+                if budget.in_use:
+                    break
+                await asyncio.sleep(0.01)
+            assert budget.in_use == len(body), "a declared length is reserved as the body starts"
+
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(request_head(len(body)) + body)
+            await w.drain()
+            status, headers, answer = await asyncio.wait_for(_answer(r), 5)
+            w.close()
+            assert status == 503 and headers["retry-after"] == "1"
+            assert "1048576-byte limit (STOCKOPS_PROXY_BUFFER_BYTES)" in json.loads(answer)["error"]
+
+            slow_w.write(body[1000:])
+            await slow_w.drain()
+            status, _, answer = await asyncio.wait_for(_answer(slow_r), 5)
+            slow_w.close()
+            assert status == 200 and json.loads(answer)["received"] == len(body)
+            assert budget.in_use == 0, "the bytes are given back once the answer is sent"
+
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(request_head(len(body)) + body)
+            status, _, answer = await asyncio.wait_for(_answer(r), 5)
+            w.close()
+            assert status == 200 and json.loads(answer)["received"] == len(body)
+
+            r, w = await asyncio.open_connection("127.0.0.1", port)  # chunked: no length to reserve up front
+            w.write(request_head() + b"".join(b"%x\r\n%s\r\n" % (300_000, body[:300_000]) for _ in range(4))
+                    + b"0\r\n\r\n")
+            status, headers, answer = await asyncio.wait_for(_answer(r), 5)
+            w.close()
+            assert status == 503 and headers["retry-after"] == "1" and budget.in_use == 0
+        finally:
+            await _stop(runners)
+
+    asyncio.run(drill())
+    # one body over the per-body limit: 413 before a byte is read (a client that sends no body is answered at once,
+    # and aiohttp then lingers 10 s for the body it declared, hence no server here)
+    budget = BodyBudget(1024 * 1024)
+    request = make_mocked_request("POST", "/predict", headers={"Content-Length": str(MAX_BODY_BYTES + 1)})
+    with pytest.raises(BodyRefused, match="4194305 bytes is over the proxy's 4194304-byte limit") as refused:
+        asyncio.run(budget.read(request))
+    assert refused.value.status == 413 and budget.in_use == 0
+
+
+def test_the_proxy_refuses_more_than_one_host_header(tmp_path):
+    """Which Host would the check read, and which the bento? Refused (400) before the upstream is asked."""
+    import asyncio
+    import json
+
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+    from multidict import CIMultiDict
+
+    from stockops.proxy import make_app
+
+    async def drill():
+        runners, port, _ = await _proxy_before(_echo_length_app(), tmp_path)
+        try:
+            for hosts in ((b"evil.example", b"127.0.0.1"), (b"127.0.0.1", b"evil.example"), (b"localhost", b"localhost")):
+                r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.write(b"GET /readyz HTTP/1.1\r\n" + b"".join(b"Host: %s\r\n" % h for h in hosts) + b"\r\n")
+                status, _, _ = await asyncio.wait_for(_answer(r), 5)
+                w.close()
+                assert status == 400, hosts
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET /readyz HTTP/1.1\r\nHost: localhost:3000\r\n\r\n")
+            status, _, answer = await asyncio.wait_for(_answer(r), 5)
+            w.close()
+            assert status == 200 and json.loads(answer)["host"].startswith("127.0.0.1:"), "one Host, the upstream's"
+        finally:
+            await _stop(runners)
+
+        # aiohttp's own parser refuses a repeated Host already; the proxy's check holds if a parser lets one through
+        app = make_app(tmp_path / "none.json")
+        request = make_mocked_request("GET", "/predict", headers=CIMultiDict([("Host", "localhost"),
+                                                                                ("Host", "evil.example")]), app=app)
+
+        async def never(_):
+            raise AssertionError("a request with two Host headers reached the handler")
+
+        answer = await app.middlewares[0](request, never)
+        assert answer.status == 400 and "2 Host headers" in json.loads(answer.body)["error"]
+        assert isinstance(answer, web.Response)
+
+    asyncio.run(drill())

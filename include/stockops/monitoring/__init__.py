@@ -20,8 +20,8 @@ on that ticker's latest published (validated, hash-checked) snapshot, and append
 join those records with the closes that later snapshots published. Until
 ``monitor_min_forecast_days`` of them are realized in the window (a fresh platform, a new
 champion), the champion is replayed on the snapshot's days instead, and the reason says so. The
-endpoint's log (``serving/predictions.jsonl``) holds whatever clients sent — any ``as_of``, any
-closes — so it is counted as traffic and never scored.
+endpoint's log (``serving/predictions.jsonl``, rotated at its size cap with a per-version summary)
+holds whatever clients sent — any ``as_of``, any closes — so it is counted as traffic and never scored.
 
 The decision is plain data, ``{drift_share, drifted_columns, live_rmse_ratio, persistence_ratio,
 scorecard, triggered, reason, ...}``, kept as JSON beside the Evidently HTML report (the scorecard
@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from stockops import audit, registry
 from stockops.config import Settings, get_settings
 from stockops.contracts import MonitorDecision, Scored, ShadowScored
+from stockops.prediction_log import request_counts as prediction_log_counts
 
 if TYPE_CHECKING:
     import numpy as np
@@ -359,8 +360,12 @@ def own_forecasts(forecast_log: Path, ticker: str, version: str) -> pd.DataFrame
 
 
 def traffic_requests(prediction_log: Path, version: str) -> int:
-    """How many requests the endpoint logged for ``version``: traffic only, as any client can write anything there."""
-    return sum(1 for e in audit.read(prediction_log) if str(e.get("model_version")) == str(version))
+    """How many requests the endpoint logged for ``version``: traffic only, as any client can write anything there.
+
+    The log rotates at its size cap: the files rotated out are counted in its summary
+    (:mod:`stockops.prediction_log`), so this reads at most two capped files and a small JSON.
+    """
+    return prediction_log_counts(prediction_log)[str(version)]
 
 
 # ---- live error ------------------------------------------------------------------------------

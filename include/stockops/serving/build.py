@@ -108,9 +108,9 @@ def _build_bento(settings: Settings, mv) -> dict:
             "model_kind": metadata["model_kind"]}
 
 
-# What a bento needs of stockops to turn raw OHLCV into the network's input, copied into its model
-# (``code/stockops/``): a bento served outside this project's environment imports it from there.
-SERVED_CODE = ("forecaster.py", "risk_inputs.py")
+# What a bento needs of stockops to turn raw OHLCV into the network's input and to keep its prediction log,
+# copied into its model (``code/stockops/``): a bento served outside this project's environment imports it from there.
+SERVED_CODE = ("forecaster.py", "risk_inputs.py", "prediction_log.py")
 
 
 def pack(staging: Path) -> dict:
