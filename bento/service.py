@@ -516,13 +516,16 @@ def _without_third_party_elements(status: int, page: bytes) -> bytes:
 
 def _openapi_30(status: int, body: bytes) -> bytes:
     """BentoML's document as valid OpenAPI 3.0: pydantic writes JSON Schema 2020-12 (``anyOf`` with
-    ``null``, ``examples``), and BentoML lists none of the predict path's 413/415/422 answers."""
+    ``null``, ``examples``), BentoML lists none of the predict path's 413/415/422 answers, and it leaves
+    the request body optional though the service answers a request without one 415."""
     if status != 200:
         return body
     doc = _schema_30(json.loads(body))
     doc["components"]["schemas"]["StockopsError"] = ERROR_SCHEMA
     for paths, errors in ((PREDICT_PATHS, PREDICT_ERRORS), (FORECAST_PATHS, FORECAST_ERRORS)):
         for path in paths:
+            if "requestBody" in doc["paths"][path]["post"]:  # BentoML leaves it optional; without one: 415
+                doc["paths"][path]["post"]["requestBody"]["required"] = True
             responses = doc["paths"][path]["post"]["responses"]
             responses.update({code: {"description": what, "content": {"application/json": {"schema": {
                 "$ref": "#/components/schemas/StockopsError"}}}} for code, what in errors.items()})
@@ -530,7 +533,8 @@ def _openapi_30(status: int, body: bytes) -> bytes:
 
 
 def _schema_30(node):
-    """``anyOf: [X, {type: null}]`` -> X with ``nullable: true``; a schema's ``examples`` list -> ``example``."""
+    """``anyOf: [X, {type: null}]`` (or a null default) -> X with ``nullable: true``; a schema's ``examples`` list ->
+    ``example``."""
     if isinstance(node, list):
         return [_schema_30(x) for x in node]
     if not isinstance(node, dict):
@@ -541,6 +545,8 @@ def _schema_30(node):
         rest = [o for o in options if o != {"type": "null"}]
         del node["anyOf"]
         node.update({**rest[0], "nullable": True} if len(rest) == 1 else {"anyOf": rest, "nullable": True})
+    if "default" in node and node["default"] is None and "type" in node:  # BentoML drops the null of an
+        node["nullable"] = True  # ``X | None = None`` parameter (``tickers``); the service takes a null
     if isinstance(node.get("examples"), list):
         examples = node.pop("examples")
         if examples:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import hypothesis
 import pytest
 import schemathesis
-from schemathesis.checks import not_a_server_error, status_code_conformance
+from schemathesis.checks import positive_data_acceptance
 
 from stockops.contracts import Registered
 from stockops.processes import http_json, pid_alive
@@ -239,6 +239,8 @@ def test_openapi_document_is_valid_and_states_the_contract(served):
     assert schema["properties"]["closes"]["items"] == {"type": "number", "minimum": 1e-6, "maximum": 1e9}
     responses = spec["paths"]["/predict"]["post"]["responses"]
     assert {"200", "400", "413", "415", "422"} <= set(responses)
+    for path in ("/predict", "/forecast", "/forecast/batch"):  # a request without a body is answered 415
+        assert spec["paths"][path]["post"]["requestBody"]["required"] is True, path
 
 
 def test_fuzzed_requests_never_get_a_5xx(served):
@@ -252,8 +254,11 @@ def test_fuzzed_requests_never_get_a_5xx(served):
 
 
 def _fuzz(settings, path: str, max_examples: int) -> None:
-    """Valid and broken requests to ``POST path`` generated from the served document; each answer must be
-    a status the document lists, never a 5xx."""
+    """Valid and broken requests to ``POST path`` generated from the served document; every answer must
+    conform to it: never a 5xx, a listed status, content type, headers and body schema, and broken data
+    refused — every check schemathesis has but one. Left out: ``positive_data_acceptance``: a schema-valid
+    body may still break a rule JSON Schema cannot state (every field one value per day, the same days),
+    which the service answers 400 and the document lists."""
     from schemathesis import GenerationMode
 
     operation = schemathesis.openapi.from_url(f"{settings.serve_url}/docs.json")[path]["POST"]
@@ -264,7 +269,7 @@ def _fuzz(settings, path: str, max_examples: int) -> None:
     @hypothesis.given(case=cases)
     def call(case):
         response = case.call(base_url=settings.serve_url, timeout=30)
-        case.validate_response(response, checks=[not_a_server_error, status_code_conformance])
+        case.validate_response(response, excluded_checks=[positive_data_acceptance])
 
     call()
 
