@@ -436,6 +436,24 @@ def test_two_rollbacks_to_the_previous_champion_at_once_make_one(plane):
     converged(settings)
 
 
+def test_a_rollback_planned_against_a_champion_since_replaced_says_what_really_happened(plane):
+    """Its plan named a champion that another change has replaced while it waited: it is re-made in the lock."""
+    from stockops.changes import history
+    from stockops.serving import deploy
+
+    settings, bentos = plane
+    converged(settings)
+    before, target = champion(settings), other(settings)
+    stale = "99"  # the champion the plan was made against, no longer the champion
+    record = deploy(settings, bentos[target]["bento_tag"], target, kind="rollback", window=bentos[target]["window"],
+                    reason="faults: a stale plan", expect_champion=stale)
+    assert (record["outcome"], record["replanned_from"], record["champion_before"]) == ("succeeded", stale, before)
+    last = history(settings)[-1]
+    assert (last["event"], last["from_version"], last["to_version"], last["replanned_from"]) == (
+        "rollback", before, target, stale), last
+    converged(settings)
+
+
 @pytest.mark.parametrize("record", ["proxy", "standby", "supervisor", "processes", "latest"])
 def test_an_unreadable_record_never_stops_a_healthy_server_and_is_rebuilt(plane, record):
     from stockops.ingest import store_for
