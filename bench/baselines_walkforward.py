@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stockops.baselines import BASELINES, WalkForward, walk_forward
 from stockops.data.sources import shipped_series
-from stockops.scoring import RiskForecast, score_panel
+from stockops.model.baselines import BASELINES, WalkForward, walk_forward
+from stockops.model.scoring import RiskForecast, score_panel
 
 RESULTS = Path(__file__).resolve().parent / "results" / "baselines_walkforward.json"
 SYMBOLS = ("GOOG", "MSFT", "IBM", "INTC", "CSCO", "ORCL", "JPM", "BAC", "XOM", "CVX", "KO", "PG", "JNJ", "WMT",

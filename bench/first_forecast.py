@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "include"))
 RESULTS = Path(__file__).resolve().parent / "results" / "first_forecast.json"
 GOAL_S = 600.0
 IDLE_S = 60.0
-# progress lines of the launcher (stockops.platform) -> the stage they mark; the first match counts
+# progress lines of the launcher (stockops.launch.local) -> the stage they mark; the first match counts
 STAGES = (("airflow_up", re.compile(r"stockops is running")),
           ("ingest_settled", re.compile(r"\] ingest \(")),
           ("training_started", re.compile(r"stock_train \S+: running")),
@@ -50,8 +50,8 @@ STAGES = (("airflow_up", re.compile(r"stockops is running")),
 
 
 def main() -> int:
-    from stockops.platform import PARALLELISM
-    from stockops.processes import free_port, http_json
+    from stockops.core.processes import free_port, http_json
+    from stockops.launch.local import PARALLELISM
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parallelism", type=int, default=None, help="AIRFLOW__CORE__PARALLELISM (default: make run's)")
@@ -167,8 +167,8 @@ def _kind(cmdline: str) -> str:
                          ("scheduler", "airflow scheduler"), ("dag-processor", "airflow dag-processor"),
                          ("triggerer", "airflow triggerer"), ("forkserver", "airflow forkserver"),
                          ("mlflow", "mlflow UI"), ("_bentoml_impl", "bento workers"), ("circusd", "bento arbiters"),
-                         ("stockops.proxy", "serving proxy"), ("supervise", "serving supervisor"),
-                         ("stockops.platform", "airflow launcher"), ("stockops run", "make run launcher")):
+                         ("stockops.serving.proxy", "serving proxy"), ("supervise", "serving supervisor"),
+                         ("stockops.launch.local", "airflow launcher"), ("stockops run", "make run launcher")):
         if needle in cmdline:
             return kind
     return "other"

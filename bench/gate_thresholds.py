@@ -28,9 +28,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
-    from stockops.config import WATCHLIST, get_settings
+    from stockops.core.settings import WATCHLIST, get_settings
     from stockops.data.sources import shipped_series
-    from stockops.risk_model import (
+    from stockops.model.risk_model import (
         RiskModelConfig,
         build_panel,
         fraction_split,
@@ -39,7 +39,7 @@ def main() -> None:
         sample_windows,
         train_risk,
     )
-    from stockops.scoring import date_average, diebold_mariano, pinball, qlike
+    from stockops.model.scoring import date_average, diebold_mariano, pinball, qlike
 
     settings = get_settings()
     panel = build_panel({t: shipped_series(t) for t in WATCHLIST})

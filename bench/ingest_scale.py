@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "ingest_scale.json"
 sys.path.insert(0, str(ROOT / "include"))
 
-from stockops.config import WATCHLIST  # noqa: E402
+from stockops.core.settings import WATCHLIST  # noqa: E402
 
 
 def replay_days() -> tuple[str, list[str]]:
@@ -118,9 +118,9 @@ class PeakRss:
 
 
 def measure_airflow(sizes: list[int]) -> list[dict]:
-    from stockops.config import get_settings
-    from stockops.platform import LocalPlatform, stop_process_tree
-    from stockops.processes import free_port
+    from stockops.core.processes import free_port
+    from stockops.core.settings import get_settings
+    from stockops.launch.local import LocalPlatform, stop_process_tree
 
     home = Path(tempfile.mkdtemp(prefix="stockops-bench-airflow-"))
     # triggered runs only: the scheduler's own run of the latest interval would overlap the measured ones

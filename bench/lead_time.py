@@ -7,7 +7,7 @@ gate's refusal, when the new model is not better. The goal (issue): under 10 min
 
 What: for each setup, in a fresh home with the default model profile and the default watchlist:
   embedded  ``airflow standalone`` (SQLite, LocalExecutor) and local serving: what ``make run`` runs;
-  celery    ``stockops.cluster.CeleryPlatform``: api-server, scheduler, dag-processor, triggerer and
+  celery    ``stockops.launch.cluster.CeleryPlatform``: api-server, scheduler, dag-processor, triggerer and
             a Celery worker as separate processes, PostgreSQL metadata DB, Redis broker, MLflow
             server on PostgreSQL, the serving agent (the compose layout, without containers).
 The platform starts and runs its first cycle (ingest of every ticker → the first champion); once
@@ -111,7 +111,7 @@ def wait_idle(platform, token, timeout: float = 1500, quiet_s: float = 20.0) -> 
 def served(url: str) -> dict | None:
     """Every watchlist ticker's answer from ``/forecast/batch`` (a smoke request: not in the prediction log):
     the versions answering, and whether that model was trained on exactly the snapshots served now."""
-    from stockops.processes import http_json
+    from stockops.core.processes import http_json
 
     try:
         status, body = http_json(f"{url}/forecast/batch", {}, timeout=10, headers={"X-Stockops-Smoke": "1"})
@@ -236,9 +236,9 @@ def by_task(rows: list[dict]) -> list[dict]:
 
 
 def measure(setup: str, gate: str) -> dict:
-    from stockops.config import get_settings
-    from stockops.gate import PERMISSIVE_ENV
-    from stockops.processes import free_port
+    from stockops.core.processes import free_port
+    from stockops.core.settings import get_settings
+    from stockops.model.gate import PERMISSIVE_ENV
 
     home = Path(tempfile.mkdtemp(prefix=f"stockops-bench-lead-{setup}-"))
     for name in [k for k in os.environ if k.startswith("STOCKOPS_")]:
@@ -251,14 +251,14 @@ def measure(setup: str, gate: str) -> dict:
     settings = get_settings()
     first_day, new_day = _session_days()
     if setup == "celery":
-        from stockops.cluster import CeleryPlatform, unreachable_services
+        from stockops.launch.cluster import CeleryPlatform, unreachable_services
 
         missing = unreachable_services()
         if missing:
             return {"skipped": "; ".join(missing)}
         platform = CeleryPlatform(settings, port=free_port(), mlflow_port=free_port())
     else:
-        from stockops.platform import LocalPlatform
+        from stockops.launch.local import LocalPlatform
 
         platform = LocalPlatform(settings, port=free_port(), mlflow_port=free_port())
     started = time.monotonic()
@@ -354,7 +354,7 @@ def measure(setup: str, gate: str) -> dict:
         if hasattr(platform, "stop"):
             platform.stop()
         else:
-            from stockops.platform import stop_process_tree
+            from stockops.launch.local import stop_process_tree
 
             stop_process_tree(proc)
         from stockops.serving import stop_serving

@@ -37,10 +37,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     args = parser.parse_args()
     started = time.perf_counter()
-    from stockops.baselines import walk_forward
-    from stockops.config import WATCHLIST
+    from stockops.core.settings import WATCHLIST
     from stockops.data.sources import shipped_series
-    from stockops.risk_model import (
+    from stockops.model.baselines import walk_forward
+    from stockops.model.risk_model import (
         DateSplit,
         RiskModelConfig,
         build_panel,
@@ -49,7 +49,7 @@ def main() -> None:
         sample_windows,
         train_risk,
     )
-    from stockops.scoring import RiskForecast, score_panel
+    from stockops.model.scoring import RiskForecast, score_panel
 
     config = RiskModelConfig(**({"epochs": args.epochs} if args.epochs else {}))
     frames = {t: shipped_series(t) for t in WATCHLIST}

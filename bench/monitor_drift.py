@@ -69,9 +69,10 @@ def time_checks(repeats: int) -> dict:
 def threshold_sweep(step: int) -> dict:
     import pandas as pd
 
-    from stockops.config import get_settings
+    from stockops.core.settings import get_settings
     from stockops.data.sources import shipped_series
-    from stockops.monitoring import assess_drift, monitor_features
+    from stockops.model.drift_features import monitor_features
+    from stockops.monitoring import assess_drift
 
     settings = get_settings()
     goog = shipped_series("GOOG").iloc[:2148]  # up to 2013-03-01, as first measured

@@ -1,6 +1,6 @@
 """How much each DAG file costs the dag-processor to import, beyond what it has already loaded.
 
-The baseline is ``airflow.sdk`` plus the dag-processor itself (see ``stockops.dagcheck``).
+The baseline is ``airflow.sdk`` plus the dag-processor itself (see ``stockops.orchestration.dagcheck``).
 
 Each file is imported in a fresh interpreter (median of several runs) and compared side by side
 with a reference DAG that imports TensorFlow at module level, the common anti-pattern.
@@ -18,7 +18,7 @@ import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stockops.dagcheck import import_cost
+from stockops.orchestration.dagcheck import import_cost
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "bench" / "reference_dags" / "heavy_tf_dag.py"

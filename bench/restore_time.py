@@ -7,7 +7,7 @@ the way. The goal (issue): under 60 s and zero failed requests.
 What: in a fresh home, two models are trained on a replay snapshot and promoted (v1, then v2
 forced), both deployed. Light load runs throughout: 2 clients, each sending a forecast request
 every 50 ms (about 40 requests/s) and recording which version answered. Then:
-  in-process  ``stockops.champion.rollback()`` called directly (plan, bento, health-checked
+  in-process  ``stockops.serving.rollback.rollback()`` called directly (plan, bento, health-checked
               deploy, champion move): the floor, without Airflow;
   airflow     the ``stock_rollback`` DAG triggered through the REST API of a real
               ``airflow standalone`` on loopback (authentication on), run by its scheduler: what a
@@ -23,7 +23,7 @@ Then the serving supervisor's healing, under the same load (goal: answering agai
                       (no spare to fail over to);
   proxy killed        SIGKILL to the proxy at the stable address: the supervisor starts a new one.
 And with the supervisor itself in trouble (its watcher, ``make run``'s launcher loop
-``stockops.platform.watch``, runs as it does under ``make run``):
+``stockops.launch.local.watch``, runs as it does under ``make run``):
   supervisor killed, then bento+spare   SIGKILL to the supervisor, then at once to the bento and its
                       spare: the watcher starts a new supervisor, which cold-restarts the bento;
   supervisor hung     SIGSTOP to the supervisor (alive, silent): the watcher replaces it when its
@@ -64,7 +64,7 @@ class Load:
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
 
     def run(self) -> None:
-        from stockops.processes import http_json
+        from stockops.core.processes import http_json
 
         while not self.stop.is_set():
             sent = time.monotonic()
@@ -190,8 +190,8 @@ def supervisor_cases(load: Load, settings, version: str) -> dict:
     import subprocess
     import sys
 
-    from stockops.platform import watch
-    from stockops.processes import free_port, http_json, stop_pid_tree, venv_bin, wait_until
+    from stockops.core.processes import free_port, http_json, stop_pid_tree, venv_bin, wait_until
+    from stockops.launch.local import watch
 
     out: dict = {}
     stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])  # "Airflow" for watch()
@@ -247,7 +247,7 @@ def supervisor_cases(load: Load, settings, version: str) -> dict:
 def main() -> None:
     import sys
 
-    from stockops.processes import free_port
+    from stockops.core.processes import free_port
 
     heal_only = "--heal-only" in sys.argv[1:]
 
@@ -255,12 +255,13 @@ def main() -> None:
     os.environ.update(STOCKOPS_HOME=str(home / "home"), STOCKOPS_SOURCE="replay", STOCKOPS_TRAIN_PROFILE="small",
                       STOCKOPS_SERVE_PORT=str(free_port()), AIRFLOW_HOME=str(home / "airflow"),
                       MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
-    from stockops.champion import rollback
-    from stockops.config import airflow_environment, get_settings
-    from stockops.ingest import ingest_day, store_for
-    from stockops.platform import LocalPlatform, stop_process_tree
+    from stockops.core.settings import airflow_environment, get_settings
+    from stockops.data import store_for
+    from stockops.ingest import ingest_day
+    from stockops.launch.demo import train_in_process
+    from stockops.launch.local import LocalPlatform, stop_process_tree
     from stockops.serving import market_frame, request_body, stop_serving
-    from stockops.training import train_in_process
+    from stockops.serving.rollback import rollback
 
     settings = get_settings()
     os.environ.update(airflow_environment(settings))

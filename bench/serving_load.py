@@ -66,7 +66,7 @@ import numpy as np
 import psutil
 
 from stockops import registry
-from stockops.processes import free_port, http_json, pid_alive, stop_pid_tree, venv_bin, wait_until
+from stockops.core.processes import free_port, http_json, pid_alive, stop_pid_tree, venv_bin, wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving_load.json"
 INGEST_DAY = "2026-06-01"
@@ -150,7 +150,7 @@ async def _closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds:
     return summarise(latencies, counts["errors"], counts["done"], wall, samples, ends)
 
 
-PROCESS_LABELS = (("stockops.proxy", "proxy"), ("--service-name lstm_runner", "lstm_runner"),
+PROCESS_LABELS = (("stockops.serving.proxy", "proxy"), ("--service-name lstm_runner", "lstm_runner"),
                   ("--service-name stock_forecast", "stock_forecast"), ("bentoml serve", "bentoml serve"),
                   ("uvicorn", "uvicorn"), ("models serve", "mlflow cli"))
 
@@ -280,8 +280,8 @@ COLUMNS = {"Open": "open", "High": "high", "Low": "low", "Close": "closes", "Vol
 def mlflow_rows(settings, tickers: list[str], history: int) -> dict[str, dict]:
     """Each ticker's last ``history`` snapshot rows with the market's closes aligned on them (as the bento's
     /forecast reads them), as ``dataframe_split`` of the pyfunc's columns (OHLCV + Market)."""
-    from stockops.forecaster import OHLCV_INPUT
-    from stockops.ingest import store_for
+    from stockops.data import store_for
+    from stockops.model.portable.forecaster import OHLCV_INPUT
     from stockops.serving import market_frame, request_body
 
     market = market_frame(settings)
@@ -402,9 +402,9 @@ def main() -> None:
     print(f"home {home}; stable address on port {serve_port}; {cores} CPU cores shared by the load generator "
           f"and every server (all numbers include the client's cost)", flush=True)
 
-    from stockops.config import get_settings
+    from stockops.core.settings import get_settings
+    from stockops.launch.demo import train_in_process
     from stockops.serving import build_bento, current, deploy, stop_serving
-    from stockops.training import train_in_process
 
     settings = get_settings()
     setup: dict[str, float] = {}

@@ -10,7 +10,7 @@ LSTM has passed the gate): its per-ticker fit in numpy, no TensorFlow loaded.
 
 A request carries raw recent daily OHLCV (and, optionally, the market reference's closes); the
 service turns its last ``history`` rows into the network's input with the same code as training
-(``stockops.forecaster.feature_matrix``, standardised with the calibration's scalers) and the
+(``stockops.model.portable.forecaster.feature_matrix``, standardised with the calibration's scalers) and the
 network's output into variance, quantiles and a point forecast (``forecast_from_network``). That
 code travels in the model (``code/stockops/``, with ``forecaster.json``): outside the project's
 environment the service imports it from there.
@@ -81,10 +81,10 @@ MAX_BATCH_SIZE = 64
 MAX_BODY_BYTES = 256 * 1024  # bodies above this are refused with 413 before parsing
 PREDICT_PATHS = {"/predict"}
 FORECAST_PATHS = {"/forecast", "/forecast/batch"}  # the forecast from the store's snapshot of a ticker
-MAX_TICKER_CHARS = 32  # longer is refused with 400; a symbol has at most 15 (stockops.config.TICKER_PATTERN)
+MAX_TICKER_CHARS = 32  # longer is refused with 400; a symbol has at most 15 (stockops.core.settings.TICKER_PATTERN)
 MAX_BATCH_TICKERS = 256
-MAX_STALENESS_SESSIONS = 5  # default of STOCKOPS_MAX_STALENESS_SESSIONS, as in stockops.config
-TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-^=]{0,14}$")  # stockops.config's
+MAX_STALENESS_SESSIONS = 5  # default of STOCKOPS_MAX_STALENESS_SESSIONS, as in stockops.core.settings
+TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-^=]{0,14}$")  # stockops.core.settings's
 HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 SNAPSHOT_COLUMNS = ("Date", "Open", "High", "Low", "Close", "Volume")
 SMOKE_HEADER = "x-stockops-smoke"  # deploy checks send it: their answers stay out of the prediction log
@@ -109,16 +109,17 @@ def _model_path() -> Path | None:
 
 
 def _import_served(name: str):
-    """``stockops.<name>``: the project's, or else the copy the packed model carries (``code/``)."""
+    """``stockops.model.portable.<name>``: the project's, or else the copy the packed model carries (``code/``)."""
+    module = f"stockops.model.portable.{name}"
     try:
-        return importlib.import_module(f"stockops.{name}")
+        return importlib.import_module(module)
     except ImportError:
         path = _model_path()
-        if path is None or not (path / "code" / "stockops" / f"{name}.py").exists():
+        if path is None or not (path / "code" / (module.replace(".", "/") + ".py")).exists():
             raise
         if str(path / "code") not in sys.path:
             sys.path.insert(0, str(path / "code"))
-        return importlib.import_module(f"stockops.{name}")
+        return importlib.import_module(module)
 
 
 fc = _import_served("forecaster")
@@ -290,13 +291,13 @@ class PublishedSnapshots:
                  max_staleness_sessions: int = MAX_STALENESS_SESSIONS):
         self.data_dir = data_dir
         self.watchlist = watchlist
-        self.market = market if market in watchlist else None  # as stockops.config: no reference outside it
+        self.market = market if market in watchlist else None  # as stockops.core.settings: no reference outside it
         self.max_staleness_sessions = max_staleness_sessions
         self._frames: dict[str, tuple[str, pd.DataFrame]] = {}  # ticker -> (hash, frame) of the last read
 
     @classmethod
     def from_environment(cls, metadata: dict) -> PublishedSnapshots:
-        """From the serving process's environment (as ``stockops.config.get_settings`` reads it); the watchlist
+        """From the serving process's environment (as ``stockops.core.settings.get_settings`` reads it); the watchlist
         and market the model was built with (its metadata) where the environment names none."""
         home = Path(os.environ.get("STOCKOPS_HOME", "").strip() or Path.cwd() / ".stockops").expanduser().resolve()
         raw = os.environ.get("STOCKOPS_TICKERS", "").strip() or metadata.get("watchlist", "") or metadata.get("ticker", "")

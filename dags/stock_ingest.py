@@ -26,12 +26,12 @@ because validation quarantined the data): one event of the Asset `stockops_watch
 the day and each ticker's outcome), which `stock_train` and `stock_monitor` follow — a day's
 training never starts on part of it. No event on a closed day or a re-run that published nothing new.
 
-Logic lives in `stockops.ingest` and `stockops.validation`; this file only wires it, through
+Logic lives in `stockops.ingest` and `stockops.data.validation`; this file only wires it, through
 `STEPS` (task id -> function: `watchlist` runs `plan_watchlist`, `fetch` `fetch_prices`, `validate`
 `validate_raw`, `publish` `publish_snapshot` below, which calls `publish_validated`). Steps pass
 typed contracts (`stockops.contracts`: a list of `IngestRequest` → `Fetched` → `Validated`, which
 says whether it is `held_for_review` → `Published` or `Rejected`), stored as JSON XComs
-(`stockops.wiring`); `review` is an operator that reads the `Validated` XCom.
+(`stockops.orchestration.wiring`); `review` is an operator that reads the `Validated` XCom.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ from typing import Any
 from airflow.sdk import AssetAlias, Param, dag, task_group
 from airflow.sdk.exceptions import AirflowSkipException
 
-from stockops.alerts import notify_failure
-from stockops.config import PRICES_ALIAS, get_settings
 from stockops.contracts import Published, Rejected, Validated
+from stockops.core.settings import PRICES_ALIAS, get_settings
 from stockops.ingest import fetch_prices, plan_watchlist, publish_validated, validate_raw
-from stockops.operators import HeldDayReview, WatchlistSettled, emit_prices
-from stockops.wiring import step_tasks
+from stockops.orchestration.alerts import notify_failure
+from stockops.orchestration.operators import HeldDayReview, WatchlistSettled, emit_prices
+from stockops.orchestration.wiring import step_tasks
 
 settings = get_settings()
 PRICES = AssetAlias(PRICES_ALIAS, group="stockops")

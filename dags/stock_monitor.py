@@ -72,18 +72,18 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, dag
 
-from stockops.alerts import notify_failure
-from stockops.config import DAY_ASSET_NAME, DAY_ASSET_URI, get_settings
+from stockops.core.settings import DAY_ASSET_NAME, DAY_ASSET_URI, get_settings
 from stockops.monitoring import (
     PROPOSAL_DAG_ID,
     TRAINING_DAG_ID,
-    monitor_task,
     score_watchlist,
     should_propose_rollback,
     should_retrain,
 )
+from stockops.orchestration.alerts import notify_failure
+from stockops.orchestration.tasks import monitor_task
+from stockops.orchestration.wiring import step_tasks
 from stockops.serving import check_serving
-from stockops.wiring import step_tasks
 
 settings = get_settings()
 DAY = Asset(name=DAY_ASSET_NAME, uri=DAY_ASSET_URI, group="stockops")

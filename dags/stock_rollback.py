@@ -18,7 +18,7 @@ under the home and tags on both MLflow model versions (`.venv/bin/stockops histo
 supervisor converges it within seconds on its own), a rollback to the champion's version serves
 it again.
 
-Logic lives in `stockops.champion` (`plan_rollback` → `rollback_bento` → `deploy_rollback` →
+Logic lives in `stockops.serving.rollback` (`plan_rollback` → `rollback_bento` → `deploy_rollback` →
 `complete_rollback`, passing `RollbackPlan` → `RollbackBuilt` → `RollbackDeployed` →
 `RollbackVerified` from `stockops.contracts`); this file only wires it, through `STEPS`.
 """
@@ -31,10 +31,10 @@ from typing import Any
 
 from airflow.sdk import Param, dag
 
-from stockops.alerts import notify_failure
-from stockops.champion import complete_rollback, deploy_rollback, plan_rollback, rollback_bento
-from stockops.config import get_settings
-from stockops.wiring import step_tasks
+from stockops.core.settings import get_settings
+from stockops.orchestration.alerts import notify_failure
+from stockops.orchestration.wiring import step_tasks
+from stockops.serving.rollback import complete_rollback, deploy_rollback, plan_rollback, rollback_bento
 
 settings = get_settings()
 

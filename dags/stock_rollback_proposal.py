@@ -17,7 +17,7 @@ By hand (the *Trigger* form): leave every field empty to propose rolling the cur
 to the one before it, and let whoever answers under Required actions decide; the fields say which
 versions and why when you want to name them.
 
-Logic lives in `stockops.operators` and `stockops.monitoring`; this file only wires it.
+Logic lives in `stockops.orchestration.operators` and `stockops.monitoring`; this file only wires it.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from datetime import datetime, timedelta
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag
 
-from stockops.alerts import notify_failure
-from stockops.config import get_settings
-from stockops.operators import RollbackApproval
+from stockops.core.settings import get_settings
+from stockops.orchestration.alerts import notify_failure
+from stockops.orchestration.operators import RollbackApproval
 
 settings = get_settings()
 

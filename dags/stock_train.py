@@ -32,7 +32,7 @@ is recorded.
 Each task runs one step of `stockops.training` or `stockops.serving`; `STEPS` below is the one
 mapping from task ids to those functions. Steps pass typed contracts (`stockops.contracts`:
 `Snapshots` → `Features` → `Trained` → `Evaluated` → `Registered` → `GateDecision` → `Built` →
-`Deployed` → `Verified`), stored as JSON XComs (`stockops.wiring`); this file only wires them.
+`Deployed` → `Verified`), stored as JSON XComs (`stockops.orchestration.wiring`); this file only wires them.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, dag
 
-from stockops.alerts import notify_failure
-from stockops.config import DAY_ASSET_NAME, DAY_ASSET_URI, get_settings
+from stockops.core.settings import DAY_ASSET_NAME, DAY_ASSET_URI, get_settings
+from stockops.orchestration.alerts import notify_failure
+from stockops.orchestration.wiring import step_tasks
 from stockops.serving import build_candidate_bento, deploy_candidate, verify_candidate
 from stockops.training import (
     evaluate_models,
@@ -55,7 +56,6 @@ from stockops.training import (
     register_candidate,
     train_candidate,
 )
-from stockops.wiring import step_tasks
 
 settings = get_settings()
 DAY = Asset(name=DAY_ASSET_NAME, uri=DAY_ASSET_URI, group="stockops")

@@ -6,9 +6,9 @@
   shown inside the Airflow UI.
 * Those three are files under the stockops home, which a browser cannot open from the web UI, so a
   small web app, mounted by the api-server at ``/stockops``, serves them (and only files under the home;
-  the Data Docs as pages of its own drawn from the stored GX results, :mod:`stockops.datadocs`, since
+  the Data Docs as pages of its own drawn from the stored GX results, :mod:`stockops.data.datadocs`, since
   GX's generated pages load everything from other hosts and show nothing offline),
-  and its index is the dashboard (:mod:`stockops.dashboard`): per ticker a fan chart of the recent
+  and its index is the dashboard (:mod:`stockops.reporting.dashboard`): per ticker a fan chart of the recent
   forecasts against the realized closes and their interval coverage over time, the champion, the
   latest gate decision, pending approvals, the DORA measures and incidents.
 * Every route of that app is behind Airflow's login: the request must carry the UI's session (the
@@ -17,7 +17,7 @@
   see plugin views. Without one, a page request is sent to Airflow's login and anything else gets 401.
 
 Every Airflow component imports this module (the scheduler and each task process too), so only
-Airflow and ``stockops.config``/``stockops.audit`` are imported here; FastAPI, Airflow's API security
+Airflow and ``stockops.core.settings``/``stockops.core.audit`` are imported here; FastAPI, Airflow's API security
 module and the dashboard are imported when the api-server first calls the web app, and settings are
 read when a hook or a request runs.
 """
@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
-from stockops import audit
-from stockops.config import Settings, get_settings
+from stockops.core import audit
+from stockops.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request, Response
@@ -84,7 +84,7 @@ class DagRunRecorder:
         try:
             if dag_run.dag_id != "stock_train":
                 return None
-            from stockops.changes import training_note
+            from stockops.registry.changes import training_note
 
             text = training_note(get_settings(), dag_run.run_id)
             if text:
@@ -210,7 +210,7 @@ def build_app() -> FastAPI:
         return PlainTextResponse(message + "\n", status_code=404)
 
     def dashboard_page(request: Request) -> HTMLResponse:
-        from stockops import dashboard
+        from stockops.reporting import dashboard
 
         user = request.state.stockops_user
         page = dashboard.render_page(get_settings(), user=user.get_name(), approvals=approvals_for(user))
@@ -259,9 +259,9 @@ def build_app() -> FastAPI:
         return FileResponse(numbers, media_type="application/json") if numbers else not_found(DORA_MISSING)
 
     def data_docs(request: Request) -> Response:
-        # Pages of our own, drawn from the stored GX results (stockops.datadocs): GX's generated pages
+        # Pages of our own, drawn from the stored GX results (stockops.data.datadocs): GX's generated pages
         # load their scripts, styles and logo from other hosts and show no row offline.
-        from stockops import datadocs
+        from stockops.data import datadocs
 
         settings = get_settings()
         page = request.path_params["page"]
@@ -293,7 +293,7 @@ def approvals_for(user: Any) -> list[dict] | str:
     """
     from airflow.api_fastapi.app import get_auth_manager
 
-    from stockops.dashboard import pending_approvals
+    from stockops.orchestration.hitl import pending_approvals
 
     try:
         return pending_approvals(get_auth_manager().get_authorized_dag_ids(user=user))

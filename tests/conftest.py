@@ -23,7 +23,7 @@ os.environ["STOCKOPS_HOME"] = str(SESSION_ROOT / "home")
 os.environ["AIRFLOW_HOME"] = str(SESSION_ROOT / "airflow")
 os.environ.setdefault("STOCKOPS_SOURCE", "replay")
 
-from stockops.config import airflow_environment, get_settings  # noqa: E402
+from stockops.core.settings import airflow_environment, get_settings  # noqa: E402
 
 os.environ.update(airflow_environment(get_settings()))
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def settings(tmp_path, monkeypatch):
 
     Whatever the test deployed (the serving proxy and bento) is stopped afterwards, by process id.
     """
-    from stockops.processes import free_port
+    from stockops.core.processes import free_port
     from stockops.serving import stop_serving
 
     monkeypatch.setenv("STOCKOPS_HOME", str(tmp_path / "home"))
@@ -85,7 +85,7 @@ class ModelHome:
     def copy_to(self, monkeypatch: pytest.MonkeyPatch, dest: Path):
         """Copy the home to ``dest`` and point this process at it (small profile, replay, a free port);
         returns the copy's settings. The caller serves it (``serve_champion``) and stops it."""
-        from stockops.processes import free_port
+        from stockops.core.processes import free_port
 
         shutil.copytree(self.home, dest, symlinks=True)
         for name, value in template_environment(dest).items():

@@ -7,7 +7,7 @@ explicitly: ``to_xcom()`` gives plain JSON, ``from_xcom()`` checks a dict field 
 the declared types and raises :class:`ContractError` naming the field that is missing or wrong.
 
 :func:`xcom_step` is the one adapter at the Airflow boundary: DAG files wrap each step with it
-(through :func:`stockops.wiring.step_tasks`), so the step receives contracts and returns one
+(through :func:`stockops.orchestration.wiring.step_tasks`), so the step receives contracts and returns one
 while Airflow stores JSON; external yes/no values (params, conf) become bools there, once. Everything else (``train_in_process``, ``make demo``,
 bench/, tests) calls the typed steps directly.
 
@@ -206,7 +206,7 @@ class IngestRequest(Contract):
 
 @dataclass(frozen=True)
 class HeldMove(Contract):
-    """An extreme move only a person can judge, with its evidence (:func:`stockops.validation.held_moves`)."""
+    """An extreme move only a person can judge, with its evidence (:func:`stockops.data.validation.held_moves`)."""
 
     day: str
     previous_close: float
@@ -457,13 +457,13 @@ class Baseline(Contract):
 
     version: str
     run_id: str
-    model_kind: str  # stockops.forecaster.HARX_GKO
+    model_kind: str  # stockops.model.portable.forecaster.HARX_GKO
     reason: str  # why it serves: no champion yet, or the baseline champion's refresh
 
 
 @dataclass(frozen=True)
 class GateDecision(Contract):
-    """The promotion gate's verdict on the candidate (:func:`stockops.gate.decide`): ``promote`` it or not; and,
+    """The promotion gate's verdict on the candidate (:func:`stockops.model.gate.decide`): ``promote`` it or not; and,
     when it is refused while the platform has no champion worth keeping, the ``baseline`` that serves instead."""
 
     promote: bool
@@ -509,7 +509,7 @@ class Bento(Contract):
     snapshot_hash: str
     window: int
     history: int
-    model_kind: str = "lstm"  # stockops.forecaster's kinds: "lstm" or "harx_gko"
+    model_kind: str = "lstm"  # stockops.model.portable.forecaster's kinds: "lstm" or "harx_gko"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stockops.dagcheck import import_cost
+from stockops.orchestration.dagcheck import import_cost
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
@@ -42,7 +42,7 @@ def test_every_dag_has_tags_owner_retries_and_docs(dagbag):
 def test_ingest_maps_one_task_group_per_ticker_and_emits_each_tickers_asset(dagbag):
     from airflow.providers.standard.operators.hitl import HITLOperator
 
-    from stockops.config import DAY_ALIAS, PRICES_ALIAS
+    from stockops.core.settings import DAY_ALIAS, PRICES_ALIAS
 
     dag = dagbag.dags["stock_ingest"]
     assert dag.max_active_runs > 1, "a run waiting for a person's decision must not hold up the next day"
@@ -78,7 +78,7 @@ def test_dag_file_import_is_light(path):
 
 
 def test_train_is_scheduled_on_the_ingested_day_with_a_params_form(dagbag):
-    from stockops.config import DAY_ASSET_NAME
+    from stockops.core.settings import DAY_ASSET_NAME
 
     dag = dagbag.dags["stock_train"]
     assert dag.max_active_runs == 1
@@ -97,7 +97,7 @@ def test_train_is_scheduled_on_the_ingested_day_with_a_params_form(dagbag):
 
 
 def test_monitor_follows_ingest_and_triggers_training_only_through_its_decision(dagbag):
-    from stockops.config import DAY_ASSET_NAME
+    from stockops.core.settings import DAY_ASSET_NAME
 
     dag = dagbag.dags["stock_monitor"]
     assert dag.max_active_runs == 1
@@ -116,7 +116,7 @@ def test_monitor_follows_ingest_and_triggers_training_only_through_its_decision(
 
 
 def test_every_task_of_every_dag_notifies_its_failure(dagbag):
-    from stockops.alerts import FailureNotifier
+    from stockops.orchestration.alerts import FailureNotifier
 
     for dag_id, dag in dagbag.dags.items():
         for task in dag.tasks:

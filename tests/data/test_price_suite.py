@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockops import audit, ingest
-from stockops.config import WATCHLIST, get_settings
+from stockops import ingest
 from stockops.contracts import IngestRequest, Published, Rejected, Validated
-from stockops.data import decisions
+from stockops.core import audit
+from stockops.core.settings import WATCHLIST, get_settings
+from stockops.data import decisions, store_for
 from stockops.data.sources import shipped_series
-from stockops.validation import (
+from stockops.data.validation import (
     EXTREME_VOLUME_COL,
     GAP_COL,
     RANGE_SHARE_COL,
@@ -65,7 +66,7 @@ def lake(settings, tmp_path, monkeypatch, real):
     current = get_settings()
     day = _iso(real["Date"].iloc[-1])
     published = ingest.ingest_day(day)
-    store = ingest.store_for(current)
+    store = store_for(current)
     baseline = store.latest()
     assert isinstance(published, Published) and published.new
     assert baseline is not None and baseline.hash == published.entry.hash
@@ -365,7 +366,7 @@ def test_a_new_extreme_move_that_the_day_backs_is_held_for_a_person_then_approve
     """BAC +35.3 % on 2009-04-09 as the newest session: held (not refused, not published); approved, it
     publishes and the day is never asked about again."""
     assert isinstance(ingest.ingest_day("2009-04-08", "BAC"), Published)
-    store = ingest.store_for(banks, "BAC")
+    store = store_for(banks, "BAC")
     before = store.latest()
 
     validated = ingest.ingest_day("2009-04-09", "BAC")
@@ -388,7 +389,7 @@ def test_a_new_extreme_move_that_the_day_backs_is_held_for_a_person_then_approve
     assert (trail[1]["decision"], trail[1]["by"], trail[1]["day"]) == ("approved", "alice", "2009-04-09")
 
     # the same day is never asked again: a full re-validation (a restated history) accepts it
-    report = validate_prices(store.load(), ingest.store_for(banks, "BAC").latest().last_date, banks,
+    report = validate_prices(store.load(), store_for(banks, "BAC").latest().last_date, banks,
                              decisions=decisions.decided_days(banks, "BAC"))
     assert report.status == "passed", report.summary()
 
@@ -396,7 +397,7 @@ def test_a_new_extreme_move_that_the_day_backs_is_held_for_a_person_then_approve
 def test_a_rejected_move_is_quarantined_and_stays_refused(banks):
     """JPM +25.1 % on 2009-01-21: rejected, the data is quarantined; served again, it is refused outright."""
     assert isinstance(ingest.ingest_day("2009-01-20", "JPM"), Published)
-    store = ingest.store_for(banks, "JPM")
+    store = store_for(banks, "JPM")
     before = store.latest()
     validated = _validated("JPM", "2009-01-21")
     assert validated.held_for_review

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from stockops import registry
-from stockops.config import get_settings
-from stockops.processes import free_port
+from stockops.core.processes import free_port
+from stockops.core.settings import get_settings
 
 pytestmark = pytest.mark.faults
 
@@ -36,7 +36,7 @@ def test_setup_against_a_dead_tracking_server_fails_fast_naming_the_uri(dead_uri
 
 def test_mlflow_own_retries_are_bounded_past_the_probe(dead_uri):
     """A server that dies after the probe: MLflow's client gives up within 30 s, not ~4 minutes
-    (the bounds come from ``quiet_environment()``, set in this process by importing stockops.config)."""
+    (the bounds come from ``quiet_environment()``, set in this process by importing stockops.core.settings)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 

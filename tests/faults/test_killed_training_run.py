@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from stockops import registry
-from stockops.config import get_settings
+from stockops.core.settings import get_settings
 from stockops.ingest import ingest_day
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -24,7 +24,7 @@ CHILD = r"""
 import time
 import mlflow
 from stockops import registry
-from stockops.config import get_settings
+from stockops.core.settings import get_settings
 
 run = mlflow.start_run(experiment_id=registry.setup(get_settings()), run_name="train-killed")
 print(run.info.run_id, flush=True)
@@ -60,7 +60,7 @@ def killed_training_run() -> str:
 def test_the_next_training_run_marks_a_killed_one_failed_and_a_raising_one_fails_itself(features, monkeypatch):
     import mlflow
 
-    import stockops.risk_model
+    import stockops.model.risk_model
     from stockops.training import train_candidate
 
     killed = killed_training_run()
@@ -70,7 +70,7 @@ def test_the_next_training_run_marks_a_killed_one_failed_and_a_raising_one_fails
     def out_of_memory(*args, **kwargs):
         raise MemoryError("simulated: the LSTM did not fit")
 
-    monkeypatch.setattr(stockops.risk_model, "train_risk", out_of_memory)
+    monkeypatch.setattr(stockops.model.risk_model, "train_risk", out_of_memory)
     with pytest.raises(MemoryError):
         train_candidate(features, reason="fault drill")
 

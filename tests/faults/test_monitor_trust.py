@@ -15,7 +15,8 @@ import json
 import numpy as np
 import pytest
 
-from stockops import audit, registry
+from stockops import registry
+from stockops.core import audit
 from tests.integration.conftest import SMALL_WATCHLIST
 from tests.integration.test_monitor_dag import CALM_DAY, make_champion
 
@@ -38,7 +39,7 @@ def champion_home(tmp_path_factory):
     mp.setenv("STOCKOPS_MONITOR_QLIKE_MARGIN", "10")
     # QQQ's summer 2008 really drifted from its training window (3 of 5 features); drift is not the point here
     mp.setenv("STOCKOPS_MONITOR_DRIFT_TICKERS_SHARE", "1")
-    from stockops.config import get_settings
+    from stockops.core.settings import get_settings
 
     try:
         ingest(CALM_DAY)
@@ -49,7 +50,7 @@ def champion_home(tmp_path_factory):
 
 
 def ingest(day: str) -> None:
-    from stockops.config import get_settings
+    from stockops.core.settings import get_settings
     from stockops.ingest import ingest_day
 
     settings = get_settings()
@@ -59,7 +60,7 @@ def ingest(day: str) -> None:
 
 def forge_requests(settings, version: str) -> int:
     """The probe: one request per day of the monitor's window, ``as_of`` that day, closes 42x the real ones."""
-    from stockops.ingest import store_for
+    from stockops.data import store_for
 
     frame = store_for(settings).load()
     day = frame["Date"].dt.strftime("%Y-%m-%d").to_numpy()
@@ -96,7 +97,7 @@ def test_scoring_the_watchlist_twice_records_each_forecast_once(champion_home):
 
 
 def test_forged_requests_leave_the_verdict_alone_before_and_after_own_forecasts_take_over(champion_home):
-    from stockops.ingest import store_for
+    from stockops.data import store_for
     from stockops.monitoring import market_closes, market_series, replay_forecasts, run_monitor, score_watchlist
 
     settings = champion_home

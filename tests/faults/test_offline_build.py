@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from stockops.baselines import fit_harx
+from stockops.model.baselines import fit_harx
 from stockops.serving import runtime
 from stockops.serving.build import LOCK_FILE, existing_bento, read_lock, service_requirements
 

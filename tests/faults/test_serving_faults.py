@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from stockops.processes import http_json, pid_alive
+from stockops.core.processes import http_json, pid_alive
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
 
@@ -65,7 +65,7 @@ def converged(settings, timeout: float = CONVERGE_S) -> dict:
 
 
 def _body(settings) -> dict:
-    from stockops.ingest import store_for
+    from stockops.data import store_for
     from stockops.serving import market_frame, request_body
 
     return request_body(store_for(settings).load(), market=market_frame(settings), rows=90)
@@ -73,7 +73,7 @@ def _body(settings) -> dict:
 
 def change_in_child(settings, kind: str, version: str, bentos: dict, kill_at: str = "", timeout: float = 240):
     """A promotion or rollback in a separate process (as an Airflow task runs it); SIGKILLed at ``kill_at``."""
-    code = ("import sys; from stockops.config import get_settings; from stockops.serving import deploy\n"
+    code = ("import sys; from stockops.core.settings import get_settings; from stockops.serving import deploy\n"
             f"deploy(get_settings(), {bentos[version]['bento_tag']!r}, {version!r}, kind={kind!r}, "
             f"window={bentos[version]['window']}, reason='faults: {kind} to v{version}')")
     env = {**os.environ, "STOCKOPS_FAULT_KILL_AT": kill_at}
@@ -111,7 +111,7 @@ def test_mlflow_refusing_the_alias_move_switches_back_and_says_so(plane, tmp_pat
     settings, bentos = plane
     before, target = champion(settings), other(settings)
     db = settings.mlflow_tracking_uri.removeprefix("sqlite:///")
-    code = ("from stockops.config import get_settings; from stockops.serving import deploy, DeployError\n"
+    code = ("from stockops.core.settings import get_settings; from stockops.serving import deploy, DeployError\n"
             "try:\n"
             f"    deploy(get_settings(), {bentos[target]['bento_tag']!r}, {target!r}, kind='promotion', "
             f"window={bentos[target]['window']}, reason='faults: read-only registry')\n"
@@ -144,8 +144,8 @@ def test_a_rollback_racing_a_promotion_ends_consistent(plane):
 
 def test_a_split_is_repaired_by_stock_rollback_to_the_champion(plane):
     """With the supervisor stopped nothing converges on its own: the rollback form repairs the split."""
-    from stockops.champion import RollbackRefused, rollback
     from stockops.serving import runtime, state
+    from stockops.serving.rollback import RollbackRefused, rollback
 
     settings, bentos = plane
     record = state.read(state.supervisor_record_path(settings), "")
@@ -243,9 +243,9 @@ def test_corrupt_current_json_names_the_file_and_keeps_serving(plane):
 
 
 def test_a_rollback_on_a_corrupt_snapshot_refuses_and_stops_nothing(plane):
-    from stockops.champion import rollback
-    from stockops.ingest import store_for
+    from stockops.data import store_for
     from stockops.serving import DeployError, state
+    from stockops.serving.rollback import rollback
 
     settings, _ = plane
     converged(settings)
@@ -360,7 +360,7 @@ def test_a_killed_or_hung_supervisor_is_replaced_by_its_watcher_and_each_outage_
     """make run's launcher loop (platform.watch) on a real supervisor: SIGKILL, then SIGSTOP (hung, still alive)."""
     from dataclasses import replace
 
-    from stockops.platform import watch
+    from stockops.launch.local import watch
     from stockops.serving import state
     from stockops.serving.supervisor import incidents
 
@@ -403,7 +403,7 @@ def test_two_rollbacks_to_the_previous_champion_at_once_make_one(plane):
     """Both planned against the same champion while a deploy holds the lock; the second finds it done."""
     import json
 
-    from stockops.changes import history, previous_champion
+    from stockops.registry.changes import history, previous_champion
     from stockops.serving import deploys, state, verify
 
     settings, bentos = plane
@@ -412,7 +412,7 @@ def test_two_rollbacks_to_the_previous_champion_at_once_make_one(plane):
         assert change_in_child(settings, "promotion", other(settings), bentos).returncode == 0
         converged(settings)
     before, changes = champion(settings), len(history(settings))
-    code = ("import json; from stockops import champion as c\n"
+    code = ("import json; from stockops.serving import rollback as c\n"
             "plan = c.plan_rollback(None, 'faults: two at once'); print('PLANNED', flush=True)\n"
             "done = c.complete_rollback(c.deploy_rollback(c.rollback_bento(plan)))\n"
             "print('RESULT', json.dumps(done.to_xcom()))")
@@ -438,7 +438,7 @@ def test_two_rollbacks_to_the_previous_champion_at_once_make_one(plane):
 
 def test_a_rollback_planned_against_a_champion_since_replaced_says_what_really_happened(plane):
     """Its plan named a champion that another change has replaced while it waited: it is re-made in the lock."""
-    from stockops.changes import history
+    from stockops.registry.changes import history
     from stockops.serving import deploy
 
     settings, bentos = plane
@@ -456,7 +456,7 @@ def test_a_rollback_planned_against_a_champion_since_replaced_says_what_really_h
 
 @pytest.mark.parametrize("record", ["proxy", "standby", "supervisor", "processes", "latest"])
 def test_an_unreadable_record_never_stops_a_healthy_server_and_is_rebuilt(plane, record):
-    from stockops.ingest import store_for
+    from stockops.data import store_for
     from stockops.serving import runtime, state
 
     settings, _ = plane

@@ -17,13 +17,13 @@ import sys
 import pytest
 
 from stockops.contracts import IngestRequest, IngestStatus, Published, Validated
+from stockops.data import store_for
 from stockops.data.store import CorruptState, SnapshotStore
 from stockops.ingest import (
     fetch_prices,
     ingest_day,
     publish_validated,
     read_status,
-    store_for,
     validate_raw,
     watchlist_status,
 )
@@ -37,7 +37,7 @@ import json, os, signal, sys
 from pathlib import Path
 
 import stockops.data.store as store
-from stockops import audit
+from stockops.core import audit
 from stockops.contracts import Validated
 from stockops.ingest import publish_validated
 

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from stockops import audit, champion, dora, monitoring
+from stockops import monitoring
 from stockops.contracts import Published
-from stockops.data import decisions
-from stockops.ingest import ingest_day, store_for
+from stockops.core import audit
+from stockops.data import decisions, store_for
+from stockops.ingest import ingest_day
+from stockops.reporting import dora
+from stockops.serving import rollback as champion
 
 pytestmark = pytest.mark.faults
 REPO = Path(__file__).resolve().parents[2]

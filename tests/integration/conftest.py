@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stockops.config import get_settings
+from stockops.core.settings import get_settings
 
 SMALL_WATCHLIST = "GOOG,JPM,QQQ"
 

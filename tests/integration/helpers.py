@@ -10,8 +10,8 @@ def states(dagrun) -> dict[str, str]:
 
 def served_version(settings) -> str:
     """The registry version the stable serving address answers with, over real HTTP."""
-    from stockops.forecaster import synthetic_ohlcv
-    from stockops.processes import http_json
+    from stockops.core.processes import http_json
+    from stockops.model.portable.forecaster import synthetic_ohlcv
     from stockops.serving import request_body
 
     status, body = http_json(f"{settings.serve_url}/predict", request_body(synthetic_ohlcv(120)))
@@ -32,7 +32,7 @@ class AirflowApi:
         from airflow.api_fastapi.app import create_app
         from fastapi.testclient import TestClient
 
-        from stockops.config import get_settings
+        from stockops.core.settings import get_settings
 
         self.client = TestClient(create_app(apps="core"))
         passwords = json.loads(get_settings().airflow_passwords_file.read_text())

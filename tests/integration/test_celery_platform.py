@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from stockops import audit
-from stockops.cluster import CeleryPlatform, database_dsn, unreachable_services
-from stockops.config import get_settings
-from stockops.gate import PERMISSIVE_ENV
-from stockops.processes import free_port
+from stockops.core import audit
+from stockops.core.processes import free_port
+from stockops.core.settings import get_settings
+from stockops.launch.cluster import CeleryPlatform, database_dsn, unreachable_services
+from stockops.model.gate import PERMISSIVE_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.services]
 

@@ -18,13 +18,14 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from stockops import audit
-from stockops.config import get_settings
 from stockops.contracts import Published
+from stockops.core import audit
+from stockops.core.processes import free_port, venv_bin
+from stockops.core.settings import get_settings
+from stockops.data import store_for
 from stockops.data.sources import shipped_series
-from stockops.ingest import status_path, store_for
-from stockops.platform import stop_process_tree
-from stockops.processes import free_port, venv_bin
+from stockops.ingest import status_path
+from stockops.launch.local import stop_process_tree
 from tests.integration.helpers import states
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

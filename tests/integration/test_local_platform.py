@@ -25,10 +25,10 @@ from subprocess import Popen
 import psutil
 import pytest
 
-from stockops import audit
-from stockops.config import get_settings
-from stockops.platform import LocalPlatform, stop_process_tree
-from stockops.processes import free_port, http_json, wait_until
+from stockops.core import audit
+from stockops.core.processes import free_port, http_json, wait_until
+from stockops.core.settings import get_settings
+from stockops.launch.local import LocalPlatform, stop_process_tree
 from tests.integration.conftest import SMALL_WATCHLIST
 from tests.integration.helpers import served_version
 
@@ -153,7 +153,7 @@ def test_rollback_from_the_rest_api_with_authentication_on(running):
     """The README's REST rollback: refused without a (valid) token, then, with one, the real scheduler serves the
     refused LSTM v1 again (``force``: the gate refused it), recorded as a forced rollback; the plugin's listener
     saw the run and its routes answer on the api-server."""
-    from stockops.champion import history
+    from stockops.serving.rollback import history
 
     platform = running.platform
     settings = platform.settings
@@ -238,9 +238,10 @@ class Browser:
     def trigger(self, dag_id: str, fill: dict[str, str] | None = None, switch: tuple[str, ...] = ()) -> str:
         """Open ``dag_id``'s page, click *Trigger*, fill only ``fill`` (every other field as shipped), turn on the
         ``switch`` Params, click the form's *Trigger*; returns the run it started (found over the REST API)."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         platform, page = self.platform, self.page
         token = platform.api_token()
-        before = {r["dag_run_id"] for r in platform.api(f"dags/{dag_id}/dagRuns?limit=100", token)["dag_runs"]}
         page.goto(f"{platform.url}/dags/{dag_id}", wait_until="domcontentloaded")
         page.get_by_role("button", name="Trigger Dag").click()
         submit = page.locator("button[data-testid='trigger-dag-submit']")
@@ -250,16 +251,20 @@ class Browser:
         for name in switch:
             page.locator(f"label[id='switch:element_{name}']").click()
         assert submit.is_enabled(), f"{dag_id}: Trigger stays disabled with {fill or 'the defaults'}"
-        submit.click()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            started = [r for r in platform.api(f"dags/{dag_id}/dagRuns?limit=100", token)["dag_runs"]
-                       if r["dag_run_id"] not in before]
-            if started:
-                assert started[0]["run_type"] == "manual", started
-                return started[0]["dag_run_id"]
-            time.sleep(1)
-        raise AssertionError(f"{dag_id}: clicking Trigger started no run")
+        # the form's own POST, answered: what it started, or the UI's refusal with the server's words
+        try:
+            with page.expect_response(lambda r: r.request.method == "POST" and f"/dags/{dag_id}/dagRuns" in r.url,
+                                      timeout=60_000) as answered:
+                submit.click()
+        except PlaywrightTimeout:
+            raise AssertionError(f"{dag_id}: clicking Trigger sent nothing in 60 s; the page said: "
+                                 f"{page.locator('body').inner_text()[:1000]!r}") from None
+        response = answered.value
+        assert response.ok, f"{dag_id}: the Trigger form was refused: {response.status} {response.text()[:500]}"
+        run_id = response.json()["dag_run_id"]
+        run = platform.api(f"dags/{dag_id}/dagRuns/{run_id}", token)
+        assert run["run_type"] == "manual", run
+        return run_id
 
     def close(self) -> None:
         self.browser.close()
@@ -282,8 +287,8 @@ def test_every_trigger_form_submits_as_shipped_and_does_what_it_says(running):
     previous champion. No page loads anything from another host."""
     from playwright.sync_api import sync_playwright
 
-    from stockops.champion import history
     from stockops.ingest import watchlist_status
+    from stockops.serving.rollback import history
 
     platform = running.platform
     settings = platform.settings
@@ -341,7 +346,7 @@ def forecasts_for_the_watchlist(settings, tickers: tuple[str, ...]) -> dict[str,
     realized one-day-ahead forecasts per ticker in about a second, written through the monitor's own
     ``record_forecasts``.
     """
-    from stockops.ingest import store_for
+    from stockops.data import store_for
     from stockops.monitoring import record_forecasts
     from tests.unit.test_plugin import baseline_forecast_records
 
@@ -356,7 +361,7 @@ def test_dashboard_and_every_page_offline_behind_the_login_in_a_browser(running)
     and the MLflow UI render with nothing from another host."""
     from playwright.sync_api import sync_playwright
 
-    from stockops import dora
+    from stockops.reporting import dora
 
     platform = running.platform
     settings = platform.settings

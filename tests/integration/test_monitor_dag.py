@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stockops import audit
+from stockops.core import audit
 from tests.integration.helpers import states
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -168,7 +168,8 @@ def realized_records(frame, version: str, variance_scale: float, days: int = 60)
 def test_a_clearly_worse_champion_is_proposed_for_rollback_and_an_approval_starts_it(small, monitor, all_dags):
     import threading
 
-    from stockops.ingest import ingest_day, store_for
+    from stockops.data import store_for
+    from stockops.ingest import ingest_day
     from stockops.monitoring import record_forecasts
     from tests.integration.helpers import AirflowApi
 

@@ -23,7 +23,7 @@ import schemathesis
 from schemathesis.checks import positive_data_acceptance
 
 from stockops.contracts import Registered
-from stockops.processes import http_json, pid_alive
+from stockops.core.processes import http_json, pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,7 +45,7 @@ def served(model_home, tmp_path_factory):
 
 
 def _store(settings):
-    from stockops.ingest import store_for
+    from stockops.data import store_for
 
     return store_for(settings)
 
@@ -74,7 +74,7 @@ def _register_candidate(reason: str) -> Registered:
 
 def test_valid_request_answers_a_forecast_with_lineage(served):
     from stockops import registry
-    from stockops.forecaster import WARMUP, synthetic_ohlcv
+    from stockops.model.portable.forecaster import WARMUP, synthetic_ohlcv
     from stockops.serving import request_body
 
     settings, request = served
@@ -133,7 +133,7 @@ def test_bentoml_endpoints_work_through_the_stable_address(served):
 
 
 def _good() -> dict:
-    from stockops.forecaster import synthetic_ohlcv
+    from stockops.model.portable.forecaster import synthetic_ohlcv
     from stockops.serving import request_body
 
     return request_body(synthetic_ohlcv(120), market=synthetic_ohlcv(120, start=300.0, seed=1)["Close"])
@@ -452,7 +452,7 @@ def test_forecast_by_ticker_answers_from_the_latest_snapshot_with_lineage(served
 
 
 def _store_of(settings, ticker: str) -> str:
-    from stockops.ingest import store_for
+    from stockops.data import store_for
 
     return store_for(settings, ticker).latest().hash
 

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stockops import audit, registry
-from stockops.config import get_settings
-from stockops.processes import free_port
+from stockops import registry
+from stockops.core import audit
+from stockops.core.processes import free_port
+from stockops.core.settings import get_settings
 from tests.integration.conftest import SMALL_WATCHLIST
 from tests.integration.helpers import WebhookReceiver, served_version, states
 
@@ -74,7 +75,7 @@ def test_train_logs_everything_registers_gates_and_guards_the_champion(trained):
     forced run deploys; a weak one never reaches the endpoint."""
     from mlflow import MlflowClient
 
-    from stockops.gate import GatePolicy, decide
+    from stockops.model.gate import GatePolicy, decide
 
     small = trained.settings
     assert {name: state for name, (state, _) in trained.runs.items()} == {n: "success" for n in trained.runs}
@@ -124,7 +125,7 @@ def test_train_logs_everything_registers_gates_and_guards_the_champion(trained):
 
 
 def ingest_latest(settings, ticker=None):
-    from stockops.ingest import store_for
+    from stockops.data import store_for
 
     return store_for(settings, ticker).latest()
 
@@ -140,7 +141,7 @@ def snapshot_of_everything(settings) -> dict:
 
 
 def test_roll_back_then_refusals_change_nothing(trained, dags, monkeypatch):
-    from stockops.champion import RollbackRefused, history, plan_rollback
+    from stockops.serving.rollback import RollbackRefused, history, plan_rollback
 
     small, rollback_dag = trained.settings, dags[2]
     for name, value in trained.env.items():
@@ -168,7 +169,7 @@ def test_roll_back_then_refusals_change_nothing(trained, dags, monkeypatch):
     assert rollback_deploy["kind"] == "rollback" and rollback_deploy["outcome"] == "succeeded"
     assert rollback_deploy["dag_run_id"] == run.run_id and rollback_deploy["version"] == "1"
 
-    from stockops.__main__ import main as cli
+    from stockops.cli import main as cli
 
     cli(["history"])  # prints; must not raise
 

@@ -1,4 +1,4 @@
-"""Failure notifications (``stockops.alerts``): what a failed task tells the audit log, the task log and a webhook.
+"""Failure notifications (``stockops.orchestration.alerts``): what a failed task tells the audit log, the task log and a webhook.
 
 The DAG-level wiring and a real failed task delivering to a local receiver are in
 tests/dags/test_dag_integrity.py and tests/integration/test_rollback_dag.py; here the notifier's
@@ -14,9 +14,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from stockops import audit
-from stockops.alerts import FailureNotifier
-from stockops.processes import free_port
+from stockops.core import audit
+from stockops.core.processes import free_port
+from stockops.orchestration.alerts import FailureNotifier
 from tests.integration.helpers import WebhookReceiver
 
 
@@ -27,7 +27,7 @@ def context(error: Exception | None = None) -> dict:
 
 
 def test_without_a_webhook_the_audit_log_and_the_task_log_get_the_alert(settings, caplog):
-    with caplog.at_level(logging.ERROR, logger="stockops.alerts"):
+    with caplog.at_level(logging.ERROR, logger="stockops.orchestration.alerts"):
         FailureNotifier().notify(context())
     (alert,) = audit.read(settings.audit_log)
     assert (alert["event"], alert["dag_id"], alert["task_id"], alert["try_number"]) == ("alert", "stock_train",
@@ -77,7 +77,7 @@ def test_a_webhook_that_fails_is_recorded_and_never_raises(settings, monkeypatch
 
 
 def test_a_webhook_setting_that_is_not_a_url_is_refused_with_its_name(monkeypatch):
-    from stockops.config import get_settings
+    from stockops.core.settings import get_settings
 
     monkeypatch.setenv("STOCKOPS_ALERT_WEBHOOK", "hooks.slack.com/services/x")
     with pytest.raises(ValueError, match="STOCKOPS_ALERT_WEBHOOK must be an http"):

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockops.baselines import BASELINES, ewma, ewma_variance, garch, log_har, walk_forward
-from stockops.risk_inputs import daily_inputs
+from stockops.model.baselines import BASELINES, ewma, ewma_variance, garch, log_har, walk_forward
+from stockops.model.portable.risk_inputs import daily_inputs
 
 
 def synthetic_ohlcv(start: str = "2017-01-02", end: str = "2019-12-31", seed: int = 0) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """The compose deployment, checked as data (no Docker engine here): every service the code needs,
 healthchecks, health-gated start order, secrets only from the environment, every variable the code
 reads, ports on loopback by default — and the same settings as the process-based proof
-(``stockops.cluster``)."""
+(``stockops.launch.cluster``)."""
 
 from __future__ import annotations
 
@@ -100,8 +100,8 @@ def test_one_shared_home_and_the_serving_agent_owns_the_endpoint():
 
 
 def test_the_process_based_proof_runs_the_same_airflow_configuration(settings):
-    """``stockops.cluster.CeleryPlatform`` (the test on real PostgreSQL/Redis) must match compose."""
-    from stockops.cluster import CeleryPlatform
+    """``stockops.launch.cluster.CeleryPlatform`` (the test on real PostgreSQL/Redis) must match compose."""
+    from stockops.launch.cluster import CeleryPlatform
 
     env = CeleryPlatform(settings).env()
     for key in ("AIRFLOW__CORE__EXECUTOR", "STOCKOPS_SERVING_MODE", "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"):

@@ -2,7 +2,7 @@
 
 GX's generated pages load their scripts, styles, fonts and logo from seven other hosts and build their
 tables with those scripts, so offline they show no row. The plugin serves pages of its own, drawn from
-the stored results (``stockops.datadocs``). Here two real GX results of the real GOOG series (its first
+the stored results (``stockops.data.datadocs``). Here two real GX results of the real GOOG series (its first
 600 sessions as they are, and with one day's close written ten times too high) are served through the
 plugin's app as the api-server mounts it, with tokens Airflow issued; the pages are read over HTTP and
 in headless Chromium with JavaScript off, refusing every request that leaves 127.0.0.1.
@@ -22,10 +22,10 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from stockops import datadocs, validation
-from stockops.config import Settings, get_settings
+from stockops.core.settings import Settings, get_settings
+from stockops.data import datadocs, validation
 from stockops.data.sources import shipped_series
-from stockops.validation import ValidationReport, validate_prices
+from stockops.data.validation import ValidationReport, validate_prices
 from tests.unit.test_plugin import airflow_token, plugin_app
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by `make browser`
@@ -356,7 +356,7 @@ def server(app):
     """The app on a real socket on 127.0.0.1 (uvicorn in a thread); yields its base URL."""
     import uvicorn
 
-    from stockops.processes import free_port
+    from stockops.core.processes import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -10,7 +10,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from stockops.data.store import SnapshotEntry
-from stockops.dora import DAY, HOUR, WEEK, compute, draw_chart, format_table, level, load_records, main, report
+from stockops.reporting.dora import (
+    DAY,
+    HOUR,
+    WEEK,
+    compute,
+    draw_chart,
+    format_table,
+    level,
+    load_records,
+    main,
+    report,
+)
 
 BASE = datetime(2026, 11, 20, tzinfo=UTC)  # the first record: snapshot A's publication
 NOW = BASE + timedelta(days=10, hours=12)  # 2026-11-30 12:00 UTC: a 10.5-day period
@@ -339,7 +350,7 @@ def write_jsonl(path, records):
 
 
 def test_main_end_to_end(settings, capsys):
-    from stockops.ingest import store_for
+    from stockops.data import store_for
 
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=11)  # its last record is a day old
     records = scenario(base)
@@ -484,8 +495,8 @@ def test_single_ticker_and_watchlist_promotions_side_by_side():
 
 
 def test_report_reads_the_manifest_of_every_ticker_the_model_was_trained_on(settings, monkeypatch):
-    from stockops.config import get_settings
-    from stockops.ingest import store_for
+    from stockops.core.settings import get_settings
+    from stockops.data import store_for
 
     # the watchlist is now AAPL and GOOG: MSFT was dropped after v7 trained on it, but its manifest is still here
     monkeypatch.setenv("STOCKOPS_TICKERS", "AAPL,GOOG")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stockops.evaluation import forecast_metrics
+from stockops.model.evaluation import forecast_metrics
 
 
 def test_metrics_match_hand_computed_values():

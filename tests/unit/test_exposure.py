@@ -13,10 +13,17 @@ import stat
 import subprocess
 import sys
 
-from stockops import cluster
-from stockops.cluster import CeleryPlatform
-from stockops.config import airflow_environment, quiet_environment
-from stockops.platform import COMPONENTS, LocalPlatform, ensure_admin_password, private_dir, private_log, write_secret
+from stockops.core.settings import airflow_environment, quiet_environment
+from stockops.launch import cluster
+from stockops.launch.cluster import CeleryPlatform
+from stockops.launch.local import (
+    COMPONENTS,
+    LocalPlatform,
+    ensure_admin_password,
+    private_dir,
+    private_log,
+    write_secret,
+)
 
 TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "BENTOML_DO_NOT_TRACK": "true",
                  "GX_ANALYTICS_ENABLED": "False"}
@@ -34,12 +41,12 @@ def test_quiet_environment_turns_telemetry_off_and_bounds_mlflow_retries():
 
 
 def test_importing_config_turns_telemetry_off_in_process_as_mlflow_and_bentoml_read_it(tmp_path):
-    """A clean interpreter (no opt-outs in its env, not under pytest) that imports stockops.config first:
+    """A clean interpreter (no opt-outs in its env, not under pytest) that imports stockops.core.settings first:
     MLflow creates no telemetry client, BentoML's own switch reads 'do not track'."""
     env = {k: v for k, v in os.environ.items()
            if k not in TELEMETRY_OFF and not k.startswith(("MLFLOW_", "PYTEST", "BENTOML_"))}
     env["HOME"] = str(tmp_path)
-    code = ("import stockops.config, mlflow\n"
+    code = ("import stockops.core.settings, mlflow\n"
             "from mlflow.telemetry import get_telemetry_client\n"
             "from bentoml._internal.utils.analytics.usage_stats import do_not_track\n"
             "print(get_telemetry_client() is None, do_not_track())")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stockops.gate import GatePolicy, decide
+from stockops.model.gate import GatePolicy, decide
 
 POLICY = GatePolicy(rmse_tolerance=0.001, coverage_90=(0.88, 0.92), dm_t=2.0, champion_max_age_days=7, margin=0.01)
 HARX = {"qlike": 1.50}
@@ -61,7 +61,7 @@ def test_force_promotes_with_a_reason_and_keeps_the_verdict():
 
 
 def test_policy_from_settings(monkeypatch):
-    from stockops.config import get_settings
+    from stockops.core.settings import get_settings
 
     monkeypatch.setenv("STOCKOPS_GATE_COVERAGE_90_MIN", "0.85")
     monkeypatch.setenv("STOCKOPS_GATE_CHAMPION_MAX_AGE_DAYS", "3")

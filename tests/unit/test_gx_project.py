@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from stockops.config import REPO_ROOT
-from stockops.validation import CHECKPOINT_NAME, PARAMETERS, SUITE_NAME, build_expectations
+from stockops.core.settings import REPO_ROOT
+from stockops.data.validation import CHECKPOINT_NAME, PARAMETERS, SUITE_NAME, build_expectations
 
 GX = REPO_ROOT / "great_expectations" / "gx"
 

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockops.baselines import fit_harx, holdout
 from stockops.data.sources import shipped_series
-from stockops.forecaster import (
+from stockops.model.baselines import fit_harx, holdout
+from stockops.model.portable.forecaster import (
     HARX_GKO,
     WARMUP,
     HarxCalibration,

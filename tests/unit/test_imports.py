@@ -1,4 +1,5 @@
-"""The stockops modules import each other without cycles, and ``stockops.registry`` is cheap to import.
+"""The stockops modules import each other without cycles, only downwards through the layers, and
+``stockops.registry`` is cheap to import.
 
 The graph counts every import of a stockops module anywhere in a file: at module level and
 inside functions (a function-level import is still a dependency, and a cycle through one is a
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 import stockops
-from stockops.dagcheck import HEAVY
+from stockops.orchestration.dagcheck import HEAVY
 
 PACKAGE = Path(stockops.__file__).resolve().parent
 
@@ -47,7 +48,7 @@ def import_graph() -> dict[str, dict[str, str]]:
                     for _ in range(node.level - 1):
                         package = package.rpartition(".")[0]
                     base = f"{package}.{base}".rstrip(".")
-                # `from stockops import audit` imports the module stockops.audit
+                # `from stockops.core import audit` imports the module stockops.core.audit
                 names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base for alias in node.names]
             else:
                 continue
@@ -87,8 +88,8 @@ def find_cycle(graph: dict[str, dict[str, str]]) -> list[str] | None:
 def test_the_graph_sees_function_level_imports():
     graph = import_graph()
     assert "stockops.registry" in graph["stockops.training"]  # module level
-    assert "stockops.changes" in graph["stockops.training"]  # inside promote_candidate
-    assert "stockops.data.store" in graph["stockops.ingest"]  # inside a function, a subpackage module
+    assert "stockops.registry.changes" in graph["stockops.training"]  # inside promote_candidate
+    assert "stockops.data" in graph["stockops.ingest"]  # `from stockops.data import store_for`
     assert "stockops.data.decisions" in graph["stockops.ingest"]  # `from stockops.data import decisions`
 
 
@@ -113,3 +114,80 @@ def test_registry_imports_no_heavy_library():
     assert out.stdout.strip() == "", f"importing stockops.registry imported {out.stdout.strip()}"
     assert subprocess.run([sys.executable, "-c", "import stockops.registry, sys; assert 'mlflow' not in sys.modules"],
                           timeout=120).returncode == 0
+
+
+# ---- the layers --------------------------------------------------------------------------------------------
+# Each package's rank: a module imports its own package and lower ranks only. Packages that share a rank are
+# siblings and never import each other (the four stages read and write through data/ and registry/, not through
+# each other). The portable model core travels alone with every model: it imports nothing of stockops outside it.
+LAYERS = {
+    "stockops.core": 0,
+    "stockops.model.portable": 1,
+    "stockops.contracts": 2,
+    "stockops.model": 3, "stockops.data": 3,
+    "stockops.registry": 4,
+    "stockops.ingest": 5, "stockops.training": 5, "stockops.serving": 5, "stockops.monitoring": 5,
+    "stockops.reporting": 6,
+    "stockops.orchestration": 7,
+    "stockops.launch": 8,
+    "stockops.cli": 9,
+    "stockops.__main__": 10,
+}
+AIRFLOW_PACKAGE = "stockops.orchestration"  # the only library package that imports Airflow
+
+
+def layer_of(module: str) -> str:
+    """The longest LAYERS package that ``module`` is (in)."""
+    found = [p for p in LAYERS if module == p or module.startswith(p + ".")]
+    if not found:
+        raise AssertionError(f"{module} is in no layer: add its package to LAYERS (and the README's tree)")
+    return max(found, key=len)
+
+
+def layer_violations(graph: dict[str, dict[str, str]]) -> list[str]:
+    wrong = []
+    for module, edges in graph.items():
+        if module == "stockops":
+            continue
+        mine = layer_of(module)
+        for target, where in edges.items():
+            if target == "stockops":
+                continue
+            theirs = layer_of(target)
+            if theirs == mine:
+                continue
+            if mine == "stockops.model.portable" or LAYERS[theirs] >= LAYERS[mine]:
+                wrong.append(f"{where}: {module} ({mine}, rank {LAYERS[mine]}) imports {target} "
+                             f"({theirs}, rank {LAYERS[theirs]})")
+    return wrong
+
+
+def airflow_imports() -> dict[str, str]:
+    """stockops module -> "file:line" of its first import of airflow (any depth)."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(n == "airflow" or n.startswith("airflow.") for n in names):
+                found.setdefault(_module_name(path), f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    return found
+
+
+def test_layer_rules_catch_an_upward_a_sibling_and_a_portable_import():
+    graph = {"stockops.core.audit": {"stockops.ingest": "a:1"}, "stockops.training": {"stockops.serving": "b:2"},
+             "stockops.model.portable.forecaster": {"stockops.core.settings": "c:3"},
+             "stockops.serving.build": {"stockops.model.portable": "d:4", "stockops.serving.runtime": "d:5"}}
+    assert [w.split(":")[0] for w in layer_violations(graph)] == ["a", "b", "c"]
+
+
+def test_every_import_goes_down_the_layers():
+    wrong = layer_violations(import_graph())
+    assert not wrong, "imports against the layers:\n  " + "\n  ".join(wrong)
+
+
+def test_only_the_orchestration_package_imports_airflow():
+    found = airflow_imports()
+    assert found, "the scan finds nothing: it is broken"
+    outside = {m: w for m, w in found.items() if not (m == AIRFLOW_PACKAGE or m.startswith(AIRFLOW_PACKAGE + "."))}
+    assert not outside, f"Airflow imported outside {AIRFLOW_PACKAGE}: {outside}"

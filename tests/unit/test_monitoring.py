@@ -13,17 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockops import audit
-from stockops.config import get_settings
+from stockops.core import audit
+from stockops.core.settings import get_settings
+from stockops.model.drift_features import FEATURES, current_features, monitor_features
 from stockops.monitoring import (
-    FEATURES,
     assess_drift,
-    current_features,
     decide,
     forecast_records,
     last_trigger,
     live_error,
-    monitor_features,
     next_session,
     own_forecasts,
     record_forecasts,
@@ -290,7 +288,7 @@ def test_a_queued_or_running_training_run_blocks_the_trigger(thresholds):
 
 
 def test_a_second_drift_within_the_cool_down_does_not_trigger(thresholds, tmp_path):
-    from stockops import audit
+    from stockops.core import audit
 
     now = datetime(2026, 3, 2, 12, tzinfo=UTC)
     log_path = tmp_path / "decisions.jsonl"
@@ -315,7 +313,7 @@ def test_no_champion_ends_green_without_a_trigger(settings):
     decision = run_monitor()
     assert decision["triggered"] is False
     assert decision["reason"].startswith("no champion yet")
-    from stockops import audit
+    from stockops.core import audit
 
     (logged,) = audit.read(settings.monitor_log)
     assert logged["reason"] == decision["reason"] and logged["mlflow_run_id"] == decision["mlflow_run_id"]

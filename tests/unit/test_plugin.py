@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from stockops import audit
+from stockops.core import audit
 
 REPO = Path(__file__).resolve().parents[2]
 VIEW_HREFS = {
@@ -380,9 +380,9 @@ def baseline_forecast_records(ticker: str, frame, days: int = 60) -> list[dict]:
 def watchlist(settings, monkeypatch):
     """GOOG and JPM published (real series, 2004..2010) with 60 realized HARX-GKO forecasts each; KO published
     without forecasts; QQQ not published at all."""
-    from stockops.config import get_settings
+    from stockops.core.settings import get_settings
+    from stockops.data import store_for
     from stockops.data.sources import shipped_series
-    from stockops.ingest import store_for
     from stockops.monitoring import record_forecasts
 
     monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG,JPM,KO,QQQ")
@@ -398,8 +398,8 @@ def watchlist(settings, monkeypatch):
 
 
 def test_dashboard_panels_from_the_forecast_log_and_the_snapshots(watchlist):
-    from stockops import dashboard
     from stockops.data.sources import shipped_series
+    from stockops.reporting import dashboard
 
     shadow = {**audit.read(watchlist.forecast_log)[-1], "role": "shadow", "model_version": "7",
               "quantiles": {q: 0.0 for q in ("q01", "q05", "q25", "q50", "q75", "q95", "q99")}}
@@ -430,7 +430,7 @@ def test_dashboard_panels_from_the_forecast_log_and_the_snapshots(watchlist):
 def test_dashboard_rolling_coverage_and_prices():
     import pandas as pd
 
-    from stockops import dashboard
+    from stockops.reporting import dashboard
 
     records = [{"ticker": "X", "as_of": f"2020-01-{d:02d}", "forecast_for": f"2020-01-{d + 1:02d}",
                 "model_version": "3", "last_close": 100.0,
@@ -454,7 +454,7 @@ def test_dashboard_rolling_coverage_and_prices():
 def test_dashboard_reads_champion_gate_and_monitor_from_the_logs(settings):
     from datetime import timedelta
 
-    from stockops import dashboard
+    from stockops.reporting import dashboard
 
     now = datetime.now(UTC)
     assert dashboard.champion(settings, now) is None
@@ -484,7 +484,7 @@ def test_dashboard_page_over_http(client, watchlist):
 
 
 def test_dashboard_draws_a_ticker_again_only_when_its_sources_change(watchlist):
-    from stockops import dashboard
+    from stockops.reporting import dashboard
 
     first = dashboard.ticker_panels(watchlist)
     assert all(a is b for a, b in zip(first, dashboard.ticker_panels(watchlist), strict=True))
@@ -515,7 +515,7 @@ def test_pending_approvals_are_the_unanswered_hitl_requests(airflow_db, tmp_path
     from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
 
-    from stockops import dashboard
+    from stockops.orchestration import hitl
 
     (tmp_path / "approvals.py").write_text(HITL_DAG)
     with create_session() as session:
@@ -533,14 +533,14 @@ def test_pending_approvals_are_the_unanswered_hitl_requests(airflow_db, tmp_path
                                    responded_at=datetime.now(UTC) if number == 1 else None))
 
     try:
-        mine = [a for a in dashboard.pending_approvals() if a["run_id"] == f"manual__{tmp_path.name}"]
+        mine = [a for a in hitl.pending_approvals() if a["run_id"] == f"manual__{tmp_path.name}"]
         assert [(a["dag_id"], a["task_id"], a["subject"], a["options"], a["state"]) for a in mine] == [
             ("stockops_dashboard_approvals", f"review_{i}", f"held day {i}", ["Approve", "Reject"], "awaiting_input")
             for i in (0, 2)]  # review_1 was answered
-        assert not [a for a in dashboard.pending_approvals({"stock_ingest"}) if a["dag_id"] == mine[0]["dag_id"]]
+        assert not [a for a in hitl.pending_approvals({"stock_ingest"}) if a["dag_id"] == mine[0]["dag_id"]]
     finally:  # the metadata DB is shared by the test session
         delete_dag("stockops_dashboard_approvals")
-    assert not [a for a in dashboard.pending_approvals() if a["dag_id"] == "stockops_dashboard_approvals"]
+    assert not [a for a in hitl.pending_approvals() if a["dag_id"] == "stockops_dashboard_approvals"]
 
 
 # ---- day one: nothing realized yet ---------------------------------------------------------------
@@ -549,8 +549,8 @@ def test_pending_approvals_are_the_unanswered_hitl_requests(airflow_db, tmp_path
 def test_dashboard_with_one_realized_forecast_draws_it_and_says_when_coverage_starts(watchlist):
     """One realized forecast: the fan chart shows it (a band needs two days), no coverage chart on an empty axis,
     and the page says from how many realized forecasts coverage is drawn."""
-    from stockops import dashboard
-    from stockops.ingest import store_for
+    from stockops.data import store_for
+    from stockops.reporting import dashboard
 
     records = [e for e in audit.read(watchlist.forecast_log) if e["ticker"] == "GOOG"][-1:]
     frame = store_for(watchlist, "GOOG").load()
@@ -571,8 +571,8 @@ def test_dashboard_shows_the_champions_holdout_forecasts_before_any_live_day(wat
     import numpy as np
     import pandas as pd
 
-    from stockops import dashboard
-    from stockops.ingest import store_for
+    from stockops.data import store_for
+    from stockops.reporting import dashboard
 
     audit.record(watchlist.audit_log, "promotion", from_version=None, to_version="2", reason="no champion yet",
                  decision="baseline", model_kind="harx_gko")

@@ -9,7 +9,7 @@ import stat
 import subprocess
 import sys
 
-from stockops import prediction_log
+from stockops.model.portable import prediction_log
 from stockops.monitoring import traffic_requests
 
 CAP = 4000
@@ -56,7 +56,7 @@ def test_the_log_rotates_at_its_cap_and_counts_every_request(tmp_path):
 def test_writer_processes_appending_at_once_lose_and_double_count_nothing(tmp_path):
     log = tmp_path / "predictions.jsonl"
     line = record("VERSION", 0)
-    script = (f"import sys\nfrom pathlib import Path\nfrom stockops import prediction_log\n"
+    script = (f"import sys\nfrom pathlib import Path\nfrom stockops.model.portable import prediction_log\n"
               f"for i in range(400):\n"
               f"    prediction_log.append(Path({str(log)!r}), {line!r}.replace('VERSION', sys.argv[1]), {CAP})\n")
     writers = [subprocess.Popen([sys.executable, "-c", script, version]) for version in ("1", "2", "2", "3")]

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockops import forecaster, scoring
+from stockops.model import scoring
+from stockops.model.portable import forecaster
 
 TICKERS = ("GOOG", "JPM", "QQQ")
 SMALL = {"window": 20, "units": 8, "dense": 8, "epochs": 3, "patience": 2}
@@ -31,14 +32,14 @@ def frames():
 
 @pytest.fixture(scope="module")
 def panel(frames):
-    from stockops.risk_model import build_panel
+    from stockops.model.risk_model import build_panel
 
     return build_panel(frames)
 
 
 @pytest.fixture(scope="module")
 def trained(panel):
-    from stockops.risk_model import RiskModelConfig, fraction_split, train_risk
+    from stockops.model.risk_model import RiskModelConfig, fraction_split, train_risk
 
     return train_risk(panel, fraction_split(panel), RiskModelConfig(**SMALL))
 
@@ -48,7 +49,7 @@ def test_levels_are_the_scoring_levels():
 
 
 def test_date_split_purges_one_window_between_parts(panel):
-    from stockops.risk_model import DateSplit, sample_dates
+    from stockops.model.risk_model import DateSplit, sample_dates
 
     window = 20
     split = DateSplit(val_start=np.datetime64("2009-01-02"), test_start=np.datetime64("2010-01-04"))
@@ -121,7 +122,7 @@ def test_registered_model_loads_and_serves_without_stockops(trained, frames, tmp
     import mlflow
 
     from stockops import registry
-    from stockops.processes import free_port
+    from stockops.core.processes import free_port
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -143,8 +144,8 @@ def test_registered_model_loads_and_serves_without_stockops(trained, frames, tmp
         assert "stockops" not in sys.modules
         model = mlflow.pyfunc.load_model("models:/risk_test@champion")
         out = model.predict(pd.read_json(sys.stdin, orient="split"))
-        import stockops.forecaster
-        print(json.dumps({"out": out.to_dict(orient="list"), "code": stockops.forecaster.__file__,
+        import stockops.model.portable.forecaster
+        print(json.dumps({"out": out.to_dict(orient="list"), "code": stockops.model.portable.forecaster.__file__,
                           "outputs": [c.name for c in model.metadata.get_output_schema().inputs]}))
     """)
     done = subprocess.run([sys.executable, "-c", script], input=example.to_json(orient="split"), env=env, cwd=tmp_path,

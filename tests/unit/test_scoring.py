@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stockops.scoring import (
+from stockops.model.scoring import (
     LEVELS,
     RiskForecast,
     coverage,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from stockops.processes import free_port
+from stockops.core.processes import free_port
 
 
 def test_a_corrupt_state_file_names_itself_and_the_way_out(settings):
@@ -55,7 +55,7 @@ def test_children_that_outlive_a_killed_parent_in_sessions_of_their_own_are_stil
     import signal
     import time
 
-    from stockops.processes import pid_alive
+    from stockops.core.processes import pid_alive
     from stockops.serving import runtime, state
 
     code = ("import subprocess, sys, time\n"
@@ -95,7 +95,7 @@ def test_the_deploy_lock_is_free_or_busy_without_waiting(settings):
     from stockops.serving import state
 
     with state.deploy_lock(settings):
-        code = ("from stockops.config import get_settings; from stockops.serving import state\n"
+        code = ("from stockops.core.settings import get_settings; from stockops.serving import state\n"
                 "with state.try_deploy_lock(get_settings()) as free: print(free)")
         busy = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert busy.stdout.strip() == "False", busy.stderr[-2000:]
@@ -116,7 +116,7 @@ def test_a_change_survives_its_trip_through_an_agent_request():
                                              ("[::1]:3000", "::1"), ("evil.example:3000", "evil.example"),
                                              ("::1", "::1")])
 def test_the_proxy_reads_the_host_part_of_a_host_header(header, host):
-    from stockops.proxy import host_name
+    from stockops.serving.proxy import host_name
 
     assert host_name(header) == host
 
@@ -179,11 +179,11 @@ def test_the_health_endpoint_tells_nothing_deployed_from_a_dead_bento(settings, 
     """The real proxy process: 200 before any deploy, 503 naming the problem when the bento is gone."""
     import time
 
-    from stockops.processes import http_json, stop_pid_tree, wait_until
+    from stockops.core.processes import http_json, stop_pid_tree, wait_until
 
     port, dead = free_port(), free_port()
     state_file = tmp_path / "current.json"
-    proc = subprocess.Popen([sys.executable, "-m", "stockops.proxy", "--state", str(state_file), "--port", str(port)])
+    proc = subprocess.Popen([sys.executable, "-m", "stockops.serving.proxy", "--state", str(state_file), "--port", str(port)])
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: http_json(f"{url}/-/stockops/upstream", timeout=2)[0] == 200, timeout=30, interval=0.1)
@@ -206,7 +206,7 @@ def test_a_lock_wait_times_out_naming_the_holder_and_what_it_does(settings):
 
     from stockops.serving import state
 
-    code = ("import sys, time; from stockops.config import get_settings; from stockops.serving import state\n"
+    code = ("import sys, time; from stockops.core.settings import get_settings; from stockops.serving import state\n"
             "with state.deploy_lock(get_settings(), what='a hung heal'):\n"
             "    print('HELD', flush=True); time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -234,7 +234,7 @@ async def _proxy_before(upstream_app, tmp_path, **options):
     """A fake upstream and the real proxy app routed to it, both on loopback; returns (runners, proxy port, budget)."""
     from aiohttp import web
 
-    from stockops.proxy import BODY_BUDGET, make_app
+    from stockops.serving.proxy import BODY_BUDGET, make_app
 
     runners, ports = [], []
     upstream_runner = web.AppRunner(upstream_app)
@@ -295,7 +295,7 @@ def test_the_proxy_bounds_the_request_bodies_it_buffers(tmp_path):
 
     from aiohttp.test_utils import make_mocked_request
 
-    from stockops.proxy import MAX_BODY_BYTES, BodyBudget, BodyRefused
+    from stockops.serving.proxy import MAX_BODY_BYTES, BodyBudget, BodyRefused
 
     body = b"x" * 600_000
 
@@ -365,7 +365,7 @@ def test_the_proxy_refuses_more_than_one_host_header(tmp_path):
     from aiohttp.test_utils import make_mocked_request
     from multidict import CIMultiDict
 
-    from stockops.proxy import make_app
+    from stockops.serving.proxy import make_app
 
     async def drill():
         runners, port, _ = await _proxy_before(_echo_length_app(), tmp_path)

@@ -11,7 +11,7 @@ import pytest
 import yfinance
 
 import stockops.data.store as store_module
-from stockops.config import get_settings
+from stockops.core.settings import get_settings
 from stockops.data.sources import (
     COLUMNS,
     CsvSource,

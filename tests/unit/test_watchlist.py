@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 import yfinance
 
-from stockops import audit, ingest
-from stockops.config import get_settings
+from stockops import ingest
 from stockops.contracts import IngestRequest, IngestStatus
-from stockops.data import calendar, decisions
+from stockops.core import audit
+from stockops.core.settings import get_settings
+from stockops.data import calendar, decisions, store_for
 from stockops.data.sources import shipped_series
-from stockops.validation import judged_rows, prune_results
+from stockops.data.validation import judged_rows, prune_results
 from tests.unit.test_sources_and_store import FakeDownload, _download_shape
 
 # ---- the calendar --------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def test_yfinance_plan_lands_the_batch_and_a_missing_ticker_is_fetched_alone(set
     assert len(fake.calls) == 2 and fake.calls[1][0][0] == "MSFT", "only the missing ticker is fetched again"
     current = get_settings()
     for ticker, frame in (("GOOG", rows), ("KO", ko), ("MSFT", msft)):
-        raw = ingest.store_for(current, ticker).read_raw(fetched[ticker].raw_path)
+        raw = store_for(current, ticker).read_raw(fetched[ticker].raw_path)
         pd.testing.assert_frame_equal(raw, frame)
 
 
@@ -175,7 +176,7 @@ def test_a_day_is_settled_once_every_ticker_has_an_outcome_and_new_only_for_a_ne
     """What stock_ingest's ``settled`` task waits on: published, quarantined, held or rejected (a later day's
     outcome too) settles a ticker; a ticker with no outcome for the day is pending; a snapshot published before
     the run began (a re-run of the day) is not new."""
-    from stockops.ingest import store_for
+    from stockops.data import store_for
 
     day, tickers = "2026-11-20", ["GOOG", "KO", "PG", "JNJ", "MSFT"]
     start = "2026-12-01T00:00:00+00:00"

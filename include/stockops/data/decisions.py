@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from stockops import audit
-from stockops.config import Settings
+from stockops.core import audit
+from stockops.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from stockops.config import SHIPPED_PRICES, Settings
+from stockops.core.settings import SHIPPED_PRICES, Settings
 from stockops.data.calendar import sessions_between
 
 log = logging.getLogger(__name__)

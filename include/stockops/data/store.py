@@ -36,9 +36,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow
 
-from stockops import audit
-from stockops.audit import CorruptState
 from stockops.contracts import SnapshotEntry
+from stockops.core import audit
+from stockops.core.audit import CorruptState
 
 log = logging.getLogger(__name__)
 
@@ -270,3 +270,4 @@ class SnapshotStore:
 
 def _iso(value: object) -> str:
     return pd.Timestamp(value).date().isoformat()
+

@@ -41,10 +41,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stockops import audit, registry
-from stockops.config import Settings, get_settings
+from stockops import registry
 from stockops.contracts import MonitorDecision, Scored, ShadowScored
-from stockops.prediction_log import request_counts as prediction_log_counts
+from stockops.core import audit
+from stockops.core.settings import Settings, get_settings
+from stockops.model.drift_features import FEATURES, current_features
+from stockops.model.portable.prediction_log import request_counts as prediction_log_counts
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,50 +55,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # The stock_monitor DAG file imports this module: numpy and pandas are imported inside the functions.
 
-FEATURES = ("log_return", "abs_return", "volatility_20d", "range_pct", "volume_ratio")
 REFERENCE_ARTIFACT = "monitoring/reference_features.parquet"
 TRAINING_DAG_ID = "stock_train"
 PROPOSAL_DAG_ID = "stock_rollback_proposal"
 MIN_REFERENCE_ROWS = 60  # training-window days a ticker needs for its drift to be tested
-
-
-# ---- features ------------------------------------------------------------------------------
-def monitor_features(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per trading day: the model's input signal and its context, each from data up to that day.
-
-    ``log_return`` and ``abs_return`` are what the LSTM's windows are made of; ``volatility_20d``
-    (20-day std of log returns), ``range_pct`` ((high - low) / close) and ``volume_ratio`` (log of
-    volume over its 50-day mean) describe the regime. All are scale-free, so a stock that simply
-    rose is not "drift". Days before the rolling windows fill are dropped.
-    """
-    import numpy as np
-    import pandas as pd
-
-    log_return = np.log(frame["Close"].astype("float64")).diff()
-    volume = frame["Volume"].astype("float64")
-    features = pd.DataFrame({
-        "Date": pd.to_datetime(frame["Date"]),
-        "log_return": log_return,
-        "abs_return": log_return.abs(),
-        "volatility_20d": log_return.rolling(20).std(),
-        "range_pct": (frame["High"] - frame["Low"]) / frame["Close"],
-        "volume_ratio": np.log(volume / volume.rolling(50).mean()),
-    })
-    return features.replace([np.inf, -np.inf], np.nan).dropna().reset_index(drop=True)
-
-
-def reference_features(frame: pd.DataFrame, last_training_index: int) -> pd.DataFrame:
-    """The features of the days a model was trained on: rows ``0..last_training_index`` of ``frame``."""
-    return monitor_features(frame.iloc[: last_training_index + 1])
-
-
-def current_features(frame: pd.DataFrame, days: int) -> pd.DataFrame:
-    """The features of the last ``days`` trading days of ``frame``."""
-    features = monitor_features(frame)
-    if len(features) < days:
-        raise ValueError(f"the snapshot has {len(features)} days with complete features, fewer than the "
-                         f"{days} the monitor compares (STOCKOPS_MONITOR_CURRENT_DAYS)")
-    return features.iloc[-days:].reset_index(drop=True)
 
 
 # ---- data drift ------------------------------------------------------------------------------
@@ -209,7 +171,7 @@ def next_session(day: str) -> str:
 
 def market_series(settings: Settings) -> pd.Series | None:
     """The market reference's closes by date (its latest published snapshot), or None without one."""
-    from stockops.ingest import store_for
+    from stockops.data import store_for
 
     if not settings.market:
         return None
@@ -235,7 +197,7 @@ def forecast_records(model, snapshots: dict[str, tuple[Any, pd.DataFrame]], mark
     """
     import pandas as pd
 
-    from stockops.forecaster import OUTPUT_COLUMNS
+    from stockops.model.portable.forecaster import OUTPUT_COLUMNS
 
     need = model.calibration.history
     skipped = {t: f"{len(frame)} published days, the model needs {need}" for t, (_, frame) in snapshots.items()
@@ -287,7 +249,7 @@ def score_watchlist(dag_run_id: str = "") -> Scored:
     so no client can put a forecast, a day or a close into these records: live error is measured
     on them.
     """
-    from stockops.ingest import store_for
+    from stockops.data import store_for
 
     settings = get_settings()
     registry.setup(settings)
@@ -328,7 +290,7 @@ def _score_previous(settings: Settings, champion: str, snapshots: dict, market, 
     A previous version that cannot be loaded any more (deleted, an older model format) is logged and
     skipped: the champion's own scoring never depends on it.
     """
-    from stockops.changes import previous_champion
+    from stockops.registry.changes import previous_champion
 
     previous = previous_champion(settings, champion)
     if previous is None or str(previous) == str(champion):
@@ -363,7 +325,7 @@ def traffic_requests(prediction_log: Path, version: str) -> int:
     """How many requests the endpoint logged for ``version``: traffic only, as any client can write anything there.
 
     The log rotates at its size cap: the files rotated out are counted in its summary
-    (:mod:`stockops.prediction_log`), so this reads at most two capped files and a small JSON.
+    (:mod:`stockops.model.portable.prediction_log`), so this reads at most two capped files and a small JSON.
     """
     return prediction_log_counts(prediction_log)[str(version)]
 
@@ -377,7 +339,7 @@ def replay_forecasts(model_uri: str, frame: pd.DataFrame, market: np.ndarray | N
     import numpy as np
     import pandas as pd
 
-    from stockops.forecaster import LEVELS, WARMUP, feature_matrix, windows
+    from stockops.model.portable.forecaster import LEVELS, WARMUP, feature_matrix, windows
 
     model = registry.load_forecaster(model_uri)
     window = model.calibration.window
@@ -401,8 +363,8 @@ def live_error(frame: pd.DataFrame, days: int, own: pd.DataFrame, min_own_days: 
     import numpy as np
     import pandas as pd
 
-    from stockops.evaluation import forecast_metrics
-    from stockops.scoring import coverage
+    from stockops.model.evaluation import forecast_metrics
+    from stockops.model.scoring import coverage
 
     dates = pd.to_datetime(frame["Date"]).dt.strftime("%Y-%m-%d").to_numpy()
     realized = pd.Series(frame["Close"].to_numpy(dtype="float64"), index=dates)
@@ -520,7 +482,7 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
 
     ``dry_run`` (``make demo``) reports what would happen but never counts as a trigger.
     """
-    from stockops.ingest import store_for
+    from stockops.data import store_for
     settings = get_settings()
     started = datetime.now(UTC)
     registry.setup(settings)
@@ -595,7 +557,7 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
 
 def latest_frames(settings: Settings, skip: tuple[str, ...] = ()) -> dict[str, pd.DataFrame]:
     """Every watchlist ticker's latest published snapshot (hash-checked on load); a ticker without one is left out."""
-    from stockops.ingest import store_for
+    from stockops.data import store_for
 
     frames = {}
     for ticker in settings.tickers:
@@ -626,8 +588,8 @@ def live_scorecard(settings: Settings, version: str, frames: dict[str, pd.DataFr
 def previous_comparison(settings: Settings, version: str, frames: dict[str, pd.DataFrame],
                         records: list[dict]) -> dict[str, Any] | None:
     """Champion ``version`` against the champion before it, on the days both forecast (None without one)."""
-    from stockops.changes import previous_champion
     from stockops.monitoring.scorecard import compare_versions
+    from stockops.registry.changes import previous_champion
 
     previous = previous_champion(settings, version)
     if previous is None or str(previous) == str(version):
@@ -775,21 +737,6 @@ def prune_reports(monitoring_dir: Path, keep: int, keep_days: float, now: dateti
     for folder in doomed:
         shutil.rmtree(folder, ignore_errors=True)
     return doomed
-
-
-# ---- Airflow glue ------------------------------------------------------------------------------
-def monitor_task(dag_run_id: str = "") -> MonitorDecision:
-    """``stock_monitor``'s check: counts queued/running training runs through the Task SDK, then decides.
-
-    Returns what later tasks need; the whole decision is in the decision log and ``decision_path``.
-    """
-    from airflow.sdk import get_current_context
-
-    ti = get_current_context()["ti"]
-    active = ti.get_dr_count(dag_id=TRAINING_DAG_ID, states=["queued", "running"])
-    proposals = ti.get_dr_count(dag_id=PROPOSAL_DAG_ID, states=["queued", "running"])
-    return MonitorDecision.from_record(run_monitor(active_training_runs=active, dag_run_id=dag_run_id,
-                                                   active_proposals=proposals))
 
 
 def should_retrain(decision: MonitorDecision) -> bool:

@@ -9,9 +9,9 @@ the last ``monitor_current_days`` trading days of each ticker's snapshot, per ti
 * 95 % and 99 % VaR breach rates (returns below q05 / q01) with Kupiec's POF test p-value
   (pooled over ticker-days: the cross-section makes it somewhat liberal on a market-wide shock);
 * QLIKE (of the recorded variance) and pinball loss (of all recorded quantiles), percent units as in
-  :mod:`stockops.scoring`, of the champion and of HARX-GKO on the same (ticker, day) pairs.
+  :mod:`stockops.model.scoring`, of the champion and of HARX-GKO on the same (ticker, day) pairs.
 
-HARX-GKO (:func:`stockops.baselines.log_har`) is refit once per ticker per check, on that ticker's
+HARX-GKO (:func:`stockops.model.baselines.log_har`) is refit once per ticker per check, on that ticker's
 snapshot days strictly before the first day of the window, then run with those parameters over
 the window (each day's forecast uses the days before it only) — the same fixed-parameter walk the
 training gate scores it with; a ticker with fewer than ``MIN_TRAIN_DAYS`` days before its window
@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stockops.baselines import MIN_TRAIN_DAYS, log_har
-from stockops.risk_inputs import daily_inputs
-from stockops.scoring import LEVELS, coverage, date_average, diebold_mariano, kupiec, pinball, qlike
+from stockops.model.baselines import MIN_TRAIN_DAYS, log_har
+from stockops.model.portable.risk_inputs import daily_inputs
+from stockops.model.scoring import LEVELS, coverage, date_average, diebold_mariano, kupiec, pinball, qlike
 
 BENCHMARK = "harx_gko"
 QUANTILES = tuple(f"q{round(level * 100):02d}" for level in LEVELS)

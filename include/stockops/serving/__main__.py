@@ -9,7 +9,7 @@ import sys
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from stockops.config import get_settings
+from stockops.core.settings import get_settings
 
 
 def _logging(settings, name: str) -> None:

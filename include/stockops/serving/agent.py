@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import replace
 
-from stockops.config import Settings
+from stockops.core.settings import Settings
 from stockops.serving import runtime, state
 from stockops.serving.deploy import Change, DeployError, LocalDeployer, _record_deploy, deploys, reconcile
 

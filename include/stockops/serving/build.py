@@ -2,7 +2,7 @@
 
 MLflow version (a pyfunc risk forecaster) -> for the LSTM, its network's compiled TF SavedModel;
         for either kind, what it fitted (``forecaster.json``, which names the kind) + the preprocessing
-        code it needs (``stockops/forecaster.py``, ``risk_inputs.py``) -> BentoML model store -> ``bentoml build``
+        code it needs (``stockops/model/portable/forecaster.py``, ``risk_inputs.py``) -> BentoML model store -> ``bentoml build``
         of ``bento/service.py`` whose tag and labels carry the registry version, the MLflow run
         id and the snapshot hash. The BentoML part runs in a child process with ``BENTOML_HOME``
         under the stockops home (BentoML fixes its home per process).
@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from stockops import registry
-from stockops.config import REPO_ROOT, Settings
+from stockops.core.settings import REPO_ROOT, Settings
+from stockops.model import portable
 from stockops.serving import runtime
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ BUILD_FIELDS = ("mlflow_run_id", "snapshot_hash", "window", "history")  # of the
 
 
 def _build_bento(settings: Settings, mv) -> dict:
-    from stockops.forecaster import Forecaster
+    from stockops.model.portable.forecaster import Forecaster
 
     model_name, version = mv.name, mv.version
     run = registry.get_run(mv.run_id)
@@ -108,11 +109,6 @@ def _build_bento(settings: Settings, mv) -> dict:
             "model_kind": metadata["model_kind"]}
 
 
-# What a bento needs of stockops to turn raw OHLCV into the network's input and to keep its prediction log,
-# copied into its model (``code/stockops/``): a bento served outside this project's environment imports it from there.
-SERVED_CODE = ("forecaster.py", "risk_inputs.py", "prediction_log.py")
-
-
 def pack(staging: Path) -> dict:
     """In a child process with BENTOML_HOME set: model store entry + ``bentoml build``."""
     import bentoml
@@ -129,12 +125,7 @@ def pack(staging: Path) -> dict:
             if (staging / "saved_model").exists():  # the LSTM's graph; a baseline has none
                 shutil.copytree(staging / "saved_model", model.path_of("saved_model"))
             shutil.copy2(staging / "forecaster.json", model.path_of("forecaster.json"))
-            code = Path(model.path_of("code")) / "stockops"
-            code.mkdir(parents=True)
-            (code / "__init__.py").write_text("")
-            package = Path(__file__).resolve().parents[1]  # include/stockops
-            for name in SERVED_CODE:
-                shutil.copy2(package / name, code / name)
+            portable.copy_to(Path(model.path_of("code")))
     bento_tag = f"{metadata['ticker'].lower()}_forecast:{version}"
     try:
         bento = bentoml.bentos.get(bento_tag)

@@ -47,9 +47,10 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, TypeGuard
 
-from stockops import audit, registry
-from stockops.config import Settings
-from stockops.processes import free_port, http_json, wait_until
+from stockops import registry
+from stockops.core import audit
+from stockops.core.processes import free_port, http_json, wait_until
+from stockops.core.settings import Settings
 from stockops.serving import runtime, state
 from stockops.serving.runtime import ServingError
 
@@ -347,7 +348,7 @@ def complete_interrupted(settings: Settings, champion: Any = _UNKNOWN) -> list[d
 def _alias_moved_by(settings: Settings, started: dict) -> bool:
     """Did the champion change to ``started``'s version at or after that attempt began (its audit entry, or the
     reconciliation written for it)?"""
-    from stockops.changes import history
+    from stockops.registry.changes import history
 
     return any(str(c.get("to_version")) == str(started.get("version")) and c.get("at", "") >= started.get("at", "")
                for c in history(settings))
@@ -356,7 +357,7 @@ def _alias_moved_by(settings: Settings, started: dict) -> bool:
 # ---- the champion alias and its audit entry ---------------------------------------------------------
 def move_champion(settings: Settings, change: Change) -> dict:
     """Move ``@champion`` to ``change.version`` and append the change to the audit log."""
-    from stockops.changes import record_change
+    from stockops.registry.changes import record_change
 
     registry.setup(settings)
     before = registry.champion_version(settings)
@@ -370,7 +371,7 @@ def move_champion(settings: Settings, change: Change) -> dict:
 def _reconcile_records(settings: Settings, champion: Any = _UNKNOWN) -> dict | None:
     """Append a ``reconciliation`` entry when the audit log's last change does not name ``@champion``
     (``champion``: the registry's, when the caller has just read it)."""
-    from stockops.changes import history, record_change
+    from stockops.registry.changes import history, record_change
 
     if champion is _UNKNOWN:
         registry.setup(settings)
@@ -475,7 +476,7 @@ def _bento_for(settings: Settings, version: str) -> dict:
 def verify(settings: Settings, version: str, timeout: float = 30) -> dict:
     """The invariant, checked: the stable address serves ``version``, which is ``@champion`` and the audit
     log's last change. Raises ServingError (the task turns red) if it does not hold within ``timeout``."""
-    from stockops.changes import history
+    from stockops.registry.changes import history
 
     seen: dict = {}
 
@@ -501,7 +502,7 @@ def verify(settings: Settings, version: str, timeout: float = 30) -> dict:
 
 def _undone(settings: Settings, version: str) -> str:
     """Why ``version`` is not the champion any more, when a later change replaced it (a rollback racing it)."""
-    from stockops.changes import describe, history
+    from stockops.registry.changes import describe, history
 
     changes = history(settings)
     made = [i for i, c in enumerate(changes) if str(c.get("to_version")) == str(version)]
@@ -517,14 +518,14 @@ def _undone(settings: Settings, version: str) -> str:
 # ---- the smoke request ------------------------------------------------------------------------------
 def history_rows(window: int | None) -> int:
     """Rows the model of ``window`` needs (window + the features' warm-up)."""
-    from stockops.forecaster import WARMUP
+    from stockops.model.portable.forecaster import WARMUP
 
     return (window or 100) + WARMUP  # no window given: enough days for any usual one
 
 
 def synthetic_smoke_body(history: int) -> dict:
     """A smoke request on a synthetic OHLCV series (the bento's health, without any snapshot)."""
-    from stockops.forecaster import synthetic_ohlcv
+    from stockops.model.portable.forecaster import synthetic_ohlcv
     from stockops.serving.requests import request_body
 
     return request_body(synthetic_ohlcv(2 * history))
@@ -533,8 +534,8 @@ def synthetic_smoke_body(history: int) -> dict:
 def smoke_body(settings: Settings, history: int) -> dict:
     """A real request: the model ticker's latest snapshot, its last ``2 * history`` rows, with the market
     reference's closes when it has a snapshot; a synthetic OHLCV series in a home without data."""
-    from stockops.forecaster import synthetic_ohlcv
-    from stockops.ingest import store_for
+    from stockops.data import store_for
+    from stockops.model.portable.forecaster import synthetic_ohlcv
     from stockops.serving.requests import market_frame, request_body
 
     store = store_for(settings)

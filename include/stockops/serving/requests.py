@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stockops.config import Settings
+from stockops.core.settings import Settings
 
 
 def request_body(frame, market=None, as_of=None, rows: int | None = None) -> dict:
@@ -43,7 +43,7 @@ def request_body(frame, market=None, as_of=None, rows: int | None = None) -> dic
 
 def market_frame(settings: Settings):
     """The market reference's latest published snapshot (``settings.market``, QQQ), or None."""
-    from stockops.ingest import store_for
+    from stockops.data import store_for
 
     if not settings.market:
         return None

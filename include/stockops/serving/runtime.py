@@ -14,8 +14,8 @@ import sys
 import uuid
 from datetime import UTC, datetime
 
-from stockops.config import Settings
-from stockops.processes import PROCESS_TOKEN, http_json, port_in_use, stop_pid_tree, venv_bin, wait_until
+from stockops.core.processes import PROCESS_TOKEN, http_json, port_in_use, stop_pid_tree, venv_bin, wait_until
+from stockops.core.settings import Settings
 from stockops.serving import state
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class ServingError(RuntimeError):
 
 def environment(settings: Settings) -> dict[str, str]:
     """Environment for every serving process: stores and logs under the home, telemetry off."""
-    from stockops.config import quiet_environment
+    from stockops.core.settings import quiet_environment
 
     return {**os.environ, **quiet_environment(),
             "BENTOML_HOME": str(settings.bentoml_home), "STOCKOPS_HOME": str(settings.home),
@@ -135,7 +135,7 @@ def proxy_on_port(settings: Settings) -> dict:
         cmdline = proc.cmdline()
     except psutil.Error:
         return {}
-    if "stockops.proxy" not in cmdline or str(settings.serving_state) not in cmdline:
+    if "stockops.serving.proxy" not in cmdline or str(settings.serving_state) not in cmdline:
         return {}  # another program, or the proxy of another home
     return {"pid": pid, "create_time": proc.create_time(), "url": settings.serve_url, "port": settings.serve_port,
             "started_at": state.now(), "rebuilt": True, **state.home_fields(settings)}
@@ -158,7 +158,7 @@ def ensure_proxy(settings: Settings) -> dict:
         raise ServingError(f"{url} is taken by a process that is not the stockops proxy: free the port or set "
                            "STOCKOPS_SERVE_PORT")
     settings.serving_dir.mkdir(parents=True, exist_ok=True)
-    proc, owned = _spawn(settings, [sys.executable, "-m", "stockops.proxy", "--state", str(settings.serving_state),
+    proc, owned = _spawn(settings, [sys.executable, "-m", "stockops.serving.proxy", "--state", str(settings.serving_state),
                                     "--host", settings.serve_host, "--port", str(settings.serve_port),
                                     "--log", str(state.logs_dir(settings) / "proxy.log"),
                                     "--max-log-bytes", str(settings.log_max_bytes)], "proxy.out", "proxy")
@@ -249,7 +249,7 @@ def _age(record: dict) -> float:
 def _start_supervisor(settings: Settings, cause: str | None, old: dict) -> dict:
     import time
 
-    from stockops import audit
+    from stockops.core import audit
 
     detected = state.now()
     proc, owned = _spawn(settings, [sys.executable, "-m", "stockops.serving", "supervise"], "supervisor.out",

@@ -37,8 +37,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stockops.audit import CorruptState
-from stockops.config import Settings
+from stockops.core.audit import CorruptState
+from stockops.core.settings import Settings
 
 
 def now() -> str:
@@ -159,7 +159,7 @@ def _create_time(pid: int) -> float | None:
 
 def pid_matches(record: dict) -> bool:
     """Is the process of ``record`` alive and the same one (not a reused pid)?"""
-    from stockops.processes import pid_alive
+    from stockops.core.processes import pid_alive
 
     pid = record.get("pid")
     if pid is None or not pid_alive(pid):
@@ -187,7 +187,7 @@ def owned(settings: Settings) -> list[dict]:
 
 def running(record: dict, tokens: dict[str, list[int]] | None = None) -> bool:
     """Is anything of ``record`` still running: its process, or a child that outlived it (its token)?"""
-    from stockops.processes import tokens_alive
+    from stockops.core.processes import tokens_alive
 
     if pid_matches(record):
         return True
@@ -199,7 +199,7 @@ def own(settings: Settings, pid: int, role: str, **fields: object) -> dict:
     """Record that the serving side started ``pid`` (call right after the start). The record names this
     home and the process that started it (``starter``): while the starter runs and the start is young,
     the process is being started, not orphaned (:func:`orphans`)."""
-    from stockops.processes import tokens_alive
+    from stockops.core.processes import tokens_alive
 
     record = {"pid": pid, "create_time": _create_time(pid), "role": role, "started_at": now(),
               "started_ts": time.time(), "starter": os.getpid(), "starter_create_time": _create_time(os.getpid()),
@@ -212,7 +212,7 @@ def own(settings: Settings, pid: int, role: str, **fields: object) -> dict:
 
 
 def disown(settings: Settings, pids: set[int]) -> None:
-    from stockops.processes import tokens_alive
+    from stockops.core.processes import tokens_alive
 
     with _processes_lock(settings):
         tokens = tokens_alive()
@@ -227,7 +227,7 @@ def orphans(settings: Settings) -> list[dict]:
     None while any record is unreadable (a process it names would look orphaned: never stop a healthy
     server for a corrupt file), and none still being started by a live starter (a spare the supervisor's
     own thread started a moment ago, a deploy's new bento before its switch)."""
-    from stockops.processes import tokens_alive
+    from stockops.core.processes import tokens_alive
 
     if unreadable(settings):
         return []

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 from stockops import registry
-from stockops.config import Settings, get_settings
 from stockops.contracts import (
     BASELINE,
     Bento,
@@ -22,6 +21,7 @@ from stockops.contracts import (
     ServingHealth,
     Verified,
 )
+from stockops.core.settings import Settings, get_settings
 from stockops.serving import runtime, state
 from stockops.serving.agent import AgentDeployer
 from stockops.serving.build import build_bento
@@ -119,7 +119,7 @@ def verify_candidate(deployed: Deployed) -> Verified:
 def check_serving() -> ServingHealth:
     """``stock_monitor``'s health step: red when the endpoint serves nothing it should, or an outage the
     supervisor could not heal is open; green (with a note) where this home serves nothing yet."""
-    from stockops.processes import http_json
+    from stockops.core.processes import http_json
     from stockops.serving.supervisor import incidents
 
     settings = get_settings()

@@ -50,8 +50,8 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from stockops import audit
-from stockops.config import Settings
+from stockops.core import audit
+from stockops.core.settings import Settings
 from stockops.serving import runtime, state
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class Supervisor:
     def _rebuild_processes(self) -> None:
         import psutil
 
-        from stockops.processes import PROCESS_TOKEN
+        from stockops.core.processes import PROCESS_TOKEN
 
         served = state.current_or_empty(self.settings)
         named = [({**served, "role": "bento"}, served), *(({**s, "role": "bento"}, served)
@@ -274,7 +274,7 @@ class Supervisor:
             self.spare_thread.start()
 
     def _start_spare(self, served: dict) -> None:
-        from stockops.processes import free_port, wait_until
+        from stockops.core.processes import free_port, wait_until
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -302,8 +302,8 @@ class Supervisor:
     def _repair_pointers(self) -> None:
         """Read each watchlist ticker's ``latest.json`` (and the market reference's): an unreadable one is set
         aside and rebuilt from its manifest there (``SnapshotStore.latest``), before a /forecast or a heal needs it."""
-        from stockops.audit import CorruptState
-        from stockops.ingest import store_for
+        from stockops.core.audit import CorruptState
+        from stockops.data import store_for
 
         for ticker in dict.fromkeys([*self.settings.tickers, *([self.settings.market] if self.settings.market else [])]):
             try:

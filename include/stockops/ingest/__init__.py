@@ -16,9 +16,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from stockops.config import Settings, get_settings
 from stockops.contracts import (
     ContractError,
     Fetched,
@@ -32,9 +31,8 @@ from stockops.contracts import (
     Validated,
     WatchlistOutcome,
 )
-
-if TYPE_CHECKING:
-    from stockops.data.store import SnapshotStore
+from stockops.core.settings import Settings, get_settings
+from stockops.data import store_for
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +43,6 @@ log = logging.getLogger(__name__)
 PUBLISHED, QUARANTINED, HELD, REJECTED = (IngestStatus.PUBLISHED, IngestStatus.QUARANTINED, IngestStatus.HELD,
                                           IngestStatus.REJECTED)
 UNREADABLE = IngestStatus.UNREADABLE  # the status file itself is corrupt (see read_status)
-
-
-def store_for(settings: Settings, ticker: str | None = None) -> SnapshotStore:
-    from stockops.data.store import SnapshotStore
-
-    ticker = ticker or settings.ticker
-    return SnapshotStore(settings.ticker_data_dir(ticker), ticker)
 
 
 def _day(logical_date: Any) -> str:
@@ -242,14 +233,14 @@ def fetch_prices(request: IngestRequest) -> Fetched:
 def validate_raw(fetched: Fetched, dag_run_id: str = "") -> Validated:
     """Run the GX gate on a landed raw file against the ticker's published snapshot.
 
-    Bad data is quarantined and raises :class:`stockops.validation.DataValidationError` naming
+    Bad data is quarantined and raises :class:`stockops.data.validation.DataValidationError` naming
     every failed expectation and the offending dates; what was published stays untouched. An
     extreme move that only a person can judge comes back ``held_for_review``, with its evidence.
     """
     from stockops.data import decisions
     from stockops.data.sources import to_date
     from stockops.data.store import atomic_write_json, content_hash
-    from stockops.validation import DataValidationError, validate_prices
+    from stockops.data.validation import DataValidationError, validate_prices
 
     settings = get_settings()
     ticker, day = fetched.ticker, fetched.logical_date
@@ -265,7 +256,7 @@ def validate_raw(fetched: Fetched, dag_run_id: str = "") -> Validated:
     atomic_write_json(result_path, {"hash": digest, **fetched.to_xcom(), **report.to_dict()})
     log.info("%s validation result: %s; Great Expectations Data Docs: %s", ticker, result_path, report.data_docs_path)
     if report.scope is not None and report.scope.mode == "restated":
-        from stockops import audit
+        from stockops.core import audit
 
         audit.record(settings.audit_log, "restatement", ticker=ticker, logical_date=day, hash=digest,
                      previous_hash=latest.hash if latest else None, validation=report.status,
@@ -388,7 +379,7 @@ def ingest_day(logical_date: str, ticker: str | None = None) -> Published | Vali
     """Fetch, validate and publish one ticker for one day in-process (what the DAG does, minus Airflow).
 
     Returns what was published, or the :class:`Validated` data ``held_for_review`` when a person
-    must decide first. Raises :class:`stockops.validation.DataValidationError` for bad data.
+    must decide first. Raises :class:`stockops.data.validation.DataValidationError` for bad data.
     """
     settings = get_settings()
     request = IngestRequest(ticker=ticker or settings.ticker, logical_date=_day(logical_date))
@@ -398,7 +389,7 @@ def ingest_day(logical_date: str, ticker: str | None = None) -> Published | Vali
 
 def ingest_watchlist(logical_date: str, tickers: str | list[str] = "") -> WatchlistOutcome:
     """The whole watchlist for one day in-process: one outcome per ticker, bad data of one never stops another."""
-    from stockops.validation import DataValidationError
+    from stockops.data.validation import DataValidationError
 
     published: list[Published] = []
     held: list[Validated] = []

@@ -24,8 +24,8 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOper
 from airflow.sdk import Asset, AssetAlias, BaseOperator, Param
 from airflow.sdk.exceptions import AirflowSkipException
 
-from stockops.changes import record_rollback_answer
-from stockops.config import (
+from stockops.contracts import IngestRequest, Published, Validated
+from stockops.core.settings import (
     DAY_ALIAS,
     DAY_ASSET_NAME,
     DAY_ASSET_URI,
@@ -34,8 +34,8 @@ from stockops.config import (
     prices_asset_name,
     prices_asset_uri,
 )
-from stockops.contracts import IngestRequest, Published, Validated
 from stockops.ingest import day_outcome, publish_validated, record_review, review_request
+from stockops.registry.changes import record_rollback_answer
 
 APPROVE, REJECT = "Approve", "Reject"
 
@@ -179,7 +179,7 @@ def resolve_proposal(proposal: dict[str, Any]) -> dict[str, Any]:
     """A proposal with the versions a person left empty filled in (from: the champion; to: the champion before it)
     and its evidence said to be by hand; refuses, before anyone is asked, when there is nothing to roll back to."""
     from stockops import registry
-    from stockops.changes import previous_champion
+    from stockops.registry.changes import previous_champion
 
     if proposal.get("from_version") and proposal.get("to_version"):
         return {**proposal, "evidence": proposal.get("evidence") or "proposed by hand (no evidence given)"}

@@ -1,4 +1,4 @@
-"""Point metrics of price forecasts (the monitor's live error); risk forecasts are scored in ``stockops.scoring``."""
+"""Point metrics of price forecasts (the monitor's live error); risk forecasts are scored in ``stockops.model.scoring``."""
 
 from __future__ import annotations
 

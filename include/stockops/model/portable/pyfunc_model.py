@@ -1,6 +1,6 @@
 """The ``mlflow.pyfunc`` face of the risk forecaster: what ``mlflow.pyfunc.load_model`` unpickles.
 
-Kept apart from :mod:`stockops.forecaster` so that serving and training import the forecaster
+Kept apart from :mod:`stockops.model.portable.forecaster` so that serving and training import the forecaster
 without MLflow (about 4 s of import at bento start-up).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import mlflow.pyfunc
 import pandas as pd
 
-from stockops.forecaster import load_forecaster
+from stockops.model.portable.forecaster import load_forecaster
 
 
 class RiskForecasterModel(mlflow.pyfunc.PythonModel):

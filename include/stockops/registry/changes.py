@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from stockops import audit, registry
-from stockops.config import Settings, get_settings
+from stockops import registry
 from stockops.contracts import BASELINE, FORCED
+from stockops.core import audit
+from stockops.core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 

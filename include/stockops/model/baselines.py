@@ -1,7 +1,7 @@
 """Classical risk baselines for the next day's log return, walked forward year by year.
 
 Every model has the signature ``model(inputs, train_end) -> RiskForecast``: ``inputs`` are the
-rows of :func:`stockops.risk_inputs.daily_inputs` (first row, which has no return, dropped) up to
+rows of :func:`stockops.model.portable.risk_inputs.daily_inputs` (first row, which has no return, dropped) up to
 the last day that may be used, parameters are fitted on targets before row ``train_end``, and the
 forecast covers target rows ``train_end .. len(inputs) - 1``, each made with the rows before it.
 Truncating ``inputs`` at the end of the test part is what keeps the future out.
@@ -21,9 +21,9 @@ import pandas as pd
 from arch import arch_model
 from scipy import stats
 
-from stockops.forecaster import HarxCalibration, HarxForecaster, HarxParams
-from stockops.risk_inputs import VARIANCE_FLOOR, daily_inputs, har_terms, negative_return_term
-from stockops.scoring import LEVELS, RiskForecast
+from stockops.model.portable.forecaster import HarxCalibration, HarxForecaster, HarxParams
+from stockops.model.portable.risk_inputs import VARIANCE_FLOOR, daily_inputs, har_terms, negative_return_term
+from stockops.model.scoring import LEVELS, RiskForecast
 
 MIN_TRAIN_DAYS = 300  # the 22-day HAR average plus about a year to fit on
 Model = Callable[[pd.DataFrame, int], RiskForecast]
@@ -159,7 +159,7 @@ def holdout(frame: pd.DataFrame, market_close: np.ndarray | pd.Series | None, fi
 
 def fit_harx(frames: dict[str, pd.DataFrame], first_target: np.datetime64) -> HarxForecaster:
     """HARX-GKO (:func:`log_har`'s default) fitted per ticker on the days before ``first_target``, as a servable
-    model (:class:`stockops.forecaster.HarxForecaster`), plus one pooled fit over every ticker's training rows
+    model (:class:`stockops.model.portable.forecaster.HarxForecaster`), plus one pooled fit over every ticker's training rows
     for series it was not fitted on. Its forecasts of the days from ``first_target`` on are :func:`holdout`'s
     ``harx_gko``. A ticker with fewer than :data:`MIN_TRAIN_DAYS` training days gets the pooled fit."""
     first = np.asarray(first_target).astype("datetime64[D]")

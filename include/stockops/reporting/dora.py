@@ -77,8 +77,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stockops.audit import read as read_jsonl
-from stockops.config import TICKER_PATTERN, Settings, get_settings
+from stockops.core.audit import read as read_jsonl
+from stockops.core.settings import TICKER_PATTERN, Settings, get_settings
 
 CHANGE_KINDS = ("promotion", "rollback")  # deploy kinds that change what the endpoint serves
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
@@ -426,7 +426,7 @@ def compute(deploys: list[dict], audit: list[dict], snapshots: list[dict], dag_r
 # ---- from the home -----------------------------------------------------------------------------
 def load_records(settings: Settings) -> dict[str, list[dict]]:
     """The record lists under ``settings.home``, as ``compute`` takes them (missing files: empty)."""
-    from stockops.ingest import store_for
+    from stockops.data import store_for
 
     audit = read_jsonl(settings.audit_log)
     return {"deploys": read_jsonl(settings.deploy_log), "audit": audit,
@@ -438,7 +438,7 @@ def load_records(settings: Settings) -> dict[str, list[dict]]:
 def manifest_tickers(settings: Settings, audit: list[dict]) -> list[str]:
     """Whose snapshot manifests the report reads: the watchlist, then any other symbol a gate entry lists a
     snapshot of (a ticker since dropped from the watchlist) whose manifest is under the home."""
-    from stockops.ingest import store_for
+    from stockops.data import store_for
 
     named = [t for e in audit if e.get("event") == "gate" and isinstance(e.get("snapshots"), dict)
              for t in e["snapshots"] if isinstance(t, str) and TICKER_PATTERN.match(t)]

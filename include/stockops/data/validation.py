@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stockops.config import Settings
+from stockops.core.settings import Settings
 from stockops.data.calendar import is_session, sessions_between
 from stockops.data.sources import COLUMNS, PRICE_COLUMNS
 from stockops.data.store import file_lock

@@ -1,7 +1,7 @@
 """Training the global LSTM risk forecaster on a watchlist panel (Keras 3 on TensorFlow).
 
 One network for every ticker, pooled: each sample is a window of scale-free daily features of one
-ticker (``stockops.forecaster.feature_matrix``) and its target is the ticker's next-day log
+ticker (``stockops.model.portable.forecaster.feature_matrix``) and its target is the ticker's next-day log
 return. The panel is split by **date**, the same boundaries for every ticker, with a purge of one
 window between parts, so no window holds a day of an earlier part. The loss is the Gaussian
 negative log-likelihood ``log h + (r - mu)^2 / h``, which for ``mu = 0`` is QLIKE, the
@@ -20,8 +20,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from stockops.forecaster import FEATURES, LEVELS, PCT, WARMUP, Calibration, Forecaster, build_network, feature_matrix
-from stockops.forecaster import windows as feature_windows
+from stockops.model.portable.forecaster import (
+    FEATURES,
+    LEVELS,
+    PCT,
+    WARMUP,
+    Calibration,
+    Forecaster,
+    build_network,
+    feature_matrix,
+)
+from stockops.model.portable.forecaster import windows as feature_windows
 
 
 @dataclass(frozen=True)

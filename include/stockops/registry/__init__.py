@@ -12,10 +12,11 @@ module must stay cheap (``tests/unit/test_imports.py`` checks it).
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stockops.config import Settings
+from stockops.core.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -185,22 +186,25 @@ def log_forecaster(folder: Path, example: DataFrame, name: str = "model") -> Any
     """Log a risk forecaster of either kind (what its ``save`` wrote in ``folder``) as an MLflow pyfunc model in the
     active run.
 
-    The ``stockops`` package travels with it (``code_paths``), so ``mlflow.pyfunc.load_model`` and
-    ``mlflow models serve`` work in an interpreter that never imported the project; the signature
+    The portable model core travels with it (``code_paths``: :mod:`stockops.model.portable`, nothing else), so
+    ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` work in an interpreter that never imported the project; the signature
     names every quantile output and the input example is real OHLCV.
     """
     import mlflow
     from mlflow.models import infer_signature
 
-    from stockops.forecaster import load_forecaster
-    from stockops.pyfunc_model import RiskForecasterModel
+    from stockops.model import portable
+    from stockops.model.portable.forecaster import load_forecaster
+    from stockops.model.portable.pyfunc_model import RiskForecasterModel
 
     # Volume stays int64, as exchanges and yfinance report it (MLflow will not cast a float column to it)
     output = load_forecaster(folder).predict_frame(example)
-    return mlflow.pyfunc.log_model(
-        name=name, python_model=RiskForecasterModel(), artifacts={"forecaster": str(folder)},
-        code_paths=[str(Path(__file__).resolve().parent)], signature=infer_signature(example, output),
-        input_example=example, pip_requirements=_pip_requirements())
+    with tempfile.TemporaryDirectory() as staging:
+        code = portable.copy_to(Path(staging)) / "stockops"
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=RiskForecasterModel(), artifacts={"forecaster": str(folder)},
+            code_paths=[str(code)], signature=infer_signature(example, output),
+            input_example=example, pip_requirements=_pip_requirements())
 
 
 def _pip_requirements() -> list[str]:
@@ -211,7 +215,7 @@ def _pip_requirements() -> list[str]:
 
 def load_forecaster(uri: str):
     """The forecaster inside a logged pyfunc risk model (for batched scoring): a
-    :class:`stockops.forecaster.Forecaster` (LSTM) or :class:`stockops.forecaster.HarxForecaster` (baseline)."""
+    :class:`stockops.model.portable.forecaster.Forecaster` (LSTM) or :class:`stockops.model.portable.forecaster.HarxForecaster` (baseline)."""
     import mlflow
 
     return mlflow.pyfunc.load_model(uri).unwrap_python_model().forecaster

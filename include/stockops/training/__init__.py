@@ -25,8 +25,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from stockops import audit, registry
-from stockops.config import Settings, get_settings
+from stockops import registry
 from stockops.contracts import (
     BASELINE,
     Baseline,
@@ -40,8 +39,9 @@ from stockops.contracts import (
     Snapshots,
     SnapshotSummary,
     Trained,
-    TrainingOutcome,
 )
+from stockops.core import audit
+from stockops.core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ HOLDOUT_FILE = "holdout-{model}.parquet"  # beside the features: each scored mod
 
 
 def _model_config(settings: Settings, epochs: int | None = None, window: int | None = None):
-    from stockops.risk_model import RiskModelConfig
+    from stockops.model.risk_model import RiskModelConfig
 
     base = RiskModelConfig(window=int(window or settings.train_window), epochs=int(epochs or settings.train_epochs))
     if settings.train_profile == "small":
@@ -88,7 +88,7 @@ def load_snapshots() -> Snapshots:
     ``summary`` sums them up (a hash over the tickers' hashes, the newest day) for the lineage
     tags that a single-series model used to carry; ``entries`` keeps every ticker's entry.
     """
-    from stockops.ingest import store_for
+    from stockops.data import store_for
 
     settings = get_settings()
     entries = {t: e for t in settings.tickers if (e := store_for(settings, t).latest()) is not None}
@@ -113,9 +113,9 @@ def prepare_features(snapshots: Snapshots, window: int | None = None) -> Feature
     """The tickers' OHLCV in one long table and the date split, saved for the training step."""
     import pandas as pd
 
-    from stockops.ingest import store_for
-    from stockops.monitoring import reference_features
-    from stockops.risk_model import build_panel, fraction_split
+    from stockops.data import store_for
+    from stockops.model.drift_features import reference_features
+    from stockops.model.risk_model import build_panel, fraction_split
 
     settings = get_settings()
     frames = {t: store_for(settings, t).load(e) for t, e in snapshots.entries.items()}
@@ -143,7 +143,7 @@ def _load_frames(features: Features):
     import numpy as np
     import pandas as pd
 
-    from stockops.risk_model import DateSplit
+    from stockops.model.risk_model import DateSplit
 
     table = pd.read_parquet(features.path)
     frames = {t: g.drop(columns="ticker").reset_index(drop=True) for t, g in table.groupby("ticker", sort=False)}
@@ -152,7 +152,7 @@ def _load_frames(features: Features):
 
 def _load_panel(features: Features):
     """Frames per ticker, the panel and the split that ``prepare_features`` saved."""
-    from stockops.risk_model import build_panel
+    from stockops.model.risk_model import build_panel
 
     frames, split = _load_frames(features)
     return frames, build_panel(frames, market=get_settings().market), split
@@ -167,8 +167,8 @@ def train_candidate(features: Features, epochs: int | None = None, reason: str |
     """
     import mlflow
 
-    from stockops.forecaster import OHLCV_INPUT
-    from stockops.risk_model import train_risk
+    from stockops.model.portable.forecaster import OHLCV_INPUT
+    from stockops.model.risk_model import train_risk
 
     settings = get_settings()
     experiment_id = registry.setup(settings)
@@ -237,9 +237,9 @@ def evaluate_models(trained: Trained) -> Evaluated:
     import mlflow
     import numpy as np
 
-    from stockops.forecaster import Forecaster
-    from stockops.risk_model import sample_dates, sample_returns, sample_windows
-    from stockops.scoring import RiskForecast, score_panel
+    from stockops.model.portable.forecaster import Forecaster
+    from stockops.model.risk_model import sample_dates, sample_returns, sample_windows
+    from stockops.model.scoring import RiskForecast, score_panel
 
     settings = get_settings()
     registry.setup(settings)
@@ -290,7 +290,7 @@ def _save_holdout(folder: Path, forecasts: dict, panel, test) -> None:
     import numpy as np
     import pandas as pd
 
-    from stockops.scoring import LEVELS
+    from stockops.model.scoring import LEVELS
 
     last_close = np.empty(len(test))
     for i, ticker in enumerate(panel.tickers):
@@ -332,8 +332,8 @@ def _champion_forecasts(settings: Settings, panel, test, forecasts: dict, risk) 
     """Re-score the champion on the candidate's holdout, when it is a risk forecaster whose window fits."""
     import numpy as np
 
-    from stockops.forecaster import WARMUP
-    from stockops.risk_model import sample_windows
+    from stockops.model.portable.forecaster import WARMUP
+    from stockops.model.risk_model import sample_windows
 
     champion = registry.champion_version(settings)
     if champion is None:
@@ -357,8 +357,8 @@ def _baseline_forecasts(frames: dict, panel, split, tickers, dates, market: str 
     """Every classical baseline, fitted per ticker on the days before the holdout, on the candidate's pairs."""
     import numpy as np
 
-    from stockops.baselines import BASELINES, holdout
-    from stockops.scoring import RiskForecast
+    from stockops.model.baselines import BASELINES, holdout
+    from stockops.model.scoring import RiskForecast
 
     market_frame = frames.get(market) if market else None
     rows: dict[str, list] = {name: [] for name in BASELINES}
@@ -410,7 +410,7 @@ def _log_plots(trained: Trained, forecasts: dict, returns, tickers, dates, score
     import mlflow
     import numpy as np
 
-    from stockops.scoring import LEVELS
+    from stockops.model.scoring import LEVELS
 
     candidate = forecasts[CANDIDATE]
     ticker = ticker if ticker in set(tickers) else str(tickers[0])
@@ -484,7 +484,7 @@ def register_candidate(evaluated: Evaluated) -> Registered:
     """Register the candidate as a new version with alias ``challenger`` and lineage tags."""
     import mlflow
 
-    from stockops.forecaster import LSTM
+    from stockops.model.portable.forecaster import LSTM
 
     settings = get_settings()
     registry.setup(settings)
@@ -515,7 +515,7 @@ def gate_candidate(registered: Registered, force_promote: bool = False, reason: 
     """
     import mlflow
 
-    from stockops.gate import GatePolicy, decide
+    from stockops.model.gate import GatePolicy, decide
 
     settings = get_settings()
     registry.setup(settings)
@@ -554,7 +554,7 @@ def _snapshot_hashes(features: Features) -> dict[str, str]:
 
 def _baseline_needed(settings: Settings, registered: Registered) -> str | None:
     """Why the classical baseline must serve now that the candidate was refused, or None: the champion stays."""
-    from stockops.forecaster import HARX_GKO
+    from stockops.model.portable.forecaster import HARX_GKO
 
     champion = registry.champion_version(settings)
     if champion is None:
@@ -577,8 +577,8 @@ def register_baseline(registered: Registered, why: str, dag_run_id: str = "") ->
     apart in every answer)."""
     import mlflow
 
-    from stockops.baselines import fit_harx
-    from stockops.forecaster import HARX_GKO, KIND_DESCRIPTIONS, OHLCV_INPUT
+    from stockops.model.baselines import fit_harx
+    from stockops.model.portable.forecaster import HARX_GKO, KIND_DESCRIPTIONS, OHLCV_INPUT
 
     settings = get_settings()
     experiment_id = registry.setup(settings)
@@ -645,7 +645,7 @@ def promote_candidate(registered: Registered, decision: GateDecision | None = No
     ``stockops.serving.deploy_candidate``: the switch, the alias and the audit entry together.
     ``decision``: the gate's, recorded with the change (None: promoted without a gate).
     """
-    from stockops.changes import record_change
+    from stockops.registry.changes import record_change
 
     settings = get_settings()
     registry.setup(settings)
@@ -660,17 +660,3 @@ def promote_candidate(registered: Registered, decision: GateDecision | None = No
              registered.version)
     return Promoted(model_name=settings.model_name, version=registered.version,
                     previous=str(previous.version) if previous else None)
-
-
-def train_in_process(reason: str = "in-process run", epochs: int | None = None, window: int | None = None,
-                     force_promote: bool = False) -> TrainingOutcome:
-    """The whole ``stock_train`` chain without Airflow (used by ``make demo``), build and deploy included."""
-    registered = register_candidate(evaluate_models(train_candidate(
-        prepare_features(load_snapshots(), window=window), epochs=epochs, reason=reason)))
-    decision = gate_candidate(registered, force_promote=force_promote, reason=reason)
-    deployed = None
-    if gate_passed(decision):
-        from stockops.serving import build_candidate_bento, deploy_candidate
-
-        deployed = deploy_candidate(build_candidate_bento(registered, decision), reason=reason)
-    return TrainingOutcome(registered=registered, decision=decision, deployed=deployed)

@@ -117,7 +117,7 @@ class Settings:
     log_max_bytes: int = 10 * 1024 * 1024  # size cap of each serving log file (3 rotated copies kept)
     # where people open the MLflow UI (links in the Airflow UI); make run serves it on this port
     mlflow_ui_url: str = "http://127.0.0.1:5000"
-    # failure notifications (stockops.alerts): a webhook that receives every failed task as JSON (none: the audit
+    # failure notifications (stockops.orchestration.alerts): a webhook that receives every failed task as JSON (none: the audit
     # log and the task log only), and how long one delivery may take
     alert_webhook: str | None = None
     alert_timeout_s: float = 10.0
@@ -381,8 +381,8 @@ PRICES_ALIAS = "stockops_prices"  # the AssetAlias the mapped publish task emits
 DAY_ASSET_NAME, DAY_ASSET_URI, DAY_ALIAS = "stockops_watchlist_day", "stockops://watchlist/day", "stockops_day"
 
 
-# The repository root: include/stockops/config.py -> parents[2].
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The repository root: include/stockops/core/settings.py -> parents[3].
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SHIPPED_PRICES = REPO_ROOT / "include" / "data" / "prices"
 
 
@@ -467,7 +467,7 @@ def get_settings() -> Settings:
     )
 
 
-FORKSERVER_PRELOAD = "great_expectations,exchange_calendars,pyarrow.parquet,stockops.validation"
+FORKSERVER_PRELOAD = "great_expectations,exchange_calendars,pyarrow.parquet,stockops.data.validation"
 
 
 # MLflow's HTTP client retries a failed request 7 times with a backoff factor of 2 by default
@@ -519,7 +519,7 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
     three agree on where DAGs, plugins and the metadata DB are. Every listener Airflow lets us
     place binds loopback unless its own ``AIRFLOW__...`` variable says otherwise (the log
     servers cannot be placed: the launchers start components without them, see
-    ``stockops.platform``), and the admin password lives in the file the launcher creates
+    ``stockops.launch.local``), and the admin password lives in the file the launcher creates
     private (mode 0600) before Airflow starts, so Airflow never generates and prints one.
     """
     return {

@@ -29,10 +29,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from stockops.config import MLFLOW_SERVER_ENV, Settings, airflow_environment, get_settings
 from stockops.contracts import TickerStatus
+from stockops.core.processes import stop_pid_tree, venv_bin
+from stockops.core.settings import MLFLOW_SERVER_ENV, Settings, airflow_environment, get_settings
 from stockops.data.calendar import sessions
-from stockops.processes import stop_pid_tree, venv_bin
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class LocalPlatform:
         log_path = self.settings.logs_dir / AIRFLOW_LOG
         print(f"starting Airflow: {', '.join(c[0] for c in COMPONENTS)} (log: {log_path}) ...", flush=True)
         with private_log(log_path) as log:  # the child keeps its own copy
-            return subprocess.Popen([venv_bin("python"), "-m", "stockops.platform"], env=self.env(), stdout=log,
+            return subprocess.Popen([venv_bin("python"), "-m", "stockops.launch.local"], env=self.env(), stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
@@ -310,7 +310,7 @@ class LocalPlatform:
         """Print the first cycle as it happens: the training run, the gate's verdict, the deploy and, last, the
         endpoint answering for every ticker with a curl line to try; True once it answers. ``since``: the audit
         log's records before this moment (ISO) are not news."""
-        from stockops import audit
+        from stockops.core import audit
 
         deadline, told = time.monotonic() + timeout, set()
         while time.monotonic() < deadline:
@@ -355,7 +355,7 @@ class LocalPlatform:
 
     def forecasts_answering(self) -> str | None:
         """A line when ``/forecast/batch`` answers for every published ticker, else None."""
-        from stockops.processes import http_json
+        from stockops.core.processes import http_json
 
         try:
             status, answer = http_json(f"{self.settings.serve_url}/forecast/batch", {}, timeout=30)

@@ -1,4 +1,4 @@
-"""Rollback: going back to an earlier champion in seconds (the record of changes: ``stockops.changes``).
+"""Rollback: going back to an earlier champion in seconds (the record of changes: ``stockops.registry.changes``).
 
 A rollback is the ``stock_rollback`` DAG's chain, each step a plain function:
 ``plan_rollback`` (refuses an unknown version, the current champion while it serves, or a
@@ -15,8 +15,6 @@ import logging
 from datetime import UTC, datetime
 
 from stockops import registry
-from stockops.changes import CHANGES, describe, format_history, history, previous_champion, record_change
-from stockops.config import Settings, get_settings
 from stockops.contracts import (
     REFUSED,
     Bento,
@@ -26,6 +24,8 @@ from stockops.contracts import (
     RollbackPlan,
     RollbackVerified,
 )
+from stockops.core.settings import Settings, get_settings
+from stockops.registry.changes import CHANGES, describe, format_history, history, previous_champion, record_change
 
 log = logging.getLogger(__name__)
 

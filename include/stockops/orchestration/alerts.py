@@ -9,7 +9,7 @@ take). Delivery never raises: a notifier that fails must not hide the failure it
 webhook that refuses or times out is itself logged and recorded in the alert's ``delivery``.
 
 Every DAG file imports this module: only the standard library, Airflow's notifier base and
-``stockops.config``/``stockops.audit`` are imported here.
+``stockops.core.settings``/``stockops.core.audit`` are imported here.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from stockops import audit
-from stockops.config import get_settings
+from stockops.core import audit
+from stockops.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ A request that would take the total over it is answered 503 with ``Retry-After``
 read (a declared ``Content-Length`` is reserved up front; a chunked body is counted as it arrives).
 Slow uploads then cost a bounded amount of memory, whatever their number.
 
-Run: ``python -m stockops.proxy --state <serving>/current.json --host 127.0.0.1 --port 3000
+Run: ``python -m stockops.serving.proxy --state <serving>/current.json --host 127.0.0.1 --port 3000
 --log <serving>/logs/proxy.log`` (the log rotates at ``--max-log-bytes``).
 """
 
@@ -50,7 +50,7 @@ RETRY_AFTER_S = 1
 DEFAULT_ALLOWED_HOSTS = ("127.0.0.1", "localhost", "::1")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "host", "content-length"}
-log = logging.getLogger("stockops.proxy")
+log = logging.getLogger("stockops.serving.proxy")
 
 
 class Upstream:
@@ -265,7 +265,7 @@ def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stockops.proxy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stockops.serving.proxy", description=__doc__.splitlines()[0])
     parser.add_argument("--state", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stockops.config import Settings
 from stockops.contracts import GateDecision
+from stockops.core.settings import Settings
 
 __all__ = ["PERMISSIVE_ENV", "GateDecision", "GatePolicy", "decide"]
 

@@ -25,9 +25,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stockops.config import MLFLOW_SERVER_ENV
-from stockops.platform import LocalPlatform, private_dir, private_log, stop_process_tree, write_secret
-from stockops.processes import venv_bin
+from stockops.core.processes import venv_bin
+from stockops.core.settings import MLFLOW_SERVER_ENV
+from stockops.launch.local import LocalPlatform, private_dir, private_log, stop_process_tree, write_secret
 
 POSTGRES_ADMIN_DSN = os.environ.get("STOCKOPS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("STOCKOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -125,7 +125,7 @@ class CeleryPlatform(LocalPlatform):
         """Create the databases, migrate, start every component; returns the api-server process.
 
         The worker and the triggerer run without their log servers, which Airflow binds to every
-        interface (see ``stockops.platform.COMPONENTS``): all processes share this machine's logs
+        interface (see ``stockops.launch.local.COMPONENTS``): all processes share this machine's logs
         folder. Compose, where they do not, keeps them (reachable inside the compose network only).
         """
         self.prepare_home()
@@ -189,7 +189,7 @@ def init_compose() -> None:
     import psycopg2
     from sqlalchemy.engine import make_url
 
-    from stockops.config import get_settings
+    from stockops.core.settings import get_settings
 
     url = make_url(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     conn = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
@@ -218,5 +218,5 @@ if __name__ == "__main__":
     import sys
 
     if sys.argv[1:] != ["init-compose"]:
-        raise SystemExit("usage: python -m stockops.cluster init-compose")
+        raise SystemExit("usage: python -m stockops.launch.cluster init-compose")
     init_compose()

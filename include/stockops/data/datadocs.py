@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from stockops.config import Settings
+from stockops.core.settings import Settings
 
-# a result's outcome: the words of stockops.validation (a test holds them equal); an expectation's
+# a result's outcome: the words of stockops.data.validation (a test holds them equal); an expectation's
 # outcome is passed, failed or warning (a failed warning-severity expectation: the result is held)
 PASSED, HELD, FAILED = "passed", "held", "failed"
 WARNING = "warning"

@@ -12,7 +12,7 @@ metadata DB), read when the page is asked for:
 * the **champion** (its version and age: the last promotion, rollback or reconciliation in the
   audit log) and the **latest gate decision** (the last ``gate`` event there);
 * the **latest monitor decision** (``monitoring/decisions.jsonl``);
-* the **DORA measures** with the serving **incidents** (:func:`stockops.dora.report`, computed now);
+* the **DORA measures** with the serving **incidents** (:func:`stockops.reporting.dora.report`, computed now);
 * **pending approvals**: Airflow's human-in-the-loop requests still waiting.
 
 Before any of the platform's own forecasts is realized (day one, or a new champion's first day), a
@@ -21,7 +21,7 @@ ticker's charts show the champion's **holdout forecasts** instead, from its eval
 
 Missing data never breaks the page: a ticker without forecasts says so, a chart of one forecast
 draws it as a bar, coverage is drawn once enough forecasts are realized (else the page says how many
-are), a torn last line of a log is skipped (:func:`stockops.audit.read`). Charts are drawn with matplotlib as SVG and inlined as
+are), a torn last line of a log is skipped (:func:`stockops.core.audit.read`). Charts are drawn with matplotlib as SVG and inlined as
 ``data:`` URIs (nothing is fetched from elsewhere), and kept per ticker until the forecast log or
 the ticker's snapshot changes. Imported by the plugin's web app when a page is asked for.
 """
@@ -39,9 +39,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stockops import audit, dora
-from stockops.changes import describe, history
-from stockops.config import Settings
+from stockops.core import audit
+from stockops.core.settings import Settings
+from stockops.registry.changes import describe, history
+from stockops.reporting import dora
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -218,25 +219,6 @@ def latest_event(path: Path, event: str) -> dict | None:
     return next((e for e in reversed(audit.read(path)) if e.get("event") == event), None)
 
 
-def pending_approvals(dag_ids: set[str] | None = None) -> list[dict]:
-    """Airflow's human-in-the-loop requests without a response, oldest first (only ``dag_ids``' when given).
-
-    What the UI lists under "Required actions" with ``response_received=false``.
-    """
-    from airflow.models.hitl import HITLDetail
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        details = session.scalars(select(HITLDetail).where(HITLDetail.responded_at.is_(None))
-                                  .order_by(HITLDetail.created_at)).unique().all()
-        return [{"dag_id": d.task_instance.dag_id, "run_id": d.task_instance.run_id,
-                 "task_id": d.task_instance.task_id, "map_index": d.task_instance.map_index,
-                 "state": str(getattr(d.task_instance.state, "value", d.task_instance.state)),
-                 "subject": d.subject, "options": list(d.options or []), "created_at": _iso(d.created_at)}
-                for d in details if dag_ids is None or d.task_instance.dag_id in dag_ids]
-
-
 # ---- charts ------------------------------------------------------------------------------------
 _DRAWING = threading.Lock()  # matplotlib's rc settings are process-wide; the api-server serves in threads
 
@@ -335,7 +317,7 @@ def _stamp(path: Path) -> tuple:
 
 def ticker_panels(settings: Settings) -> list[TickerPanel]:
     """Every watchlist ticker's panel; one is drawn again only when the forecast log or its snapshot changed."""
-    from stockops.ingest import store_for
+    from stockops.data import store_for
 
     log_stamp, records = _stamp(settings.forecast_log), None
     current = champion(settings, datetime.now(UTC))
@@ -441,7 +423,7 @@ def _gate_section(settings: Settings) -> str:
 
 
 def _approvals_section(approvals: list[dict] | str | None) -> str:
-    """``approvals``: :func:`pending_approvals`, or why they could not be read."""
+    """``approvals``: :func:`stockops.orchestration.hitl.pending_approvals`, or why they could not be read."""
     rows = [] if isinstance(approvals, str) else [
         (_e(a["created_at"]), _e(a["dag_id"]), _e(a["run_id"]),
          _e(a["task_id"] + (f"[{a['map_index']}]" if a.get("map_index", -1) >= 0 else "")),

@@ -3,7 +3,7 @@
 This module is what travels with the registered MLflow model (``code_paths``) and with the bento:
 it needs numpy, pandas and (for the LSTM only) Keras, so ``mlflow.pyfunc.load_model(
 "models:/<name>@champion")`` works in an interpreter that never imported the rest of ``stockops``.
-Training (``stockops.risk_model``) builds its samples with the same :func:`feature_matrix`, so
+Training (``stockops.model.risk_model``) builds its samples with the same :func:`feature_matrix`, so
 training and serving share one preprocessing path, and what training fitted is stored beside the
 model (``forecaster.json``).
 
@@ -13,7 +13,7 @@ on raw feature windows with the tickers they belong to, :meth:`predict_frame`, `
 * :class:`Forecaster` (kind ``lstm``): the global LSTM — weights + scalers + validation calibration;
 * :class:`HarxForecaster` (kind ``harx_gko``): the strongest classical baseline, HARX-GKO (a log-HAR
   of the Garman–Klass + overnight variance with leverage and volume terms), fitted per ticker by
-  ``stockops.baselines.fit_harx`` — the champion while no LSTM has passed the gate. It reads the
+  ``stockops.model.baselines.fit_harx`` — the champion while no LSTM has passed the gate. It reads the
   newest feature row only (``window`` 1) and needs no TensorFlow.
 
 :func:`load_forecaster` reads either from a folder (``forecaster.json`` names the kind).
@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stockops.risk_inputs import VOLUME_DAYS, daily_inputs, har_terms, negative_return_term
+from stockops.model.portable.risk_inputs import VOLUME_DAYS, daily_inputs, har_terms, negative_return_term
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)  # == stockops.scoring.LEVELS (checked by a test)
+LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)  # == stockops.model.scoring.LEVELS (checked by a test)
 FEATURES = ("ret", "log_gko", "gap", "volume_ratio", "market_ret", "log_gko_5", "log_gko_22", "fall")
 PCT = 100.0  # the network sees returns in percent and variances in percent^2
 WARMUP = max(VOLUME_DAYS, 22) + 1  # rows before the first complete feature row
@@ -216,7 +216,7 @@ class Forecaster:
 
 
 # ---- HARX-GKO: the classical baseline as a servable model ---------------------------------------
-# The regressors of stockops.baselines.log_har, read from a feature row: the log 1/5/22-day means of
+# The regressors of stockops.model.baselines.log_har, read from a feature row: the log 1/5/22-day means of
 # the GKO variance (the features hold them plus log(PCT^2)), the day's fall and its volume ratio.
 HARX_TERMS = ("log_gko", "log_gko_5", "log_gko_22", "fall", "volume_ratio")
 _HARX_COLUMNS = [FEATURES.index(name) for name in HARX_TERMS]

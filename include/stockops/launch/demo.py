@@ -6,9 +6,10 @@ import logging
 import time
 from datetime import date, timedelta
 
-from stockops.config import get_settings
-from stockops.contracts import IngestStatus, WatchlistOutcome
-from stockops.ingest import format_watchlist, ingest_watchlist, store_for, watchlist_status
+from stockops.contracts import IngestStatus, TrainingOutcome, WatchlistOutcome
+from stockops.core.settings import get_settings
+from stockops.data import store_for
+from stockops.ingest import format_watchlist, ingest_watchlist, watchlist_status
 
 
 def recent_sessions(n: int, until: date | None = None) -> list[date]:
@@ -18,6 +19,29 @@ def recent_sessions(n: int, until: date | None = None) -> list[date]:
     until = until or date.today()
     found = sessions(until - timedelta(days=2 * n + 14), until)[-n:]
     return [date.fromisoformat(str(d)) for d in found]
+
+
+def train_in_process(reason: str = "in-process run", epochs: int | None = None, window: int | None = None,
+                     force_promote: bool = False) -> TrainingOutcome:
+    """The whole ``stock_train`` chain without Airflow (``make demo``, the benches), build and deploy included."""
+    from stockops.serving import build_candidate_bento, deploy_candidate
+    from stockops.training import (
+        evaluate_models,
+        gate_candidate,
+        gate_passed,
+        load_snapshots,
+        prepare_features,
+        register_candidate,
+        train_candidate,
+    )
+
+    registered = register_candidate(evaluate_models(train_candidate(
+        prepare_features(load_snapshots(), window=window), epochs=epochs, reason=reason)))
+    decision = gate_candidate(registered, force_promote=force_promote, reason=reason)
+    deployed = None
+    if gate_passed(decision):
+        deployed = deploy_candidate(build_candidate_bento(registered, decision), reason=reason)
+    return TrainingOutcome(registered=registered, decision=decision, deployed=deployed)
 
 
 def run_demo(days: int = 5) -> list[WatchlistOutcome]:
@@ -51,7 +75,7 @@ def run_demo(days: int = 5) -> list[WatchlistOutcome]:
 
     from stockops.registry import champion_version
     from stockops.serving import current
-    from stockops.training import format_scores, train_in_process
+    from stockops.training import format_scores
 
     was_serving = bool(current(settings))  # e.g. make run is up on the same home: leave its endpoint up
     print("\ntraining a candidate on the latest snapshot of every ticker (this imports TensorFlow and MLflow) ...", flush=True)
@@ -98,7 +122,7 @@ def show_monitor_decision() -> dict:
 
 def forecast_over_http(settings, store, was_serving: bool) -> dict | None:
     """Serve the champion (unless it already answers) and ask it for tomorrow over real HTTP."""
-    from stockops.processes import http_json
+    from stockops.core.processes import http_json
     from stockops.serving import market_frame, request_body, serve_champion, stop_serving
 
     print("\nserving the champion (bento build + health-checked deploy, if not done yet) ...", flush=True)
