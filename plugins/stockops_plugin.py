@@ -210,10 +210,10 @@ def build_app() -> FastAPI:
         return PlainTextResponse(message + "\n", status_code=404)
 
     def dashboard_page(request: Request) -> HTMLResponse:
-        from stockops.reporting import dashboard
+        from stockops.reporting.dashboard.page import render_page
 
         user = request.state.stockops_user
-        page = dashboard.render_page(get_settings(), user=user.get_name(), approvals=approvals_for(user))
+        page = render_page(get_settings(), user=user.get_name(), approvals=approvals_for(user))
         return HTMLResponse(page)
 
     # a plain Starlette route: it hands over the request without reading annotations, which are strings

@@ -21,7 +21,7 @@ from stockops.contracts import Published
 from stockops.core import audit
 from stockops.data import decisions, store_for
 from stockops.ingest import ingest_day
-from stockops.reporting import dora
+from stockops.reporting.dora.records import load_records
 from stockops.serving import rollback as champion
 
 pytestmark = pytest.mark.faults
@@ -88,13 +88,13 @@ LOGS = {
     "audit": (lambda s: s.audit_log, _audit,
               lambda s: [int(e["to_version"]) for e in champion.history(s)]),
     "deploys": (lambda s: s.deploy_log, _deploy,
-                lambda s: [int(e["version"]) for e in dora.load_records(s)["deploys"]]),
+                lambda s: [int(e["version"]) for e in load_records(s)["deploys"]]),
     "monitor decisions": (lambda s: s.monitor_log, _monitor,
                           lambda s: [int(e["reason"].split()[-1]) for e in audit.read(s.monitor_log)]),
     "data decisions": (lambda s: decisions.decisions_path(s, "GOOG"), _decision,
                        lambda s: sorted(int(day[-1]) for day in decisions.decided_days(s, "GOOG"))),
     "dag runs": (lambda s: s.dag_run_log, _dag_run,
-                 lambda s: [int(e["run_id"].split("__")[1]) for e in dora.load_records(s)["dag_runs"]]),
+                 lambda s: [int(e["run_id"].split("__")[1]) for e in load_records(s)["dag_runs"]]),
 }
 
 
@@ -155,7 +155,7 @@ def test_a_torn_manifest_line_does_not_block_the_next_ingest(settings, caplog):
     assert [e.hash for e in store.entries()] == [first.entry.hash, third.entry.hash, second.entry.hash]
     assert published_day("2026-01-05").new is False
     assert store.latest().hash == third.entry.hash
-    assert [entry["hash"] for entry in dora.load_records(settings)["snapshots"]] == [
+    assert [entry["hash"] for entry in load_records(settings)["snapshots"]] == [
         first.entry.hash, third.entry.hash, second.entry.hash]
 
 

@@ -10,18 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from stockops.data.store import SnapshotEntry
-from stockops.reporting.dora import (
-    DAY,
-    HOUR,
-    WEEK,
-    compute,
-    draw_chart,
-    format_table,
-    level,
-    load_records,
-    main,
-    report,
-)
+from stockops.reporting.dora import main, report
+from stockops.reporting.dora.chart import draw_chart
+from stockops.reporting.dora.measures import compute, level
+from stockops.reporting.dora.records import DAY, HOUR, WEEK, load_records
+from stockops.reporting.dora.text import format_table
 
 BASE = datetime(2026, 11, 20, tzinfo=UTC)  # the first record: snapshot A's publication
 NOW = BASE + timedelta(days=10, hours=12)  # 2026-11-30 12:00 UTC: a 10.5-day period

@@ -399,7 +399,8 @@ def watchlist(settings, monkeypatch):
 
 def test_dashboard_panels_from_the_forecast_log_and_the_snapshots(watchlist):
     from stockops.data.sources import shipped_series
-    from stockops.reporting import dashboard
+    from stockops.reporting.dashboard.charts import NO_FORECASTS
+    from stockops.reporting.dashboard.panels import NO_SNAPSHOT, ticker_panels
 
     shadow = {**audit.read(watchlist.forecast_log)[-1], "role": "shadow", "model_version": "7",
               "quantiles": {q: 0.0 for q in ("q01", "q05", "q25", "q50", "q75", "q95", "q99")}}
@@ -407,7 +408,7 @@ def test_dashboard_panels_from_the_forecast_log_and_the_snapshots(watchlist):
     with open(watchlist.forecast_log, "ab") as log:
         log.write(b'{"ticker": "GOOG", "as_of": "2010-')  # a writer killed mid-line
 
-    goog, jpm, ko, qqq = dashboard.ticker_panels(watchlist)
+    goog, jpm, ko, qqq = ticker_panels(watchlist)
     assert [p.ticker for p in (goog, jpm, ko, qqq)] == ["GOOG", "JPM", "KO", "QQQ"]
     assert (goog.forecasts, goog.realized, goog.note) == (60, 60, None)
     assert goog.fan_chart.startswith("data:image/svg+xml;base64,")
@@ -422,29 +423,29 @@ def test_dashboard_panels_from_the_forecast_log_and_the_snapshots(watchlist):
     assert goog.last_forecast["forecast_for"] == mine[-1]["forecast_for"]
     assert goog.last_forecast["median"] == pytest.approx(mine[-1]["last_close"] * math.exp(mine[-1]["quantiles"]["q50"]))
     assert 0.5 < jpm.coverage_90 <= 1 and jpm.realized == 60
-    assert (ko.forecasts, ko.note, ko.coverage_chart) == (0, dashboard.NO_FORECASTS, None)
+    assert (ko.forecasts, ko.note, ko.coverage_chart) == (0, NO_FORECASTS, None)
     assert ko.fan_chart is not None  # its closes, drawn without forecasts
-    assert (qqq.note, qqq.fan_chart, qqq.coverage_chart) == (dashboard.NO_SNAPSHOT, None, None)
+    assert (qqq.note, qqq.fan_chart, qqq.coverage_chart) == (NO_SNAPSHOT, None, None)
 
 
 def test_dashboard_rolling_coverage_and_prices():
     import pandas as pd
 
-    from stockops.reporting import dashboard
+    from stockops.reporting.dashboard.panels import champion_forecasts, rolling_coverage, with_realized
 
     records = [{"ticker": "X", "as_of": f"2020-01-{d:02d}", "forecast_for": f"2020-01-{d + 1:02d}",
                 "model_version": "3", "last_close": 100.0,
                 "quantiles": {"q05": -0.1, "q25": -0.01, "q50": 0.0, "q75": 0.01, "q95": 0.1}} for d in range(1, 11)]
-    table = dashboard.champion_forecasts(records + [{**records[0], "last_close": 1.0}], "X")  # the first one counts
+    table = champion_forecasts(records + [{**records[0], "last_close": 1.0}], "X")  # the first one counts
     assert len(table) == 10 and table["q50"].tolist() == [100.0] * 10
     assert table["q95"].iloc[0] == pytest.approx(100 * math.exp(0.1))
     # closes: inside both intervals on even days, inside the 90 % one only on odd days, outside both on the 7th;
     # the forecast for the 11th is not realized yet
     frame = pd.DataFrame({"Date": [f"2020-01-{d:02d}" for d in range(1, 11)],
                           "Close": [150.0 if d == 7 else 100.0 if d % 2 == 0 else 105.0 for d in range(1, 11)]})
-    realized = dashboard.with_realized(table, frame)
+    realized = with_realized(table, frame)
     assert realized["close"].isna().tolist() == [False] * 9 + [True]
-    coverage = dashboard.rolling_coverage(realized, window=4)
+    coverage = rolling_coverage(realized, window=4)
     assert coverage["forecast_for"].tolist() == [f"2020-01-{d:02d}" for d in range(2, 11)]
     assert coverage["coverage_50"].isna().tolist() == [True] * 3 + [False] * 6
     assert coverage["coverage_50"].iloc[3:].tolist() == pytest.approx([0.5] * 6)
@@ -454,19 +455,20 @@ def test_dashboard_rolling_coverage_and_prices():
 def test_dashboard_reads_champion_gate_and_monitor_from_the_logs(settings):
     from datetime import timedelta
 
-    from stockops.reporting import dashboard
+    from stockops.reporting.dashboard.page import render_page
+    from stockops.reporting.dashboard.panels import champion, latest_event
 
     now = datetime.now(UTC)
-    assert dashboard.champion(settings, now) is None
+    assert champion(settings, now) is None
     audit.record(settings.audit_log, "gate", version="3", decision="promote", reason="beats HARX-GKO")
     audit.record(settings.audit_log, "promotion", from_version=None, to_version="3", reason="gate passed")
     audit.record(settings.audit_log, "gate", version="4", decision="refuse", reason="QLIKE 1.02 x HARX-GKO")
     audit.record(settings.audit_log, "rollback_proposal", from_version="3", to_version="2", decision="rejected")
-    current = dashboard.champion(settings, now + timedelta(hours=3))
+    current = champion(settings, now + timedelta(hours=3))
     assert (current["version"], current["change"], current["changes"]) == ("3", "promotion", 1)
     assert current["age_s"] == pytest.approx(3 * 3600, abs=5)
-    assert dashboard.latest_event(settings.audit_log, "gate")["decision"] == "refuse"
-    page = dashboard.render_page(settings, user="admin", approvals="could not read the pending approvals: boom")
+    assert latest_event(settings.audit_log, "gate")["decision"] == "refuse"
+    page = render_page(settings, user="admin", approvals="could not read the pending approvals: boom")
     assert "QLIKE 1.02 x HARX-GKO" in page and "gate passed" in page and "boom" in page
 
 
@@ -484,14 +486,15 @@ def test_dashboard_page_over_http(client, watchlist):
 
 
 def test_dashboard_draws_a_ticker_again_only_when_its_sources_change(watchlist):
-    from stockops.reporting import dashboard
+    from stockops.reporting.dashboard.charts import NO_FORECASTS
+    from stockops.reporting.dashboard.panels import QUANTILES, ticker_panels
 
-    first = dashboard.ticker_panels(watchlist)
-    assert all(a is b for a, b in zip(first, dashboard.ticker_panels(watchlist), strict=True))
+    first = ticker_panels(watchlist)
+    assert all(a is b for a, b in zip(first, ticker_panels(watchlist), strict=True))
     audit.record(watchlist.forecast_log, "forecast", ticker="KO", as_of="2010-07-30", forecast_for="2010-08-02",
-                 model_version="3", last_close=27.0, quantiles={q: 0.0 for q in dashboard.QUANTILES})
-    again = dashboard.ticker_panels(watchlist)
-    assert again[2].forecasts == 1 and again[2].note != dashboard.NO_FORECASTS
+                 model_version="3", last_close=27.0, quantiles={q: 0.0 for q in QUANTILES})
+    again = ticker_panels(watchlist)
+    assert again[2].forecasts == 1 and again[2].note != NO_FORECASTS
 
 
 HITL_DAG = """
@@ -550,17 +553,17 @@ def test_dashboard_with_one_realized_forecast_draws_it_and_says_when_coverage_st
     """One realized forecast: the fan chart shows it (a band needs two days), no coverage chart on an empty axis,
     and the page says from how many realized forecasts coverage is drawn."""
     from stockops.data import store_for
-    from stockops.reporting import dashboard
+    from stockops.reporting.dashboard.panels import ticker_panel
 
     records = [e for e in audit.read(watchlist.forecast_log) if e["ticker"] == "GOOG"][-1:]
     frame = store_for(watchlist, "GOOG").load()
-    panel = dashboard.ticker_panel("GOOG", records, frame)
+    panel = ticker_panel("GOOG", records, frame)
     assert (panel.forecasts, panel.realized, panel.coverage_chart) == (1, 1, None)
     assert panel.note and "coverage over time is drawn from 5 on" in panel.note
     svg = base64.b64decode(panel.fan_chart.split(",", 1)[1]).decode()
     assert "one one-day-ahead forecast" in svg and "1970" not in svg
     unrealized = [{**records[0], "forecast_for": "2099-01-02", "as_of": "2099-01-01"}]  # its close is not published
-    panel = dashboard.ticker_panel("GOOG", unrealized, frame)
+    panel = ticker_panel("GOOG", unrealized, frame)
     assert (panel.realized, panel.coverage_chart, panel.source) == (0, None, "live")
     assert "no forecast realized yet" in panel.note
 
@@ -572,7 +575,8 @@ def test_dashboard_shows_the_champions_holdout_forecasts_before_any_live_day(wat
     import pandas as pd
 
     from stockops.data import store_for
-    from stockops.reporting import dashboard
+    from stockops.reporting.dashboard.page import render_page
+    from stockops.reporting.dashboard.panels import ticker_panels
 
     audit.record(watchlist.audit_log, "promotion", from_version=None, to_version="2", reason="no champion yet",
                  decision="baseline", model_kind="harx_gko")
@@ -588,14 +592,14 @@ def test_dashboard_shows_the_champions_holdout_forecasts_before_any_live_day(wat
     watchlist.evaluation_dir.mkdir(parents=True)
     holdout.to_parquet(watchlist.evaluation_dir / "v2.parquet")
 
-    panels = {p.ticker: p for p in dashboard.ticker_panels(watchlist)}
+    panels = {p.ticker: p for p in ticker_panels(watchlist)}
     ko = panels["KO"]
     assert ko.source == "holdout" and ko.fan_chart and ko.coverage_chart
     assert "v2's forecasts on its holdout" in ko.note and f"{n} days" in ko.note
     moves = np.abs(np.log(closes[-n:] / closes[-n - 1:-1]))
     assert ko.coverage_90 == pytest.approx(np.mean(moves <= 0.016))  # the 90 % band is +-1.6 % around the close
     assert panels["GOOG"].source == "live"  # realized own forecasts win
-    page = dashboard.render_page(watchlist, user="admin", approvals=[])
+    page = render_page(watchlist, user="admin", approvals=[])
     assert 'data-source="holdout"' in page and "HARX-GKO (classical baseline)" in page
 
 

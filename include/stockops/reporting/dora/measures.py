@@ -1,14 +1,4 @@
-"""The DORA report: the four DORA measures, computed from the platform's own records.
-
-MLOps-pipeline papers compare pipelines by the four DORA measures. Here they come from what
-the platform already writes under its home, not from anything kept for the report:
-
-* ``serving/deploys.jsonl`` — every deploy attempt (``kind`` promotion, rollback or serve);
-* ``audit/audit.jsonl`` — gate decisions, promotions and rollbacks;
-* the snapshot manifests of the watchlist's tickers (and of any other ticker a gate entry lists) —
-  when each snapshot of prices was published;
-* ``audit/dag_runs.jsonl`` — every DAG run's start and outcome (the Airflow listener);
-* ``serving/incidents.jsonl`` — serving outages the supervisor detected and healed (or not).
+"""The DORA measures, computed from the record lists as plain data (:func:`compute`), and their levels.
 
 A "change" is a new model version reaching the endpoint by promotion. "serve" deploys restart
 the current champion (``make run``) and change nothing: they count in none of the measures.
@@ -62,27 +52,29 @@ are in ``LEVELS``. A level is None where there is nothing to rate.
 
 **Pipeline runs**: per ``dag_id``, runs that finished (success or failed) in the period, by their
 last recorded state, and runs still running.
-
-``python -m stockops dora`` prints the table and writes ``reports/dora.json`` and ``reports/dora.png``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import sys
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from stockops.core.audit import read as read_jsonl
-from stockops.core.settings import TICKER_PATTERN, Settings, get_settings
-
-CHANGE_KINDS = ("promotion", "rollback")  # deploy kinds that change what the endpoint serves
-MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
-WEEK, MONTH = 7 * DAY, 30 * DAY
+from stockops.reporting.dora.records import (
+    CHANGE_KINDS,
+    DAY,
+    HOUR,
+    MONTH,
+    WEEK,
+    _answered,
+    _at,
+    _events,
+    _iso,
+    _kind,
+    _succeeded,
+    _when,
+)
+from stockops.reporting.dora.text import _plural
 
 # Performance bands after the 2021 Accelerate State of DevOps report (DORA, Google Cloud; "Software
 # delivery performance" table). The report's cells leave gaps (e.g. lead time: nothing between one hour
@@ -110,42 +102,6 @@ def level(measure: str, value: float | None) -> str | None:
     return next((name for name, bound in bands if meets(bound)), "low")
 
 
-# ---- reading times ---------------------------------------------------------------------------
-def _when(value: object) -> datetime | None:
-    """An ISO-8601 time as an aware UTC datetime (naive ones are taken as UTC); None if absent or bad."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _at(record: dict) -> datetime:
-    return _when(record.get("at")) or datetime.min.replace(tzinfo=UTC)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat(timespec="seconds") if moment else None
-
-
-def _answered(deploy: dict) -> datetime:
-    """When the stable address answered with the deploy's version (``at`` for records without the switch time)."""
-    started, switched = _when(deploy.get("started_at")), deploy.get("switched_after_s")
-    if started is not None and switched is not None:
-        return started + timedelta(seconds=float(switched))
-    return _at(deploy)
-
-
-def _kind(deploy: dict) -> str:
-    return deploy.get("kind") or "promotion"  # records from before the kind field were all promotions
-
-
-def _succeeded(deploy: dict) -> bool:
-    return deploy.get("outcome") == "succeeded"
-
-
 def _seconds(later: datetime, earlier: datetime) -> float:
     return round((later - earlier).total_seconds(), 2)
 
@@ -156,12 +112,6 @@ def _stats(seconds: list[float]) -> dict[str, Any]:
     return {"n": len(seconds), "median_s": round(statistics.median(seconds), 2),
             "mean_s": round(statistics.fmean(seconds), 2), "max_s": max(seconds)}
 
-
-def _events(records: list[dict], event: str, now: datetime) -> list[dict]:
-    """The records of one event with a readable time no later than ``now``, oldest first."""
-    kept = [r for r in records if r.get("event", event) == event and _when(r.get("at")) is not None
-            and _at(r) <= now]
-    return sorted(kept, key=_at)
 
 
 # ---- the period ------------------------------------------------------------------------------
@@ -421,288 +371,3 @@ def compute(deploys: list[dict], audit: list[dict], snapshots: list[dict], dag_r
         "pipeline_runs": pipeline_runs(runs, start, end),
         "incidents": incidents(_events(incidents_log or [], "incident", now), start, end),
     }
-
-
-# ---- from the home -----------------------------------------------------------------------------
-def load_records(settings: Settings) -> dict[str, list[dict]]:
-    """The record lists under ``settings.home``, as ``compute`` takes them (missing files: empty)."""
-    from stockops.data import store_for
-
-    audit = read_jsonl(settings.audit_log)
-    return {"deploys": read_jsonl(settings.deploy_log), "audit": audit,
-            "snapshots": [asdict(entry) for ticker in manifest_tickers(settings, audit)
-                          for entry in store_for(settings, ticker).entries()],
-            "dag_runs": read_jsonl(settings.dag_run_log), "incidents_log": read_jsonl(settings.incident_log)}
-
-
-def manifest_tickers(settings: Settings, audit: list[dict]) -> list[str]:
-    """Whose snapshot manifests the report reads: the watchlist, then any other symbol a gate entry lists a
-    snapshot of (a ticker since dropped from the watchlist) whose manifest is under the home."""
-    from stockops.data import store_for
-
-    named = [t for e in audit if e.get("event") == "gate" and isinstance(e.get("snapshots"), dict)
-             for t in e["snapshots"] if isinstance(t, str) and TICKER_PATTERN.match(t)]
-    return [*settings.tickers, *(t for t in dict.fromkeys(named)
-                                 if t not in settings.tickers and store_for(settings, t).manifest_path.is_file())]
-
-
-def report(settings: Settings | None = None, *, now: datetime | None = None, days: float = 30) -> dict[str, Any]:
-    """The DORA report of the current (or given) settings' home, as of ``now`` (default: now)."""
-    settings = settings or get_settings()
-    return compute(**load_records(settings), now=now or datetime.now(UTC), days=days)
-
-
-# ---- for people --------------------------------------------------------------------------------
-def human_duration(seconds: float | None) -> str:
-    """``38 s``, ``14 min``, ``6.5 h``, ``3.2 d``; an em dash for None."""
-    if seconds is None:
-        return "—"
-    if abs(seconds) < 2 * MINUTE:
-        return f"{seconds:.0f} s"
-    if abs(seconds) < 2 * HOUR:
-        return f"{seconds / MINUTE:.0f} min"
-    if abs(seconds) < 2 * DAY:
-        return f"{seconds / HOUR:.1f} h"
-    return f"{seconds / DAY:.1f} d"
-
-
-def _number(value: float) -> str:
-    """Two decimals at most, trailing zeros dropped: 2.5, 0.38, 17.5, 0."""
-    return f"{value:.2f}".rstrip("0").rstrip(".")
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-def table_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    freq, lead, cfr, ttr = (result[k] for k in ("deployment_frequency", "lead_time", "change_failure_rate",
-                                                 "time_to_restore"))
-    days = _number(result["period"]["days"])
-    lead_basis = _plural(lead["n"], "promotion") + " with a known snapshot"
-    if lead["unmatched"]:
-        lead_basis += f" ({len(lead['unmatched'])} without)"
-    ttr_basis = f"{_plural(ttr['n'], 'rollback')} restored"
-    if ttr["not_restored"]:
-        ttr_basis += f", {ttr['not_restored']} not restored"
-    if ttr["no_outage"]:
-        ttr_basis += f"; {_plural(len(ttr['no_outage']), 'failed deploy')}, no outage"
-
-    def median(stats: dict) -> str:
-        if stats["median_s"] is None:
-            return "—"
-        return f"{human_duration(stats['median_s'])} median (max {human_duration(stats['max_s'])})"
-
-    return [
-        ("Deployment frequency", f"{_number(freq['per_day'])} / day ({_number(freq['per_week'])} / week)",
-         freq["level"] or "—", f"{_plural(freq['count'], 'deploy')} ({_plural(freq['promotions'], 'promotion')}, "
-                               f"{_plural(freq['rollbacks'], 'rollback')}) in {days} days"),
-        ("Lead time for changes", median(lead), lead["level"] or "—", lead_basis),
-        ("Change failure rate",
-         "—" if cfr["rate"] is None else f"{cfr['rate'] * 100:.0f} % ({cfr['failed']} of {cfr['changes']})",
-         cfr["level"] or "—", _plural(cfr["changes"], "promotion attempt")),
-        ("Time to restore", median(ttr), ttr["level"] or "—", ttr_basis),
-        *([("Serving incidents", median(result["incidents"]), "—",
-            f"{_plural(result['incidents']['recovered'], 'outage')} healed, {result['incidents']['open']} open")]
-          if "incidents" in result else []),
-    ]
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The report as a plain-text table (measure, value, DORA level, basis), then the details behind it."""
-    period = result["period"]
-    header = ("Measure", "Value", "DORA level", "Basis (n)")
-    rows = [header, *table_rows(result)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [f"DORA report: {period['start']} → {period['end']} ({_number(period['days'])} days)", ""]
-    for i, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-        if i == 0:
-            lines.append("  ".join("-" * width for width in widths))
-
-    def section(title: str, items: list[str]) -> None:
-        if items:
-            lines.extend(["", title, *(f"  {item}" for item in items)])
-
-    cfr, ttr, lead = result["change_failure_rate"], result["time_to_restore"], result["lead_time"]
-    section("Change failures:", [f"v{f['version']} ({f['at']}): {_short(f['reason'])}" for f in cfr["failures"]])
-    section("Time to restore, per rollback:",
-            [f"v{e['from_version']} → v{e['to_version']} ({e['at']}): "
-             + (human_duration(e["seconds"]) + (f" ({e['note']})" if e["note"] else "") if e["restored"]
-                else e["note"]) for e in ttr["events"]])
-    section("No outage (failed deploys: the previous version kept serving; not in time to restore):",
-            [f"v{n['version']} ({n['at']}): v{n['kept_serving']} kept serving; {_short(n['error'])}"
-             for n in ttr["no_outage"]])
-    section("Serving incidents (the supervisor's records):",
-            [f"{e['component']} ({e['detected_at']}): {_short(e['cause'])}; "
-             + (f"down {human_duration(e['downtime_s'])}, {e.get('action') or ''}" if e["status"] == "recovered"
-                else f"{e['status']}") for e in result.get("incidents", {}).get("events", [])])
-    section("Lead time unknown:", [f"v{u['version']} ({u['at']}): {u['reason']}" for u in lead["unmatched"]])
-    runs = result["pipeline_runs"]
-    section("Pipeline runs finished in the period:",
-            [f"{dag_id}: {row['finished']} finished, {row['succeeded']} succeeded, {row['failed']} failed"
-             + (f", {row['running']} running" if row["running"] else "")
-             + (f"; median {human_duration(row['median_duration_s'])}" if row["median_duration_s"] is not None else "")
-             for dag_id, row in runs["dags"].items()] or ["none recorded"])
-    return "\n".join(lines)
-
-
-def _short(text: str, limit: int = 100) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# ---- the chart ---------------------------------------------------------------------------------
-COLOURS = {"ok": "#2e7d32", "failed": "#c62828", "rolled_back": "#ef6c00", "line": "#555555", "none": "#9e9e9e"}
-
-
-def _empty(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color=COLOURS["none"])
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _title(name: str, value: str, grade: str | None) -> str:
-    return f"{name}: {value}" + (f"  ({grade})" if grade else "")
-
-
-def _median(stats: dict) -> str:
-    return "—" if stats["median_s"] is None else human_duration(stats["median_s"]) + " median"
-
-
-def _one_hour_line(ax, unit: float) -> None:
-    ax.axhline(HOUR / unit, color=COLOURS["line"], linestyle="--", linewidth=1, label="elite: < 1 h")
-
-
-def _draw_deploys(ax, freq: dict) -> None:
-    ax.set_title(_title("Deployment frequency", f"{_number(freq['per_day'])} / day", freq["level"]))
-    daily = freq["daily"]
-    if not freq["events"]:
-        return _empty(ax, "no promotion or rollback deploys in the period")
-    x = list(range(len(daily)))
-    bottom = [0] * len(daily)
-    for key, label in (("promoted", "promotion"), ("rolled_back", "rollback"), ("failed", "failed deploy")):
-        heights = [day[key] for day in daily]
-        ax.bar(x, heights, bottom=bottom, color=COLOURS["ok" if key == "promoted" else key], label=label)
-        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    rollback_days = [i for i, day in enumerate(daily) if day["rolled_back"]]
-    ax.scatter(rollback_days, [bottom[i] + 0.15 for i in rollback_days], marker="v", color=COLOURS["rolled_back"],
-               zorder=3)
-    step = max(1, len(daily) // 10)
-    ax.set_xticks(x[::step], [day["date"][5:] for day in daily][::step], rotation=45, ha="right")
-    ax.set_ylabel("deploys per day")
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.legend(loc="upper left", fontsize="small")
-
-
-def _draw_lead_time(ax, lead: dict) -> None:
-    ax.set_title(_title("Lead time (snapshot → answering)", _median(lead), lead["level"]))
-    events = lead["events"]
-    if not events:
-        return _empty(ax, "no promotion with a known snapshot in the period")
-    minutes = [e["seconds"] / MINUTE for e in events]
-    x = list(range(len(events)))
-    ax.scatter(x, minutes, color=COLOURS["ok"], zorder=3)
-    for i, e in enumerate(events):
-        ax.annotate(human_duration(e["seconds"]), (i, minutes[i]), textcoords="offset points", xytext=(0, 6),
-                    ha="center", fontsize="small")
-    _one_hour_line(ax, MINUTE)
-    ax.set_yscale("log")
-    ax.set_ylim(min([*minutes, HOUR / MINUTE]) / 2, max([*minutes, HOUR / MINUTE]) * 2.5)
-    ax.set_xticks(x, [f"v{e['version']}" for e in events])
-    ax.set_xlim(-0.5, len(events) - 0.5)
-    ax.set_ylabel("minutes (log scale)")
-    ax.legend(loc="upper left", fontsize="small")
-
-
-def _draw_failures(ax, cfr: dict) -> None:
-    value = "—" if cfr["rate"] is None else f"{cfr['rate'] * 100:.0f} % ({cfr['failed']} of {cfr['changes']})"
-    ax.set_title(_title("Change failure rate", value, cfr["level"]))
-    events = cfr["events"]
-    if not events:
-        return _empty(ax, "no promotion attempts in the period")
-    styles = {"ok": ("ok", "ok"), "health_check_failed": ("failed", "failed health check"),
-              "rolled_back": ("rolled_back", "rolled back later")}
-    shown = set()
-    for i, e in enumerate(events):
-        colour, label = styles[e["status"]]
-        ax.bar(i, 1, color=COLOURS[colour], label=None if label in shown else label)
-        shown.add(label)
-    ax.set_xticks(range(len(events)), [f"v{e['version']}\n{e['at'][5:10]}" for e in events])
-    ax.set_yticks([])
-    ax.set_ylim(0, 1.4)
-    ax.set_xlabel("promotion attempts, in order")
-    ax.legend(loc="upper right", fontsize="small", ncols=3)
-
-
-def _draw_restores(ax, ttr: dict) -> None:
-    ax.set_title(_title("Time to restore (rollback request → answering)", _median(ttr), ttr["level"]))
-    events = ttr["events"]
-    if not events:
-        text = "no rollbacks in the period"
-        if ttr["no_outage"]:
-            text += f"\n({_plural(len(ttr['no_outage']), 'failed deploy')}: no outage, the old version kept serving)"
-        return _empty(ax, text)
-    x = list(range(len(events)))
-    minutes = [(e["seconds"] or 0) / MINUTE for e in events]
-    ax.bar(x, minutes, width=0.6, color=[COLOURS["ok"] if e["restored"] else COLOURS["none"] for e in events])
-    for i, e in enumerate(events):
-        text = human_duration(e["seconds"]) if e["restored"] else "not restored"
-        ax.annotate(text, (i, minutes[i]), textcoords="offset points", xytext=(0, 4), ha="center", fontsize="small",
-                    color="black" if e["restored"] else COLOURS["failed"])
-    _one_hour_line(ax, MINUTE)
-    ax.set_ylim(0, max([*minutes, HOUR / MINUTE]) * 1.2)
-    ax.set_xlim(-0.5, max(len(events), 3) - 0.5)  # a lone bar stays bar-sized
-    ax.set_xticks(x, [f"v{e['from_version']}→v{e['to_version']}" for e in events])
-    ax.set_ylabel("minutes")
-    if ttr["no_outage"]:
-        ax.set_xlabel(f"{_plural(len(ttr['no_outage']), 'failed deploy')} not counted: no outage")
-    ax.legend(loc="upper left", fontsize="small")
-
-
-def draw_chart(result: dict[str, Any], path: Path | str) -> Path:
-    """The report as a 2×2 PNG: deploys per day, lead time per change, change failures, time to restore."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure = Figure(figsize=(13, 8.5), layout="constrained")
-    FigureCanvasAgg(figure)  # Agg, without pyplot's global state
-    (deploys_ax, lead_ax), (failures_ax, restores_ax) = figure.subplots(2, 2)
-    _draw_deploys(deploys_ax, result["deployment_frequency"])
-    _draw_lead_time(lead_ax, result["lead_time"])
-    _draw_failures(failures_ax, result["change_failure_rate"])
-    _draw_restores(restores_ax, result["time_to_restore"])
-    period = result["period"]
-    figure.suptitle(f"DORA measures, {period['start'][:16].replace('T', ' ')} → "
-                    f"{period['end'][:16].replace('T', ' ')} UTC "
-                    f"({_number(period['days'])} days)", fontsize="large")
-    figure.savefig(path, dpi=110)
-    return path
-
-
-# ---- command line ------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    """``python -m stockops dora``: print the table, write the JSON and the chart, print where."""
-    parser = argparse.ArgumentParser(prog="stockops dora",
-                                     description="The four DORA measures from this home's own records.")
-    parser.add_argument("--days", type=float, default=30, help="report period in days, ending now (default 30)")
-    parser.add_argument("--json", type=Path, default=None, help="where to write the JSON (default reports/dora.json)")
-    parser.add_argument("--chart", type=Path, default=None, help="where to write the PNG (default reports/dora.png)")
-    args = parser.parse_args(argv)
-    if args.days <= 0:
-        parser.error(f"--days {args.days}: the period must be longer than zero days")
-    settings = get_settings()
-    result = report(settings, days=args.days)
-    json_path = args.json or settings.reports_dir / "dora.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    chart_path = draw_chart(result, args.chart or settings.reports_dir / "dora.png")
-    print(format_table(result))
-    print(f"\nJSON:  {json_path}\nchart: {chart_path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
