@@ -24,6 +24,7 @@ import numpy as np
 
 from stockops.data.sources import shipped_series
 from stockops.model.baselines import BASELINES, WalkForward, walk_forward
+from stockops.model.portable.risk_inputs import align_market
 from stockops.model.scoring import RiskForecast, score_panel
 
 RESULTS = Path(__file__).resolve().parent / "results" / "baselines_walkforward.json"
@@ -37,8 +38,7 @@ REFERENCE = "garch_normal"
 def one_symbol(ticker: str) -> WalkForward:
     """Walk one series forward, its market closes aligned on its dates."""
     frame = shipped_series(ticker)
-    market = shipped_series(MARKET).set_index("Date")["Close"].reindex(frame["Date"]).to_numpy()
-    return walk_forward(frame, market, YEARS)
+    return walk_forward(frame, align_market(frame["Date"], shipped_series(MARKET)), YEARS)
 
 
 def main() -> None:

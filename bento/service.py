@@ -123,6 +123,7 @@ def _import_served(name: str):
 
 
 fc = _import_served("forecaster")
+risk_inputs = _import_served("risk_inputs")  # align_market: the one alignment rule of training and serving
 prediction_log = _import_served("prediction_log")  # the served-prediction log's layout: bounded, counted exactly
 
 
@@ -379,16 +380,6 @@ class PublishedSnapshots:
 def weekdays_between(after: date, until: date) -> int:
     """Weekdays in ``(after, until]`` (negative when ``until`` is before ``after``)."""
     return int(np.busday_count(after + timedelta(days=1), until + timedelta(days=1)))
-
-
-def aligned_closes(dates: pd.Series, market: pd.DataFrame) -> np.ndarray | None:
-    """The market reference's closes on ``dates``, the last known close carried over a day it lacks (as
-    ``stockops.serving.request_body`` aligns them for /predict); None if it starts after the first day."""
-    days = dates.to_numpy(dtype="datetime64[D]")
-    closes = pd.Series(market["Close"].to_numpy(np.float64), index=market["Date"].to_numpy(dtype="datetime64[D]"))
-    closes = closes[~closes.index.duplicated(keep="last")].sort_index()
-    values = closes.reindex(closes.index.union(days)).ffill().reindex(days).to_numpy()
-    return values if np.all(np.isfinite(values)) else None
 
 
 class BodyTooLarge(BentoMLException):
@@ -784,7 +775,7 @@ class StockForecast:
             market_snapshot = snapshot if self.store.market == ticker else await self.store.latest(
                 self.store.market, role=" (the market reference)", missing_ok=True)
         if market_snapshot is not None:
-            market = aligned_closes(rows["Date"], market_snapshot.frame)
+            market = risk_inputs.align_market(rows["Date"], market_snapshot.frame)  # as training aligns it
         as_of = snapshot.last_date
         answer = await self._forecast(rows[["Open", "High", "Low", "Close", "Volume"]].reset_index(drop=True),
                                       market, as_of, ticker)

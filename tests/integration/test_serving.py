@@ -451,6 +451,66 @@ def test_forecast_by_ticker_answers_from_the_latest_snapshot_with_lineage(served
         assert body[key] == predicted[key], key
 
 
+def test_training_the_monitor_predict_forecast_and_pyfunc_agree_to_the_bit_for_every_ticker(served):
+    """One portable core, one market alignment: for the same snapshots, the day's model input as training's
+    panel holds it (a ticker's whole history) is the same bits as the input built from its last ``history`` rows
+    (what the monitor, ``/predict``, ``/forecast`` and the pyfunc build); the market closes a ``/predict`` body
+    carries are training's. ``/predict`` and ``/forecast`` answer the same bits. The LSTM's float32 arithmetic is
+    not: the bento runs the network's compiled graph, the pyfunc its Keras layers, the monitor a batch of every
+    ticker (a matrix product's rounding depends on the batch), so those agree to float32's resolution."""
+    import mlflow
+    import numpy as np
+
+    from stockops import registry
+    from stockops.data import store_for
+    from stockops.model.portable.forecaster import OHLCV_INPUT, feature_matrix, windows
+    from stockops.model.portable.risk_inputs import align_market
+    from stockops.model.risk_model import build_panel
+    from stockops.monitoring import forecast_records, market_series
+    from stockops.serving import market_frame, request_body
+
+    settings, _ = served
+    stores = {t: store_for(settings, t) for t in settings.tickers}
+    tickers = [t for t, store in stores.items() if store.latest() is not None]
+    assert {settings.ticker, settings.market} <= set(tickers)
+    frames = {t: stores[t].load() for t in tickers}
+    registry.setup(settings)
+    uri = registry.model_uri(settings.model_name, "1")  # the served version
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    model = pyfunc.unwrap_python_model().forecaster
+    need, window = model.calibration.history, model.calibration.window
+    panel = build_panel(frames, market=settings.market)  # training's, over every day of every ticker
+    monitored, skipped = forecast_records(model, {t: (stores[t].latest(), frames[t]) for t in tickers},
+                                          market_series(settings), "1", made_at="now")
+    assert not skipped
+    monitored = {r["ticker"]: r for r in monitored}
+    for ticker in tickers:
+        tail = frames[ticker].iloc[-need:].reset_index(drop=True)
+        closes = align_market(tail["Date"], frames[settings.market])
+        own = panel.dates.searchsorted(tail["Date"].to_numpy(dtype="datetime64[D]"))
+        served_input = windows(feature_matrix(tail, closes), np.array([need - 1]), window)[0]
+        assert np.array_equal(panel.features[ticker][own[-window:]], served_input), f"{ticker}: inputs differ"
+        body = request_body(frames[ticker], market=market_frame(settings), rows=need, as_of=True)
+        assert body["market"] == closes.tolist(), f"{ticker}: /predict's market closes are not training's"
+
+        loaded = pyfunc.predict(tail.assign(Market=closes)[list(OHLCV_INPUT)]).iloc[0]
+        status, predicted = _predict(settings, body)
+        assert status == 200, predicted
+        status, forecast = _forecast(settings, {"ticker": ticker})
+        assert status == 200, forecast
+        quantiles = {q: float(loaded[q]) for q in predicted["quantiles"]}
+        answers = {"pyfunc": (float(loaded["point"]), float(loaded["variance"]), quantiles),
+                   "monitor": (monitored[ticker]["point"], monitored[ticker]["variance"],
+                               monitored[ticker]["quantiles"]),
+                   "/predict": (predicted["point_return"], predicted["variance"], predicted["quantiles"]),
+                   "/forecast": (forecast["point_return"], forecast["variance"], forecast["quantiles"])}
+        assert answers["/predict"] == answers["/forecast"], f"{ticker}: {answers}"
+        flat = {path: np.array([point, variance, *quantiles.values()]) for path, (point, variance, quantiles)
+                in answers.items()}
+        for path, values in flat.items():
+            np.testing.assert_allclose(values, flat["pyfunc"], rtol=2e-6, atol=1e-9, err_msg=f"{ticker}: {path}")
+
+
 def _store_of(settings, ticker: str) -> str:
     from stockops.data import store_for
 

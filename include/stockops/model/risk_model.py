@@ -31,6 +31,7 @@ from stockops.model.portable.forecaster import (
     feature_matrix,
 )
 from stockops.model.portable.forecaster import windows as feature_windows
+from stockops.model.portable.risk_inputs import align_market
 
 
 @dataclass(frozen=True)
@@ -61,16 +62,12 @@ def build_panel(frames: dict[str, pd.DataFrame], market: str | None = "QQQ") -> 
     """Align the tickers' OHLCV frames on the union of their dates; the market reference's closes ride along."""
     dates = np.array(sorted(set().union(*(set(f["Date"].to_numpy(dtype="datetime64[D]")) for f in frames.values()))),
                      dtype="datetime64[D]")
-    market_close = None
-    if market and market in frames:
-        m = frames[market]
-        market_close = pd.Series(m["Close"].to_numpy(np.float64), index=m["Date"].to_numpy(dtype="datetime64[D]"))
+    market_frame = frames.get(market) if market else None
     features, returns, closes = {}, {}, {}
     for ticker, frame in frames.items():
         frame = frame.reset_index(drop=True)
         own: np.ndarray = frame["Date"].to_numpy(dtype="datetime64[D]")
-        mk = market_close.reindex(own).ffill().to_numpy() if market_close is not None else None
-        f = feature_matrix(frame, mk)
+        f = feature_matrix(frame, align_market(own, market_frame))
         pos: np.ndarray = dates.searchsorted(own)
         full = np.full((len(dates), len(FEATURES)), np.nan)
         full[pos] = f

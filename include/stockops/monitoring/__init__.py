@@ -182,10 +182,10 @@ def market_series(settings: Settings) -> pd.Series | None:
 
 
 def market_closes(market: pd.Series | None, frame: pd.DataFrame) -> np.ndarray | None:
-    """``market``'s closes on ``frame``'s days (the nearest known close where it has none), or None."""
-    if market is None:
-        return None
-    return market.reindex(frame["Date"]).ffill().bfill().to_numpy(dtype="float64")
+    """``market``'s closes on ``frame``'s days (:func:`stockops.model.portable.risk_inputs.align_market`), or None."""
+    from stockops.model.portable.risk_inputs import align_market
+
+    return align_market(frame["Date"], market)
 
 
 def forecast_records(model, snapshots: dict[str, tuple[Any, pd.DataFrame]], market: pd.Series | None,

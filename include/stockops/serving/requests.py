@@ -9,12 +9,14 @@ def request_body(frame, market=None, as_of=None, rows: int | None = None) -> dic
     """The ``/predict`` body for daily OHLCV rows (oldest first): its last ``rows`` rows (all if None).
 
     ``market``: the market reference's closes, either a frame with ``Date`` and ``Close`` (a
-    snapshot: aligned on ``frame``'s dates, the last known close carried over a day it lacks) or
-    a sequence with one close per row of ``frame``. ``as_of``: the trading day of the last row
+    snapshot: aligned on ``frame``'s dates by :func:`~stockops.model.portable.risk_inputs.align_market`, as
+    training and ``/forecast`` align it) or a sequence with one close per row of ``frame``. ``as_of``: the trading day of the last row
     (a date or ISO string; ``True`` takes it from ``frame``'s ``Date``).
     """
     import numpy as np
     import pandas as pd
+
+    from stockops.model.portable.risk_inputs import align_market
 
     frame = frame.reset_index(drop=True)
     if market is not None and not isinstance(market, pd.DataFrame):
@@ -27,12 +29,9 @@ def request_body(frame, market=None, as_of=None, rows: int | None = None) -> dic
     body: dict = {key: frame[column].to_numpy(dtype=np.float64).tolist()
                   for key, column in (("open", "Open"), ("high", "High"), ("low", "Low"), ("closes", "Close"))}
     body["volume"] = [int(v) if v.is_integer() else v for v in frame["Volume"].to_numpy(dtype=np.float64).tolist()]
-    if isinstance(market, pd.DataFrame):  # a snapshot: its closes on the frame's days, carried over gaps
-        dates = frame["Date"].to_numpy(dtype="datetime64[D]")
-        closes = pd.Series(market["Close"].to_numpy(np.float64), index=market["Date"].to_numpy(dtype="datetime64[D]"))
-        closes = closes[~closes.index.duplicated(keep="last")].sort_index()
-        market = closes.reindex(closes.index.union(dates)).ffill().reindex(dates).to_numpy()
-    if market is not None and np.all(np.isfinite(market)):  # else: the reference starts after these rows
+    if isinstance(market, pd.DataFrame):  # a snapshot: its closes on the frame's days
+        market = align_market(frame["Date"], market)
+    if market is not None and np.all(np.isfinite(market)):
         body["market"] = market.tolist()
     if as_of is True:
         as_of = pd.Timestamp(frame["Date"].iloc[-1]).date()

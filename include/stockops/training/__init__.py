@@ -226,10 +226,10 @@ def train_candidate(features: Features, epochs: int | None = None, reason: str |
 def _example(frames: dict, ticker: str, rows: int, market: str | None):
     """The last ``rows`` OHLCV rows of ``ticker`` with the market reference's closes (``Market``) beside them."""
     frame = frames[ticker].iloc[-rows:].reset_index(drop=True)
-    if market and market in frames:
-        closes = frames[market].set_index("Date")["Close"]
-        return frame.assign(Market=closes.reindex(frame["Date"]).ffill().bfill().to_numpy())
-    return frame.assign(Market=frame["Close"])
+    from stockops.model.portable.risk_inputs import align_market
+
+    closes = align_market(frame["Date"], frames.get(market) if market else None)
+    return frame.assign(Market=frame["Close"] if closes is None else closes)
 
 
 def evaluate_models(trained: Trained) -> Evaluated:
@@ -358,6 +358,7 @@ def _baseline_forecasts(frames: dict, panel, split, tickers, dates, market: str 
     import numpy as np
 
     from stockops.model.baselines import BASELINES, holdout
+    from stockops.model.portable.risk_inputs import align_market
     from stockops.model.scoring import RiskForecast
 
     market_frame = frames.get(market) if market else None
@@ -365,10 +366,7 @@ def _baseline_forecasts(frames: dict, panel, split, tickers, dates, market: str 
     order = []
     for ticker in panel.tickers:
         frame = frames[ticker]
-        mk = None
-        if market_frame is not None:
-            mk = market_frame.set_index("Date")["Close"].reindex(frame["Date"]).ffill().to_numpy()
-        fold = holdout(frame, mk, split.test_start)
+        fold = holdout(frame, align_market(frame["Date"], market_frame), split.test_start)
         position = {d: i for i, d in enumerate(fold.dates.astype("datetime64[D]"))}
         wanted = np.flatnonzero(tickers == ticker)
         index = np.array([position[d] for d in dates[wanted]])

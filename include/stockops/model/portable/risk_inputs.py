@@ -11,6 +11,14 @@ For day t of one series (logs of prices, so nothing depends on the price level):
 
 Every value at day t uses data up to t only; the target for day t is ``ret`` of day t+1.
 Depends on numpy and pandas only: the logged MLflow model carries this module (``code_paths``).
+
+Two rules make a day's inputs the same bits wherever they are computed — over a ticker's whole history in
+training's panel or over the last ``history`` rows in the bento, the monitor and a ``/predict`` request:
+
+- the market reference is aligned to a ticker's days by :func:`align_market` only;
+- trailing means are summed window by window (:func:`trailing_mean`), not by a running sum, whose rounding
+  depends on where the series starts (pandas' ``rolling().mean()`` differs by ~1e-14 between a history and
+  its tail).
 """
 
 from __future__ import annotations
@@ -51,10 +59,49 @@ def daily_inputs(frame: pd.DataFrame, market_close: pd.Series | np.ndarray | Non
     return out
 
 
+def align_market(dates, market) -> np.ndarray | None:
+    """The market reference's closes on ``dates``: THE alignment rule of stockops (training, baselines, the
+    monitor, ``/predict`` requests and ``/forecast`` all call it).
+
+    ``market``: a frame with ``Date`` and ``Close`` or a Series of closes indexed by date (None: no reference).
+    A day the reference lacks takes its last known close before that day (a holiday of one exchange: the market
+    did not move); days before its first close take that first close (no move). None when the reference has no
+    close at all. Duplicate dates keep the last close.
+    """
+    if market is None:
+        return None
+    if isinstance(market, pd.DataFrame):
+        market = pd.Series(market["Close"].to_numpy(np.float64), index=market["Date"].to_numpy(dtype="datetime64[D]"))
+    closes = pd.Series(np.asarray(market, dtype=np.float64), index=pd.DatetimeIndex(market.index).to_numpy(
+        dtype="datetime64[D]"))
+    closes = closes[np.isfinite(closes.to_numpy())]
+    if closes.empty:
+        return None
+    closes = closes[~closes.index.duplicated(keep="last")].sort_index()
+    days = pd.DatetimeIndex(np.asarray(dates, dtype="datetime64[D]")).to_numpy(dtype="datetime64[D]")
+    return closes.reindex(closes.index.union(days)).ffill().bfill().reindex(days).to_numpy(dtype=np.float64)
+
+
+def trailing_mean(values: np.ndarray, days: int, min_periods: int) -> np.ndarray:
+    """Mean of the last ``days`` values up to each day (NaN ignored), NaN where fewer than ``min_periods``.
+
+    Each window is summed on its own, so a day's mean has the same bits whatever came before its window.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return v.copy()
+    padded = np.concatenate([np.full(days - 1, np.nan), v])
+    window = np.lib.stride_tricks.sliding_window_view(padded, days)
+    counts = np.sum(~np.isnan(window), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.nansum(window, axis=1) / counts
+    return np.where(counts >= min_periods, means, np.nan)
+
+
 def volume_ratio(volume: np.ndarray, days: int = VOLUME_DAYS) -> np.ndarray:
     """``log(V_t / mean of the previous `days` volumes)``; 0 where it cannot be computed."""
     v = np.asarray(volume, dtype=np.float64)
-    mean = pd.Series(v).shift(1).rolling(days, min_periods=1).mean().to_numpy()
+    mean = trailing_mean(np.concatenate([[np.nan], v[:-1]]), days, min_periods=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.log(v / mean)
     ratio[~np.isfinite(ratio)] = 0.0
@@ -63,11 +110,11 @@ def volume_ratio(volume: np.ndarray, days: int = VOLUME_DAYS) -> np.ndarray:
 
 def har_terms(gko: np.ndarray, days: tuple[int, ...] = HAR_DAYS) -> np.ndarray:
     """``log`` of the mean GKO variance over the last 1, 5 and 22 days, shape (n, 3); NaN before enough days."""
-    s = pd.Series(np.maximum(np.asarray(gko, dtype=np.float64), VARIANCE_FLOOR))
-    return np.column_stack([np.log(s.rolling(d, min_periods=d).mean().to_numpy()) for d in days])
+    s = np.maximum(np.asarray(gko, dtype=np.float64), VARIANCE_FLOOR)
+    return np.column_stack([np.log(trailing_mean(s, d, min_periods=d)) for d in days])
 
 
 def negative_return_term(ret: np.ndarray, gko: np.ndarray, bound: float = 4.0) -> np.ndarray:
     """The day's fall in units of its recent (22-day) volatility, in [0, bound]: leverage, bounded."""
-    scale = np.sqrt(pd.Series(np.maximum(gko, VARIANCE_FLOOR)).rolling(22, min_periods=1).mean().to_numpy())
+    scale = np.sqrt(trailing_mean(np.maximum(gko, VARIANCE_FLOOR), 22, min_periods=1))
     return np.clip(-np.nan_to_num(np.asarray(ret, dtype=np.float64)) / scale, 0.0, bound)
