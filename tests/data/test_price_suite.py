@@ -23,7 +23,7 @@ from stockops.core import audit
 from stockops.core.settings import WATCHLIST, get_settings
 from stockops.data import decisions, store_for
 from stockops.data.sources import shipped_series
-from stockops.data.validation import (
+from stockops.data.suite import (
     EXTREME_VOLUME_COL,
     GAP_COL,
     RANGE_SHARE_COL,
@@ -33,10 +33,9 @@ from stockops.data.validation import (
     SESSION_COL,
     STALENESS_COL,
     VOLUME_RATIO_COL,
-    DataValidationError,
     build_expectations,
-    validate_prices,
 )
+from stockops.data.validation import DataValidationError, validate_prices
 
 N_ROWS = 600  # the first 600 real trading days (2004-08-19 .. 2007-01-05): the published baseline
 ROW = 300  # the row the history cases corrupt (2005-10-25)

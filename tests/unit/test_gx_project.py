@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from stockops.core.settings import REPO_ROOT
-from stockops.data.validation import CHECKPOINT_NAME, PARAMETERS, SUITE_NAME, build_expectations
+from stockops.data.gxproject import CHECKPOINT_NAME
+from stockops.data.suite import PARAMETERS, SUITE_NAME, build_expectations
 
 GX = REPO_ROOT / "great_expectations" / "gx"
 

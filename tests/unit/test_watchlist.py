@@ -16,8 +16,9 @@ from stockops.contracts import IngestRequest, IngestStatus
 from stockops.core import audit
 from stockops.core.settings import get_settings
 from stockops.data import calendar, decisions, store_for
+from stockops.data.gxproject import prune_results
 from stockops.data.sources import shipped_series
-from stockops.data.validation import judged_rows, prune_results
+from stockops.data.validation import judged_rows
 from tests.unit.test_sources_and_store import FakeDownload, _download_shape
 
 # ---- the calendar --------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "gx-init":
         from stockops.core.settings import get_settings
-        from stockops.data.validation import write_gx_project
+        from stockops.data.gxproject import write_gx_project
 
         print(write_gx_project(get_settings().gx_project_dir))
         return 0

@@ -1,24 +1,9 @@
-"""The Great Expectations gate on daily prices (GX Core 1.x), knowing real markets.
+"""The Great Expectations gate on daily prices: run the committed checkpoint, report what it found.
 
-The committed GX project in ``great_expectations/gx/`` holds the expectation suite, the
-validation definition and the checkpoint. At run time that project is copied under the
-stockops home (``<home>/gx``) so validation results and Data Docs are written there and
-the repository stays read-only. Thresholds are suite parameters (``$PARAMETER``) filled
-from the settings on every run, so they are configurable without editing the suite.
-
-Checks that need neighbouring rows or a calendar are computed here as extra columns of the
-frame GX sees (the data that gets published is the original frame):
-
-- NYSE sessions (``exchange_calendars``): every row dated on a session, gaps and staleness
-  counted in sessions, so a holiday is never a gap;
-- a stale feed (a row repeating the previous whole row) and a volume units error (volume far
-  above its median of the previous 50 sessions);
-- **extreme moves** (close to close beyond ``max_abs_return``): real crashes and earnings days
-  are accepted when the day's own range and volume back the move and the next session does
-  not undo it. Feed errors (a decimal shift, a one-day spike, another symbol's prices) move
-  the level without the range, or revert the next day. An extreme move in the newest session
-  has no next session yet: it is *held* for a person (the one ``warning``-severity
-  expectation), unless a person already decided that day.
+The suite and the derived columns it judges are in :mod:`stockops.data.suite`; the GX project
+(written, copied under the home, its stored results pruned) in :mod:`stockops.data.gxproject`.
+:func:`validate_prices` returns a :class:`ValidationReport`: passed, held (an extreme move in the
+newest session that a person must decide) or failed.
 
 Validation is **incremental**: only the rows after the published snapshot are judged (with
 the published history as context), as long as that history is unchanged. When the source
@@ -28,59 +13,31 @@ restated or re-adjusted history, every row is judged again and the restatement i
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import date
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from stockops.core.settings import Settings
-from stockops.data.calendar import is_session, sessions_between
-from stockops.data.sources import COLUMNS, PRICE_COLUMNS
+from stockops.data.gxproject import CHECKPOINT_NAME, _gx_context, prune_results
+from stockops.data.sources import COLUMNS
 from stockops.data.store import file_lock
+from stockops.data.suite import (
+    AWAITING,
+    EXTREME_VOLUME_COL,
+    RANGE_SHARE_COL,
+    REVIEW_COL,
+    _days,
+    parameters_for,
+    with_derived_columns,
+)
 
 log = logging.getLogger(__name__)
 
-SUITE_NAME = "stock_prices"
-DATASOURCE_NAME = "stockops_pandas"
-ASSET_NAME = "prices"
-BATCH_DEFINITION_NAME = "whole_frame"
-VALIDATION_DEFINITION_NAME = "stock_prices_validation"
-CHECKPOINT_NAME = "stock_prices_checkpoint"
-
-DATE_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"]
-PRICE_TYPES = ["float64", "float32", "int64", "int32"]
-VOLUME_TYPES = ["int64", "int32", "float64", "uint64"]
-
 STRUCTURAL = ("expect_table_row_count_to_be_between", "expect_column_to_exist",
               "expect_column_values_to_be_in_type_list")
-
-# Derived columns (see module docstring).
-SESSION_COL = "is_nyse_session"
-GAP_COL = "sessions_since_previous"
-STALENESS_COL = "sessions_behind_reference"
-MOVE_COL = "abs_close_return"
-VOLUME_RATIO_COL = "volume_ratio"
-REPEAT_COL = "repeated_rows"
-RANGE_SHARE_COL = "extreme_range_share"
-EXTREME_VOLUME_COL = "extreme_volume_ratio"
-REVERSAL_COL = "extreme_reversal"
-REVIEW_COL = "operator_review"
-# values of REVIEW_COL
-AWAITING = "awaiting_decision"
-APPROVED = "approved"
-REJECTED = "rejected"
-
-DOCS_SITE = "local_site"
-DOCS_INDEX_LIMIT = 36  # the Data Docs index lists (and loads) the newest 36 results (two days of 18 tickers)
-VOLUME_MEDIAN_SESSIONS = 50  # the volume ratio's baseline: median of the previous 50 sessions
-VOLUME_MEDIAN_MIN = 20  # fewer known sessions: no ratio (nothing to compare with)
-PARAMETERS = ("max_gap_sessions", "max_staleness_sessions", "max_repeated_rows", "max_volume_ratio",
-              "extreme_min_range_share", "extreme_min_volume_ratio", "max_reversal")
 
 # outcomes
 PASSED, HELD, FAILED = "passed", "held", "failed"
@@ -170,141 +127,6 @@ class ValidationReport:
         return {**asdict(self), "success": self.success}
 
 
-def _bound(expectation: str, severity: str = "critical", **kwargs: Any) -> dict:
-    return {"type": expectation, "kwargs": kwargs, "severity": severity}
-
-
-def build_expectations() -> list[dict]:
-    """The suite, as (type, kwargs, severity); ``$PARAMETER`` values are filled at run time."""
-    exps: list[dict] = [
-        _bound("expect_table_row_count_to_be_between", min_value=1,
-               description="the frame has at least one row"),
-    ]
-    for col in COLUMNS:
-        exps.append(_bound("expect_column_to_exist", column=col, description=f"required column {col} exists"))
-    exps.append(_bound("expect_column_values_to_be_in_type_list", column="Date", type_list=DATE_TYPES,
-                       description="Date holds dates"))
-    for col in PRICE_COLUMNS:
-        exps.append(_bound("expect_column_values_to_be_in_type_list", column=col, type_list=PRICE_TYPES,
-                           description=f"{col} is numeric"))
-    exps.append(_bound("expect_column_values_to_be_in_type_list", column="Volume", type_list=VOLUME_TYPES,
-                       description="Volume is numeric"))
-    for col in COLUMNS:
-        exps.append(_bound("expect_column_values_to_not_be_null", column=col, description=f"no missing {col}"))
-    for col in PRICE_COLUMNS:
-        exps.append(_bound("expect_column_values_to_be_between", column=col, min_value=0, strict_min=True,
-                           description=f"{col} > 0"))
-    exps.append(_bound("expect_column_values_to_be_between", column="Volume", min_value=0,
-                       description="Volume >= 0"))
-    for a, b, text in (("High", "Open", "High >= Open"), ("High", "Close", "High >= Close"),
-                       ("Open", "Low", "Low <= Open"), ("Close", "Low", "Low <= Close"),
-                       ("High", "Low", "High >= Low")):
-        exps.append(_bound("expect_column_pair_values_a_to_be_greater_than_b", column_A=a, column_B=b,
-                           or_equal=True, description=text))
-    exps += [
-        _bound("expect_column_values_to_be_unique", column="Date", description="dates are unique"),
-        _bound("expect_column_values_to_be_increasing", column="Date", strictly=True,
-               description="dates strictly increase"),
-        _bound("expect_column_values_to_be_in_set", column=SESSION_COL, value_set=[True],
-               description="every row is dated on an NYSE trading session (no weekend, no exchange holiday)"),
-        _bound("expect_column_values_to_be_between", column=GAP_COL,
-               max_value={"$PARAMETER": "max_gap_sessions"},
-               description="no gap between rows longer than max_gap_sessions NYSE sessions"),
-        _bound("expect_column_min_to_be_between", column=STALENESS_COL, min_value=0,
-               max_value={"$PARAMETER": "max_staleness_sessions"},
-               description="the newest row is at most max_staleness_sessions NYSE sessions older than the "
-                           "reference date, and none is after it"),
-        _bound("expect_column_values_to_be_between", column=REPEAT_COL,
-               max_value={"$PARAMETER": "max_repeated_rows"},
-               description="no row repeats the previous session's whole row (Open, High, Low, Close and Volume): "
-                           "a stale feed"),
-        _bound("expect_column_values_to_be_between", column=VOLUME_RATIO_COL,
-               max_value={"$PARAMETER": "max_volume_ratio"},
-               description="volume is at most max_volume_ratio x its median of the previous 50 sessions "
-                           "(a units error)"),
-        _bound("expect_column_values_to_be_between", column=RANGE_SHARE_COL,
-               min_value={"$PARAMETER": "extreme_min_range_share"},
-               description="an extreme close-to-close move (beyond max_abs_return) shows in the day's own range: "
-                           "log(High/Low) spans at least extreme_min_range_share of it (a decimal shift, a "
-                           "spike or another symbol's prices move the level, not the range)"),
-        _bound("expect_column_values_to_be_between", column=EXTREME_VOLUME_COL,
-               min_value={"$PARAMETER": "extreme_min_volume_ratio"},
-               description="an extreme move trades on at least extreme_min_volume_ratio x the usual volume"),
-        _bound("expect_column_values_to_be_between", column=REVERSAL_COL,
-               max_value={"$PARAMETER": "max_reversal"},
-               description="the next session does not undo an extreme move (more than max_reversal of it "
-                           "reverting at once is a one-day spike)"),
-        _bound("expect_column_values_to_not_be_in_set", column=REVIEW_COL, value_set=[REJECTED],
-               description="no extreme move that an operator rejected"),
-        _bound("expect_column_values_to_not_be_in_set", column=REVIEW_COL, value_set=[AWAITING], severity="warning",
-               description="an extreme move in the newest session, which no later session can confirm yet, "
-                           "has an operator's decision (warning: the ingest asks for one)"),
-    ]
-    return exps
-
-
-# ---- derived columns -----------------------------------------------------------------------
-def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
-    if column not in frame.columns:
-        return pd.Series(np.nan, index=frame.index)
-    return pd.to_numeric(frame[column], errors="coerce").astype("float64")
-
-
-def _run_lengths(flags: np.ndarray) -> np.ndarray:
-    """For each position, how many consecutive True end there (0 where False)."""
-    runs = np.zeros(len(flags))
-    for i in np.flatnonzero(flags):
-        runs[i] = (runs[i - 1] if i else 0) + 1
-    return runs
-
-
-def _days(frame: pd.DataFrame) -> np.ndarray:
-    if "Date" not in frame.columns:
-        return np.full(len(frame), np.datetime64("NaT"), dtype="datetime64[D]")
-    return pd.to_datetime(frame["Date"], errors="coerce").to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
-
-
-def with_derived_columns(frame: pd.DataFrame, reference_date: date, settings: Settings,
-                         decisions: dict[str, str] | None = None) -> pd.DataFrame:
-    """The frame GX sees: the original columns plus the per-row facts the suite judges.
-
-    ``decisions`` maps a day (ISO) to an operator's ``approved``/``rejected`` for this ticker; an
-    approved day is accepted as real, a rejected one stays refused.
-    """
-    view = frame.copy()
-    decisions = decisions or {}
-    days = _days(view)
-    previous = np.concatenate([[np.datetime64("NaT")], days[:-1]]).astype("datetime64[D]") if len(days) else days
-    view[SESSION_COL] = is_session(days)
-    view[GAP_COL] = sessions_between(previous, days)
-    view[STALENESS_COL] = sessions_between(days, np.full(len(days), np.datetime64(reference_date, "D")))
-
-    opens, highs, lows, closes = (_numeric(view, c) for c in PRICE_COLUMNS)
-    volume = _numeric(view, "Volume")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_return = np.log(closes / closes.shift(1))
-        view[MOVE_COL] = (closes / closes.shift(1) - 1).abs()
-        median = volume.shift(1).rolling(VOLUME_MEDIAN_SESSIONS, min_periods=VOLUME_MEDIAN_MIN).median()
-        ratio = (volume / median).where(median > 0)
-        view[VOLUME_RATIO_COL] = ratio
-        values = view.reindex(columns=COLUMNS[1:])
-        same = (values == values.shift(1)).all(axis=1).to_numpy() & values.notna().all(axis=1).to_numpy()
-        view[REPEAT_COL] = _run_lengths(same)
-
-        day_text = pd.Series([str(d) if not np.isnat(d) else "" for d in days], index=view.index)
-        decided = day_text.map(decisions).fillna("")
-        extreme = (view[MOVE_COL] > settings.max_abs_return).to_numpy()
-        judged = extreme & (decided != APPROVED).to_numpy()
-        has_next = np.arange(len(view)) < len(view) - 1
-        view[RANGE_SHARE_COL] = (np.log(highs / lows) / log_return.abs()).where(judged)
-        view[EXTREME_VOLUME_COL] = ratio.where(judged)
-        view[REVERSAL_COL] = (-log_return.shift(-1) / log_return).where(judged & has_next)
-    review = np.where(extreme & (decided == REJECTED).to_numpy(), REJECTED,
-                      np.where(extreme & (decided == APPROVED).to_numpy(), APPROVED,
-                               np.where(judged & ~has_next, AWAITING, "")))
-    view[REVIEW_COL] = review
-    return view
-
 
 # ---- which rows are judged ---------------------------------------------------------------------
 def _same_values(a: pd.DataFrame, b: pd.DataFrame) -> bool:
@@ -381,40 +203,8 @@ def describe_restatement(frame: pd.DataFrame, published: pd.DataFrame) -> dict:
     return info
 
 
+
 # ---- running the suite ------------------------------------------------------------------------
-@lru_cache(maxsize=4)
-def _gx_context(source: Path, work: Path):
-    """A file context on the runtime copy of the committed project (results + Data Docs there); once per process."""
-    import great_expectations as gx
-
-    shutil.copytree(source / "gx", work / "gx", dirs_exist_ok=True, ignore=shutil.ignore_patterns("uncommitted"))
-    return gx.get_context(mode="file", project_root_dir=str(work))
-
-
-def parameters_for(settings: Settings) -> dict[str, Any]:
-    return {name: getattr(settings, name) for name in PARAMETERS}
-
-
-def prune_results(settings: Settings, keep: int) -> int:
-    """Keep the newest ``keep`` GX validation results (and their Data Docs pages); returns how many went.
-
-    Every run stores a result (~50 KB) and renders a page (~100 KB): 18 tickers a day would grow
-    without bound. The stockops result of every validation stays in each ticker's ``validations/``.
-    """
-    root = settings.gx_work_dir / "gx" / "uncommitted"
-    results = sorted((root / "validations").glob(f"{SUITE_NAME}/*/*/*.json"), key=lambda p: p.parent.name)
-    gone = results[:-keep] if keep > 0 else results
-    for path in gone:
-        relative = path.relative_to(root / "validations")
-        page = (settings.data_docs_dir / "validations" / relative).with_suffix(".html")
-        for leaf in (path, page):
-            leaf.unlink(missing_ok=True)
-            for folder in (leaf.parent, leaf.parent.parent):
-                if folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()
-    return len(gone)
-
-
 def validate_prices(frame: pd.DataFrame, reference_date: date, settings: Settings, *,
                     published: pd.DataFrame | None = None, decisions: dict[str, str] | None = None,
                     run_name: str = "") -> ValidationReport:
@@ -501,37 +291,3 @@ def _date_text(value: Any) -> str:
         return str(pd.Timestamp(value).date())
     except (ValueError, TypeError):
         return str(value)
-
-
-def write_gx_project(project_root: Path) -> Path:
-    """(Re)write the committed GX project from :func:`build_expectations`; idempotent."""
-    import great_expectations.expectations as gxe
-    from great_expectations.checkpoint import UpdateDataDocsAction
-    from great_expectations.core.expectation_suite import ExpectationSuite
-
-    import great_expectations as gx
-
-    context = gx.get_context(mode="file", project_root_dir=str(project_root))
-    datasource = context.data_sources.add_or_update_pandas(name=DATASOURCE_NAME)
-    asset = next((a for a in datasource.assets if a.name == ASSET_NAME), None) or \
-        datasource.add_dataframe_asset(name=ASSET_NAME)
-    batch_definition = next((b for b in asset.batch_definitions if b.name == BATCH_DEFINITION_NAME), None) or \
-        asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION_NAME)
-    classes = {cls.expectation_type: cls for cls in vars(gxe).values()
-               if isinstance(cls, type) and hasattr(cls, "expectation_type")}
-    suite = ExpectationSuite(name=SUITE_NAME, expectations=[
-        classes[e["type"]](**e["kwargs"], severity=e["severity"]) for e in build_expectations()
-    ])
-    suite = context.suites.add_or_update(suite)
-    validation = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=VALIDATION_DEFINITION_NAME, data=batch_definition, suite=suite))
-    context.checkpoints.add_or_update(gx.Checkpoint(
-        name=CHECKPOINT_NAME, validation_definitions=[validation],
-        actions=[UpdateDataDocsAction(name="update_data_docs")],
-        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["Date"]},
-    ))
-    # Rebuilding the index loads every listed result: bound it, or each run costs O(history).
-    site = dict(context.variables.data_docs_sites[DOCS_SITE])
-    site["site_index_builder"] = {"class_name": "DefaultSiteIndexBuilder", "validation_results_limit": DOCS_INDEX_LIMIT}
-    context.update_data_docs_site(DOCS_SITE, site)
-    return Path(project_root) / "gx"
