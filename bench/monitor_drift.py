@@ -72,7 +72,7 @@ def threshold_sweep(step: int) -> dict:
     from stockops.core.settings import get_settings
     from stockops.data.sources import shipped_series
     from stockops.model.drift_features import monitor_features
-    from stockops.monitoring import assess_drift
+    from stockops.monitoring.drift import assess_drift
 
     settings = get_settings()
     goog = shipped_series("GOOG").iloc[:2148]  # up to 2013-03-01, as first measured

@@ -73,13 +73,9 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Asset, dag
 
 from stockops.core.settings import DAY_ASSET_NAME, DAY_ASSET_URI, get_settings
-from stockops.monitoring import (
-    PROPOSAL_DAG_ID,
-    TRAINING_DAG_ID,
-    score_watchlist,
-    should_propose_rollback,
-    should_retrain,
-)
+from stockops.monitoring import should_propose_rollback, should_retrain
+from stockops.monitoring.decision import PROPOSAL_DAG_ID, TRAINING_DAG_ID
+from stockops.monitoring.forecasts import score_watchlist
 from stockops.orchestration.alerts import notify_failure
 from stockops.orchestration.tasks import monitor_task
 from stockops.orchestration.wiring import step_tasks

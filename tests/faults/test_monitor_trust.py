@@ -81,7 +81,7 @@ def verdict(decision: dict) -> dict:
 
 
 def test_scoring_the_watchlist_twice_records_each_forecast_once(champion_home):
-    from stockops.monitoring import score_watchlist
+    from stockops.monitoring.forecasts import score_watchlist
 
     first = score_watchlist(dag_run_id="first")
     again = score_watchlist(dag_run_id="retry")
@@ -98,7 +98,9 @@ def test_scoring_the_watchlist_twice_records_each_forecast_once(champion_home):
 
 def test_forged_requests_leave_the_verdict_alone_before_and_after_own_forecasts_take_over(champion_home):
     from stockops.data import store_for
-    from stockops.monitoring import market_closes, market_series, replay_forecasts, run_monitor, score_watchlist
+    from stockops.monitoring import run_monitor
+    from stockops.monitoring.forecasts import market_closes, market_series, score_watchlist
+    from stockops.monitoring.live_error import replay_forecasts
 
     settings = champion_home
     # A fresh champion has no realized forecast of its own: the monitor replays it, and says so.

@@ -347,7 +347,7 @@ def forecasts_for_the_watchlist(settings, tickers: tuple[str, ...]) -> dict[str,
     ``record_forecasts``.
     """
     from stockops.data import store_for
-    from stockops.monitoring import record_forecasts
+    from stockops.monitoring.forecasts import record_forecasts
     from tests.unit.test_plugin import baseline_forecast_records
 
     records = {ticker: baseline_forecast_records(ticker, store_for(settings, ticker).load()) for ticker in tickers}

@@ -170,7 +170,7 @@ def test_a_clearly_worse_champion_is_proposed_for_rollback_and_an_approval_start
 
     from stockops.data import store_for
     from stockops.ingest import ingest_day
-    from stockops.monitoring import record_forecasts
+    from stockops.monitoring.forecasts import record_forecasts
     from tests.integration.helpers import AirflowApi
 
     ingest_day(CALM_DAY)

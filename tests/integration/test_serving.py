@@ -466,7 +466,7 @@ def test_training_the_monitor_predict_forecast_and_pyfunc_agree_to_the_bit_for_e
     from stockops.model.portable.forecaster import OHLCV_INPUT, feature_matrix, windows
     from stockops.model.portable.risk_inputs import align_market
     from stockops.model.risk_model import build_panel
-    from stockops.monitoring import forecast_records, market_series
+    from stockops.monitoring.forecasts import forecast_records, market_series
     from stockops.serving import market_frame, request_body
 
     settings, _ = served

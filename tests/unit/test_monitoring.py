@@ -16,17 +16,16 @@ import pytest
 from stockops.core import audit
 from stockops.core.settings import get_settings
 from stockops.model.drift_features import FEATURES, current_features, monitor_features
-from stockops.monitoring import (
-    assess_drift,
-    decide,
+from stockops.monitoring.decision import decide, last_trigger
+from stockops.monitoring.drift import assess_drift
+from stockops.monitoring.forecasts import (
     forecast_records,
-    last_trigger,
-    live_error,
     next_session,
     own_forecasts,
     record_forecasts,
     traffic_requests,
 )
+from stockops.monitoring.live_error import live_error
 
 CALM_REFERENCE = ("2006-05-01", "2008-05-01")  # two years, training-window sized
 CALM_NEXT = ("2008-05-01", "2008-07-25")  # the 59 trading days right after it
@@ -439,7 +438,7 @@ def test_harx_gko_is_fitted_on_the_days_before_the_window_only(paths):
 # ---- the watchlist's drift in one Evidently report -------------------------------------------------
 def test_every_tickers_drift_is_one_report_and_one_bad_ticker_alone_does_not_retrain(features, thresholds, tmp_path):
     from stockops.data.sources import shipped_series
-    from stockops.monitoring import assess_watchlist_drift
+    from stockops.monitoring.drift import assess_watchlist_drift
 
     ko = monitor_features(shipped_series("KO"))
     # KO's own calm pair (its summer 2008 was already restless: 3 of 5 features moved)
@@ -470,7 +469,7 @@ def test_every_tickers_drift_is_one_report_and_one_bad_ticker_alone_does_not_ret
 
 
 def test_drift_inputs_skip_tickers_the_champion_never_saw_and_read_old_references(features, goog):
-    from stockops.monitoring import drift_inputs
+    from stockops.monitoring.drift import drift_inputs
 
     reference = window(features, CALM_REFERENCE)
     frames = {"GOOG": goog, "NEW": goog.iloc[:-5]}
@@ -484,7 +483,7 @@ def test_drift_inputs_skip_tickers_the_champion_never_saw_and_read_old_reference
 
 # ---- the champion against the previous one: the rollback proposal -----------------------------------
 def test_a_champion_clearly_worse_than_the_previous_one_is_proposed_for_rollback(paths, thresholds, tmp_path):
-    from stockops.monitoring import last_proposal, rollback_proposal
+    from stockops.monitoring.decision import last_proposal, rollback_proposal
     from stockops.monitoring.scorecard import compare_versions
 
     previous = scorecard_records(paths, version="2")  # knows the truth

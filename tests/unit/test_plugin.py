@@ -383,7 +383,7 @@ def watchlist(settings, monkeypatch):
     from stockops.core.settings import get_settings
     from stockops.data import store_for
     from stockops.data.sources import shipped_series
-    from stockops.monitoring import record_forecasts
+    from stockops.monitoring.forecasts import record_forecasts
 
     monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG,JPM,KO,QQQ")
     current = get_settings()

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from stockops.model.portable import prediction_log
-from stockops.monitoring import traffic_requests
+from stockops.monitoring.forecasts import traffic_requests
 
 CAP = 4000
 

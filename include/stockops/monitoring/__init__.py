@@ -13,9 +13,9 @@ Each check (the ``stock_monitor`` DAG, or ``make demo``) compares two things and
   forecasts by the champion, realized, per ticker and pooled: interval coverage, 95 %/99 % VaR
   breaches with the Kupiec test, QLIKE and pinball loss against HARX-GKO on the same pairs.
 
-The monitor trusts only the platform's own records. Its first step, :func:`score_watchlist`,
-forecasts the next session of every watchlist ticker with the champion loaded from the registry,
-on that ticker's latest published (validated, hash-checked) snapshot, and appends one record per
+The monitor trusts only the platform's own records. Its first step,
+:func:`~stockops.monitoring.forecasts.score_watchlist`, forecasts the next session of every watchlist ticker
+with the champion loaded from the registry, on that ticker's latest published (validated, hash-checked) snapshot, and appends one record per
 (ticker, day, model version) to ``<home>/monitoring/forecasts.jsonl``. Live error and calibration
 join those records with the closes that later snapshots published. Until
 ``monitor_min_forecast_days`` of them are realized in the window (a fresh platform, a new
@@ -29,6 +29,10 @@ also on its own, ``scorecard.json``), appended to the decision log and logged to
 pooled scorecard as ``scorecard_*`` metrics). A crossed threshold triggers a retrain unless one is queued or
 running, or the last trigger is within the cool-down: one drift episode, one retrain.
 
+One job per module: :mod:`~stockops.monitoring.drift`, :mod:`~stockops.monitoring.forecasts` (the platform's
+own forecast records), :mod:`~stockops.monitoring.live_error`, :mod:`~stockops.monitoring.scorecard`,
+:mod:`~stockops.monitoring.decision`; this package runs one check end to end (:func:`run_monitor`).
+
 Evidently (~8 s to import) and TensorFlow are imported inside the functions that need them.
 """
 
@@ -36,446 +40,34 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stockops import registry
-from stockops.contracts import MonitorDecision, Scored, ShadowScored
+from stockops.contracts import MonitorDecision
 from stockops.core import audit
 from stockops.core.settings import Settings, get_settings
-from stockops.model.drift_features import FEATURES, current_features
-from stockops.model.portable.prediction_log import request_counts as prediction_log_counts
+from stockops.model.drift_features import current_features
+from stockops.monitoring.decision import (
+    decide,
+    last_proposal,
+    last_trigger,
+    rollback_proposal,
+)
+from stockops.monitoring.drift import assess_watchlist_drift, drift_inputs
+from stockops.monitoring.forecasts import market_closes, market_series, own_forecasts, traffic_requests
+from stockops.monitoring.live_error import live_error, replay_forecasts
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 log = logging.getLogger(__name__)
 # The stock_monitor DAG file imports this module: numpy and pandas are imported inside the functions.
 
 REFERENCE_ARTIFACT = "monitoring/reference_features.parquet"
-TRAINING_DAG_ID = "stock_train"
-PROPOSAL_DAG_ID = "stock_rollback_proposal"
-MIN_REFERENCE_ROWS = 60  # training-window days a ticker needs for its drift to be tested
 
 
-# ---- data drift ------------------------------------------------------------------------------
-def assess_watchlist_drift(references: dict[str, pd.DataFrame], currents: dict[str, pd.DataFrame],
-                           threshold: float, share: float, tickers_share: float = 0.5):
-    """Every ticker's drift in ONE Evidently report; returns (summary, snapshot).
-
-    One ``DataDriftPreset`` per ticker (normed Wasserstein distance per feature) over the columns
-    ``<TICKER>:<feature>``: a feature drifted when its distance (in reference standard deviations)
-    is ≥ ``threshold``; a ticker drifted when the share of its features that drifted is ≥ ``share``
-    (the thresholds ``bench/monitor_drift.py`` measured on one ticker); the watchlist's
-    ``drift_share`` is the share of checked tickers that drifted, compared with ``tickers_share``
-    (one bad ticker is named in the reason, it does not retrain a global model on its own).
-    Tickers are padded with missing values to one table: Evidently drops them per column.
-    """
-    import pandas as pd
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
-
-    tickers = sorted(set(references) & set(currents))
-    if not tickers:
-        raise ValueError("no ticker has both a training-window reference and current features")
-    columns = {t: [f"{t}:{c}" for c in FEATURES] for t in tickers}
-
-    def wide(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-        return pd.concat([frames[t][list(FEATURES)].reset_index(drop=True).set_axis(columns[t], axis=1)
-                          for t in tickers], axis=1)
-
-    every = [c for t in tickers for c in columns[t]]
-    definition = DataDefinition(numerical_columns=every)
-    report = Report([DataDriftPreset(columns=columns[t], method="wasserstein", threshold=threshold, drift_share=share)
-                     for t in tickers])
-    snapshot = report.run(Dataset.from_pandas(wide(currents), data_definition=definition),
-                          Dataset.from_pandas(wide(references), data_definition=definition))
-    metrics = snapshot.dict()["metrics"]
-    distances = {m["config"]["column"]: float(m["value"]) for m in metrics
-                 if m["config"]["type"].endswith("ValueDrift")}
-    counts = {tuple(m["config"]["columns"]): m["value"] for m in metrics
-              if m["config"]["type"].endswith("DriftedColumnsCount")}
-    per_ticker: dict[str, dict[str, Any]] = {}
-    for t in tickers:
-        drifted = [c.split(":", 1)[1] for c in columns[t] if distances[c] >= threshold]
-        counted = counts[tuple(columns[t])]
-        if len(drifted) != int(counted["count"]):
-            raise RuntimeError(f"Evidently counted {counted['count']} drifted columns of {t}, the distances say {drifted}")
-        per_ticker[t] = {"drift_share": float(counted["share"]), "drifted": float(counted["share"]) >= share,
-                         "drifted_columns": drifted,
-                         "distances": {c.split(":", 1)[1]: round(distances[c], 4) for c in columns[t]},
-                         "reference_rows": len(references[t]), "current_rows": len(currents[t])}
-    drifted_tickers = [t for t in tickers if per_ticker[t]["drifted"]]
-    summary = {"drift_share": len(drifted_tickers) / len(tickers), "drifted_tickers": drifted_tickers,
-               "drifted_columns": [f"{t}:{c}" for t in drifted_tickers for c in per_ticker[t]["drifted_columns"]],
-               "tickers_checked": tickers, "per_ticker": per_ticker, "method": "wasserstein (normed)",
-               "threshold": threshold, "feature_share": share, "tickers_share": tickers_share}
-    return summary, snapshot
-
-
-def assess_drift(reference: pd.DataFrame, current: pd.DataFrame, threshold: float, share: float):
-    """One series' drift (:func:`assess_watchlist_drift` of one ticker): ({drift_share, drifted_columns, distances}, snapshot).
-
-    ``drift_share`` here is the share of the series' features that drifted.
-    """
-    summary, snapshot = assess_watchlist_drift({"series": reference}, {"series": current}, threshold, share)
-    one = summary["per_ticker"]["series"]
-    return {"drift_share": one["drift_share"], "drifted_columns": one["drifted_columns"],
-            "distances": one["distances"], "method": summary["method"], "threshold": threshold}, snapshot
-
-
-def drift_inputs(reference: pd.DataFrame | None, frames: dict[str, pd.DataFrame], days: int, model_ticker: str
-                 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], dict[str, str]]:
-    """(references, currents, not checked: ticker -> why) for the tickers in ``frames``.
-
-    ``reference``: the champion's training-window features (a ``ticker`` column since the watchlist
-    model; without one it is ``model_ticker``'s, as older champions recorded it).
-    """
-    references: dict[str, pd.DataFrame] = {}
-    if reference is not None:
-        if "ticker" in reference:
-            references = {str(t): g.drop(columns="ticker") for t, g in reference.groupby("ticker", sort=True)}
-        else:
-            references = {model_ticker: reference}
-    currents, skipped = {}, {}
-    for ticker, frame in frames.items():
-        if len(references.get(ticker, ())) < MIN_REFERENCE_ROWS:
-            skipped[ticker] = (f"the champion's training window holds {len(references.get(ticker, ()))} days of it "
-                               f"with complete features, fewer than {MIN_REFERENCE_ROWS}")
-            continue
-        try:
-            currents[ticker] = current_features(frame, days)
-        except ValueError as exc:
-            skipped[ticker] = str(exc)
-    return {t: references[t] for t in currents}, currents, skipped
-
-
-# ---- the platform's own forecasts ---------------------------------------------------------------
-FORECAST_EVENT = "forecast"
-INTERVALS = {"coverage_50": ("q25", "q75"), "coverage_90": ("q05", "q95")}
-TABLE_COLUMNS = ("as_of", "forecast_for", "last_close", "point", "q05", "q25", "q75", "q95")
-
-
-def next_session(day: str) -> str:
-    """The NYSE session after ``day`` (ISO date): the day a forecast made on ``day``'s close is for."""
-    from datetime import date
-
-    from stockops.data.calendar import sessions
-
-    after = date.fromisoformat(day) + timedelta(days=1)
-    return str(sessions(after, after + timedelta(days=14))[0])
-
-
-def market_series(settings: Settings) -> pd.Series | None:
-    """The market reference's closes by date (its latest published snapshot), or None without one."""
-    from stockops.data import store_for
-
-    if not settings.market:
-        return None
-    store = store_for(settings, settings.market)
-    if store.latest() is None:
-        return None
-    return store.load().set_index("Date")["Close"]
-
-
-def market_closes(market: pd.Series | None, frame: pd.DataFrame) -> np.ndarray | None:
-    """``market``'s closes on ``frame``'s days (:func:`stockops.model.portable.risk_inputs.align_market`), or None."""
-    from stockops.model.portable.risk_inputs import align_market
-
-    return align_market(frame["Date"], market)
-
-
-def forecast_records(model, snapshots: dict[str, tuple[Any, pd.DataFrame]], market: pd.Series | None,
-                     version: str, made_at: str) -> tuple[list[dict], dict[str, str]]:
-    """One forecast record per ticker, for the session after its snapshot's last day; and the tickers skipped, why.
-
-    ``snapshots``: ticker -> (snapshot entry, its frame). The whole watchlist goes through the
-    model's pyfunc contract (:meth:`Forecaster.predict_frame`) in one batch.
-    """
-    import pandas as pd
-
-    from stockops.model.portable.forecaster import OUTPUT_COLUMNS
-
-    need = model.calibration.history
-    skipped = {t: f"{len(frame)} published days, the model needs {need}" for t, (_, frame) in snapshots.items()
-               if len(frame) < need}
-    tails = []
-    for ticker, (_, frame) in snapshots.items():
-        if ticker not in skipped:
-            tail = frame.iloc[-need:].assign(ticker=ticker)
-            closes = market_closes(market, tail)
-            tails.append(tail if closes is None else tail.assign(Market=closes))
-    if not tails:
-        return [], skipped
-    quantiles = [c for c in OUTPUT_COLUMNS if c.startswith("q")]
-    records = []
-    for row in model.predict_frame(pd.concat(tails, ignore_index=True)).itertuples(index=False):
-        entry = snapshots[row.ticker][0]
-        records.append({
-            "ticker": row.ticker, "as_of": entry.last_date, "forecast_for": next_session(entry.last_date),
-            "model_version": version, "snapshot_hash": entry.hash, "last_close": float(row.last_close),
-            "point": float(row.point), "forecast": float(row.forecast_close),
-            "quantiles": {q: float(getattr(row, q)) for q in quantiles}, "variance": float(row.variance),
-            "made_at": made_at})
-    return records, skipped
-
-
-def _forecast_key(entry: dict) -> tuple[str, str, str]:
-    return str(entry.get("ticker")), str(entry.get("as_of")), str(entry.get("model_version"))
-
-
-def record_forecasts(forecast_log: Path, records: list[dict]) -> list[dict]:
-    """Append the records the log does not hold yet (same ticker, as_of and model version); returns those written.
-
-    Re-scoring a day (a retried task, a second check on the same snapshot) therefore adds nothing.
-    """
-    held = {_forecast_key(e) for e in audit.read(forecast_log)}
-    written = []
-    for record in records:
-        if _forecast_key(record) not in held:
-            written.append(audit.record(forecast_log, FORECAST_EVENT, **record))
-            held.add(_forecast_key(record))
-    return written
-
-
-def score_watchlist(dag_run_id: str = "") -> Scored:
-    """Forecast the next session of every watchlist ticker with the champion and log each forecast once.
-
-    Only the platform's own inputs go in — the champion loaded in this process from the registry,
-    each ticker's latest published snapshot (validated, and checked against its hash on load) —
-    so no client can put a forecast, a day or a close into these records: live error is measured
-    on them.
-    """
-    from stockops.data import store_for
-
-    settings = get_settings()
-    registry.setup(settings)
-    champion = registry.champion_version(settings)
-    if champion is None:
-        log.info("no champion yet: nothing to score")
-        return Scored(model_version=None, recorded=[], already_recorded=[], skipped={})
-    version = str(champion.version)
-    snapshots: dict[str, tuple[Any, pd.DataFrame]] = {}
-    skipped: dict[str, str] = {}
-    for ticker in settings.tickers:
-        store = store_for(settings, ticker)
-        entry = store.latest()
-        if entry is None:
-            skipped[ticker] = "no published snapshot yet"
-        else:
-            snapshots[ticker] = (entry, store.load(entry))
-    made_at, market = datetime.now(UTC).isoformat(timespec="seconds"), market_series(settings)
-    model = registry.load_forecaster(registry.model_uri(settings.model_name, version))
-    records, too_short = forecast_records(model, snapshots, market, version, made_at=made_at)
-    skipped.update(too_short)
-    written = record_forecasts(settings.forecast_log, [{**r, "role": "champion", "dag_run_id": dag_run_id}
-                                                       for r in records])
-    recorded = [e["ticker"] for e in written]
-    log.info("champion v%s scored %d ticker(s) into %s: %d new, %d already recorded%s", version, len(records),
-             settings.forecast_log, len(recorded), len(records) - len(recorded),
-             "".join(f"; {t} skipped: {why}" for t, why in skipped.items()))
-    shadow = _score_previous(settings, version, snapshots, market, made_at, dag_run_id)
-    return Scored(model_version=version, recorded=recorded,
-                  already_recorded=[r["ticker"] for r in records if r["ticker"] not in recorded], skipped=skipped,
-                  previous=shadow)
-
-
-def _score_previous(settings: Settings, champion: str, snapshots: dict, market, made_at: str,
-                    dag_run_id: str) -> ShadowScored | None:
-    """The previous champion forecasts the same days in the shadow (``role: shadow``): what a rollback is judged on.
-
-    A previous version that cannot be loaded any more (deleted, an older model format) is logged and
-    skipped: the champion's own scoring never depends on it.
-    """
-    from stockops.registry.changes import previous_champion
-
-    previous = previous_champion(settings, champion)
-    if previous is None or str(previous) == str(champion):
-        return None
-    try:
-        model = registry.load_forecaster(registry.model_uri(settings.model_name, previous))
-        records, _ = forecast_records(model, snapshots, market, str(previous), made_at=made_at)
-    except Exception as exc:  # noqa: BLE001 - the shadow is optional; its absence is reported
-        log.warning("the previous champion v%s could not forecast in the shadow (%s: %s): no rollback can be "
-                    "proposed until it does", previous, type(exc).__name__, exc)
-        return ShadowScored(model_version=str(previous), error=f"{type(exc).__name__}: {exc}")
-    written = record_forecasts(settings.forecast_log, [{**r, "role": "shadow", "dag_run_id": dag_run_id}
-                                                       for r in records])
-    log.info("previous champion v%s scored %d ticker(s) in the shadow: %d new", previous, len(records), len(written))
-    return ShadowScored(model_version=str(previous), recorded=[e["ticker"] for e in written])
-
-
-def own_forecasts(forecast_log: Path, ticker: str, version: str) -> pd.DataFrame:
-    """The platform's forecasts for ``ticker`` by model ``version``, one per ``as_of`` (the first recorded)."""
-    import pandas as pd
-
-    found: dict[str, dict] = {}
-    for entry in audit.read(forecast_log):  # a line cut short by a crash is skipped there
-        if entry.get("ticker") == ticker and str(entry.get("model_version")) == str(version):
-            found.setdefault(entry["as_of"], {"as_of": entry["as_of"], "forecast_for": entry["forecast_for"],
-                                              "last_close": entry["last_close"], "point": entry["point"],
-                                              **{q: entry["quantiles"][q] for q in TABLE_COLUMNS[4:]}})
-    return pd.DataFrame(list(found.values()), columns=list(TABLE_COLUMNS))
-
-
-def traffic_requests(prediction_log: Path, version: str) -> int:
-    """How many requests the endpoint logged for ``version``: traffic only, as any client can write anything there.
-
-    The log rotates at its size cap: the files rotated out are counted in its summary
-    (:mod:`stockops.model.portable.prediction_log`), so this reads at most two capped files and a small JSON.
-    """
-    return prediction_log_counts(prediction_log)[str(version)]
-
-
-# ---- live error ------------------------------------------------------------------------------
-def replay_forecasts(model_uri: str, frame: pd.DataFrame, market: np.ndarray | None, ends: np.ndarray,
-                     ticker: str | None = None) -> pd.DataFrame:
-    """The model's forecasts made at each end index of ``frame`` (``ticker``'s rows: a per-ticker baseline uses its
-    fit for it), for the row after it, as :func:`own_forecasts` tabulates them (end indices whose history the
-    model's window does not fit are left out)."""
-    import numpy as np
-    import pandas as pd
-
-    from stockops.model.portable.forecaster import LEVELS, WARMUP, feature_matrix, windows
-
-    model = registry.load_forecaster(model_uri)
-    window = model.calibration.window
-    ends = ends[ends >= window - 1 + WARMUP]
-    dates = pd.to_datetime(frame["Date"]).dt.strftime("%Y-%m-%d").to_numpy()
-    result = model.predict_windows(windows(feature_matrix(frame, market), ends, window),
-                                   None if ticker is None else np.full(len(ends), ticker, dtype=object))
-    quantiles = {f"q{round(level * 100):02d}": result["quantiles"][:, i] for i, level in enumerate(LEVELS)}
-    return pd.DataFrame({"as_of": dates[ends], "forecast_for": dates[ends + 1],
-                         "last_close": frame["Close"].to_numpy(dtype="float64")[ends], "point": result["point"],
-                         **{q: quantiles[q] for q in TABLE_COLUMNS[4:]}}, columns=list(TABLE_COLUMNS))
-
-
-def live_error(frame: pd.DataFrame, days: int, own: pd.DataFrame, min_own_days: int, replay) -> dict[str, Any]:
-    """The champion's forecasts for the last ``days`` trading days of ``frame`` against the closes it published.
-
-    ``own`` (:func:`own_forecasts`) is used alone once ``min_own_days`` of its forecasts fall on
-    those days; before that ``replay(ends)`` (:func:`replay_forecasts`) forecasts every day of the
-    window. Persistence is scored on the same days, and the 50 % / 90 % intervals by their coverage.
-    """
-    import numpy as np
-    import pandas as pd
-
-    from stockops.model.evaluation import forecast_metrics
-    from stockops.model.scoring import coverage
-
-    dates = pd.to_datetime(frame["Date"]).dt.strftime("%Y-%m-%d").to_numpy()
-    realized = pd.Series(frame["Close"].to_numpy(dtype="float64"), index=dates)
-    ends = np.arange(max(0, len(dates) - 1 - days), len(dates) - 1)  # forecast made at t, for t + 1
-    mine = own[own["forecast_for"].isin(dates[ends + 1])]
-    if len(mine) >= min_own_days:
-        table = mine
-        source = {"source": "own", "basis": f"the platform's own forecasts of {len(mine)} days", "replayed": 0}
-    else:
-        table = replay(ends)
-        source = {"source": "replay", "replayed": len(table),
-                  "basis": f"the champion replayed on the snapshot's last {len(table)} days: only {len(mine)} of "
-                           f"the platform's own forecasts are realized there, fewer than {min_own_days} "
-                           "(STOCKOPS_MONITOR_MIN_FORECAST_DAYS)"}
-    source["own_days"] = len(mine)
-    if table.empty:
-        return {**source, "days": 0}
-    table = table.sort_values("forecast_for")
-    actual, last = realized[table["forecast_for"]].to_numpy(), table["last_close"].to_numpy(dtype="float64")
-    model = forecast_metrics(actual, last * np.exp(table["point"].to_numpy(dtype="float64")), last)
-    persistence = forecast_metrics(actual, last, last)
-    returns = np.log(actual / last)
-    return {**source, "days": len(table), "first_day": str(table["forecast_for"].iloc[0]),
-            "last_day": str(table["forecast_for"].iloc[-1]), "rmse": model["rmse"], "rmspe": model["rmspe"],
-            "persistence_rmse": persistence["rmse"],
-            "persistence_ratio": model["rmse"] / persistence["rmse"] if persistence["rmse"] > 0 else math.nan,
-            **{name: coverage(table[lo].to_numpy(), table[hi].to_numpy(), returns)
-               for name, (lo, hi) in INTERVALS.items()}}
-
-
-# ---- the decision ----------------------------------------------------------------------------
-def last_trigger(monitor_log: Path) -> dict | None:
-    """The most recent decision that triggered a retrain, from the decision log."""
-    return next((e for e in reversed(audit.read(monitor_log)) if e.get("triggered")), None)
-
-
-def decide(drift: dict | None, error: dict | None, settings: Settings, *, active_training_runs: int = 0,
-           previous_trigger: dict | None = None, now: datetime | None = None,
-           scorecard: dict | None = None) -> dict[str, Any]:
-    """Which thresholds were crossed, and whether that triggers a retrain now (debounced).
-
-    ``scorecard`` (:func:`stockops.monitoring.scorecard.calibration_scorecard`) adds the calibration
-    checks: the Kupiec test rejecting the pooled 95 % or 99 % VaR, or a pooled QLIKE worse than
-    HARX-GKO's by more than ``monitor_qlike_margin``; an ``insufficient`` one only says so.
-    """
-    now = now or datetime.now(UTC)
-    crossed: list[str] = []
-    calm: list[str] = []
-    drift = _as_watchlist(drift, settings)
-    drift_share: float | None = drift["drift_share"] if drift else None
-    if drift is not None and drift_share is not None:
-        high = drift_share >= settings.monitor_drift_tickers_share
-        per_ticker = drift["per_ticker"]
-        text = (f"{len(drift['drifted_tickers'])} of {len(per_ticker)} tickers drifted (share {drift_share:.2f}"
-                f"{' ≥ ' if high else ' < '}{settings.monitor_drift_tickers_share:.2f}; a ticker drifts when "
-                f"≥ {settings.monitor_drift_share:.2f} of its {len(FEATURES)} input features do)")
-        if drift["drifted_tickers"]:
-            text += ": " + ", ".join(f"{t} ({', '.join(per_ticker[t]['drifted_columns'])})"
-                                     for t in drift["drifted_tickers"])
-        (crossed if high else calm).append(f"data drift: {text}")
-    live_ratio = error.get("rmse_ratio") if error else None
-    persistence_ratio = error.get("persistence_ratio") if error else None
-    basis = f", from {error['basis']}" if error and error.get("basis") else ""  # said once, on the first error line
-    if live_ratio is not None and not math.isnan(live_ratio):
-        high = live_ratio >= settings.monitor_error_ratio
-        (crossed if high else calm).append(f"live error {live_ratio:.2f}× the champion's holdout RMSE "
-                                           f"({'≥' if high else '<'} {settings.monitor_error_ratio:.2f}×){basis}")
-        basis = ""
-    if persistence_ratio is not None and not math.isnan(persistence_ratio):
-        high = persistence_ratio >= settings.monitor_persistence_ratio
-        (crossed if high else calm).append(f"live RMSE {persistence_ratio:.3f}× persistence's "
-                                           f"({'≥' if high else '<'} {settings.monitor_persistence_ratio:.2f}×){basis}")
-    if scorecard:
-        from stockops.monitoring.scorecard import scorecard_verdict
-
-        card_crossed, card_calm = scorecard_verdict(scorecard, settings.monitor_kupiec_p, settings.monitor_qlike_margin)
-        crossed += card_crossed
-        calm += card_calm
-
-    blockers = []
-    if crossed and active_training_runs:
-        blockers.append(f"{TRAINING_DAG_ID} already has {active_training_runs} run(s) queued or running")
-    if crossed and previous_trigger:
-        since = now - datetime.fromisoformat(previous_trigger["at"])
-        cooldown = timedelta(hours=settings.monitor_cooldown_h)
-        if since < cooldown:
-            blockers.append(f"the last retrain was triggered {since.total_seconds() / 3600:.1f} h ago "
-                            f"({previous_trigger['at']}), within the {settings.monitor_cooldown_h:g} h cool-down")
-    triggered = bool(crossed) and not blockers
-    if triggered:
-        reason = "retrain: " + "; ".join(crossed)
-    elif crossed:
-        reason = "crossed, but not triggered: " + "; ".join(blockers) + ". Crossed: " + "; ".join(crossed)
-    else:
-        reason = "nothing crossed: " + ("; ".join(calm) or "no drift or error could be computed")
-    return {"drift_share": drift_share, "drifted_columns": drift["drifted_columns"] if drift else [],
-            "live_rmse_ratio": live_ratio, "persistence_ratio": persistence_ratio, "triggered": triggered,
-            "reason": reason, "crossed": crossed, "debounced_by": blockers, "scorecard": scorecard}
-
-
-def _as_watchlist(drift: dict | None, settings: Settings) -> dict | None:
-    """One series' drift (:func:`assess_drift`) as a watchlist of that one series; a watchlist's as it is."""
-    if drift is None or "per_ticker" in drift:
-        return drift
-    drifted = drift["drift_share"] >= settings.monitor_drift_share
-    return {"drift_share": float(drifted), "drifted_tickers": ["series"] if drifted else [],
-            "drifted_columns": [f"series:{c}" for c in drift["drifted_columns"]] if drifted else [],
-            "per_ticker": {"series": {**drift, "drifted": drifted}}}
-
-
-# ---- one check, end to end -------------------------------------------------------------------
 def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bool = False,
                 active_proposals: int = 0) -> dict[str, Any]:
     """Check the champion against the latest snapshot; write, record and return the decision.
@@ -598,46 +190,6 @@ def previous_comparison(settings: Settings, version: str, frames: dict[str, pd.D
                             settings.monitor_min_forecast_days)
 
 
-def last_proposal(monitor_log: Path, comparison: dict | None) -> dict | None:
-    """The most recent decision that proposed rolling back the same champion to the same version."""
-    if not comparison:
-        return None
-    pair = (comparison["champion"], comparison["previous"])
-    return next((e for e in reversed(audit.read(monitor_log))
-                 if (e.get("rollback") or {}).get("propose")
-                 and (e["rollback"].get("from_version"), e["rollback"].get("to_version")) == pair), None)
-
-
-def rollback_proposal(comparison: dict | None, settings: Settings, *, previous_proposal: dict | None = None,
-                      now: datetime | None = None, active_proposals: int = 0) -> dict[str, Any]:
-    """Whether to ask an operator to roll the champion back to the previous one: ``{propose, reason, ...}``.
-
-    Proposed when the champion is clearly worse (:func:`scorecard.rollback_verdict`), unless a
-    proposal is still waiting for its answer, or the same one was made within the cool-down: a
-    person who said no is not asked again every day.
-    """
-    from stockops.monitoring.scorecard import rollback_verdict
-
-    now = now or datetime.now(UTC)
-    worse, why = rollback_verdict(comparison, settings.monitor_rollback_margin, settings.monitor_rollback_dm_t)
-    out: dict[str, Any] = {"propose": False, "clearly_worse": worse, "reason": why, "comparison": comparison}
-    if comparison:
-        out.update(from_version=comparison["champion"], to_version=comparison["previous"])
-    if not worse:
-        return out
-    if active_proposals:
-        out["reason"] = f"not proposed again: {active_proposals} proposal run(s) still wait for an answer. {why}"
-        return out
-    if previous_proposal:
-        since = now - datetime.fromisoformat(previous_proposal["at"])
-        if since < timedelta(hours=settings.monitor_cooldown_h):
-            out["reason"] = (f"not proposed again: the same rollback was proposed {since.total_seconds() / 3600:.1f} h "
-                             f"ago, within the {settings.monitor_cooldown_h:g} h cool-down. {why}")
-            return out
-    out.update(propose=True, reason=f"rollback proposed: {why}")
-    return out
-
-
 def _champion_reference(run_id: str) -> pd.DataFrame | None:
     """The training-window features recorded with the champion's MLflow run, if it has them."""
     import mlflow
@@ -753,4 +305,3 @@ def should_propose_rollback(decision: MonitorDecision) -> bool:
     rollback = decision.rollback
     (log.warning if rollback.propose else log.info)("rollback: %s", rollback.reason)
     return rollback.propose
-

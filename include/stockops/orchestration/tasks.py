@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from stockops.contracts import MonitorDecision
-from stockops.monitoring import PROPOSAL_DAG_ID, TRAINING_DAG_ID, run_monitor
+from stockops.monitoring import run_monitor
+from stockops.monitoring.decision import PROPOSAL_DAG_ID, TRAINING_DAG_ID
 
 
 def monitor_task(dag_run_id: str = "") -> MonitorDecision:
