@@ -4,8 +4,13 @@ One job per module:
 
 * :mod:`~stockops.serving.build` — a registry version → a bento (the compiled network, its
   calibration and the feature code);
-* :mod:`~stockops.serving.deploy` — the :class:`Deployer` interface, the local critical section
-  (switch → ``@champion`` → audit log), :func:`reconcile` and :func:`verify`;
+* :mod:`~stockops.serving.change` — what a deploy is asked to do: :class:`Change`, the :class:`Deployer`
+  interface, :class:`DeployError`;
+* :mod:`~stockops.serving.deploy` — the local critical section (switch → ``@champion`` → audit log)
+  and :func:`reconcile`;
+* :mod:`~stockops.serving.records` — the deploy log's attempts and the audit log's champion changes;
+* :mod:`~stockops.serving.checks` — the smoke check of a bento and :func:`verify` (serving == ``@champion``
+  == audit);
 * :mod:`~stockops.serving.agent` — the same deploys carried out by the serving agent (compose);
 * :mod:`~stockops.serving.steps` — the entry points (``deploy``, ``serve_champion``, the
   ``stock_train`` steps) and the one choice of deployer;
@@ -18,7 +23,10 @@ The names below are the package's public face; DAG files import them from here.
 """
 
 from stockops.serving.build import build_bento
-from stockops.serving.deploy import Change, Deployer, DeployError, check_bento, deploys, reconcile, smoke_body, verify
+from stockops.serving.change import Change, Deployer, DeployError
+from stockops.serving.checks import check_bento, smoke_body, verify
+from stockops.serving.deploy import reconcile
+from stockops.serving.records import deploys
 from stockops.serving.requests import market_frame, request_body
 from stockops.serving.runtime import ServingError, ensure_running, stop_serving
 from stockops.serving.state import CorruptState, current, standby

@@ -1,6 +1,6 @@
 """Agent mode: the endpoint runs elsewhere (compose: the ``serving`` container), deploys are requests.
 
-:class:`AgentDeployer` writes the :class:`~stockops.serving.deploy.Change` as a JSON file into
+:class:`AgentDeployer` writes the :class:`~stockops.serving.change.Change` as a JSON file into
 ``settings.deploy_requests_dir`` (shared home) and waits for the agent's deploy record with its
 request id. :func:`run_agent` is the agent: it serves ``@champion`` at start, carries out each
 request with the local deployer (the same critical section: switch, alias, audit), and runs the
@@ -18,7 +18,9 @@ from dataclasses import replace
 
 from stockops.core.settings import Settings
 from stockops.serving import runtime, state
-from stockops.serving.deploy import Change, DeployError, LocalDeployer, _record_deploy, deploys, reconcile
+from stockops.serving.change import Change, DeployError
+from stockops.serving.deploy import LocalDeployer, reconcile
+from stockops.serving.records import _record_deploy, deploys
 
 log = logging.getLogger(__name__)
 

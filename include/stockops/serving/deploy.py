@@ -2,20 +2,18 @@
 
 Three records say which model serves: the stable address's upstream (``current.json``), the
 registry's ``@champion`` alias, and the last champion change in the audit log. They must agree.
-A change of champion (a promotion or a rollback, :class:`Change`) therefore happens in one
+A change of champion (a promotion or a rollback, :class:`~stockops.serving.change.Change`) therefore happens in one
 critical section under the deploy lock (``state.deploy_lock``), in this order:
 
 1. the smoke request is built (the latest snapshot) — a corrupt snapshot stops here, nothing touched;
 2. the bento starts (or the warm standby is reused), must pass ``/readyz`` and the smoke forecast;
 3. the stable address switches to it (``current.json``; the proxy follows within 0.1 s);
 4. ``@champion`` moves — if MLflow refuses (down, read-only), the address switches back, the
-   deploy is recorded as failed and :class:`DeployError` names what still serves;
+   deploy is recorded as failed and :class:`~stockops.serving.change.DeployError` names what still serves;
 5. the change is appended to the audit log (and tagged on the model versions).
 
-Every attempt is in the deploy log before it touches anything (a ``deploy_started`` line), and
-ends with its ``deploy`` line (succeeded, failed); an attempt whose process died first is
-completed by :func:`reconcile` (``interrupted``: succeeded if ``@champion`` names its version,
-failed otherwise), so DORA counts killed attempts too.
+Every attempt is in the deploy log before it touches anything and ends with its outcome; the
+record of one whose process died is completed by :func:`reconcile` (see :mod:`~stockops.serving.records`).
 
 A rollback names the champion it was planned against (``Change.expect_champion``); inside the
 lock the plan is checked again: if its target already is the champion (a second request for
@@ -34,72 +32,31 @@ gate's or the operator's decision is recorded only when the alias moves.
 Where deploys happen is chosen in one place, ``stockops.serving.steps.deployer``:
 :class:`LocalDeployer` on this machine, or ``stockops.serving.agent.AgentDeployer`` (compose:
 the ``serving`` container).
+
+Around it: :mod:`~stockops.serving.change` (what a deploy is asked to do),
+:mod:`~stockops.serving.records` (the deploy log and the audit log's champion changes) and
+:mod:`~stockops.serving.checks` (the smoke check of a bento, and :func:`~stockops.serving.checks.verify`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol, TypeGuard
+from dataclasses import replace
 
 from stockops import registry
 from stockops.core import audit
 from stockops.core.processes import free_port, http_json, wait_until
 from stockops.core.settings import Settings
 from stockops.serving import runtime, state
-from stockops.serving.runtime import ServingError
+from stockops.serving.change import Change, DeployError
+from stockops.serving.checks import _routed_to, check_bento, history_rows, smoke_body, synthetic_smoke_body
+from stockops.serving.records import _reconcile_records, _record_deploy, complete_interrupted
 
 log = logging.getLogger(__name__)
-
-CHAMPION_CHANGES = ("promotion", "rollback")
-_UNKNOWN: Any = object()  # "not read yet" (None is an answer: no champion)
-
-
-class DeployError(ServingError):
-    """A bento failed its checks, or the champion could not move; what served before still serves."""
-
-
-@dataclass(frozen=True)
-class Change:
-    """A request to serve ``version`` (its bento ``bento_tag``).
-
-    ``kind``: ``promotion`` and ``rollback`` move ``@champion`` and write the audit log inside the
-    critical section; ``serve``, ``heal`` and ``reconcile`` serve the version that already is the
-    champion. ``audit_fields`` go into the audit entry (the gate decision, forced, requested_at …).
-    """
-
-    kind: str
-    version: str
-    bento_tag: str
-    reason: str
-    window: int | None = None
-    snapshot_hash: str = ""
-    dag_run_id: str = ""
-    request_id: str = ""
-    audit_fields: dict[str, Any] = field(default_factory=dict)
-    expect_champion: str = ""  # the champion the change was planned against (rollbacks): re-checked in the lock
-
-    @property
-    def moves_champion(self) -> bool:
-        return self.kind in CHAMPION_CHANGES
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Change:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
-
-class Deployer(Protocol):
-    def apply(self, change: Change) -> dict:
-        """Carry out ``change``; the deploy record, or :class:`DeployError` with nothing changed."""
-        ...
 
 
 def checkpoint(step: str) -> None:
@@ -285,14 +242,6 @@ def _create_time_of(settings: Settings, pid: int) -> float | None:
     return next((p.get("create_time") for p in state.owned(settings) if p.get("pid") == pid), None)
 
 
-def _routed_to(settings: Settings) -> str | None:
-    try:
-        status, body = http_json(f"{settings.serve_url}/-/stockops/upstream", timeout=2)
-    except OSError:
-        return None
-    return body.get("upstream") if status == 200 and isinstance(body, dict) else None
-
-
 def _name_standby(settings: Settings, previous: dict, serving_pid: int) -> None:
     """The bento about to be replaced becomes the warm standby (a rollback to it is then a switch, seconds).
     So at most two bentos of different versions run (plus the served one's spare)."""
@@ -305,53 +254,6 @@ def _name_standby(settings: Settings, previous: dict, serving_pid: int) -> None:
 
 def _stop(settings: Settings, records: list[dict]) -> None:
     runtime.stop_owned(settings, {int(r["pid"]) for r in records if r.get("pid")})
-
-
-def _record_deploy(settings: Settings, fields: dict) -> dict:
-    return audit.record(settings.deploy_log, "deploy", **{"ticker": settings.ticker, **fields})
-
-
-def deploys(settings: Settings) -> list[dict]:
-    """Every finished deploy attempt (``deploy`` lines; the ``deploy_started`` ones are left out)."""
-    return [r for r in audit.read(settings.deploy_log) if r.get("event", "deploy") == "deploy"]
-
-
-def complete_interrupted(settings: Settings, champion: Any = _UNKNOWN) -> list[dict]:
-    """Finish the record of every attempt whose process died before its ``deploy`` line (call in the lock):
-    succeeded if it moved ``@champion`` to its version (reconcile serves it), failed otherwise."""
-    entries = audit.read(settings.deploy_log)
-    finished = {r.get("attempt") for r in entries if r.get("event") == "deploy" and r.get("attempt")}
-    open_ = [r for r in entries if r.get("event") == "deploy_started" and r.get("attempt") not in finished
-             and not state.pid_matches({"pid": r.get("pid"), "create_time": r.get("create_time")})]
-    if not open_:
-        return []
-    if champion is _UNKNOWN and any(r.get("kind") in CHAMPION_CHANGES for r in open_):
-        registry.setup(settings)
-        champion = registry.champion_version(settings)
-    champion = None if champion is None or champion is _UNKNOWN else str(champion.version)
-    done = []
-    for r in open_:
-        moved = r.get("kind") in CHAMPION_CHANGES and champion == str(r.get("version")) \
-            and _alias_moved_by(settings, r)
-        fields = {k: v for k, v in r.items() if k not in ("at", "event", "pid", "create_time")}
-        done.append(_record_deploy(settings, {
-            **fields, "outcome": "succeeded" if moved else "failed", "interrupted": True,
-            "error" if not moved else "note": (f"the deploying process (pid {r.get('pid')}) died after @champion moved "
-                                               f"to v{r.get('version')}; reconcile serves it" if moved else
-                                               f"the deploying process (pid {r.get('pid')}) died before it finished; "
-                                               "what served before serves again")}))
-        log.warning("deploy attempt %s (%s of v%s, pid %s) was interrupted: recorded %s", r.get("attempt"),
-                    r.get("kind"), r.get("version"), r.get("pid"), done[-1]["outcome"])
-    return done
-
-
-def _alias_moved_by(settings: Settings, started: dict) -> bool:
-    """Did the champion change to ``started``'s version at or after that attempt began (its audit entry, or the
-    reconciliation written for it)?"""
-    from stockops.registry.changes import history
-
-    return any(str(c.get("to_version")) == str(started.get("version")) and c.get("at", "") >= started.get("at", "")
-               for c in history(settings))
 
 
 # ---- the champion alias and its audit entry ---------------------------------------------------------
@@ -368,27 +270,8 @@ def move_champion(settings: Settings, change: Change) -> dict:
                          bento_tag=change.bento_tag, snapshot_hash=change.snapshot_hash, **change.audit_fields)
 
 
-def _reconcile_records(settings: Settings, champion: Any = _UNKNOWN) -> dict | None:
-    """Append a ``reconciliation`` entry when the audit log's last change does not name ``@champion``
-    (``champion``: the registry's, when the caller has just read it)."""
-    from stockops.registry.changes import history, record_change
 
-    if champion is _UNKNOWN:
-        registry.setup(settings)
-        champion = registry.champion_version(settings)
-    if champion is None:
-        return None
-    changes = history(settings)
-    last = changes[-1]["to_version"] if changes else None
-    if last == str(champion.version):
-        return None
-    log.warning("the audit log's last champion change names v%s but @champion is v%s: recording it", last,
-                champion.version)
-    return record_change(settings, "reconciliation", from_version=last, to_version=champion.version,
-                         reason=f"@champion was v{champion.version} but the audit log's last change named "
-                                f"v{last or 'none'} (a change interrupted after the alias moved)")
-
-
+# ---- reconcile: serving and the audit log follow @champion ------------------------------------------
 def reconcile(settings: Settings, *, wait: bool = True) -> dict:
     """Make serving and the audit log follow ``@champion``; what was found and done.
 
@@ -471,102 +354,3 @@ def _bento_for(settings: Settings, version: str) -> dict:
     from stockops.serving.build import build_bento
 
     return build_bento(settings, settings.model_name, version)
-
-
-def verify(settings: Settings, version: str, timeout: float = 30) -> dict:
-    """The invariant, checked: the stable address serves ``version``, which is ``@champion`` and the audit
-    log's last change. Raises ServingError (the task turns red) if it does not hold within ``timeout``."""
-    from stockops.registry.changes import history
-
-    seen: dict = {}
-
-    def agree() -> bool:
-        registry.setup(settings)
-        champion = registry.champion_version(settings)
-        changes = history(settings)
-        upstream = _routed_to(settings)
-        served = state.current_or_empty(settings)
-        seen.update(champion=str(champion.version) if champion else None, served=served.get("version"),
-                    audit=changes[-1]["to_version"] if changes else None,
-                    routed=upstream == served.get("upstream"), ready=runtime.bento_ready(served.get("upstream", "")))
-        return (seen["champion"] == seen["served"] == seen["audit"] == str(version)) and seen["routed"] \
-            and seen["ready"]
-
-    try:
-        wait_until(agree, timeout=timeout, interval=0.5, what="serving == @champion == audit")
-    except TimeoutError:
-        raise ServingError(f"v{version} should be serving and champion, but after {timeout:.0f} s: {seen}"
-                           f"{_undone(settings, version)}") from None
-    return seen
-
-
-def _undone(settings: Settings, version: str) -> str:
-    """Why ``version`` is not the champion any more, when a later change replaced it (a rollback racing it)."""
-    from stockops.registry.changes import describe, history
-
-    changes = history(settings)
-    made = [i for i, c in enumerate(changes) if str(c.get("to_version")) == str(version)]
-    later = changes[made[-1] + 1:] if made else []
-    if not later:
-        return ""
-    c = later[-1]
-    return (f". v{version} did become the champion at {changes[made[-1]]['at']}, but a later {describe(c)} "
-            f"({c['at']}, dag run {c.get('dag_run_id') or 'none'}) moved it to v{c['to_version']}: "
-            f"{c.get('reason', '')}")
-
-
-# ---- the smoke request ------------------------------------------------------------------------------
-def history_rows(window: int | None) -> int:
-    """Rows the model of ``window`` needs (window + the features' warm-up)."""
-    from stockops.model.portable.forecaster import WARMUP
-
-    return (window or 100) + WARMUP  # no window given: enough days for any usual one
-
-
-def synthetic_smoke_body(history: int) -> dict:
-    """A smoke request on a synthetic OHLCV series (the bento's health, without any snapshot)."""
-    from stockops.model.portable.forecaster import synthetic_ohlcv
-    from stockops.serving.requests import request_body
-
-    return request_body(synthetic_ohlcv(2 * history))
-
-
-def smoke_body(settings: Settings, history: int) -> dict:
-    """A real request: the model ticker's latest snapshot, its last ``2 * history`` rows, with the market
-    reference's closes when it has a snapshot; a synthetic OHLCV series in a home without data."""
-    from stockops.data import store_for
-    from stockops.model.portable.forecaster import synthetic_ohlcv
-    from stockops.serving.requests import market_frame, request_body
-
-    store = store_for(settings)
-    if store.latest() is not None:
-        return request_body(store.load(), market=market_frame(settings), rows=2 * history)
-    return request_body(synthetic_ohlcv(2 * history))
-
-
-def check_bento(url: str, body: dict, version: str) -> dict:
-    """A smoke prediction: a finite forecast within 50 % of the last close, quantiles in order, a positive
-    volatility, from the right version."""
-    status, answer = http_json(f"{url}/predict", body, timeout=30, headers={"X-Stockops-Smoke": "1"})
-    if status != 200 or not isinstance(answer, dict):
-        raise DeployError(f"smoke prediction at {url} answered HTTP {status}: {str(answer)[:500]}")
-    last_close = body["closes"][-1]
-    forecast = answer.get("forecast")
-    if not _finite(forecast) or forecast <= 0 or abs(forecast / last_close - 1) > 0.5:
-        raise DeployError(f"smoke prediction at {url} is implausible: {forecast!r} after a last close of {last_close}")
-    quantiles = list((answer.get("quantiles") or {}).values())
-    if len(quantiles) != 7 or not all(_finite(q) for q in quantiles) \
-            or any(b < a for a, b in zip(quantiles, quantiles[1:], strict=False)):
-        raise DeployError(f"smoke prediction at {url} has missing, non-finite or crossing quantiles: "
-                          f"{answer.get('quantiles')!r}")
-    volatility = answer.get("volatility")
-    if not _finite(volatility) or volatility <= 0:
-        raise DeployError(f"smoke prediction at {url} has a volatility of {volatility!r}")
-    if answer.get("model_version") != str(version):
-        raise DeployError(f"smoke prediction at {url} came from version {answer.get('model_version')!r}, "
-                          f"not {version}")
-    return answer
-
-
-def _finite(value: object) -> TypeGuard[float]:
-    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)

@@ -25,7 +25,9 @@ from stockops.core.settings import Settings, get_settings
 from stockops.serving import runtime, state
 from stockops.serving.agent import AgentDeployer
 from stockops.serving.build import build_bento
-from stockops.serving.deploy import Change, Deployer, DeployError, LocalDeployer, verify
+from stockops.serving.change import Change, Deployer, DeployError
+from stockops.serving.checks import verify
+from stockops.serving.deploy import LocalDeployer
 from stockops.serving.runtime import ServingError
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ home: it holds ``serving/.supervisor.lock`` for its life, and a second one exits
 Each outage becomes an **incident** in ``serving/incidents.jsonl``: component, cause, when it was
 last seen healthy (``started_at``), ``detected_at``, ``recovered_at`` — the DORA report counts them.
 An outage it cannot heal in ``MAX_ATTEMPTS`` tries is recorded ``unrecovered`` and keeps being
-retried; ``stockops.serving.deploy.verify`` (the last step of every deploy) turns the task red.
+retried; ``stockops.serving.checks.verify`` (the last step of every deploy) turns the task red.
 
 Local mode runs it as its own process (``python -m stockops.serving supervise``, started with the
 proxy); the serving agent (compose) calls :meth:`Supervisor.tick` in its own loop.
@@ -228,7 +228,8 @@ class Supervisor:
         return f"the bento {served.get('bento_tag')} (pid {served['pid']}) does not answer /readyz"
 
     def _heal_bento(self) -> str | None:
-        from stockops.serving.deploy import Change, LocalDeployer
+        from stockops.serving.change import Change
+        from stockops.serving.deploy import LocalDeployer
 
         served = state.current_or_empty(self.settings)
         with state.try_deploy_lock(self.settings) as free:
