@@ -1,0 +1,269 @@
+"""Step 4: score the candidate, the champion and every classical baseline on the same (ticker, day) pairs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from stockops import registry
+from stockops.contracts import (
+    ChampionCompared,
+    Evaluated,
+    Features,
+    Holdout,
+    SnapshotSummary,
+    Trained,
+)
+from stockops.core.settings import Settings, get_settings
+from stockops.training.common import CANDIDATE, CHAMPION, HOLDOUT_FILE, REFERENCE, mlflow_run
+from stockops.training.features import load_panel
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_models(trained: Trained) -> Evaluated:
+    """Score candidate, champion (re-scored on today's holdout) and every baseline on the same (ticker, day) pairs."""
+    import mlflow
+    import numpy as np
+
+    from stockops.model.portable.forecaster import Forecaster
+    from stockops.model.risk_model import sample_dates, sample_returns, sample_windows
+    from stockops.model.scoring import RiskForecast, score_panel
+
+    settings = get_settings()
+    registry.setup(settings)
+    with mlflow_run(run_id=trained.run_id):
+        frames, panel, split = load_panel(trained.features)
+        test = split.parts(panel, trained.features.window)["test"]
+        tickers = np.array(panel.tickers)[test.ticker]
+        dates = sample_dates(panel, test)
+        returns = sample_returns(panel, test)
+
+        def risk(f: dict) -> RiskForecast:
+            return RiskForecast(f["variance"], f["quantiles"], f["point"])
+
+        candidate = Forecaster.load(trained.model_path)
+        windows = sample_windows(panel, test, candidate.calibration.window)
+        forecasts = {CANDIDATE: risk(candidate.predict_windows(windows))}
+        champion_info = _champion_forecasts(settings, panel, test, forecasts, risk)
+        forecasts.update(_baseline_forecasts(frames, panel, split, tickers, dates, settings.market))
+        _save_holdout(Path(trained.features.path).parent, forecasts, panel, test)
+        scores = score_panel(forecasts, returns, tickers, dates, reference=REFERENCE)
+        if CHAMPION in forecasts:
+            versus = score_panel({k: forecasts[k] for k in (CANDIDATE, CHAMPION)}, returns, tickers, dates,
+                                 reference=CHAMPION)[CANDIDATE]
+            scores[CANDIDATE].update({k: v for k, v in versus.items() if k.startswith("dm_")})
+
+        for name, entry in scores.items():
+            prefix = "" if name == CANDIDATE else f"{name}_"
+            mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in entry["pooled"].items()})
+            mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in entry.items()
+                                if k.startswith(("dm_", "qlike_ratio")) and np.isfinite(v)})
+        mlflow.log_metric("rmspe", scores[CANDIDATE]["pooled"]["rmse"])  # the monitor's holdout reference
+        if champion_info:
+            mlflow.set_tag("champion_version_compared", champion_info.version)
+        mlflow.log_table(_per_ticker_table(scores), "scores/per_ticker.json")
+        _log_plots(trained, forecasts, returns, tickers, dates, scores, settings.ticker)
+        _log_validation_link(trained.snapshot)
+    holdout = Holdout(days=int(len(np.unique(dates))), pairs=len(test), first=str(dates.min()), last=str(dates.max()))
+    log.info("holdout (%d days x %d tickers, %s..%s):\n%s", holdout.days, len(frames), holdout.first, holdout.last,
+             format_scores(scores))
+    return Evaluated(trained=trained, scores={k: _summary(v) for k, v in scores.items()}, champion=champion_info,
+                     holdout=holdout)
+
+
+def _save_holdout(folder: Path, forecasts: dict, panel, test) -> None:
+    """The candidate's and HARX-GKO's holdout forecasts, one row per (ticker, day) with the close they were made on
+    and the log-return quantiles, beside the features; the one of the model that gets registered is kept for its
+    version (:func:`keep_holdout`)."""
+    import numpy as np
+    import pandas as pd
+
+    from stockops.model.scoring import LEVELS
+
+    last_close = np.empty(len(test))
+    for i, ticker in enumerate(panel.tickers):
+        rows = test.ticker == i
+        last_close[rows] = panel.last_close[ticker][test.end[rows]]
+    base = pd.DataFrame({"ticker": np.array(panel.tickers)[test.ticker], "as_of": panel.dates[test.end].astype(str),
+                         "forecast_for": panel.dates[test.end + 1].astype(str), "last_close": last_close})
+    for name in (CANDIDATE, REFERENCE):
+        f = forecasts[name]
+        base.assign(point=f.point, variance=f.variance,
+                    **{f"q{round(level * 100):02d}": f.quantiles[:, i] for i, level in enumerate(LEVELS)}
+                    ).to_parquet(folder / HOLDOUT_FILE.format(model=name), index=False)
+
+
+def keep_holdout(settings: Settings, features: Features, model: str, version: str) -> None:
+    """Keep ``model``'s holdout forecasts as those of registry ``version`` (``evaluation/v<version>.parquet``): what
+    the dashboard shows of a champion before its own live forecasts are realized. Written whole, then renamed."""
+    source = Path(features.path).with_name(HOLDOUT_FILE.format(model=model))
+    if not source.exists():  # a features folder of an older run
+        log.warning("no holdout forecasts at %s: v%s has none to show", source, version)
+        return
+    settings.evaluation_dir.mkdir(parents=True, exist_ok=True)
+    target = settings.evaluation_dir / f"v{version}.parquet"
+    partial = target.with_suffix(".parquet.partial")
+    partial.write_bytes(source.read_bytes())
+    os.replace(partial, target)
+
+
+def _summary(entry: dict) -> dict[str, float | None]:
+    """What later steps need of one model's scores (pooled numbers and the DM statistics), JSON-able:
+    an undefined number (NaN) becomes None, which XComs can carry."""
+    import math
+
+    values = {**entry["pooled"], **{k: v for k, v in entry.items() if k.startswith(("dm_", "qlike_ratio"))}}
+    return {k: float(v) if math.isfinite(v) else None for k, v in values.items()}
+
+
+def _champion_forecasts(settings: Settings, panel, test, forecasts: dict, risk) -> ChampionCompared | None:
+    """Re-score the champion on the candidate's holdout, when it is a risk forecaster whose window fits."""
+    import numpy as np
+
+    from stockops.model.portable.forecaster import WARMUP
+    from stockops.model.risk_model import sample_windows
+
+    champion = registry.champion_version(settings)
+    if champion is None:
+        return None
+    try:
+        model = registry.load_forecaster(registry.model_uri(settings.model_name, alias=registry.CHAMPION))
+    except Exception as exc:  # an older kind of model (a point forecaster) cannot be scored on risk
+        log.warning("champion v%s is not a risk forecaster (%s): it is not re-scored, and the gate judges the "
+                    "candidate against the baselines only", champion.version, str(exc).splitlines()[0][:200])
+        return None
+    window = model.calibration.window
+    if test.end.min() < window - 1 + WARMUP:
+        log.warning("champion v%s needs %d days, the holdout starts too early; not re-scored", champion.version, window)
+        return None
+    forecasts[CHAMPION] = risk(model.predict_windows(sample_windows(panel, test, window), np.array(panel.tickers)[test.ticker]))
+    return ChampionCompared(version=str(champion.version), run_id=champion.run_id,
+                            trained_through=registry.get_run(champion.run_id).data.tags.get("snapshot_last_date", ""))
+
+
+def _baseline_forecasts(frames: dict, panel, split, tickers, dates, market: str | None) -> dict:
+    """Every classical baseline, fitted per ticker on the days before the holdout, on the candidate's pairs."""
+    import numpy as np
+
+    from stockops.model.baselines import BASELINES, holdout
+    from stockops.model.portable.risk_inputs import align_market
+    from stockops.model.scoring import RiskForecast
+
+    market_frame = frames.get(market) if market else None
+    rows: dict[str, list] = {name: [] for name in BASELINES}
+    order = []
+    for ticker in panel.tickers:
+        frame = frames[ticker]
+        fold = holdout(frame, align_market(frame["Date"], market_frame), split.test_start)
+        position = {d: i for i, d in enumerate(fold.dates.astype("datetime64[D]"))}
+        wanted = np.flatnonzero(tickers == ticker)
+        index = np.array([position[d] for d in dates[wanted]])
+        order.append(wanted)
+        for name, forecast in fold.forecasts.items():
+            rows[name].append(forecast.take(index))
+    order = np.concatenate(order)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return {name: RiskForecast.concat(parts).take(inverse) for name, parts in rows.items()}
+
+
+def _per_ticker_table(scores: dict):
+    import pandas as pd
+
+    return pd.DataFrame([{"model": name, "ticker": ticker, **values} for name, entry in scores.items()
+                         for ticker, values in entry["by_ticker"].items()])
+
+
+def format_scores(scores: dict) -> str:
+    lines = [f"{'model':<13} {'QLIKE':>7} {'pinball':>8} {'cov50':>6} {'cov90':>6} {'VaR99':>6} {'RMSE/pers':>9} "
+             f"{'DM t vs ' + REFERENCE:>16}"]
+    for name, entry in scores.items():
+        p = entry["pooled"] if "pooled" in entry else entry
+        dm = entry.get(f"dm_qlike_vs_{REFERENCE}")
+        dm = float("nan") if dm is None else dm  # undefined (None in the contract)
+        lines.append(f"{name:<13} {p['qlike']:>7.4f} {p['pinball']:>8.4f} {p['coverage_50']:>6.3f} "
+                     f"{p['coverage_90']:>6.3f} {p['var99_breaches']:>6.2%} {p['rmse_ratio']:>9.4f} {dm:>16.2f}")
+    return "\n".join(lines)
+
+
+def _log_plots(trained: Trained, forecasts: dict, returns, tickers, dates, scores: dict, ticker: str) -> None:
+    """Fan chart of one ticker's holdout, a reliability diagram of the quantiles, QLIKE by ticker vs HARX-GKO,
+    and the loss curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+    import numpy as np
+
+    from stockops.model.scoring import LEVELS
+
+    candidate = forecasts[CANDIDATE]
+    ticker = ticker if ticker in set(tickers) else str(tickers[0])
+    sel = np.flatnonzero(tickers == ticker)[-250:]
+    days = dates[sel]
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    q = candidate.quantiles[sel] * 100
+    ax.fill_between(days, q[:, 1], q[:, 5], alpha=0.25, label="90 % interval", step="mid")
+    ax.fill_between(days, q[:, 2], q[:, 4], alpha=0.45, label="50 % interval", step="mid")
+    ax.scatter(days, returns[sel] * 100, s=6, color="black", label="realised return")
+    ax.set_ylabel("next-day log return (%)")
+    ax.set_title(f"{ticker}: forecast intervals vs realised returns on the holdout")
+    ax.legend(loc="upper left")
+    fig.autofmt_xdate()
+    mlflow.log_figure(fig, "plots/fan_chart.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    for name in (CANDIDATE, REFERENCE, "garch_normal", CHAMPION):
+        if name in forecasts:
+            observed = [(returns < forecasts[name].quantile(level)).mean() for level in LEVELS]
+            ax.plot(LEVELS, observed, marker="o", label=name)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("quantile level")
+    ax.set_ylabel("share of days below the quantile")
+    ax.set_title("Reliability of the forecast quantiles (holdout)")
+    ax.legend()
+    mlflow.log_figure(fig, "plots/calibration.png")
+    plt.close(fig)
+
+    names = sorted(scores[CANDIDATE]["by_ticker"])
+    fig, ax = plt.subplots(figsize=(11, 4))
+    x = np.arange(len(names))
+    for offset, name in ((-0.2, CANDIDATE), (0.2, REFERENCE)):
+        ax.bar(x + offset, [scores[name]["by_ticker"][t]["qlike"] for t in names], width=0.4, label=name)
+    ax.set_xticks(x, names, rotation=45)
+    ax.set_ylabel("QLIKE (lower is better)")
+    ax.set_title("QLIKE by ticker on the holdout")
+    ax.legend()
+    mlflow.log_figure(fig, "plots/qlike_by_ticker.png")
+    plt.close(fig)
+
+    history = json.loads(Path(trained.history_path).read_text())
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    ax.plot(epochs, history["loss"], marker="o", label="training loss")
+    ax.plot(epochs, history["val_loss"], marker="o", label="validation loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("Gaussian NLL (QLIKE), returns in %")
+    ax.set_title("Loss curve (best weights restored)")
+    ax.legend()
+    mlflow.log_figure(fig, "plots/loss_curve.png")
+    plt.close(fig)
+
+
+def _log_validation_link(snapshot: SnapshotSummary) -> None:
+    import mlflow
+
+    settings = get_settings()
+    mlflow.log_dict({"snapshot_hash": snapshot.hash, "validation_result": snapshot.validation_path,
+                     "data_docs": str(settings.data_docs_dir / "index.html")}, "data_validation.json")
+
+
+def score_of(scores: dict[str, dict[str, float | None]], model: str, metric: str) -> float:
+    """One score the later steps need defined (an undefined one, None in the contract, is NaN here)."""
+    value = scores[model][metric]
+    return float("nan") if value is None else value
