@@ -9,7 +9,7 @@ UV_VERSION := 0.13.9
 export STOCKOPS_HOME ?= $(CURDIR)/.stockops
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: help install browser run demo test test-fast lint bench lock clean
+.PHONY: help install browser run demo test test-fast lint bench lock settings-docs clean
 help:
 	@echo "make run    start Airflow (http://127.0.0.1:8080) and the MLflow UI (http://127.0.0.1:5000)"
 	@echo "make test   run the whole test suite"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint   ruff, then mypy over include/, dags/ and plugins/"
 	@echo "make bench  run the benchmarks in bench/ (results as JSON next to them)"
 	@echo "make lock   recompile requirements.txt from requirements.in"
+	@echo "make settings-docs  regenerate .env.example's and the README's settings from their declarations"
 
 # The venv is rebuilt when the lock or the package metadata changes. Its packages are compiled to bytecode at
 # install time: where PYTHONDONTWRITEBYTECODE is set (as on the project's machines) nothing is ever cached, and
@@ -74,6 +75,11 @@ bench: install
 
 lock: install
 	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11
+
+# The settings are declared once (include/stockops/core/settings.py, served_settings.py): .env.example's settings
+# and the README's table are generated from them; tests/unit/test_settings.py fails when they differ.
+settings-docs: install
+	$(PY) -m stockops.core.settings --write
 
 clean:
 	rm -rf $(VENV) .stockops .pytest_cache .mypy_cache

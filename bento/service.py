@@ -83,8 +83,6 @@ PREDICT_PATHS = {"/predict"}
 FORECAST_PATHS = {"/forecast", "/forecast/batch"}  # the forecast from the store's snapshot of a ticker
 MAX_TICKER_CHARS = 32  # longer is refused with 400; a symbol has at most 15 (stockops.core.settings.TICKER_PATTERN)
 MAX_BATCH_TICKERS = 256
-MAX_STALENESS_SESSIONS = 5  # default of STOCKOPS_MAX_STALENESS_SESSIONS, as in stockops.core.settings
-TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-^=]{0,14}$")  # stockops.core.settings's
 HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 SNAPSHOT_COLUMNS = ("Date", "Open", "High", "Low", "Close", "Volume")
 SMOKE_HEADER = "x-stockops-smoke"  # deploy checks send it: their answers stay out of the prediction log
@@ -96,8 +94,6 @@ INTERVALS = {"50": ("q25", "q75"), "90": ("q05", "q95"), "98": ("q01", "q99")}  
 MIN_PRICE, MAX_PRICE = 1e-6, 1e9
 MAX_VOLUME = 1e15
 EARLIEST_AS_OF, LATEST_AS_OF = date(1900, 1, 1), date(2199, 12, 31)  # the next business day stays a date
-ALLOWED_HOSTS = "127.0.0.1,localhost,::1"  # default of STOCKOPS_ALLOWED_HOSTS
-LOG_MAX_BYTES = 10 * 1024 * 1024  # default of STOCKOPS_LOG_MAX_BYTES; 3 older files are kept
 log = logging.getLogger("bentoml.stock_forecast")  # under "bentoml": BentoML's level and format apply
 
 
@@ -108,9 +104,9 @@ def _model_path() -> Path | None:
         return None
 
 
-def _import_served(name: str):
-    """``stockops.model.portable.<name>``: the project's, or else the copy the packed model carries (``code/``)."""
-    module = f"stockops.model.portable.{name}"
+def _import_served(name: str, package: str = "stockops.model.portable"):
+    """``<package>.<name>``: the project's, or else the copy the packed model carries (``code/``)."""
+    module = f"{package}.{name}"
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -125,6 +121,10 @@ def _import_served(name: str):
 fc = _import_served("forecaster")
 risk_inputs = _import_served("risk_inputs")  # align_market: the one alignment rule of training and serving
 prediction_log = _import_served("prediction_log")  # the served-prediction log's layout: bounded, counted exactly
+# The STOCKOPS_* variables read here (ServedSettings.read), declared once with the platform's settings.
+served_settings = _import_served("served_settings", "stockops.core")
+MAX_STALENESS_SESSIONS: int = served_settings.ServedSettings.model_fields["max_staleness_sessions"].default
+TICKER_PATTERN = served_settings.TICKER_PATTERN
 
 
 def _history() -> int:
@@ -300,18 +300,12 @@ class PublishedSnapshots:
     def from_environment(cls, metadata: dict) -> PublishedSnapshots:
         """From the serving process's environment (as ``stockops.core.settings.get_settings`` reads it); the watchlist
         and market the model was built with (its metadata) where the environment names none."""
-        home = Path(os.environ.get("STOCKOPS_HOME", "").strip() or Path.cwd() / ".stockops").expanduser().resolve()
-        raw = os.environ.get("STOCKOPS_TICKERS", "").strip() or metadata.get("watchlist", "") or metadata.get("ticker", "")
-        watchlist = tuple(dict.fromkeys(t.strip().upper() for t in raw.replace(" ", ",").split(",") if t.strip()))
-        market = (os.environ.get("STOCKOPS_MARKET", "").strip() or metadata.get("market") or "QQQ").upper()
-        raw_limit = os.environ.get("STOCKOPS_MAX_STALENESS_SESSIONS", "").strip()
-        try:
-            limit = int(raw_limit) if raw_limit else MAX_STALENESS_SESSIONS
-        except ValueError:
-            log.warning("STOCKOPS_MAX_STALENESS_SESSIONS=%r is not an integer: using %d", raw_limit,
-                        MAX_STALENESS_SESSIONS)
-            limit = MAX_STALENESS_SESSIONS
-        return cls(home / "data", watchlist, market, limit)
+        env = served_settings.ServedSettings.read(log.warning)  # a value that does not parse: warned, default used
+        raw = (",".join(env.tickers) if "tickers" in env.model_fields_set
+               else metadata.get("watchlist", "") or metadata.get("ticker", ""))
+        watchlist = tuple(dict.fromkeys(served_settings.split_symbols(raw)))
+        market = env.market if "market" in env.model_fields_set else str(metadata.get("market") or env.market).upper()
+        return cls(env.home / "data", watchlist, market, env.max_staleness_sessions)
 
     def known(self, ticker: str) -> str:
         """``ticker`` upper-cased if it is a symbol of the watchlist; else 404."""
@@ -432,7 +426,7 @@ class RequestGuard:
     def __init__(self, app, max_body_bytes: int = MAX_BODY_BYTES, allowed_hosts: str | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
-        hosts = allowed_hosts or os.environ.get("STOCKOPS_ALLOWED_HOSTS") or ALLOWED_HOSTS
+        hosts = allowed_hosts or ",".join(served_settings.ServedSettings.read(log.warning).allowed_hosts)
         self.allowed_hosts = {h.strip().lower() for h in hosts.split(",") if h.strip()}
 
     async def __call__(self, scope, receive, send):
@@ -596,10 +590,10 @@ def log_to_rotating_file() -> Path:
     """Send the service's logs (root, ``bentoml``, ``uvicorn`` and every other logger that wrote to a
     console) to one size-capped rotating file instead of stdout: the stdout file (which
     ``start_bento`` never rotates) then only gets start-up output. BentoML's format is kept."""
-    default = Path(os.environ.get("STOCKOPS_HOME", ".")) / "serving" / "logs" / f"bento-{os.getpid()}.log"
-    path = Path(os.environ.get("STOCKOPS_BENTO_LOG") or default)
+    env = served_settings.ServedSettings.read(log.warning)
+    path = env.bento_log or env.home / "serving" / "logs" / f"bento-{os.getpid()}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = RotatingFileHandler(path, maxBytes=int(os.environ.get("STOCKOPS_LOG_MAX_BYTES") or LOG_MAX_BYTES),
+    handler = RotatingFileHandler(path, maxBytes=env.log_max_bytes,
                                   backupCount=3, encoding="utf-8")
     loggers = [logging.getLogger(), logging.getLogger("bentoml"), logging.getLogger("uvicorn"),
                *(x for x in logging.root.manager.loggerDict.values() if isinstance(x, logging.Logger))]
@@ -710,11 +704,10 @@ class StockForecast:
             "ticker": meta.get("ticker", ""),
         }
         self.store = PublishedSnapshots.from_environment(meta)
-        log_path = os.environ.get("STOCKOPS_PREDICTION_LOG")
-        if not log_path and os.environ.get("STOCKOPS_HOME"):
-            log_path = str(Path(os.environ["STOCKOPS_HOME"]) / "serving" / "predictions.jsonl")
-        self._log = Path(log_path) if log_path else None
-        self._log_max_bytes = int(os.environ.get("STOCKOPS_LOG_MAX_BYTES") or LOG_MAX_BYTES)  # then it rotates
+        env = served_settings.ServedSettings.read(log.warning)
+        self._log = env.prediction_log or (env.home / "serving" / "predictions.jsonl"
+                                           if "home" in env.model_fields_set else None)
+        self._log_max_bytes = env.log_max_bytes  # then it rotates
         if self._log is not None:
             self._log.parent.mkdir(parents=True, exist_ok=True)
 

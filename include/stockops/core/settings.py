@@ -5,6 +5,12 @@ derived from one home directory (``STOCKOPS_HOME``, default ``./.stockops``). Re
 settings has no side effects: nothing is created, imported or configured here. Code that
 writes somewhere creates the folder it needs at that moment.
 
+Each setting is declared once in :class:`Environment` (a pydantic-settings model: variable, default, one-line
+description; the bento's variables in :mod:`stockops.core.served_settings`, which it extends). :func:`get_settings`
+reads them into a :class:`Settings`; :func:`make_settings` builds one from the defaults and given values without
+reading the environment; ``.env.example`` and the README's table are generated from the declarations
+(``python -m stockops.core.settings --write``, ``make settings-docs``).
+
 One exception, on purpose: importing this module sets the telemetry opt-outs and MLflow's
 retry bounds of :func:`quiet_environment` in ``os.environ`` where they are unset, so that no
 stockops process phones home or hangs on a dead tracking server, whichever library it imports
@@ -14,17 +20,34 @@ first (MLflow decides about telemetry when it is imported).
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
+
+from pydantic import field_validator
+
+from stockops.core.served_settings import (
+    BENTO,
+    HOME,
+    SERVING,
+    TICKER_PATTERN,
+    VALIDATION,
+    WATCHLIST,
+    WATCHLIST_GROUP,
+    ServedSettings,
+    declare,
+)
+
+__all__ = ["SOURCES", "TICKER_PATTERN", "WATCHLIST", "Environment", "Settings", "get_settings", "make_settings"]
 
 SOURCES = ("replay", "yfinance", "csv")
-# The default watchlist: the 18 real daily series shipped in include/data/prices/ (QQQ, an index
-# fund, is the market reference).
-WATCHLIST = ("GOOG", "MSFT", "IBM", "INTC", "CSCO", "ORCL", "JPM", "BAC", "XOM", "CVX", "KO", "PG", "JNJ", "WMT",
-             "PFE", "GE", "T", "QQQ")
-# A ticker names folders and Airflow Assets: letters, digits and . - ^ = only (BRK-B, ^GSPC, EURUSD=X).
-TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-^=]{0,14}$")
+TRAINING = "training, gate"
+MONITORING = "monitoring"
+ALERTS = "alerts"
+COMPOSE = "compose only"
+# The order the documentation (.env.example, the README's table) lists the groups in.
+GROUPS = (HOME, WATCHLIST_GROUP, VALIDATION, TRAINING, SERVING, MONITORING, ALERTS, COMPOSE, BENTO)
 
 
 def _env(name: str, default: str) -> str:
@@ -32,122 +55,220 @@ def _env(name: str, default: str) -> str:
     return value or default
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = _env(name, str(default))
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not a number") from exc
+class Environment(ServedSettings):
+    """Every stockops setting, declared once: variable (``STOCKOPS_`` + the name), default, one-line description.
+
+    The bento's variables are declared in :class:`~stockops.core.served_settings.ServedSettings`, which this
+    extends. :func:`get_settings` reads these and derives a :class:`Settings` from them; ``.env.example`` and the
+    README's table are generated from them (``make settings-docs``).
+    """
+
+    # ---- home, ports
+    airflow_home: Path | None = declare(None, "Airflow's home (unset: <STOCKOPS_HOME>/airflow)", HOME,
+                                        variable="AIRFLOW_HOME")
+    airflow_port: int = declare(8080, "make run: the Airflow UI's local port", HOME)
+    mlflow_port: int = declare(5000, "make run: the MLflow UI's local port", HOME)
+    mlflow_url: str = declare("", "Where people open the MLflow UI (links in the Airflow UI; unset: "
+                              "http://127.0.0.1:<STOCKOPS_MLFLOW_PORT>)", HOME)
+    # ---- watchlist, source
+    ticker: str = declare("GOOG", "The ticker the model is trained on and served for, one of the watchlist "
+                          "(unset and GOOG not in the watchlist: its first symbol)", WATCHLIST_GROUP)
+    source: str = declare("replay", "Where prices come from: replay (the shipped series, offline), yfinance (live) "
+                          "or csv", WATCHLIST_GROUP)
+    csv_path: Path | None = declare(None, "source=csv: a yfinance-format CSV (a one-ticker watchlist) or a folder of "
+                                    "<TICKER>.csv files", WATCHLIST_GROUP)
+    replay_start: str = declare("2026-01-01", "Replay clock: on this date the first STOCKOPS_REPLAY_INITIAL_DAYS "
+                                "trading days are known; one more arrives each NYSE session", WATCHLIST_GROUP)
+    replay_initial_days: int = declare(1000, "Replay clock: trading days known on STOCKOPS_REPLAY_START",
+                                       WATCHLIST_GROUP)
+    history_start: str = declare("2004-01-01", "yfinance: the first day fetched", WATCHLIST_GROUP)
+    fetch_timeout_s: float = declare(20.0, "yfinance: seconds one download may take", WATCHLIST_GROUP)
+    fetch_attempts: int = declare(3, "yfinance: attempts per download", WATCHLIST_GROUP)
+    fetch_backoff_s: float = declare(2.0, "yfinance: seconds before the second attempt (doubling after)",
+                                     WATCHLIST_GROUP)
+    ingest_schedule: str = declare("0 22 * * 1-5", "When stock_ingest runs: a cron expression in UTC (weekdays "
+                                   "after the US close), or manual for triggered runs only", WATCHLIST_GROUP)
+    # ---- validation (Great Expectations suite parameters; gaps and staleness in NYSE sessions)
+    max_gap_sessions: int = declare(5, "Largest gap between two rows, in NYSE sessions", VALIDATION)
+    max_abs_return: float = declare(0.25, "A close-to-close move beyond this is extreme: accepted only when the "
+                                    "day's range and volume back it and the next session does not undo it",
+                                    VALIDATION)
+    extreme_min_range_share: float = declare(0.15, "An extreme move's day: log(High/Low) at least this share of the "
+                                             "move", VALIDATION)
+    extreme_min_volume_ratio: float = declare(1.0, "An extreme move's day: volume at least this x its median of the "
+                                              "previous 50 sessions", VALIDATION)
+    max_reversal: float = declare(0.9, "The next session may undo at most this share of an extreme move",
+                                  VALIDATION)
+    max_volume_ratio: float = declare(50.0, "Any day: volume at most this x its 50-session median (a units error "
+                                      "is 1,000x)", VALIDATION)
+    max_repeated_rows: int = declare(0, "Sessions in a row that may repeat the previous whole row (a stale feed)",
+                                     VALIDATION)
+    review_timeout_h: float = declare(72.0, "Hours an ingest waits for a person's decision on a held newest day",
+                                      VALIDATION)
+    gx_keep_results: int = declare(360, "Great Expectations validation results (and Data Docs pages) kept",
+                                   VALIDATION)
+    # ---- training and the promotion gate (see README: how the defaults were chosen)
+    model_name: str = declare("stockops_risk", "The risk forecaster's registered model name", TRAINING)
+    # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable into the process env.
+    mlflow_tracking_uri: str = declare("", "MLflow tracking server (unset: SQLite under the home)", TRAINING)
+    train_profile: str = declare("default", "default, or small: a tiny model for tests and smoke runs", TRAINING)
+    train_epochs: int = declare(20, "Training epochs of the LSTM", TRAINING)
+    train_window: int = declare(40, "Days of history in one LSTM input window", TRAINING)
+    gate_tolerance: float = declare(0.001, "Gate: point RMSE at most persistence's x (1 + this)", TRAINING)
+    gate_margin: float = declare(0.03, "Gate: QLIKE nats/day by which a stale champion may be beaten "
+                                 "(bench/gate_thresholds.py)", TRAINING)
+    gate_coverage_90_min: float = declare(0.88, "Gate: lowest coverage of the 90 % interval", TRAINING)
+    gate_coverage_90_max: float = declare(0.92, "Gate: highest coverage of the 90 % interval", TRAINING)
+    gate_dm_t: float = declare(2.0, "Gate: Diebold-Mariano |t| a candidate must reach against the champion",
+                               TRAINING)
+    gate_champion_max_age_days: float = declare(7.0, "Gate: a champion older than this many days is stale",
+                                                TRAINING)
+    gate_harx_tolerance: float = declare(0.0, "Gate: QLIKE nats/day a candidate may lose to HARX-GKO (0: none)",
+                                         TRAINING)
+    # ---- serving: the stable address users call (a small proxy in front of the current bento)
+    serve_host: str = declare("127.0.0.1", "The stable forecast address's host", SERVING)
+    serve_port: int = declare(3000, "The stable forecast address's port", SERVING)
+    serve_ready_timeout_s: float = declare(180.0, "Seconds a new bento may take to pass /readyz before its deploy "
+                                           "fails", SERVING)
+    serving_mode: str = declare("local", "local: deploys start bentos on this machine (make run); agent: the "
+                                "serving agent (compose's serving container) carries them out", SERVING)
+    supervise_interval_s: float = declare(0.5, "Seconds between the serving supervisor's checks of the proxy, the "
+                                          "bento and the champion", SERVING)
+    serve_spares: int = declare(1, "Extra processes of the served bento: a killed one costs no request", SERVING)
+    supervisor_stale_s: float = declare(10.0, "The supervisor's watcher restarts it when its heartbeat is older "
+                                        "than this", SERVING)
+    deploy_lock_timeout_s: float = declare(420.0, "The longest a deploy, rollback or reconcile waits for the deploy "
+                                           "lock before it gives up, naming the holder", SERVING)
+    proxy_buffer_bytes: int = declare(64 * 1024 * 1024, "Request bodies the serving proxy holds in memory at once, "
+                                      "all requests together (beyond: 503)", SERVING)
+    # ---- failure notifications (stockops.orchestration.alerts)
+    alert_webhook: str | None = declare(None, "A webhook (http:// or https://) that receives every failed task as "
+                                        "JSON (unset: the audit log and the task log only)", ALERTS)
+    alert_timeout_s: float = declare(10.0, "Seconds one webhook delivery may take", ALERTS)
+    # ---- monitoring (stock_monitor): see bench/monitor_drift.py for how the defaults were chosen
+    monitor_current_days: int = declare(60, "Trading days compared with the champion's training window (at least "
+                                        "20)", MONITORING)
+    monitor_drift_threshold: float = declare(0.6, "Normed Wasserstein distance above which a feature drifted",
+                                             MONITORING)
+    monitor_drift_share: float = declare(0.5, "Share of a ticker's features that drifted for the ticker to count as "
+                                         "drifted", MONITORING)
+    monitor_drift_tickers_share: float = declare(0.5, "Share of the checked tickers that drifted for drift to call "
+                                                 "for a retrain, in (0, 1]", MONITORING)
+    monitor_error_ratio: float = declare(1.5, "Live RMSE (in % of price) / the champion's holdout RMSE that calls "
+                                         "for a retrain", MONITORING)
+    monitor_persistence_ratio: float = declare(1.1, "Live RMSE / persistence's RMSE on the same days that calls "
+                                               "for a retrain", MONITORING)
+    monitor_cooldown_h: float = declare(72.0, "No second retrain trigger within this many hours", MONITORING)
+    monitor_min_forecast_days: int = declare(20, "Days of the platform's own forecasts realized before live error "
+                                             "is measured on them alone (until then the champion is replayed)",
+                                             MONITORING)
+    monitor_kupiec_p: float = declare(0.01, "Kupiec p-value below which the 95 % or 99 % VaR calibration is "
+                                      "rejected, in (0, 1)", MONITORING)
+    monitor_qlike_margin: float = declare(0.05, "QLIKE nats/day by which the champion may lose to HARX-GKO before a "
+                                          "retrain is triggered", MONITORING)
+    monitor_rollback_margin: float = declare(0.03, "Rollback proposal: the champion's QLIKE worse than the previous "
+                                             "champion's by more than this many nats/day", MONITORING)
+    monitor_rollback_dm_t: float = declare(2.0, "Rollback proposal: with a Diebold-Mariano |t| of at least this",
+                                           MONITORING)
+    monitor_keep_reports: int = declare(60, "Monitor report folders kept at most (the newest always)", MONITORING)
+    monitor_keep_days: float = declare(90.0, "Monitor report folders older than this many days are removed",
+                                       MONITORING)
+    # ---- compose only (docker-compose.yaml interpolates it; no stockops process reads it)
+    bind: str = declare("127.0.0.1", "The address compose's published ports bind to (0.0.0.0: every interface)",
+                        COMPOSE)
+
+    @field_validator("ticker", mode="before")
+    @classmethod
+    def _upper_case(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("source", "train_profile", "serving_mode", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("csv_path", "airflow_home", mode="after")
+    @classmethod
+    def _resolved(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = _env(name, str(default))
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not an integer") from exc
+# Settings fields that are not one declaration each, and what they are made of.
+DERIVED = {"gate_coverage_90": ("gate_coverage_90_min", "gate_coverage_90_max"),
+           "mlflow_ui_url": ("mlflow_url", "mlflow_port"), "gx_project_dir": ()}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """A snapshot of the environment; build one with :func:`get_settings`."""
+    """A snapshot of the settings; build one with :func:`get_settings` (or :func:`make_settings`).
+
+    Each field's variable, default and meaning are declared once, in :class:`Environment`.
+    """
 
     home: Path
-    # every symbol that flows through ingest and validation (STOCKOPS_TICKERS)
-    tickers: tuple[str, ...] = WATCHLIST
-    # the symbol the LSTM is trained on and served for (STOCKOPS_TICKER; one of the watchlist)
-    ticker: str = "GOOG"
-    source: str = "replay"
-    csv_path: Path | None = None
-    # replay: on ``replay_start`` the first ``replay_initial_days`` trading days are known,
-    # and one more arrives with every NYSE session after it.
-    replay_start: str = "2026-01-01"
-    replay_initial_days: int = 1000
-    # when stock_ingest runs: a cron expression (UTC), or "manual" for triggered runs only
-    ingest_schedule: str = "0 22 * * 1-5"
-    # yfinance
-    fetch_timeout_s: float = 20.0
-    fetch_attempts: int = 3
-    fetch_backoff_s: float = 2.0
-    history_start: str = "2004-01-01"
-    # validation thresholds (Great Expectations suite parameters; gaps and staleness in NYSE sessions)
-    max_gap_sessions: int = 5
-    max_staleness_sessions: int = 5
-    # a close-to-close move beyond this is "extreme": accepted only when the day's own range and
-    # volume back it and the next session does not undo it; in the newest session, a person decides
-    max_abs_return: float = 0.25
-    extreme_min_range_share: float = 0.15  # log(High/Low) >= this share of the extreme move
-    extreme_min_volume_ratio: float = 1.0  # volume >= this x its median of the previous 50 sessions
-    max_reversal: float = 0.9  # the next session may undo at most this share of an extreme move
-    max_volume_ratio: float = 50.0  # any day: volume <= this x its median (a units error is 1,000x)
-    max_repeated_rows: int = 0  # sessions in a row that repeat the previous whole row (a stale feed)
-    review_timeout_h: float = 72.0  # how long an ingest waits for a person's decision on a held day
-    gx_keep_results: int = 360  # GX validation results (and Data Docs pages) kept: about 20 days of 18 tickers
-    # training and the promotion gate
-    model_name: str = "stockops_risk"  # the global risk forecaster's registered name
-    mlflow_tracking_uri: str = ""  # default sqlite under the home
-    train_profile: str = "default"  # "small": a tiny model for tests and smoke runs
-    train_epochs: int = 20
-    train_window: int = 40
-    # the market reference whose daily return every ticker's model input carries (none if not in the watchlist)
-    market: str | None = "QQQ"
-    gate_tolerance: float = 0.001  # point RMSE <= persistence x (1 + this)
-    gate_margin: float = 0.03  # QLIKE nats/day a stale champion may be beaten by (bench/gate_thresholds.py)
-    gate_coverage_90: tuple[float, float] = (0.88, 0.92)
-    gate_dm_t: float = 2.0
-    gate_champion_max_age_days: float = 7.0
-    gate_harx_tolerance: float = 0.0  # QLIKE nats/day a candidate may lose to HARX-GKO (0: none)
-    # serving: the stable address users call (a small proxy in front of the current bento)
-    serve_host: str = "127.0.0.1"
-    serve_port: int = 3000
-    serve_ready_timeout_s: float = 180.0
-    # "local": deploys start bentos on this machine (make run, one machine); "agent": deploys are
-    # requests that the serving agent (`python -m stockops.serving agent`, the compose `serving`
-    # container) carries out where the endpoint runs
-    serving_mode: str = "local"
-    # the serving supervisor: seconds between its checks of the proxy, the bento and the champion
-    supervise_interval_s: float = 0.5
-    serve_spares: int = 1  # extra processes of the served bento: a killed one costs no request
-    # the supervisor's watcher (make run's launcher, stock_monitor) restarts it when its heartbeat is older than this
-    supervisor_stale_s: float = 10.0
-    # the longest a deploy, rollback or reconcile waits for the deploy lock before it gives up, naming the holder
-    deploy_lock_timeout_s: float = 420.0
-    # Host headers the proxy and the bento answer (DNS-rebinding guard; the port is not compared)
-    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
-    log_max_bytes: int = 10 * 1024 * 1024  # size cap of each serving log file (3 rotated copies kept)
-    # where people open the MLflow UI (links in the Airflow UI); make run serves it on this port
-    mlflow_ui_url: str = "http://127.0.0.1:5000"
-    # failure notifications (stockops.orchestration.alerts): a webhook that receives every failed task as JSON (none: the audit
-    # log and the task log only), and how long one delivery may take
-    alert_webhook: str | None = None
-    alert_timeout_s: float = 10.0
-    # monitoring (stock_monitor): see bench/monitor_drift.py for how the defaults were chosen
-    monitor_current_days: int = 60  # trading days compared with the champion's training window
-    monitor_drift_threshold: float = 0.6  # normed Wasserstein distance above which a feature drifted
-    monitor_drift_share: float = 0.5  # share of a ticker's features that drifted for the ticker to count as drifted
-    # share of the watchlist's checked tickers that drifted for drift to call for a retrain (with one ticker: that one)
-    monitor_drift_tickers_share: float = 0.5
-    monitor_error_ratio: float = 1.5  # live RMSE (in % of price) / the champion's holdout RMSE
-    monitor_persistence_ratio: float = 1.10  # live RMSE / persistence's RMSE on the same days
-    monitor_cooldown_h: float = 72.0  # no second retrain trigger within this many hours
-    # the platform's own forecasts (the forecast log) realized in the window before live error is measured on them
-    # alone; until then the champion is replayed over the window
-    monitor_min_forecast_days: int = 20
-    # the live calibration scorecard (stockops.monitoring.scorecard): Kupiec p-value below which the 95 % or 99 %
-    # VaR calibration is rejected, and how much worse (nats/day) than HARX-GKO the champion's pooled QLIKE may be
-    monitor_kupiec_p: float = 0.01
-    monitor_qlike_margin: float = 0.05
-    # rollback proposal: the champion's pooled QLIKE worse than the previous champion's on the same realized
-    # (ticker, day) pairs by more than this many nats/day, with a Diebold-Mariano |t| of at least monitor_rollback_dm_t
-    monitor_rollback_margin: float = 0.03
-    monitor_rollback_dm_t: float = 2.0
-    # monitor reports (one folder per check, the Evidently HTML is ~0.5 MB per ticker): kept at most this many, and
-    # none older than this many days (the newest is always kept)
-    monitor_keep_reports: int = 60
-    monitor_keep_days: float = 90.0
+    tickers: tuple[str, ...]  # every symbol that flows through ingest and validation
+    ticker: str  # the symbol the LSTM is trained on and served for (one of the watchlist)
+    source: str
+    csv_path: Path | None
+    replay_start: str
+    replay_initial_days: int
+    ingest_schedule: str
+    fetch_timeout_s: float
+    fetch_attempts: int
+    fetch_backoff_s: float
+    history_start: str
+    max_gap_sessions: int
+    max_staleness_sessions: int
+    max_abs_return: float
+    extreme_min_range_share: float
+    extreme_min_volume_ratio: float
+    max_reversal: float
+    max_volume_ratio: float
+    max_repeated_rows: int
+    review_timeout_h: float
+    gx_keep_results: int
+    model_name: str
+    mlflow_tracking_uri: str  # "" is filled in: sqlite under the home
+    train_profile: str
+    train_epochs: int
+    train_window: int
+    market: str | None  # None when it is not in the watchlist
+    gate_tolerance: float
+    gate_margin: float
+    gate_coverage_90: tuple[float, float]
+    gate_dm_t: float
+    gate_champion_max_age_days: float
+    gate_harx_tolerance: float
+    serve_host: str
+    serve_port: int
+    serve_ready_timeout_s: float
+    serving_mode: str
+    supervise_interval_s: float
+    serve_spares: int
+    supervisor_stale_s: float
+    deploy_lock_timeout_s: float
+    allowed_hosts: tuple[str, ...]
+    log_max_bytes: int
+    mlflow_ui_url: str
+    alert_webhook: str | None
+    alert_timeout_s: float
+    monitor_current_days: int
+    monitor_drift_threshold: float
+    monitor_drift_share: float
+    monitor_drift_tickers_share: float
+    monitor_error_ratio: float
+    monitor_persistence_ratio: float
+    monitor_cooldown_h: float
+    monitor_min_forecast_days: int
+    monitor_kupiec_p: float
+    monitor_qlike_margin: float
+    monitor_rollback_margin: float
+    monitor_rollback_dm_t: float
+    monitor_keep_reports: int
+    monitor_keep_days: float
     # derived locations (filled in __post_init__ from home unless given)
-    airflow_home: Path = field(default=None)  # type: ignore[assignment]
-    gx_project_dir: Path = field(default=None)  # type: ignore[assignment]
+    airflow_home: Path = None  # type: ignore[assignment]
+    gx_project_dir: Path = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         for symbol in (*self.tickers, self.ticker):
@@ -386,85 +507,39 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 SHIPPED_PRICES = REPO_ROOT / "include" / "data" / "prices"
 
 
-def _env_tickers(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    raw = _env(name, "")
-    if not raw:
-        return default
-    return tuple(symbol.strip().upper() for symbol in raw.replace(" ", ",").split(",") if symbol.strip())
+def settings_from(env: Environment) -> Settings:
+    """The :class:`Settings` the declared values ``env`` make (the derived fields filled in)."""
+    tickers = env.tickers
+    ticker = env.ticker
+    if "ticker" not in env.model_fields_set and ticker not in tickers and tickers:
+        ticker = tickers[0]  # without STOCKOPS_TICKER the model follows the watchlist's first symbol
+    values = {f.name: getattr(env, f.name) for f in fields(Settings) if f.name in Environment.model_fields}
+    return Settings(**{
+        **values,
+        "ticker": ticker,
+        "gate_coverage_90": (env.gate_coverage_90_min, env.gate_coverage_90_max),
+        "mlflow_ui_url": env.mlflow_url or f"http://127.0.0.1:{env.mlflow_port}",
+    })
 
 
 def get_settings() -> Settings:
-    """Read the settings from the environment now (cheap; no caching, so tests can vary it)."""
-    home = Path(_env("STOCKOPS_HOME", str(Path.cwd() / ".stockops"))).expanduser().resolve()
-    csv_raw = _env("STOCKOPS_CSV_PATH", "")
-    airflow_home = os.environ.get("AIRFLOW_HOME")
-    tickers = _env_tickers("STOCKOPS_TICKERS", WATCHLIST)
-    return Settings(
-        home=home,
-        tickers=tickers,
-        ticker=_env("STOCKOPS_TICKER", "GOOG" if "GOOG" in tickers else tickers[0]).upper(),
-        source=_env("STOCKOPS_SOURCE", "replay").lower(),
-        csv_path=Path(csv_raw).expanduser().resolve() if csv_raw else None,
-        ingest_schedule=_env("STOCKOPS_INGEST_SCHEDULE", "0 22 * * 1-5"),
-        replay_start=_env("STOCKOPS_REPLAY_START", "2026-01-01"),
-        replay_initial_days=_env_int("STOCKOPS_REPLAY_INITIAL_DAYS", 1000),
-        fetch_timeout_s=_env_float("STOCKOPS_FETCH_TIMEOUT_S", 20.0),
-        fetch_attempts=_env_int("STOCKOPS_FETCH_ATTEMPTS", 3),
-        fetch_backoff_s=_env_float("STOCKOPS_FETCH_BACKOFF_S", 2.0),
-        history_start=_env("STOCKOPS_HISTORY_START", "2004-01-01"),
-        max_gap_sessions=_env_int("STOCKOPS_MAX_GAP_SESSIONS", 5),
-        max_staleness_sessions=_env_int("STOCKOPS_MAX_STALENESS_SESSIONS", 5),
-        max_abs_return=_env_float("STOCKOPS_MAX_ABS_RETURN", 0.25),
-        extreme_min_range_share=_env_float("STOCKOPS_EXTREME_MIN_RANGE_SHARE", 0.15),
-        extreme_min_volume_ratio=_env_float("STOCKOPS_EXTREME_MIN_VOLUME_RATIO", 1.0),
-        max_reversal=_env_float("STOCKOPS_MAX_REVERSAL", 0.9),
-        max_volume_ratio=_env_float("STOCKOPS_MAX_VOLUME_RATIO", 50.0),
-        max_repeated_rows=_env_int("STOCKOPS_MAX_REPEATED_ROWS", 0),
-        review_timeout_h=_env_float("STOCKOPS_REVIEW_TIMEOUT_H", 72.0),
-        gx_keep_results=_env_int("STOCKOPS_GX_KEEP_RESULTS", 360),
-        model_name=_env("STOCKOPS_MODEL_NAME", "stockops_risk"),
-        # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable into the process env.
-        mlflow_tracking_uri=_env("STOCKOPS_MLFLOW_TRACKING_URI", ""),
-        train_profile=_env("STOCKOPS_TRAIN_PROFILE", "default").lower(),
-        train_epochs=_env_int("STOCKOPS_TRAIN_EPOCHS", 20),
-        train_window=_env_int("STOCKOPS_TRAIN_WINDOW", 40),
-        market=_env("STOCKOPS_MARKET", "QQQ").upper(),
-        gate_tolerance=_env_float("STOCKOPS_GATE_TOLERANCE", 0.001),
-        gate_margin=_env_float("STOCKOPS_GATE_MARGIN", 0.03),
-        gate_coverage_90=(_env_float("STOCKOPS_GATE_COVERAGE_90_MIN", 0.88), _env_float("STOCKOPS_GATE_COVERAGE_90_MAX", 0.92)),
-        gate_dm_t=_env_float("STOCKOPS_GATE_DM_T", 2.0),
-        gate_champion_max_age_days=_env_float("STOCKOPS_GATE_CHAMPION_MAX_AGE_DAYS", 7.0),
-        gate_harx_tolerance=_env_float("STOCKOPS_GATE_HARX_TOLERANCE", 0.0),
-        serve_host=_env("STOCKOPS_SERVE_HOST", "127.0.0.1"),
-        serve_port=_env_int("STOCKOPS_SERVE_PORT", 3000),
-        serve_ready_timeout_s=_env_float("STOCKOPS_SERVE_READY_TIMEOUT_S", 180.0),
-        serving_mode=_env("STOCKOPS_SERVING_MODE", "local").lower(),
-        supervise_interval_s=_env_float("STOCKOPS_SUPERVISE_INTERVAL_S", 0.5),
-        serve_spares=_env_int("STOCKOPS_SERVE_SPARES", 1),
-        supervisor_stale_s=_env_float("STOCKOPS_SUPERVISOR_STALE_S", 10.0),
-        deploy_lock_timeout_s=_env_float("STOCKOPS_DEPLOY_LOCK_TIMEOUT_S", 420.0),
-        allowed_hosts=tuple(h.strip() for h in _env("STOCKOPS_ALLOWED_HOSTS", "127.0.0.1,localhost,::1").split(",")
-                            if h.strip()),
-        log_max_bytes=_env_int("STOCKOPS_LOG_MAX_BYTES", 10 * 1024 * 1024),
-        mlflow_ui_url=_env("STOCKOPS_MLFLOW_URL", f"http://127.0.0.1:{_env('STOCKOPS_MLFLOW_PORT', '5000')}"),
-        alert_webhook=_env("STOCKOPS_ALERT_WEBHOOK", "") or None,
-        alert_timeout_s=_env_float("STOCKOPS_ALERT_TIMEOUT_S", 10.0),
-        monitor_current_days=_env_int("STOCKOPS_MONITOR_CURRENT_DAYS", 60),
-        monitor_drift_threshold=_env_float("STOCKOPS_MONITOR_DRIFT_THRESHOLD", 0.6),
-        monitor_drift_share=_env_float("STOCKOPS_MONITOR_DRIFT_SHARE", 0.5),
-        monitor_error_ratio=_env_float("STOCKOPS_MONITOR_ERROR_RATIO", 1.5),
-        monitor_persistence_ratio=_env_float("STOCKOPS_MONITOR_PERSISTENCE_RATIO", 1.10),
-        monitor_cooldown_h=_env_float("STOCKOPS_MONITOR_COOLDOWN_H", 72.0),
-        monitor_min_forecast_days=_env_int("STOCKOPS_MONITOR_MIN_FORECAST_DAYS", 20),
-        monitor_kupiec_p=_env_float("STOCKOPS_MONITOR_KUPIEC_P", 0.01),
-        monitor_qlike_margin=_env_float("STOCKOPS_MONITOR_QLIKE_MARGIN", 0.05),
-        monitor_drift_tickers_share=_env_float("STOCKOPS_MONITOR_DRIFT_TICKERS_SHARE", 0.5),
-        monitor_rollback_margin=_env_float("STOCKOPS_MONITOR_ROLLBACK_MARGIN", 0.03),
-        monitor_rollback_dm_t=_env_float("STOCKOPS_MONITOR_ROLLBACK_DM_T", 2.0),
-        monitor_keep_reports=_env_int("STOCKOPS_MONITOR_KEEP_REPORTS", 60),
-        monitor_keep_days=_env_float("STOCKOPS_MONITOR_KEEP_DAYS", 90.0),
-        airflow_home=Path(airflow_home).resolve() if airflow_home else None,  # type: ignore[arg-type]
-    )
+    """Read the settings from the environment now (cheap; no caching, so tests can vary it).
+
+    A value that does not parse raises ``ValueError`` naming its variable.
+    """
+    return settings_from(Environment.read())
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings from the declared defaults and ``overrides``, without reading the environment.
+
+    ``overrides`` are :class:`Settings` fields or :class:`Environment` declarations (``gate_coverage_90_min``),
+    with values as the environment writes them (``tickers="GOOG,KO"``) or as the fields hold them.
+    """
+    declared = {k: v for k, v in overrides.items() if k in Environment.model_fields}
+    settings = settings_from(Environment.from_environ({}, **declared))
+    rest = {k: v for k, v in overrides.items() if k not in declared}
+    return replace(settings, **rest) if rest else settings
 
 
 FORKSERVER_PRELOAD = "great_expectations,exchange_calendars,pyarrow.parquet,stockops.data.validation"
@@ -542,3 +617,78 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(settings.airflow_passwords_file),
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT / "include"), os.environ.get("PYTHONPATH", "")) if p),
     }
+
+
+# ---- the documentation generated from the declarations (``make settings-docs``) ---------------------------
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+README = REPO_ROOT / "README.md"
+ENV_EXAMPLE_MARKERS = ("# ---- settings: generated from include/stockops/core/settings.py by `make settings-docs` "
+                       "(edit there) ----", "# ---- end of the generated settings ----")
+README_MARKERS = ("<!-- settings: generated from include/stockops/core/settings.py by `make settings-docs` "
+                  "(edit there) -->", "<!-- end of the generated settings -->")
+
+
+def declared_by_group() -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """[(group, [(variable, default as written, description), ...]), ...] in :data:`GROUPS` order."""
+    rows: dict[str, list[tuple[str, str, str]]] = {group: [] for group in GROUPS}
+    for name, variable, field in Environment.declarations():
+        group = (field.json_schema_extra or {}).get("group")
+        if group not in rows:
+            raise ValueError(f"{variable} is declared in group {group!r}, which GROUPS does not list")
+        rows[str(group)].append((variable, Environment.default_text(name), field.description or ""))
+    return [(group, entries) for group, entries in rows.items() if entries]
+
+
+def env_example_block() -> str:
+    """The settings part of ``.env.example``: every declaration, commented out at its default (uncomment to change)."""
+    lines = [ENV_EXAMPLE_MARKERS[0]]
+    for group, entries in declared_by_group():
+        lines.append(f"# == {group} ==")
+        for variable, default, description in entries:
+            lines += [f"#   {description}", f"# {variable}={default}"]
+    lines.append(ENV_EXAMPLE_MARKERS[1])
+    return "\n".join(lines) + "\n"
+
+
+def markdown_block() -> str:
+    """The settings table of the README's Configuration section."""
+    lines = [README_MARKERS[0], "", "| group | variable | default | meaning |", "|---|---|---|---|"]
+    for group, entries in declared_by_group():
+        for i, (variable, default, description) in enumerate(entries):
+            shown = f"`{default}`" if default else "(unset)"
+            meaning = description.replace("|", "/").replace("<", "&lt;").replace(">", "&gt;")
+            lines.append(f"| {group if i == 0 else ''} | `{variable}` | {shown} | {meaning} |")
+    lines += ["", README_MARKERS[1]]
+    return "\n".join(lines) + "\n"
+
+
+def with_block(text: str, markers: tuple[str, str], block: str) -> str:
+    """``text`` with the part between ``markers`` (both included) replaced by ``block``."""
+    start, end = text.find(markers[0]), text.find(markers[1])
+    if start < 0 or end < start:
+        raise ValueError(f"the markers {markers[0]!r} ... {markers[1]!r} are missing")
+    end = text.index("\n", end) + 1 if "\n" in text[end:] else len(text)
+    return text[:start] + block + text[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stockops.core.settings --env-example | --markdown | --write``: print a generated part, or write
+    both into ``.env.example`` and ``README.md``."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--env-example"]:
+        print(env_example_block(), end="")
+    elif args == ["--markdown"]:
+        print(markdown_block(), end="")
+    elif args == ["--write"]:
+        for path, markers, block in ((ENV_EXAMPLE, ENV_EXAMPLE_MARKERS, env_example_block()),
+                                     (README, README_MARKERS, markdown_block())):
+            path.write_text(with_block(path.read_text(), markers, block))
+            print(f"wrote the settings into {path}")
+    else:
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from stockops import registry
+from stockops.core import served_settings
 from stockops.core.settings import REPO_ROOT, Settings
 from stockops.model import portable
 from stockops.serving import runtime
@@ -125,7 +126,8 @@ def pack(staging: Path) -> dict:
             if (staging / "saved_model").exists():  # the LSTM's graph; a baseline has none
                 shutil.copytree(staging / "saved_model", model.path_of("saved_model"))
             shutil.copy2(staging / "forecaster.json", model.path_of("forecaster.json"))
-            portable.copy_to(Path(model.path_of("code")))
+            # the portable model core, and the declarations of the variables the bento reads
+            served_settings.copy_to(portable.copy_to(Path(model.path_of("code"))))
     bento_tag = f"{metadata['ticker'].lower()}_forecast:{version}"
     try:
         bento = bentoml.bentos.get(bento_tag)
@@ -144,8 +146,9 @@ def pack(staging: Path) -> dict:
 
 
 # What ``bento/service.py`` imports (``starlette`` comes with BentoML; ``pyarrow`` reads the published
-# snapshots), and for the LSTM its graph's runtime.
-SERVICE_PACKAGES = ("bentoml", "numpy", "pandas", "pydantic", "pyarrow")
+# snapshots; ``pydantic-settings`` reads its settings, stockops.core.served_settings), and for the LSTM its
+# graph's runtime.
+SERVICE_PACKAGES = ("bentoml", "numpy", "pandas", "pydantic", "pydantic-settings", "pyarrow")
 LSTM_PACKAGES = ("tensorflow-cpu",)
 LOCK_FILE = REPO_ROOT / "requirements.txt"  # `make lock` compiles it from requirements.in
 LOCK_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(?P<version>[^\s;]+)")
