@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -48,8 +50,8 @@ from stockops.contracts import (
     Validated,
     Verified,
     WatchlistOutcome,
-    xcom_step,
 )
+from stockops.orchestration.xcom import xcom_step
 
 ENTRY = SnapshotEntry(hash="a" * 64, ticker="GOOG", rows=250, first_date="2025-01-02", last_date="2025-12-31",
                       source="replay", logical_date="2025-12-31", path="/data/GOOG/a.parquet",
@@ -159,6 +161,33 @@ def test_a_malformed_dict_names_the_field():
     with pytest.raises(ContractError, match=r"GateDecision: expected a GateDecision \(a dict\), got str"):
         GateDecision.from_xcom("promoted")  # type: ignore[arg-type]
 
+
+
+def test_every_problem_is_named_by_its_path_in_one_error():
+    data = WatchlistOutcome(logical_date="2025-12-31", held_for_review=[HELD]).to_xcom()
+    del data["held_for_review"][0]["scope"]
+    data["held_for_review"][0]["held"][0]["open"] = "101"
+    with pytest.raises(ContractError) as caught:
+        WatchlistOutcome.from_xcom(data)
+    assert "WatchlistOutcome.held_for_review[0].scope: missing (a Validated needs it" in str(caught.value)
+    assert "WatchlistOutcome.held_for_review[0].held[0].open: expected float, got str '101'" in str(caught.value)
+    data = WatchlistOutcome(logical_date="2025-12-31", held_for_review=[HELD]).to_xcom()
+    data["held_for_review"][0]["held_for_review"] = False  # a __post_init__ check, where it failed
+    with pytest.raises(ContractError, match=r"WatchlistOutcome\.held_for_review\[0\]: Validated\.held_for_review: False"):
+        WatchlistOutcome.from_xcom(data)
+    # JSON's forms only: a tuple is a list once serialised, a number no float's text
+    assert ShadowScored(model_version="1", recorded=("GOOG",)).to_xcom()["recorded"] == ["GOOG"]  # type: ignore[arg-type]
+    with pytest.raises(ContractError, match=r"HeldMove\.volume_ratio: expected float, got str '2\.5'"):
+        HeldMove.from_xcom({**MOVE.to_xcom(), "volume_ratio": "2.5"})
+
+
+def test_importing_the_contracts_imports_neither_pydantic_nor_airflow():
+    """Every DAG file imports them: pydantic is imported on a contract's first parse, Airflow never."""
+    code = ("import sys, stockops.contracts, stockops.orchestration.xcom; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pydantic', 'pydantic_core', 'airflow'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 def test_gate_labels_and_monitor_decisions_from_records():
     assert [GateDecision(p, f, "").label for p, f in ((True, False), (True, True), (False, False))] == [

@@ -2,7 +2,7 @@
 
 Each step takes and returns a typed contract of :mod:`stockops.contracts` (``IngestRequest`` ->
 ``Fetched`` -> ``Validated`` -> ``Published`` or ``Rejected``; they travel as JSON XComs through
-:func:`stockops.contracts.xcom_step`), reads settings from the environment, and works without
+:func:`stockops.orchestration.xcom.xcom_step`), reads settings from the environment, and works without
 Airflow. A ticker's latest outcome is also kept in its ``status.json`` (a :class:`TickerStatus`). Nothing reaches ``snapshots/``
 unless the Great Expectations gate passed on exactly those bytes: ``validate`` records the
 content hash it judged and ``publish`` refuses anything else. One ticker's bad data stops that

@@ -2,7 +2,7 @@
 
 Each DAG file names its tasks once, ``STEPS = {"features": prepare_features, ...}``, and wires
 them with ``step = step_tasks(STEPS)``; ``step("features")(...)`` is then the task ``features``
-running :func:`stockops.training.prepare_features` through :func:`stockops.contracts.xcom_step`
+running :func:`stockops.training.prepare_features` through :func:`stockops.orchestration.xcom.xcom_step`
 (typed contracts in the step, JSON in the XComs). Imported by DAG files only.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk import task
 
-from stockops.contracts import xcom_step
+from stockops.orchestration.xcom import xcom_step
 
 
 def step_tasks(steps: Mapping[str, Callable[..., Any]]) -> Callable[..., Any]:

@@ -8,7 +8,7 @@ register (alias ``challenger``) -> gate -> promote (``champion``).
 Each step takes and returns a typed contract (:mod:`stockops.contracts`: ``Snapshots`` ->
 ``Features`` -> ``Trained`` -> ``Evaluated`` -> ``Registered`` -> ``GateDecision``), each later one
 holding the earlier, and works without Airflow (the DAG turns them into XComs with
-:func:`stockops.contracts.xcom_step`). The gate returns its decision; nothing reads it back from
+:func:`stockops.orchestration.xcom.xcom_step`). The gate returns its decision; nothing reads it back from
 a log. One MLflow run spans train, evaluate and register (later steps resume it by id). Heavy
 libraries are imported inside the functions: DAG files import this module.
 
