@@ -2,17 +2,17 @@
 
 One service, ``StockForecast``: strict input checks, the answer's lineage fields, the
 served-prediction log, and the packed model of either kind (``forecaster.json`` names it; every answer
-carries ``model_kind``): the LSTM's compiled graph (a TF SavedModel exported by Keras, loaded with
-``tf.saved_model.load``: no eager Keras call per request) behind adaptive batching — the requests that
-arrive while a batch runs form the next batch (up to ``MAX_BATCH_SIZE``), so the batch grows with the
-load and a lone request waits for nothing — or the classical baseline HARX-GKO (the champion while no
-LSTM has passed the gate): its per-ticker fit in numpy, no TensorFlow loaded.
+carries ``model_kind``): the LSTM's forward pass in numpy (``network.npz``, the portable core's
+``NumpyNetwork``: a window's answer has the same bits in any batch, the pyfunc's and the monitor's; no
+TensorFlow) behind adaptive batching — the requests that arrive while a batch runs form the next batch (up to
+``MAX_BATCH_SIZE``), so the batch grows with the load and a lone request waits for nothing — or the classical
+baseline HARX-GKO (the champion while no LSTM has passed the gate): its per-ticker fit in numpy.
 
 A request carries raw recent daily OHLCV (and, optionally, the market reference's closes); the
 service turns its last ``history`` rows into the network's input with the same code as training
 (``stockops.model.portable.forecaster.feature_matrix``, standardised with the calibration's scalers) and the
 network's output into variance, quantiles and a point forecast (``forecast_from_network``). That
-code travels in the model (``code/stockops/``, with ``forecaster.json``): outside the project's
+code travels in the model (``code/stockops/model/portable/``, with ``forecaster.json``): outside the project's
 environment the service imports it from there.
 
 ``/forecast`` (one ticker) and ``/forecast/batch`` (several, default the watchlist) take no prices:
@@ -658,7 +658,7 @@ BATCH_SIZES = bentoml.metrics.Histogram(name="stockops_batch_size", documentatio
 # a forecast takes milliseconds, so 5 s is generous and keeps the heap small.
 @bentoml.service(name="stock_forecast", workers=1, traffic={"timeout": 5, "max_concurrency": 512})
 class StockForecast:
-    """Public API: validate, forecast (batched, compiled), answer with lineage, log the answer."""
+    """Public API: validate, forecast (batched), answer with lineage, log the answer."""
 
     model = bentoml.models.BentoModel(MODEL_TAG)
 
@@ -674,14 +674,11 @@ class StockForecast:
             self.baseline: fc.HarxForecaster | None = fc.HarxForecaster(self.calibration)
             check = self.baseline.predict_windows(self.features(probe, None)[None])["variance"]
         else:
-            import tensorflow as tf
-
             self.baseline = None
-            self._scaler = fc.Forecaster(None, self.calibration)  # its standardise(): the scalers fitted in training
-            self._tf = tf
-            self._loaded = tf.saved_model.load(self.model.path_of("saved_model"))  # keeps the variables alive
-            self._serve = self._loaded.signatures["serve"]
-            check = self.predict_batch(self.features(probe, probe["Close"].to_numpy() * 3.0)[None])  # traces once
+            # the portable core's numpy forward pass (network.npz): the same bits as the pyfunc and the monitor for a
+            # window, whatever else is in the batch; no TensorFlow
+            self._lstm = fc.Forecaster.load(Path(self.model.path_of("forecaster.json")).parent)
+            check = self.predict_batch(self.features(probe, probe["Close"].to_numpy() * 3.0)[None])
             if check.shape != (1, 2):
                 raise RuntimeError(f"model {self.model.tag} answers {check} on a probe window: refusing to serve")
             self._batched = AdaptiveBatcher(self.predict_batch)
@@ -838,12 +835,11 @@ class StockForecast:
         standardised for the network (the baseline reads them raw)."""
         features = fc.feature_matrix(frame, market)
         window = fc.windows(features, np.array([len(frame) - 1]), self.window)
-        return window[0] if self.baseline is not None else self._scaler.standardise(window)[0]
+        return window[0] if self.baseline is not None else self._lstm.standardise(window)[0]
 
     def predict_batch(self, windows: np.ndarray) -> np.ndarray:
         """Raw network outputs (n, 2) = [log variance, mean] for standardised windows (n, window, 8)."""
-        out = self._serve(features=self._tf.constant(windows, dtype=self._tf.float32))
-        return next(iter(out.values())).numpy().astype("float64")
+        return self._lstm.forward(windows)
 
 
 def implied_prices(last_close: float, point: float, variance: float, quantiles: dict[str, float]) -> dict[str, float]:

@@ -398,10 +398,10 @@ def test_a_deploy_that_fails_its_health_check_changes_nothing(served, monkeypatc
     candidate = _register_candidate("serving test: a broken bento")
     built = build_candidate_bento(candidate)
     name, version = built.bento.bento_model.split(":")
-    graphs = list((settings.bentoml_home / "models" / name / version).rglob("saved_model.pb"))
-    assert graphs, "the bento's model is in the BentoML model store"
-    for pb in graphs:
-        pb.write_bytes(b"this is not a TensorFlow graph")
+    weights = list((settings.bentoml_home / "models" / name / version).rglob("network.npz"))
+    assert weights, "the bento's model is in the BentoML model store"
+    for npz in weights:
+        npz.write_bytes(b"these are not a network's weights")
 
     with pytest.raises(DeployError, match="failed its health check") as failure:
         deploy_candidate(built, reason="serving test: must fail")
@@ -452,12 +452,11 @@ def test_forecast_by_ticker_answers_from_the_latest_snapshot_with_lineage(served
 
 
 def test_training_the_monitor_predict_forecast_and_pyfunc_agree_to_the_bit_for_every_ticker(served):
-    """One portable core, one market alignment: for the same snapshots, the day's model input as training's
-    panel holds it (a ticker's whole history) is the same bits as the input built from its last ``history`` rows
-    (what the monitor, ``/predict``, ``/forecast`` and the pyfunc build); the market closes a ``/predict`` body
-    carries are training's. ``/predict`` and ``/forecast`` answer the same bits. The LSTM's float32 arithmetic is
-    not: the bento runs the network's compiled graph, the pyfunc its Keras layers, the monitor a batch of every
-    ticker (a matrix product's rounding depends on the batch), so those agree to float32's resolution."""
+    """One portable core, one market alignment, one forward pass: for the same snapshots, the day's model input as
+    training's panel holds it (a ticker's whole history) is the same bits as the input built from its last
+    ``history`` rows; the market closes a ``/predict`` body carries are training's; and the forecast is the same
+    bits from the monitor's scoring (every ticker in one batch), ``mlflow.pyfunc.load_model``, ``/predict`` and
+    ``/forecast`` (the LSTM's numpy forward pass sums every product in one order, whatever the batch)."""
     import mlflow
     import numpy as np
 
@@ -504,11 +503,7 @@ def test_training_the_monitor_predict_forecast_and_pyfunc_agree_to_the_bit_for_e
                                monitored[ticker]["quantiles"]),
                    "/predict": (predicted["point_return"], predicted["variance"], predicted["quantiles"]),
                    "/forecast": (forecast["point_return"], forecast["variance"], forecast["quantiles"])}
-        assert answers["/predict"] == answers["/forecast"], f"{ticker}: {answers}"
-        flat = {path: np.array([point, variance, *quantiles.values()]) for path, (point, variance, quantiles)
-                in answers.items()}
-        for path, values in flat.items():
-            np.testing.assert_allclose(values, flat["pyfunc"], rtol=2e-6, atol=1e-9, err_msg=f"{ticker}: {path}")
+        assert len(set(map(repr, answers.values()))) == 1, f"{ticker}: {answers}"
 
 
 def _store_of(settings, ticker: str) -> str:

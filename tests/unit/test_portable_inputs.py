@@ -53,3 +53,23 @@ def test_a_tail_has_the_same_features_to_the_bit_as_the_whole_history(ticker):
         tail = frame.iloc[-(window + WARMUP):].reset_index(drop=True)
         served = feature_matrix(tail, align_market(tail["Date"], market))
         assert np.array_equal(served[-window:], full[-window:])
+
+
+def test_the_numpy_forward_pass_is_the_keras_network_with_the_same_bits_in_any_batch(tmp_path):
+    """The LSTM as served: Keras' answer (to float32's resolution), and for each window the same bits alone, in
+    any batch, and after a save and load (what the pyfunc, the monitor and the bento each do)."""
+    from stockops.model.portable.forecaster import build_network
+    from stockops.model.portable.network import NumpyNetwork
+
+    network = build_network(12, 6, 5, log_variance_bias=0.3)
+    rng = np.random.default_rng(0)
+    for weight in network.weights:  # trained-like weights: every gate and layer matters
+        weight.assign(rng.normal(scale=0.3, size=weight.shape).astype("float32"))
+    x = rng.normal(size=(37, 12, 8))
+    ours = NumpyNetwork.from_keras(network)
+    np.testing.assert_allclose(ours(x), np.asarray(network(x.astype("float32"), training=False)), rtol=1e-5, atol=1e-5)
+    batch = ours(x)
+    assert np.array_equal(np.concatenate([ours(x[i:i + 1]) for i in range(len(x))]), batch)
+    assert np.array_equal(ours(x[5:20]), batch[5:20])
+    ours.save(tmp_path)
+    assert np.array_equal(NumpyNetwork.load(tmp_path)(x), batch)

@@ -200,7 +200,7 @@ def train_risk(panel: Panel, split: DateSplit, config: RiskModelConfig, on_epoch
     network = build_network(config.window, config.units, config.dense, config.dropout, config.seed,
                             log_variance_bias=float(np.log(np.mean(y_train**2))))
     forecaster = Forecaster(network, base)
-    x_val = forecaster.standardise(sample_windows(panel, parts["val"], config.window))
+    x_val = forecaster.standardise(sample_windows(panel, parts["val"], config.window), np.float32)
     y_val = (sample_returns(panel, parts["val"]) * PCT).astype("float32")[:, None]
     network.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss)
     callbacks: list = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
@@ -208,7 +208,7 @@ def train_risk(panel: Panel, split: DateSplit, config: RiskModelConfig, on_epoch
     if on_epoch_end is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end))
     started = time.perf_counter()
-    fit = network.fit(forecaster.standardise(x_train), y_train, validation_data=(x_val, y_val),
+    fit = network.fit(forecaster.standardise(x_train, np.float32), y_train, validation_data=(x_val, y_val),
                       epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=callbacks)
     raw_val = np.asarray(network.predict(x_val, batch_size=4096, verbose=0))
     forecaster = Forecaster(network, calibrate(raw_val, y_val[:, 0].astype(np.float64), base))

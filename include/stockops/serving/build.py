@@ -24,6 +24,7 @@ from stockops import registry
 from stockops.core import served_settings
 from stockops.core.settings import REPO_ROOT, Settings
 from stockops.model import portable
+from stockops.model.portable.network import FILE as NETWORK_FILE
 from stockops.serving import runtime
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,6 @@ BUILD_FIELDS = ("mlflow_run_id", "snapshot_hash", "window", "history")  # of the
 
 
 def _build_bento(settings: Settings, mv) -> dict:
-    from stockops.model.portable.forecaster import Forecaster
 
     model_name, version = mv.name, mv.version
     run = registry.get_run(mv.run_id)
@@ -91,11 +91,10 @@ def _build_bento(settings: Settings, mv) -> dict:
     metadata["window"] = forecaster.calibration.window
     metadata["history"] = forecaster.calibration.history
     metadata["model_kind"] = forecaster.kind
-    forecaster.save(staging)  # forecaster.json (+ the LSTM's weights, which the bento does not need)
+    # forecaster.json, and for the LSTM its numpy weights (network.npz: the bento runs the portable forward pass, no
+    # TensorFlow); Keras' own weights file is for training only
+    forecaster.save(staging)
     (staging / "network.weights.h5").unlink(missing_ok=True)
-    if isinstance(forecaster, Forecaster):
-        # the compiled graph takes standardised feature windows: signature "serve", input "features" (n, window, 8)
-        forecaster.network.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
     (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
     result = subprocess.run([sys.executable, "-m", "stockops.serving", "pack", str(staging)],
                             env=runtime.environment(settings), capture_output=True, text=True, timeout=600)
@@ -123,8 +122,8 @@ def pack(staging: Path) -> dict:
     except NotFound:
         with bentoml.models.create(model_tag, labels={"registry_version": metadata["registry_version"]},
                                    metadata=metadata) as model:
-            if (staging / "saved_model").exists():  # the LSTM's graph; a baseline has none
-                shutil.copytree(staging / "saved_model", model.path_of("saved_model"))
+            if (staging / NETWORK_FILE).exists():  # the LSTM's weights; a baseline has none
+                shutil.copy2(staging / NETWORK_FILE, model.path_of(NETWORK_FILE))
             shutil.copy2(staging / "forecaster.json", model.path_of("forecaster.json"))
             # the portable model core, and the declarations of the variables the bento reads
             served_settings.copy_to(portable.copy_to(Path(model.path_of("code"))))
@@ -146,10 +145,10 @@ def pack(staging: Path) -> dict:
 
 
 # What ``bento/service.py`` imports (``starlette`` comes with BentoML; ``pyarrow`` reads the published
-# snapshots; ``pydantic-settings`` reads its settings, stockops.core.served_settings), and for the LSTM its
-# graph's runtime.
+# snapshots; ``pydantic-settings`` reads its settings, stockops.core.served_settings). The LSTM needs nothing more:
+# its forward pass is the portable core's numpy (stockops.model.portable.network), no TensorFlow.
 SERVICE_PACKAGES = ("bentoml", "numpy", "pandas", "pydantic", "pydantic-settings", "pyarrow")
-LSTM_PACKAGES = ("tensorflow-cpu",)
+LSTM_PACKAGES: tuple[str, ...] = ()
 LOCK_FILE = REPO_ROOT / "requirements.txt"  # `make lock` compiles it from requirements.in
 LOCK_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(?P<version>[^\s;]+)")
 

@@ -67,11 +67,11 @@ def stop_owned(settings: Settings, pids: set[int], grace: float = 10) -> None:
 
 
 # ---- bentos ---------------------------------------------------------------------------------------
-# A bento runs the network's compiled SavedModel signature, which needs no Keras; but ``import tensorflow`` imports
-# Keras eagerly (``keras.src.optimizers``, and scikit-learn with it): 4-5 s of a 6-7 s import, the largest part of a
-# cold restart. With ``TF_USE_LEGACY_KERAS=1`` TensorFlow looks for ``tf_keras`` instead, which this project does not
-# install, and skips the eager import (it catches the ImportError); the signature's answers are bit-identical
-# (bench/restore_time.py: cold restart). Training processes never see this variable.
+# A bento built now runs the LSTM in numpy and never imports TensorFlow. One built before (the network's compiled
+# SavedModel signature) does, and ``import tensorflow`` imports Keras eagerly (``keras.src.optimizers``, and
+# scikit-learn with it): 4-5 s of a 6-7 s import. With ``TF_USE_LEGACY_KERAS=1`` TensorFlow looks for ``tf_keras``
+# instead, which this project does not install, and skips the eager import (it catches the ImportError); the
+# signature's answers are bit-identical. Training processes never see this variable.
 BENTO_ENV = {"TF_USE_LEGACY_KERAS": "1"}
 
 def start_bento(settings: Settings, bento_tag: str, port: int) -> subprocess.Popen:

@@ -1,7 +1,8 @@
 """The served risk forecasters: raw recent OHLCV in, tomorrow's return distribution out.
 
 This module is what travels with the registered MLflow model (``code_paths``) and with the bento:
-it needs numpy, pandas and (for the LSTM only) Keras, so ``mlflow.pyfunc.load_model(
+it needs numpy and pandas only (the LSTM's forward pass is numpy: :mod:`stockops.model.portable.network`; Keras
+only to train, or to read a model saved before ``network.npz``), so ``mlflow.pyfunc.load_model(
 "models:/<name>@champion")`` works in an interpreter that never imported the rest of ``stockops``.
 Training (``stockops.model.risk_model``) builds its samples with the same :func:`feature_matrix`, so
 training and serving share one preprocessing path, and what training fitted is stored beside the
@@ -36,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from stockops.model.portable.network import FILE as NETWORK_FILE
+from stockops.model.portable.network import NumpyNetwork
 from stockops.model.portable.risk_inputs import VOLUME_DAYS, daily_inputs, har_terms, negative_return_term
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -173,20 +176,28 @@ def _forecast_frame(model: Forecaster | HarxForecaster, frame: pd.DataFrame) -> 
 
 
 class Forecaster:
-    """The global LSTM: weights + calibration; ``predict_windows`` is the batched, compiled inference path."""
+    """The global LSTM: weights + calibration. Forecasts come from its numpy forward pass
+    (:class:`~stockops.model.portable.network.NumpyNetwork`: the same bits for a window in any batch, in any
+    process); the Keras network is there while training (``network``; None when loaded from ``network.npz``)."""
 
     kind = LSTM
 
-    def __init__(self, network, calibration: Calibration):
+    def __init__(self, network, calibration: Calibration, forward: NumpyNetwork | None = None):
         self.network = network
         self.calibration = calibration
-        self._mean = np.asarray(calibration.mean, dtype=np.float32)
-        self._std = np.asarray(calibration.std, dtype=np.float32)
+        if forward is None and network is None:
+            raise ValueError("a Forecaster needs its network: Keras layers or numpy weights")
+        self.forward: NumpyNetwork = forward if forward is not None else NumpyNetwork.from_keras(network)
+        self._mean = np.asarray(calibration.mean, dtype=np.float64)
+        self._std = np.asarray(calibration.std, dtype=np.float64)
 
     @classmethod
     def load(cls, folder: str | Path) -> Forecaster:
+        """From ``save``'s folder: the numpy weights where saved (no TensorFlow), else the Keras weights."""
         folder = Path(folder)
         calibration = Calibration(**json.loads((folder / "forecaster.json").read_text()))
+        if (folder / NETWORK_FILE).exists():
+            return cls(None, calibration, NumpyNetwork.load(folder))
         network = build_network(calibration.window, calibration.units, calibration.dense)
         network.load_weights(folder / "network.weights.h5")
         return cls(network, calibration)
@@ -194,21 +205,21 @@ class Forecaster:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.network.save_weights(folder / "network.weights.h5")
+        if self.network is not None:
+            self.network.save_weights(folder / "network.weights.h5")
+        self.forward.save(folder)
         (folder / "forecaster.json").write_text(json.dumps(asdict(self.calibration), indent=1))
         return folder
 
-    def standardise(self, raw_windows: np.ndarray) -> np.ndarray:
-        return np.nan_to_num((raw_windows.astype(np.float32) - self._mean) / self._std)
+    def standardise(self, raw_windows: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+        """Windows in the scalers' units, NaN as 0 (float32 for Keras' training batches: half the memory)."""
+        return np.nan_to_num((np.asarray(raw_windows, dtype=dtype) - self._mean.astype(dtype)) / self._std.astype(dtype))
 
-    def predict_windows(self, raw_windows: np.ndarray, tickers: np.ndarray | None = None,
-                        batch_size: int = 4096) -> dict[str, np.ndarray]:
+    def predict_windows(self, raw_windows: np.ndarray, tickers: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Forecasts for feature windows (n, window, F) as built by :func:`windows` (one global model: ``tickers``
-        is not needed)."""
-        x = self.standardise(raw_windows)
-        out = np.concatenate([np.asarray(self.network(x[i:i + batch_size], training=False))
-                              for i in range(0, len(x), batch_size)]) if len(x) else np.zeros((0, 2))
-        return forecast_from_network(out, self.calibration)
+        is not needed); a window's forecast has the same bits whatever else is in the batch."""
+        raw = self.forward(self.standardise(raw_windows)) if len(raw_windows) else np.zeros((0, 2))
+        return forecast_from_network(raw, self.calibration)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The pyfunc contract: OHLCV rows (optionally ``Market`` and ``ticker``) -> one forecast row per series."""
