@@ -9,15 +9,21 @@ UV_VERSION := 0.13.9
 export STOCKOPS_HOME ?= $(CURDIR)/.stockops
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: help install browser run demo test test-fast lint bench lock settings-docs clean
+LANES := unit model data dags integration faults system
+.PHONY: help install browser run demo test test-fast $(addprefix test-,$(LANES)) lint bench lock settings-docs clean
 help:
-	@echo "make run    start Airflow (http://127.0.0.1:8080) and the MLflow UI (http://127.0.0.1:5000)"
-	@echo "make test   run the whole test suite"
-	@echo "make demo   run the pipeline in-process and print a summary"
-	@echo "make lint   ruff, then mypy over include/, dags/ and plugins/"
-	@echo "make bench  run the benchmarks in bench/ (results as JSON next to them)"
-	@echo "make lock   recompile requirements.txt from requirements.in"
+	@echo "make run            start Airflow (http://127.0.0.1:8080) and the MLflow UI (http://127.0.0.1:5000)"
+	@echo "make test           run the whole test suite (two workers, about 14 minutes)"
+	@echo "make test-fast      the tests not marked slow"
+	@echo "make test-<lane>    one folder of tests/: $(LANES)"
+	@echo "make demo           run the pipeline in-process and print a summary"
+	@echo "make lint           ruff, then mypy over include/, dags/ and plugins/"
+	@echo "make bench          run the benchmarks in bench/ (results as JSON next to them)"
+	@echo "make lock           recompile requirements.txt from requirements.in"
 	@echo "make settings-docs  regenerate .env.example's and the README's settings from their declarations"
+	@echo "make install        the venv with the pinned packages (every target runs it first)"
+	@echo "make browser        Debian's chromium, for the browser tests (make test runs it first)"
+	@echo "make clean          remove the venv, the local home and the caches"
 
 # The venv is rebuilt when the lock or the package metadata changes. Its packages are compiled to bytecode at
 # install time: where PYTHONDONTWRITEBYTECODE is set (as on the project's machines) nothing is ever cached, and
@@ -56,6 +62,11 @@ test: install browser
 test-fast: install
 	$(PY) -m pytest -m "not slow"
 
+# One lane of the suite, as tests/ is laid out: unit/ (by package), model/, data/, dags/, integration/ (DAG runs and
+# the real BentoML server), faults/ (kill, corrupt, race), system/ (the whole local and Celery platforms).
+$(addprefix test-,$(LANES)): test-%: install browser
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder tests/$*
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
@@ -77,7 +88,7 @@ lock: install
 	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11
 
 # The settings are declared once (include/stockops/core/settings.py, served_settings.py): .env.example's settings
-# and the README's table are generated from them; tests/unit/test_settings.py fails when they differ.
+# and the README's table are generated from them; tests/unit/core/test_settings.py fails when they differ.
 settings-docs: install
 	$(PY) -m stockops.core.settings --write
 

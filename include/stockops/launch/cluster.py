@@ -10,7 +10,7 @@ runs: ``airflow api-server``, ``scheduler``, ``dag-processor``, ``triggerer``, `
 ``python -m stockops.serving agent``. Each run gets its own databases and Celery queue, and
 :meth:`CeleryPlatform.stop` stops what it started, by process id, and drops the databases.
 
-Used by ``tests/integration/test_celery_platform.py`` and ``bench/lead_time.py``.
+Used by ``tests/system/test_celery_platform.py`` and ``bench/lead_time.py``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ store (and returns the training experiment's id), the registry helpers read and 
 The helpers act on ``settings.model_name`` unless a ``model_name`` is given, and none of them
 calls :func:`setup` itself: call it once before (as every step does). ``mlflow`` is imported
 inside the functions only: DAG files import stockops modules at parse time, and importing this
-module must stay cheap (``tests/unit/test_imports.py`` checks it).
+module must stay cheap (``tests/unit/core/test_imports.py`` checks it).
 """
 
 from __future__ import annotations

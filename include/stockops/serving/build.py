@@ -24,7 +24,6 @@ from stockops import registry
 from stockops.core import served_settings
 from stockops.core.settings import REPO_ROOT, Settings
 from stockops.model import portable
-from stockops.model.portable.network import FILE as NETWORK_FILE
 from stockops.serving import runtime
 
 log = logging.getLogger(__name__)
@@ -122,6 +121,8 @@ def pack(staging: Path) -> dict:
     except NotFound:
         with bentoml.models.create(model_tag, labels={"registry_version": metadata["registry_version"]},
                                    metadata=metadata) as model:
+            from stockops.model.portable.network import FILE as NETWORK_FILE
+
             if (staging / NETWORK_FILE).exists():  # the LSTM's weights; a baseline has none
                 shutil.copy2(staging / NETWORK_FILE, model.path_of(NETWORK_FILE))
             shutil.copy2(staging / "forecaster.json", model.path_of("forecaster.json"))

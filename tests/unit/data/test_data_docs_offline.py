@@ -26,7 +26,7 @@ from stockops.core.settings import Settings, get_settings
 from stockops.data import datadocs, validation
 from stockops.data.sources import shipped_series
 from stockops.data.validation import ValidationReport, validate_prices
-from tests.unit.test_plugin import airflow_token, plugin_app
+from tests.unit.orchestration.test_plugin import airflow_token, plugin_app
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by `make browser`
 N_ROWS = 600  # 2004-08-19 .. 2007-01-05

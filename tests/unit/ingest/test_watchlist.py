@@ -19,7 +19,7 @@ from stockops.data import calendar, decisions, store_for
 from stockops.data.gxproject import prune_results
 from stockops.data.sources import shipped_series
 from stockops.data.validation import judged_rows
-from tests.unit.test_sources_and_store import FakeDownload, _download_shape
+from tests.unit.data.test_sources_and_store import FakeDownload, _download_shape
 
 # ---- the calendar --------------------------------------------------------------------------
 

@@ -131,7 +131,7 @@ def test_quickstart_serves_a_forecast_for_every_ticker_on_the_defaults(running, 
 def test_local_platform_exposes_nothing(running):
     """What ``make run`` starts listens on loopback only (no Airflow log server on 0.0.0.0) and runs with
     telemetry off (its files and logs: :func:`test_local_platform_stops_cleanly_and_keeps_its_secrets`)."""
-    from tests.unit.test_exposure import TELEMETRY_OFF
+    from tests.unit.serving.test_exposure import TELEMETRY_OFF
 
     platform, proc, mlflow_proc = running.platform, running.proc, running.mlflow_proc
     wait_all_components_healthy(platform)
@@ -348,7 +348,7 @@ def forecasts_for_the_watchlist(settings, tickers: tuple[str, ...]) -> dict[str,
     """
     from stockops.data import store_for
     from stockops.monitoring.forecasts import record_forecasts
-    from tests.unit.test_plugin import baseline_forecast_records
+    from tests.unit.orchestration.test_plugin import baseline_forecast_records
 
     records = {ticker: baseline_forecast_records(ticker, store_for(settings, ticker).load()) for ticker in tickers}
     record_forecasts(settings.forecast_log, [r for rs in records.values() for r in rs])

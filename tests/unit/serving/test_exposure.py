@@ -1,7 +1,7 @@
 """What the platform exposes, checked without starting it: telemetry off in the libraries' own terms,
 listeners placed on loopback, secrets and logs created owner-only, no Airflow log server started.
 
-The running platform is checked in ``tests/integration/test_local_platform.py``
+The running platform is checked in ``tests/system/test_local_platform.py``
 (``test_local_platform_exposes_nothing``); an unreachable MLflow in ``tests/faults/test_exposure.py``.
 """
 

@@ -24,7 +24,7 @@ import pytest
 
 from stockops.core import audit
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 VIEW_HREFS = {
     "MLflow": "/stockops/mlflow",
     "BentoML API": "/stockops/bentoml",
@@ -245,7 +245,7 @@ def test_app_serves_the_latest_monitor_report(client, settings):
 
 
 def test_app_serves_the_dora_report(client, settings):
-    """(The Data Docs pages, drawn from real GX results: tests/unit/test_data_docs_offline.py.)"""
+    """(The Data Docs pages, drawn from real GX results: tests/unit/data/test_data_docs_offline.py.)"""
     settings.reports_dir.mkdir(parents=True)
     (settings.reports_dir / "dora.png").write_bytes(png_bytes())
     numbers = {"deployment_frequency_per_week": 2.0, "change_failure_rate": 0.25}

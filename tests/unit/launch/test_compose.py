@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
 COMMON_ENV = COMPOSE["x-airflow-common"]["environment"]
@@ -133,3 +133,16 @@ def test_the_code_host_workflow_runs_the_one_ci_script_with_the_services_it_need
     uploads = {s["with"]["path"] for s in job["steps"] if "upload-artifact" in s.get("uses", "")}
     assert uploads == {"bench/results/", "test-reports/"}
     assert "--junitxml=test-reports/" in job["env"]["PYTEST_ADDOPTS"]
+
+
+def test_make_help_names_every_target():
+    import re
+    import subprocess
+
+    makefile = (REPO / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M)) - {"help"}
+    lanes = set(re.search(r"^LANES := (.+)$", makefile, re.M).group(1).split())
+    shown = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    named = set(re.findall(r"^make ([a-z-]+)", shown, re.M))
+    assert "test-<lane>" in shown and all(lane in shown for lane in lanes)
+    assert targets - named == set(), f"make help does not name {sorted(targets - named)}"
