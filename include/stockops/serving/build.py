@@ -108,6 +108,10 @@ def _build_bento(settings: Settings, mv) -> dict:
             "model_kind": metadata["model_kind"]}
 
 
+# The service and the modules it imports beside it (bento/): what every bento is built from.
+BENTO_FILES = ("service.py", "served_code.py", "request_schemas.py", "published_snapshots.py", "asgi_guard.py")
+
+
 def pack(staging: Path) -> dict:
     """In a child process with BENTOML_HOME set: model store entry + ``bentoml build``."""
     import bentoml
@@ -135,7 +139,7 @@ def pack(staging: Path) -> dict:
         with contextlib.chdir(BENTO_DIR):
             bento = bentoml.bentos.build(
                 "service:StockForecast", name=bento_tag.split(":")[0], version=version, build_ctx=str(BENTO_DIR),
-                include=["service.py"], args={"model_tag": model_tag},
+                include=list(BENTO_FILES), args={"model_tag": model_tag},
                 description=f"{metadata['model_name']} v{metadata['registry_version']}: next-day return distribution",
                 labels={"registry_version": metadata["registry_version"], "model_name": metadata["model_name"],
                         "mlflow_run_id": metadata["mlflow_run_id"], "snapshot_hash": metadata["snapshot_hash"],

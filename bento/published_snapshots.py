@@ -1,0 +1,146 @@
+"""The platform's published snapshots as ``/forecast`` reads them: a ticker's latest pointer, its parquet checked
+against its hash, refused when stale."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from http import HTTPStatus
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from served_code import MAX_STALENESS_SESSIONS, TICKER_PATTERN, log, served_settings
+
+HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+SNAPSHOT_COLUMNS = ("Date", "Open", "High", "Low", "Close", "Volume")
+
+
+class SnapshotProblem(Exception):
+    """Why a ticker cannot be forecast from the store: the HTTP status and a message that says which."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = HTTPStatus(status), message
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A ticker's latest published snapshot: its pointer's facts and its rows (Date, OHLCV; oldest first)."""
+
+    ticker: str
+    hash: str
+    last_date: date
+    published_at: datetime
+    frame: pd.DataFrame
+
+
+class PublishedSnapshots:
+    """The platform's snapshot store, read-only: ``<home>/data/<TICKER>/latest.json`` -> ``snapshots/<hash>.parquet``.
+
+    The layout is ``stockops.data.store``'s, read here without importing it (the bento carries only
+    the forecaster's code). Each request reads the small pointer; the parquet is read, checked against
+    its hash (the file's name, the store's ``content_hash``) and kept per ticker until the pointer names
+    another hash, so a batch of the whole watchlist reads no parquet twice.
+
+    **Staleness.** Validation refuses data whose newest row is more than ``max_staleness_sessions``
+    NYSE sessions behind the day it should be current to (the logical date for a live source, the
+    replay clock's market day for the replay), so a snapshot was fresh when it was published. What
+    can go stale after that is the ingest: a snapshot is stale when it was published more than
+    ``STOCKOPS_MAX_STALENESS_SESSIONS`` (default 5, the validation's setting) weekdays ago (its
+    pointer's ``published_at`` against today, UTC). Its market dates cannot be compared with today:
+    the replay publishes 2009 market days under 2026 logical dates. Weekdays, not NYSE sessions (the
+    calendar library is not in the bento): an exchange holiday counts as a day behind, so the check
+    is at most a day or two stricter than the validation's.
+    """
+
+    def __init__(self, data_dir: Path, watchlist: tuple[str, ...], market: str | None,
+                 max_staleness_sessions: int = MAX_STALENESS_SESSIONS):
+        self.data_dir = data_dir
+        self.watchlist = watchlist
+        self.market = market if market in watchlist else None  # as stockops.core.settings: no reference outside it
+        self.max_staleness_sessions = max_staleness_sessions
+        self._frames: dict[str, tuple[str, pd.DataFrame]] = {}  # ticker -> (hash, frame) of the last read
+
+    @classmethod
+    def from_environment(cls, metadata: dict) -> PublishedSnapshots:
+        """From the serving process's environment (as ``stockops.core.settings.get_settings`` reads it); the watchlist
+        and market the model was built with (its metadata) where the environment names none."""
+        env = served_settings.ServedSettings.read(log.warning)  # a value that does not parse: warned, default used
+        raw = (",".join(env.tickers) if "tickers" in env.model_fields_set
+               else metadata.get("watchlist", "") or metadata.get("ticker", ""))
+        watchlist = tuple(dict.fromkeys(served_settings.split_symbols(raw)))
+        market = env.market if "market" in env.model_fields_set else str(metadata.get("market") or env.market).upper()
+        return cls(env.home / "data", watchlist, market, env.max_staleness_sessions)
+
+    def known(self, ticker: str) -> str:
+        """``ticker`` upper-cased if it is a symbol of the watchlist; else 404."""
+        symbol = ticker.strip().upper()
+        if not TICKER_PATTERN.match(symbol) or symbol not in self.watchlist:
+            raise SnapshotProblem(HTTPStatus.NOT_FOUND, f"unknown ticker {ticker!r}: the watchlist is "
+                                                        f"{', '.join(self.watchlist)}")
+        return symbol
+
+    async def latest(self, ticker: str, role: str = "", missing_ok: bool = False) -> Snapshot | None:
+        """``ticker``'s latest published snapshot: 404 if none (None with ``missing_ok``), 409 if stale, 503 if
+        the pointer or the file cannot be read or does not match its hash."""
+        pointer_path = self.data_dir / ticker / "latest.json"
+        try:
+            pointer = json.loads(pointer_path.read_text())
+        except FileNotFoundError:
+            if missing_ok:
+                return None
+            raise SnapshotProblem(HTTPStatus.NOT_FOUND, f"no published snapshot for {ticker}{role} yet") from None
+        except (OSError, ValueError) as exc:
+            raise self._corrupt(pointer_path, f"{type(exc).__name__}: {exc}", ticker) from exc
+        try:
+            digest, last_date = str(pointer["hash"]), date.fromisoformat(pointer["last_date"])
+            published_at = datetime.fromisoformat(pointer["published_at"])
+            if not HASH_PATTERN.match(digest):
+                raise ValueError(f"hash {digest[:80]!r} is not a SHA-256")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise self._corrupt(pointer_path, f"not a snapshot pointer: {type(exc).__name__}: {exc}", ticker) from exc
+        if published_at.tzinfo is None:
+            published_at = published_at.replace(tzinfo=UTC)
+        behind = weekdays_between(published_at.astimezone(UTC).date(), datetime.now(UTC).date())
+        if behind > self.max_staleness_sessions:
+            raise SnapshotProblem(HTTPStatus.CONFLICT, (
+                f"{ticker}'s{role} latest snapshot ends {last_date} and was published {published_at:%Y-%m-%d}, "
+                f"{behind} weekdays ago: older than {self.max_staleness_sessions} days "
+                f"(STOCKOPS_MAX_STALENESS_SESSIONS): ingest is behind"))
+        cached = self._frames.get(ticker)
+        if cached is None or cached[0] != digest:
+            path = self.data_dir / ticker / "snapshots" / f"{digest}.parquet"
+            frame = await asyncio.to_thread(self._read, path, digest, ticker)
+            self._frames[ticker] = cached = (digest, frame)
+        return Snapshot(ticker, digest, last_date, published_at, cached[1])
+
+    def _read(self, path: Path, digest: str, ticker: str) -> pd.DataFrame:
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same answer: 503 naming it
+            raise self._corrupt(path, f"{type(exc).__name__}: {exc}", ticker) from exc
+        missing = [c for c in SNAPSHOT_COLUMNS if c not in frame.columns]
+        if missing:
+            raise self._corrupt(path, f"it lacks the column(s) {', '.join(missing)}", ticker)
+        canonical = frame.to_csv(index=False, date_format="%Y-%m-%d", float_format="%.10g", lineterminator="\n")
+        if hashlib.sha256(canonical.encode()).hexdigest() != digest:
+            raise self._corrupt(path, f"its data does not match its hash {digest}: it was modified", ticker)
+        frame = frame[list(SNAPSHOT_COLUMNS)].copy()
+        frame["Date"] = pd.to_datetime(frame["Date"])
+        return frame.reset_index(drop=True)
+
+    @staticmethod
+    def _corrupt(path: Path, problem: str, ticker: str) -> SnapshotProblem:
+        return SnapshotProblem(HTTPStatus.SERVICE_UNAVAILABLE, (
+            f"{path} cannot be used: {problem}. Restore it, or re-ingest {ticker} (stock_ingest with "
+            f"tickers={ticker}), which writes it back"))
+
+
+def weekdays_between(after: date, until: date) -> int:
+    """Weekdays in ``(after, until]`` (negative when ``until`` is before ``after``)."""
+    return int(np.busday_count(after + timedelta(days=1), until + timedelta(days=1)))
