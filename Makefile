@@ -87,10 +87,10 @@ bench: install
 lock: install
 	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11
 
-# The settings are declared once (include/stockops/core/settings.py, served_settings.py): .env.example's settings
+# The settings are declared once (include/stockops/core/environment.py, served_settings.py): .env.example's settings
 # and the README's table are generated from them; tests/unit/core/test_settings.py fails when they differ.
 settings-docs: install
-	$(PY) -m stockops.core.settings --write
+	$(PY) -m stockops.core.settings_docs --write
 
 clean:
 	rm -rf $(VENV) .stockops .pytest_cache .mypy_cache

@@ -6,7 +6,7 @@ them the way stockops always has: a variable's value is stripped, and an empty o
 that does not parse names its variable (``STOCKOPS_SERVE_PORT='x' is not an integer``).
 
 :class:`ServedSettings` holds the variables that ``bento/service.py`` reads. The platform's own settings
-(``stockops.core.settings.Environment``) extend it, so the platform and the bento read one declaration of each.
+(``stockops.core.environment.Environment``) extend it, so the platform and the bento read one declaration of each.
 This module imports nothing of stockops (standard library, pydantic and pydantic-settings only): a bento built
 from a model carries a copy of it (:func:`copy_to`, next to the portable model core), so it serves where only
 the model's own code is importable. It lives in ``stockops.core``, the lowest layer, because the platform's

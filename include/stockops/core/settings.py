@@ -5,14 +5,14 @@ derived from one home directory (``STOCKOPS_HOME``, default ``./.stockops``). Re
 settings has no side effects: nothing is created, imported or configured here. Code that
 writes somewhere creates the folder it needs at that moment.
 
-Each setting is declared once in :class:`Environment` (a pydantic-settings model: variable, default, one-line
-description; the bento's variables in :mod:`stockops.core.served_settings`, which it extends). :func:`get_settings`
-reads them into a :class:`Settings`; :func:`make_settings` builds one from the defaults and given values without
-reading the environment; ``.env.example`` and the README's table are generated from the declarations
-(``python -m stockops.core.settings --write``, ``make settings-docs``).
+Each setting is declared once in :class:`~stockops.core.environment.Environment` (a pydantic-settings model:
+variable, default, one-line description; the bento's variables in :mod:`stockops.core.served_settings`, which it
+extends). :func:`get_settings` reads them into a :class:`Settings`; :func:`make_settings` builds one from the
+defaults and given values without reading the environment; ``.env.example`` and the README's table are generated
+from the declarations (:mod:`stockops.core.settings_docs`, ``make settings-docs``).
 
 One exception, on purpose: importing this module sets the telemetry opt-outs and MLflow's
-retry bounds of :func:`quiet_environment` in ``os.environ`` where they are unset, so that no
+retry bounds of :func:`~stockops.core.process_env.quiet_environment` in ``os.environ`` where they are unset, so that no
 stockops process phones home or hangs on a dead tracking server, whichever library it imports
 first (MLflow decides about telemetry when it is imported).
 """
@@ -20,178 +20,32 @@ first (MLflow decides about telemetry when it is imported).
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import field_validator
-
-from stockops.core.served_settings import (
-    BENTO,
-    HOME,
-    SERVING,
+from stockops.core.environment import (
+    REPO_ROOT,
+    SHIPPED_PRICES,
+    SOURCES,
     TICKER_PATTERN,
-    VALIDATION,
     WATCHLIST,
-    WATCHLIST_GROUP,
-    ServedSettings,
-    declare,
+    Environment,
+    _env,
+)
+from stockops.core.process_env import (
+    FORKSERVER_PRELOAD,
+    MLFLOW_HTTP_DEFAULTS,
+    MLFLOW_SERVER_ENV,
+    _quiet_this_process,
+    quiet_environment,
 )
 
-__all__ = ["SOURCES", "TICKER_PATTERN", "WATCHLIST", "Environment", "Settings", "get_settings", "make_settings"]
-
-SOURCES = ("replay", "yfinance", "csv")
-TRAINING = "training, gate"
-MONITORING = "monitoring"
-ALERTS = "alerts"
-COMPOSE = "compose only"
-# The order the documentation (.env.example, the README's table) lists the groups in.
-GROUPS = (HOME, WATCHLIST_GROUP, VALIDATION, TRAINING, SERVING, MONITORING, ALERTS, COMPOSE, BENTO)
-
-
-def _env(name: str, default: str) -> str:
-    value = os.environ.get(name, "").strip()
-    return value or default
-
-
-class Environment(ServedSettings):
-    """Every stockops setting, declared once: variable (``STOCKOPS_`` + the name), default, one-line description.
-
-    The bento's variables are declared in :class:`~stockops.core.served_settings.ServedSettings`, which this
-    extends. :func:`get_settings` reads these and derives a :class:`Settings` from them; ``.env.example`` and the
-    README's table are generated from them (``make settings-docs``).
-    """
-
-    # ---- home, ports
-    airflow_home: Path | None = declare(None, "Airflow's home (unset: <STOCKOPS_HOME>/airflow)", HOME,
-                                        variable="AIRFLOW_HOME")
-    airflow_port: int = declare(8080, "make run: the Airflow UI's local port", HOME)
-    mlflow_port: int = declare(5000, "make run: the MLflow UI's local port", HOME)
-    mlflow_url: str = declare("", "Where people open the MLflow UI (links in the Airflow UI; unset: "
-                              "http://127.0.0.1:<STOCKOPS_MLFLOW_PORT>)", HOME)
-    # ---- watchlist, source
-    ticker: str = declare("GOOG", "The ticker the model is trained on and served for, one of the watchlist "
-                          "(unset and GOOG not in the watchlist: its first symbol)", WATCHLIST_GROUP)
-    source: str = declare("replay", "Where prices come from: replay (the shipped series, offline), yfinance (live) "
-                          "or csv", WATCHLIST_GROUP)
-    csv_path: Path | None = declare(None, "source=csv: a yfinance-format CSV (a one-ticker watchlist) or a folder of "
-                                    "<TICKER>.csv files", WATCHLIST_GROUP)
-    replay_start: str = declare("2026-01-01", "Replay clock: on this date the first STOCKOPS_REPLAY_INITIAL_DAYS "
-                                "trading days are known; one more arrives each NYSE session", WATCHLIST_GROUP)
-    replay_initial_days: int = declare(1000, "Replay clock: trading days known on STOCKOPS_REPLAY_START",
-                                       WATCHLIST_GROUP)
-    history_start: str = declare("2004-01-01", "yfinance: the first day fetched", WATCHLIST_GROUP)
-    fetch_timeout_s: float = declare(20.0, "yfinance: seconds one download may take", WATCHLIST_GROUP)
-    fetch_attempts: int = declare(3, "yfinance: attempts per download", WATCHLIST_GROUP)
-    fetch_backoff_s: float = declare(2.0, "yfinance: seconds before the second attempt (doubling after)",
-                                     WATCHLIST_GROUP)
-    ingest_schedule: str = declare("0 22 * * 1-5", "When stock_ingest runs: a cron expression in UTC (weekdays "
-                                   "after the US close), or manual for triggered runs only", WATCHLIST_GROUP)
-    # ---- validation (Great Expectations suite parameters; gaps and staleness in NYSE sessions)
-    max_gap_sessions: int = declare(5, "Largest gap between two rows, in NYSE sessions", VALIDATION)
-    max_abs_return: float = declare(0.25, "A close-to-close move beyond this is extreme: accepted only when the "
-                                    "day's range and volume back it and the next session does not undo it",
-                                    VALIDATION)
-    extreme_min_range_share: float = declare(0.15, "An extreme move's day: log(High/Low) at least this share of the "
-                                             "move", VALIDATION)
-    extreme_min_volume_ratio: float = declare(1.0, "An extreme move's day: volume at least this x its median of the "
-                                              "previous 50 sessions", VALIDATION)
-    max_reversal: float = declare(0.9, "The next session may undo at most this share of an extreme move",
-                                  VALIDATION)
-    max_volume_ratio: float = declare(50.0, "Any day: volume at most this x its 50-session median (a units error "
-                                      "is 1,000x)", VALIDATION)
-    max_repeated_rows: int = declare(0, "Sessions in a row that may repeat the previous whole row (a stale feed)",
-                                     VALIDATION)
-    review_timeout_h: float = declare(72.0, "Hours an ingest waits for a person's decision on a held newest day",
-                                      VALIDATION)
-    gx_keep_results: int = declare(360, "Great Expectations validation results (and Data Docs pages) kept",
-                                   VALIDATION)
-    # ---- training and the promotion gate (see README: how the defaults were chosen)
-    model_name: str = declare("stockops_risk", "The risk forecaster's registered model name", TRAINING)
-    # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable into the process env.
-    mlflow_tracking_uri: str = declare("", "MLflow tracking server (unset: SQLite under the home)", TRAINING)
-    train_profile: str = declare("default", "default, or small: a tiny model for tests and smoke runs", TRAINING)
-    train_epochs: int = declare(20, "Training epochs of the LSTM", TRAINING)
-    train_window: int = declare(40, "Days of history in one LSTM input window", TRAINING)
-    gate_tolerance: float = declare(0.001, "Gate: point RMSE at most persistence's x (1 + this)", TRAINING)
-    gate_margin: float = declare(0.03, "Gate: QLIKE nats/day by which a stale champion may be beaten "
-                                 "(bench/gate_thresholds.py)", TRAINING)
-    gate_coverage_90_min: float = declare(0.88, "Gate: lowest coverage of the 90 % interval", TRAINING)
-    gate_coverage_90_max: float = declare(0.92, "Gate: highest coverage of the 90 % interval", TRAINING)
-    gate_dm_t: float = declare(2.0, "Gate: Diebold-Mariano |t| a candidate must reach against the champion",
-                               TRAINING)
-    gate_champion_max_age_days: float = declare(7.0, "Gate: a champion older than this many days is stale",
-                                                TRAINING)
-    gate_harx_tolerance: float = declare(0.0, "Gate: QLIKE nats/day a candidate may lose to HARX-GKO (0: none)",
-                                         TRAINING)
-    # ---- serving: the stable address users call (a small proxy in front of the current bento)
-    serve_host: str = declare("127.0.0.1", "The stable forecast address's host", SERVING)
-    serve_port: int = declare(3000, "The stable forecast address's port", SERVING)
-    serve_ready_timeout_s: float = declare(180.0, "Seconds a new bento may take to pass /readyz before its deploy "
-                                           "fails", SERVING)
-    serving_mode: str = declare("local", "local: deploys start bentos on this machine (make run); agent: the "
-                                "serving agent (compose's serving container) carries them out", SERVING)
-    supervise_interval_s: float = declare(0.5, "Seconds between the serving supervisor's checks of the proxy, the "
-                                          "bento and the champion", SERVING)
-    serve_spares: int = declare(1, "Extra processes of the served bento: a killed one costs no request", SERVING)
-    supervisor_stale_s: float = declare(10.0, "The supervisor's watcher restarts it when its heartbeat is older "
-                                        "than this", SERVING)
-    deploy_lock_timeout_s: float = declare(420.0, "The longest a deploy, rollback or reconcile waits for the deploy "
-                                           "lock before it gives up, naming the holder", SERVING)
-    proxy_buffer_bytes: int = declare(64 * 1024 * 1024, "Request bodies the serving proxy holds in memory at once, "
-                                      "all requests together (beyond: 503)", SERVING)
-    # ---- failure notifications (stockops.orchestration.alerts)
-    alert_webhook: str | None = declare(None, "A webhook (http:// or https://) that receives every failed task as "
-                                        "JSON (unset: the audit log and the task log only)", ALERTS)
-    alert_timeout_s: float = declare(10.0, "Seconds one webhook delivery may take", ALERTS)
-    # ---- monitoring (stock_monitor): see bench/monitor_drift.py for how the defaults were chosen
-    monitor_current_days: int = declare(60, "Trading days compared with the champion's training window (at least "
-                                        "20)", MONITORING)
-    monitor_drift_threshold: float = declare(0.6, "Normed Wasserstein distance above which a feature drifted",
-                                             MONITORING)
-    monitor_drift_share: float = declare(0.5, "Share of a ticker's features that drifted for the ticker to count as "
-                                         "drifted", MONITORING)
-    monitor_drift_tickers_share: float = declare(0.5, "Share of the checked tickers that drifted for drift to call "
-                                                 "for a retrain, in (0, 1]", MONITORING)
-    monitor_error_ratio: float = declare(1.5, "Live RMSE (in % of price) / the champion's holdout RMSE that calls "
-                                         "for a retrain", MONITORING)
-    monitor_persistence_ratio: float = declare(1.1, "Live RMSE / persistence's RMSE on the same days that calls "
-                                               "for a retrain", MONITORING)
-    monitor_cooldown_h: float = declare(72.0, "No second retrain trigger within this many hours", MONITORING)
-    monitor_min_forecast_days: int = declare(20, "Days of the platform's own forecasts realized before live error "
-                                             "is measured on them alone (until then the champion is replayed)",
-                                             MONITORING)
-    monitor_kupiec_p: float = declare(0.01, "Kupiec p-value below which the 95 % or 99 % VaR calibration is "
-                                      "rejected, in (0, 1)", MONITORING)
-    monitor_qlike_margin: float = declare(0.05, "QLIKE nats/day by which the champion may lose to HARX-GKO before a "
-                                          "retrain is triggered", MONITORING)
-    monitor_rollback_margin: float = declare(0.03, "Rollback proposal: the champion's QLIKE worse than the previous "
-                                             "champion's by more than this many nats/day", MONITORING)
-    monitor_rollback_dm_t: float = declare(2.0, "Rollback proposal: with a Diebold-Mariano |t| of at least this",
-                                           MONITORING)
-    monitor_keep_reports: int = declare(60, "Monitor report folders kept at most (the newest always)", MONITORING)
-    monitor_keep_days: float = declare(90.0, "Monitor report folders older than this many days are removed",
-                                       MONITORING)
-    # ---- compose only (docker-compose.yaml interpolates it; no stockops process reads it)
-    bind: str = declare("127.0.0.1", "The address compose's published ports bind to (0.0.0.0: every interface)",
-                        COMPOSE)
-
-    @field_validator("ticker", mode="before")
-    @classmethod
-    def _upper_case(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("source", "train_profile", "serving_mode", mode="before")
-    @classmethod
-    def _lower_case(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
-
-    @field_validator("csv_path", "airflow_home", mode="after")
-    @classmethod
-    def _resolved(cls, value: Path | None) -> Path | None:
-        return None if value is None else value.expanduser().resolve()
-
+__all__ = [
+    "FORKSERVER_PRELOAD", "MLFLOW_HTTP_DEFAULTS", "MLFLOW_SERVER_ENV", "REPO_ROOT", "SHIPPED_PRICES", "SOURCES",
+    "TICKER_PATTERN", "WATCHLIST", "Environment", "Settings", "airflow_environment", "get_settings", "make_settings",
+    "quiet_environment",
+]
 
 # Settings fields that are not one declaration each, and what they are made of.
 DERIVED = {"gate_coverage_90": ("gate_coverage_90_min", "gate_coverage_90_max"),
@@ -502,11 +356,6 @@ PRICES_ALIAS = "stockops_prices"  # the AssetAlias the mapped publish task emits
 DAY_ASSET_NAME, DAY_ASSET_URI, DAY_ALIAS = "stockops_watchlist_day", "stockops://watchlist/day", "stockops_day"
 
 
-# The repository root: include/stockops/core/settings.py -> parents[3].
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SHIPPED_PRICES = REPO_ROOT / "include" / "data" / "prices"
-
-
 def settings_from(env: Environment) -> Settings:
     """The :class:`Settings` the declared values ``env`` make (the derived fields filled in)."""
     tickers = env.tickers
@@ -542,51 +391,6 @@ def make_settings(**overrides: Any) -> Settings:
     return replace(settings, **rest) if rest else settings
 
 
-FORKSERVER_PRELOAD = "great_expectations,exchange_calendars,pyarrow.parquet,stockops.data.validation"
-
-
-# MLflow's HTTP client retries a failed request 7 times with a backoff factor of 2 by default
-# (about 4 minutes, sized for rate-limited hosted servers): against our own server that is down,
-# a task hung for 266 s before it failed. 3 retries with factor 1 give up after about 10 s.
-MLFLOW_HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
-}
-
-
-# What every ``mlflow server`` the platform starts runs with: MLflow 3's job runners (huey consumer processes for
-# GenAI evaluation jobs, about four Python processes importing MLflow) are not used by stockops.
-MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-
-
-def quiet_environment() -> dict[str, str]:
-    """Telemetry off and MLflow's HTTP retries bounded: merge into the env of every process stockops starts.
-
-    Nothing the platform runs may phone home: MLflow 3 sends usage telemetry unless
-    ``MLFLOW_DISABLE_TELEMETRY`` is true (it also honours ``DO_NOT_TRACK``, but only the value
-    ``true``, not ``1``), BentoML unless ``BENTOML_DO_NOT_TRACK=true``, Evidently unless
-    ``DO_NOT_TRACK`` is set at all, Great Expectations unless ``GX_ANALYTICS_ENABLED=False``.
-    The opt-outs are fixed; the MLflow retry bounds keep a value the environment already has.
-    """
-    return {
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "true",
-        "BENTOML_DO_NOT_TRACK": "true",
-        "GX_ANALYTICS_ENABLED": "False",
-        **{name: _env(name, default) for name, default in MLFLOW_HTTP_DEFAULTS.items()},
-    }
-
-
-def _quiet_this_process() -> None:
-    """Apply :func:`quiet_environment` to this process where the environment says nothing yet."""
-    for name, value in quiet_environment().items():
-        os.environ.setdefault(name, value)
-
-
-_quiet_this_process()
-
-
 def airflow_environment(settings: Settings) -> dict[str, str]:
     """Environment variables that point Airflow at this repo and the stockops home.
 
@@ -619,76 +423,4 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
     }
 
 
-# ---- the documentation generated from the declarations (``make settings-docs``) ---------------------------
-ENV_EXAMPLE = REPO_ROOT / ".env.example"
-README = REPO_ROOT / "README.md"
-ENV_EXAMPLE_MARKERS = ("# ---- settings: generated from include/stockops/core/settings.py by `make settings-docs` "
-                       "(edit there) ----", "# ---- end of the generated settings ----")
-README_MARKERS = ("<!-- settings: generated from include/stockops/core/settings.py by `make settings-docs` "
-                  "(edit there) -->", "<!-- end of the generated settings -->")
-
-
-def declared_by_group() -> list[tuple[str, list[tuple[str, str, str]]]]:
-    """[(group, [(variable, default as written, description), ...]), ...] in :data:`GROUPS` order."""
-    rows: dict[str, list[tuple[str, str, str]]] = {group: [] for group in GROUPS}
-    for name, variable, field in Environment.declarations():
-        group = (field.json_schema_extra or {}).get("group")
-        if group not in rows:
-            raise ValueError(f"{variable} is declared in group {group!r}, which GROUPS does not list")
-        rows[str(group)].append((variable, Environment.default_text(name), field.description or ""))
-    return [(group, entries) for group, entries in rows.items() if entries]
-
-
-def env_example_block() -> str:
-    """The settings part of ``.env.example``: every declaration, commented out at its default (uncomment to change)."""
-    lines = [ENV_EXAMPLE_MARKERS[0]]
-    for group, entries in declared_by_group():
-        lines.append(f"# == {group} ==")
-        for variable, default, description in entries:
-            lines += [f"#   {description}", f"# {variable}={default}"]
-    lines.append(ENV_EXAMPLE_MARKERS[1])
-    return "\n".join(lines) + "\n"
-
-
-def markdown_block() -> str:
-    """The settings table of the README's Configuration section."""
-    lines = [README_MARKERS[0], "", "| group | variable | default | meaning |", "|---|---|---|---|"]
-    for group, entries in declared_by_group():
-        for i, (variable, default, description) in enumerate(entries):
-            shown = f"`{default}`" if default else "(unset)"
-            meaning = description.replace("|", "/").replace("<", "&lt;").replace(">", "&gt;")
-            lines.append(f"| {group if i == 0 else ''} | `{variable}` | {shown} | {meaning} |")
-    lines += ["", README_MARKERS[1]]
-    return "\n".join(lines) + "\n"
-
-
-def with_block(text: str, markers: tuple[str, str], block: str) -> str:
-    """``text`` with the part between ``markers`` (both included) replaced by ``block``."""
-    start, end = text.find(markers[0]), text.find(markers[1])
-    if start < 0 or end < start:
-        raise ValueError(f"the markers {markers[0]!r} ... {markers[1]!r} are missing")
-    end = text.index("\n", end) + 1 if "\n" in text[end:] else len(text)
-    return text[:start] + block + text[end:]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m stockops.core.settings --env-example | --markdown | --write``: print a generated part, or write
-    both into ``.env.example`` and ``README.md``."""
-    args = sys.argv[1:] if argv is None else argv
-    if args == ["--env-example"]:
-        print(env_example_block(), end="")
-    elif args == ["--markdown"]:
-        print(markdown_block(), end="")
-    elif args == ["--write"]:
-        for path, markers, block in ((ENV_EXAMPLE, ENV_EXAMPLE_MARKERS, env_example_block()),
-                                     (README, README_MARKERS, markdown_block())):
-            path.write_text(with_block(path.read_text(), markers, block))
-            print(f"wrote the settings into {path}")
-    else:
-        print(main.__doc__, file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+_quiet_this_process()  # see the module docstring: the one side effect of importing the settings

@@ -1,4 +1,4 @@
-"""The settings are declared once (``stockops.core.settings.Environment``, the bento's in ``served_settings``): what
+"""The settings are declared once (``stockops.core.environment.Environment``, the bento's in ``served_settings``): what
 the environment, ``.env.example``, the README's table, ``get_settings`` and the bento make of the declarations."""
 
 from __future__ import annotations
@@ -14,19 +14,14 @@ from pathlib import Path
 import pytest
 
 from stockops.core import served_settings
-from stockops.core.settings import (
-    DERIVED,
+from stockops.core.environment import GROUPS, WATCHLIST, Environment
+from stockops.core.settings import DERIVED, Settings, get_settings, make_settings
+from stockops.core.settings_docs import (
     ENV_EXAMPLE,
     ENV_EXAMPLE_MARKERS,
-    GROUPS,
     README,
     README_MARKERS,
-    WATCHLIST,
-    Environment,
-    Settings,
     env_example_block,
-    get_settings,
-    make_settings,
     markdown_block,
 )
 from stockops.model import portable
