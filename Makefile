@@ -13,7 +13,7 @@ LANES := unit model data dags integration faults system
 .PHONY: help install browser run demo test test-fast $(addprefix test-,$(LANES)) lint bench lock settings-docs clean
 help:
 	@echo "make run            start Airflow (http://127.0.0.1:8080) and the MLflow UI (http://127.0.0.1:5000)"
-	@echo "make test           run the whole test suite (two workers, about 14 minutes)"
+	@echo "make test           run the whole test suite (two workers, about 10 minutes)"
 	@echo "make test-fast      the tests not marked slow"
 	@echo "make test-<lane>    one folder of tests/: $(LANES)"
 	@echo "make demo           run the pipeline in-process and print a summary"
