@@ -4,7 +4,6 @@ against its hash, refused when stale."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -14,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from served_code import MAX_STALENESS_SESSIONS, TICKER_PATTERN, log, served_settings
+from served_code import MAX_STALENESS_SESSIONS, TICKER_PATTERN, log, served_settings, snapshot
 
 HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-SNAPSHOT_COLUMNS = ("Date", "Open", "High", "Low", "Close", "Volume")
 
 
 class SnapshotProblem(Exception):
@@ -88,7 +86,7 @@ class PublishedSnapshots:
     async def latest(self, ticker: str, role: str = "", missing_ok: bool = False) -> Snapshot | None:
         """``ticker``'s latest published snapshot: 404 if none (None with ``missing_ok``), 409 if stale, 503 if
         the pointer or the file cannot be read or does not match its hash."""
-        pointer_path = self.data_dir / ticker / "latest.json"
+        pointer_path = snapshot.pointer_path(self.data_dir / ticker)
         try:
             pointer = json.loads(pointer_path.read_text())
         except FileNotFoundError:
@@ -114,23 +112,22 @@ class PublishedSnapshots:
                 f"(STOCKOPS_MAX_STALENESS_SESSIONS): ingest is behind"))
         cached = self._frames.get(ticker)
         if cached is None or cached[0] != digest:
-            path = self.data_dir / ticker / "snapshots" / f"{digest}.parquet"
+            path = snapshot.snapshot_path(self.data_dir / ticker, digest)
             frame = await asyncio.to_thread(self._read, path, digest, ticker)
             self._frames[ticker] = cached = (digest, frame)
         return Snapshot(ticker, digest, last_date, published_at, cached[1])
 
     def _read(self, path: Path, digest: str, ticker: str) -> pd.DataFrame:
         try:
-            frame = pd.read_parquet(path)
+            frame = snapshot.read_snapshot(path, digest)  # checked against its hash, as the platform's store reads it
+        except snapshot.HashMismatch as exc:
+            raise self._corrupt(path, str(exc), ticker) from exc
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same answer: 503 naming it
             raise self._corrupt(path, f"{type(exc).__name__}: {exc}", ticker) from exc
-        missing = [c for c in SNAPSHOT_COLUMNS if c not in frame.columns]
+        missing = [c for c in snapshot.COLUMNS if c not in frame.columns]
         if missing:
             raise self._corrupt(path, f"it lacks the column(s) {', '.join(missing)}", ticker)
-        canonical = frame.to_csv(index=False, date_format="%Y-%m-%d", float_format="%.10g", lineterminator="\n")
-        if hashlib.sha256(canonical.encode()).hexdigest() != digest:
-            raise self._corrupt(path, f"its data does not match its hash {digest}: it was modified", ticker)
-        frame = frame[list(SNAPSHOT_COLUMNS)].copy()
+        frame = frame[list(snapshot.COLUMNS)].copy()
         frame["Date"] = pd.to_datetime(frame["Date"])
         return frame.reset_index(drop=True)
 

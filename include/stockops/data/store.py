@@ -22,7 +22,6 @@ the manifest lacks, and running the publish again finishes it. State that cannot
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -39,14 +38,12 @@ import pyarrow
 from stockops.contracts import SnapshotEntry
 from stockops.core import audit
 from stockops.core.audit import CorruptState
+from stockops.model.portable import snapshot as snapshot_format
+from stockops.model.portable.snapshot import content_hash
 
 log = logging.getLogger(__name__)
 
 
-def content_hash(frame: pd.DataFrame) -> str:
-    """SHA-256 of a canonical text form of the frame: same data, same hash, on any machine."""
-    canonical = frame.to_csv(index=False, date_format="%Y-%m-%d", float_format="%.10g", lineterminator="\n")
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @contextmanager
@@ -107,7 +104,7 @@ class SnapshotStore:
 
     @property
     def latest_path(self) -> Path:
-        return self.root / "latest.json"
+        return snapshot_format.pointer_path(self.root)
 
     @property
     def validations_dir(self) -> Path:
@@ -117,7 +114,7 @@ class SnapshotStore:
         return self.root / "raw" / f"{logical_date}.csv"
 
     def snapshot_path(self, digest: str) -> Path:
-        return self.root / "snapshots" / f"{digest}.parquet"
+        return snapshot_format.snapshot_path(self.root, digest)
 
     # ---- raw landing ---------------------------------------------------------------------
     def write_raw(self, frame: pd.DataFrame, logical_date: str) -> Path:
@@ -253,12 +250,11 @@ class SnapshotStore:
         # restored or copied to another folder reads its own snapshots.
         path = self.snapshot_path(entry.hash)
         try:
-            frame = pd.read_parquet(path)
+            return snapshot_format.read_snapshot(path, entry.hash)
+        except snapshot_format.HashMismatch as exc:
+            raise self._corrupt_snapshot(entry, str(exc)) from exc
         except (OSError, ValueError, pyarrow.ArrowException) as exc:
             raise self._corrupt_snapshot(entry, f"{type(exc).__name__}: {exc}") from exc
-        if content_hash(frame) != entry.hash:
-            raise self._corrupt_snapshot(entry, f"its data does not match its hash {entry.hash}: it was modified")
-        return frame
 
     def _corrupt_snapshot(self, entry: SnapshotEntry, problem: str) -> CorruptState:
         return CorruptState(
