@@ -120,8 +120,22 @@ class Validated(Contract):
         return [move.day for move in self.held]
 
 
+class _OfValidated:
+    """A later outcome of one ticker's day: its ticker and logical date are its ``validated``'s."""
+
+    validated: Validated
+
+    @property
+    def ticker(self) -> str:
+        return self.validated.ticker
+
+    @property
+    def logical_date(self) -> str:
+        return self.validated.logical_date
+
+
 @dataclass(frozen=True)
-class Published(Contract):
+class Published(_OfValidated, Contract):
     """``validated`` as the immutable snapshot ``entry``; ``new``: this call wrote it (a re-run finds it),
     ``latest``: the ticker's ``latest`` names it (a backfill of an older day leaves ``latest`` on newer data)."""
 
@@ -130,30 +144,14 @@ class Published(Contract):
     new: bool
     latest: bool
 
-    @property
-    def ticker(self) -> str:
-        return self.validated.ticker
-
-    @property
-    def logical_date(self) -> str:
-        return self.validated.logical_date
-
 
 @dataclass(frozen=True)
-class Rejected(Contract):
+class Rejected(_OfValidated, Contract):
     """Held data a person rejected: quarantined in ``folder``, nothing published."""
 
     validated: Validated
     folder: str
     reason: str
-
-    @property
-    def ticker(self) -> str:
-        return self.validated.ticker
-
-    @property
-    def logical_date(self) -> str:
-        return self.validated.logical_date
 
 
 @dataclass(frozen=True)
