@@ -130,7 +130,8 @@ class AdaptiveBatcher:
                 continue
             BATCH_SIZES.observe(len(batch))
             try:
-                out = await asyncio.to_thread(self.predict_batch, np.stack([w for w, _ in batch]))
+                # inline: the numpy pass is a few ms; a thread would only trade the GIL with the event loop
+                out = self.predict_batch(np.stack([w for w, _ in batch]))
             except Exception as exc:  # every caller of the batch gets the error
                 for _, future in batch:
                     if not future.done():
