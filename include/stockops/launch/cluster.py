@@ -87,6 +87,7 @@ class CeleryPlatform(LocalPlatform):
 
     def env(self) -> dict[str, str]:
         env = super().env()
+        env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", None)  # SQLite's busy timeout: not for PostgreSQL
         airflow_db = database_dsn(self.airflow_db, "postgresql+psycopg2")
         env.update({
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",

@@ -44,6 +44,8 @@ DAG_IDS = ("stock_ingest", "stock_train", "stock_monitor", "stock_rollback", "st
 COMPONENTS = (("api-server",), ("scheduler", "--skip-serve-logs"), ("dag-processor",),
               ("triggerer", "--skip-serve-logs"))
 AIRFLOW_LOG = "airflow-standalone.log"
+# SQLite's busy timeout for Airflow's metadata DB (see stockops.core.airflow_db)
+SQLITE_CONNECT_ARGS = "stockops.core.airflow_db.CONNECT_ARGS"
 PARALLELISM = 4  # task processes at once (AIRFLOW__CORE__PARALLELISM overrides): see LocalPlatform.env
 
 
@@ -105,6 +107,8 @@ class LocalPlatform:
         # good (about 175 MB each, idle); on two cores and SQLite's single writer more only queue
         # (bench/first_forecast.py: 18 tickers ingested in 66 s with 4, 75 s with 8; 0.7 GB less when idle).
         env.setdefault("AIRFLOW__CORE__PARALLELISM", str(PARALLELISM))
+        if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
+            env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", SQLITE_CONNECT_ARGS)  # a write waits its turn
         # `airflow standalone` starts its components as `airflow ...` by name: use this venv's.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env

@@ -326,16 +326,20 @@ def _generation(settings: Settings) -> tuple[int, int]:
 
 def _adopt(settings: Settings, built: dict, version: str) -> bool:
     """Serve a running bento of ``version`` again without a restart when ``current.json`` was lost or is
-    corrupt: the proxy's last good state if it names it (spares included), else the newest owned one."""
-    try:
-        status, routed = http_json(f"{settings.serve_url}/-/stockops/upstream", timeout=2)
-    except OSError:
-        status, routed = 0, {}
+    corrupt: the proxy's last good state if it names it (spares included; asked again on a busy machine), else the
+    oldest owned one of that bento (the first started: the one that served, its spares came after)."""
+    status, routed = 0, {}
+    for _ in range(3):
+        try:
+            status, routed = http_json(f"{settings.serve_url}/-/stockops/upstream", timeout=5)
+        except OSError:
+            continue
+        break
     if status == 200 and isinstance(routed, dict) and routed.get("bento_tag") == built["bento_tag"] \
-            and state.pid_matches(routed) and runtime.bento_ready(routed.get("upstream", "")):
+            and state.pid_matches(routed) and runtime.bento_ready(routed.get("upstream", ""), timeout=5):
         upstream = {k: v for k, v in routed.items() if not k.startswith("upstream_")}
     else:
-        record = next((r for r in reversed(state.owned(settings)) if r.get("role") == "bento"
+        record = next((r for r in state.owned(settings) if r.get("role") == "bento"
                        and r.get("bento_tag") == built["bento_tag"] and state.pid_matches(r)
                        and runtime.bento_ready(f"http://127.0.0.1:{r['port']}")), None)
         if record is None:
