@@ -386,9 +386,14 @@ def test_a_killed_or_hung_supervisor_is_replaced_by_its_watcher_and_each_outage_
                           "a supervisor in place of the hung one")[0]
         assert not pid_alive(second), "the hung supervisor was left running beside its replacement"
         assert answers.failed == 0, answers.statuses
-        causes = [i["cause"] for i in incidents(settings)[before:] if i["component"] == "supervisor"]
-        assert any(f"pid {first}) is gone" in c for c in causes) and any(f"pid {second}) stopped beating" in c
-                                                                        for c in causes), causes
+        def causes() -> list[str]:  # the watcher writes each incident once its new supervisor is started
+            return [i["cause"] for i in incidents(settings)[before:] if i["component"] == "supervisor"]
+
+        try:
+            _wait(lambda: any(f"pid {first}) is gone" in c for c in causes())
+                  and any(f"pid {second}) stopped beating" in c for c in causes()), 10, "both incidents")
+        except AssertionError:
+            raise AssertionError(f"not both supervisor incidents within 10 s: {causes()}") from None
         assert _supervisors(settings) == [third]
     finally:
         airflow.kill()
