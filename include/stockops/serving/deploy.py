@@ -328,7 +328,7 @@ def _adopt(settings: Settings, built: dict, version: str) -> bool:
     """Serve a running bento of ``version`` again without a restart when ``current.json`` was lost or is
     corrupt: the proxy's last good state if it names it (spares included; asked again on a busy machine), else the
     oldest owned one of that bento (the first started: the one that served, its spares came after)."""
-    status, routed = 0, {}
+    status, routed = 0, None  # the proxy's answer: (HTTP status, its upstream record)
     for _ in range(3):
         try:
             status, routed = http_json(f"{settings.serve_url}/-/stockops/upstream", timeout=5)

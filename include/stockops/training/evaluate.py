@@ -190,69 +190,15 @@ def format_scores(scores: dict) -> str:
 
 
 def _log_plots(trained: Trained, forecasts: dict, returns, tickers, dates, scores: dict, ticker: str) -> None:
-    """Fan chart of one ticker's holdout, a reliability diagram of the quantiles, QLIKE by ticker vs HARX-GKO,
-    and the loss curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The run's figures (:func:`stockops.charts.training.training_figures`), logged as ``plots/<name>.png``."""
     import mlflow
-    import numpy as np
 
-    from stockops.model.scoring import LEVELS
-
-    candidate = forecasts[CANDIDATE]
-    ticker = ticker if ticker in set(tickers) else str(tickers[0])
-    sel = np.flatnonzero(tickers == ticker)[-250:]
-    days = dates[sel]
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    q = candidate.quantiles[sel] * 100
-    ax.fill_between(days, q[:, 1], q[:, 5], alpha=0.25, label="90 % interval", step="mid")
-    ax.fill_between(days, q[:, 2], q[:, 4], alpha=0.45, label="50 % interval", step="mid")
-    ax.scatter(days, returns[sel] * 100, s=6, color="black", label="realised return")
-    ax.set_ylabel("next-day log return (%)")
-    ax.set_title(f"{ticker}: forecast intervals vs realised returns on the holdout")
-    ax.legend(loc="upper left")
-    fig.autofmt_xdate()
-    mlflow.log_figure(fig, "plots/fan_chart.png")
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
-    for name in (CANDIDATE, REFERENCE, "garch_normal", CHAMPION):
-        if name in forecasts:
-            observed = [(returns < forecasts[name].quantile(level)).mean() for level in LEVELS]
-            ax.plot(LEVELS, observed, marker="o", label=name)
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8)
-    ax.set_xlabel("quantile level")
-    ax.set_ylabel("share of days below the quantile")
-    ax.set_title("Reliability of the forecast quantiles (holdout)")
-    ax.legend()
-    mlflow.log_figure(fig, "plots/calibration.png")
-    plt.close(fig)
-
-    names = sorted(scores[CANDIDATE]["by_ticker"])
-    fig, ax = plt.subplots(figsize=(11, 4))
-    x = np.arange(len(names))
-    for offset, name in ((-0.2, CANDIDATE), (0.2, REFERENCE)):
-        ax.bar(x + offset, [scores[name]["by_ticker"][t]["qlike"] for t in names], width=0.4, label=name)
-    ax.set_xticks(x, names, rotation=45)
-    ax.set_ylabel("QLIKE (lower is better)")
-    ax.set_title("QLIKE by ticker on the holdout")
-    ax.legend()
-    mlflow.log_figure(fig, "plots/qlike_by_ticker.png")
-    plt.close(fig)
+    from stockops.charts.training import training_figures
 
     history = json.loads(Path(trained.history_path).read_text())
-    fig, ax = plt.subplots(figsize=(7, 4))
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    ax.plot(epochs, history["loss"], marker="o", label="training loss")
-    ax.plot(epochs, history["val_loss"], marker="o", label="validation loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("Gaussian NLL (QLIKE), returns in %")
-    ax.set_title("Loss curve (best weights restored)")
-    ax.legend()
-    mlflow.log_figure(fig, "plots/loss_curve.png")
-    plt.close(fig)
+    for name, figure in training_figures(forecasts, returns, tickers, dates, scores, ticker, history,
+                                         models=(CANDIDATE, REFERENCE, "garch_normal", CHAMPION)).items():
+        mlflow.log_figure(figure, f"plots/{name}.png")
 
 
 def _log_validation_link(snapshot: SnapshotSummary) -> None:

@@ -124,7 +124,7 @@ LAYERS = {
     "stockops.core": 0,
     "stockops.model.portable": 1,
     "stockops.contracts": 2,
-    "stockops.model": 3, "stockops.data": 3,
+    "stockops.model": 3, "stockops.data": 3, "stockops.charts": 3,
     "stockops.registry": 4,
     "stockops.ingest": 5, "stockops.training": 5, "stockops.serving": 5, "stockops.monitoring": 5,
     "stockops.reporting": 6,

@@ -398,8 +398,8 @@ def watchlist(settings, monkeypatch):
 
 
 def test_dashboard_panels_from_the_forecast_log_and_the_snapshots(watchlist):
+    from stockops.charts.dashboard import NO_FORECASTS
     from stockops.data.sources import shipped_series
-    from stockops.reporting.dashboard.charts import NO_FORECASTS
     from stockops.reporting.dashboard.panels import NO_SNAPSHOT, ticker_panels
 
     shadow = {**audit.read(watchlist.forecast_log)[-1], "role": "shadow", "model_version": "7",
@@ -486,7 +486,7 @@ def test_dashboard_page_over_http(client, watchlist):
 
 
 def test_dashboard_draws_a_ticker_again_only_when_its_sources_change(watchlist):
-    from stockops.reporting.dashboard.charts import NO_FORECASTS
+    from stockops.charts.dashboard import NO_FORECASTS
     from stockops.reporting.dashboard.panels import QUANTILES, ticker_panels
 
     first = ticker_panels(watchlist)

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from stockops.charts.dora import draw_chart
 from stockops.data.store import SnapshotEntry
 from stockops.reporting.dora import main, report
-from stockops.reporting.dora.chart import draw_chart
 from stockops.reporting.dora.measures import compute, level
 from stockops.reporting.dora.records import DAY, HOUR, WEEK, load_records
 from stockops.reporting.dora.text import format_table

@@ -5,10 +5,10 @@ metadata DB), read when the page is asked for:
 
 * per ticker, from the forecast log (``monitoring/forecasts.jsonl``, the champion's records, one
   per forecast day: the first recorded) and the ticker's latest published snapshot: a **fan chart**
-  of the last :data:`~stockops.reporting.dashboard.charts.FAN_DAYS` one-day-ahead forecasts (the
+  of the last :data:`~stockops.charts.dashboard.FAN_DAYS` one-day-ahead forecasts (the
   5-95 % and 25-75 % intervals and the median as prices, ``last_close * exp(quantile)``) against
   the closes that followed, and the **coverage over time** of the 50 % and 90 % intervals (rolling
-  over :data:`~stockops.reporting.dashboard.charts.COVERAGE_WINDOW` realized forecasts);
+  over :data:`~stockops.charts.dashboard.COVERAGE_WINDOW` realized forecasts);
 * the **champion** (its version and age: the last promotion, rollback or reconciliation in the
   audit log) and the **latest gate decision** (the last ``gate`` event there);
 * the **latest monitor decision** (``monitoring/decisions.jsonl``);
@@ -29,7 +29,7 @@ One job per module:
 
 * :mod:`~stockops.reporting.dashboard.panels` — the data: a panel per ticker (kept until its sources
   change), the champion, the latest records;
-* :mod:`~stockops.reporting.dashboard.charts` — the fan and coverage charts (matplotlib, the SVG data URIs);
+* :mod:`~stockops.charts.dashboard` — the fan and coverage charts (matplotlib, the SVG data URIs);
 * :mod:`~stockops.reporting.dashboard.page` — the HTML page
   (:func:`~stockops.reporting.dashboard.page.render_page`, what the plugin's web app calls).
 """

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stockops.charts.dashboard import COVERAGE_WINDOW, FAN_DAYS, NO_FORECASTS, coverage_chart, fan_chart
 from stockops.core import audit
 from stockops.core.settings import Settings
 from stockops.registry.changes import describe, history
-from stockops.reporting.dashboard.charts import COVERAGE_WINDOW, FAN_DAYS, NO_FORECASTS, coverage_chart, fan_chart
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -8,7 +8,7 @@ the platform already writes under its home, not from anything kept for the repor
 * :mod:`~stockops.reporting.dora.measures` — the measures and their DORA levels, as plain data
   (the definitions are in its docstring);
 * :mod:`~stockops.reporting.dora.text` — the report for people: durations, the table;
-* :mod:`~stockops.reporting.dora.chart` — the report as a 2×2 PNG (matplotlib).
+* :mod:`~stockops.charts.dora` — the report as a 2×2 PNG (matplotlib).
 
 Here: :func:`report` (the measures of a home, now or as of a past moment) and :func:`main`.
 ``python -m stockops dora`` prints the table and writes ``reports/dora.json`` and ``reports/dora.png``.
@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stockops.charts.dora import draw_chart
 from stockops.core.settings import Settings, get_settings
-from stockops.reporting.dora.chart import draw_chart
 from stockops.reporting.dora.measures import compute
 from stockops.reporting.dora.records import load_records
 from stockops.reporting.dora.text import format_table

@@ -18,10 +18,11 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 from stockops.core.audit import read as read_jsonl
+from stockops.core.humanize import DAY, HOUR, MINUTE
 from stockops.core.settings import TICKER_PATTERN, Settings
 
 CHANGE_KINDS = ("promotion", "rollback")  # deploy kinds that change what the endpoint serves
-MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+__all__ = ["DAY", "HOUR", "MINUTE", "MONTH", "WEEK", "load_records", "manifest_tickers"]
 WEEK, MONTH = 7 * DAY, 30 * DAY
 
 

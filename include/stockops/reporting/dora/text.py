@@ -4,29 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stockops.reporting.dora.records import DAY, HOUR, MINUTE
-
-
-def human_duration(seconds: float | None) -> str:
-    """``38 s``, ``14 min``, ``6.5 h``, ``3.2 d``; an em dash for None."""
-    if seconds is None:
-        return "—"
-    if abs(seconds) < 2 * MINUTE:
-        return f"{seconds:.0f} s"
-    if abs(seconds) < 2 * HOUR:
-        return f"{seconds / MINUTE:.0f} min"
-    if abs(seconds) < 2 * DAY:
-        return f"{seconds / HOUR:.1f} h"
-    return f"{seconds / DAY:.1f} d"
-
-
-def _number(value: float) -> str:
-    """Two decimals at most, trailing zeros dropped: 2.5, 0.38, 17.5, 0."""
-    return f"{value:.2f}".rstrip("0").rstrip(".")
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+from stockops.core.humanize import human_duration
+from stockops.core.humanize import number as _number
+from stockops.core.humanize import plural as _plural
 
 
 def table_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stockops.reporting.dora.records import HOUR, MINUTE
-from stockops.reporting.dora.text import _number, _plural, human_duration
+from stockops.core.humanize import HOUR, MINUTE, human_duration
+from stockops.core.humanize import number as _number
+from stockops.core.humanize import plural as _plural
 
 COLOURS = {"ok": "#2e7d32", "failed": "#c62828", "rolled_back": "#ef6c00", "line": "#555555", "none": "#9e9e9e"}
 
