@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from stockops.contracts import TickerStatus
+from stockops.core.airflow_db import use_wal
 from stockops.core.processes import stop_pid_tree, venv_bin
 from stockops.core.settings import MLFLOW_SERVER_ENV, Settings, airflow_environment, get_settings
 from stockops.data.calendar import sessions
@@ -113,6 +114,11 @@ class LocalPlatform:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
 
+    def sqlite_database(self) -> Path | None:
+        """The file of Airflow's metadata DB when it is SQLite (``make run``'s default), else None."""
+        conn = self.env().get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or f"sqlite:///{self.settings.airflow_home / 'airflow.db'}"
+        return Path(conn.removeprefix("sqlite:///")) if conn.startswith("sqlite:///") else None
+
     def airflow(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run one ``airflow`` CLI command against this platform's home."""
         return subprocess.run([venv_bin("airflow"), *args], env=self.env(), check=check, capture_output=True,
@@ -132,6 +138,9 @@ class LocalPlatform:
         print(f"stockops home: {self.settings.home}")
         print("migrating the Airflow metadata DB ...", flush=True)
         self.airflow("db", "migrate")
+        database = self.sqlite_database()
+        if database is not None:  # readers and the one writer stop blocking each other (stockops.core.airflow_db)
+            use_wal(database)
         log_path = self.settings.logs_dir / AIRFLOW_LOG
         print(f"starting Airflow: {', '.join(c[0] for c in COMPONENTS)} (log: {log_path}) ...", flush=True)
         with private_log(log_path) as log:  # the child keeps its own copy

@@ -25,3 +25,22 @@ def test_a_postgresql_airflow_gets_no_sqlite_arguments(settings, monkeypatch):
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg2://u@127.0.0.1/airflow")
     env = LocalPlatform(settings, port=18080, mlflow_port=15000).env()
     assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in env
+
+
+def test_make_runs_sqlite_is_put_in_wal_mode_and_stays_there(tmp_path, settings):
+    import sqlite3
+
+    from stockops.core.airflow_db import use_wal
+
+    platform = LocalPlatform(settings, port=18080, mlflow_port=15000)
+    assert platform.sqlite_database() == settings.airflow_home / "airflow.db"
+    database = tmp_path / "airflow.db"
+    sqlite3.connect(database).execute("CREATE TABLE t (x)").connection.close()
+    assert use_wal(database) == "wal"
+    with sqlite3.connect(database) as again:  # the mode is the file's, for every later connection
+        assert again.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_postgresql_airflow_has_no_sqlite_file(settings, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg2://u@127.0.0.1/airflow")
+    assert LocalPlatform(settings, port=18080, mlflow_port=15000).sqlite_database() is None
