@@ -24,6 +24,7 @@ from stockops.core.settings import WATCHLIST, get_settings
 from stockops.data import decisions, store_for
 from stockops.data.sources import shipped_series
 from stockops.data.suite import (
+    DATE_ORDER_COL,
     EXTREME_VOLUME_COL,
     GAP_COL,
     RANGE_SHARE_COL,
@@ -227,15 +228,15 @@ BAD = [
     Bad("negative_volume", _negative_volume, BETWEEN, "Volume"),
     Bad("high_below_low", _high_below_low, PAIR, "High vs Low"),
     Bad("close_above_high", _close_above_high, PAIR, "High vs Close"),
-    Bad("duplicate_date", _duplicate_date, "expect_column_values_to_be_unique", "Date"),
-    Bad("unsorted_dates", _unsorted_dates, "expect_column_values_to_be_increasing", "Date"),
+    Bad("duplicate_date", _duplicate_date, "expect_compound_columns_to_be_unique", "Ticker, Date"),
+    Bad("unsorted_dates", _unsorted_dates, "expect_column_values_to_be_in_set", DATE_ORDER_COL),
     Bad("missing_column", _missing_volume, "expect_column_to_exist", "Volume"),
     Bad("close_as_text", _close_as_text, TYPES, "Close"),
     Bad("unparseable_date", _unparseable_date, TYPES, "Date"),
     Bad("empty", _empty, "expect_table_row_count_to_be_between", None),
     Bad("ten_day_gap", _ten_day_gap, BETWEEN, GAP_COL),
     Bad("absurd_jump", _absurd_jump, BETWEEN, REVERSAL_COL),
-    Bad("stale", lambda f, _: (f, _at(f, -1)), "expect_column_min_to_be_between", STALENESS_COL, stale_sessions=30),
+    Bad("stale", lambda f, _: (f, _at(f, -1)), BETWEEN, STALENESS_COL, stale_sessions=30),
     # feed errors seen in real data feeds
     Bad("decimal_shift", _decimal_shift, BETWEEN, RANGE_SHARE_COL),
     Bad("spike_for_one_day", _spike_for_one_day, BETWEEN, REVERSAL_COL),
@@ -318,7 +319,7 @@ def test_stale_case_differs_from_baseline_only_in_the_date(lake):
     """The stale case's data is the baseline's, byte for byte: staleness alone is refused."""
     day = _iso(pd.Timestamp(lake["day"]) + pd.tseries.offsets.BDay(30))
     error = _refused(day)
-    assert {f.expectation for f in error.report.failures} == {"expect_column_min_to_be_between"}
+    assert {(f.expectation, f.column) for f in error.report.failures} == {("expect_column_values_to_be_between", STALENESS_COL)}
     folder = next((lake["settings"].data_dir / "quarantine").glob(f"{day}__*"))
     assert json.loads((folder / "validation.json").read_text())["hash"] == lake["baseline"].hash
 

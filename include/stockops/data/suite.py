@@ -37,7 +37,10 @@ DATE_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[
 PRICE_TYPES = ["float64", "float32", "int64", "int32"]
 VOLUME_TYPES = ["int64", "int32", "float64", "uint64"]
 
+# The panel's key: one GX run judges many tickers' rows at once (see stockops.data.validation.validate_panel).
+TICKER_COL = "Ticker"
 # Derived columns (see module docstring).
+DATE_ORDER_COL = "date_after_previous"
 SESSION_COL = "is_nyse_session"
 GAP_COL = "sessions_since_previous"
 STALENESS_COL = "sessions_behind_reference"
@@ -95,15 +98,16 @@ def build_expectations() -> list[dict]:
         exps.append(_bound("expect_column_pair_values_a_to_be_greater_than_b", column_A=a, column_B=b,
                            or_equal=True, description=text))
     exps += [
-        _bound("expect_column_values_to_be_unique", column="Date", description="dates are unique"),
-        _bound("expect_column_values_to_be_increasing", column="Date", strictly=True,
-               description="dates strictly increase"),
+        _bound("expect_compound_columns_to_be_unique", column_list=[TICKER_COL, "Date"],
+               description="dates are unique (per ticker)"),
+        _bound("expect_column_values_to_be_in_set", column=DATE_ORDER_COL, value_set=[True],
+               description="dates strictly increase (each row after the previous one)"),
         _bound("expect_column_values_to_be_in_set", column=SESSION_COL, value_set=[True],
                description="every row is dated on an NYSE trading session (no weekend, no exchange holiday)"),
         _bound("expect_column_values_to_be_between", column=GAP_COL,
                max_value={"$PARAMETER": "max_gap_sessions"},
                description="no gap between rows longer than max_gap_sessions NYSE sessions"),
-        _bound("expect_column_min_to_be_between", column=STALENESS_COL, min_value=0,
+        _bound("expect_column_values_to_be_between", column=STALENESS_COL, min_value=0,
                max_value={"$PARAMETER": "max_staleness_sessions"},
                description="the newest row is at most max_staleness_sessions NYSE sessions older than the "
                            "reference date, and none is after it"),
@@ -170,7 +174,12 @@ def with_derived_columns(frame: pd.DataFrame, reference_date: date, settings: Se
     previous = np.concatenate([[np.datetime64("NaT")], days[:-1]]).astype("datetime64[D]") if len(days) else days
     view[SESSION_COL] = is_session(days)
     view[GAP_COL] = sessions_between(previous, days)
-    view[STALENESS_COL] = sessions_between(days, np.full(len(days), np.datetime64(reference_date, "D")))
+    with np.errstate(invalid="ignore"):
+        view[DATE_ORDER_COL] = np.concatenate([[True], days[1:] > days[:-1]]) if len(days) else np.array([], bool)
+    # judged on the newest row only (the rows before it are older by construction)
+    staleness = sessions_between(days, np.full(len(days), np.datetime64(reference_date, "D"))).astype("float64")
+    staleness[:-1] = np.nan
+    view[STALENESS_COL] = staleness
 
     opens, highs, lows, closes = (_numeric(view, c) for c in PRICE_COLUMNS)
     volume = _numeric(view, "Volume")

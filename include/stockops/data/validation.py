@@ -29,6 +29,8 @@ from stockops.data.suite import (
     EXTREME_VOLUME_COL,
     RANGE_SHARE_COL,
     REVIEW_COL,
+    TICKER_COL,
+    VOLUME_MEDIAN_SESSIONS,
     _days,
     parameters_for,
     with_derived_columns,
@@ -205,38 +207,128 @@ def describe_restatement(frame: pd.DataFrame, published: pd.DataFrame) -> dict:
 
 
 # ---- running the suite ------------------------------------------------------------------------
+CONTEXT_ROWS = VOLUME_MEDIAN_SESSIONS + 10  # published rows before the judged ones that their derived facts need
+
+
+@dataclass(frozen=True)
+class PanelItem:
+    """One ticker's data for :func:`validate_panel`: ``frame`` up to ``reference_date``, its ``published`` snapshot
+    (None: judge everything) and a person's ``decisions`` on its extreme days (see :func:`with_derived_columns`)."""
+
+    ticker: str
+    frame: pd.DataFrame
+    reference_date: date
+    published: pd.DataFrame | None = None
+    decisions: dict[str, str] | None = None
+
+
 def validate_prices(frame: pd.DataFrame, reference_date: date, settings: Settings, *,
                     published: pd.DataFrame | None = None, decisions: dict[str, str] | None = None,
-                    run_name: str = "") -> ValidationReport:
-    """Run the committed checkpoint on the rows to judge; never raises for bad data, returns the report.
+                    run_name: str = "", ticker: str = "TICKER") -> ValidationReport:
+    """One ticker's :func:`validate_panel`; never raises for bad data, returns the report."""
+    item = PanelItem(ticker, frame, reference_date, published, decisions)
+    return validate_panel([item], settings, run_name=run_name)[ticker]
 
-    ``published`` is the ticker's latest snapshot (None: judge everything); ``decisions`` the
-    operator's decisions on extreme days (see :func:`with_derived_columns`); ``run_name`` names
-    the result in Data Docs (``<TICKER>-<logical date>``).
+
+def validate_panel(items: list[PanelItem], settings: Settings, *, run_name: str = "") -> dict[str, ValidationReport]:
+    """Judge many tickers in ONE run of the committed checkpoint; ticker -> its report.
+
+    Each ticker's judged rows (:func:`judged_rows`: the new ones, with the published history as context) and their
+    derived facts are stacked into one panel keyed by ``Ticker``; every failed expectation is traced back to the
+    tickers of its offending rows, so one ticker's bad data fails that ticker only. A frame whose layout is wrong
+    (a missing column, text for numbers, no rows) would spoil the panel's column types for everyone: it is judged
+    in a run of its own. ``run_name`` names the result in Data Docs (``<logical date>-<first ticker>...``).
     """
+    parameters = parameters_for(settings)
+    views: dict[str, pd.DataFrame] = {}
+    scopes: dict[str, Scope] = {}
+    for item in items:
+        judged, scopes[item.ticker] = judged_rows(item.frame, item.published)
+        first = int(np.argmax(judged)) if judged.any() else len(judged)
+        start = max(0, first - CONTEXT_ROWS)
+        context = item.frame.iloc[start:].reset_index(drop=True)
+        derived = with_derived_columns(context, item.reference_date, settings, item.decisions)
+        view = derived[judged[start:]].reset_index(drop=True)
+        view.insert(0, TICKER_COL, item.ticker)
+        views[item.ticker] = view
+    whole = [item.ticker for item in items if _well_formed(item.frame)]
+    runs = ([whole] if whole else []) + [[item.ticker] for item in items if item.ticker not in whole]
+    reports: dict[str, ValidationReport] = {}
+    for tickers in runs:
+        panel = pd.concat([views[t] for t in tickers], ignore_index=True) if len(tickers) > 1 else views[tickers[0]]
+        name = run_name if len(runs) == 1 else f"{run_name}-{tickers[0]}" if len(tickers) == 1 else run_name
+        results = _run_checkpoint(panel, parameters, settings, name)
+        failures = _failures_by_ticker(results, panel, tickers)
+        for ticker in tickers:
+            found = failures[ticker]
+            # Structural problems first: they explain the failures that follow from them.
+            found.sort(key=lambda f: (f.expectation not in STRUCTURAL, f.error is not None))
+            status = FAILED if any(f.severity == "critical" for f in found) else HELD if found else PASSED
+            frame = next(item.frame for item in items if item.ticker == ticker)
+            reports[ticker] = ValidationReport(
+                status=status, evaluated=len(results), failures=found, parameters=parameters, scope=scopes[ticker],
+                held=held_moves(views[ticker], frame) if status == HELD else [],
+                data_docs_path=str(settings.data_docs_dir / "index.html"))
+    return reports
+
+
+def _well_formed(frame: pd.DataFrame) -> bool:
+    """Whether ``frame`` can share a panel: every column present with the published types, at least one row."""
+    return (len(frame) > 0 and all(c in frame.columns for c in COLUMNS)
+            and pd.api.types.is_datetime64_any_dtype(frame["Date"])
+            and all(pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+                    for c in COLUMNS[1:]))
+
+
+def _run_checkpoint(panel: pd.DataFrame, parameters: dict[str, Any], settings: Settings, run_name: str) -> list:
+    """The committed checkpoint's expectation results on ``panel`` (one GX run at a time per home)."""
     from great_expectations.core.run_identifier import RunIdentifier
 
-    parameters = parameters_for(settings)
-    derived = with_derived_columns(frame, reference_date, settings, decisions)
-    judged, scope = judged_rows(frame, published)
-    view = derived[judged].reset_index(drop=True)
-    # One GX run at a time per home: the runtime project, its results and Data Docs are shared files.
+    # The runtime project, its results and Data Docs are shared files.
     with file_lock(settings.gx_work_dir / ".lock"):
         context = _gx_context(settings.gx_project_dir, settings.gx_work_dir)
         checkpoint = context.checkpoints.get(CHECKPOINT_NAME)
-        result = checkpoint.run(batch_parameters={"dataframe": view}, expectation_parameters=parameters,
+        result = checkpoint.run(batch_parameters={"dataframe": panel}, expectation_parameters=parameters,
                                 run_id=RunIdentifier(run_name=run_name or None))
         prune_results(settings, settings.gx_keep_results)
     (run_result,) = result.run_results.values()
-    failures = [_failure(res, view) for res in run_result.results if not res.success]
-    evaluated = len(run_result.results)
-    # Structural problems first: they explain the failures that follow from them.
-    failures.sort(key=lambda f: (f.expectation not in STRUCTURAL, f.error is not None))
-    critical = [f for f in failures if f.severity == "critical"]
-    status = FAILED if critical else HELD if failures else PASSED
-    held = held_moves(view, frame) if status == HELD else []
-    return ValidationReport(status=status, evaluated=evaluated, failures=failures, parameters=parameters,
-                            scope=scope, held=held, data_docs_path=str(settings.data_docs_dir / "index.html"))
+    return list(run_result.results)
+
+
+def _failures_by_ticker(results: list, panel: pd.DataFrame, tickers: list[str]) -> dict[str, list[Failure]]:
+    """Each failed expectation as a :class:`Failure` of every ticker its offending rows belong to (all of the
+    panel's tickers when it names no rows: a table-level expectation)."""
+    out: dict[str, list[Failure]] = {t: [] for t in tickers}
+    for res in results:
+        if res.success:
+            continue
+        rows = _offending_rows(res, panel)
+        if rows is None:
+            for ticker in tickers:
+                out[ticker].append(_failure(res, [], None))
+            continue
+        for ticker, dates in rows.items():
+            out[ticker].append(_failure(res, dates, len(dates)))
+    return out
+
+
+def _offending_rows(res: Any, panel: pd.DataFrame) -> dict[str, list[str]] | None:
+    """Ticker -> the dates of its rows that failed ``res``; None when the expectation names no rows."""
+    detail = res.result or {}
+    index_list = detail.get("unexpected_index_list")
+    if not index_list:
+        return None
+    rows: dict[str, list[str]] = {}
+    for item in index_list:
+        if isinstance(item, dict) and TICKER_COL in item:
+            ticker, day = str(item[TICKER_COL]), item.get("Date")
+        elif isinstance(item, (int, np.integer)) and item in panel.index:
+            ticker, day = str(panel.at[item, TICKER_COL]), panel.at[item, "Date"]
+        else:
+            return None
+        rows.setdefault(ticker, []).append(_date_text(day) if day is not None and not isinstance(day, str) else
+                                           day or "")
+    return rows
 
 
 def held_moves(view: pd.DataFrame, frame: pd.DataFrame) -> list[dict]:
@@ -260,29 +352,19 @@ def held_moves(view: pd.DataFrame, frame: pd.DataFrame) -> list[dict]:
     return held
 
 
-def _failure(res: Any, view: pd.DataFrame) -> Failure:
+def _failure(res: Any, dates: list[str], count: int | None) -> Failure:
     config = res.expectation_config
     kwargs = config.kwargs
-    column = kwargs.get("column") or (f"{kwargs['column_A']} vs {kwargs['column_B']}" if "column_A" in kwargs else None)
-    detail = res.result or {}
+    column = kwargs.get("column") or (f"{kwargs['column_A']} vs {kwargs['column_B']}" if "column_A" in kwargs else
+                                      ", ".join(kwargs["column_list"]) if "column_list" in kwargs else None)
     error = None
     info = res.exception_info or {}
     if info.get("raised_exception"):
         error = str(info.get("exception_message") or "error").splitlines()[0][:200]
-    dates: list[str] = []
-    index_list = detail.get("unexpected_index_list") or []
-    if index_list and "Date" in view.columns:
-        for item in index_list:
-            idx = item.get("Date") if isinstance(item, dict) else item
-            if isinstance(item, dict) and idx is not None:
-                dates.append(str(pd.Timestamp(idx).date()) if not isinstance(idx, str) else idx)
-            elif isinstance(idx, (int, np.integer)) and idx in view.index:
-                dates.append(_date_text(view.loc[idx, "Date"]))
-    elif config.type == "expect_column_min_to_be_between" and "Date" in view.columns and len(view):
-        dates.append(_date_text(view["Date"].iloc[-1]))
     severity = getattr(config, "severity", None)
     return Failure(expectation=config.type, column=column, description=config.description or config.type,
-                   unexpected_count=detail.get("unexpected_count"), offending_dates=dates, error=error,
+                   unexpected_count=count if count is not None else (res.result or {}).get("unexpected_count"),
+                   offending_dates=[d for d in dates if d], error=error,
                    severity=str(getattr(severity, "value", severity or "critical")))
 
 
