@@ -48,8 +48,9 @@ def replay_days() -> tuple[str, list[str]]:
 _CHILD = r"""
 import json, resource, sys, time
 started = time.perf_counter()
+from stockops.core.settings import get_settings
 from stockops.ingest import ingest_watchlist
-statuses = ingest_watchlist(sys.argv[1], sys.argv[2]).statuses
+statuses = ingest_watchlist(sys.argv[1], sys.argv[2], settings=get_settings()).statuses
 print(json.dumps({"seconds": time.perf_counter() - started,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "statuses": sorted({s.value for s in statuses.values()}), "tickers": len(statuses)}))
@@ -120,7 +121,8 @@ class PeakRss:
 def measure_airflow(sizes: list[int]) -> list[dict]:
     from stockops.core.processes import free_port
     from stockops.core.settings import get_settings
-    from stockops.launch.local import LocalPlatform, stop_process_tree
+    from stockops.launch.components import stop_process_tree
+    from stockops.launch.local import LocalPlatform
 
     home = Path(tempfile.mkdtemp(prefix="stockops-bench-airflow-"))
     # triggered runs only: the scheduler's own run of the latest interval would overlap the measured ones

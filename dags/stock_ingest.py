@@ -1,37 +1,42 @@
 """
-### stock_ingest — the watchlist's daily prices into immutable, validated snapshots, one ticker at a time
+### stock_ingest — the watchlist's daily prices into immutable, validated snapshots, in chunks of tickers
 
 Every weekday after the US close (`STOCKOPS_INGEST_SCHEDULE`, default `0 22 * * 1-5` UTC).
-`watchlist` checks the NYSE calendar (a day the market is closed is a green no-op that says so)
-and, with yfinance, downloads the whole watchlist in one batched call (the *Trigger* form's
-`tickers` narrows a run to some symbols). Then **one mapped task group per ticker**
-(`STOCKOPS_TICKERS`; the grid labels each by its symbol):
+`watchlist` checks the NYSE calendar (a day the market is closed is a green no-op that says so),
+with yfinance downloads the whole watchlist in one batched call (the *Trigger* form's `tickers`
+narrows a run to some symbols), and splits the watchlist into balanced **chunks** of at most
+`STOCKOPS_INGEST_CHUNK` tickers (50; the grid labels each `FIRST..LAST (n)`). One mapped `chunk`
+task per chunk:
 
-* **fetch** the ticker's daily OHLCV up to the logical date (`replay` offline, `yfinance` live,
-  or `csv`) into `raw/` — retried with exponential backoff;
-* **validate** it with the Great Expectations suite in `great_expectations/`, incrementally (the
-  rows after the published snapshot; all rows when the source restated history, which is then
-  recorded). Bad data fails this ticker's `validate` with each failed expectation and the
-  offending dates in the log and goes to `quarantine/`: the other tickers go on;
-* **publish** a content-hashed Parquet snapshot, move the ticker's `latest` pointer, and update
-  the ticker's Asset `stockops_prices_<TICKER>` (through the AssetAlias `stockops_prices`);
-* **review**, beside publish — only when an extreme move in the newest session is backed by the
-  day's own range and volume but no later session can confirm it yet: `publish` skips the day and
-  the task asks a person under **Required actions**, then carries the answer out (Approve
-  publishes and updates the Asset, Reject quarantines; the decision and its reason are kept in the
-  audit log and never asked again). Nobody else waits for it.
+* **fetches** each ticker's daily OHLCV up to the logical date (`replay` offline, `yfinance` live,
+  or `csv`) into `raw/` (a ticker its source cannot deliver is tried three times, then named);
+* **validates** the chunk in **one** Great Expectations run (the suite in `great_expectations/`) over
+  a panel of every ticker's new rows with its published history as context (all rows when the
+  source restated history, which is then recorded). A failed expectation is traced back to its
+  tickers: bad data quarantines **that ticker only** (into `quarantine/`, each failed expectation
+  and the offending dates in the log), the others publish;
+* **publishes** a content-hashed Parquet snapshot per passing ticker, moves its `latest` pointer and
+  updates the ticker's own Asset `stockops_prices_<TICKER>` (through the AssetAlias `stockops_prices`).
+  The task log ends with the chunk's outcome table, one line per ticker; its XCom holds the same.
 
-Then **settled**, once every ticker's `publish` is done (published, skipped for a review, or not run
-because validation quarantined the data): one event of the Asset `stockops_watchlist_day` (its extra:
-the day and each ticker's outcome), which `stock_train` and `stock_monitor` follow — a day's
-training never starts on part of it. No event on a closed day or a re-run that published nothing new.
+**review**, one mapped task per **held** ticker (none on most days): an extreme move that the rules
+cannot settle (in the newest session: no later session can confirm it yet) asks a person under
+**Required actions**, every held day of the ticker in one question, then carries the answer out
+(Approve publishes and updates the Asset, Reject quarantines; kept in the audit log, never asked again).
+Nobody else waits for it.
+
+**settled**, once every chunk is done: one event of the Asset `stockops_watchlist_day` (its extra: the
+day and each ticker's outcome), which `stock_train` and `stock_monitor` follow — a day's training
+never starts on part of it, and never waits for a held ticker. No event on a closed day or a re-run
+that published nothing new. **outcomes** then fails (red, with an alert) when any ticker was
+quarantined or could not be fetched, naming each: the rest of the day is already published.
 
 Logic lives in `stockops.ingest` and `stockops.data.validation`; this file only wires it, through
-`STEPS` (task id -> function: `watchlist` runs `plan_watchlist`, `fetch` `fetch_prices`, `validate`
-`validate_raw`, `publish` `publish_snapshot` below, which calls `publish_validated`). Steps pass
-typed contracts (`stockops.contracts`: a list of `IngestRequest` → `Fetched` → `Validated`, which
-says whether it is `held_for_review` → `Published` or `Rejected`), stored as JSON XComs
-(`stockops.orchestration.wiring`); `review` is an operator that reads the `Validated` XCom.
+`STEPS` (task id -> function: `watchlist` runs `plan_chunks`, `chunk` `ingest_chunk_task` below, which
+calls `ingest_chunk`, `held` `held_tickers`, `outcomes` `check_outcomes`). Steps pass typed contracts
+(`stockops.contracts`: `IngestChunk` → `WatchlistOutcome` of `Published`, held `Validated` and
+`Quarantined`), stored as JSON XComs (`stockops.orchestration.wiring`); `review` is an operator that
+reads one held ticker's `Validated`.
 """
 
 from __future__ import annotations
@@ -40,12 +45,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import AssetAlias, Param, dag, task_group
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk import AssetAlias, Param, dag
 
-from stockops.contracts import Published, Rejected, Validated
-from stockops.core.settings import PRICES_ALIAS, get_settings
-from stockops.ingest import fetch_prices, plan_watchlist, publish_validated, validate_raw
+from stockops.contracts import IngestChunk, WatchlistOutcome
+from stockops.core.airflow_env import PRICES_ALIAS
+from stockops.core.settings import Settings, get_settings
+from stockops.ingest import check_outcomes, held_tickers, ingest_chunk, plan_chunks
 from stockops.orchestration.alerts import notify_failure
 from stockops.orchestration.operators import HeldDayReview, WatchlistSettled, emit_prices
 from stockops.orchestration.wiring import step_tasks
@@ -55,21 +60,19 @@ PRICES = AssetAlias(PRICES_ALIAS, group="stockops")
 DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 
-def publish_snapshot(validated: Validated, *, outlet_events: Any = None) -> Published | Rejected:
-    """Publish, then update the ticker's own Asset when its ``latest`` is this snapshot. A day held for a person is
-    skipped here: its ``review`` publishes it (or quarantines it) when the person decides."""
-    if validated.held_for_review:
-        raise AirflowSkipException(f"{validated.ticker}: {', '.join(validated.held_days)} held for a person's "
-                                   "decision under Required actions; the review publishes it on Approve")
-    outcome = publish_validated(validated)
-    if isinstance(outcome, Published) and outcome.latest:
-        emit_prices(outlet_events, outcome)
+def ingest_chunk_task(chunk: IngestChunk, dag_run_id: str = "", *, settings: Settings,
+                      outlet_events: Any = None) -> WatchlistOutcome:
+    """Ingest one chunk, then update the Asset of each ticker whose ``latest`` is the snapshot just published."""
+    outcome = ingest_chunk(chunk, dag_run_id, settings=settings)
+    for published in outcome.published:
+        if published.latest:
+            emit_prices(outlet_events, published)
     return outcome
 
 
-# Task id -> the step it runs: the one mapping (``review`` is an operator between ``validate`` and ``publish``).
-STEPS: dict[str, Callable[..., Any]] = {"watchlist": plan_watchlist, "fetch": fetch_prices, "validate": validate_raw,
-                                        "publish": publish_snapshot}
+# Task id -> the step it runs: the one mapping (``review`` and ``settled`` are operators).
+STEPS: dict[str, Callable[..., Any]] = {"watchlist": plan_chunks, "chunk": ingest_chunk_task, "held": held_tickers,
+                                        "outcomes": check_outcomes}
 step = step_tasks(STEPS)
 
 
@@ -96,27 +99,23 @@ step = step_tasks(STEPS)
     },
 )
 def stock_ingest():
-    requests = step("watchlist")(logical_date=DAY, tickers="{{ params.tickers or '' }}")
-    # One "day ingested" event once every ticker's publish is done (a held one skips it): training and the monitor
-    # follow it.
-    settled = WatchlistSettled(task_id="settled", requests=requests, retries=0)
-
-    @task_group(group_id="ticker")
-    def one_ticker(request):  # an IngestRequest as JSON
-        fetched = step("fetch", map_index_template="{{ task.op_kwargs['request']['ticker'] }}")(request=request)
-        # Bad data does not get better by retrying: fail at once, with the reasons. At most four GX
-        # runs at a time (each loads Great Expectations, ~0.3 GB).
-        validated = step("validate", retries=0, max_active_tis_per_dagrun=4,
-                         map_index_template="{{ task.op_kwargs['fetched']['ticker'] }}")(
-            fetched=fetched, dag_run_id="{{ run_id }}")
-        # a held day is asked here and carried out here (Approve publishes it), beside publish, which skips it
-        HeldDayReview(task_id="review", validated=validated, retries=0,
-                      response_timeout=timedelta(hours=settings.review_timeout_h),
-                      map_index_template="{{ task.validated['fetched']['ticker'] }}")
-        step("publish", outlets=[PRICES], map_index_template="{{ task.op_kwargs['validated']['fetched']['ticker'] }}")(
-            validated=validated) >> settled
-
-    one_ticker.expand(request=requests)
+    chunks = step("watchlist")(logical_date=DAY, tickers="{{ params.tickers or '' }}")
+    # Bad data does not get better by retrying, and quarantines its own ticker inside the task: a retry is for a
+    # task that died (a killed worker), and redoes the chunk (landing and publishing are idempotent). At most two
+    # chunks at a time (each holds Great Expectations and its panel in memory).
+    outcomes = step("chunk", outlets=[PRICES], retries=2, max_active_tis_per_dagrun=2,
+                    map_index_template="{{ task.op_kwargs['chunk']['label'] }}").partial(
+        dag_run_id="{{ run_id }}").expand(chunk=chunks)
+    # each held ticker asked once (every held day of it in one question), beside the others; nobody waits for it
+    held = step("held", retries=0)(outcomes)
+    HeldDayReview.partial(task_id="review", retries=0, response_timeout=timedelta(hours=settings.review_timeout_h),
+                          outlets=[PRICES], map_index_template="{{ task.validated['fetched']['ticker'] }}",
+                          ).expand(validated=held)
+    # One "day ingested" event once every chunk is done: training and the monitor follow it.
+    settled = WatchlistSettled(task_id="settled", chunks=chunks, retries=0)
+    outcomes >> settled
+    # after every chunk, even failed ones; skipped on a closed day (nothing ran)
+    settled >> step("outcomes", retries=0, trigger_rule="all_done_min_one_success")(outcomes)
 
 
 stock_ingest()

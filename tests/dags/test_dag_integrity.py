@@ -39,34 +39,32 @@ def test_every_dag_has_tags_owner_retries_and_docs(dagbag):
             assert t.owner == dag.default_args["owner"]
 
 
-def test_ingest_maps_one_task_group_per_ticker_and_emits_each_tickers_asset(dagbag):
+def test_ingest_maps_chunks_of_tickers_asks_each_held_ticker_once_and_emits_each_tickers_asset(dagbag):
     from airflow.providers.standard.operators.hitl import HITLOperator
 
-    from stockops.core.settings import DAY_ALIAS, PRICES_ALIAS
+    from stockops.core.airflow_env import DAY_ALIAS, PRICES_ALIAS
 
     dag = dagbag.dags["stock_ingest"]
     assert dag.max_active_runs > 1, "a run waiting for a person's decision must not hold up the next day"
     upstream = {t.task_id: t.upstream_task_ids for t in dag.tasks}
-    assert upstream == {"watchlist": set(), "ticker.fetch": {"watchlist"}, "ticker.validate": {"ticker.fetch"},
-                        "ticker.review": {"ticker.validate"}, "ticker.publish": {"ticker.validate"},
-                        "settled": {"watchlist", "ticker.publish"}}
-    group = dag.task_group_dict["ticker"]
-    assert type(group).__name__ == "MappedTaskGroup"
-    for task_id in ("ticker.publish", "ticker.review"):  # a held day is published by its review
-        assert [(type(o).__name__, o.name) for o in dag.get_task(task_id).outlets] == [("AssetAlias", PRICES_ALIAS)]
-    fetch, validate = dag.get_task("ticker.fetch"), dag.get_task("ticker.validate")
-    assert fetch.retries >= 1 and fetch.retry_exponential_backoff
-    assert validate.retries == 0, "bad data does not get better by retrying"
-    review = dag.get_task("ticker.review")
-    assert isinstance(review, HITLOperator) and review.options == ["Approve", "Reject"]
-    assert review.retries == 0 and review.response_timeout is not None
-    assert set(review.serialized_params) == {"reason"}, "the question's form asks for a reason, nothing else"
+    assert upstream == {"watchlist": set(), "chunk": {"watchlist"}, "held": {"chunk"}, "review": {"held"},
+                        "settled": {"watchlist", "chunk"}, "outcomes": {"chunk", "settled"}}
+    chunk, review = dag.get_task("chunk"), dag.get_task("review")
+    assert type(chunk).__name__ == "DecoratedMappedOperator" and type(review).__name__ == "MappedOperator"
+    for task in (chunk, review):  # a held day is published by its review
+        assert [(type(o).__name__, o.name) for o in task.outlets] == [("AssetAlias", PRICES_ALIAS)]
+    assert chunk.retries >= 1, "a chunk whose worker died is redone (landing and publishing are idempotent)"
+    assert chunk.max_active_tis_per_dagrun is not None
+    assert review.operator_class is HITLOperator or issubclass(review.operator_class, HITLOperator)
+    assert review.partial_kwargs["retries"] == 0 and review.partial_kwargs["response_timeout"] is not None
     assert set(dag.params) == {"tickers"} and dag.params["tickers"] is None
-    # one "day ingested" event once every ticker's publish is done, whatever its outcome (a held one skips
-    # publish, so nobody waits for a person)
+    # one "day ingested" event once every chunk is done, whatever its tickers' outcomes (a held one is not
+    # published by its chunk, so nobody waits for a person)
     settled = dag.get_task("settled")
     assert settled.trigger_rule == "all_done" and settled.retries == 0
     assert [(type(o).__name__, o.name) for o in settled.outlets] == [("AssetAlias", DAY_ALIAS)]
+    outcomes = dag.get_task("outcomes")  # red, naming them, when a ticker was quarantined or not fetched
+    assert outcomes.trigger_rule == "all_done_min_one_success" and outcomes.retries == 0
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
@@ -78,7 +76,7 @@ def test_dag_file_import_is_light(path):
 
 
 def test_train_is_scheduled_on_the_ingested_day_with_a_params_form(dagbag):
-    from stockops.core.settings import DAY_ASSET_NAME
+    from stockops.core.airflow_env import DAY_ASSET_NAME
 
     dag = dagbag.dags["stock_train"]
     assert dag.max_active_runs == 1
@@ -97,7 +95,7 @@ def test_train_is_scheduled_on_the_ingested_day_with_a_params_form(dagbag):
 
 
 def test_monitor_follows_ingest_and_triggers_training_only_through_its_decision(dagbag):
-    from stockops.core.settings import DAY_ASSET_NAME
+    from stockops.core.airflow_env import DAY_ASSET_NAME
 
     dag = dagbag.dags["stock_monitor"]
     assert dag.max_active_runs == 1

@@ -20,7 +20,7 @@ import pytest
 from stockops import ingest
 from stockops.contracts import IngestRequest, Published, Rejected, Validated
 from stockops.core import audit
-from stockops.core.settings import WATCHLIST, get_settings
+from stockops.core.settings import WATCHLIST, Settings, make_settings
 from stockops.data import decisions, store_for
 from stockops.data.sources import shipped_series
 from stockops.data.suite import (
@@ -56,16 +56,13 @@ def real(goog) -> pd.DataFrame:
 
 
 @pytest.fixture
-def lake(settings, tmp_path, monkeypatch, real):
+def lake(tmp_path, real):
     """A csv-sourced GOOG-only home with the real data published once as the baseline."""
     csv_path = tmp_path / "prices.csv"
     _write_csv(real, csv_path)
-    monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG")
-    monkeypatch.setenv("STOCKOPS_SOURCE", "csv")
-    monkeypatch.setenv("STOCKOPS_CSV_PATH", str(csv_path))
-    current = get_settings()
+    current = make_settings(home=tmp_path / "home", tickers="GOOG", source="csv", csv_path=csv_path)
     day = _iso(real["Date"].iloc[-1])
-    published = ingest.ingest_day(day)
+    published = ingest.ingest_day(day, settings=current)
     store = store_for(current)
     baseline = store.latest()
     assert isinstance(published, Published) and published.new
@@ -247,11 +244,11 @@ BAD = [
 ]
 
 
-def _refused(day: str) -> DataValidationError:
+def _refused(settings: Settings, day: str) -> DataValidationError:
     """Fetch and validate ``day``; return the validation error (the test fails if there is none)."""
-    fetched = ingest.fetch_prices(IngestRequest(ticker="GOOG", logical_date=day))
+    fetched = ingest.fetch_prices(IngestRequest(ticker="GOOG", logical_date=day), settings=settings)
     with pytest.raises(DataValidationError) as info:
-        ingest.validate_raw(fetched)
+        ingest.validate_raw(fetched, settings=settings)
     return info.value
 
 
@@ -278,7 +275,7 @@ def test_bad_input_is_refused_and_quarantined(lake, real, goog, bad):
     day = lake["day"] if frame.empty or frame["Date"].dtype == object else _iso(frame["Date"].iloc[-1])
     if bad.stale_sessions:
         day = _iso(pd.Timestamp(day) + pd.tseries.offsets.BDay(bad.stale_sessions))
-    error = _refused(day)
+    error = _refused(lake["settings"], day)
     message = str(error)
     assert bad.expectation in message
     matching = [f for f in error.report.failures if f.expectation == bad.expectation and f.column == bad.column]
@@ -294,10 +291,10 @@ def test_new_rows_are_judged_against_the_published_history(lake, goog):
     """A clean day is validated incrementally: only the rows after the snapshot are judged."""
     frame = goog.iloc[:N_ROWS + 2]
     _write_csv(frame, lake["csv"])
-    validated = _validated("GOOG", _iso(frame["Date"].iloc[-1]))
+    validated = _validated(lake["settings"], "GOOG", _iso(frame["Date"].iloc[-1]))
     result = json.loads(open(validated.validation_path).read())
     assert (result["status"], result["scope"]["mode"], result["scope"]["judged"]) == ("passed", "incremental", 2)
-    published = ingest.publish_validated(validated)
+    published = ingest.publish_validated(validated, settings=lake["settings"])
     assert isinstance(published, Published) and published.entry.rows == N_ROWS + 2
 
 
@@ -307,7 +304,7 @@ def test_a_restatement_is_validated_whole_and_recorded(lake, goog):
     frame.loc[:N_ROWS - 1, ["Open", "High", "Low", "Close"]] *= 0.98
     _write_csv(frame, lake["csv"])
     day = _iso(frame["Date"].iloc[-1])
-    validated = _validated("GOOG", day)
+    validated = _validated(lake["settings"], "GOOG", day)
     assert not validated.held_for_review and "history differs" in validated.scope
     (entry,) = [e for e in audit.read(lake["settings"].audit_log) if e["event"] == "restatement"]
     assert (entry["ticker"], entry["logical_date"], entry["rows_revised"], entry["validation"]) == (
@@ -318,7 +315,7 @@ def test_a_restatement_is_validated_whole_and_recorded(lake, goog):
 def test_stale_case_differs_from_baseline_only_in_the_date(lake):
     """The stale case's data is the baseline's, byte for byte: staleness alone is refused."""
     day = _iso(pd.Timestamp(lake["day"]) + pd.tseries.offsets.BDay(30))
-    error = _refused(day)
+    error = _refused(lake["settings"], day)
     assert {(f.expectation, f.column) for f in error.report.failures} == {("expect_column_values_to_be_between", STALENESS_COL)}
     folder = next((lake["settings"].data_dir / "quarantine").glob(f"{day}__*"))
     assert json.loads((folder / "validation.json").read_text())["hash"] == lake["baseline"].hash
@@ -329,16 +326,15 @@ def test_a_holiday_is_never_a_gap(lake, goog):
     one-session gap right after is fine."""
     frame = goog.iloc[:N_ROWS + 1]
     _write_csv(frame, lake["csv"])
-    validated = _validated("GOOG", "2007-01-08")
+    validated = _validated(lake["settings"], "GOOG", "2007-01-08")
     assert not validated.held_for_review and validated.held == []
 
 
 # ---- thresholds come from the settings -----------------------------------------------------
 
-def test_extreme_move_thresholds_are_wired_from_settings(settings, monkeypatch):
+def test_extreme_move_thresholds_are_wired_from_settings(settings):
     """Asking extreme moves for 100 x the usual volume makes BAC's real 2008-09 days fail that expectation."""
-    monkeypatch.setenv("STOCKOPS_EXTREME_MIN_VOLUME_RATIO", "100")
-    current = get_settings()
+    current = make_settings(home=settings.home, extreme_min_volume_ratio=100)
     bac = shipped_series("BAC")
     report = validate_prices(bac, bac["Date"].iloc[-1].date(), current)
     assert report.parameters["extreme_min_volume_ratio"] == 100
@@ -350,26 +346,25 @@ def test_extreme_move_thresholds_are_wired_from_settings(settings, monkeypatch):
 # ---- a person decides what rules cannot ------------------------------------------------------
 
 @pytest.fixture
-def banks(settings, monkeypatch):
+def banks(tmp_path):
     """BAC and JPM from the shipped CSVs, as a csv source: the logical date picks how far the feed goes."""
-    monkeypatch.setenv("STOCKOPS_TICKERS", "BAC,JPM")
-    monkeypatch.setenv("STOCKOPS_SOURCE", "csv")
-    monkeypatch.setenv("STOCKOPS_CSV_PATH", str(settings.shipped_prices_dir))
-    return get_settings()
+    shipped = make_settings().shipped_prices_dir
+    return make_settings(home=tmp_path / "home", tickers="BAC,JPM", source="csv", csv_path=shipped)
 
 
-def _validated(ticker: str, day: str) -> Validated:
-    return ingest.validate_raw(ingest.fetch_prices(IngestRequest(ticker=ticker, logical_date=day)))
+def _validated(settings: Settings, ticker: str, day: str) -> Validated:
+    request = IngestRequest(ticker=ticker, logical_date=day)
+    return ingest.validate_raw(ingest.fetch_prices(request, settings=settings), settings=settings)
 
 
 def test_a_new_extreme_move_that_the_day_backs_is_held_for_a_person_then_approved(banks):
     """BAC +35.3 % on 2009-04-09 as the newest session: held (not refused, not published); approved, it
     publishes and the day is never asked about again."""
-    assert isinstance(ingest.ingest_day("2009-04-08", "BAC"), Published)
+    assert isinstance(ingest.ingest_day("2009-04-08", "BAC", settings=banks), Published)
     store = store_for(banks, "BAC")
     before = store.latest()
 
-    validated = ingest.ingest_day("2009-04-09", "BAC")
+    validated = ingest.ingest_day("2009-04-09", "BAC", settings=banks)
     assert isinstance(validated, Validated) and validated.held_for_review, "held: returned, not published"
     (held,) = validated.held
     assert held.day == "2009-04-09" and held.move_pct == pytest.approx(35.3, abs=0.1)
@@ -379,10 +374,11 @@ def test_a_new_extreme_move_that_the_day_backs_is_held_for_a_person_then_approve
     question = ingest.review_request(validated)
     assert "BAC" in question["subject"] and "+35.3 %" in question["subject"] and "2009-04-09" in question["body"]
     with pytest.raises(RuntimeError, match="none was recorded"):
-        ingest.publish_validated(validated)
+        ingest.publish_validated(validated, settings=banks)
 
-    ingest.record_review(validated, approved=True, by="alice", reason="the bank rally after the stress tests")
-    published = ingest.publish_validated(validated)
+    ingest.record_review(validated, approved=True, by="alice", reason="the bank rally after the stress tests",
+                         settings=banks)
+    published = ingest.publish_validated(validated, settings=banks)
     assert isinstance(published, Published) and published.entry.last_date == "2009-04-09"
     trail = [e for e in audit.read(banks.audit_log) if e["event"] in (decisions.REQUEST_EVENT, decisions.EVENT)]
     assert [(e["event"], e["ticker"]) for e in trail] == [(decisions.REQUEST_EVENT, "BAC"), (decisions.EVENT, "BAC")]
@@ -396,24 +392,24 @@ def test_a_new_extreme_move_that_the_day_backs_is_held_for_a_person_then_approve
 
 def test_a_rejected_move_is_quarantined_and_stays_refused(banks):
     """JPM +25.1 % on 2009-01-21: rejected, the data is quarantined; served again, it is refused outright."""
-    assert isinstance(ingest.ingest_day("2009-01-20", "JPM"), Published)
+    assert isinstance(ingest.ingest_day("2009-01-20", "JPM", settings=banks), Published)
     store = store_for(banks, "JPM")
     before = store.latest()
-    validated = _validated("JPM", "2009-01-21")
+    validated = _validated(banks, "JPM", "2009-01-21")
     assert validated.held_for_review
-    ingest.record_review(validated, approved=False, by="bob", reason="looks like a bad print")
-    outcome = ingest.publish_validated(validated)
+    ingest.record_review(validated, approved=False, by="bob", reason="looks like a bad print", settings=banks)
+    outcome = ingest.publish_validated(validated, settings=banks)
     assert isinstance(outcome, Rejected) and store.latest() == before
     assert outcome.reason == "an operator rejected 2009-01-21: quarantined" and outcome.validated == validated
     assert (store.root / "quarantine").is_dir() and any((store.root / "quarantine").iterdir())
 
     with pytest.raises(DataValidationError) as info:
-        _validated("JPM", "2009-01-21")
+        _validated(banks, "JPM", "2009-01-21")
     (failure,) = [f for f in info.value.report.failures if f.column == REVIEW_COL]
     assert failure.offending_dates == ["2009-01-21"] and "operator rejected" in failure.description
 
 
 def test_a_held_day_the_next_session_confirms_needs_nobody(banks):
     """One session later the rules can judge BAC's 2009-04-09 themselves: no reversal, so it passes."""
-    assert isinstance(ingest.ingest_day("2009-04-08", "BAC"), Published)
-    assert isinstance(ingest.ingest_day("2009-04-13", "BAC"), Published)  # 04-09 and 04-13 (04-10: Good Friday)
+    assert isinstance(ingest.ingest_day("2009-04-08", "BAC", settings=banks), Published)
+    assert isinstance(ingest.ingest_day("2009-04-13", "BAC", settings=banks), Published)  # 04-09 and 04-13 (04-10: Good Friday)

@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from stockops.contracts import IngestRequest, IngestStatus, Published, Validated
+from stockops.core.settings import Settings
 from stockops.data import store_for
 from stockops.data.store import CorruptState, SnapshotStore
 from stockops.ingest import (
@@ -39,6 +40,7 @@ from pathlib import Path
 import stockops.data.store as store
 from stockops.core import audit
 from stockops.contracts import Validated
+from stockops.core.settings import get_settings
 from stockops.ingest import publish_validated
 
 step, validated = sys.argv[1], Validated.from_xcom(json.loads(Path(sys.argv[2]).read_text()))
@@ -69,19 +71,20 @@ def killing_write_json(path, data):
     write_json(path, data)
 
 os.replace, audit.append, store.atomic_write_json = killing_replace, killing_append, killing_write_json
-publish_validated(validated)
+publish_validated(validated, settings=get_settings())  # the child's home: STOCKOPS_HOME
 print("the publish was not killed")
 """
 STEPS = ["snapshot written, not renamed", "snapshot renamed, manifest not appended", "manifest line torn",
          "manifest appended, pointer not moved", "pointer written, not renamed"]
 
 
-def validated_day(day: str, ticker: str = "GOOG") -> Validated:
-    return validate_raw(fetch_prices(IngestRequest(ticker=ticker, logical_date=day)))
+def validated_day(settings: Settings, day: str, ticker: str = "GOOG") -> Validated:
+    return validate_raw(fetch_prices(IngestRequest(ticker=ticker, logical_date=day), settings=settings),
+                        settings=settings)
 
 
-def published_day(day: str, ticker: str = "GOOG") -> Published:
-    published = ingest_day(day, ticker)
+def published_day(settings: Settings, day: str, ticker: str = "GOOG") -> Published:
+    published = ingest_day(day, ticker, settings=settings)
     assert isinstance(published, Published), published
     return published
 
@@ -99,8 +102,8 @@ def assert_consistent(store: SnapshotStore) -> None:
 @pytest.mark.parametrize("step", STEPS)
 def test_a_publish_killed_at_any_step_leaves_a_consistent_store_and_the_rerun_finishes_it(settings, tmp_path, step):
     store = store_for(settings, "GOOG")
-    first = published_day(DAY_1).entry
-    validated = validated_day(DAY_2)
+    first = published_day(settings, DAY_1).entry
+    validated = validated_day(settings, DAY_2)
     (tmp_path / "validated.json").write_text(json.dumps(validated.to_xcom()))
 
     child = subprocess.run([sys.executable, "-c", CHILD, step, str(tmp_path / "validated.json")],
@@ -109,26 +112,26 @@ def test_a_publish_killed_at_any_step_leaves_a_consistent_store_and_the_rerun_fi
 
     assert_consistent(store)
     assert store.latest().hash == first.hash, "latest moved to a snapshot whose publish did not finish"
-    published = publish_validated(validated)  # what the task's retry does
+    published = publish_validated(validated, settings=settings)  # what the task's retry does
     assert isinstance(published, Published) and published.latest
     assert [e.hash for e in store.entries()] == [first.hash, validated.hash]
     assert store.latest().hash == validated.hash
     assert_consistent(store)
     assert [p.name for p in store.root.rglob("*.tmp")] == [], "a killed publish's temporary file was left behind"
-    again = publish_validated(validated)
+    again = publish_validated(validated, settings=settings)
     assert isinstance(again, Published) and again.new is False
     assert len(store.entries()) == 2
 
 
 def test_a_corrupt_latest_pointer_is_set_aside_and_rebuilt_from_the_manifest(settings):
     store = store_for(settings, "GOOG")
-    first = published_day(DAY_1).entry
+    first = published_day(settings, DAY_1).entry
     torn = '{"hash": "' + first.hash[:20]
     store.latest_path.write_text(torn)  # cut short
     assert store.latest().hash == first.hash  # rebuilt from the manifest it only repeats
     (kept,) = store.root.glob("latest.json.corrupt-*")
     assert kept.read_text() == torn, "the unreadable pointer is kept for evidence"
-    second = published_day(DAY_2)  # ingest goes on
+    second = published_day(settings, DAY_2)  # ingest goes on
     assert second.latest and store.latest().hash == second.entry.hash
     assert_consistent(store)
 
@@ -146,7 +149,7 @@ def test_a_corrupt_latest_pointer_with_an_empty_manifest_names_the_file_and_its_
 
 def test_a_truncated_snapshot_names_the_file_and_a_reingest_writes_it_back(settings):
     store = store_for(settings, "GOOG")
-    first = published_day(DAY_1).entry
+    first = published_day(settings, DAY_1).entry
     path = store.snapshot_path(first.hash)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CorruptState) as raised:
@@ -155,19 +158,19 @@ def test_a_truncated_snapshot_names_the_file_and_a_reingest_writes_it_back(setti
     assert message.startswith(f"{path} is unreadable (") and "ArrowInvalid" in message
     assert "restore it from a backup, or re-ingest GOOG for 2026-01-02" in message
     with pytest.raises(CorruptState, match=str(path)):
-        ingest_day(DAY_2, "GOOG")  # validating against the published data needs it
+        ingest_day(DAY_2, "GOOG", settings=settings)  # validating against the published data needs it
 
     store.latest_path.unlink()  # the way out: the pointer named it, so drop the pointer and re-ingest its day
-    again = published_day(DAY_1)
+    again = published_day(settings, DAY_1)
     assert again.entry.hash == first.hash and not again.new
     assert_consistent(store)
-    assert published_day(DAY_2).latest
+    assert published_day(settings, DAY_2).latest
 
 
 def test_a_silently_changed_snapshot_is_caught_by_its_hash(settings, goog):
     """Readable Parquet with other data under a snapshot's name: the hash (the name) catches it."""
     store = store_for(settings, "GOOG")
-    first = published_day(DAY_1).entry
+    first = published_day(settings, DAY_1).entry
     frame = store.load()
     frame.loc[10, "Close"] *= 1.01
     frame.to_parquet(first.path, index=False)
@@ -179,8 +182,8 @@ def test_a_silently_changed_snapshot_is_caught_by_its_hash(settings, goog):
 def test_a_corrupt_status_file_is_named_never_hides_other_tickers_and_the_next_ingest_replaces_it(
         settings, monkeypatch, caplog):
     monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG,MSFT")
-    ingest_day(DAY_1, "GOOG")
-    ingest_day(DAY_1, "MSFT")
+    ingest_day(DAY_1, "GOOG", settings=settings)
+    ingest_day(DAY_1, "MSFT", settings=settings)
     status = settings.ticker_data_dir("GOOG") / "status.json"
     status.write_bytes(b'{"ticker": "GOOG", "logical_da')
     with pytest.raises(CorruptState, match=f"{status} is unreadable .*delete it, or re-ingest GOOG"):
@@ -191,5 +194,5 @@ def test_a_corrupt_status_file_is_named_never_hides_other_tickers_and_the_next_i
     assert rows["MSFT"].status is IngestStatus.PUBLISHED
     assert str(status) in caplog.text
 
-    ingest_day(DAY_2, "GOOG")
+    ingest_day(DAY_2, "GOOG", settings=settings)
     assert read_status(settings, "GOOG").logical_date == DAY_2

@@ -19,6 +19,7 @@ import pytest
 from stockops import monitoring
 from stockops.contracts import Published
 from stockops.core import audit
+from stockops.core.settings import Settings
 from stockops.data import decisions, store_for
 from stockops.ingest import ingest_day
 from stockops.reporting.dora.records import load_records
@@ -140,26 +141,26 @@ def test_garbage_in_the_middle_is_skipped_and_the_lines_around_it_are_kept(setti
 def test_a_torn_manifest_line_does_not_block_the_next_ingest(settings, caplog):
     """The snapshot manifest torn mid-line: the next day's real ingest publishes, and every snapshot stays listed."""
     store = store_for(settings, "GOOG")
-    first = published_day("2026-01-02")
-    second = published_day("2026-01-05")
+    first = published_day(settings, "2026-01-02")
+    second = published_day(settings, "2026-01-05")
     tear_last_record(store.manifest_path)
     with caplog.at_level(logging.WARNING):
-        third = published_day("2026-01-06")
+        third = published_day(settings, "2026-01-06")
     assert third.new
     assert [e.hash for e in store.entries()] == [first.entry.hash, third.entry.hash]
     assert store.latest().hash == third.entry.hash
     assert len(torn_warnings(caplog, store.manifest_path)) >= 1
     # the torn line's snapshot is published again by a re-run of its day, and only once
-    again = published_day("2026-01-05")
+    again = published_day(settings, "2026-01-05")
     assert again.entry.hash == second.entry.hash and again.new
     assert [e.hash for e in store.entries()] == [first.entry.hash, third.entry.hash, second.entry.hash]
-    assert published_day("2026-01-05").new is False
+    assert published_day(settings, "2026-01-05").new is False
     assert store.latest().hash == third.entry.hash
     assert [entry["hash"] for entry in load_records(settings)["snapshots"]] == [
         first.entry.hash, third.entry.hash, second.entry.hash]
 
 
-def published_day(day: str) -> Published:
-    published = ingest_day(day, "GOOG")
+def published_day(settings: Settings, day: str) -> Published:
+    published = ingest_day(day, "GOOG", settings=settings)
     assert isinstance(published, Published), published
     return published

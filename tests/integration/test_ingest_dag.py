@@ -25,7 +25,7 @@ from stockops.core.settings import get_settings
 from stockops.data import store_for
 from stockops.data.sources import shipped_series
 from stockops.ingest import status_path
-from stockops.launch.local import stop_process_tree
+from stockops.launch.components import stop_process_tree
 from tests.integration.helpers import states
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,12 +40,10 @@ def run_day(dag, day: str):
     return dag.test(logical_date=datetime.fromisoformat(day).replace(hour=22, tzinfo=UTC))
 
 
-def by_ticker(dagrun, task_id: str) -> dict[str, str]:
-    """ticker -> state of one task of the mapped group (the grid labels each map index by its ticker;
-    a task that never ran has no label of its own, so the fetch task's label is used)."""
-    tis = dagrun.get_task_instances()
-    names = {ti.map_index: ti.rendered_map_index for ti in tis if ti.task_id == "ticker.fetch"}
-    return {names[ti.map_index]: str(ti.state) for ti in tis if ti.task_id == task_id}
+def by_label(dagrun, task_id: str) -> dict[str, str]:
+    """label -> state of each map index of a mapped task (the grid labels a chunk ``FIRST..LAST (n)``, a review by
+    its ticker); a mapped task with nothing to map is one skipped instance, labelled ``-``."""
+    return {ti.rendered_map_index or "-": str(ti.state) for ti in dagrun.get_task_instances() if ti.task_id == task_id}
 
 
 def test_consecutive_sessions_each_publish_one_more_row_per_ticker(settings, ingest_dag, monkeypatch):
@@ -55,9 +53,11 @@ def test_consecutive_sessions_each_publish_one_more_row_per_ticker(settings, ing
     for day in ("2026-11-19", "2026-11-20", "2026-11-23"):  # Thursday, Friday, Monday
         dagrun = run_day(ingest_dag, day)
         assert str(dagrun.state) == "success", states(dagrun)
-        assert by_ticker(dagrun, "ticker.review") == {"GOOG": "skipped", "MSFT": "skipped"}
+        # one chunk of two tickers, nothing held: nobody is asked
+        assert by_label(dagrun, "chunk") == {"GOOG..MSFT (2)": "success"}
+        assert by_label(dagrun, "review") == {"-": "skipped"}
         # every ticker settled: one "day ingested" event, which training and the monitor follow
-        assert states(dagrun)["settled"] == "success"
+        assert states(dagrun)["settled"] == "success" and states(dagrun)["outcomes"] == "success"
         assert _asset_events(dagrun.run_id) == {"stockops_prices_GOOG", "stockops_prices_MSFT",
                                                 "stockops_watchlist_day"}
         for ticker, store in stores.items():
@@ -143,7 +143,7 @@ def test_one_tickers_bad_data_stops_only_it_and_held_days_are_decided_over_the_r
     server = ApiServer(current)
     try:
         for ticker in current.tickers:  # the published baseline: up to Friday 2009-01-16, in-process
-            assert isinstance(ingest_day("2009-01-16", ticker), Published)
+            assert isinstance(ingest_day("2009-01-16", ticker, settings=current), Published)
         baseline = {t: store_for(current, t).latest() for t in current.tickers}
         token = server.wait()
 
@@ -160,15 +160,13 @@ def test_one_tickers_bad_data_stops_only_it_and_held_days_are_decided_over_the_r
     finally:
         stop_process_tree(server.proc)
 
-    assert by_ticker(dagrun, "ticker.validate") == {"BAC": "success", "JPM": "success", "GOOG": "failed",
-                                                    "MSFT": "success", "KO": "success"}
-    # the held days: publish skips them, the review publishes (BAC, approved) or quarantines (JPM, rejected)
-    assert by_ticker(dagrun, "ticker.publish") == {"BAC": "skipped", "JPM": "skipped", "GOOG": "upstream_failed",
-                                                   "MSFT": "success", "KO": "success"}
-    assert by_ticker(dagrun, "ticker.review") == {"BAC": "success", "JPM": "success", "GOOG": "upstream_failed",
-                                                  "MSFT": "skipped", "KO": "skipped"}
+    # one chunk validates the five in one GX run: GOOG quarantined, MSFT and KO published, BAC and JPM held
+    assert by_label(dagrun, "chunk") == {"BAC..KO (5)": "success"}
+    # each held ticker asked once; its review publishes (BAC, approved) or quarantines (JPM, rejected)
+    assert by_label(dagrun, "review") == {"BAC": "success", "JPM": "success"}
     assert states(dagrun)["settled"] == "success"
-    assert str(dagrun.state) == "failed", "GOOG's bad data fails the run (and only GOOG's tasks)"
+    assert states(dagrun)["outcomes"] == "failed", "GOOG's bad data fails the run's outcome check, naming GOOG"
+    assert str(dagrun.state) == "failed"
     latest = {t: store_for(current, t).latest() for t in current.tickers}
     assert {t: e.last_date for t, e in latest.items()} == {
         "BAC": "2009-01-21", "JPM": "2009-01-16", "GOOG": "2009-01-16", "MSFT": "2009-01-21", "KO": "2009-01-21"}

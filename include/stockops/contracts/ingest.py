@@ -70,6 +70,20 @@ class IngestRequest(Contract):
 
 
 @dataclass(frozen=True)
+class IngestChunk(Contract):
+    """Some tickers of one day's ingest, fetched, validated (one Great Expectations run) and published together by
+    one task; ``label`` names it in the grid (first and last symbol, and how many)."""
+
+    logical_date: str
+    requests: list[IngestRequest]
+    label: str = ""
+
+    @property
+    def tickers(self) -> list[str]:
+        return [r.ticker for r in self.requests]
+
+
+@dataclass(frozen=True)
 class HeldMove(Contract):
     """An extreme move only a person can judge, with its evidence (:func:`stockops.data.validation.held_moves`)."""
 
@@ -165,12 +179,22 @@ class Quarantined(Contract):
 
 @dataclass(frozen=True)
 class WatchlistOutcome(Contract):
-    """``ingest_watchlist``: each chosen ticker's outcome for ``logical_date`` (none on a day NYSE is closed)."""
+    """Each ticker's outcome for ``logical_date`` (a chunk's, or the whole watchlist's: none on a day NYSE is closed);
+    ``unfetched``: ticker -> why its prices could not be fetched (no outcome for it: a re-run fetches it again)."""
 
     logical_date: str
     published: list[Published] = field(default_factory=list)
     held_for_review: list[Validated] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
+    unfetched: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def merge(cls, logical_date: str, outcomes: list[WatchlistOutcome]) -> WatchlistOutcome:
+        """The chunks' outcomes as one."""
+        return cls(logical_date=logical_date, published=[p for o in outcomes for p in o.published],
+                   held_for_review=[v for o in outcomes for v in o.held_for_review],
+                   quarantined=[q for o in outcomes for q in o.quarantined],
+                   unfetched={t: why for o in outcomes for t, why in o.unfetched.items()})
 
     @property
     def statuses(self) -> dict[str, IngestStatus]:

@@ -78,6 +78,8 @@ class Environment(ServedSettings):
                                      WATCHLIST_GROUP)
     ingest_schedule: str = declare("0 22 * * 1-5", "When stock_ingest runs: a cron expression in UTC (weekdays "
                                    "after the US close), or manual for triggered runs only", WATCHLIST_GROUP)
+    ingest_chunk: int = declare(50, "stock_ingest: tickers per task (fetched, validated in one Great Expectations "
+                                "run and published together; chunks are balanced)", WATCHLIST_GROUP)
     # ---- validation (Great Expectations suite parameters; gaps and staleness in NYSE sessions)
     max_gap_sessions: int = declare(5, "Largest gap between two rows, in NYSE sessions", VALIDATION)
     max_abs_return: float = declare(0.25, "A close-to-close move beyond this is extreme: accepted only when the "

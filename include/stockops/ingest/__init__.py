@@ -1,11 +1,12 @@
-"""The daily ingest of a watchlist, as plain steps: plan -> per ticker: fetch -> validate -> (decide) -> publish.
+"""The daily ingest of a watchlist, as plain steps: plan chunks of tickers -> per chunk: fetch, validate (ONE Great
+Expectations run for the chunk), publish -> (a person decides the held tickers).
 
-Each step takes and returns a typed contract of :mod:`stockops.contracts` (``IngestRequest`` ->
-``Fetched`` -> ``Validated`` -> ``Published`` or ``Rejected``; they travel as JSON XComs through
-:func:`stockops.orchestration.xcom.xcom_step`), reads settings from the environment, and works without
-Airflow. A ticker's latest outcome is also kept in its ``status.json`` (a :class:`TickerStatus`). Nothing reaches ``snapshots/``
-unless the Great Expectations gate passed on exactly those bytes: ``validate`` records the
-content hash it judged and ``publish`` refuses anything else. One ticker's bad data stops that
+Each step takes and returns a typed contract of :mod:`stockops.contracts` (``IngestChunk`` of ``IngestRequest`` ->
+``Fetched`` -> ``Validated`` -> ``Published``, ``Quarantined`` or held; a chunk's outcomes as a ``WatchlistOutcome``;
+they travel as JSON XComs through :func:`stockops.orchestration.xcom.xcom_step`), receives its ``settings``, and
+works without Airflow. A ticker's latest outcome is also kept in its ``status.json`` (a :class:`TickerStatus`).
+Nothing reaches ``snapshots/`` unless the Great Expectations gate passed on exactly those bytes: validation
+records the content hash it judged and ``publish`` refuses anything else. One ticker's bad data stops that
 ticker only. An extreme move that the rules cannot settle is *held*: a person approves it
 (published, remembered) or rejects it (quarantined) — in Airflow's "Required actions", or with
 ``python -m stockops decide``.
@@ -14,35 +15,50 @@ ticker only. An extreme move that the rules cannot settle is *held*: a person ap
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stockops.contracts import (
-    ContractError,
     Fetched,
     HeldMove,
+    IngestChunk,
     IngestRequest,
-    IngestStatus,
     Published,
     Quarantined,
     Rejected,
-    TickerStatus,
     Validated,
     WatchlistOutcome,
 )
-from stockops.core.settings import Settings, get_settings
+from stockops.core.settings import Settings
 from stockops.data import store_for
+from stockops.ingest.review import record_review, review_request
+from stockops.ingest.status import (
+    HELD,
+    PUBLISHED,
+    QUARANTINED,
+    REJECTED,
+    SETTLED,
+    UNREADABLE,
+    day_outcome,
+    format_watchlist,
+    read_status,
+    status_path,
+    watchlist_status,
+    write_status,
+)
+
+__all__ = [
+    "HELD", "PUBLISHED", "QUARANTINED", "REJECTED", "SETTLED", "UNREADABLE", "IngestProblem", "check_outcomes",
+    "day_outcome", "fetch_prices",
+    "format_watchlist", "held_tickers", "ingest_chunk", "ingest_day", "ingest_watchlist", "plan_chunks",
+    "plan_watchlist", "publish_validated", "read_status", "record_review", "review_request", "status_path",
+    "validate_raw", "watchlist_status", "write_status",
+]
 
 log = logging.getLogger(__name__)
 
 # This module is imported by DAG files, so pandas & co. are imported inside the functions
 # (Airflow parses DAG files every few seconds; see tests/dags for the import budget).
-
-# How a ticker's outcome is named (its status.json, the demo's and make run's summary).
-PUBLISHED, QUARANTINED, HELD, REJECTED = (IngestStatus.PUBLISHED, IngestStatus.QUARANTINED, IngestStatus.HELD,
-                                          IngestStatus.REJECTED)
-UNREADABLE = IngestStatus.UNREADABLE  # the status file itself is corrupt (see read_status)
 
 
 def _day(logical_date: Any) -> str:
@@ -51,119 +67,9 @@ def _day(logical_date: Any) -> str:
     return to_date(logical_date).isoformat()
 
 
-# ---- status per ticker -----------------------------------------------------------------------
-def status_path(settings: Settings, ticker: str) -> Path:
-    return settings.ticker_data_dir(ticker) / "status.json"
-
-
-def read_status(settings: Settings, ticker: str) -> TickerStatus | None:
-    """The ticker's latest ingest outcome, None before its first ingest; :class:`CorruptState` if unreadable."""
-    import json
-
-    from stockops.data.store import CorruptState
-
-    path = status_path(settings, ticker)
-    way_out = (f"It only sums up the last ingest of {ticker}: delete it, or re-ingest {ticker} (stock_ingest with "
-               f"tickers={ticker}), which writes it again")
-    try:
-        status = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise CorruptState(path, f"not JSON: {exc}", way_out) from exc
-    try:
-        return TickerStatus.from_xcom(status)
-    except ContractError as exc:
-        raise CorruptState(path, f"not an ingest status ({exc}): {str(status)[:200]}", way_out) from exc
-
-
-def write_status(settings: Settings, ticker: str, logical_date: str, status: IngestStatus, detail: str, *,
-                 hash: str | None = None, folder: str | None = None, days: list[str] | None = None) -> None:
-    """The ticker's latest ingest outcome; an older day's run never overwrites a newer day's.
-
-    An unreadable status file is replaced (it only sums up the last ingest, and this is the newest one).
-    """
-    from stockops.data.store import CorruptState, atomic_write_json
-
-    try:
-        current = read_status(settings, ticker)
-    except CorruptState as exc:
-        log.warning("%s is unreadable (%s): this run's outcome replaces it", exc.path, exc.problem)
-        current = None
-    if current is not None and current.logical_date > logical_date:
-        return
-    record = TickerStatus(ticker=ticker, logical_date=logical_date, status=status, detail=detail,
-                          at=datetime.now(UTC).isoformat(timespec="seconds"), hash=hash, folder=folder,
-                          days=list(days or []))
-    atomic_write_json(status_path(settings, ticker), record.to_xcom())
-
-
-def watchlist_status(settings: Settings | None = None) -> list[TickerStatus]:
-    """Per watchlist ticker: its latest ingest outcome (``never ingested`` before the first run, ``unreadable``
-    with the way out when its status file is corrupt: one bad file never hides the other tickers)."""
-    from stockops.data.store import CorruptState
-
-    settings = settings or get_settings()
-    rows = []
-    for ticker in settings.tickers:
-        try:
-            rows.append(read_status(settings, ticker)
-                        or TickerStatus(ticker=ticker, logical_date="", status=IngestStatus.NEVER_INGESTED))
-        except CorruptState as exc:
-            log.warning("%s", exc)
-            rows.append(TickerStatus(ticker=ticker, logical_date="", status=UNREADABLE, detail=str(exc)))
-    return rows
-
-
-SETTLED = (PUBLISHED, QUARANTINED, HELD, REJECTED)  # outcomes that end a ticker's part of a day's ingest
-
-
-def day_outcome(settings: Settings, day: str, tickers: list[str], since: str = "") -> dict[str, Any]:
-    """Where each of ``tickers`` stands in ``day``'s ingest: ``settled`` (ticker -> its outcome: published,
-    quarantined, held for a person, rejected; or superseded by a later day's), ``pending`` (not yet, or never:
-    a fetch that failed for good leaves no outcome) and ``new``: the published ones whose snapshot was first
-    published at ``since`` (ISO, the run's start) or later (a re-run of a day publishes the same snapshot again).
-    What ``stock_ingest``'s ``settled`` task waits on before it tells training and the monitor that the day is
-    ingested."""
-    from stockops.data.store import CorruptState
-
-    settled, pending, new = {}, [], []
-    for ticker in tickers:
-        try:
-            status = read_status(settings, ticker)
-        except CorruptState:
-            status = None
-        if status is not None and status.logical_date > day:
-            settled[ticker] = f"superseded by {status.logical_date}"
-        elif status is not None and status.logical_date == day and status.status in SETTLED:
-            settled[ticker] = status.status.value
-            if status.status is PUBLISHED and _first_published(settings, ticker, status.hash) >= since:
-                new.append(ticker)
-        else:
-            pending.append(ticker)
-    return {"day": day, "settled": settled, "pending": pending, "new": new}
-
-
-def _first_published(settings: Settings, ticker: str, digest: str | None) -> str:
-    """When snapshot ``digest`` of ``ticker`` was first published (its manifest entry), "" if it has none."""
-    return next((e.published_at for e in store_for(settings, ticker).entries() if e.hash == digest), "")
-
-
-def format_watchlist(rows: list[TickerStatus]) -> str:
-    """A short summary: counts per outcome, then the tickers that need attention."""
-    counts: dict[str, list[str]] = {}
-    for row in rows:
-        counts.setdefault(row.status.value, []).append(row.ticker)
-    lines = [f"watchlist: {len(rows)} tickers — " + ", ".join(f"{len(t)} {s}" for s, t in sorted(counts.items()))]
-    for status in (QUARANTINED, HELD, REJECTED, UNREADABLE):
-        for row in rows:
-            if row.status is status:
-                lines.append(f"  {row.ticker:<6} {status.value:<11} {row.logical_date}  {row.detail[:150]}")
-    return "\n".join(lines)
-
-
 # ---- the steps -----------------------------------------------------------------------------
-def plan_watchlist(logical_date: str, tickers: str | list[str] | None = None) -> list[IngestRequest]:
+def plan_watchlist(logical_date: str, tickers: str | list[str] | None = None, *,
+                   settings: Settings) -> list[IngestRequest]:
     """What to ingest for ``logical_date``: one request per watchlist ticker, or none when NYSE is closed.
 
     ``tickers`` (a list, or comma-separated) narrows the run to some symbols of the watchlist (a
@@ -174,7 +80,6 @@ def plan_watchlist(logical_date: str, tickers: str | list[str] | None = None) ->
     from stockops.data.calendar import closed_reason
     from stockops.data.sources import YFinanceSource, get_source, to_date
 
-    settings = get_settings()
     day = _day(logical_date)
     chosen = _chosen_tickers(settings, tickers)
     closed = closed_reason(to_date(day))
@@ -191,8 +96,25 @@ def plan_watchlist(logical_date: str, tickers: str | list[str] | None = None) ->
         result = delivered.get(ticker)
         requests.append(IngestRequest(ticker=ticker, logical_date=day,
                                       landed=_land(settings, result) if result is not None else None))
-    log.info("ingesting %d tickers for %s from %s: %s", len(requests), day, settings.source, ", ".join(chosen))
+    log.info("ingesting %d tickers for %s from %s: %s", len(requests), day, settings.source,
+             " ".join(chosen) if len(chosen) <= 30 else f"{' '.join(chosen[:30])} and {len(chosen) - 30} more")
     return requests
+
+
+def plan_chunks(logical_date: str, tickers: str | list[str] | None = None, *, settings: Settings) -> list[IngestChunk]:
+    """:func:`plan_watchlist` in chunks of ``STOCKOPS_INGEST_CHUNK`` tickers, balanced (421 in chunks of at most
+    50: 9 chunks of 46-47), one ``stock_ingest`` task each."""
+    requests = plan_watchlist(logical_date, tickers, settings=settings)
+    if not requests:
+        return []
+    count = -(-len(requests) // max(1, settings.ingest_chunk))
+    size = -(-len(requests) // count)
+    parts = [requests[i:i + size] for i in range(0, len(requests), size)]
+    return [IngestChunk(logical_date=part[0].logical_date, requests=part, label=_label(part)) for part in parts]
+
+
+def _label(part: list[IngestRequest]) -> str:
+    return part[0].ticker if len(part) == 1 else f"{part[0].ticker}..{part[-1].ticker} ({len(part)})"
 
 
 def _chosen_tickers(settings: Settings, tickers: str | list[str] | None) -> list[str]:
@@ -212,52 +134,76 @@ def _land(settings: Settings, result) -> Fetched:
     """Write what a source delivered to the ticker's ``raw/`` and describe it."""
     day = result.logical_date.isoformat()
     raw_path = store_for(settings, result.ticker).write_raw(result.frame, day)
-    log.info("fetched %d rows of %s from %s for %s -> %s", len(result.frame), result.ticker, result.source, day,
-             raw_path)
+    log.debug("fetched %d rows of %s from %s for %s -> %s", len(result.frame), result.ticker, result.source, day,
+              raw_path)
     return Fetched(ticker=result.ticker, logical_date=day, source=result.source,
                    reference_date=result.reference_date.isoformat(), rows=len(result.frame), raw_path=str(raw_path),
                    note=result.note)
 
 
-def fetch_prices(request: IngestRequest) -> Fetched:
+def fetch_prices(request: IngestRequest, *, settings: Settings) -> Fetched:
     """Land one ticker's prices up to the request's logical date in ``raw/`` (unless the batch already did)."""
     from stockops.data.sources import get_source, to_date
 
     if request.landed is not None:
-        log.info("%s: landed by the batched download: %s", request.ticker, request.landed.raw_path)
+        log.debug("%s: landed by the batched download: %s", request.ticker, request.landed.raw_path)
         return request.landed
-    settings = get_settings()
     return _land(settings, get_source(settings).fetch(request.ticker, to_date(request.logical_date)))
 
 
-def validate_raw(fetched: Fetched, dag_run_id: str = "") -> Validated:
-    """Run the GX gate on a landed raw file against the ticker's published snapshot.
+def validate_raw(fetched: Fetched, dag_run_id: str = "", *, settings: Settings) -> Validated:
+    """Run the GX gate on one landed raw file against the ticker's published snapshot (a chunk of one).
 
     Bad data is quarantined and raises :class:`stockops.data.validation.DataValidationError` naming
     every failed expectation and the offending dates; what was published stays untouched. An
     extreme move that only a person can judge comes back ``held_for_review``, with its evidence.
     """
+    (judged,) = _validate_many([fetched], dag_run_id, settings).values()
+    if isinstance(judged, Exception):
+        raise judged
+    return judged
+
+
+def _validate_many(fetched: list[Fetched], dag_run_id: str, settings: Settings) -> dict[str, Validated | Exception]:
+    """Ticker -> its :class:`Validated` data, or the :class:`DataValidationError` that quarantined it: every
+    ticker's new rows judged in one Great Expectations run (:func:`stockops.data.validation.validate_panel`)."""
     from stockops.data import decisions
     from stockops.data.sources import to_date
-    from stockops.data.store import atomic_write_json, content_hash
-    from stockops.data.validation import DataValidationError, validate_prices
+    from stockops.data.store import content_hash
+    from stockops.data.validation import PanelItem, validate_panel
 
-    settings = get_settings()
+    loaded = {}
+    items = []
+    for one in fetched:
+        store = store_for(settings, one.ticker)
+        frame = store.read_raw(Path(one.raw_path))
+        latest = store.latest()
+        loaded[one.ticker] = (frame, content_hash(frame), latest)
+        items.append(PanelItem(one.ticker, frame, to_date(one.reference_date),
+                               published=store.load(latest) if latest is not None else None,
+                               decisions=decisions.decided_days(settings, one.ticker)))
+    day = fetched[0].logical_date if fetched else ""
+    name = f"{day}-{fetched[0].ticker}" + (f"..{fetched[-1].ticker}" if len(fetched) > 1 else "") if fetched else ""
+    reports = validate_panel(items, settings, run_name=name) if items else {}
+    return {one.ticker: _settle_validation(one, *loaded[one.ticker], reports[one.ticker], dag_run_id, settings)
+            for one in fetched}
+
+
+def _settle_validation(fetched: Fetched, frame, digest: str, latest, report, dag_run_id: str,
+                       settings: Settings) -> Validated | Exception:
+    """Keep ``report`` beside the ticker's data and act on it: quarantine bad data (the error is returned),
+    ask a person about a held day, record a restatement."""
+    from stockops.core import audit
+    from stockops.data import decisions
+    from stockops.data.store import atomic_write_json
+    from stockops.data.validation import DataValidationError
+
     ticker, day = fetched.ticker, fetched.logical_date
     store = store_for(settings, ticker)
-    frame = store.read_raw(Path(fetched.raw_path))
-    digest = content_hash(frame)
-    latest = store.latest()
-    published = store.load(latest) if latest is not None else None
-    report = validate_prices(frame, to_date(fetched.reference_date), settings, published=published,
-                             decisions=decisions.decided_days(settings, ticker), run_name=f"{ticker}-{day}")
     result_path = store.validations_dir / f"{day}__{digest[:12]}.json"
     report.result_path = str(result_path)
     atomic_write_json(result_path, {"hash": digest, **fetched.to_xcom(), **report.to_dict()})
-    log.info("%s validation result: %s; Great Expectations Data Docs: %s", ticker, result_path, report.data_docs_path)
     if report.scope is not None and report.scope.mode == "restated":
-        from stockops.core import audit
-
         audit.record(settings.audit_log, "restatement", ticker=ticker, logical_date=day, hash=digest,
                      previous_hash=latest.hash if latest else None, validation=report.status,
                      dag_run_id=dag_run_id, **(report.scope.restatement or {}))
@@ -270,7 +216,7 @@ def validate_raw(fetched: Fetched, dag_run_id: str = "") -> Validated:
         write_status(settings, ticker, day, QUARANTINED, report.summary().splitlines()[0] + " — "
                      + "; ".join(f.line() for f in report.failures)[:300], folder=str(folder))
         log.error(message)
-        raise DataValidationError(message, report)
+        return DataValidationError(message, report)
     validated = Validated(fetched=fetched, hash=digest, validation_path=str(result_path),
                           data_docs_path=report.data_docs_path,
                           scope=report.scope.description if report.scope else "",
@@ -282,50 +228,11 @@ def validate_raw(fetched: Fetched, dag_run_id: str = "") -> Validated:
         log.warning("%s: %s. Nothing is published until a person decides: Airflow UI > Required actions, or "
                     ".venv/bin/stockops decide %s <day> approve|reject --reason ...", ticker, report.summary(), ticker)
     else:
-        log.info("%s data for %s passed: %s", ticker, day, report.summary())
+        log.debug("%s data for %s passed: %s", ticker, day, report.summary())
     return validated
 
 
-def review_request(validated: Validated) -> dict[str, str]:
-    """Subject and Markdown body of the question a held ticker puts to a person (Required actions)."""
-    ticker = validated.ticker
-    held = validated.held
-    first = held[0]
-    subject = (f"{ticker}: {first.move_pct:+.1f} % on {first.day} — a real move or a feed error?"
-               if len(held) == 1 else f"{ticker}: {len(held)} extreme moves — real or feed errors?")
-    rows = "\n".join(_evidence_row(h) for h in held)
-    body = f"""**{ticker}** closed with an extreme move in the newest session of its data (logical date
-{validated.logical_date}, source `{validated.fetched.source}`). The day's own prices and volume back the move,
-but no later session can confirm it yet, so the rules do not decide it alone.
-
-| day | previous close | open | high | low | close | move | opening gap | range / move | volume vs 50-session median |
-|---|---|---|---|---|---|---|---|---|---|
-{rows}
-
-* **Approve** if the move is real (earnings, news, a crash): the data is published and this day is never asked about again.
-* **Reject** if it is a feed error: the data is quarantined, and this day stays refused while the feed serves it.
-
-Other tickers are not waiting for this decision. Validation result: `{validated.validation_path}`."""
-    return {"subject": subject, "body": body}
-
-
-def _evidence_row(h: HeldMove) -> str:
-    volume = "n/a" if h.volume_ratio is None else f"{h.volume_ratio:.1f} x"
-    return (f"| {h.day} | {h.previous_close:.4g} | {h.open:.4g} | {h.high:.4g} | {h.low:.4g} | "
-            f"{h.close:.4g} | **{h.move_pct:+.2f} %** | {h.gap_pct:+.2f} % | {h.range_share:.2f} | {volume} |")
-
-
-def record_review(validated: Validated, approved: bool, by: str, reason: str, dag_run_id: str = "") -> list[dict]:
-    """Remember a person's decision on every held day of ``validated`` (per ticker and in the audit log)."""
-    from stockops.data import decisions
-
-    return decisions.record_decision(get_settings(), validated.ticker, validated.held_days,
-                                     decisions.APPROVED if approved else decisions.REJECTED, by=by, reason=reason,
-                                     logical_date=validated.logical_date, dag_run_id=dag_run_id,
-                                     evidence=[move.to_xcom() for move in validated.held])
-
-
-def publish_validated(validated: Validated) -> Published | Rejected:
+def publish_validated(validated: Validated, *, settings: Settings) -> Published | Rejected:
     """Publish validated data as an immutable snapshot and move ``latest`` (idempotent).
 
     Held data is published only once a person approved every held day; a rejection quarantines
@@ -334,7 +241,6 @@ def publish_validated(validated: Validated) -> Published | Rejected:
     from stockops.data import decisions
     from stockops.data.store import content_hash
 
-    settings = get_settings()
     ticker, day = validated.ticker, validated.logical_date
     store = store_for(settings, ticker)
     raw_path = validated.fetched.raw_path
@@ -374,43 +280,105 @@ def publish_validated(validated: Validated) -> Published | Rejected:
     return Published(validated=validated, entry=entry, new=new, latest=is_latest)
 
 
+FETCH_ATTEMPTS = 3  # a ticker's own fetch inside a chunk (the batched yfinance download is retried by its task)
+
+
+def ingest_chunk(chunk: IngestChunk, dag_run_id: str = "", *, settings: Settings) -> WatchlistOutcome:
+    """Fetch, validate (one Great Expectations run) and publish a chunk of tickers; each ticker's outcome.
+
+    One ticker's bad data quarantines that ticker only; a ticker its source could not deliver (after
+    ``FETCH_ATTEMPTS`` tries) is named in ``unfetched`` and the others go on; a held ticker waits for a person.
+    """
+    import time
+
+    from stockops.data.sources import SourceError
+
+    fetched: list[Fetched] = []
+    unfetched: dict[str, str] = {}
+    for request in chunk.requests:
+        for attempt in range(1, FETCH_ATTEMPTS + 1):
+            try:
+                fetched.append(fetch_prices(request, settings=settings))
+                break
+            except (SourceError, OSError, ValueError) as exc:
+                if attempt == FETCH_ATTEMPTS:
+                    unfetched[request.ticker] = f"{type(exc).__name__}: {exc}"[:300]
+                    log.error("%s: not fetched after %d attempts: %s", request.ticker, attempt, exc)
+                else:
+                    time.sleep(2 ** attempt)
+    judged = _validate_many(fetched, dag_run_id, settings)
+    published, held, quarantined = [], [], []
+    for ticker, outcome in judged.items():
+        if isinstance(outcome, Exception):
+            quarantined.append(Quarantined(ticker=ticker, logical_date=chunk.logical_date,
+                                           reason=str(outcome).splitlines()[0]))
+        elif outcome.held_for_review:
+            held.append(outcome)
+        else:
+            published.append(_publish_passed(outcome, settings))
+    result = WatchlistOutcome(logical_date=chunk.logical_date, published=published, held_for_review=held,
+                              quarantined=quarantined, unfetched=unfetched)
+    log.info("%s, %s:\n%s", chunk.label or chunk.logical_date, chunk.logical_date, outcome_table(result))
+    return result
+
+
+def held_tickers(outcomes: list[WatchlistOutcome]) -> list[Validated]:
+    """The day's held tickers (each asked once, all its held days in one question), from the chunks' outcomes."""
+    return [validated for outcome in outcomes for validated in outcome.held_for_review]
+
+
+class IngestProblem(RuntimeError):
+    """Some tickers of a day were quarantined or could not be fetched (the others were published)."""
+
+
+def check_outcomes(outcomes: list[WatchlistOutcome]) -> WatchlistOutcome:
+    """The day's outcome over every chunk; raises :class:`IngestProblem` naming each ticker that was quarantined or
+    not fetched (what the others published stays published), so the run shows red and the failure alert goes out."""
+    merged = WatchlistOutcome.merge(outcomes[0].logical_date if outcomes else "", list(outcomes))
+    log.info("%s: %d published, %d held for a person, %d quarantined, %d not fetched\n%s", merged.logical_date,
+             len(merged.published), len(merged.held_for_review), len(merged.quarantined), len(merged.unfetched),
+             outcome_table(merged))
+    if merged.quarantined or merged.unfetched:
+        problems = [f"{q.ticker} quarantined: {q.reason[:200]}" for q in merged.quarantined]
+        problems += [f"{t} not fetched: {why[:200]}" for t, why in merged.unfetched.items()]
+        raise IngestProblem(f"{merged.logical_date}: {len(problems)} ticker(s) not published (the other "
+                            f"{len(merged.published)} were; held ones wait for a person):\n  " + "\n  ".join(problems))
+    return merged
+
+
+def outcome_table(outcome: WatchlistOutcome) -> str:
+    """One line per ticker: its outcome and what it means (the task log's summary of a chunk)."""
+    rows = [(p.ticker, "published" + ("" if p.new else " (unchanged)"),
+             f"{p.entry.rows} rows up to {p.entry.last_date}") for p in outcome.published]
+    rows += [(v.ticker, "held", f"a person decides {', '.join(v.held_days)} (Required actions)")
+             for v in outcome.held_for_review]
+    rows += [(q.ticker, "quarantined", q.reason[:160]) for q in outcome.quarantined]
+    rows += [(t, "not fetched", why[:160]) for t, why in outcome.unfetched.items()]
+    width = max((len(r[0]) for r in rows), default=6)
+    return "\n".join(f"  {t:<{width}}  {s:<21} {d}" for t, s, d in sorted(rows))
+
+
 # ---- without Airflow -------------------------------------------------------------------------
-def ingest_day(logical_date: str, ticker: str | None = None) -> Published | Validated:
+def ingest_day(logical_date: str, ticker: str | None = None, *, settings: Settings) -> Published | Validated:
     """Fetch, validate and publish one ticker for one day in-process (what the DAG does, minus Airflow).
 
     Returns what was published, or the :class:`Validated` data ``held_for_review`` when a person
     must decide first. Raises :class:`stockops.data.validation.DataValidationError` for bad data.
     """
-    settings = get_settings()
     request = IngestRequest(ticker=ticker or settings.ticker, logical_date=_day(logical_date))
-    validated = validate_raw(fetch_prices(request))
-    return validated if validated.held_for_review else _publish_passed(validated)
+    validated = validate_raw(fetch_prices(request, settings=settings), settings=settings)
+    return validated if validated.held_for_review else _publish_passed(validated, settings)
 
 
-def ingest_watchlist(logical_date: str, tickers: str | list[str] = "") -> WatchlistOutcome:
-    """The whole watchlist for one day in-process: one outcome per ticker, bad data of one never stops another."""
-    from stockops.data.validation import DataValidationError
-
-    published: list[Published] = []
-    held: list[Validated] = []
-    quarantined: list[Quarantined] = []
-    for request in plan_watchlist(logical_date, tickers):
-        try:
-            validated = validate_raw(fetch_prices(request))
-        except DataValidationError as exc:
-            quarantined.append(Quarantined(ticker=request.ticker, logical_date=request.logical_date,
-                                           reason=str(exc).splitlines()[0]))
-            continue
-        if validated.held_for_review:
-            held.append(validated)
-            continue
-        published.append(_publish_passed(validated))
-    return WatchlistOutcome(logical_date=_day(logical_date), published=published, held_for_review=held,
-                            quarantined=quarantined)
+def ingest_watchlist(logical_date: str, tickers: str | list[str] = "", *, settings: Settings) -> WatchlistOutcome:
+    """The whole watchlist for one day in-process, chunk by chunk: one outcome per ticker, bad data of one never
+    stops another."""
+    chunks = plan_chunks(logical_date, tickers, settings=settings)
+    return WatchlistOutcome.merge(_day(logical_date), [ingest_chunk(chunk, settings=settings) for chunk in chunks])
 
 
-def _publish_passed(validated: Validated) -> Published:
+def _publish_passed(validated: Validated, settings: Settings) -> Published:
     """Publish data that passed on the rules alone (nobody was asked, so nothing can be rejected)."""
-    outcome = publish_validated(validated)
+    outcome = publish_validated(validated, settings=settings)
     assert isinstance(outcome, Published), "only data held for review can be rejected"
     return outcome

@@ -14,7 +14,7 @@ import yfinance
 from stockops import ingest
 from stockops.contracts import IngestRequest, IngestStatus
 from stockops.core import audit
-from stockops.core.settings import get_settings
+from stockops.core.settings import make_settings
 from stockops.data import calendar, decisions, store_for
 from stockops.data.gxproject import prune_results
 from stockops.data.sources import shipped_series
@@ -51,19 +51,28 @@ def test_every_shipped_day_is_a_session_and_no_session_is_missing(goog):
 # ---- the plan of a day ------------------------------------------------------------------------
 
 def test_plan_is_empty_on_a_closed_day_and_names_every_ticker_otherwise(settings):
-    assert ingest.plan_watchlist("2026-11-26") == []
-    requests = ingest.plan_watchlist("2026-11-27")
+    assert ingest.plan_watchlist("2026-11-26", settings=settings) == []
+    requests = ingest.plan_watchlist("2026-11-27", settings=settings)
     assert requests == [IngestRequest(ticker=t, logical_date="2026-11-27", landed=None) for t in settings.tickers]
-    assert [r.ticker for r in ingest.plan_watchlist("2026-11-27", "ko, msft")] == ["KO", "MSFT"]
-    assert [r.ticker for r in ingest.plan_watchlist("2026-11-27", ["ko", "msft"])] == ["KO", "MSFT"]
+    assert [r.ticker for r in ingest.plan_watchlist("2026-11-27", "ko, msft", settings=settings)] == ["KO", "MSFT"]
+    assert [r.ticker for r in ingest.plan_watchlist("2026-11-27", ["ko", "msft"], settings=settings)] == ["KO", "MSFT"]
     with pytest.raises(ValueError, match="AAPL not in the watchlist"):
-        ingest.plan_watchlist("2026-11-27", "AAPL")
+        ingest.plan_watchlist("2026-11-27", "AAPL", settings=settings)
 
+
+
+def test_the_plan_is_balanced_chunks_of_at_most_ingest_chunk_tickers(tmp_path):
+    universe = ",".join(f"T{i:03d}" for i in range(421))
+    chunks = ingest.plan_chunks("2026-11-27", settings=make_settings(home=tmp_path, tickers=universe))
+    assert [len(c.requests) for c in chunks] == [47] * 8 + [45], "at most 50 a chunk, balanced"
+    assert [t for c in chunks for t in c.tickers] == universe.split(",") and chunks[0].label == "T000..T046 (47)"
+    one = ingest.plan_chunks("2026-11-27", "KO", settings=make_settings(home=tmp_path, ingest_chunk=2))
+    assert [(c.label, c.tickers) for c in one] == [("KO", ["KO"])]
+    assert ingest.plan_chunks("2026-11-26", settings=make_settings(home=tmp_path)) == [], "Thanksgiving: closed"
 
 def test_yfinance_plan_lands_the_batch_and_a_missing_ticker_is_fetched_alone(settings, monkeypatch, goog):
     """One batched download lands GOOG and KO; MSFT was not in it, so its fetch asks Yahoo for MSFT alone."""
-    monkeypatch.setenv("STOCKOPS_SOURCE", "yfinance")
-    monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG,KO,MSFT")
+    current = make_settings(home=settings.home, source="yfinance", tickers="GOOG,KO,MSFT")
     rows = goog.iloc[:30].reset_index(drop=True)
     ko = shipped_series("KO").iloc[:30].reset_index(drop=True)
     msft = shipped_series("MSFT").iloc[:30].reset_index(drop=True)
@@ -71,14 +80,13 @@ def test_yfinance_plan_lands_the_batch_and_a_missing_ticker_is_fetched_alone(set
                         _download_shape(msft, "MSFT"))
     monkeypatch.setattr(yfinance, "download", fake)
     day = rows["Date"].iloc[-1].date().isoformat()
-    requests = ingest.plan_watchlist(day)
+    requests = ingest.plan_watchlist(day, settings=current)
     assert len(fake.calls) == 1 and fake.calls[0][0][0] == ["GOOG", "KO", "MSFT"]
     landed = {r.ticker: r.landed for r in requests}
     assert landed["MSFT"] is None and landed["GOOG"] is not None and landed["GOOG"].rows == 30
-    fetched = {r.ticker: ingest.fetch_prices(r) for r in requests}
+    fetched = {r.ticker: ingest.fetch_prices(r, settings=current) for r in requests}
     assert fetched["GOOG"] == landed["GOOG"], "a landed ticker is not fetched again"
     assert len(fake.calls) == 2 and fake.calls[1][0][0] == "MSFT", "only the missing ticker is fetched again"
-    current = get_settings()
     for ticker, frame in (("GOOG", rows), ("KO", ko), ("MSFT", msft)):
         raw = store_for(current, ticker).read_raw(fetched[ticker].raw_path)
         pd.testing.assert_frame_equal(raw, frame)
