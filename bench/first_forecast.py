@@ -168,7 +168,7 @@ def _kind(cmdline: str) -> str:
                          ("triggerer", "airflow triggerer"), ("forkserver", "airflow forkserver"),
                          ("mlflow", "mlflow UI"), ("_bentoml_impl", "bento workers"), ("circusd", "bento arbiters"),
                          ("stockops.serving.proxy", "serving proxy"), ("supervise", "serving supervisor"),
-                         ("stockops.launch.local", "airflow launcher"), ("stockops run", "make run launcher")):
+                         ("stockops.launch.components", "airflow launcher"), ("stockops run", "make run launcher")):
         if needle in cmdline:
             return kind
     return "other"

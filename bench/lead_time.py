@@ -354,7 +354,7 @@ def measure(setup: str, gate: str) -> dict:
         if hasattr(platform, "stop"):
             platform.stop()
         else:
-            from stockops.launch.local import stop_process_tree
+            from stockops.launch.components import stop_process_tree
 
             stop_process_tree(proc)
         from stockops.serving import stop_serving

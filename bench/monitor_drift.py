@@ -35,30 +35,33 @@ def time_checks(repeats: int) -> dict:
     os.environ.update(STOCKOPS_HOME=str(home), STOCKOPS_SOURCE="replay", STOCKOPS_TRAIN_PROFILE="small",
                       MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
     from stockops import training
+    from stockops.core.settings import get_settings
     from stockops.ingest import ingest_day
     from stockops.monitoring import run_monitor
 
-    ingest_day("2026-01-01")
-    registered = training.register_candidate(training.evaluate_models(training.train_candidate(
-        training.prepare_features(training.load_snapshots()), reason="bench")))
-    training.promote_candidate(registered, reason="bench")
+    settings = get_settings()
+    ingest_day("2026-01-01", settings=settings)
+    features = training.prepare_features(training.load_snapshots(settings=settings), settings=settings)
+    trained = training.train_candidate(features, reason="bench", settings=settings)
+    registered = training.register_candidate(training.evaluate_models(trained, settings=settings), settings=settings)
+    training.promote_candidate(registered, reason="bench", settings=settings)
     out = {}
     for label, days in (("current_60d", 60), ("current_1y", 252)):
         os.environ["STOCKOPS_MONITOR_CURRENT_DAYS"] = str(days)
         seconds, decision = [], None
         for _ in range(repeats + (1 if not out else 0)):
             started = time.perf_counter()
-            decision = run_monitor(dry_run=True)
+            decision = run_monitor(settings=get_settings(), dry_run=True)  # read after the days changed
             seconds.append(time.perf_counter() - started)
         first = seconds.pop(0) if not out else None
-        out[label] = {"current_days": days, "reference_rows": decision["reference_rows"],
-                      "reference_window": decision["reference_window"], "current_window": decision["current_window"],
+        out[label] = {"current_days": days, "reference_rows": decision.reference_rows,
+                      "reference_window": decision.reference_window, "current_window": decision.current_window,
                       "seconds": seconds, "median_s": statistics.median(seconds),
-                      "drift_share": decision["drift_share"], "replayed_days": decision["live_error"]["replayed"]}
+                      "drift_share": decision.drift_share, "replayed_days": decision.live_error["replayed"]}
         if first is not None:
             out["first_check_with_imports_s"] = first
-        print(f"{label}: {days} current days vs {decision['reference_rows']} reference rows "
-              f"({decision['reference_window'][0]}..{decision['reference_window'][1]}): "
+        print(f"{label}: {days} current days vs {decision.reference_rows} reference rows "
+              f"({decision.reference_window[0]}..{decision.reference_window[1]}): "
               f"median {out[label]['median_s']:.2f} s of {len(seconds)}", flush=True)
     out["ratio_1y_to_60d"] = out["current_1y"]["median_s"] / out["current_60d"]["median_s"]
     out["goal_s"] = 10.0

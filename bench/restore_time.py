@@ -23,7 +23,7 @@ Then the serving supervisor's healing, under the same load (goal: answering agai
                       (no spare to fail over to);
   proxy killed        SIGKILL to the proxy at the stable address: the supervisor starts a new one.
 And with the supervisor itself in trouble (its watcher, ``make run``'s launcher loop
-``stockops.launch.local.watch``, runs as it does under ``make run``):
+``stockops.launch.components.watch``, runs as it does under ``make run``):
   supervisor killed, then bento+spare   SIGKILL to the supervisor, then at once to the bento and its
                       spare: the watcher starts a new supervisor, which cold-restarts the bento;
   supervisor hung     SIGSTOP to the supervisor (alive, silent): the watcher replaces it when its
@@ -191,7 +191,7 @@ def supervisor_cases(load: Load, settings, version: str) -> dict:
     import sys
 
     from stockops.core.processes import free_port, http_json, stop_pid_tree, venv_bin, wait_until
-    from stockops.launch.local import watch
+    from stockops.launch.components import watch
 
     out: dict = {}
     stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])  # "Airflow" for watch()
@@ -255,19 +255,21 @@ def main() -> None:
     os.environ.update(STOCKOPS_HOME=str(home / "home"), STOCKOPS_SOURCE="replay", STOCKOPS_TRAIN_PROFILE="small",
                       STOCKOPS_SERVE_PORT=str(free_port()), AIRFLOW_HOME=str(home / "airflow"),
                       MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
-    from stockops.core.settings import airflow_environment, get_settings
+    from stockops.core.airflow_env import airflow_environment
+    from stockops.core.settings import get_settings
     from stockops.data import store_for
     from stockops.ingest import ingest_day
+    from stockops.launch.components import stop_process_tree
     from stockops.launch.demo import train_in_process
-    from stockops.launch.local import LocalPlatform, stop_process_tree
+    from stockops.launch.local import LocalPlatform
     from stockops.serving import market_frame, request_body, stop_serving
     from stockops.serving.rollback import rollback
 
     settings = get_settings()
     os.environ.update(airflow_environment(settings))
-    ingest_day("2026-11-20")
-    train_in_process(reason="bench: v1", force_promote=True)  # a rollback needs two promoted versions
-    train_in_process(reason="bench: v2", force_promote=True)
+    ingest_day("2026-11-20", settings=settings)
+    train_in_process(settings, reason="bench: v1", force_promote=True)  # a rollback needs two promoted versions
+    train_in_process(settings, reason="bench: v2", force_promote=True)
     body = request_body(store_for(settings).load(), market=market_frame(settings), rows=90)
     results: dict = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                      "load": {"clients": 2, "interval_s": 0.05}, "goal_s": GOAL_S}
@@ -277,11 +279,11 @@ def main() -> None:
         with Load(settings.serve_url, body) as load:
             time.sleep(2)
             def in_process() -> None:
-                rollback("1", "bench: in-process rollback")
+                rollback("1", "bench: in-process rollback", settings=settings)
 
             results["in_process"] = restore(load, "1", in_process)
             print(f"in-process rollback v2 -> v1: {results['in_process']}", flush=True)
-            rollback("2", "bench: back to v2 for the next measurement")
+            rollback("2", "bench: back to v2 for the next measurement", settings=settings)
 
             results["heal"] = {}
             for component in ("bento", "proxy", "bento+spare"):

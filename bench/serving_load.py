@@ -270,7 +270,7 @@ def publish_watchlist(settings) -> dict[str, str]:
     from stockops.contracts import Published
     from stockops.ingest import ingest_day
 
-    return {ticker: "published" if isinstance(ingest_day(INGEST_DAY, ticker), Published) else "held"
+    return {ticker: "published" if isinstance(ingest_day(INGEST_DAY, ticker, settings=settings), Published) else "held"
             for ticker in settings.tickers}
 
 
@@ -421,7 +421,7 @@ def main() -> None:
         if len(tickers) != len(settings.tickers):
             notes.append(f"only {len(tickers)} of {len(settings.tickers)} tickers published: {ingested}")
         t = time.perf_counter()
-        trained = train_in_process(reason="bench/serving_load.py", force_promote=True)
+        trained = train_in_process(settings, reason="bench/serving_load.py", force_promote=True)
         setup["train_s"] = round(time.perf_counter() - t, 1)
         model_name, version = trained.registered.model_name, trained.registered.version
         print(f"trained {model_name} v{version} on {len(tickers)} tickers in {setup['train_s']} s "

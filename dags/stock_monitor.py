@@ -72,7 +72,8 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, dag
 
-from stockops.core.settings import DAY_ASSET_NAME, DAY_ASSET_URI, get_settings
+from stockops.core.airflow_env import DAY_ASSET_NAME, DAY_ASSET_URI
+from stockops.core.settings import get_settings
 from stockops.monitoring import should_propose_rollback, should_retrain
 from stockops.monitoring.decision import PROPOSAL_DAG_ID, TRAINING_DAG_ID
 from stockops.monitoring.forecasts import score_watchlist

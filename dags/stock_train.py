@@ -43,7 +43,8 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, dag
 
-from stockops.core.settings import DAY_ASSET_NAME, DAY_ASSET_URI, get_settings
+from stockops.core.airflow_env import DAY_ASSET_NAME, DAY_ASSET_URI
+from stockops.core.settings import get_settings
 from stockops.orchestration.alerts import notify_failure
 from stockops.orchestration.wiring import step_tasks
 from stockops.serving import build_candidate_bento, deploy_candidate, verify_candidate

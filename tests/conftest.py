@@ -23,7 +23,8 @@ os.environ["STOCKOPS_HOME"] = str(SESSION_ROOT / "home")
 os.environ["AIRFLOW_HOME"] = str(SESSION_ROOT / "airflow")
 os.environ.setdefault("STOCKOPS_SOURCE", "replay")
 
-from stockops.core.settings import airflow_environment, get_settings  # noqa: E402
+from stockops.core.airflow_env import airflow_environment  # noqa: E402
+from stockops.core.settings import get_settings  # noqa: E402
 
 os.environ.update(airflow_environment(get_settings()))
 REPO = Path(__file__).resolve().parents[1]
@@ -138,17 +139,18 @@ def _build_model_home(home: Path) -> ModelHome:
             mp.setenv(name, value)
         settings = get_settings()
         for ticker in dict.fromkeys(t for t in (settings.ticker, settings.market) if t):
-            ingest_day(TEMPLATE_DAY, ticker)
+            ingest_day(TEMPLATE_DAY, ticker, settings=settings)
 
         def candidate(reason: str):
-            return register_candidate(evaluate_models(train_candidate(prepare_features(load_snapshots()),
-                                                                      reason=reason)))
+            features = prepare_features(load_snapshots(settings=settings), settings=settings)
+            trained = train_candidate(features, reason=reason, settings=settings)
+            return register_candidate(evaluate_models(trained, settings=settings), settings=settings)
 
         first = candidate("tests: v1")
-        decision = gate_candidate(first, force_promote=True, reason="tests: v1, forced")
-        built_v1 = build_candidate_bento(first, decision)
-        promote_candidate(first, decision, reason="tests: v1, forced")
-        built_v2 = build_candidate_bento(candidate("tests: v2"))
+        decision = gate_candidate(first, force_promote=True, reason="tests: v1, forced", settings=settings)
+        built_v1 = build_candidate_bento(first, decision, settings=settings)
+        promote_candidate(first, decision, reason="tests: v1, forced", settings=settings)
+        built_v2 = build_candidate_bento(candidate("tests: v2"), settings=settings)
     bentos = {b.version: {"bento_tag": b.bento.bento_tag, "window": b.bento.window} for b in (built_v1, built_v2)}
     assert set(bentos) == {"1", "2"}, bentos
     return ModelHome(home, built_v2.to_xcom(), bentos)

@@ -33,15 +33,22 @@ time.sleep(600)
 
 
 @pytest.fixture
-def features(settings, monkeypatch):
-    """Prepared features of one ticker (GOOG, no market reference), as the DAG's first two steps leave them."""
-    from stockops.training import load_snapshots, prepare_features
-
+def one_ticker(settings, monkeypatch):
+    """The test's settings with one ticker (GOOG, no market reference) and the small profile; the environment
+    says the same, for the ingest and the child process that read it."""
     monkeypatch.setenv("STOCKOPS_TICKERS", "GOOG")
     monkeypatch.setenv("STOCKOPS_MARKET", "")
     monkeypatch.setenv("STOCKOPS_TRAIN_PROFILE", "small")
-    ingest_day("2026-01-02", "GOOG")
-    return prepare_features(load_snapshots())
+    return get_settings()
+
+
+@pytest.fixture
+def features(one_ticker):
+    """Prepared features of one ticker, as the DAG's first two steps leave them."""
+    from stockops.training import load_snapshots, prepare_features
+
+    ingest_day("2026-01-02", "GOOG", settings=one_ticker)
+    return prepare_features(load_snapshots(settings=one_ticker), settings=one_ticker)
 
 
 def killed_training_run() -> str:
@@ -57,14 +64,15 @@ def killed_training_run() -> str:
     return run_id
 
 
-def test_the_next_training_run_marks_a_killed_one_failed_and_a_raising_one_fails_itself(features, monkeypatch):
+def test_the_next_training_run_marks_a_killed_one_failed_and_a_raising_one_fails_itself(features, one_ticker,
+                                                                                          monkeypatch):
     import mlflow
 
     import stockops.model.risk_model
     from stockops.training import train_candidate
 
     killed = killed_training_run()
-    registry.setup(get_settings())
+    registry.setup(one_ticker)
     assert registry.get_run(killed).info.status == "RUNNING"
 
     def out_of_memory(*args, **kwargs):
@@ -72,7 +80,7 @@ def test_the_next_training_run_marks_a_killed_one_failed_and_a_raising_one_fails
 
     monkeypatch.setattr(stockops.model.risk_model, "train_risk", out_of_memory)
     with pytest.raises(MemoryError):
-        train_candidate(features, reason="fault drill")
+        train_candidate(features, reason="fault drill", settings=one_ticker)
 
     (failing,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
                   if r.info.run_id != killed]
@@ -83,17 +91,18 @@ def test_the_next_training_run_marks_a_killed_one_failed_and_a_raising_one_fails
     assert failing.data.tags[registry.FAILED_REASON] == "MemoryError: simulated: the LSTM did not fit"
 
 
-def test_an_evaluation_that_raises_fails_the_run_it_resumed(features, tmp_path):
+def test_an_evaluation_that_raises_fails_the_run_it_resumed(features, one_ticker, tmp_path):
     import mlflow
 
     from stockops.contracts import Trained
     from stockops.training import evaluate_models
 
-    with mlflow.start_run(experiment_id=registry.setup(get_settings())) as run:
+    with mlflow.start_run(experiment_id=registry.setup(one_ticker)) as run:
         pass  # what train_candidate leaves: a FINISHED run that later steps resume
     with pytest.raises(FileNotFoundError):
         evaluate_models(Trained(features=features, run_id=run.info.run_id, model_uri="", model_path=str(tmp_path / "no-model"),
-                                history_path="", train_seconds=0.0, config={}, reason="fault drill"))
+                                history_path="", train_seconds=0.0, config={}, reason="fault drill"),
+                        settings=one_ticker)
     failed = registry.get_run(run.info.run_id)
     assert failed.info.status == "FAILED"
     assert failed.data.tags[registry.FAILED_REASON].startswith("FileNotFoundError")

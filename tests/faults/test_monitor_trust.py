@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from stockops import registry
+from stockops.contracts import MonitorRecord
 from stockops.core import audit
 from tests.integration.conftest import SMALL_WATCHLIST
 from tests.integration.test_monitor_dag import CALM_DAY, make_champion
@@ -43,7 +44,7 @@ def champion_home(tmp_path_factory):
 
     try:
         ingest(CALM_DAY)
-        assert str(make_champion()) == "1"
+        assert str(make_champion(get_settings())) == "1"
         yield get_settings()
     finally:
         mp.undo()
@@ -55,7 +56,7 @@ def ingest(day: str) -> None:
 
     settings = get_settings()
     for ticker in (settings.ticker, settings.market):
-        ingest_day(day, ticker)
+        ingest_day(day, ticker, settings=settings)
 
 
 def forge_requests(settings, version: str) -> int:
@@ -76,15 +77,15 @@ def forge_requests(settings, version: str) -> int:
     return settings.monitor_current_days
 
 
-def verdict(decision: dict) -> dict:
-    return {k: decision[k] for k in VERDICT}
+def verdict(decision: MonitorRecord) -> dict:
+    return {k: getattr(decision, k) for k in VERDICT}
 
 
 def test_scoring_the_watchlist_twice_records_each_forecast_once(champion_home):
     from stockops.monitoring.forecasts import score_watchlist
 
-    first = score_watchlist(dag_run_id="first")
-    again = score_watchlist(dag_run_id="retry")
+    first = score_watchlist(dag_run_id="first", settings=champion_home)
+    again = score_watchlist(dag_run_id="retry", settings=champion_home)
     assert first.model_version == "1" and sorted(first.recorded) == ["GOOG", "QQQ"]
     assert first.skipped == {"JPM": "no published snapshot yet"}
     assert again.recorded == [] and sorted(again.already_recorded) == ["GOOG", "QQQ"]
@@ -104,38 +105,38 @@ def test_forged_requests_leave_the_verdict_alone_before_and_after_own_forecasts_
 
     settings = champion_home
     # A fresh champion has no realized forecast of its own: the monitor replays it, and says so.
-    score_watchlist()
-    replayed = run_monitor(dry_run=True)
-    assert replayed["live_error_source"] == "replay" and replayed["live_error"]["days"] == settings.monitor_current_days
-    assert "from the champion replayed on the snapshot's last 60 days" in replayed["reason"]
+    score_watchlist(settings=settings)
+    replayed = run_monitor(settings=settings, dry_run=True)
+    assert replayed.live_error_source == "replay" and replayed.live_error["days"] == settings.monitor_current_days
+    assert "from the champion replayed on the snapshot's last 60 days" in replayed.reason
     forged = forge_requests(settings, "1")
-    probed = run_monitor(dry_run=True)
-    assert verdict(probed) == verdict(replayed) and probed["reason"] == replayed["reason"]
-    assert probed["traffic_requests"] == forged
+    probed = run_monitor(settings=settings, dry_run=True)
+    assert verdict(probed) == verdict(replayed) and probed.reason == replayed.reason
+    assert probed.traffic_requests == forged
 
     # Three trading days later, each scored as stock_monitor does after every ingest: the platform's own
     # forecasts of 08-08, 08-11 and 08-12 are realized, and live error is measured on them alone.
     for day in LATER_DAYS:
         ingest(day)
-        score_watchlist()
-    own = run_monitor(dry_run=True)
-    assert own["live_error_source"] == "own" and own["live_error"]["days"] == 3
-    assert [own["live_error"]["first_day"], own["live_error"]["last_day"]] == ["2008-08-08", "2008-08-12"]
-    assert "from the platform's own forecasts of 3 days" in own["reason"]
+        score_watchlist(settings=settings)
+    own = run_monitor(settings=settings, dry_run=True)
+    assert own.live_error_source == "own" and own.live_error["days"] == 3
+    assert [own.live_error["first_day"], own.live_error["last_day"]] == ["2008-08-08", "2008-08-12"]
+    assert "from the platform's own forecasts of 3 days" in own.reason
     # the calibration scorecard joins every ticker's own forecasts (GOOG and QQQ, 3 days each) with what followed,
     # HARX-GKO on the same pairs
-    card = own["scorecard"]
+    card = own.scorecard
     assert card["status"] == "ok" and card["days"] == 3 and sorted(card["per_ticker"]) == ["GOOG", "QQQ"]
     assert card["pooled"]["pairs"] == 6 and card["pooled"]["harx_gko_pairs"] == 6
     assert [card["pooled"]["first_day"], card["pooled"]["last_day"]] == ["2008-08-08", "2008-08-12"]
     assert card["model_version"] == "1" and 0 <= card["pooled"]["coverage_90"] <= 1
-    assert "QLIKE vs HARX-GKO" in own["reason"] and "≤ margin 10)" in own["reason"]
-    assert registry.get_run(own["mlflow_run_id"]).data.metrics["scorecard_pairs"] == 6
+    assert "QLIKE vs HARX-GKO" in own.reason and "≤ margin 10)" in own.reason
+    assert registry.get_run(own.mlflow_run_id).data.metrics["scorecard_pairs"] == 6
     forged += forge_requests(settings, "1")
-    probed = run_monitor(dry_run=True)
-    assert verdict(probed) == verdict(own) and probed["live_error"] == own["live_error"]
-    assert probed["scorecard"] == own["scorecard"]
-    assert probed["traffic_requests"] == forged
+    probed = run_monitor(settings=settings, dry_run=True)
+    assert verdict(probed) == verdict(own) and probed.live_error == own.live_error
+    assert probed.scorecard == own.scorecard
+    assert probed.traffic_requests == forged
 
     # The records are what the champion says on the published data: its replay on the same days agrees.
     frame = store_for(settings).load()

@@ -154,11 +154,11 @@ def test_a_split_is_repaired_by_stock_rollback_to_the_champion(plane):
     done = change_in_child(settings, "promotion" if target == "2" else "rollback", target, bentos, kill_at="switched")
     assert done.returncode == -signal.SIGKILL
     assert state.current(settings)["version"] == target and champion(settings) == before  # the split
-    rollback(version=before, reason="faults: repair the split")
+    rollback(version=before, reason="faults: repair the split", settings=settings)
     runtime.ensure_supervisor(settings)
     converged(settings)
     with pytest.raises(RollbackRefused, match="already the champion"):
-        rollback(version=before, reason="faults: nothing to repair now")
+        rollback(version=before, reason="faults: nothing to repair now", settings=settings)
 
 
 def _wait_answering(settings, since: float, timeout: float = 60) -> tuple[float, int]:
@@ -256,7 +256,7 @@ def test_a_rollback_on_a_corrupt_snapshot_refuses_and_stops_nothing(plane):
     try:
         target.write_bytes(original[: len(original) // 2])
         with pytest.raises(DeployError, match="smoke request") as failure:
-            rollback(version=other(settings), reason="faults: corrupt snapshot")
+            rollback(version=other(settings), reason="faults: corrupt snapshot", settings=settings)
         assert target.name in str(failure.value)  # the message names the broken file
     finally:
         target.write_bytes(original)
@@ -360,7 +360,7 @@ def test_a_killed_or_hung_supervisor_is_replaced_by_its_watcher_and_each_outage_
     """make run's launcher loop (platform.watch) on a real supervisor: SIGKILL, then SIGSTOP (hung, still alive)."""
     from dataclasses import replace
 
-    from stockops.launch.local import watch
+    from stockops.launch.components import watch
     from stockops.serving import state
     from stockops.serving.supervisor import incidents
 
@@ -417,9 +417,11 @@ def test_two_rollbacks_to_the_previous_champion_at_once_make_one(plane):
         assert change_in_child(settings, "promotion", other(settings), bentos).returncode == 0
         converged(settings)
     before, changes = champion(settings), len(history(settings))
-    code = ("import json; from stockops.serving import rollback as c\n"
-            "plan = c.plan_rollback(None, 'faults: two at once'); print('PLANNED', flush=True)\n"
-            "done = c.complete_rollback(c.deploy_rollback(c.rollback_bento(plan)))\n"
+    code = ("import json; from stockops.core.settings import get_settings; from stockops.serving import rollback as c\n"
+            "s = get_settings(); plan = c.plan_rollback(None, 'faults: two at once', settings=s)\n"
+            "print('PLANNED', flush=True)\n"
+            "built = c.rollback_bento(plan, settings=s)\n"
+            "done = c.complete_rollback(c.deploy_rollback(built, settings=s), settings=s)\n"
             "print('RESULT', json.dumps(done.to_xcom()))")
     with state.deploy_lock(settings, what="the test, until both rollbacks are planned"):
         procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -444,7 +446,7 @@ def test_two_rollbacks_to_the_previous_champion_at_once_make_one(plane):
 def test_a_rollback_planned_against_a_champion_since_replaced_says_what_really_happened(plane):
     """Its plan named a champion that another change has replaced while it waited: it is re-made in the lock."""
     from stockops.registry.changes import history
-    from stockops.serving import deploy
+    from stockops.serving import deploy, deploys
 
     settings, bentos = plane
     converged(settings)
@@ -452,7 +454,8 @@ def test_a_rollback_planned_against_a_champion_since_replaced_says_what_really_h
     stale = "99"  # the champion the plan was made against, no longer the champion
     record = deploy(settings, bentos[target]["bento_tag"], target, kind="rollback", window=bentos[target]["window"],
                     reason="faults: a stale plan", expect_champion=stale)
-    assert (record["outcome"], record["replanned_from"], record["champion_before"]) == ("succeeded", stale, before)
+    assert (record.outcome, record.champion_before) == ("succeeded", before)
+    assert deploys(settings)[-1]["replanned_from"] == stale  # the deploy log says it was re-planned
     last = history(settings)[-1]
     assert (last["event"], last["from_version"], last["to_version"], last["replanned_from"]) == (
         "rollback", before, target, stale), last

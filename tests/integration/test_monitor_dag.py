@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stockops.contracts import ForecastRecord
 from stockops.core import audit
 from tests.integration.helpers import states
 
@@ -47,7 +48,7 @@ def delete_training_runs(run_ids) -> None:
         session.query(DagRun).filter(DagRun.dag_id == "stock_train", DagRun.run_id.in_(list(run_ids))).delete()
 
 
-def make_champion() -> str:
+def make_champion(settings) -> str:
     """Train on the latest snapshot and promote, without a bento: the monitor reads the registry only."""
     from stockops.training import (
         evaluate_models,
@@ -58,15 +59,16 @@ def make_champion() -> str:
         train_candidate,
     )
 
-    registered = register_candidate(evaluate_models(train_candidate(prepare_features(load_snapshots()),
-                                                                    reason="monitor test champion")))
-    return promote_candidate(registered, reason="monitor test champion").version
+    features = prepare_features(load_snapshots(settings=settings), settings=settings)
+    trained = train_candidate(features, reason="monitor test champion", settings=settings)
+    registered = register_candidate(evaluate_models(trained, settings=settings), settings=settings)
+    return promote_candidate(registered, reason="monitor test champion", settings=settings).version
 
 
 def test_no_champion_is_green_and_triggers_nothing(settings, monitor):
     from stockops.ingest import ingest_day
 
-    ingest_day(CALM_DAY)
+    ingest_day(CALM_DAY, settings=settings)
     before = training_runs()
     run = monitor.test()
     assert str(run.state) == "success", states(run)
@@ -82,8 +84,8 @@ def test_calm_data_is_green_drift_starts_one_training_run_with_reason_and_report
 
     from stockops.ingest import ingest_day
 
-    ingest_day(CALM_DAY)
-    assert str(make_champion()) == "1"
+    ingest_day(CALM_DAY, settings=small)
+    assert str(make_champion(small)) == "1"
     before = training_runs()
     created: set[str] = set()
     try:
@@ -104,7 +106,7 @@ def test_calm_data_is_green_drift_starts_one_training_run_with_reason_and_report
         assert decision["current_window"] == ["2008-05-14", "2008-08-07"]
         assert decision["reference_window"][1] < "2008-01-01", "the reference is the champion's training window"
 
-        ingest_day(CRASH_DAY)
+        ingest_day(CRASH_DAY, settings=small)
         drifted = monitor.test()
         assert str(drifted.state) == "success", states(drifted)
         assert states(drifted)["trigger_retrain"] == "success"
@@ -146,7 +148,7 @@ def test_calm_data_is_green_drift_starts_one_training_run_with_reason_and_report
 
 
 # ---- a champion clearly worse than the previous one: proposed, asked, approved, rolled back --------
-def realized_records(frame, version: str, variance_scale: float, days: int = 60) -> list[dict]:
+def realized_records(frame, version: str, variance_scale: float, days: int = 60) -> list[ForecastRecord]:
     """Forecast-log records of ``version`` for the snapshot's last ``days`` days: normal quantiles whose
     variance is ``variance_scale`` x the 20 days' realized variance before each forecast."""
     from stockops.monitoring.scorecard import QUANTILES
@@ -158,10 +160,11 @@ def realized_records(frame, version: str, variance_scale: float, days: int = 60)
     out = []
     for k in range(len(frame) - days, len(frame)):
         variance = variance_scale * float(np.mean(returns[k - 21:k - 1] ** 2))
-        out.append({"ticker": "GOOG", "as_of": day[k - 1], "forecast_for": day[k], "model_version": version,
-                    "snapshot_hash": "seeded", "last_close": float(close[k - 1]), "point": 0.0,
-                    "forecast": float(close[k - 1]), "variance": variance, "role": "seeded",
-                    "quantiles": {q: math.sqrt(variance) * z[q] for q in QUANTILES}, "made_at": "2008-08-07T22:00:00"})
+        out.append(ForecastRecord(ticker="GOOG", as_of=day[k - 1], forecast_for=day[k], model_version=version,
+                                  snapshot_hash="seeded", last_close=float(close[k - 1]), point=0.0,
+                                  forecast=float(close[k - 1]), variance=variance, role="seeded",
+                                  quantiles={q: math.sqrt(variance) * z[q] for q in QUANTILES},
+                                  made_at="2008-08-07T22:00:00"))
     return out
 
 
@@ -173,8 +176,8 @@ def test_a_clearly_worse_champion_is_proposed_for_rollback_and_an_approval_start
     from stockops.monitoring.forecasts import record_forecasts
     from tests.integration.helpers import AirflowApi
 
-    ingest_day(CALM_DAY)
-    assert [str(make_champion()), str(make_champion())] == ["1", "2"]
+    ingest_day(CALM_DAY, settings=small)
+    assert [str(make_champion(small)), str(make_champion(small))] == ["1", "2"]
     frame = store_for(small, "GOOG").load()
     # the platform's own records of the 60 days before: v1 (the previous champion, in the shadow) forecast
     # the realized variance, v2 (the champion) 25 times it (9 times: DM t -1.83 on these 60 days, not "clearly")

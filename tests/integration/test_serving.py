@@ -13,7 +13,7 @@ import json
 import math
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -64,12 +64,13 @@ def _raw(settings, body: bytes | None, content_type: str | None = "application/j
     return resp.status, resp.read().decode(errors="replace")
 
 
-def _register_candidate(reason: str) -> Registered:
+def _register_candidate(settings, reason: str) -> Registered:
     """A new registry version (not promoted) from the same snapshots, as stock_train's first steps make it."""
     from stockops.training import evaluate_models, load_snapshots, prepare_features, register_candidate, train_candidate
 
-    return register_candidate(evaluate_models(train_candidate(prepare_features(load_snapshots()),
-                                                              reason=reason)))
+    features = prepare_features(load_snapshots(settings=settings), settings=settings)
+    trained = train_candidate(features, reason=reason, settings=settings)
+    return register_candidate(evaluate_models(trained, settings=settings), settings=settings)
 
 
 def test_valid_request_answers_a_forecast_with_lineage(served):
@@ -341,7 +342,7 @@ def test_a_torn_prediction_log_line_does_not_swallow_the_next_record(served):
 def test_a_switch_under_load_fails_no_request(served, model_home):
     """Deploy v2 while clients hammer the stable address: every request answers 200, v1 then v2."""
     from stockops.contracts import Built
-    from stockops.serving import current, deploy, deploy_candidate, standby
+    from stockops.serving import current, deploy, deploy_candidate, deploys, standby
 
     settings, request = served
     built = Built.from_xcom(model_home.built_v2)  # registered and its bento built, as stock_train's build leaves it
@@ -360,7 +361,7 @@ def test_a_switch_under_load_fails_no_request(served, model_home):
         t.start()
     try:
         time.sleep(1.0)
-        record = deploy_candidate(built, reason="serving test: switch under load").deploy
+        record = deploy_candidate(built, reason="serving test: switch under load", settings=settings).deploy
         time.sleep(1.0)
     finally:
         stop.set()
@@ -378,25 +379,27 @@ def test_a_switch_under_load_fails_no_request(served, model_home):
     # going back is a switch to the warm standby: no new process, the newer one becomes the standby
     new_pid = current(settings)["pid"]
     back = deploy(settings, standby(settings)["bento_tag"], "1", reason="serving test: back to v1", kind="rollback")
-    assert back["warm_standby"] is True and back["switched_after_s"] < 5
+    line = deploys(settings)[-1]  # the deploy log keeps the switch's details beside the record
+    assert back.outcome == "succeeded" and line["at"] == back.at and line["version"] == "1"
+    assert line["warm_standby"] is True and line["switched_after_s"] < 5
     assert current(settings)["pid"] == old_pid and standby(settings)["pid"] == new_pid
     assert _predict(settings, request)[1]["model_version"] == "1"
 
 
-def test_a_deploy_that_fails_its_health_check_changes_nothing(served, monkeypatch):
+def test_a_deploy_that_fails_its_health_check_changes_nothing(served):
     """A bento whose packed model is corrupt never takes traffic; champion and endpoint stay."""
     from stockops import registry
     from stockops.serving import DeployError, build_candidate_bento, current, deploy_candidate, deploys
 
     # BentoML restarts the crashing worker for ever: the deploy gives up at its readiness timeout (180 s by
     # default; a good bento is ready in about 20 s here). This bento never becomes ready, whatever the wait.
-    monkeypatch.setenv("STOCKOPS_SERVE_READY_TIMEOUT_S", "20")
     settings, request = served
+    settings = replace(settings, serve_ready_timeout_s=20.0)
     before = current(settings)
     registry.setup(settings)
     champion = registry.champion_version(settings).version
-    candidate = _register_candidate("serving test: a broken bento")
-    built = build_candidate_bento(candidate)
+    candidate = _register_candidate(settings, "serving test: a broken bento")
+    built = build_candidate_bento(candidate, settings=settings)
     name, version = built.bento.bento_model.split(":")
     weights = list((settings.bentoml_home / "models" / name / version).rglob("network.npz"))
     assert weights, "the bento's model is in the BentoML model store"
@@ -404,7 +407,7 @@ def test_a_deploy_that_fails_its_health_check_changes_nothing(served, monkeypatc
         npz.write_bytes(b"these are not a network's weights")
 
     with pytest.raises(DeployError, match="failed its health check") as failure:
-        deploy_candidate(built, reason="serving test: must fail")
+        deploy_candidate(built, reason="serving test: must fail", settings=settings)
     assert f"v{before['version']}" in str(failure.value) and "keeps serving" in str(failure.value)
 
     after = current(settings)  # (the supervisor may have added a spare meanwhile)
@@ -482,7 +485,7 @@ def test_training_the_monitor_predict_forecast_and_pyfunc_agree_to_the_bit_for_e
     monitored, skipped = forecast_records(model, {t: (stores[t].latest(), frames[t]) for t in tickers},
                                           market_series(settings), "1", made_at="now")
     assert not skipped
-    monitored = {r["ticker"]: r for r in monitored}
+    monitored = {r.ticker: r.to_record() for r in monitored}
     for ticker in tickers:
         tail = frames[ticker].iloc[-need:].reset_index(drop=True)
         closes = align_market(tail["Date"], frames[settings.market])

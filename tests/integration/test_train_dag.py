@@ -183,9 +183,9 @@ def test_roll_back_then_refusals_change_nothing(trained, dags, monkeypatch):
     }
     for version, message in refusals.items():
         with pytest.raises(RollbackRefused, match=message):
-            plan_rollback(version, "operator request")
+            plan_rollback(version, "operator request", settings=small)
     with pytest.raises(RollbackRefused, match="needs a reason"):
-        plan_rollback("2", "   ")
+        plan_rollback("2", "   ", settings=small)
     # the refused run fails red, and its failure notification reaches the team's webhook and the audit log
     with WebhookReceiver() as hook:
         monkeypatch.setenv("STOCKOPS_ALERT_WEBHOOK", hook.url)

@@ -28,7 +28,8 @@ import pytest
 from stockops.core import audit
 from stockops.core.processes import free_port, http_json, wait_until
 from stockops.core.settings import get_settings
-from stockops.launch.local import LocalPlatform, stop_process_tree
+from stockops.launch.components import stop_process_tree
+from stockops.launch.local import LocalPlatform
 from tests.integration.conftest import SMALL_WATCHLIST
 from tests.integration.helpers import served_version
 

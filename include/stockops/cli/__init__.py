@@ -37,9 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         run_demo(args.days)
         return 0
     if args.command == "history":
+        from stockops.core.settings import get_settings
         from stockops.registry.changes import format_history, history
 
-        print(format_history(history()))
+        print(format_history(history(get_settings())))
         return 0
     if args.command == "dora":
         from stockops.reporting.dora import main as dora_main
@@ -60,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ticker} {args.day}: {args.decision}d; the next ingest of {ticker} acts on it")
         return 0
     if args.command == "watchlist":
+        from stockops.core.settings import get_settings
         from stockops.ingest import format_watchlist, watchlist_status
 
-        print(format_watchlist(watchlist_status()))
+        print(format_watchlist(watchlist_status(get_settings())))
         return 0
     if args.command == "gx-init":
         from stockops.core.settings import get_settings

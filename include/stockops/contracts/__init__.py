@@ -26,6 +26,7 @@ from stockops.contracts.base import Contract, ContractError
 from stockops.contracts.ingest import (
     Fetched,
     HeldMove,
+    IngestChunk,
     IngestRequest,
     IngestStatus,
     Published,
@@ -36,7 +37,15 @@ from stockops.contracts.ingest import (
     Validated,
     WatchlistOutcome,
 )
-from stockops.contracts.monitoring import MonitorDecision, RollbackProposal, Scored, ServingHealth, ShadowScored
+from stockops.contracts.monitoring import (
+    ForecastRecord,
+    MonitorDecision,
+    MonitorRecord,
+    RollbackProposal,
+    Scored,
+    ServingHealth,
+    ShadowScored,
+)
 from stockops.contracts.serving import (
     Bento,
     Built,
@@ -69,7 +78,7 @@ from stockops.contracts.training import (
 
 __all__ = [
     "BASELINE", "FORCED", "PROMOTED", "REFUSED", "Baseline", "Bento", "Built", "ChampionCompared", "Contract", "ContractError", "DeployRecord", "Deployed", "Evaluated",
-    "Features", "Fetched", "GateDecision", "HeldMove", "Holdout", "IngestRequest", "IngestStatus", "MonitorDecision", "Promoted",
+    "Features", "Fetched", "ForecastRecord", "GateDecision", "HeldMove", "Holdout", "IngestChunk", "IngestRequest", "IngestStatus", "MonitorDecision", "MonitorRecord", "Promoted",
     "Published", "Quarantined", "Registered", "Rejected", "RollbackBuilt", "RollbackDeployed", "RollbackPlan", "RollbackProposal",
     "RollbackVerified", "Scored", "ServingHealth", "ShadowScored", "SnapshotEntry", "SnapshotSummary", "Snapshots", "TickerStatus",
     "Trained", "TrainingOutcome", "Validated", "Verified", "WatchlistOutcome",

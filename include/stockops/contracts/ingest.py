@@ -25,6 +25,7 @@ class SnapshotEntry(Contract):
     path: str
     validation_path: str
     published_at: str
+    file_sha256: str | None = None  # the parquet file's bytes: a fast check of a read (older entries: none)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SnapshotEntry:

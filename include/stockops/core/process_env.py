@@ -1,14 +1,11 @@
 """What every process stockops starts runs with: telemetry off and MLflow's retries bounded
-(:func:`quiet_environment`); Airflow's own part is :func:`stockops.core.settings.airflow_environment`."""
+(:func:`quiet_environment`); Airflow's own part is :func:`stockops.core.airflow_env.airflow_environment`."""
 
 from __future__ import annotations
 
 import os
 
 from stockops.core.environment import _env
-
-FORKSERVER_PRELOAD = "great_expectations,exchange_calendars,pyarrow.parquet,stockops.data.validation"
-
 
 # MLflow's HTTP client retries a failed request 7 times with a backoff factor of 2 by default
 # (about 4 minutes, sized for rate-limited hosted servers): against our own server that is down,

@@ -9,7 +9,8 @@ Each setting is declared once in :class:`~stockops.core.environment.Environment`
 variable, default, one-line description; the bento's variables in :mod:`stockops.core.served_settings`, which it
 extends). :func:`get_settings` reads them into a :class:`Settings`; :func:`make_settings` builds one from the
 defaults and given values without reading the environment; ``.env.example`` and the README's table are generated
-from the declarations (:mod:`stockops.core.settings_docs`, ``make settings-docs``).
+from the declarations (:mod:`stockops.core.settings_docs`, ``make settings-docs``). What Airflow is told (its
+environment, the Asset names the DAGs schedule on) is in :mod:`stockops.core.airflow_env`.
 
 One exception, on purpose: importing this module sets the telemetry opt-outs and MLflow's
 retry bounds of :func:`~stockops.core.process_env.quiet_environment` in ``os.environ`` where they are unset, so that no
@@ -19,7 +20,6 @@ first (MLflow decides about telemetry when it is imported).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,8 @@ from stockops.core.environment import (
     TICKER_PATTERN,
     WATCHLIST,
     Environment,
-    _env,
 )
 from stockops.core.process_env import (
-    FORKSERVER_PRELOAD,
     MLFLOW_HTTP_DEFAULTS,
     MLFLOW_SERVER_ENV,
     _quiet_this_process,
@@ -42,9 +40,8 @@ from stockops.core.process_env import (
 )
 
 __all__ = [
-    "FORKSERVER_PRELOAD", "MLFLOW_HTTP_DEFAULTS", "MLFLOW_SERVER_ENV", "REPO_ROOT", "SHIPPED_PRICES", "SOURCES",
-    "TICKER_PATTERN", "WATCHLIST", "Environment", "Settings", "airflow_environment", "get_settings", "make_settings",
-    "quiet_environment",
+    "MLFLOW_HTTP_DEFAULTS", "MLFLOW_SERVER_ENV", "REPO_ROOT", "SHIPPED_PRICES", "SOURCES", "TICKER_PATTERN",
+    "WATCHLIST", "Environment", "Settings", "get_settings", "make_settings", "quiet_environment",
 ]
 
 # Settings fields that are not one declaration each, and what they are made of.
@@ -67,6 +64,7 @@ class Settings:
     replay_start: str
     replay_initial_days: int
     ingest_schedule: str
+    ingest_chunk: int
     fetch_timeout_s: float
     fetch_attempts: int
     fetch_backoff_s: float
@@ -330,31 +328,6 @@ class Settings:
     def bento_name(self) -> str:
         return f"{self.ticker.lower()}_forecast"
 
-    @property
-    def asset_name(self) -> str:
-        """Name of the Airflow Asset of the model ticker's prices (stock_train and stock_monitor follow it)."""
-        return prices_asset_name(self.ticker)
-
-    @property
-    def asset_uri(self) -> str:
-        return prices_asset_uri(self.ticker)
-
-
-def prices_asset_name(ticker: str) -> str:
-    """One Airflow Asset per ticker: ``stock_ingest`` updates it when that ticker's snapshot moves."""
-    return f"stockops_prices_{ticker}"
-
-
-def prices_asset_uri(ticker: str) -> str:
-    return f"stockops://prices/{ticker}"
-
-
-PRICES_ALIAS = "stockops_prices"  # the AssetAlias the mapped publish task emits each ticker's Asset through
-# One event per ingest run once every ticker of it is settled (published, quarantined or held for a person):
-# stock_train and stock_monitor follow it, so neither starts on a partial day. Emitted through an alias, so a
-# day the market is closed emits nothing.
-DAY_ASSET_NAME, DAY_ASSET_URI, DAY_ALIAS = "stockops_watchlist_day", "stockops://watchlist/day", "stockops_day"
-
 
 def settings_from(env: Environment) -> Settings:
     """The :class:`Settings` the declared values ``env`` make (the derived fields filled in)."""
@@ -389,38 +362,6 @@ def make_settings(**overrides: Any) -> Settings:
     settings = settings_from(Environment.from_environ({}, **declared))
     rest = {k: v for k, v in overrides.items() if k not in declared}
     return replace(settings, **rest) if rest else settings
-
-
-def airflow_environment(settings: Settings) -> dict[str, str]:
-    """Environment variables that point Airflow at this repo and the stockops home.
-
-    Used by the local launcher, the tests and (as documentation) the compose file, so the
-    three agree on where DAGs, plugins and the metadata DB are. Every listener Airflow lets us
-    place binds loopback unless its own ``AIRFLOW__...`` variable says otherwise (the log
-    servers cannot be placed: the launchers start components without them, see
-    ``stockops.launch.local``), and the admin password lives in the file the launcher creates
-    private (mode 0600) before Airflow starts, so Airflow never generates and prints one.
-    """
-    return {
-        **quiet_environment(),
-        "STOCKOPS_HOME": str(settings.home),
-        "AIRFLOW_HOME": str(settings.airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-        # LocalExecutor workers start from a forkserver that imported Great Expectations (~9 s) and
-        # the calendar once; every task forks from them, so 18 validate tasks do not import GX 18 times.
-        "AIRFLOW__SCHEDULER__MP_START_METHOD": os.environ.get("AIRFLOW__SCHEDULER__MP_START_METHOD", "forkserver"),
-        "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": FORKSERVER_PRELOAD,
-        "AIRFLOW__API__HOST": _env("AIRFLOW__API__HOST", "127.0.0.1"),
-        # the scheduler's health endpoint (when enabled) binds 0.0.0.0 by Airflow's default
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST":
-            _env("AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST", "127.0.0.1"),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(settings.airflow_passwords_file),
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT / "include"), os.environ.get("PYTHONPATH", "")) if p),
-    }
 
 
 _quiet_this_process()  # see the module docstring: the one side effect of importing the settings

@@ -36,7 +36,7 @@ WARNING = "warning"
 UNREADABLE = "unreadable"  # a result file that is not (yet) a whole GX result
 
 PAGES = "validations"  # the pages' folder in the URL, as in GX's Data Docs
-INDEX_DATES = 10  # offending dates shown per failed expectation on the index
+INDEX_DATES = 10  # offending rows (ticker and date) shown per failed expectation on the index
 PAGE_ROWS = 200  # offending rows shown per expectation on a result page (the JSON has them all)
 RUN_NAME = re.compile(r"^(?P<ticker>.+)-\d{4}-\d{2}-\d{2}$")  # the ingest names a run <TICKER>-<day>
 RUN_TIME = re.compile(r"^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)")
@@ -278,7 +278,7 @@ def render_index(settings: Settings, ticker: str | None = None) -> str | None:
         failed = "".join(
             f"<li><code>{_e(f.column or f.expectation)}</code> {_e(f.expectation)}"
             f"{' (warning)' if f.outcome == WARNING else ''}: {_e(f.observed)}"
-            + (f"; dates {_e(_dates(f, INDEX_DATES))}" if f.offending else "")
+            + (f"; rows {_e(_dates(f, INDEX_DATES))}" if f.offending else "")
             + (f"; could not be evaluated: {_e(f.error)}" if f.error else "") + "</li>" for f in r.failed)
         what = f'<ul class="rows">{failed}</ul>' if failed else _e(r.error) if r.error else ""
         evaluated = f"{len(r.findings) - len(r.failed)} of {len(r.findings)} passed" if r.findings else "—"
@@ -292,7 +292,7 @@ def render_index(settings: Settings, ticker: str | None = None) -> str | None:
 <code>data/&lt;TICKER&gt;/validations/</code>.</p>
 <p>Ticker: {filters}</p>
 <table id="results"><thead><tr><th>validated at (UTC)</th><th>run</th><th>outcome</th><th>expectations</th>
-<th>rows judged</th><th>what failed: observed, offending dates</th></tr></thead><tbody>
+<th>rows judged</th><th>what failed: observed, offending rows</th></tr></thead><tbody>
 {chr(10).join(rows) or '<tr><td class="note" colspan="6">no result of this ticker is kept</td></tr>'}
 </tbody></table>"""
     return _page("Data Docs: validation results", body)

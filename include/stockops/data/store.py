@@ -2,7 +2,7 @@
 
 Layout under ``<home>/data/<TICKER>/``::
 
-    raw/<logical_date>.csv                  what a run fetched, before judgement
+    raw/<logical_date>.parquet              what a run fetched, before judgement (.csv when parquet cannot hold it)
     snapshots/<sha256>.parquet              published snapshots (a damaged one is only written back as it was)
     manifest.jsonl                          one line per published snapshot
     latest.json                             pointer to the newest snapshot (moved atomically)
@@ -111,21 +111,31 @@ class SnapshotStore:
         return self.root / "validations"
 
     def raw_path(self, logical_date: str) -> Path:
-        return self.root / "raw" / f"{logical_date}.csv"
+        return self.root / "raw" / f"{logical_date}.parquet"
 
     def snapshot_path(self, digest: str) -> Path:
         return snapshot_format.snapshot_path(self.root, digest)
 
     # ---- raw landing ---------------------------------------------------------------------
     def write_raw(self, frame: pd.DataFrame, logical_date: str) -> Path:
-        """Land what a run fetched, as it came (a re-run of the day replaces it)."""
+        """Land what a run fetched, as it came, dtypes included (a re-run of the day replaces it). Parquet; a frame
+        parquet cannot hold (a column mixing text and numbers) lands as CSV, and validation names what is wrong."""
         path = self.raw_path(logical_date)
-        atomic_write_bytes(path, frame.to_csv(index=False, date_format="%Y-%m-%d").encode())
+        other = path.with_suffix(".csv")
+        try:
+            data = frame.to_parquet(None, index=False)
+        except (ValueError, TypeError, pyarrow.ArrowException):
+            path, other = other, path
+            data = frame.to_csv(index=False, date_format="%Y-%m-%d").encode()
+        atomic_write_bytes(path, data)
+        other.unlink(missing_ok=True)  # what an earlier run of the day landed in the other format
         return path
 
     @staticmethod
-    def read_raw(path: Path) -> pd.DataFrame:
-        """Read a raw landing file back with the dtypes it had (dates parsed only if they all parse)."""
+    def read_raw(path: Path | str) -> pd.DataFrame:
+        """Read a raw landing file back with the dtypes it had (from a CSV: dates parsed only if they all parse)."""
+        if Path(path).suffix == ".parquet":
+            return pd.read_parquet(path)
         frame = pd.read_csv(path)
         if "Date" in frame.columns:
             parsed = pd.to_datetime(frame["Date"], errors="coerce", format="%Y-%m-%d")
@@ -138,7 +148,7 @@ class SnapshotStore:
         return file_lock(self.root / ".lock")
 
     def publish(self, frame: pd.DataFrame, *, logical_date: str, source: str,
-                validation_path: str | Path = "") -> tuple[SnapshotEntry, bool]:
+                validation_path: str | Path = "", digest: str | None = None) -> tuple[SnapshotEntry, bool]:
         """Publish validated data as an immutable snapshot; idempotent.
 
         Returns the manifest entry and whether it is new. Publishing data whose hash is
@@ -147,13 +157,16 @@ class SnapshotStore:
         step is finished by the next publish of the same data: the snapshot file is
         (re)written unless it already holds exactly this data, the manifest line is
         appended unless it is there, and the pointer moves if it should.
+
+        ``digest``: the frame's :func:`content_hash` when the caller just computed it (validation did).
         """
-        digest = content_hash(frame)
+        digest = digest or content_hash(frame)
         with self._locked():
             self._remove_temporary_files()
             path = self.snapshot_path(digest)
+            data = frame.to_parquet(None, index=False)
             if not self._holds(path, digest):
-                atomic_write_bytes(path, frame.to_parquet(None, index=False))
+                atomic_write_bytes(path, data)
             existing = self.get(digest)
             if existing is not None:
                 self._advance_latest(existing)
@@ -164,6 +177,7 @@ class SnapshotStore:
                 source=source, logical_date=logical_date, path=str(path),
                 validation_path=str(validation_path),
                 published_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                file_sha256=snapshot_format.file_sha256(path.read_bytes()),
             )
             audit.append(self.manifest_path, asdict(entry))
             self._advance_latest(entry)
@@ -250,7 +264,7 @@ class SnapshotStore:
         # restored or copied to another folder reads its own snapshots.
         path = self.snapshot_path(entry.hash)
         try:
-            return snapshot_format.read_snapshot(path, entry.hash)
+            return snapshot_format.read_snapshot(path, entry.hash, file_sha256=entry.file_sha256)
         except snapshot_format.HashMismatch as exc:
             raise self._corrupt_snapshot(entry, str(exc)) from exc
         except (OSError, ValueError, pyarrow.ArrowException) as exc:

@@ -164,9 +164,11 @@ def validate_raw(fetched: Fetched, dag_run_id: str = "", *, settings: Settings) 
     return judged
 
 
-def _validate_many(fetched: list[Fetched], dag_run_id: str, settings: Settings) -> dict[str, Validated | Exception]:
+def _validate_many(fetched: list[Fetched], dag_run_id: str, settings: Settings,
+                   frames: dict | None = None) -> dict[str, Validated | Exception]:
     """Ticker -> its :class:`Validated` data, or the :class:`DataValidationError` that quarantined it: every
-    ticker's new rows judged in one Great Expectations run (:func:`stockops.data.validation.validate_panel`)."""
+    ticker's new rows judged in one Great Expectations run (:func:`stockops.data.validation.validate_panel`).
+    ``frames``, when given, receives each ticker's data as it was hashed (to publish without reading it again)."""
     from stockops.data import decisions
     from stockops.data.sources import to_date
     from stockops.data.store import content_hash
@@ -179,6 +181,8 @@ def _validate_many(fetched: list[Fetched], dag_run_id: str, settings: Settings) 
         frame = store.read_raw(Path(one.raw_path))
         latest = store.latest()
         loaded[one.ticker] = (frame, content_hash(frame), latest)
+        if frames is not None:
+            frames[one.ticker] = frame
         items.append(PanelItem(one.ticker, frame, to_date(one.reference_date),
                                published=store.load(latest) if latest is not None else None,
                                decisions=decisions.decided_days(settings, one.ticker)))
@@ -238,16 +242,22 @@ def publish_validated(validated: Validated, *, settings: Settings) -> Published 
     Held data is published only once a person approved every held day; a rejection quarantines
     it instead (:class:`Rejected`).
     """
-    from stockops.data import decisions
     from stockops.data.store import content_hash
 
-    ticker, day = validated.ticker, validated.logical_date
-    store = store_for(settings, ticker)
     raw_path = validated.fetched.raw_path
-    frame = store.read_raw(Path(raw_path))
+    frame = store_for(settings, validated.ticker).read_raw(Path(raw_path))
     if content_hash(frame) != validated.hash:
         raise RuntimeError(f"{raw_path} changed after validation (hash {validated.hash[:12]} "
                            "expected); refusing to publish unvalidated data")
+    return _publish(validated, frame, settings)
+
+
+def _publish(validated: Validated, frame, settings: Settings) -> Published | Rejected:
+    """:func:`publish_validated` of ``frame``, the very data hashed ``validated.hash``."""
+    from stockops.data import decisions
+
+    ticker, day = validated.ticker, validated.logical_date
+    store = store_for(settings, ticker)
     approval = ""
     if validated.held_for_review:
         days = validated.held_days
@@ -269,7 +279,7 @@ def publish_validated(validated: Validated, *, settings: Settings) -> Published 
                                "nothing was published")
         approval = f" (approved by an operator: {', '.join(days)})"
     entry, new = store.publish(frame, logical_date=day, source=validated.fetched.source,
-                               validation_path=validated.validation_path)
+                               validation_path=validated.validation_path, digest=validated.hash)
     latest = store.latest()
     is_latest = latest is not None and latest.hash == entry.hash
     log.info("%s snapshot %s: %d rows %s..%s -> %s; latest is %s%s", ticker,
@@ -306,7 +316,8 @@ def ingest_chunk(chunk: IngestChunk, dag_run_id: str = "", *, settings: Settings
                     log.error("%s: not fetched after %d attempts: %s", request.ticker, attempt, exc)
                 else:
                     time.sleep(2 ** attempt)
-    judged = _validate_many(fetched, dag_run_id, settings)
+    frames: dict = {}
+    judged = _validate_many(fetched, dag_run_id, settings, frames)
     published, held, quarantined = [], [], []
     for ticker, outcome in judged.items():
         if isinstance(outcome, Exception):
@@ -314,8 +325,8 @@ def ingest_chunk(chunk: IngestChunk, dag_run_id: str = "", *, settings: Settings
                                            reason=str(outcome).splitlines()[0]))
         elif outcome.held_for_review:
             held.append(outcome)
-        else:
-            published.append(_publish_passed(outcome, settings))
+        else:  # the frame this task hashed and judged: no second read of raw/
+            published.append(_publish_passed(outcome, settings, frames[ticker]))
     result = WatchlistOutcome(logical_date=chunk.logical_date, published=published, held_for_review=held,
                               quarantined=quarantined, unfetched=unfetched)
     log.info("%s, %s:\n%s", chunk.label or chunk.logical_date, chunk.logical_date, outcome_table(result))
@@ -377,8 +388,9 @@ def ingest_watchlist(logical_date: str, tickers: str | list[str] = "", *, settin
     return WatchlistOutcome.merge(_day(logical_date), [ingest_chunk(chunk, settings=settings) for chunk in chunks])
 
 
-def _publish_passed(validated: Validated, settings: Settings) -> Published:
+def _publish_passed(validated: Validated, settings: Settings, frame=None) -> Published:
     """Publish data that passed on the rules alone (nobody was asked, so nothing can be rejected)."""
-    outcome = publish_validated(validated, settings=settings)
+    outcome = _publish(validated, frame, settings) if frame is not None else publish_validated(validated,
+                                                                                                settings=settings)
     assert isinstance(outcome, Published), "only data held for review can be rejected"
     return outcome

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from stockops.core.processes import venv_bin
 from stockops.core.settings import MLFLOW_SERVER_ENV
-from stockops.launch.local import LocalPlatform, private_dir, private_log, stop_process_tree, write_secret
+from stockops.launch.components import private_dir, private_log, stop_process_tree, write_secret
+from stockops.launch.local import LocalPlatform
 
 POSTGRES_ADMIN_DSN = os.environ.get("STOCKOPS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("STOCKOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -126,7 +127,7 @@ class CeleryPlatform(LocalPlatform):
         """Create the databases, migrate, start every component; returns the api-server process.
 
         The worker and the triggerer run without their log servers, which Airflow binds to every
-        interface (see ``stockops.launch.local.COMPONENTS``): all processes share this machine's logs
+        interface (see ``stockops.launch.components.COMPONENTS``): all processes share this machine's logs
         folder. Compose, where they do not, keeps them (reachable inside the compose network only).
         """
         self.prepare_home()

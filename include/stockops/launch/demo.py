@@ -6,8 +6,8 @@ import logging
 import time
 from datetime import date, timedelta
 
-from stockops.contracts import IngestStatus, TrainingOutcome, WatchlistOutcome
-from stockops.core.settings import get_settings
+from stockops.contracts import IngestStatus, MonitorRecord, TrainingOutcome, WatchlistOutcome
+from stockops.core.settings import Settings, get_settings
 from stockops.data import store_for
 from stockops.ingest import format_watchlist, ingest_watchlist, watchlist_status
 
@@ -21,9 +21,10 @@ def recent_sessions(n: int, until: date | None = None) -> list[date]:
     return [date.fromisoformat(str(d)) for d in found]
 
 
-def train_in_process(reason: str = "in-process run", epochs: int | None = None, window: int | None = None,
-                     force_promote: bool = False) -> TrainingOutcome:
-    """The whole ``stock_train`` chain without Airflow (``make demo``, the benches), build and deploy included."""
+def train_in_process(settings: Settings, reason: str = "in-process run", epochs: int | None = None,
+                     window: int | None = None, force_promote: bool = False) -> TrainingOutcome:
+    """The whole ``stock_train`` chain without Airflow (``make demo``, the benches), build and deploy included;
+    every step gets ``settings``."""
     from stockops.serving import build_candidate_bento, deploy_candidate
     from stockops.training import (
         evaluate_models,
@@ -35,12 +36,14 @@ def train_in_process(reason: str = "in-process run", epochs: int | None = None, 
         train_candidate,
     )
 
-    registered = register_candidate(evaluate_models(train_candidate(
-        prepare_features(load_snapshots(), window=window), epochs=epochs, reason=reason)))
-    decision = gate_candidate(registered, force_promote=force_promote, reason=reason)
+    features = prepare_features(load_snapshots(settings=settings), window=window, settings=settings)
+    trained = train_candidate(features, epochs=epochs, reason=reason, settings=settings)
+    registered = register_candidate(evaluate_models(trained, settings=settings), settings=settings)
+    decision = gate_candidate(registered, force_promote=force_promote, reason=reason, settings=settings)
     deployed = None
     if gate_passed(decision):
-        deployed = deploy_candidate(build_candidate_bento(registered, decision), reason=reason)
+        deployed = deploy_candidate(build_candidate_bento(registered, decision, settings=settings), reason=reason,
+                                    settings=settings)
     return TrainingOutcome(registered=registered, decision=decision, deployed=deployed)
 
 
@@ -53,7 +56,7 @@ def run_demo(days: int = 5) -> list[WatchlistOutcome]:
     statuses: dict[str, IngestStatus] = {}  # ticker -> its newest outcome
     for day in recent_sessions(days):
         started = time.monotonic()
-        outcome = ingest_watchlist(day.isoformat())
+        outcome = ingest_watchlist(day.isoformat(), settings=settings)
         counts = {IngestStatus.PUBLISHED: len(outcome.published), IngestStatus.HELD: len(outcome.held_for_review),
                   IngestStatus.QUARANTINED: len(outcome.quarantined)}
         print(f"{day}: {', '.join(f'{n} {s.value}' for s, n in counts.items() if n)} "
@@ -80,7 +83,7 @@ def run_demo(days: int = 5) -> list[WatchlistOutcome]:
     was_serving = bool(current(settings))  # e.g. make run is up on the same home: leave its endpoint up
     print("\ntraining a candidate on the latest snapshot of every ticker (this imports TensorFlow and MLflow) ...", flush=True)
     try:
-        trained = train_in_process(reason="make demo")
+        trained = train_in_process(settings, reason="make demo")
     except Exception:
         if not was_serving:
             from stockops.serving import stop_serving
@@ -97,26 +100,27 @@ def run_demo(days: int = 5) -> list[WatchlistOutcome]:
     print(f"champion: {f'{settings.model_name} v{champion.version}' if champion else 'none: no model has passed the gate yet'}")
     print(f"MLflow store: {settings.mlflow_tracking_uri} (make run serves its UI)")
     forecast_over_http(settings, store, was_serving)
-    show_monitor_decision()
+    show_monitor_decision(settings)
     return results
 
 
-def show_monitor_decision() -> dict:
+def show_monitor_decision(settings: Settings) -> MonitorRecord:
     """One stock_monitor check on the latest snapshot, as a dry run (it never counts as a trigger)."""
     from stockops.monitoring import run_monitor
 
     print("\nmonitoring the champion (Evidently drift + live error; what stock_monitor does after each ingest) ...",
           flush=True)
-    decision = run_monitor(dry_run=True)
-    print(f"  decision: {'RETRAIN' if 'would trigger' in decision['reason'] else 'no retrain'}: {decision['reason']}")
-    if decision.get("current_window"):
-        ratio = decision["live_rmse_ratio"]
-        print(f"  current {decision['current_window'][0]}..{decision['current_window'][1]} vs the champion's "
-              f"training window {decision['reference_window'][0]}..{decision['reference_window'][1]}: "
-              f"drift share {decision['drift_share']:.2f}, live error "
+    decision = run_monitor(settings=settings, dry_run=True)
+    print(f"  decision: {'RETRAIN' if 'would trigger' in decision.reason else 'no retrain'}: {decision.reason}")
+    if decision.current_window:
+        ratio = decision.live_rmse_ratio
+        reference = decision.reference_window or ["?", "?"]
+        print(f"  current {decision.current_window[0]}..{decision.current_window[1]} vs the champion's "
+              f"training window {reference[0]}..{reference[1]}: "
+              f"drift share {decision.drift_share:.2f}, live error "
               f"{'n/a' if ratio is None else f'{ratio:.2f}'}× holdout, "
-              f"{decision['persistence_ratio']:.3f}× persistence")
-        print(f"  report: {decision['report']}\n  decision: {decision['decision_path']}")
+              f"{decision.persistence_ratio:.3f}× persistence")
+        print(f"  report: {decision.report}\n  decision: {decision.decision_path}")
     return decision
 
 

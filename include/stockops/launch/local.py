@@ -1,14 +1,14 @@
 """Start the platform locally (what ``make run`` does): Airflow on SQLite on this repo.
 
-It migrates the metadata DB, starts Airflow's components (api-server, scheduler,
-dag-processor, triggerer: what ``airflow standalone`` runs, without the log servers, see
-:data:`COMPONENTS`) with this repo's ``dags/`` and ``plugins/``, waits until the UI answers,
-makes sure the DAGs are unpaused, triggers a first ingest run so a newcomer sees a green run
-within minutes, and prints where everything is. Ctrl-C stops what it started.
+The platform facade, :class:`LocalPlatform`: it migrates the metadata DB, starts Airflow's components (the
+processes, and the owner-only files they get: :mod:`stockops.launch.components`) with this repo's ``dags/`` and
+``plugins/``, waits until the UI answers, unpauses the DAGs through the REST API, triggers a first ingest run so a
+newcomer sees a green run within minutes, prints where everything is and follows the first cycle to the first
+forecast. :func:`run_local` is ``make run``; Ctrl-C stops what it started.
 
 Exposure: every listener binds loopback (``LocalPlatform.host``); the Airflow home and the logs
 folder are owner-only (0700), the admin password file and every log are 0600, and the password
-is created here, so Airflow never generates one and prints it into a log.
+is created before Airflow starts, so Airflow never generates one and prints it into a log.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -27,63 +25,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
 
 from stockops.contracts import TickerStatus
 from stockops.core.airflow_db import use_wal
-from stockops.core.processes import stop_pid_tree, venv_bin
-from stockops.core.settings import MLFLOW_SERVER_ENV, Settings, airflow_environment, get_settings
+from stockops.core.airflow_env import airflow_environment
+from stockops.core.processes import venv_bin
+from stockops.core.settings import MLFLOW_SERVER_ENV, Settings, get_settings
 from stockops.data.calendar import sessions
+from stockops.launch import components
 
 log = logging.getLogger(__name__)
 
 DAG_IDS = ("stock_ingest", "stock_train", "stock_monitor", "stock_rollback", "stock_rollback_proposal")
-# What `airflow standalone` runs, minus the log servers. Airflow 3.3 binds the scheduler's (8793)
-# and the triggerer's (8794) log servers to every interface and has no setting for the address
-# (airflow/utils/serve_logs/core.py passes host=""). On one machine they serve nothing the
-# api-server cannot read from the shared logs folder itself, so they are not started at all.
-COMPONENTS = (("api-server",), ("scheduler", "--skip-serve-logs"), ("dag-processor",),
-              ("triggerer", "--skip-serve-logs"))
 AIRFLOW_LOG = "airflow-standalone.log"
 # SQLite's busy timeout for Airflow's metadata DB (see stockops.core.airflow_db)
 SQLITE_CONNECT_ARGS = "stockops.core.airflow_db.CONNECT_ARGS"
 PARALLELISM = 4  # task processes at once (AIRFLOW__CORE__PARALLELISM overrides): see LocalPlatform.env
-
-
-# ---- files that hold secrets --------------------------------------------------------------------
-def private_dir(path: Path) -> Path:
-    """Create ``path`` owner-only (0700), or make it so: it holds secrets, or logs that might."""
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
-    return path
-
-
-def private_log(path: Path) -> BinaryIO:
-    """``path`` opened for appending, owner-only (0600) even where an older copy was world-readable."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    os.fchmod(fd, 0o600)
-    return os.fdopen(fd, "ab")
-
-
-def write_secret(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` created 0600: never readable by others, not even for a moment."""
-    private_dir(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-
-
-def ensure_admin_password(path: Path) -> None:
-    """Create the simple auth manager's password file with a random admin password, unless it exists.
-
-    Left to Airflow, the api-server generates the password and prints it to stdout, which is
-    the platform's log; a file that is already there is only read (and kept at 0600).
-    """
-    if path.exists():
-        path.chmod(0o600)
-        return
-    write_secret(path, json.dumps({"admin": secrets.token_urlsafe(16)}) + "\n")
 
 
 @dataclass
@@ -127,10 +84,10 @@ class LocalPlatform:
     def prepare_home(self) -> None:
         """The home, the Airflow home and the logs folder owner-only (0700: what a file's own mode leaves open,
         from an older run, is closed by its folder), the admin password created private."""
-        private_dir(self.settings.home)
-        private_dir(self.settings.airflow_home)
-        private_dir(self.settings.logs_dir)
-        ensure_admin_password(self.settings.airflow_passwords_file)
+        components.private_dir(self.settings.home)
+        components.private_dir(self.settings.airflow_home)
+        components.private_dir(self.settings.logs_dir)
+        components.ensure_admin_password(self.settings.airflow_passwords_file)
 
     def start(self) -> subprocess.Popen:
         """Migrate, then start Airflow's components under one process (:func:`run_components`); returns it."""
@@ -142,10 +99,10 @@ class LocalPlatform:
         if database is not None:  # readers and the one writer stop blocking each other (stockops.core.airflow_db)
             use_wal(database)
         log_path = self.settings.logs_dir / AIRFLOW_LOG
-        print(f"starting Airflow: {', '.join(c[0] for c in COMPONENTS)} (log: {log_path}) ...", flush=True)
-        with private_log(log_path) as log:  # the child keeps its own copy
-            return subprocess.Popen([venv_bin("python"), "-m", "stockops.launch.local"], env=self.env(), stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+        print(f"starting Airflow: {', '.join(c[0] for c in components.COMPONENTS)} (log: {log_path}) ...", flush=True)
+        with components.private_log(log_path) as log:  # the child keeps its own copy
+            return subprocess.Popen([venv_bin("python"), "-m", "stockops.launch.components"], env=self.env(),
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
     def mlflow_url(self) -> str:
@@ -154,8 +111,8 @@ class LocalPlatform:
     def start_mlflow_ui(self) -> subprocess.Popen:
         """The MLflow tracking UI on the same store the DAGs write to."""
         self.settings.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
-        private_dir(self.settings.logs_dir)
-        with private_log(self.settings.logs_dir / "mlflow-server.log") as log:
+        components.private_dir(self.settings.logs_dir)
+        with components.private_log(self.settings.logs_dir / "mlflow-server.log") as log:
             return subprocess.Popen(
                 [venv_bin("mlflow"), "server",
                  "--backend-store-uri", self.settings.mlflow_tracking_uri,
@@ -419,79 +376,24 @@ class LocalPlatform:
             self.say(f"could not serve the champion: {exc}")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run_local(port: int | None = None) -> int:
     """Start the local platform and block until Ctrl-C."""
     settings = get_settings()
     platform = LocalPlatform(settings, port=port or int(os.environ.get("STOCKOPS_AIRFLOW_PORT", "8080")),
                              mlflow_port=int(os.environ.get("STOCKOPS_MLFLOW_PORT", "5000")))
-    # `kill PID` of this launcher stops the platform as cleanly as Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
+    components.stop_on_sigterm()  # `kill PID` of this launcher stops the platform as cleanly as Ctrl-C does
     os.umask(0o077)  # everything the platform writes under the home (DBs, logs, records) is the owner's alone
     proc = platform.start()
     mlflow_proc = platform.start_mlflow_ui()
     try:
         platform.first_cycle(proc)
-        return watch(settings, proc)
+        return components.watch(settings, proc)
     except KeyboardInterrupt:
         return 0
     finally:
         from stockops.serving import stop_serving
 
         stop_serving(settings)
-        stop_process_tree(mlflow_proc)
-        stop_process_tree(proc)
+        components.stop_process_tree(mlflow_proc)
+        components.stop_process_tree(proc)
 
-
-def watch(settings: Settings, proc: subprocess.Popen, poll_s: float = 1.0) -> int:
-    """Until Airflow exits: every ``poll_s``, the serving supervisor's watcher (a dead or hung supervisor is
-    replaced, its outage an incident: :func:`stockops.serving.runtime.watch_supervisor`). The launcher is
-    the foreground process of ``make run``; Airflow's components are its children and stop with it."""
-    from stockops.serving.runtime import watch_supervisor
-
-    while proc.poll() is None:
-        try:
-            watch_supervisor(settings)
-        except Exception as exc:  # noqa: BLE001 - the watcher must outlive any one failed look
-            log.error("watching the serving supervisor failed: %s", exc)
-        time.sleep(poll_s)
-    return proc.returncode
-
-
-def stop_process_tree(proc: subprocess.Popen, grace: float = 20) -> None:
-    """Stop ``proc`` and every process it started, by process id."""
-    stop_pid_tree(proc.pid, grace)
-    proc.poll()
-
-
-def run_components(components: Sequence[Sequence[str]] = COMPONENTS, poll_s: float = 1.0) -> int:
-    """Run Airflow's components as children until one exits or this process is told to stop.
-
-    What ``airflow standalone`` does for ``make run``, with the arguments standalone cannot
-    pass (``--skip-serve-logs``). One component that dies takes the others down with it, so the
-    launcher sees the platform exit (with that component's code) instead of half a platform.
-    """
-    signal.signal(signal.SIGTERM, _interrupt)
-    procs = {component[0]: subprocess.Popen([venv_bin("airflow"), *component]) for component in components}
-    try:
-        while True:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    print(f"airflow {name} exited with {proc.returncode}: stopping the other components", flush=True)
-                    return proc.returncode or 1
-            time.sleep(poll_s)
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        for proc in procs.values():  # all at once: components shut down in parallel
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            stop_process_tree(proc)
-
-
-if __name__ == "__main__":
-    sys.exit(run_components())

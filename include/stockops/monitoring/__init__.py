@@ -23,10 +23,11 @@ champion), the champion is replayed on the snapshot's days instead, and the reas
 endpoint's log (``serving/predictions.jsonl``, rotated at its size cap with a per-version summary)
 holds whatever clients sent — any ``as_of``, any closes — so it is counted as traffic and never scored.
 
-The decision is plain data, ``{drift_share, drifted_columns, live_rmse_ratio, persistence_ratio,
-scorecard, triggered, reason, ...}``, kept as JSON beside the Evidently HTML report (the scorecard
-also on its own, ``scorecard.json``), appended to the decision log and logged to MLflow (the
-pooled scorecard as ``scorecard_*`` metrics). A crossed threshold triggers a retrain unless one is queued or
+The decision is a :class:`~stockops.contracts.MonitorRecord` (``drift_share``, ``drifted_columns``,
+``live_rmse_ratio``, ``persistence_ratio``, ``scorecard``, ``triggered``, ``reason``, ...), kept as JSON beside
+the Evidently HTML report (the scorecard also on its own, ``scorecard.json``), appended to the decision log and
+logged to MLflow (the pooled scorecard as ``scorecard_*`` metrics); later tasks get its
+:class:`~stockops.contracts.MonitorDecision`. A crossed threshold triggers a retrain unless one is queued or
 running, or the last trigger is within the cool-down: one drift episode, one retrain.
 
 One job per module: :mod:`~stockops.monitoring.drift`, :mod:`~stockops.monitoring.forecasts` (the platform's
@@ -40,14 +41,15 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stockops import registry
-from stockops.contracts import MonitorDecision
+from stockops.contracts import MonitorDecision, MonitorRecord
 from stockops.core import audit
-from stockops.core.settings import Settings, get_settings
+from stockops.core.settings import Settings
 from stockops.model.drift_features import current_features
 from stockops.monitoring.decision import (
     decide,
@@ -68,29 +70,35 @@ log = logging.getLogger(__name__)
 REFERENCE_ARTIFACT = "monitoring/reference_features.parquet"
 
 
-def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bool = False,
-                active_proposals: int = 0) -> dict[str, Any]:
+THRESHOLDS = ("monitor_current_days", "monitor_drift_threshold", "monitor_drift_share", "monitor_error_ratio",
+              "monitor_persistence_ratio", "monitor_cooldown_h", "monitor_min_forecast_days", "monitor_kupiec_p",
+              "monitor_qlike_margin", "monitor_drift_tickers_share", "monitor_rollback_margin",
+              "monitor_rollback_dm_t")  # the settings each decision records it was made under
+
+
+def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bool = False, active_proposals: int = 0,
+                *, settings: Settings) -> MonitorRecord:
     """Check the champion against the latest snapshot; write, record and return the decision.
 
     ``dry_run`` (``make demo``) reports what would happen but never counts as a trigger.
     """
     from stockops.data import store_for
-    settings = get_settings()
+
     started = datetime.now(UTC)
     registry.setup(settings)
     champion = registry.champion_version(settings)
     store = store_for(settings)
     snapshot = store.latest()
-    base = {"checked_at": started.isoformat(timespec="seconds"), "ticker": settings.ticker,
-            "dag_run_id": dag_run_id, "dry_run": dry_run}
+    checked_at = started.isoformat(timespec="seconds")
     if champion is None or snapshot is None:
         missing = "no champion yet" if champion is None else "no published snapshot yet"
-        decision = {**base, "drift_share": None, "drifted_columns": [], "live_rmse_ratio": None,
-                    "persistence_ratio": None, "triggered": False, "crossed": [], "debounced_by": [], "scorecard": None,
-                    "rollback": {"propose": False, "reason": "no champion to compare"},
-                    "reason": f"{missing}: nothing to monitor (a model must pass the gate first)"}
-        log.info("MONITOR: %s", decision["reason"])
-        return _record(settings, decision, folder=None, snapshot=None)
+        idle = MonitorRecord(
+            checked_at=checked_at, ticker=settings.ticker, dag_run_id=dag_run_id, dry_run=dry_run, drift_share=None,
+            drifted_columns=[], live_rmse_ratio=None, persistence_ratio=None, triggered=False,
+            reason=f"{missing}: nothing to monitor (a model must pass the gate first)", crossed=[], debounced_by=[],
+            scorecard=None, rollback={"propose": False, "reason": "no champion to compare"})
+        log.info("MONITOR: %s", idle.reason)
+        return _record(settings, idle, folder=None, snapshot=None)
 
     frame = store.load(snapshot)
     days = settings.monitor_current_days
@@ -119,32 +127,33 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
     decision = decide(drift, error, settings, active_training_runs=active_training_runs,
                       previous_trigger=None if dry_run else last_trigger(settings.monitor_log), now=started,
                       scorecard=scorecard)
-    decision["rollback"] = rollback_proposal(comparison, settings, previous_proposal=None if dry_run else
-                                             last_proposal(settings.monitor_log, comparison), now=started,
-                                             active_proposals=active_proposals)
-    if dry_run and decision["triggered"]:
-        decision.update(triggered=False, reason=f"dry run, would trigger: {decision['reason']}")
-    decision = {**base, **decision, "champion_version": str(champion.version), "champion_run_id": champion.run_id,
-                "live_error_source": error["source"],
-                "traffic_requests": traffic_requests(settings.prediction_log, champion.version),
-                "snapshot_hash": snapshot.hash, "current_window": [current["Date"].iloc[0].date().isoformat(),
-                                                                   current["Date"].iloc[-1].date().isoformat()],
-                "reference_window": None if settings.ticker not in references else [
-                    references[settings.ticker]["Date"].iloc[0].date().isoformat(),
-                    references[settings.ticker]["Date"].iloc[-1].date().isoformat()],
-                "reference_rows": len(references.get(settings.ticker, ())),
-                "drift": drift, "live_error": error,
-                "thresholds": {k: getattr(settings, k) for k in (
-                    "monitor_current_days", "monitor_drift_threshold", "monitor_drift_share",
-                    "monitor_error_ratio", "monitor_persistence_ratio", "monitor_cooldown_h",
-                    "monitor_min_forecast_days", "monitor_kupiec_p", "monitor_qlike_margin",
-                    "monitor_drift_tickers_share", "monitor_rollback_margin", "monitor_rollback_dm_t")}}
+    rollback = rollback_proposal(comparison, settings, previous_proposal=None if dry_run else
+                                 last_proposal(settings.monitor_log, comparison), now=started,
+                                 active_proposals=active_proposals)
+    triggered, reason = decision["triggered"], decision["reason"]
+    if dry_run and triggered:
+        triggered, reason = False, f"dry run, would trigger: {reason}"
+    window = references.get(settings.ticker)  # the model ticker's own training window
+    record = MonitorRecord(
+        checked_at=checked_at, ticker=settings.ticker, dag_run_id=dag_run_id, dry_run=dry_run,
+        drift_share=decision["drift_share"], drifted_columns=decision["drifted_columns"],
+        live_rmse_ratio=decision["live_rmse_ratio"], persistence_ratio=decision["persistence_ratio"],
+        triggered=triggered, reason=reason, crossed=decision["crossed"], debounced_by=decision["debounced_by"],
+        scorecard=decision["scorecard"], rollback=rollback,
+        champion_version=str(champion.version), champion_run_id=champion.run_id, live_error_source=error["source"],
+        traffic_requests=traffic_requests(settings.prediction_log, champion.version), snapshot_hash=snapshot.hash,
+        current_window=[current["Date"].iloc[0].date().isoformat(), current["Date"].iloc[-1].date().isoformat()],
+        reference_window=None if window is None else [window["Date"].iloc[0].date().isoformat(),
+                                                      window["Date"].iloc[-1].date().isoformat()],
+        reference_rows=len(references.get(settings.ticker, ())), drift=drift, live_error=error,
+        thresholds={k: getattr(settings, k) for k in THRESHOLDS})
     folder = settings.monitoring_dir / f"{started.strftime('%Y%m%dT%H%M%S%fZ')}-{snapshot.last_date}"
-    decision = _record(settings, decision, folder=folder, snapshot=evidently_snapshot)
-    log.info("MONITOR: %s\n%s", decision["reason"], json.dumps(
-        {k: decision[k] for k in ("drift_share", "drifted_columns", "live_rmse_ratio", "persistence_ratio",
-                                  "triggered")}))
-    return decision
+    record = _record(settings, record, folder=folder, snapshot=evidently_snapshot)
+    log.info("MONITOR: %s\n%s", record.reason, json.dumps(
+        {"drift_share": record.drift_share, "drifted_columns": record.drifted_columns,
+         "live_rmse_ratio": record.live_rmse_ratio, "persistence_ratio": record.persistence_ratio,
+         "triggered": record.triggered}))
+    return record
 
 
 def latest_frames(settings: Settings, skip: tuple[str, ...] = ()) -> dict[str, pd.DataFrame]:
@@ -217,47 +226,50 @@ def _holdout_ratio(run_id: str, error: dict) -> dict:
     return {"rmse_ratio": None}
 
 
-def _record(settings: Settings, decision: dict, folder: Path | None, snapshot) -> dict:
-    """Write decision JSON (+ scorecard JSON, Evidently HTML), append to the decision log, log both to MLflow."""
+def _record(settings: Settings, record: MonitorRecord, folder: Path | None, snapshot) -> MonitorRecord:
+    """Write decision JSON (+ scorecard JSON, Evidently HTML), append to the decision log, log both to MLflow.
+
+    Returns ``record`` with what recording it added: the files' paths, the MLflow run.
+    """
     import mlflow
 
     from stockops.monitoring.scorecard import pooled_metrics
 
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        decision["decision_path"] = str(folder / "decision.json")
-        decision["report"] = None
+        record = replace(record, decision_path=str(folder / "decision.json"),
+                         report=None if snapshot is None else str(folder / "drift_report.html"),
+                         scorecard_path=None if record.scorecard is None else str(folder / "scorecard.json"))
         if snapshot is not None:
-            decision["report"] = str(folder / "drift_report.html")
-            snapshot.save_html(decision["report"])
-        if decision.get("scorecard") is not None:
-            decision["scorecard_path"] = str(folder / "scorecard.json")
-            Path(decision["scorecard_path"]).write_text(json.dumps(decision["scorecard"], indent=2, default=str))
-        Path(decision["decision_path"]).write_text(json.dumps(decision, indent=2, default=str))
+            snapshot.save_html(record.report)
+        if record.scorecard_path is not None:
+            Path(record.scorecard_path).write_text(json.dumps(record.scorecard, indent=2, default=str))
+        Path(str(record.decision_path)).write_text(json.dumps(record.to_record(), indent=2, default=str))
     with mlflow.start_run(experiment_id=registry.experiment_id(settings, settings.monitoring_experiment),
-                          run_name=f"monitor-{decision['checked_at'][:10]}") as run:
-        mlflow.set_tags({"triggered": str(decision["triggered"]), "reason": decision["reason"][:5000],
-                         "champion_version": decision.get("champion_version", "none"),
-                         "airflow_dag_run_id": decision["dag_run_id"]})
-        mlflow.log_metrics({k: float(decision[k]) for k in ("drift_share", "live_rmse_ratio", "persistence_ratio")
-                            if decision.get(k) is not None} | {"triggered": float(decision["triggered"])}
-                           | pooled_metrics(decision.get("scorecard")))
+                          run_name=f"monitor-{record.checked_at[:10]}") as run:
+        mlflow.set_tags({"triggered": str(record.triggered), "reason": record.reason[:5000],
+                         "champion_version": record.champion_version or "none",
+                         "airflow_dag_run_id": record.dag_run_id})
+        ratios = {"drift_share": record.drift_share, "live_rmse_ratio": record.live_rmse_ratio,
+                  "persistence_ratio": record.persistence_ratio}
+        mlflow.log_metrics({k: float(v) for k, v in ratios.items() if v is not None}
+                           | {"triggered": float(record.triggered)} | pooled_metrics(record.scorecard))
         # The Evidently HTML (~0.5 MB per ticker) is stored once, in the report folder (the run names it);
         # MLflow keeps the decision and the scorecard.
-        if decision.get("report"):
-            mlflow.set_tag("evidently_report", decision["report"])
-        mlflow.log_dict(decision, "monitor/decision.json")
-        if decision.get("scorecard") is not None:
-            mlflow.log_dict(decision["scorecard"], "monitor/scorecard.json")
-    decision["mlflow_run_id"] = run.info.run_id
-    audit.record(settings.monitor_log, "monitor", **{k: v for k, v in decision.items() if k not in ("drift",)})
+        if record.report:
+            mlflow.set_tag("evidently_report", record.report)
+        mlflow.log_dict(record.to_record(), "monitor/decision.json")
+        if record.scorecard is not None:
+            mlflow.log_dict(record.scorecard, "monitor/scorecard.json")
+    record = replace(record, mlflow_run_id=run.info.run_id)
+    audit.record(settings.monitor_log, "monitor", **{k: v for k, v in record.to_record().items() if k != "drift"})
     if folder is not None:
-        log.info("monitor decision: %s\nEvidently report: %s", decision["decision_path"], decision["report"])
+        log.info("monitor decision: %s\nEvidently report: %s", record.decision_path, record.report)
         pruned = prune_reports(settings.monitoring_dir, settings.monitor_keep_reports, settings.monitor_keep_days)
         if pruned:
             log.info("pruned %d monitor report folder(s) beyond %d or older than %g days: %s", len(pruned),
                      settings.monitor_keep_reports, settings.monitor_keep_days, ", ".join(p.name for p in pruned))
-    return decision
+    return record
 
 
 def report_folders(monitoring_dir: Path) -> list[Path]:

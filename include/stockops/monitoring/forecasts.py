@@ -1,17 +1,20 @@
 """The platform's own forecasts: the champion's next-session forecast of every watchlist ticker, recorded once per
-(ticker, day, model version) in the forecast log; the endpoint's log is counted as traffic, never scored."""
+(ticker, day, model version) in the forecast log, each a :class:`~stockops.contracts.ForecastRecord`; the endpoint's
+log is counted as traffic, never scored."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stockops import registry
-from stockops.contracts import Scored, ShadowScored
+from stockops.contracts import ForecastRecord, Scored, ShadowScored
 from stockops.core import audit
-from stockops.core.settings import Settings, get_settings
+from stockops.core.settings import Settings
 from stockops.model.portable.prediction_log import request_counts as prediction_log_counts
 
 if TYPE_CHECKING:
@@ -56,7 +59,7 @@ def market_closes(market: pd.Series | None, frame: pd.DataFrame) -> np.ndarray |
 
 
 def forecast_records(model, snapshots: dict[str, tuple[Any, pd.DataFrame]], market: pd.Series | None,
-                     version: str, made_at: str) -> tuple[list[dict], dict[str, str]]:
+                     version: str, made_at: str) -> tuple[list[ForecastRecord], dict[str, str]]:
     """One forecast record per ticker, for the session after its snapshot's last day; and the tickers skipped, why.
 
     ``snapshots``: ticker -> (snapshot entry, its frame). The whole watchlist goes through the
@@ -81,12 +84,12 @@ def forecast_records(model, snapshots: dict[str, tuple[Any, pd.DataFrame]], mark
     records = []
     for row in model.predict_frame(pd.concat(tails, ignore_index=True)).itertuples(index=False):
         entry = snapshots[row.ticker][0]
-        records.append({
-            "ticker": row.ticker, "as_of": entry.last_date, "forecast_for": next_session(entry.last_date),
-            "model_version": version, "snapshot_hash": entry.hash, "last_close": float(row.last_close),
-            "point": float(row.point), "forecast": float(row.forecast_close),
-            "quantiles": {q: float(getattr(row, q)) for q in quantiles}, "variance": float(row.variance),
-            "made_at": made_at})
+        records.append(ForecastRecord(
+            ticker=row.ticker, as_of=entry.last_date, forecast_for=next_session(entry.last_date),
+            model_version=version, snapshot_hash=entry.hash, last_close=float(row.last_close),
+            point=float(row.point), forecast=float(row.forecast_close),
+            quantiles={q: float(getattr(row, q)) for q in quantiles}, variance=float(row.variance),
+            made_at=made_at))
     return records, skipped
 
 
@@ -94,21 +97,23 @@ def _forecast_key(entry: dict) -> tuple[str, str, str]:
     return str(entry.get("ticker")), str(entry.get("as_of")), str(entry.get("model_version"))
 
 
-def record_forecasts(forecast_log: Path, records: list[dict]) -> list[dict]:
-    """Append the records the log does not hold yet (same ticker, as_of and model version); returns those written.
+def record_forecasts(forecast_log: Path, records: Iterable[ForecastRecord]) -> list[dict]:
+    """Append the records the log does not hold yet (same ticker, as_of and model version); returns the log
+    entries written.
 
     Re-scoring a day (a retried task, a second check on the same snapshot) therefore adds nothing.
     """
     held = {_forecast_key(e) for e in audit.read(forecast_log)}
     written = []
     for record in records:
-        if _forecast_key(record) not in held:
-            written.append(audit.record(forecast_log, FORECAST_EVENT, **record))
-            held.add(_forecast_key(record))
+        line = record.to_record()
+        if _forecast_key(line) not in held:
+            written.append(audit.record(forecast_log, FORECAST_EVENT, **line))
+            held.add(_forecast_key(line))
     return written
 
 
-def score_watchlist(dag_run_id: str = "") -> Scored:
+def score_watchlist(dag_run_id: str = "", *, settings: Settings) -> Scored:
     """Forecast the next session of every watchlist ticker with the champion and log each forecast once.
 
     Only the platform's own inputs go in — the champion loaded in this process from the registry,
@@ -118,7 +123,6 @@ def score_watchlist(dag_run_id: str = "") -> Scored:
     """
     from stockops.data import store_for
 
-    settings = get_settings()
     registry.setup(settings)
     champion = registry.champion_version(settings)
     if champion is None:
@@ -138,7 +142,7 @@ def score_watchlist(dag_run_id: str = "") -> Scored:
     model = registry.load_forecaster(registry.model_uri(settings.model_name, version))
     records, too_short = forecast_records(model, snapshots, market, version, made_at=made_at)
     skipped.update(too_short)
-    written = record_forecasts(settings.forecast_log, [{**r, "role": "champion", "dag_run_id": dag_run_id}
+    written = record_forecasts(settings.forecast_log, [replace(r, role="champion", dag_run_id=dag_run_id)
                                                        for r in records])
     recorded = [e["ticker"] for e in written]
     log.info("champion v%s scored %d ticker(s) into %s: %d new, %d already recorded%s", version, len(records),
@@ -146,7 +150,7 @@ def score_watchlist(dag_run_id: str = "") -> Scored:
              "".join(f"; {t} skipped: {why}" for t, why in skipped.items()))
     shadow = _score_previous(settings, version, snapshots, market, made_at, dag_run_id)
     return Scored(model_version=version, recorded=recorded,
-                  already_recorded=[r["ticker"] for r in records if r["ticker"] not in recorded], skipped=skipped,
+                  already_recorded=[r.ticker for r in records if r.ticker not in recorded], skipped=skipped,
                   previous=shadow)
 
 
@@ -169,7 +173,7 @@ def _score_previous(settings: Settings, champion: str, snapshots: dict, market, 
         log.warning("the previous champion v%s could not forecast in the shadow (%s: %s): no rollback can be "
                     "proposed until it does", previous, type(exc).__name__, exc)
         return ShadowScored(model_version=str(previous), error=f"{type(exc).__name__}: {exc}")
-    written = record_forecasts(settings.forecast_log, [{**r, "role": "shadow", "dag_run_id": dag_run_id}
+    written = record_forecasts(settings.forecast_log, [replace(r, role="shadow", dag_run_id=dag_run_id)
                                                        for r in records])
     log.info("previous champion v%s scored %d ticker(s) in the shadow: %d new", previous, len(records), len(written))
     return ShadowScored(model_version=str(previous), recorded=[e["ticker"] for e in written])

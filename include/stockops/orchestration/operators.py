@@ -24,16 +24,16 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOper
 from airflow.sdk import Asset, AssetAlias, BaseOperator, Param
 from airflow.sdk.exceptions import AirflowSkipException
 
-from stockops.contracts import IngestRequest, Published, Validated
-from stockops.core.settings import (
+from stockops.contracts import IngestChunk, Published, Validated
+from stockops.core.airflow_env import (
     DAY_ALIAS,
     DAY_ASSET_NAME,
     DAY_ASSET_URI,
     PRICES_ALIAS,
-    get_settings,
     prices_asset_name,
     prices_asset_uri,
 )
+from stockops.core.settings import Settings, get_settings
 from stockops.ingest import day_outcome, publish_validated, record_review, review_request
 from stockops.registry.changes import record_rollback_answer
 
@@ -41,32 +41,36 @@ APPROVE, REJECT = "Approve", "Reject"
 
 
 class WatchlistSettled(BaseOperator):
-    """``stock_ingest``'s ``settled``: once every ticker's ``publish`` is done (published, or skipped because the day
-    is held for a person, or not run because validation quarantined it), emits ONE event of the Asset
-    ``stockops_watchlist_day`` (extra: the day and each ticker's outcome), which starts ``stock_train`` and
-    ``stock_monitor``: neither runs on a partial day, and a held ticker never holds the others up (its review
-    publishes it when a person decides). A closed market (no requests), or a day with no new snapshot (a re-run:
-    the same data again), emits nothing (the task is skipped, saying why). A ticker whose fetch failed for good
-    has no outcome: it is named, and the others' event goes out."""
+    """``stock_ingest``'s ``settled``: once every chunk is done (its tickers published, quarantined or held for a
+    person), emits ONE event of the Asset ``stockops_watchlist_day`` (extra: the day and each ticker's outcome),
+    which starts ``stock_train`` and ``stock_monitor``: neither runs on a partial day, and a held ticker never
+    holds the others up (its review publishes it when a person decides). A closed market (no chunks), or a day
+    with no new snapshot (a re-run: the same data again), emits nothing (the task is skipped, saying why). A
+    ticker whose fetch failed for good (or whose chunk died) has no outcome: it is named, and the others' event
+    goes out."""
 
-    template_fields = ("requests",)
+    template_fields = ("chunks",)
     ui_color = "#e8f5e9"
 
-    def __init__(self, *, requests: Any, **kwargs: Any) -> None:
+    def __init__(self, *, chunks: Any, **kwargs: Any) -> None:
         super().__init__(outlets=[AssetAlias(DAY_ALIAS)], trigger_rule="all_done", **kwargs)
-        self.requests = requests
+        self.chunks = chunks
 
     def execute(self, context: Any) -> dict[str, Any]:
-        requests = [IngestRequest.from_xcom(r) for r in self.requests or []]
-        if not requests:
+        chunks = [IngestChunk.from_xcom(c) for c in self.chunks or []]
+        if not chunks:
             raise AirflowSkipException("nothing was ingested (the market is closed): no day event")
         run = context["dag_run"]
         since = (run.start_date or run.run_after).isoformat(timespec="seconds")  # a snapshot first published since
-        outcome = day_outcome(get_settings(), requests[0].logical_date, [r.ticker for r in requests], since)
+        tickers = [t for chunk in chunks for t in chunk.tickers]
+        outcome = day_outcome(get_settings(), chunks[0].logical_date, tickers, since)
         if outcome["pending"]:
-            self.log.warning("%s: no outcome for %s (a fetch or validation that failed for good): the day event "
-                             "goes out without them", outcome["day"], ", ".join(outcome["pending"]))
-        self.log.info("%s settled: %s", outcome["day"], ", ".join(f"{t} {s}" for t, s in outcome["settled"].items()))
+            self.log.warning("%s: no outcome for %s (a fetch that failed for good, or a chunk that died): the day "
+                             "event goes out without them", outcome["day"], ", ".join(outcome["pending"]))
+        counts: dict[str, int] = {}
+        for status in outcome["settled"].values():
+            counts[status] = counts.get(status, 0) + 1
+        self.log.info("%s settled: %s", outcome["day"], ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
         if not outcome["new"]:
             raise AirflowSkipException(f"{outcome['day']}: no ticker published a new snapshot (the same data again): "
                                        "no day event, so nothing is retrained on it")
@@ -78,8 +82,8 @@ class WatchlistSettled(BaseOperator):
 class HeldDayReview(HITLOperator):
     """Ask a person whether a held extreme move is real (Approve: publish) or a feed error (Reject: quarantine).
 
-    ``validated`` is the ``validate`` task's XCom (a :class:`Validated` as JSON), parsed when the task runs. The
-    answer is carried out here (the ticker's ``publish`` task skipped the held day, so that the day's other
+    ``validated`` is one held ticker's :class:`Validated` (JSON, from the ``held`` task), parsed when the task runs.
+    The answer is carried out here (its chunk did not publish the held ticker, so that the day's other
     tickers and its "day ingested" event never wait for a person): Approve publishes the snapshot and updates
     the ticker's Asset, Reject quarantines the data.
     """
@@ -95,8 +99,7 @@ class HeldDayReview(HITLOperator):
             params={"reason": Param("", type="string", title="Reason",
                                     description="Why: kept in the audit trail with your decision.")},
             response_timeout=response_timeout,
-            outlets=[AssetAlias(PRICES_ALIAS)],
-            **kwargs,
+            **{"outlets": [AssetAlias(PRICES_ALIAS)], **kwargs},  # a mapped review names them in partial()
         )
         self.validated = validated
 
@@ -115,10 +118,13 @@ class HeldDayReview(HITLOperator):
         answer = super().execute_complete(context, event)
         user = answer["responded_by_user"] or {}
         validated = self._validated()
+        settings = get_settings()
         record_review(validated, approved=answer["chosen_options"] == [APPROVE],
                       by=user.get("name") or user.get("id") or "unknown",
-                      reason=str((answer["params_input"] or {}).get("reason", "")), dag_run_id=context["run_id"])
-        outcome = publish_validated(validated)  # the decision carried out: published, or quarantined
+                      reason=str((answer["params_input"] or {}).get("reason", "")), dag_run_id=context["run_id"],
+                      settings=settings)
+        # the decision carried out: published, or quarantined
+        outcome = publish_validated(validated, settings=settings)
         if isinstance(outcome, Published) and outcome.latest:
             emit_prices(context["outlet_events"], outcome)
         return answer
@@ -152,7 +158,7 @@ class RollbackApproval(ApprovalOperator):
         self.proposal = proposal
 
     def execute(self, context: Any) -> Any:
-        self.proposal = p = resolve_proposal(dict(self.proposal))
+        self.proposal = p = resolve_proposal(get_settings(), dict(self.proposal))
         self.subject = f"Roll {p['model']} back from v{p['from_version']} to v{p['to_version']}?"
         self.body = (f"The monitor proposes this rollback.\n\n**Evidence:** {p['evidence']}\n\n"
                      f"Monitor report: `{p.get('report') or 'none'}`\n\nApprove starts `stock_rollback` to "
@@ -162,20 +168,22 @@ class RollbackApproval(ApprovalOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         answer = dict(super().execute_complete(context, event))
+        settings = get_settings()
         # resumed in a new operator: the versions a hand-made proposal left empty are filled in again, as asked
-        self.proposal = resolve_proposal(dict(self.proposal))
+        self.proposal = resolve_proposal(settings, dict(self.proposal))
         user = answer.get("responded_by_user") or {}
         by = user.get("name") or user.get("id") or "nobody (no answer within the timeout: Reject)"
         reason = str((answer.get("params_input") or {}).get("reason", "")) or "no reason given"
         approved = answer["chosen_options"] == [ApprovalOperator.APPROVE]
-        record_rollback_answer(self.proposal, approved=approved, by=by, reason=reason, dag_run_id=context["run_id"])
+        record_rollback_answer(settings, self.proposal, approved=approved, by=by, reason=reason,
+                               dag_run_id=context["run_id"])
         answer["rollback_reason"] = (f"monitor proposal approved by {by}: {reason}. Evidence: "
                                      f"{self.proposal['evidence']}")[:2000]
         answer["to_version"] = str(self.proposal["to_version"])
         return answer
 
 
-def resolve_proposal(proposal: dict[str, Any]) -> dict[str, Any]:
+def resolve_proposal(settings: Settings, proposal: dict[str, Any]) -> dict[str, Any]:
     """A proposal with the versions a person left empty filled in (from: the champion; to: the champion before it)
     and its evidence said to be by hand; refuses, before anyone is asked, when there is nothing to roll back to."""
     from stockops import registry
@@ -183,7 +191,6 @@ def resolve_proposal(proposal: dict[str, Any]) -> dict[str, Any]:
 
     if proposal.get("from_version") and proposal.get("to_version"):
         return {**proposal, "evidence": proposal.get("evidence") or "proposed by hand (no evidence given)"}
-    settings = get_settings()
     registry.setup(settings)
     champion = registry.champion_version(settings)
     if champion is None:

@@ -2,7 +2,9 @@
 
 DAG files wrap each step with it (through :func:`stockops.orchestration.wiring.step_tasks`), so the step
 receives contracts (:mod:`stockops.contracts`) and returns one while Airflow stores JSON; external yes/no
-values (params, conf) become bools here, once. Imports no Airflow and nothing heavy.
+values (params, conf) become bools here, once. A step that takes ``settings`` gets them here, read from the
+environment once per task: the steps themselves never read the environment, so tests pass
+:func:`stockops.core.settings.make_settings`. Imports no Airflow and nothing heavy.
 """
 
 from __future__ import annotations
@@ -60,16 +62,24 @@ def xcom_step(step: F) -> Callable[..., Any]:
     """``step`` as an Airflow task callable: contract arguments parsed from their XCom dicts, a contract result
     (or a list of them) returned as JSON.
 
-    The signature Airflow inspects (parameter names, defaults) is the step's own; the annotations it sees
-    are not, so Airflow never infers ``multiple_outputs`` from a dict-like return.
+    The signature Airflow inspects (parameter names, defaults) is the step's own less ``settings``, which
+    the adapter passes itself (:func:`stockops.core.settings.get_settings`, read when the task runs); the
+    annotations it sees are not the step's, so Airflow never infers ``multiple_outputs`` from a dict-like return.
     """
     hints = get_type_hints(step)
     signature = inspect.signature(step)
+    wants_settings = "settings" in signature.parameters
 
     @functools.wraps(step)
     def task_callable(*args: Any, **kwargs: Any) -> Any:
+        if wants_settings and "settings" not in kwargs:
+            from stockops.core.settings import get_settings
+
+            kwargs["settings"] = get_settings()
         bound = signature.bind(*args, **kwargs)
         for name, value in bound.arguments.items():
+            if name == "settings":
+                continue
             if name in hints:
                 bound.arguments[name] = _argument(hints[name], value, f"{step.__name__}({name})")
         result = step(*bound.args, **bound.kwargs)
@@ -78,4 +88,7 @@ def xcom_step(step: F) -> Callable[..., Any]:
         return result.to_xcom() if isinstance(result, Contract) else result
 
     task_callable.__annotations__ = {}  # a fresh dict: functools.wraps shares the step's own
+    if wants_settings:
+        task_callable.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[p for n, p in signature.parameters.items() if n != "settings"])
     return task_callable

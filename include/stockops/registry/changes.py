@@ -16,7 +16,7 @@ from typing import Any
 from stockops import registry
 from stockops.contracts import BASELINE, FORCED
 from stockops.core import audit
-from stockops.core.settings import Settings, get_settings
+from stockops.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,8 @@ def training_note(settings: Settings, dag_run_id: str) -> str | None:
     return note[:NOTE_CHARS]
 
 
-def history(settings: Settings | None = None) -> list[dict]:
+def history(settings: Settings) -> list[dict]:
     """Every champion change, oldest first."""
-    settings = settings or get_settings()
     return [e for e in audit.read(settings.audit_log) if e.get("event") in CHANGES]
 
 
@@ -101,10 +100,10 @@ def previous_champion(settings: Settings, current: str) -> str | None:
     return None
 
 
-def record_rollback_answer(proposal: dict, *, approved: bool, by: str, reason: str, dag_run_id: str = "") -> dict:
+def record_rollback_answer(settings: Settings, proposal: dict, *, approved: bool, by: str, reason: str,
+                           dag_run_id: str = "") -> dict:
     """An operator's answer to the monitor's rollback proposal, in the audit log (the rollback itself is recorded
     by the change it makes)."""
-    settings = get_settings()
     return audit.record(settings.audit_log, "rollback_proposal", ticker=settings.ticker, model=settings.model_name,
                         from_version=str(proposal["from_version"]), to_version=str(proposal["to_version"]),
                         decision="approved" if approved else "rejected", by=by, reason=reason,

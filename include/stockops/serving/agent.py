@@ -16,11 +16,12 @@ import time
 import uuid
 from dataclasses import replace
 
+from stockops.contracts import DeployRecord
 from stockops.core.settings import Settings
 from stockops.serving import runtime, state
 from stockops.serving.change import Change, DeployError
 from stockops.serving.deploy import LocalDeployer, reconcile
-from stockops.serving.records import _record_deploy, deploys
+from stockops.serving.records import _record_attempt, deploys
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class AgentDeployer:
     def __init__(self, settings: Settings):
         self.settings = settings
 
-    def apply(self, change: Change) -> dict:
+    def apply(self, change: Change) -> DeployRecord:
         settings = self.settings
         change = replace(change, request_id=change.request_id or uuid.uuid4().hex)
         request = {**change.to_dict(), "requested_at": state.now()}
@@ -44,7 +45,7 @@ class AgentDeployer:
             if record is not None:
                 if record["outcome"] not in ("succeeded", "unchanged"):
                     raise DeployError(f"the serving agent could not deploy {change.bento_tag}: {record['error']}")
-                return record
+                return DeployRecord.from_record(record)  # the agent's line, read back from the shared deploy log
             time.sleep(0.2)
         path.unlink(missing_ok=True)
         raise DeployError(f"no serving agent took deploy request {path.name} within "
@@ -65,7 +66,7 @@ def _take(settings: Settings, path, beat=None) -> None:
     except DeployError as exc:
         log.error("%s", exc)  # recorded by the deployer, with the request id, for the requester
     except Exception as exc:  # noqa: BLE001
-        _record_deploy(settings, {**change.to_dict(), "outcome": "failed", "error": f"agent error: {exc}"})
+        _record_attempt(settings, {**change.to_dict(), "outcome": "failed", "error": f"agent error: {exc}"})
     path.unlink(missing_ok=True)
 
 

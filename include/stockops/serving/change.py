@@ -9,9 +9,12 @@ checks it again inside the deploy lock.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stockops.serving.runtime import ServingError
+
+if TYPE_CHECKING:
+    from stockops.contracts import DeployRecord
 
 CHAMPION_CHANGES = ("promotion", "rollback")
 
@@ -53,6 +56,6 @@ class Change:
 
 
 class Deployer(Protocol):
-    def apply(self, change: Change) -> dict:
-        """Carry out ``change``; the deploy record, or :class:`DeployError` with nothing changed."""
+    def apply(self, change: Change) -> DeployRecord:
+        """Carry out ``change``; its deploy record, or :class:`DeployError` with nothing changed."""
         ...

@@ -48,13 +48,20 @@ import uuid
 from dataclasses import replace
 
 from stockops import registry
+from stockops.contracts import DeployRecord
 from stockops.core import audit
 from stockops.core.processes import free_port, http_json, wait_until
 from stockops.core.settings import Settings
 from stockops.serving import runtime, state
 from stockops.serving.change import Change, DeployError
 from stockops.serving.checks import _routed_to, check_bento, history_rows, smoke_body, synthetic_smoke_body
-from stockops.serving.records import _reconcile_records, _record_deploy, complete_interrupted
+from stockops.serving.records import (
+    _reconcile_records,
+    _record_attempt,
+    _record_deploy,
+    _version,
+    complete_interrupted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +80,7 @@ class LocalDeployer:
         self.settings = replace(settings, serving_mode="local")
         self.beat = beat  # called while it waits for a bento (the supervisor's heartbeat: a cold start is no hang)
 
-    def apply(self, change: Change) -> dict:
+    def apply(self, change: Change) -> DeployRecord:
         with state.deploy_lock(self.settings, what=f"{change.kind} of v{change.version} (pid {os.getpid()})"):
             runtime.ensure_running(self.settings)
             if change.kind not in ("heal", "reconcile"):
@@ -81,12 +88,12 @@ class LocalDeployer:
                 complete_interrupted(self.settings)
             if change.expect_champion:
                 replanned = self._replan(change)
-                if isinstance(replanned, dict):
+                if isinstance(replanned, DeployRecord):
                     return replanned
                 change = replanned
             return self._apply(change)
 
-    def _replan(self, change: Change) -> Change | dict:
+    def _replan(self, change: Change) -> Change | DeployRecord:
         """Check a planned change against the champion now (inside the lock): done already, or re-made."""
         registry.setup(self.settings)
         now = registry.champion_version(self.settings)
@@ -95,20 +102,22 @@ class LocalDeployer:
         if champion == change.version and served.get("version") == change.version and state.pid_matches(served):
             log.warning("v%s is already the champion and serves (planned from v%s; an earlier request did it): "
                         "nothing to do", change.version, change.expect_champion)
-            return _record_deploy(self.settings, {
-                "kind": change.kind, "version": change.version, "bento_tag": change.bento_tag, "outcome": "unchanged",
-                "reason": change.reason, "dag_run_id": change.dag_run_id, "previous_version": served.get("version"),
-                "previous_bento_tag": served.get("bento_tag"), "started_at": state.now(), "seconds": 0.0,
-                "champion_before": champion, "planned_from": change.expect_champion,
-                "note": f"v{change.version} was already the champion: an earlier request carried this one out",
-                **({"request_id": change.request_id} if change.request_id else {})})
+            record = DeployRecord(
+                at=state.now(), kind=change.kind, outcome="unchanged", version=change.version,
+                bento_tag=change.bento_tag, previous_version=_version(served.get("version")), seconds=0.0,
+                champion_before=champion,
+                note=f"v{change.version} was already the champion: an earlier request carried this one out")
+            return _record_deploy(self.settings, record, reason=change.reason, dag_run_id=change.dag_run_id,
+                                  previous_bento_tag=served.get("bento_tag"), started_at=record.at,
+                                  planned_from=change.expect_champion,
+                                  **({"request_id": change.request_id} if change.request_id else {}))
         if champion != change.expect_champion:
             log.warning("the %s was planned from v%s, but the champion is now v%s (changed while it waited): "
                         "it goes ahead from v%s", change.kind, change.expect_champion, champion, champion)
             return replace(change, audit_fields={**change.audit_fields, "replanned_from": change.expect_champion})
         return change
 
-    def _apply(self, change: Change) -> dict:
+    def _apply(self, change: Change) -> DeployRecord:
         """The critical section's work (call with the deploy lock held); every attempt ends with its record."""
         settings = self.settings
         started, started_at = time.monotonic(), state.now()
@@ -126,8 +135,8 @@ class LocalDeployer:
 
         def failed(error: str) -> DeployError:
             base["recorded"] = True
-            _record_deploy(settings, {**{k: v for k, v in base.items() if k != "recorded"}, "outcome": "failed",
-                                      "error": error, "seconds": round(time.monotonic() - started, 2)})
+            _record_attempt(settings, {**{k: v for k, v in base.items() if k != "recorded"}, "outcome": "failed",
+                                       "error": error, "seconds": round(time.monotonic() - started, 2)})
             where = (f"v{previous.get('version')} ({previous.get('bento_tag')}) keeps serving at {settings.serve_url}"
                      if previous else f"nothing was serving at {settings.serve_url} and nothing is now")
             return DeployError(f"deploy of {change.bento_tag} v{change.version} {error}. {where}")
@@ -141,7 +150,8 @@ class LocalDeployer:
                 failed(f"stopped by an unexpected error: {type(exc).__name__}: {exc}")
             raise
 
-    def _attempt(self, change: Change, base: dict, started: float, previous: dict, warm: dict, failed) -> dict:
+    def _attempt(self, change: Change, base: dict, started: float, previous: dict, warm: dict,
+                 failed) -> DeployRecord:
         settings = self.settings
         heal = change.kind == "heal"
         if heal:  # nothing serves: the bento starts first, its smoke request is read while it boots
@@ -192,14 +202,14 @@ class LocalDeployer:
         else:  # the standby before, and the replaced bento's spares, took no traffic now: stopped
             _stop(settings, [r for r in (warm, *previous.get("spares", [])) if r.get("pid") not in (None, pid)
                              and r.get("pid") != previous.get("pid")])
-        record = _record_deploy(settings, {**base, "outcome": "succeeded", "url": settings.serve_url,
-                                           "seconds": round(time.monotonic() - started, 2),
-                                           "switched_after_s": round(switched - started, 2),
-                                           "smoke_forecast": smoke["forecast"],
-                                           **({"audit_at": entry["at"], "champion_before": champion_before}
-                                              if entry else {})})
+        record = _record_deploy(settings, DeployRecord(
+            at=state.now(), kind=change.kind, outcome="succeeded", version=change.version, bento_tag=change.bento_tag,
+            previous_version=_version(previous.get("version")), seconds=round(time.monotonic() - started, 2),
+            audit_at=entry["at"] if entry else None, champion_before=_version(champion_before)),
+            **base, url=settings.serve_url, switched_after_s=round(switched - started, 2),
+            smoke_forecast=smoke["forecast"])
         log.info("%s v%s now answers at %s (%s, %.1f s; previous: %s)", change.bento_tag, change.version,
-                 settings.serve_url, change.kind, record["seconds"], previous.get("bento_tag") or "none")
+                 settings.serve_url, change.kind, record.seconds, previous.get("bento_tag") or "none")
         return record
 
     def _beat(self) -> bool:

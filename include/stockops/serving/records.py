@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from stockops import registry
+from stockops.contracts import DeployRecord
 from stockops.core import audit
 from stockops.core.settings import Settings
 from stockops.serving import state
@@ -25,7 +26,27 @@ log = logging.getLogger(__name__)
 _UNKNOWN: Any = object()  # "not read yet" (None is an answer: no champion)
 
 
-def _record_deploy(settings: Settings, fields: dict) -> dict:
+# the contract's optional fields, written only where a deploy set them (a line says what happened, not a null for
+# every question a deploy could answer)
+_OPTIONAL = {"audit_at": None, "champion_before": None, "note": ""}
+
+
+def _version(value: Any) -> str | None:
+    """A version as the contract holds it: text, or None for none."""
+    return None if value is None else str(value)
+
+
+def _record_deploy(settings: Settings, record: DeployRecord, **details: Any) -> DeployRecord:
+    """Append the ``deploy`` line of a deploy carried out (succeeded, or unchanged): ``record`` as the line, with
+    ``details`` beside it (the reason, the attempt, the url …: the log keeps more than the contract); returns it."""
+    line = {k: v for k, v in record.to_xcom().items() if k not in _OPTIONAL or v != _OPTIONAL[k]}
+    audit.append(settings.deploy_log, {"event": "deploy", "ticker": settings.ticker, **details, **line})
+    return record
+
+
+def _record_attempt(settings: Settings, fields: dict) -> dict:
+    """Append the ``deploy`` line of an attempt no caller gets a record of: one that failed (a failed deploy raises
+    :class:`~stockops.serving.change.DeployError` instead), or one whose process died (completed by reconcile)."""
     return audit.record(settings.deploy_log, "deploy", **{"ticker": settings.ticker, **fields})
 
 
@@ -52,7 +73,7 @@ def complete_interrupted(settings: Settings, champion: Any = _UNKNOWN) -> list[d
         moved = r.get("kind") in CHAMPION_CHANGES and champion == str(r.get("version")) \
             and _alias_moved_by(settings, r)
         fields = {k: v for k, v in r.items() if k not in ("at", "event", "pid", "create_time")}
-        done.append(_record_deploy(settings, {
+        done.append(_record_attempt(settings, {
             **fields, "outcome": "succeeded" if moved else "failed", "interrupted": True,
             "error" if not moved else "note": (f"the deploying process (pid {r.get('pid')}) died after @champion moved "
                                                f"to v{r.get('version')}; reconcile serves it" if moved else

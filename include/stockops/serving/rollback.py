@@ -7,6 +7,9 @@ version's bento, built if missing) → ``deploy_rollback`` (the same critical se
 promotion: health-checked switch, ``champion`` moved, the change recorded) → ``complete_rollback``
 (checks that serving, ``champion`` and the audit log agree). Asked for the champion while
 another version serves (a split), it repairs: the champion is served again.
+
+Each step is given its ``settings`` (the DAG adapter reads them when the task runs; :func:`rollback`'s caller
+passes its own): none reads the environment.
 """
 
 from __future__ import annotations
@@ -18,13 +21,12 @@ from stockops import registry
 from stockops.contracts import (
     REFUSED,
     Bento,
-    DeployRecord,
     RollbackBuilt,
     RollbackDeployed,
     RollbackPlan,
     RollbackVerified,
 )
-from stockops.core.settings import Settings, get_settings
+from stockops.core.settings import Settings
 from stockops.registry.changes import CHANGES, describe, format_history, history, previous_champion, record_change
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class RollbackRefused(ValueError):
 
 # ---- the rollback steps -------------------------------------------------------------------------
 def plan_rollback(version: str | int | None = None, reason: str | None = None, force: bool = False,
-                  requested_at: str = "") -> RollbackPlan:
+                  requested_at: str = "", *, settings: Settings) -> RollbackPlan:
     """Check the request against the registry and the gate's record; refuse before anything changes.
 
     ``version``: empty (None, the Trigger form's field left empty) for the champion before the current one. (``reason`` defaults to None: Airflow
@@ -46,7 +48,6 @@ def plan_rollback(version: str | int | None = None, reason: str | None = None, f
     """
     from mlflow.exceptions import MlflowException
 
-    settings = get_settings()
     registry.setup(settings)
     reason = (reason or "").strip()
     if not reason:
@@ -88,11 +89,11 @@ def plan_rollback(version: str | int | None = None, reason: str | None = None, f
     return plan
 
 
-def rollback_bento(plan: RollbackPlan) -> RollbackBuilt:
+def rollback_bento(plan: RollbackPlan, *, settings: Settings) -> RollbackBuilt:
     """The target version's bento: reused if it was built before, built now otherwise."""
     from stockops.serving import build_bento
 
-    return RollbackBuilt(plan=plan, bento=Bento.from_xcom(build_bento(get_settings(), plan.model_name, plan.version)))
+    return RollbackBuilt(plan=plan, bento=Bento.from_xcom(build_bento(settings, plan.model_name, plan.version)))
 
 
 def _served_version(settings: Settings) -> str | None:
@@ -102,13 +103,12 @@ def _served_version(settings: Settings) -> str | None:
     return current_or_empty(settings).get("version")
 
 
-def deploy_rollback(built: RollbackBuilt, dag_run_id: str = "") -> RollbackDeployed:
+def deploy_rollback(built: RollbackBuilt, dag_run_id: str = "", *, settings: Settings) -> RollbackDeployed:
     """The health-checked switch, ``@champion`` and the audit entry in one critical section (as a promotion);
     a failure leaves the current champion serving. A repair (the champion is right, serving is not) serves
     the champion again without a champion change."""
     from stockops.serving import deploy
 
-    settings = get_settings()
     plan, bento = built.plan, built.bento
     record = deploy(settings, bento.bento_tag, plan.version, reason=plan.reason,
                     dag_run_id=dag_run_id, window=bento.window, kind="serve" if plan.repair else "rollback",
@@ -116,19 +116,18 @@ def deploy_rollback(built: RollbackBuilt, dag_run_id: str = "") -> RollbackDeplo
                     audit_fields={"forced": plan.forced, "requested_at": plan.requested_at,
                                   "gate_decision": plan.gate_decision},
                     expect_champion="" if plan.repair else plan.from_version)
-    if record.get("outcome") == "unchanged":
-        log.warning("nothing rolled back: %s", record.get("note"))
-    elif record.get("replanned_from"):
+    if record.outcome == "unchanged":
+        log.warning("nothing rolled back: %s", record.note)
+    elif not plan.repair and record.champion_before not in (None, plan.from_version):  # re-planned in the lock
         log.warning("planned as v%s -> v%s, carried out as v%s -> v%s: the champion changed while it waited",
-                    plan.from_version, plan.version, record.get("champion_before"), plan.version)
-    return RollbackDeployed(built=built, deploy=DeployRecord.from_record(record))
+                    plan.from_version, plan.version, record.champion_before, plan.version)
+    return RollbackDeployed(built=built, deploy=record)
 
 
-def complete_rollback(deployed: RollbackDeployed, dag_run_id: str = "") -> RollbackVerified:
+def complete_rollback(deployed: RollbackDeployed, dag_run_id: str = "", *, settings: Settings) -> RollbackVerified:
     """Check the invariant: the rolled-back version serves, is ``@champion`` and the audit log's last change."""
     from stockops.serving import verify
 
-    settings = get_settings()
     plan, record = deployed.plan, deployed.deploy
     seen = verify(settings, plan.version)
     # what really happened, found inside the lock: the champion it replaced, or nothing (an earlier request did it)
@@ -140,7 +139,8 @@ def complete_rollback(deployed: RollbackDeployed, dag_run_id: str = "") -> Rollb
                             deploy_at=record.at, outcome=record.outcome, **seen)
 
 
-def rollback(version: str | int | None = None, reason: str = "", force: bool = False, dag_run_id: str = "") -> RollbackVerified:
+def rollback(version: str | int | None = None, reason: str = "", force: bool = False, dag_run_id: str = "", *,
+             settings: Settings) -> RollbackVerified:
     """The whole rollback without Airflow (tests, bench)."""
-    planned = rollback_bento(plan_rollback(version, reason, force))
-    return complete_rollback(deploy_rollback(planned, dag_run_id), dag_run_id)
+    planned = rollback_bento(plan_rollback(version, reason, force, settings=settings), settings=settings)
+    return complete_rollback(deploy_rollback(planned, dag_run_id, settings=settings), dag_run_id, settings=settings)

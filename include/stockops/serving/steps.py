@@ -3,6 +3,9 @@
 :func:`deployer` picks where deploys happen (``STOCKOPS_SERVING_MODE``): the local critical
 section (``stockops.serving.deploy.LocalDeployer``) or the serving agent
 (``stockops.serving.agent.AgentDeployer``). Everything below goes through it.
+
+Every function here is given its ``settings`` (the DAG adapter reads them when the task runs; other callers
+pass their own): none reads the environment.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from stockops.contracts import (
     ServingHealth,
     Verified,
 )
-from stockops.core.settings import Settings, get_settings
+from stockops.core.settings import Settings
 from stockops.serving import runtime, state
 from stockops.serving.agent import AgentDeployer
 from stockops.serving.build import build_bento
@@ -42,7 +45,7 @@ def deployer(settings: Settings) -> Deployer:
 
 def deploy(settings: Settings, bento_tag: str, version: str, *, reason: str = "", dag_run_id: str = "",
            window: int | None = None, kind: str = "promotion", snapshot_hash: str = "", request_id: str = "",
-           audit_fields: dict | None = None, expect_champion: str = "") -> dict:
+           audit_fields: dict | None = None, expect_champion: str = "") -> DeployRecord:
     """Serve ``bento_tag`` (registry ``version``) through the configured deployer (see :class:`Change`)."""
     change = Change(kind=kind, version=str(version), bento_tag=bento_tag, reason=reason, window=window,
                     snapshot_hash=snapshot_hash, dag_run_id=dag_run_id, request_id=request_id,
@@ -51,7 +54,8 @@ def deploy(settings: Settings, bento_tag: str, version: str, *, reason: str = ""
 
 
 def serve_champion(settings: Settings, reason: str = "serve the current champion") -> dict | None:
-    """Make the stable address serve ``@champion`` (build its bento if needed); None without a champion."""
+    """Make the stable address serve ``@champion`` (build its bento if needed); what serves now (``current.json``'s
+    record), or None without a champion."""
     registry.setup(settings)
     champion = registry.champion_version(settings)
     if champion is None:
@@ -62,29 +66,30 @@ def serve_champion(settings: Settings, reason: str = "serve the current champion
         runtime.ensure_supervisor(settings)
         return served
     built = build_bento(settings, settings.model_name, champion.version)
-    return deploy(settings, built["bento_tag"], champion.version, reason=reason, window=built["window"], kind="serve",
-                  snapshot_hash=built["snapshot_hash"])
+    deploy(settings, built["bento_tag"], champion.version, reason=reason, window=built["window"], kind="serve",
+           snapshot_hash=built["snapshot_hash"])
+    return state.current(settings)
 
 
 # ---- the stock_train steps ----------------------------------------------------------------------
-def build_candidate_bento(registered: Registered, decision: GateDecision | None = None) -> Built:
+def build_candidate_bento(registered: Registered, decision: GateDecision | None = None, *,
+                          settings: Settings) -> Built:
     """``stock_train``'s build step, only after a decision that deploys: the promoted candidate's bento, or the
     baseline's that serves in place of a refused one (a refused candidate itself is never built)."""
     if decision is not None and not decision.deploys:
         raise ValueError(f"v{registered.version} was refused by the gate ({decision.reason}): it is not built")
-    settings = get_settings()
     version = decision.version_to_serve(registered.version) if decision is not None else registered.version
     bento = Bento.from_xcom(build_bento(settings, registered.model_name, version))
     return Built(registered=registered, decision=decision, bento=bento)
 
 
-def deploy_candidate(built: Built, reason: str | None = None, dag_run_id: str = "") -> Deployed:
+def deploy_candidate(built: Built, reason: str | None = None, dag_run_id: str = "", *,
+                     settings: Settings) -> Deployed:
     """``stock_train``'s deploy step: the health-checked switch, ``@champion`` and the audit entry in one
     critical section; a failure leaves champion and endpoint as they were.
 
     (``reason`` defaults to None: Airflow reserves the name as a context key and allows no other default.)
     """
-    settings = get_settings()
     registry.setup(settings)
     bento, version, model_name = built.bento, built.version, built.registered.model_name
     baseline = built.decision.baseline if built.decision else None
@@ -104,27 +109,24 @@ def deploy_candidate(built: Built, reason: str | None = None, dag_run_id: str = 
         log.error("%s; champion stays where it was", exc)
         raise
     registry.tag_version(settings, version, model_name=model_name,
-                         deploy=f"succeeded {record['at']} as {bento.bento_tag}",
-                         promoted_at=record.get("audit_at", record["at"]))
-    return Deployed(built=built, deploy=DeployRecord.from_record(record))
+                         deploy=f"succeeded {record.at} as {bento.bento_tag}", promoted_at=record.audit_at or record.at)
+    return Deployed(built=built, deploy=record)
 
 
-def verify_candidate(deployed: Deployed) -> Verified:
+def verify_candidate(deployed: Deployed, *, settings: Settings) -> Verified:
     """``stock_train``'s last step: serving, ``@champion`` and the audit log all name the new version."""
-    settings = get_settings()
     seen = verify(settings, deployed.version)
     log.info("v%s serves at %s, is @champion and the audit log's last change", deployed.version, settings.serve_url)
     return Verified(model_name=deployed.built.registered.model_name, version=deployed.version,
                     previous=deployed.deploy.previous_version, **seen)
 
 
-def check_serving() -> ServingHealth:
+def check_serving(*, settings: Settings) -> ServingHealth:
     """``stock_monitor``'s health step: red when the endpoint serves nothing it should, or an outage the
     supervisor could not heal is open; green (with a note) where this home serves nothing yet."""
     from stockops.core.processes import http_json
     from stockops.serving.supervisor import incidents
 
-    settings = get_settings()
     if settings.serving_mode == "local" and not state.current_or_empty(settings) \
             and not runtime.proxy_record(settings):
         log.info("nothing is served from this home yet (no deploy): nothing to check")

@@ -244,7 +244,7 @@ class Supervisor:
             record = LocalDeployer(self.settings, beat=lambda: self.beat(busy_for=BUSY_S))._apply(Change(
                 kind="heal", version=str(served["version"]), bento_tag=served["bento_tag"], window=served.get("window"),
                 reason=f"supervisor: {self.open.get('bento', {}).get('cause', 'bento down')}"))
-        return f"restarted {served['bento_tag']} (deploy in {record['seconds']} s)"
+        return f"restarted {served['bento_tag']} (deploy in {record.seconds} s)"
 
     def _fail_over(self, served: dict, spares: list[dict]) -> str:
         """The first ready spare becomes the primary (call with the deploy lock held)."""

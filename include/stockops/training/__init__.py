@@ -8,9 +8,11 @@ register (alias ``challenger``) -> gate -> promote (``champion``).
 Each step takes and returns a typed contract (:mod:`stockops.contracts`: ``Snapshots`` ->
 ``Features`` -> ``Trained`` -> ``Evaluated`` -> ``Registered`` -> ``GateDecision``), each later one
 holding the earlier, and works without Airflow (the DAG turns them into XComs with
-:func:`stockops.orchestration.xcom.xcom_step`). The gate returns its decision; nothing reads it back from
-a log. One MLflow run spans train, evaluate and register (later steps resume it by id). Heavy
-libraries are imported inside the functions: DAG files import this module.
+:func:`stockops.orchestration.xcom.xcom_step`). Each step takes ``settings`` (keyword-only) and never reads the
+environment: in a DAG run the adapter passes them, elsewhere the caller does (``train_in_process``, tests,
+benches). The gate returns its decision; nothing reads it back from a log. One MLflow run spans train, evaluate
+and register (later steps resume it by id). Heavy libraries are imported inside the functions: DAG files import
+this module.
 
 One job per module, in the order of the chain: :mod:`~stockops.training.features`, :mod:`~stockops.training.fit`,
 :mod:`~stockops.training.evaluate`, :mod:`~stockops.training.promote` (:mod:`~stockops.training.common`: what

@@ -16,14 +16,14 @@ from stockops.contracts import (
     SnapshotSummary,
     Trained,
 )
-from stockops.core.settings import Settings, get_settings
+from stockops.core.settings import Settings
 from stockops.training.common import CANDIDATE, CHAMPION, HOLDOUT_FILE, REFERENCE, mlflow_run
 from stockops.training.features import load_panel
 
 log = logging.getLogger(__name__)
 
 
-def evaluate_models(trained: Trained) -> Evaluated:
+def evaluate_models(trained: Trained, *, settings: Settings) -> Evaluated:
     """Score candidate, champion (re-scored on today's holdout) and every baseline on the same (ticker, day) pairs."""
     import mlflow
     import numpy as np
@@ -32,10 +32,9 @@ def evaluate_models(trained: Trained) -> Evaluated:
     from stockops.model.risk_model import sample_dates, sample_returns, sample_windows
     from stockops.model.scoring import RiskForecast, score_panel
 
-    settings = get_settings()
     registry.setup(settings)
     with mlflow_run(run_id=trained.run_id):
-        frames, panel, split = load_panel(trained.features)
+        frames, panel, split = load_panel(settings, trained.features)
         test = split.parts(panel, trained.features.window)["test"]
         tickers = np.array(panel.tickers)[test.ticker]
         dates = sample_dates(panel, test)
@@ -66,7 +65,7 @@ def evaluate_models(trained: Trained) -> Evaluated:
             mlflow.set_tag("champion_version_compared", champion_info.version)
         mlflow.log_table(_per_ticker_table(scores), "scores/per_ticker.json")
         _log_plots(trained, forecasts, returns, tickers, dates, scores, settings.ticker)
-        _log_validation_link(trained.snapshot)
+        _log_validation_link(settings, trained.snapshot)
     holdout = Holdout(days=int(len(np.unique(dates))), pairs=len(test), first=str(dates.min()), last=str(dates.max()))
     log.info("holdout (%d days x %d tickers, %s..%s):\n%s", holdout.days, len(frames), holdout.first, holdout.last,
              format_scores(scores))
@@ -201,10 +200,9 @@ def _log_plots(trained: Trained, forecasts: dict, returns, tickers, dates, score
         mlflow.log_figure(figure, f"plots/{name}.png")
 
 
-def _log_validation_link(snapshot: SnapshotSummary) -> None:
+def _log_validation_link(settings: Settings, snapshot: SnapshotSummary) -> None:
     import mlflow
 
-    settings = get_settings()
     mlflow.log_dict({"snapshot_hash": snapshot.hash, "validation_result": snapshot.validation_path,
                      "data_docs": str(settings.data_docs_dir / "index.html")}, "data_validation.json")
 

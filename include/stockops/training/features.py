@@ -10,13 +10,13 @@ from stockops.contracts import (
     Snapshots,
     SnapshotSummary,
 )
-from stockops.core.settings import get_settings
+from stockops.core.settings import Settings
 from stockops.training.common import model_config
 
 log = logging.getLogger(__name__)
 
 
-def load_snapshots() -> Snapshots:
+def load_snapshots(*, settings: Settings) -> Snapshots:
     """The latest published snapshot of every watchlist ticker that has one; fails plainly if none has.
 
     ``summary`` sums them up (a hash over the tickers' hashes, the newest day) for the lineage
@@ -24,7 +24,6 @@ def load_snapshots() -> Snapshots:
     """
     from stockops.data import store_for
 
-    settings = get_settings()
     entries = {t: e for t in settings.tickers if (e := store_for(settings, t).latest()) is not None}
     if not entries:
         raise FileNotFoundError(f"no published snapshot of any of {', '.join(settings.tickers)} under "
@@ -43,7 +42,7 @@ def load_snapshots() -> Snapshots:
     return Snapshots(summary=summary, entries=entries)
 
 
-def prepare_features(snapshots: Snapshots, window: int | None = None) -> Features:
+def prepare_features(snapshots: Snapshots, window: int | None = None, *, settings: Settings) -> Features:
     """The tickers' OHLCV in one long table and the date split, saved for the training step."""
     import pandas as pd
 
@@ -51,7 +50,6 @@ def prepare_features(snapshots: Snapshots, window: int | None = None) -> Feature
     from stockops.model.drift_features import reference_features
     from stockops.model.risk_model import build_panel, fraction_split
 
-    settings = get_settings()
     frames = {t: store_for(settings, t).load(e) for t, e in snapshots.entries.items()}
     config = model_config(settings, window=window)
     panel = build_panel(frames, market=settings.market)
@@ -84,9 +82,10 @@ def load_frames(features: Features):
     return frames, DateSplit(val_start=np.datetime64(features.val_start), test_start=np.datetime64(features.test_start))
 
 
-def load_panel(features: Features):
-    """Frames per ticker, the panel and the split that ``prepare_features`` saved."""
+def load_panel(settings: Settings, features: Features):
+    """Frames per ticker, the panel (with ``settings.market``'s closes) and the split that ``prepare_features``
+    saved."""
     from stockops.model.risk_model import build_panel
 
     frames, split = load_frames(features)
-    return frames, build_panel(frames, market=get_settings().market), split
+    return frames, build_panel(frames, market=settings.market), split

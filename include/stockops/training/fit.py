@@ -12,7 +12,7 @@ from stockops.contracts import (
     Features,
     Trained,
 )
-from stockops.core.settings import get_settings
+from stockops.core.settings import Settings
 from stockops.training.common import mlflow_run, model_config
 from stockops.training.features import load_panel
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def train_candidate(features: Features, epochs: int | None = None, reason: str | None = None, dag_run_id: str = "",
-                    report: str | None = None) -> Trained:
+                    report: str | None = None, *, settings: Settings) -> Trained:
     """Train the candidate in a new MLflow run: params, per-epoch losses, dataset lineage, the pyfunc model.
 
     ``reason``: why this run (kept in MLflow and the audit log); ``report``: the monitor report behind it.
@@ -31,10 +31,9 @@ def train_candidate(features: Features, epochs: int | None = None, reason: str |
     from stockops.model.portable.forecaster import OHLCV_INPUT
     from stockops.model.risk_model import train_risk
 
-    settings = get_settings()
     experiment_id = registry.setup(settings)
     config = model_config(settings, epochs=epochs, window=features.window)
-    frames, panel, split = load_panel(features)
+    frames, panel, split = load_panel(settings, features)
     snapshot = features.summary
     reason = reason or ""
 

@@ -19,7 +19,7 @@ from stockops.contracts import (
     Registered,
 )
 from stockops.core import audit
-from stockops.core.settings import Settings, get_settings
+from stockops.core.settings import Settings
 from stockops.training.common import CANDIDATE, CHAMPION, REFERENCE, mlflow_run
 from stockops.training.evaluate import keep_holdout, score_of
 from stockops.training.features import load_frames
@@ -28,13 +28,12 @@ from stockops.training.fit import input_example
 log = logging.getLogger(__name__)
 
 
-def register_candidate(evaluated: Evaluated) -> Registered:
+def register_candidate(evaluated: Evaluated, *, settings: Settings) -> Registered:
     """Register the candidate as a new version with alias ``challenger`` and lineage tags."""
     import mlflow
 
     from stockops.model.portable.forecaster import LSTM
 
-    settings = get_settings()
     registry.setup(settings)
     scores = evaluated.scores
     qlike, harx = score_of(scores, CANDIDATE, "qlike"), score_of(scores, REFERENCE, "qlike")
@@ -51,7 +50,7 @@ def register_candidate(evaluated: Evaluated) -> Registered:
 
 
 def gate_candidate(registered: Registered, force_promote: bool = False, reason: str | None = None,
-                   dag_run_id: str = "") -> GateDecision:
+                   dag_run_id: str = "", *, settings: Settings) -> GateDecision:
     """Apply the gate; record the decision on the version, in the run and in the audit log; return it.
 
     A refusal is a normal outcome, not an error: ``stock_train``'s ``gate_passed`` stops the deploy path
@@ -65,7 +64,6 @@ def gate_candidate(registered: Registered, force_promote: bool = False, reason: 
 
     from stockops.model.gate import GatePolicy, decide
 
-    settings = get_settings()
     registry.setup(settings)
     scores = registered.scores
     champion = registered.evaluated.champion
@@ -90,7 +88,7 @@ def gate_candidate(registered: Registered, force_promote: bool = False, reason: 
     if why is None:
         log.warning("The champion is unchanged; the deploy path stops here.")
         return decision
-    baseline = register_baseline(registered, why, dag_run_id=dag_run_id)
+    baseline = register_baseline(registered, why, dag_run_id=dag_run_id, settings=settings)
     log.warning("v%s (%s) serves instead: %s", baseline.version, baseline.model_kind, why)
     return replace(decision, baseline=baseline)
 
@@ -117,7 +115,7 @@ def _baseline_needed(settings: Settings, registered: Registered) -> str | None:
             f"(> STOCKOPS_GATE_CHAMPION_MAX_AGE_DAYS={settings.gate_champion_max_age_days:g}): refitted on today's")
 
 
-def register_baseline(registered: Registered, why: str, dag_run_id: str = "") -> Baseline:
+def register_baseline(registered: Registered, why: str, dag_run_id: str = "", *, settings: Settings) -> Baseline:
     """Fit HARX-GKO per ticker on the candidate's training days (before its holdout) and register it as a new
     version of the model, in an MLflow run of its own: the same lineage tags, its holdout scores (the ones the
     gate compared the candidate with), the drift reference, its holdout forecasts, a pyfunc model that serves
@@ -128,7 +126,6 @@ def register_baseline(registered: Registered, why: str, dag_run_id: str = "") ->
     from stockops.model.baselines import fit_harx
     from stockops.model.portable.forecaster import HARX_GKO, KIND_DESCRIPTIONS, OHLCV_INPUT
 
-    settings = get_settings()
     experiment_id = registry.setup(settings)
     features = registered.evaluated.trained.features
     frames, split = load_frames(features)  # HARX-GKO needs no feature panel
@@ -186,7 +183,7 @@ def _age_days(champion: ChampionCompared | None, candidate_last_date: str) -> fl
 
 
 def promote_candidate(registered: Registered, decision: GateDecision | None = None, reason: str | None = None,
-                      dag_run_id: str = "") -> Promoted:
+                      dag_run_id: str = "", *, settings: Settings) -> Promoted:
     """Move ``champion`` to the candidate's version and record the change, serving nothing.
 
     For homes without an endpoint (the monitor's tests and bench). ``stock_train`` promotes in
@@ -195,7 +192,6 @@ def promote_candidate(registered: Registered, decision: GateDecision | None = No
     """
     from stockops.registry.changes import record_change
 
-    settings = get_settings()
     registry.setup(settings)
     previous = registry.champion_version(settings)
     registry.set_alias(settings, registry.CHAMPION, registered.version)

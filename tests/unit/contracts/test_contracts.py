@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -23,12 +24,15 @@ from stockops.contracts import (
     Evaluated,
     Features,
     Fetched,
+    ForecastRecord,
     GateDecision,
     HeldMove,
     Holdout,
+    IngestChunk,
     IngestRequest,
     IngestStatus,
     MonitorDecision,
+    MonitorRecord,
     Promoted,
     Published,
     Quarantined,
@@ -51,6 +55,7 @@ from stockops.contracts import (
     Verified,
     WatchlistOutcome,
 )
+from stockops.core.settings import Settings, make_settings
 from stockops.orchestration.xcom import xcom_step
 
 ENTRY = SnapshotEntry(hash="a" * 64, ticker="GOOG", rows=250, first_date="2025-01-02", last_date="2025-12-31",
@@ -89,6 +94,17 @@ HELD = Validated(fetched=FETCHED, hash="a" * 64, validation_path="/data/GOOG/val
                  data_docs_path="/docs/index.html", scope="", held_for_review=True, held=[MOVE])
 PUBLISHED = Published(validated=PASSED, entry=ENTRY, new=True, latest=True)
 
+MONITORED = MonitorRecord(
+    checked_at="2026-01-02T00:00:00+00:00", ticker="GOOG", dag_run_id="r1", dry_run=False, drift_share=0.2,
+    drifted_columns=[], live_rmse_ratio=0.9, persistence_ratio=1.0, triggered=False, reason="nothing crossed: calm",
+    crossed=[], debounced_by=[], scorecard=None, rollback={"propose": False, "reason": "not worse"},
+    champion_version="2", champion_run_id="run2", live_error_source="own", traffic_requests=0, snapshot_hash="h",
+    current_window=["2025-10-01", "2025-12-31"], reference_window=None, reference_rows=0, drift=None,
+    live_error={"days": 60}, thresholds={"monitor_current_days": 60}, decision_path="/m/decision.json")
+FORECAST = ForecastRecord(ticker="GOOG", as_of="2025-12-31", forecast_for="2026-01-02", model_version="2",
+                          snapshot_hash="h", last_close=100.0, point=0.0, forecast=100.0, quantiles={"q05": -0.03},
+                          variance=0.0004, made_at="2026-01-01T22:00:00+00:00")
+
 EVERY = [
     ENTRY, SNAPSHOTS.summary, SNAPSHOTS, EVALUATED.champion, EVALUATED.holdout, ShadowScored(model_version="1", recorded=["GOOG"]),
     RollbackProposal(propose=False, reason="not worse"), FEATURES, TRAINED, EVALUATED, REGISTERED, DECISION, BENTO, BUILT, RECORD,
@@ -106,11 +122,15 @@ EVERY = [
     MonitorDecision(checked_at="2026-01-02T00:00:00+00:00", triggered=True, reason="retrain: drift", crossed=["drift"],
                     rollback=RollbackProposal(propose=True, reason="worse", from_version="2", to_version="1"),
                     champion_version="2", drift_share=0.6, live_rmse_ratio=None, report="/m/drift_report.html"),
+    MONITORED, FORECAST, replace(FORECAST, role="shadow", dag_run_id="r1"),
     PLAN, RollbackBuilt(plan=PLAN, bento=BENTO), RollbackDeployed(built=RollbackBuilt(plan=PLAN, bento=BENTO), deploy=RECORD),
     RollbackVerified(version="1", from_version="2", repair=False, deploy_at=RECORD.at, **SEEN),
     # ingest
     FETCHED, IngestRequest(ticker="GOOG", logical_date="2025-12-31"),
     IngestRequest(ticker="GOOG", logical_date="2025-12-31", landed=FETCHED), MOVE, PASSED, HELD, PUBLISHED,
+    IngestChunk(logical_date="2025-12-31", label="GOOG..KO (2)", requests=[
+        IngestRequest(ticker="GOOG", logical_date="2025-12-31", landed=FETCHED),
+        IngestRequest(ticker="KO", logical_date="2025-12-31")]),
     Rejected(validated=HELD, folder="/data/GOOG/quarantine/2025-12-31__aaaa", reason="an operator rejected 2025-12-31"),
     Quarantined(ticker="JPM", logical_date="2025-12-31", reason="2 of 30 expectations failed"),
     WatchlistOutcome(logical_date="2025-12-31"),
@@ -189,18 +209,37 @@ def test_importing_the_contracts_imports_neither_pydantic_nor_airflow():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
+
 def test_gate_labels_and_monitor_decisions_from_records():
     assert [GateDecision(p, f, "").label for p, f in ((True, False), (True, True), (False, False))] == [
         "promoted", "forced", "refused"]
-    record = {"checked_at": "2026-01-02T00:00:00+00:00", "triggered": False, "reason": "nothing crossed: calm",
-              "crossed": [], "scorecard": {"status": "ok"}, "drift": {"per_ticker": {}}, "live_rmse_ratio": math.nan,
-              "rollback": {"propose": False, "clearly_worse": False, "reason": "not worse", "comparison": None}}
-    decision = MonitorDecision.from_record(record)
+    record = replace(MONITORED, live_rmse_ratio=math.nan, rollback={
+        "propose": False, "clearly_worse": False, "reason": "not worse", "comparison": None})
+    decision = record.decision()
     assert decision.triggered is False and decision.rollback == RollbackProposal(propose=False, reason="not worse")
     assert math.isnan(decision.live_rmse_ratio)
+    assert (decision.champion_version, decision.report, decision.decision_path) == ("2", None, "/m/decision.json")
     deploy_log_line = {**RECORD.to_xcom(), "event": "deploy", "ticker": "GOOG", "url": "http://x", "version": 2,
                        "previous_version": 1}
     assert DeployRecord.from_record(deploy_log_line) == RECORD
+
+
+def test_records_leave_out_what_they_lack_and_keep_what_is_null():
+    """``decision.json`` and the log lines keep the keys they always had: a check without a champion has none of
+    a check's fields, a check without a report folder no paths; a null that was written stays written."""
+    idle = replace(MONITORED, champion_version=None, champion_run_id=None, live_error_source=None,
+                   traffic_requests=None, snapshot_hash=None, current_window=None, reference_rows=None,
+                   live_error=None, thresholds=None, decision_path=None, mlflow_run_id="m1")
+    assert list(idle.to_record()) == ["checked_at", "ticker", "dag_run_id", "dry_run", "drift_share",
+                                      "drifted_columns", "live_rmse_ratio", "persistence_ratio", "triggered",
+                                      "reason", "crossed", "debounced_by", "scorecard", "rollback", "mlflow_run_id"]
+    written = MONITORED.to_record()
+    assert written["reference_window"] is None and written["drift"] is None and written["report"] is None
+    assert "scorecard_path" not in written and "mlflow_run_id" not in written
+    assert written["rollback"] is MONITORED.rollback, "written as built: no JSON conversion on the way"
+    assert "role" not in FORECAST.to_record() and "dag_run_id" not in FORECAST.to_record()
+    assert replace(FORECAST, role="shadow", dag_run_id="").to_record() == {
+        **FORECAST.to_record(), "role": "shadow", "dag_run_id": ""}
 
 
 def _step(features: Features, epochs: int | None = None, force: bool = False, note: str = "") -> Trained:
@@ -231,6 +270,25 @@ def test_xcom_step_keeps_the_signature_airflow_inspects_and_no_multiple_outputs(
     decorated = task(wrapped)
     assert decorated.multiple_outputs is False
     assert task(_step).multiple_outputs is False  # (a dataclass is no Mapping either)
+
+
+def _settings_step(features: Features, *, settings: Settings, note: str = "") -> dict:
+    return {"home": str(settings.home), "tickers": list(settings.tickers), "note": note}
+
+
+def test_xcom_step_hands_a_step_its_settings_read_when_the_task_runs(monkeypatch, tmp_path):
+    from airflow.sdk import task
+
+    wrapped = xcom_step(_settings_step)
+    assert list(inspect.signature(wrapped).parameters) == ["features", "note"]  # Airflow never sees settings
+    task(wrapped)  # and binds the DAG's arguments without it
+    monkeypatch.setenv("STOCKOPS_HOME", str(tmp_path / "h1"))
+    monkeypatch.setenv("STOCKOPS_TICKERS", "KO,PG")
+    assert wrapped(FEATURES.to_xcom()) == {"home": str(tmp_path / "h1"), "tickers": ["KO", "PG"], "note": ""}
+    monkeypatch.setenv("STOCKOPS_HOME", str(tmp_path / "h2"))  # read per task run, not once at import
+    assert wrapped(FEATURES.to_xcom(), note="x")["home"] == str(tmp_path / "h2")
+    given = make_settings(home=tmp_path / "given", tickers="GOOG")
+    assert wrapped(FEATURES.to_xcom(), settings=given)["home"] == str(tmp_path / "given")  # a caller's own wins
 
 
 # ---- ingest ---------------------------------------------------------------------------------------------

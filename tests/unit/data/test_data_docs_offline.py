@@ -61,9 +61,9 @@ def docs(tmp_path_factory, goog) -> Docs:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("STOCKOPS_HOME", str(tmp_path_factory.mktemp("datadocs") / "home"))
         settings = get_settings()
-        good = validate_prices(real, reference, settings, run_name="GOOG-2007-01-05")
-        refused = validate_prices(bad, reference, settings, run_name="GOOG-2007-01-08")
-        held = validate_prices(bac, date.fromisoformat(HELD_DAY), settings, run_name=f"BAC-{HELD_DAY}")
+        good = validate_prices(real, reference, settings, run_name="GOOG-2007-01-05", ticker="GOOG")
+        refused = validate_prices(bad, reference, settings, run_name="GOOG-2007-01-08", ticker="GOOG")
+        held = validate_prices(bac, date.fromisoformat(HELD_DAY), settings, run_name=f"BAC-{HELD_DAY}", ticker="BAC")
         assert good.success and refused.failed and held.held_for_review, (refused.summary(), held.summary())
         yield Docs(settings, good, refused, held, str(real.loc[ROW, "Date"].date()), float(bad.loc[ROW, "Close"]))
 
@@ -211,7 +211,7 @@ def test_the_index_lists_each_result_with_its_outcome_and_offending_dates(client
         for day in failure.offending_dates:
             assert day in failed[5]
     assert docs.bad_day in failed[5] and passed[5] == ""
-    assert held[5].startswith("operator_review ") and "(warning)" in held[5] and f"dates {HELD_DAY}" in held[5]
+    assert held[5].startswith("operator_review ") and "(warning)" in held[5] and f"rows BAC {HELD_DAY}" in held[5]
     narrowed = Page(client.get("/stockops/gx/?ticker=GOOG").text).rows("results")
     assert [row[1] for row in narrowed] == list(RUNS[1:])
     assert Page(client.get("/stockops/gx/?ticker=MSFT").text).rows("results") == [["no result of this ticker is kept"]]
@@ -255,7 +255,7 @@ def test_a_result_page_shows_every_expectation_its_observed_value_and_offending_
     failed = [row for row in bad.rows("expectations") if row[1] == "failed"]
     high = next(row for row in failed if row[3] == "High vs Close")
     assert high[5].startswith("1 of 600 rows unexpected")
-    assert high[6].startswith(f"{docs.bad_day}: ") and f"Close={docs.bad_close:.6g}" in high[6] and "High=" in high[6]
+    assert high[6].startswith(f"GOOG {docs.bad_day}: ") and f"Close={docs.bad_close:.6g}" in high[6] and "High=" in high[6]
     for failure in docs.bad.failures:
         row = next(row for row in failed if row[3] == failure.column)
         assert all(day in row[6] for day in failure.offending_dates), (failure.column, row[6])
@@ -265,7 +265,7 @@ def test_a_result_page_shows_every_expectation_its_observed_value_and_offending_
     assert dict(held.rows("summary"))["outcome"] == "held: 1 of 41 expectations failed, a warning: a person decides"
     (warning,) = [row for row in held.rows("expectations") if row[1] != "passed"]
     assert (warning[1], warning[3], warning[6]) == ("warning", "operator_review",
-                                                    f"{HELD_DAY}: operator_review=awaiting_decision")
+                                                    f"BAC {HELD_DAY}: operator_review=awaiting_decision")
 
 
 def test_no_served_page_names_another_host(client, docs):

@@ -38,7 +38,7 @@ def test_thresholds_are_suite_parameters_not_constants():
 def test_checkpoint_builds_data_docs_and_reports_dates():
     checkpoint = json.loads((GX / "checkpoints" / f"{CHECKPOINT_NAME}.json").read_text())
     assert [a["type"] for a in checkpoint["actions"]] == ["update_data_docs"]
-    assert checkpoint["result_format"]["unexpected_index_column_names"] == ["Date"]
+    assert checkpoint["result_format"]["unexpected_index_column_names"] == ["Ticker", "Date"]  # a panel's rows
     config = (GX / "great_expectations.yml").read_text()
     assert "analytics_enabled: false" in config
     assert "validation_results_limit: 36" in config, "the Data Docs index must not load every result ever stored"

@@ -437,3 +437,22 @@ def test_load_detects_a_modified_snapshot(goog, store):
     tampered.to_parquet(entry.path, index=False)
     with pytest.raises(ValueError, match=entry.hash):
         store.load()
+
+
+def test_the_content_hash_is_pandas_canonical_text_however_it_is_computed(goog):
+    """The numpy path writes exactly what ``to_csv`` writes (published snapshots are named by it): NaN, float
+    volumes, no rows, and a column it does not know (text: pandas' own path) included."""
+    import hashlib
+
+    import numpy as np
+
+    from stockops.model.portable.snapshot import _canonical_fast, content_hash
+
+    with_nan = goog.iloc[:300].copy()
+    with_nan.loc[7, "Close"] = np.nan
+    float_volume = goog.iloc[:300].assign(Volume=goog["Volume"].iloc[:300].astype("float64") + 0.5)
+    text = goog.iloc[:50].assign(Close=goog["Close"].iloc[:50].astype(str))
+    for frame in (goog, with_nan, float_volume, goog.iloc[:0], text):
+        canonical = frame.to_csv(index=False, date_format="%Y-%m-%d", float_format="%.10g", lineterminator="\n")
+        assert content_hash(frame) == hashlib.sha256(canonical.encode()).hexdigest()
+    assert _canonical_fast(goog) is not None and _canonical_fast(text) is None

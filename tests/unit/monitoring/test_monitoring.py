@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from stockops.contracts import ForecastRecord
 from stockops.core import audit
 from stockops.core.settings import get_settings
 from stockops.model.drift_features import FEATURES, current_features, monitor_features
@@ -107,15 +108,15 @@ CALM_END = "2008-08-07"  # the replay's last day on 2026-01-01: a calm summer
 HOLDOUT_RMSPE = 2.5  # % of price: about GOOG's daily move that summer
 
 
-def own_record(frame, i: int, forecast: float, sigma: float = 0.025, version: str = "3") -> dict:
+def own_record(frame, i: int, forecast: float, sigma: float = 0.025, version: str = "3") -> ForecastRecord:
     """What score_watchlist records for a forecast made on row ``i``'s close, for row ``i + 1``."""
     day = frame["Date"].dt.strftime("%Y-%m-%d").to_numpy()
     last = float(frame["Close"].iloc[i])
     point = math.log(forecast / last)
-    return {"ticker": "GOOG", "as_of": day[i], "forecast_for": day[i + 1], "model_version": version,
-            "snapshot_hash": "abc", "last_close": last, "point": point, "forecast": forecast,
-            "quantiles": {q: point + sigma * z for q, z in Z.items()}, "variance": sigma**2,
-            "made_at": "2026-01-01T22:30:00+00:00"}
+    return ForecastRecord(ticker="GOOG", as_of=day[i], forecast_for=day[i + 1], model_version=version,
+                          snapshot_hash="abc", last_close=last, point=point, forecast=forecast,
+                          quantiles={q: point + sigma * z for q, z in Z.items()}, variance=sigma**2,
+                          made_at="2026-01-01T22:30:00+00:00")
 
 
 def no_replay(ends):
@@ -221,7 +222,7 @@ def test_a_forecast_is_recorded_once_per_ticker_day_and_version(calm, tmp_path):
     assert len(record_forecasts(log_path, [own_record(calm, 901, 600.0, version="4")])) == 1  # a new champion's
     assert [e["event"] for e in audit.read(log_path)] == ["forecast"] * 3
     # A duplicate that got in anyway (two writers at once) counts once, the first one.
-    audit.record(log_path, "forecast", **own_record(calm, 900, 700.0))
+    audit.record(log_path, "forecast", **own_record(calm, 900, 700.0).to_record())
     table = own_forecasts(log_path, "GOOG", "3")
     assert table["as_of"].tolist() == ["2008-03-18", "2008-03-19"]
     assert table["last_close"].to_numpy() * np.exp(table["point"].to_numpy()) == pytest.approx([500.0, 500.0])
@@ -249,7 +250,7 @@ def test_forecast_records_say_what_was_forecast_from_which_snapshot(calm):
                                         market, "3", made_at="2026-01-01T22:30:00+00:00")
     assert skipped == {"JPM": "49 published days, the model needs 50"}
     (record,) = records
-    assert record == {"ticker": "GOOG", "as_of": "2008-08-07", "forecast_for": "2008-08-08", "model_version": "3",
+    assert record.to_record() == {"ticker": "GOOG", "as_of": "2008-08-07", "forecast_for": "2008-08-08", "model_version": "3",
                       "snapshot_hash": "h1", "last_close": 500.0, "point": 0.001, "forecast": 500.5,
                       "quantiles": {q: pytest.approx(0.001 + 0.02 * z) for q, z in Z.items()},
                       "variance": 0.0004, "made_at": "2026-01-01T22:30:00+00:00"}
@@ -309,13 +310,18 @@ def test_a_second_drift_within_the_cool_down_does_not_trigger(thresholds, tmp_pa
 def test_no_champion_ends_green_without_a_trigger(settings):
     from stockops.monitoring import run_monitor
 
-    decision = run_monitor()
-    assert decision["triggered"] is False
-    assert decision["reason"].startswith("no champion yet")
+    decision = run_monitor(settings=settings)
+    assert decision.triggered is False
+    assert decision.reason.startswith("no champion yet")
     from stockops.core import audit
 
     (logged,) = audit.read(settings.monitor_log)
-    assert logged["reason"] == decision["reason"] and logged["mlflow_run_id"] == decision["mlflow_run_id"]
+    assert logged["reason"] == decision.reason and logged["mlflow_run_id"] == decision.mlflow_run_id
+    # the line holds what a check without a champion knows, no empty champion fields
+    assert set(logged) == {"at", "event", "checked_at", "ticker", "dag_run_id", "dry_run", "drift_share",
+                           "drifted_columns", "live_rmse_ratio", "persistence_ratio", "triggered", "reason", "crossed",
+                           "debounced_by", "scorecard", "rollback", "mlflow_run_id"}
+    assert decision.decision().rollback.propose is False and decision.decision().champion_version is None
 
 
 # ---- the live calibration scorecard ---------------------------------------------------------------

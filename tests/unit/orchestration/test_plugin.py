@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from stockops.contracts import ForecastRecord
 from stockops.core import audit
 
 REPO = Path(__file__).resolve().parents[3]
@@ -351,7 +352,7 @@ def test_a_user_who_may_not_see_plugins_is_forbidden(anonymous):
 # ---- the dashboard's data ----------------------------------------------------------------
 
 
-def baseline_forecast_records(ticker: str, frame, days: int = 60) -> list[dict]:
+def baseline_forecast_records(ticker: str, frame, days: int = 60) -> list[ForecastRecord]:
     """HARX-GKO's one-day-ahead forecasts of ``frame``'s last ``days`` days, as forecast-log records.
 
     Real forecasts of a real model (the benchmark the monitor scores the champion against), fitted once
@@ -368,11 +369,11 @@ def baseline_forecast_records(ticker: str, frame, days: int = 60) -> list[dict]:
     for row in table.itertuples(index=False):
         day = dates.index(row.forecast_for)
         quantiles = {q: float(getattr(row, q)) for q in QUANTILES}
-        records.append({"ticker": ticker, "as_of": dates[day - 1], "forecast_for": row.forecast_for,
-                        "model_version": "harx_gko", "snapshot_hash": "", "last_close": closes[day - 1],
-                        "point": quantiles["q50"], "forecast": closes[day - 1] * math.exp(quantiles["q50"]),
-                        "quantiles": quantiles, "variance": float(row.variance),
-                        "made_at": f"{dates[day - 1]}T21:00:00+00:00", "role": "baseline"})
+        records.append(ForecastRecord(
+            ticker=ticker, as_of=dates[day - 1], forecast_for=row.forecast_for, model_version="harx_gko",
+            snapshot_hash="", last_close=closes[day - 1], point=quantiles["q50"],
+            forecast=closes[day - 1] * math.exp(quantiles["q50"]), quantiles=quantiles, variance=float(row.variance),
+            made_at=f"{dates[day - 1]}T21:00:00+00:00", role="baseline"))
     return records
 
 

@@ -28,7 +28,7 @@ def at(base: datetime, days: float = 0, hours: float = 0, minutes: float = 0, se
 def snapshot(base: datetime, name: str, days: float) -> dict:
     return {"hash": HASH[name], "ticker": "GOOG", "rows": 1000, "first_date": "2022-01-03", "last_date": "2026-11-19",
             "source": "replay", "logical_date": at(base, days)[:10], "path": f"/snap/{name}.parquet",
-            "validation_path": f"/val/{name}.json", "published_at": at(base, days)}
+            "validation_path": f"/val/{name}.json", "published_at": at(base, days), "file_sha256": None}
 
 
 def deploy(kind: str | None, version: str, started: str, ended: str, *, outcome: str = "succeeded",

@@ -13,17 +13,12 @@ import stat
 import subprocess
 import sys
 
-from stockops.core.settings import airflow_environment, quiet_environment
+from stockops.core.airflow_env import airflow_environment
+from stockops.core.settings import quiet_environment
 from stockops.launch import cluster
 from stockops.launch.cluster import CeleryPlatform
-from stockops.launch.local import (
-    COMPONENTS,
-    LocalPlatform,
-    ensure_admin_password,
-    private_dir,
-    private_log,
-    write_secret,
-)
+from stockops.launch.components import COMPONENTS, ensure_admin_password, private_dir, private_log, write_secret
+from stockops.launch.local import LocalPlatform
 
 TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "BENTOML_DO_NOT_TRACK": "true",
                  "GX_ANALYTICS_ENABLED": "False"}

@@ -165,14 +165,14 @@ def test_an_outage_that_does_not_heal_is_recorded_unrecovered_and_turns_the_heal
     for _ in range(MAX_ATTEMPTS):
         fake.round()
     assert [r["status"] for r in incidents(settings)] == ["open", "unrecovered"]
-    assert check_serving().served is None  # this home never deployed: nothing to check
+    assert check_serving(settings=settings).served is None  # this home never deployed: nothing to check
     from stockops.serving import state
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     state.write(state.proxy_record_path(settings), {"pid": gone.pid, "url": settings.serve_url})
     with pytest.raises(ServingError, match="unhealthy.*does not answer.*the proxy \\(pid 7\\) is gone"):
-        check_serving()
+        check_serving(settings=settings)
 
 
 def test_the_health_endpoint_tells_nothing_deployed_from_a_dead_bento(settings, tmp_path):

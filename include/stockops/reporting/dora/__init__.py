@@ -29,9 +29,8 @@ from stockops.reporting.dora.records import load_records
 from stockops.reporting.dora.text import format_table
 
 
-def report(settings: Settings | None = None, *, now: datetime | None = None, days: float = 30) -> dict[str, Any]:
-    """The DORA report of the current (or given) settings' home, as of ``now`` (default: now)."""
-    settings = settings or get_settings()
+def report(settings: Settings, *, now: datetime | None = None, days: float = 30) -> dict[str, Any]:
+    """The DORA report of ``settings``' home, as of ``now`` (default: now)."""
     return compute(**load_records(settings), now=now or datetime.now(UTC), days=days)
 
 
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.days <= 0:
         parser.error(f"--days {args.days}: the period must be longer than zero days")
-    settings = get_settings()
+    settings = get_settings()  # the command line is the boundary: the environment is read here, once
     result = report(settings, days=args.days)
     json_path = args.json or settings.reports_dir / "dora.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
