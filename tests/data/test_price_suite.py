@@ -24,6 +24,7 @@ from stockops.core.settings import WATCHLIST, Settings, make_settings
 from stockops.data import decisions, store_for
 from stockops.data.sources import shipped_series
 from stockops.data.suite import (
+    CLOSE_OUT_COL,
     DATE_ORDER_COL,
     EXTREME_VOLUME_COL,
     GAP_COL,
@@ -224,7 +225,7 @@ BAD = [
     Bad("negative_price", _negative_low, BETWEEN, "Low"),
     Bad("negative_volume", _negative_volume, BETWEEN, "Volume"),
     Bad("high_below_low", _high_below_low, PAIR, "High vs Low"),
-    Bad("close_above_high", _close_above_high, PAIR, "High vs Close"),
+    Bad("close_above_high", _close_above_high, BETWEEN, CLOSE_OUT_COL),
     Bad("duplicate_date", _duplicate_date, "expect_compound_columns_to_be_unique", "Ticker, Date"),
     Bad("unsorted_dates", _unsorted_dates, "expect_column_values_to_be_in_set", DATE_ORDER_COL),
     Bad("missing_column", _missing_volume, "expect_column_to_exist", "Volume"),

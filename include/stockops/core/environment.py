@@ -87,12 +87,18 @@ class Environment(ServedSettings):
                                     VALIDATION)
     extreme_min_range_share: float = declare(0.15, "An extreme move's day: log(High/Low) at least this share of the "
                                              "move", VALIDATION)
-    extreme_min_volume_ratio: float = declare(1.0, "An extreme move's day: volume at least this x its median of the "
+    extreme_min_volume_ratio: float = declare(0.8, "An extreme move's day: volume at least this x its median of the "
                                               "previous 50 sessions", VALIDATION)
-    max_reversal: float = declare(0.9, "The next session may undo at most this share of an extreme move",
-                                  VALIDATION)
-    max_volume_ratio: float = declare(50.0, "Any day: volume at most this x its 50-session median (a units error "
-                                      "is 1,000x)", VALIDATION)
+    max_reversal: float = declare(0.9, "The next session may undo at most this share of an extreme move (a whipsaw "
+                                  "on heavy volume both days excepted)", VALIDATION)
+    max_gap_reversal: float = declare(0.5, "An overnight gap (a small day range, the move in the open, on volume): "
+                                      "the next session may undo at most this share of it", VALIDATION)
+    max_volume_ratio: float = declare(50.0, "Volume at most this x its 50-session median unless the day's range, "
+                                      "move or the session before's volume explains it", VALIDATION)
+    max_event_volume_ratio: float = declare(500.0, "Any day: volume at most this x its 50-session median (a units "
+                                            "error is 1,000x; the universe's largest real spike 277x)", VALIDATION)
+    max_halt_sessions: int = declare(5, "Sessions in a row a trading halt may last (zero volume, close unchanged)",
+                                     VALIDATION)
     max_repeated_rows: int = declare(0, "Sessions in a row that may repeat the previous whole row (a stale feed)",
                                      VALIDATION)
     review_timeout_h: float = declare(72.0, "Hours an ingest waits for a person's decision on a held newest day",

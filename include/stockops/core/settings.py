@@ -75,7 +75,10 @@ class Settings:
     extreme_min_range_share: float
     extreme_min_volume_ratio: float
     max_reversal: float
+    max_gap_reversal: float
     max_volume_ratio: float
+    max_event_volume_ratio: float
+    max_halt_sessions: int
     max_repeated_rows: int
     review_timeout_h: float
     gx_keep_results: int

@@ -93,7 +93,9 @@ def normalise_frame(raw: pd.DataFrame, ticker: str | None = None) -> pd.DataFram
     if "Adj Close" in frame.columns:
         frame = _apply_adjustment(frame)
     keep = [c for c in COLUMNS if c in frame.columns]
-    return frame[keep].reset_index(drop=True)
+    out = frame[keep].reset_index(drop=True)
+    out.attrs = {ANOMALIES: frame.attrs.get(ANOMALIES, [])}
+    return out
 
 
 def _ticker_level(columns: pd.MultiIndex) -> int | None:
@@ -108,15 +110,51 @@ def _ticker_level(columns: pd.MultiIndex) -> int | None:
     return None
 
 
+FACTOR_JUMP = 0.10  # a step of the vendor's Adj Close / Close beyond 10 % needs explaining
+FACTOR_EXPLAINED_SHARE = 0.5  # explained: the raw close fell by at least half the step (a distribution, a spin-off)
+ANOMALIES = "adjustment_anomalies"  # the frame's attrs key: the vendor's unexplained factor jumps
+
+
 def _apply_adjustment(frame: pd.DataFrame) -> pd.DataFrame:
-    """Scale OHLC by Adj Close / Close when both are numeric; otherwise leave it to validation."""
+    """Scale OHLC by the vendor's adjustment factor ``Adj Close / Close`` where it is consistent; otherwise (text in
+    a column) leave it to validation.
+
+    Yahoo back-adjusts for distributions: on an ex-date the factor steps up by about the distribution's share of the
+    price and the raw close falls by about as much; splits are already in ``Close``. A factor jump beyond 10 % that
+    the raw close does not follow (it does not fall by half the step) is the vendor's error (DHR 2016-07-05: 0.667
+    -> 0.976 on a +3.6 % day): multiplying by it would publish a fake move (+52 %). Such a step is taken out of the
+    factor (the rows before it scaled as the rows after), so the series stays on one consistent basis and the day
+    moves as the market did; each one is listed in ``frame.attrs["adjustment_anomalies"]`` (the ingest records it in
+    the audit log as ``adjustment_anomaly``). Every other step, dividends included, is applied as the vendor gives it.
+    """
     numeric = all(pd.api.types.is_numeric_dtype(frame[c]) for c in ("Adj Close", "Close"))
+    anomalies: list[dict] = []
     if numeric:
-        factor = frame["Adj Close"] / frame["Close"]
+        factor = (frame["Adj Close"] / frame["Close"]).to_numpy(dtype="float64")
+        close = frame["Close"].to_numpy(dtype="float64")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.log(factor[1:] / factor[:-1])
+            move = np.log(close[1:] / close[:-1])
+        jump = np.abs(step) > np.log(1 + FACTOR_JUMP)
+        unexplained = np.flatnonzero(jump & ~((step > 0) & (move <= -FACTOR_EXPLAINED_SHARE * step)))
+        if len(unexplained):
+            taken = np.zeros(len(factor))
+            taken[unexplained + 1] = step[unexplained]
+            after = np.cumsum(taken[::-1])[::-1] - taken  # the unexplained steps strictly after each row
+            factor = factor * np.exp(after)
+            days = pd.to_datetime(frame["Date"], errors="coerce")
+            for i in unexplained:
+                anomalies.append({"day": str(days.iloc[i + 1].date()) if pd.notna(days.iloc[i + 1]) else "",
+                                  "factor_before": round(float(factor[i] / np.exp(after[i])), 6),
+                                  "factor_after": round(float(factor[i + 1] / np.exp(after[i + 1])), 6),
+                                  "close_move_pct": round(100 * float(np.expm1(move[i])), 2),
+                                  "move_avoided_pct": round(100 * float(np.expm1(move[i] + step[i])), 2)})
         for col in PRICE_COLUMNS:
             if col in frame.columns and pd.api.types.is_numeric_dtype(frame[col]):
                 frame[col] = frame[col] * factor
-    return frame.drop(columns=["Adj Close"])
+    out = frame.drop(columns=["Adj Close"])
+    out.attrs[ANOMALIES] = anomalies
+    return out
 
 
 def read_price_csv(path: Path) -> pd.DataFrame:
@@ -252,7 +290,7 @@ class YFinanceSource:
     def _download(self, tickers: str | list[str], end: date) -> pd.DataFrame | None:
         import yfinance as yf  # heavy; only where it is used
 
-        return yf.download(tickers, start=self.start, end=end.isoformat(), interval="1d", auto_adjust=True,
+        return yf.download(tickers, start=self.start, end=end.isoformat(), interval="1d", auto_adjust=False,
                            progress=False, threads=False, timeout=self.timeout_s)
 
     def fetch_many(self, tickers: Sequence[str], logical_date: date) -> dict[str, FetchResult]:

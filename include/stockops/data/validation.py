@@ -27,7 +27,6 @@ from stockops.data.store import file_lock
 from stockops.data.suite import (
     AWAITING,
     EXTREME_VOLUME_COL,
-    RANGE_SHARE_COL,
     REVIEW_COL,
     TICKER_COL,
     VOLUME_MEDIAN_SESSIONS,
@@ -240,17 +239,17 @@ def validate_panel(items: list[PanelItem], settings: Settings, *, run_name: str 
     in a run of its own. ``run_name`` names the result in Data Docs (``<logical date>-<first ticker>...``).
     """
     parameters = parameters_for(settings)
-    views: dict[str, pd.DataFrame] = {}
     scopes: dict[str, Scope] = {}
+    contexts, masks = [], []
     for item in items:
         judged, scopes[item.ticker] = judged_rows(item.frame, item.published)
         first = int(np.argmax(judged)) if judged.any() else len(judged)
         start = max(0, first - CONTEXT_ROWS)
         context = item.frame.iloc[start:].reset_index(drop=True)
-        derived = with_derived_columns(context, item.reference_date, settings, item.decisions)
-        view = derived[judged[start:]].reset_index(drop=True)
-        view.insert(0, TICKER_COL, item.ticker)
-        views[item.ticker] = view
+        context.insert(0, TICKER_COL, item.ticker)
+        contexts.append(context)
+        masks.append(judged[start:])
+    views = _judged_views(items, contexts, masks, settings)
     whole = [item.ticker for item in items if _well_formed(item.frame)]
     runs = ([whole] if whole else []) + [[item.ticker] for item in items if item.ticker not in whole]
     reports: dict[str, ValidationReport] = {}
@@ -270,6 +269,25 @@ def validate_panel(items: list[PanelItem], settings: Settings, *, run_name: str 
                 held=held_moves(views[ticker], frame) if status == HELD else [],
                 data_docs_path=str(settings.data_docs_dir / "index.html"))
     return reports
+
+
+def _judged_views(items: list[PanelItem], contexts: list[pd.DataFrame], masks: list[np.ndarray],
+                  settings: Settings) -> dict[str, pd.DataFrame]:
+    """Ticker -> its judged rows with their derived facts: one vectorised pass over the well-formed tickers' panel
+    (which also finds rows twinned across them), one per malformed frame (its own columns and types)."""
+    whole = [i for i, item in enumerate(items) if _well_formed(item.frame)]
+    groups = ([whole] if whole else []) + [[i] for i in range(len(items)) if i not in whole]
+    views: dict[str, pd.DataFrame] = {}
+    for group in groups:
+        panel = pd.concat([contexts[i] for i in group], ignore_index=True) if len(group) > 1 else contexts[group[0]]
+        decisions = {(items[i].ticker, day): what for i in group for day, what in (items[i].decisions or {}).items()}
+        derived = with_derived_columns(panel, {items[i].ticker: items[i].reference_date for i in group}, settings,
+                                       decisions)
+        keep = np.concatenate([masks[i] for i in group])
+        tickers = derived[TICKER_COL].to_numpy()
+        for i in group:
+            views[items[i].ticker] = derived[keep & (tickers == items[i].ticker)].reset_index(drop=True)
+    return views
 
 
 def _well_formed(frame: pd.DataFrame) -> bool:
@@ -346,7 +364,8 @@ def held_moves(view: pd.DataFrame, frame: pd.DataFrame) -> list[dict]:
             "close": float(row["Close"]), "volume": float(row["Volume"]),
             "move_pct": round(100 * (float(row["Close"]) / previous_close - 1), 2),
             "gap_pct": round(100 * (float(row["Open"]) / previous_close - 1), 2),
-            "range_share": round(float(row[RANGE_SHARE_COL]), 3),
+            "range_share": round(float(np.log(row["High"] / row["Low"])
+                                       / abs(np.log(float(row["Close"]) / previous_close))), 3),
             "volume_ratio": None if pd.isna(row[EXTREME_VOLUME_COL]) else round(float(row[EXTREME_VOLUME_COL]), 2),
         })
     return held

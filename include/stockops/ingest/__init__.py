@@ -133,12 +133,30 @@ def _chosen_tickers(settings: Settings, tickers: str | list[str] | None) -> list
 def _land(settings: Settings, result) -> Fetched:
     """Write what a source delivered to the ticker's ``raw/`` and describe it."""
     day = result.logical_date.isoformat()
-    raw_path = store_for(settings, result.ticker).write_raw(result.frame, day)
+    store = store_for(settings, result.ticker)
+    raw_path = store.write_raw(result.frame, day)
+    _record_adjustment_anomalies(settings, result.ticker, day, result.frame, store.latest())
     log.debug("fetched %d rows of %s from %s for %s -> %s", len(result.frame), result.ticker, result.source, day,
               raw_path)
     return Fetched(ticker=result.ticker, logical_date=day, source=result.source,
                    reference_date=result.reference_date.isoformat(), rows=len(result.frame), raw_path=str(raw_path),
                    note=result.note)
+
+
+def _record_adjustment_anomalies(settings: Settings, ticker: str, day: str, frame, latest) -> None:
+    """The vendor's unexplained adjustment-factor jumps in what was fetched (taken out of the factor by the source,
+    see :func:`stockops.data.sources._apply_adjustment`), each recorded once in the audit log: those of a first
+    snapshot, then only the ones after the published history."""
+    from stockops.core import audit
+    from stockops.data.sources import ANOMALIES
+
+    for anomaly in frame.attrs.get(ANOMALIES, []):
+        if latest is None or anomaly["day"] > latest.last_date:
+            audit.record(settings.audit_log, "adjustment_anomaly", ticker=ticker, logical_date=day, **anomaly)
+            log.warning("%s %s: the vendor's adjustment factor jumps %s -> %s while the close moved %+.2f %%: "
+                        "not applied (it would publish a %+.1f %% move); recorded in the audit log", ticker,
+                        anomaly["day"], anomaly["factor_before"], anomaly["factor_after"], anomaly["close_move_pct"],
+                        anomaly["move_avoided_pct"])
 
 
 def fetch_prices(request: IngestRequest, *, settings: Settings) -> Fetched:

@@ -25,12 +25,14 @@ import pytest
 from stockops.core.settings import Settings, get_settings
 from stockops.data import datadocs, validation
 from stockops.data.sources import shipped_series
+from stockops.data.suite import build_expectations
 from stockops.data.validation import ValidationReport, validate_prices
 from tests.unit.orchestration.test_plugin import airflow_token, plugin_app
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by `make browser`
 N_ROWS = 600  # 2004-08-19 .. 2007-01-05
 ROW = 300  # the day whose close is written ten times too high: 2005-10-26
+N_EXP = len(build_expectations())  # every expectation of the suite, one row each
 HELD_DAY = "2009-04-09"  # BAC's real +35 %, the newest session: held for a person
 RUNS = ("BAC-2009-04-09", "GOOG-2007-01-08", "GOOG-2007-01-05")  # newest first
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -203,8 +205,9 @@ def test_the_index_lists_each_result_with_its_outcome_and_offending_dates(client
     rows = Page(answer.text).rows("results")
     assert [(row[1], row[2]) for row in rows] == list(zip(RUNS, ("held", "failed", "passed"), strict=True))
     held, failed, passed = rows
-    assert (held[3], failed[3], passed[3]) == ("40 of 41 passed", f"{41 - len(docs.bad.failures)} of 41 passed",
-                                               "41 of 41 passed")
+    assert (held[3], failed[3], passed[3]) == (f"{N_EXP - 1} of {N_EXP} passed",
+                                               f"{N_EXP - len(docs.bad.failures)} of {N_EXP} passed",
+                                               f"{N_EXP} of {N_EXP} passed")
     assert failed[4] == passed[4] == held[4] == str(N_ROWS)
     for failure in docs.bad.failures:  # what the ingest reports: the same columns and dates
         assert failure.column.split(" vs ")[0] in failed[5], failure.column
@@ -229,7 +232,7 @@ def test_a_result_page_shows_every_expectation_its_observed_value_and_offending_
         page = pages[run_name] = Page(answer.text)
         rows = page.rows("expectations")
         results = stored[run_name]["results"]
-        assert len(rows) == len(results) == 41, run_name  # every expectation, one row each
+        assert len(rows) == len(results) == N_EXP, run_name  # every expectation, one row each
         outcomes = sorted("passed" if r["success"] else r["expectation_config"]["severity"].replace("critical", "failed")
                           for r in results)
         assert sorted(row[1] for row in rows) == outcomes
@@ -247,22 +250,23 @@ def test_a_result_page_shows_every_expectation_its_observed_value_and_offending_
         assert raw.headers["content-type"] == "application/json" and raw.json()["results"] == results
 
     good = pages["GOOG-2007-01-05"]
-    assert dict(good.rows("summary"))["outcome"] == "passed: all 41 expectations passed"
+    assert dict(good.rows("summary"))["outcome"] == f"passed: all {N_EXP} expectations passed"
     assert all(row[6] == "" for row in good.rows("expectations"))
 
     bad = pages["GOOG-2007-01-08"]
-    assert dict(bad.rows("summary"))["outcome"] == f"failed: {len(docs.bad.failures)} of 41 expectations failed"
+    assert dict(bad.rows("summary"))["outcome"] == f"failed: {len(docs.bad.failures)} of {N_EXP} expectations failed"
     failed = [row for row in bad.rows("expectations") if row[1] == "failed"]
-    high = next(row for row in failed if row[3] == "High vs Close")
+    high = next(row for row in failed if row[3] == "close_outside_range")  # the tenfold close above the High
     assert high[5].startswith("1 of 600 rows unexpected")
-    assert high[6].startswith(f"GOOG {docs.bad_day}: ") and f"Close={docs.bad_close:.6g}" in high[6] and "High=" in high[6]
+    assert high[6].startswith(f"GOOG {docs.bad_day}: close_outside_range=")
+    assert float(high[6].split("=")[1]) > 2, "log(Close / High): about log(10)"
     for failure in docs.bad.failures:
         row = next(row for row in failed if row[3] == failure.column)
         assert all(day in row[6] for day in failure.offending_dates), (failure.column, row[6])
     assert "null (not judged)" in next(row[5] for row in failed if row[3] == "extreme_range_share")
 
     held = pages[f"BAC-{HELD_DAY}"]
-    assert dict(held.rows("summary"))["outcome"] == "held: 1 of 41 expectations failed, a warning: a person decides"
+    assert dict(held.rows("summary"))["outcome"] == f"held: 1 of {N_EXP} expectations failed, a warning: a person decides"
     (warning,) = [row for row in held.rows("expectations") if row[1] != "passed"]
     assert (warning[1], warning[3], warning[6]) == ("warning", "operator_review",
                                                     f"BAC {HELD_DAY}: operator_review=awaiting_decision")
@@ -404,19 +408,19 @@ def test_the_pages_show_their_rows_in_a_browser_offline(server, docs):
             page.click("text=GOOG-2007-01-08")
             page.wait_for_url(re.compile(r".*/validations/stock_prices/GOOG-2007-01-08/.*\.html$"))
             rows = page.locator("#expectations tbody tr")
-            assert rows.count() == 41
+            assert rows.count() == N_EXP
             failed = page.locator("#expectations tbody tr.failed")
             assert failed.count() == len(docs.bad.failures)
             for i in range(failed.count()):
                 assert failed.nth(i).is_visible() and docs.bad_day[:7] in failed.nth(i).inner_text()
-            assert page.get_by_text(f"Close={docs.bad_close:.6g}").is_visible()
+            assert page.get_by_text(f"GOOG {docs.bad_day}: close_outside_range=").is_visible()
             assert rows.last.is_visible()  # passed ones too
 
             page.click("text=all validation results")
             page.wait_for_url(f"{server}/stockops/gx/")
             page.click("text=GOOG-2007-01-05")
-            assert page.locator("#expectations tbody tr.passed").count() == 41
-            assert page.get_by_text("all 41 expectations passed").is_visible()
+            assert page.locator("#expectations tbody tr.passed").count() == N_EXP
+            assert page.get_by_text(f"all {N_EXP} expectations passed").is_visible()
             context.close()
             assert refused == []
             assert requested and {urlsplit(url).hostname for url in requested} == {"127.0.0.1"}
