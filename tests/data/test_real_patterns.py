@@ -125,3 +125,32 @@ def test_another_symbols_rows_appended_at_a_similar_level_are_refused_and_only_t
     assert "twin_rows" in ingest.read_status(settings, "WY").detail
     assert [p.ticker for p in outcome.published] == ["KO"]
     assert store_for(settings, "WY").latest() == before
+
+
+def test_a_history_whipsaw_no_rule_can_settle_is_asked_once_in_bulk_and_some_days_approved(feed):
+    """A first snapshot with two real-looking spikes that the next session undoes, each on its own range and heavy
+    volume (NVDA 2000-03-13/14 style; made from AIG's real rows): held once for the ticker with both days, nothing
+    published; approving one and rejecting the other records both, and the rejected day keeps the ticker refused."""
+    from stockops.data import decisions
+
+    folder = Path(feed.csv_path)
+    aig = pd.read_csv(folder / "AIG.csv")
+    for i in (30, 50):  # +30 % on the day, range and 4 x volume behind it, back the next session
+        aig.loc[i, ["Open", "High", "Close", "Adj Close"]] *= [1.0, 1.32, 1.30, 1.30]
+        aig.loc[i, "Volume"] *= 4
+    aig.to_csv(folder / "AIG.csv", index=False)
+    settings = make_settings(home=feed.home, source="csv", csv_path=folder, tickers="AIG")
+    days = [aig["Date"].iloc[30], aig["Date"].iloc[50]]
+    outcome = ingest.ingest_watchlist(aig["Date"].iloc[-1], settings=settings)
+    (held,) = outcome.held_for_review
+    assert held.held_days == days and not outcome.published and store_for(settings, "AIG").latest() is None
+    question = ingest.review_request(held)
+    assert "2 extreme move(s)" in question["body"] and all(day in question["body"] for day in days)
+    with pytest.raises(ValueError, match="not among the held days"):
+        ingest.record_review(held, approved=True, by="ann", reason="x", settings=settings, approve_only=["2011-01-03"])
+    ingest.record_review(held, approved=True, by="ann", reason="the first is real", settings=settings,
+                         approve_only=[days[0]])
+    assert decisions.decided_days(settings, "AIG") == {days[0]: "approved", days[1]: "rejected"}
+    assert isinstance(ingest.publish_validated(held, settings=settings), ingest.Rejected)
+    again = ingest.ingest_watchlist(aig["Date"].iloc[-1], settings=settings)
+    assert [q.ticker for q in again.quarantined] == ["AIG"], "the rejected day stays refused, nobody asked again"

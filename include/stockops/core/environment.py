@@ -71,7 +71,8 @@ class Environment(ServedSettings):
                                 "trading days are known; one more arrives each NYSE session", WATCHLIST_GROUP)
     replay_initial_days: int = declare(1000, "Replay clock: trading days known on STOCKOPS_REPLAY_START",
                                        WATCHLIST_GROUP)
-    history_start: str = declare("2004-01-01", "yfinance: the first day fetched", WATCHLIST_GROUP)
+    history_start: str = declare("2004-01-01", "The first day of every ticker's history, for every source (a "
+                                 "vendor's bad rows from before it are never judged)", WATCHLIST_GROUP)
     fetch_timeout_s: float = declare(20.0, "yfinance: seconds one download may take", WATCHLIST_GROUP)
     fetch_attempts: int = declare(3, "yfinance: attempts per download", WATCHLIST_GROUP)
     fetch_backoff_s: float = declare(2.0, "yfinance: seconds before the second attempt (doubling after)",

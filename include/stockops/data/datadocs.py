@@ -38,7 +38,7 @@ UNREADABLE = "unreadable"  # a result file that is not (yet) a whole GX result
 PAGES = "validations"  # the pages' folder in the URL, as in GX's Data Docs
 INDEX_DATES = 10  # offending rows (ticker and date) shown per failed expectation on the index
 PAGE_ROWS = 200  # offending rows shown per expectation on a result page (the JSON has them all)
-RUN_NAME = re.compile(r"^(?P<ticker>.+)-\d{4}-\d{2}-\d{2}$")  # the ingest names a run <TICKER>-<day>
+RUN_NAME = re.compile(r"^(?P<ticker>.+)-\d{4}-\d{2}-\d{2}$")  # <TICKER>-<day>, a chunk <FIRST>..<LAST>-<day>
 RUN_TIME = re.compile(r"^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)")
 CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; "
                            "form-action 'none'")  # what a browser may load for these pages: nothing from elsewhere

@@ -199,6 +199,13 @@ def read_series(path: Path) -> pd.DataFrame:
     return _cached_csv(str(path), mtime).copy()
 
 
+def _since(frame: pd.DataFrame, start: date | str | None) -> pd.DataFrame:
+    """Rows from ``start`` on (``STOCKOPS_HISTORY_START``: where a ticker's history begins, for every source)."""
+    if start is None or "Date" not in frame.columns or not pd.api.types.is_datetime64_any_dtype(frame["Date"]):
+        return frame
+    return frame[frame["Date"] >= pd.Timestamp(start)].reset_index(drop=True)
+
+
 def _until(frame: pd.DataFrame, day: date) -> pd.DataFrame:
     """Rows up to and including ``day`` (a frame whose dates do not parse is returned whole)."""
     if "Date" not in frame.columns or not pd.api.types.is_datetime64_any_dtype(frame["Date"]):
@@ -211,13 +218,14 @@ class CsvSource:
 
     name = "csv"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, start: date | str | None = None):
         self.path = Path(path)
+        self.start = start
 
     def fetch(self, ticker: str, logical_date: date) -> FetchResult:
         logical_date = to_date(logical_date)
         path = csv_for(self.path, ticker)
-        frame = _until(read_price_csv(path), logical_date)
+        frame = _until(_since(read_price_csv(path), self.start), logical_date)
         log.info("CSV source: %d rows of %s from %s up to %s", len(frame), ticker, path, logical_date)
         return FetchResult(frame, self.name, ticker, logical_date, logical_date, note=str(path))
 
@@ -379,11 +387,13 @@ def get_source(settings: Settings) -> PriceSource:
     if settings.source == "yfinance":
         return YFinanceSource(settings.history_start, settings.fetch_timeout_s, settings.fetch_attempts,
                               settings.fetch_backoff_s)
+    start = settings.history_start
     if settings.source == "csv":
-        return CsvSource(settings.csv_path)  # type: ignore[arg-type]
+        return CsvSource(settings.csv_path, start)  # type: ignore[arg-type]
     if settings.csv_path is not None:
         location = settings.csv_path
         return ReplaySource(settings.replay_start, settings.replay_initial_days,
-                            series=lambda ticker: read_series(csv_for(location, ticker)), label=f"{location}")
+                            series=lambda ticker: _since(read_series(csv_for(location, ticker)), start),
+                            label=f"{location}")
     return ReplaySource(settings.replay_start, settings.replay_initial_days,
-                        series=lambda ticker: shipped_series(ticker, settings.shipped_prices_dir))
+                        series=lambda ticker: _since(shipped_series(ticker, settings.shipped_prices_dir), start))

@@ -205,7 +205,8 @@ def _validate_many(fetched: list[Fetched], dag_run_id: str, settings: Settings,
                                published=store.load(latest) if latest is not None else None,
                                decisions=decisions.decided_days(settings, one.ticker)))
     day = fetched[0].logical_date if fetched else ""
-    name = f"{day}-{fetched[0].ticker}" + (f"..{fetched[-1].ticker}" if len(fetched) > 1 else "") if fetched else ""
+    # Data Docs names a run <TICKER>-<day>; a chunk's by its first and last ticker
+    name = (fetched[0].ticker + (f"..{fetched[-1].ticker}" if len(fetched) > 1 else "") + f"-{day}") if fetched else ""
     reports = validate_panel(items, settings, run_name=name) if items else {}
     return {one.ticker: _settle_validation(one, *loaded[one.ticker], reports[one.ticker], dag_run_id, settings)
             for one in fetched}

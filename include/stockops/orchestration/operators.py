@@ -97,7 +97,11 @@ class HeldDayReview(HITLOperator):
             subject="an extreme move waits for a decision",  # replaced by the ticker's own question at run time
             options=[APPROVE, REJECT],
             params={"reason": Param("", type="string", title="Reason",
-                                    description="Why: kept in the audit trail with your decision.")},
+                                    description="Why: kept in the audit trail with your decision."),
+                    "approve_only": Param("", type="string", title="Approve only these days",
+                                          pattern=r"^[0-9, -]*$",
+                                          description="With Approve: the days (YYYY-MM-DD, comma-separated) to "
+                                                      "approve; the other held days are rejected. Empty: all.")},
             response_timeout=response_timeout,
             **{"outlets": [AssetAlias(PRICES_ALIAS)], **kwargs},  # a mapped review names them in partial()
         )
@@ -119,10 +123,11 @@ class HeldDayReview(HITLOperator):
         user = answer["responded_by_user"] or {}
         validated = self._validated()
         settings = get_settings()
+        given = answer["params_input"] or {}
         record_review(validated, approved=answer["chosen_options"] == [APPROVE],
                       by=user.get("name") or user.get("id") or "unknown",
-                      reason=str((answer["params_input"] or {}).get("reason", "")), dag_run_id=context["run_id"],
-                      settings=settings)
+                      reason=str(given.get("reason", "")), dag_run_id=context["run_id"], settings=settings,
+                      approve_only=str(given.get("approve_only") or "").replace(" ", ",").split(","))
         # the decision carried out: published, or quarantined
         outcome = publish_validated(validated, settings=settings)
         if isinstance(outcome, Published) and outcome.latest:

@@ -456,3 +456,20 @@ def test_the_content_hash_is_pandas_canonical_text_however_it_is_computed(goog):
         canonical = frame.to_csv(index=False, date_format="%Y-%m-%d", float_format="%.10g", lineterminator="\n")
         assert content_hash(frame) == hashlib.sha256(canonical.encode()).hexdigest()
     assert _canonical_fast(goog) is not None and _canonical_fast(text) is None
+
+
+def test_history_start_applies_to_every_source(tmp_path, goog):
+    """A user starts the history later for the csv and replay sources too (AAPL's full Yahoo history has a null row
+    from 1981: starting in 2004 never judges it)."""
+    from stockops.core.settings import make_settings
+    from stockops.data.sources import get_source
+
+    goog.to_csv(tmp_path / "GOOG.csv", index=False, date_format="%Y-%m-%d")
+    for source in ("csv", "replay"):
+        settings = make_settings(home=tmp_path / source, source=source, csv_path=tmp_path, history_start="2010-01-04",
+                                 replay_start="2026-01-02", replay_initial_days=100)
+        frame = get_source(settings).fetch("GOOG", "2026-01-02" if source == "replay" else "2012-12-31").frame
+        assert frame["Date"].iloc[0] == pd.Timestamp("2010-01-04"), source
+    replay = get_source(make_settings(home=tmp_path / "r", history_start="2010-01-04", replay_start="2026-01-02",
+                                      replay_initial_days=100)).fetch("GOOG", "2026-01-02").frame
+    assert replay["Date"].iloc[0] == pd.Timestamp("2010-01-04") and len(replay) == 100
