@@ -26,7 +26,7 @@ def content_hash(frame: pd.DataFrame) -> str:
     """SHA-256 of a canonical text form of the frame: same data, same hash, on any machine.
 
     The form is pandas' ``to_csv`` (dates ``%Y-%m-%d``, floats ``%.10g``, ``\\n`` lines); a frame of plain dates,
-    floats and integers (every published snapshot) is written the same way with numpy, ~1.5 x faster.
+    floats and integers (every published snapshot) is written the same way without pandas' formatter, ~3 x faster.
     """
     canonical = _canonical_fast(frame)
     if canonical is None:
@@ -47,9 +47,10 @@ def _canonical_fast(frame: pd.DataFrame) -> str | None:
         if pd.api.types.is_datetime64_dtype(column.dtype) and not column.isna().any():
             columns.append(values.astype("datetime64[D]").astype(str).tolist())
         elif pd.api.types.is_float_dtype(column.dtype) and column.dtype.itemsize == 8:
-            text = np.char.mod("%.10g", values)
-            missing = np.isnan(values)
-            columns.append(np.where(missing, "", text).tolist() if missing.any() else text.tolist())
+            text = ["%.10g" % v for v in values.tolist()]  # noqa: UP031 (to_csv's float_format, exactly)
+            if np.isnan(values).any():
+                text = ["" if v != v else t for v, t in zip(values.tolist(), text, strict=True)]
+            columns.append(text)
         elif pd.api.types.is_integer_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
             columns.append(values.astype(str).tolist())
         else:
