@@ -13,12 +13,14 @@ Two ways the platform runs it:
   (user + system, the interpreter's imports and Great Expectations' set-up excluded, and beside them the whole
   process's), wall time and peak RSS;
 - **embedded Airflow** (``--airflow``) — the local platform (scheduler with LocalExecutor, SQLite), a triggered
-  ``stock_ingest`` run per day: queued to finished, from the REST API.
+  ``stock_ingest`` run per day: queued to finished, from the REST API;
+- **Celery** (``--celery``) — the Celery platform (PostgreSQL, Redis, one worker of concurrency 2), the same runs.
 
 Goals (issue 26): in-process incremental <= 0.05 CPU-s per ticker at 421; embedded Airflow 421 tickers <= 60 s;
-first ingest of the whole 421-ticker history <= 3 minutes embedded. Results: bench/results/universe_ingest.json.
+Celery <= 1.3 x embedded; first ingest of the whole 421-ticker history <= 3 minutes embedded. Results: bench/results/universe_ingest.json.
 
-    .venv/bin/python bench/universe_ingest.py ../shared/data/universe/universe.parquet [--sizes 18 100 421] [--airflow]
+    .venv/bin/python bench/universe_ingest.py ../shared/data/universe/universe.parquet [--sizes 18 100 421]
+        [--airflow] [--celery] [--skip-in-process]
 """
 
 from __future__ import annotations
@@ -101,17 +103,24 @@ def in_process(feed: Path, tickers: list[str]) -> dict:
     return out
 
 
-def in_airflow(feed: Path, tickers: list[str]) -> dict:
+def in_airflow(feed: Path, tickers: list[str], setup: str = "embedded") -> dict:
     from stockops.core.processes import free_port
     from stockops.core.settings import get_settings
     from stockops.launch.components import stop_process_tree
     from stockops.launch.local import LocalPlatform
 
-    home = Path(tempfile.mkdtemp(prefix="stockops-bench-universe-airflow-"))
+    if setup == "celery":
+        from stockops.launch.cluster import CeleryPlatform, unreachable_services
+
+        missing = unreachable_services()
+        if missing:
+            return {"skipped": "; ".join(missing)}
+    home = Path(tempfile.mkdtemp(prefix=f"stockops-bench-universe-{setup}-"))
     os.environ.update({"STOCKOPS_HOME": str(home), "STOCKOPS_SOURCE": "csv", "STOCKOPS_CSV_PATH": str(feed),
                        "STOCKOPS_TICKERS": ",".join(tickers), "AIRFLOW_HOME": str(home / "airflow"),
                        "STOCKOPS_INGEST_SCHEDULE": "manual"})
-    plat = LocalPlatform(get_settings(), port=free_port(), mlflow_port=free_port())
+    kind = CeleryPlatform if setup == "celery" else LocalPlatform
+    plat = kind(get_settings(), port=free_port(), mlflow_port=free_port())
     proc = plat.start()
     out = {}
     try:
@@ -127,9 +136,11 @@ def in_airflow(feed: Path, tickers: list[str]) -> dict:
             started = datetime.fromisoformat(info["queued_at"].replace("Z", "+00:00"))
             ended = datetime.fromisoformat(info["end_date"].replace("Z", "+00:00"))
             out[mode] = {"state": state, "seconds": (ended - started).total_seconds()}
-            print(f"  embedded Airflow, {len(tickers)} tickers, {mode}: {out[mode]['seconds']:.1f} s, {state}",
+            print(f"  {setup} Airflow, {len(tickers)} tickers, {mode}: {out[mode]['seconds']:.1f} s, {state}",
                   flush=True)
     finally:
+        if setup == "celery":
+            plat.stop()
         stop_process_tree(proc)
         shutil.rmtree(home, ignore_errors=True)
     return out
@@ -140,6 +151,8 @@ def main() -> None:
     parser.add_argument("universe", type=Path, help="universe.parquet (403 real series)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[18, 100, 421])
     parser.add_argument("--airflow", action="store_true", help="also through the embedded Airflow platform")
+    parser.add_argument("--celery", action="store_true", help="also through the Celery platform (PostgreSQL, Redis)")
+    parser.add_argument("--skip-in-process", action="store_true")
     args = parser.parse_args()
     feed = Path(tempfile.mkdtemp(prefix="stockops-universe-feed-"))
     order = write_feed(args.universe, feed)
@@ -147,8 +160,10 @@ def main() -> None:
     try:
         for n in args.sizes:
             chosen = order[:n]
-            row = {"tickers": n, "in_process": in_process(feed, chosen)}
-            for mode in ("first", "incremental"):
+            row: dict = {"tickers": n}
+            if not args.skip_in_process:
+                row["in_process"] = in_process(feed, chosen)
+            for mode in ("first", "incremental") if not args.skip_in_process else ():
                 r = row["in_process"][mode]
                 r["cpu_seconds_per_ticker"] = r["cpu_seconds"] / n
                 print(f"in-process {n:>3} tickers, {mode:<11}: {r['seconds']:6.1f} s wall, {r['cpu_seconds']:6.1f} CPU-s "
@@ -156,21 +171,33 @@ def main() -> None:
                       flush=True)
             if args.airflow:
                 row["embedded_airflow"] = in_airflow(feed, chosen)
+            if args.celery:
+                row["celery"] = in_airflow(feed, chosen, "celery")
             rows.append(row)
     finally:
         shutil.rmtree(feed, ignore_errors=True)
-    reference = rows[0]
-    print(f"\n{'tickers':>7} {'mode':<11} {'CPU-s/ticker':>12} {'x ref':>6} {'wall s':>7} {'Airflow s':>9}")
+    print(f"\n{'tickers':>7} {'mode':<11} {'CPU-s/ticker':>12} {'x ref':>6} {'wall s':>7} {'embedded s':>10} "
+          f"{'Celery s':>9} {'Celery/emb':>10}")
+    reference = rows[0].get("in_process")
     for row in rows:
         for mode in ("first", "incremental"):
-            r, ref = row["in_process"][mode], reference["in_process"][mode]
-            ratio = r["cpu_seconds_per_ticker"] / ref["cpu_seconds_per_ticker"]
-            airflow = row.get("embedded_airflow", {}).get(mode, {}).get("seconds")
-            print(f"{row['tickers']:>7} {mode:<11} {r['cpu_seconds_per_ticker']:>12.3f} {ratio:>6.2f} "
-                  f"{r['seconds']:>7.1f} {'' if airflow is None else f'{airflow:9.1f}'}")
+            r = row.get("in_process", {}).get(mode)
+            embedded = row.get("embedded_airflow", {}).get(mode, {}).get("seconds")
+            celery = row.get("celery", {}).get(mode, {}).get("seconds")
+            cells = (f"{r['cpu_seconds_per_ticker']:>12.3f} "
+                     f"{r['cpu_seconds_per_ticker'] / reference[mode]['cpu_seconds_per_ticker']:>6.2f} "
+                     f"{r['seconds']:>7.1f}") if r and reference else f"{'':>12} {'':>6} {'':>7}"
+            ratio = f"{celery / embedded:>10.2f}" if celery and embedded else ""
+            print(f"{row['tickers']:>7} {mode:<11} {cells} {'' if embedded is None else f'{embedded:10.1f}'} "
+                  f"{'' if celery is None else f'{celery:9.1f}'} {ratio}")
     largest = rows[-1]
-    goal = largest["in_process"]["incremental"]["cpu_seconds_per_ticker"] <= 0.05
-    print(f"in-process incremental at {largest['tickers']}: goal <= 0.05 CPU-s per ticker: {'met' if goal else 'NOT met'}")
+    if "in_process" in largest:
+        goal = largest["in_process"]["incremental"]["cpu_seconds_per_ticker"] <= 0.05
+        print(f"in-process incremental at {largest['tickers']}: goal <= 0.05 CPU-s per ticker: "
+              f"{'met' if goal else 'NOT met'}")
+    if RESULTS.exists():  # keep the modes this run did not measure
+        kept = {r["tickers"]: r for r in json.loads(RESULTS.read_text()).get("rows", [])}
+        rows = [{**kept.get(r["tickers"], {}), **r} for r in rows]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -154,3 +154,27 @@ def test_a_history_whipsaw_no_rule_can_settle_is_asked_once_in_bulk_and_some_day
     assert isinstance(ingest.publish_validated(held, settings=settings), ingest.Rejected)
     again = ingest.ingest_watchlist(aig["Date"].iloc[-1], settings=settings)
     assert [q.ticker for q in again.quarantined] == ["AIG"], "the rejected day stays refused, nobody asked again"
+
+
+def test_the_market_etfs_prices_under_a_stock_are_refused_though_the_etf_is_in_another_chunk(feed):
+    """QQQ's real row of a day, rescaled to KO's level (+10 %), published under KO's name: QQQ is validated in another
+    chunk (chunks of 1 here), but every chunk compares its rows with the market reference's too."""
+    from stockops.data.sources import shipped_series
+
+    folder = Path(feed.csv_path)
+    for ticker in ("KO", "QQQ"):
+        shipped_series(ticker).iloc[:900].assign(**{"Adj Close": lambda f: f["Close"]}).to_csv(
+            folder / f"{ticker}.csv", index=False, date_format="%Y-%m-%d")
+    settings = make_settings(home=feed.home, source="csv", csv_path=folder, tickers="KO,QQQ", ingest_chunk=1)
+    assert settings.market == "QQQ"
+    ko = pd.read_csv(folder / "KO.csv")
+    qqq = pd.read_csv(folder / "QQQ.csv")
+    ingest.ingest_watchlist(ko["Date"].iloc[-2], settings=settings)
+    scale = ko["Close"].iloc[-2] * 1.10 / qqq["Close"].iloc[-1]
+    for column in ("Open", "High", "Low", "Close", "Adj Close"):
+        ko.loc[ko.index[-1], column] = qqq[column].iloc[-1] * scale
+    ko.loc[ko.index[-1], "Volume"] = qqq["Volume"].iloc[-1]
+    ko.to_csv(folder / "KO.csv", index=False)
+    outcome = ingest.ingest_watchlist(ko["Date"].iloc[-1], settings=settings)
+    assert [q.ticker for q in outcome.quarantined] == ["KO"] and [p.ticker for p in outcome.published] == ["QQQ"]
+    assert "twin_rows" in ingest.read_status(settings, "KO").detail

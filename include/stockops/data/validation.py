@@ -231,14 +231,17 @@ def validate_prices(frame: pd.DataFrame, reference_date: date, settings: Setting
     return validate_panel([item], settings, run_name=run_name)[ticker]
 
 
-def validate_panel(items: list[PanelItem], settings: Settings, *, run_name: str = "") -> dict[str, ValidationReport]:
+def validate_panel(items: list[PanelItem], settings: Settings, *, run_name: str = "",
+                   compare: dict[str, pd.DataFrame] | None = None) -> dict[str, ValidationReport]:
     """Judge many tickers in ONE run of the committed checkpoint; ticker -> its report.
 
     Each ticker's judged rows (:func:`judged_rows`: the new ones, with the published history as context) and their
     derived facts are stacked into one panel keyed by ``Ticker``; every failed expectation is traced back to the
     tickers of its offending rows, so one ticker's bad data fails that ticker only. A frame whose layout is wrong
     (a missing column, text for numbers, no rows) would spoil the panel's column types for everyone: it is judged
-    in a run of its own. ``run_name`` names the result in Data Docs (``<logical date>-<first ticker>...``).
+    in a run of its own. ``run_name`` names the result in Data Docs (``<TICKER>-<day>``). ``compare``: other
+    tickers' frames (the market reference, when not among ``items``) whose rows the judged ones must not twin;
+    they are not judged themselves.
     """
     parameters = parameters_for(settings)
     scopes: dict[str, Scope] = {}
@@ -251,6 +254,10 @@ def validate_panel(items: list[PanelItem], settings: Settings, *, run_name: str 
         context.insert(0, TICKER_COL, item.ticker)
         contexts.append(context)
         masks.append(judged[start:])
+    for ticker, frame in (compare or {}).items():
+        if ticker not in scopes and _well_formed(frame):
+            contexts.append(frame.iloc[-CONTEXT_ROWS:].reset_index(drop=True).assign(**{TICKER_COL: ticker}))
+            masks.append(np.zeros(len(contexts[-1]), dtype=bool))
     views = _judged_views(items, contexts, masks, settings)
     whole = [item.ticker for item in items if _well_formed(item.frame)]
     runs = ([whole] if whole else []) + [[item.ticker] for item in items if item.ticker not in whole]
@@ -306,16 +313,20 @@ def _judged_views(items: list[PanelItem], contexts: list[pd.DataFrame], masks: l
     """Ticker -> its judged rows with their derived facts: one vectorised pass over the well-formed tickers' panel
     (which also finds rows twinned across them), one per malformed frame (its own columns and types)."""
     whole = [i for i, item in enumerate(items) if _well_formed(item.frame)]
-    groups = ([whole] if whole else []) + [[i] for i in range(len(items)) if i not in whole]
+    compared = list(range(len(items), len(contexts)))  # comparison rows only: never judged
+    groups = ([whole + compared] if whole else []) + [[i] for i in range(len(items)) if i not in whole]
     views: dict[str, pd.DataFrame] = {}
     for group in groups:
         panel = pd.concat([contexts[i] for i in group], ignore_index=True) if len(group) > 1 else contexts[group[0]]
-        decisions = {(items[i].ticker, day): what for i in group for day, what in (items[i].decisions or {}).items()}
-        derived = with_derived_columns(panel, {items[i].ticker: items[i].reference_date for i in group}, settings,
-                                       decisions)
+        judged = [i for i in group if i < len(items)]
+        decisions = {(items[i].ticker, day): what for i in judged for day, what in (items[i].decisions or {}).items()}
+        reference = {str(contexts[i][TICKER_COL].iloc[0]): contexts[i]["Date"].iloc[-1].date()
+                     for i in group if i >= len(items) and len(contexts[i])}
+        reference |= {items[i].ticker: items[i].reference_date for i in judged}
+        derived = with_derived_columns(panel, reference, settings, decisions)
         keep = np.concatenate([masks[i] for i in group])
         tickers = derived[TICKER_COL].to_numpy()
-        for i in group:
+        for i in judged:
             views[items[i].ticker] = derived[keep & (tickers == items[i].ticker)].reset_index(drop=True)
     return views
 

@@ -207,9 +207,25 @@ def _validate_many(fetched: list[Fetched], dag_run_id: str, settings: Settings,
     day = fetched[0].logical_date if fetched else ""
     # Data Docs names a run <TICKER>-<day>; a chunk's by its first and last ticker
     name = (fetched[0].ticker + (f"..{fetched[-1].ticker}" if len(fetched) > 1 else "") + f"-{day}") if fetched else ""
-    reports = validate_panel(items, settings, run_name=name) if items else {}
+    reports = validate_panel(items, settings, run_name=name, compare=_market_rows(settings, fetched)) if items else {}
     return {one.ticker: _settle_validation(one, *loaded[one.ticker], reports[one.ticker], dag_run_id, settings)
             for one in fetched}
+
+
+def _market_rows(settings: Settings, fetched: list[Fetched]) -> dict:
+    """The market reference's prices up to the chunk's day, when it is in another chunk: a ticker's rows must not
+    twin its rows either (the market ETF's prices published under a stock's name). Nothing when it cannot be read."""
+    from stockops.data.sources import get_source, to_date
+
+    market = settings.market
+    if not fetched or market is None or market in {f.ticker for f in fetched}:
+        return {}
+    try:
+        return {market: get_source(settings).fetch(market, to_date(fetched[0].logical_date)).frame}
+    except Exception as exc:  # noqa: BLE001 (a comparison, not the data: the chunk goes on without it)
+        log.warning("the market reference %s could not be read to compare with (%s): twins of it go unchecked",
+                    market, exc)
+        return {}
 
 
 def _settle_validation(fetched: Fetched, frame, digest: str, latest, report, dag_run_id: str,
