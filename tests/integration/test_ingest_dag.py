@@ -129,20 +129,27 @@ def _csv_folder(tmp_path):
     goog = shipped_series("GOOG")
     goog.loc[goog["Date"] == pd.Timestamp("2009-01-21"), "Close"] /= 100
     goog.to_csv(folder / "GOOG.csv", index=False, date_format="%Y-%m-%d")
+    pg = shipped_series("PG")  # two +30 % days in its history, on their own range and 4 x volume, undone next day
+    for day in PG_WHIPSAWS:
+        pg.loc[pg["Date"] == pd.Timestamp(day), ["High", "Close", "Volume"]] *= [1.32, 1.30, 4]
+    pg.to_csv(folder / "PG.csv", index=False, date_format="%Y-%m-%d")
     return folder
+
+
+PG_WHIPSAWS = ("2008-03-03", "2008-06-02")  # what no rule can settle in a first snapshot: a person, once, in bulk
 
 
 def test_one_tickers_bad_data_stops_only_it_and_held_days_are_decided_over_the_rest_api(
         settings, ingest_dag, monkeypatch, tmp_path):
     from stockops.ingest import ingest_day
 
-    monkeypatch.setenv("STOCKOPS_TICKERS", "BAC,JPM,GOOG,MSFT,KO")
+    monkeypatch.setenv("STOCKOPS_TICKERS", "BAC,JPM,GOOG,MSFT,KO,PG")
     monkeypatch.setenv("STOCKOPS_SOURCE", "csv")
     monkeypatch.setenv("STOCKOPS_CSV_PATH", str(_csv_folder(tmp_path)))
     current = get_settings()
     server = ApiServer(current)
     try:
-        for ticker in current.tickers:  # the published baseline: up to Friday 2009-01-16, in-process
+        for ticker in current.tickers[:-1]:  # the published baseline: up to Friday 2009-01-16, in-process (PG: none)
             assert isinstance(ingest_day("2009-01-16", ticker, settings=current), Published)
         baseline = {t: store_for(current, t).latest() for t in current.tickers}
         token = server.wait()
@@ -156,23 +163,29 @@ def test_one_tickers_bad_data_stops_only_it_and_held_days_are_decided_over_the_r
         dagrun = run_day(ingest_dag, "2009-01-21")
         operator.join(timeout=30)
         assert seen.get("error") is None, seen.get("error")
-        assert seen["answered"] == ["BAC", "JPM"]
+        assert seen["answered"] == ["BAC", "JPM", "PG"]
     finally:
         stop_process_tree(server.proc)
 
-    # one chunk validates the five in one GX run: GOOG quarantined, MSFT and KO published, BAC and JPM held
-    assert by_label(dagrun, "chunk") == {"BAC..KO (5)": "success"}
-    # each held ticker asked once; its review publishes (BAC, approved) or quarantines (JPM, rejected)
-    assert by_label(dagrun, "review") == {"BAC": "success", "JPM": "success"}
+    # one chunk validates the six in one GX run: GOOG quarantined, MSFT and KO published, BAC, JPM and PG held
+    assert by_label(dagrun, "chunk") == {"BAC..PG (6)": "success"}
+    # each held ticker asked once; its review publishes (BAC, approved) or quarantines (JPM, rejected; PG, one of
+    # its two history days rejected)
+    assert by_label(dagrun, "review") == {"BAC": "success", "JPM": "success", "PG": "success"}
     assert states(dagrun)["settled"] == "success"
+    # a held ticker never holds training up: the day's event went out before anybody answered
+    tis = dagrun.get_task_instances()
+    settled_at = next(ti.end_date for ti in tis if ti.task_id == "settled")
+    assert all(settled_at < ti.end_date for ti in tis if ti.task_id == "review"), "the day event waited for a person"
     assert states(dagrun)["outcomes"] == "failed", "GOOG's bad data fails the run's outcome check, naming GOOG"
     assert str(dagrun.state) == "failed"
     latest = {t: store_for(current, t).latest() for t in current.tickers}
-    assert {t: e.last_date for t, e in latest.items()} == {
-        "BAC": "2009-01-21", "JPM": "2009-01-16", "GOOG": "2009-01-16", "MSFT": "2009-01-21", "KO": "2009-01-21"}
+    assert {t: e and e.last_date for t, e in latest.items()} == {
+        "BAC": "2009-01-21", "JPM": "2009-01-16", "GOOG": "2009-01-16", "MSFT": "2009-01-21", "KO": "2009-01-21",
+        "PG": None}
     statuses = {t: json.loads(status_path(current, t).read_text())["status"] for t in current.tickers}
     assert statuses == {"BAC": "published", "JPM": "rejected", "GOOG": "quarantined", "MSFT": "published",
-                        "KO": "published"}
+                        "KO": "published", "PG": "rejected"}
     assert list((current.ticker_data_dir("GOOG") / "quarantine").glob("2009-01-21__*"))
     assert list((current.ticker_data_dir("JPM") / "quarantine").glob("2009-01-21__*"))
 
@@ -180,16 +193,19 @@ def test_one_tickers_bad_data_stops_only_it_and_held_days_are_decided_over_the_r
     # each deferred review resumes on its own: the two decisions land in either order
     assert sorted((e["ticker"], e["day"], e["decision"], e["by"], e["reason"]) for e in decided) == [
         ("BAC", "2009-01-21", "approved", "admin", "TARP news: a real rally"),
-        ("JPM", "2009-01-21", "rejected", "admin", "checking with the vendor")]
+        ("JPM", "2009-01-21", "rejected", "admin", "checking with the vendor"),
+        ("PG", PG_WHIPSAWS[0], "approved", "admin", "the first was real"),
+        ("PG", PG_WHIPSAWS[1], "rejected", "admin", "the first was real")]
     assert all(e["dag_run_id"] == dagrun.run_id for e in decided)
     assert _asset_events(dagrun.run_id) == {"stockops_prices_BAC", "stockops_prices_MSFT", "stockops_prices_KO",
                                             "stockops_watchlist_day"}
 
 
 def _operator(server: ApiServer, token: str, settings, baseline: dict, seen: dict) -> None:
-    """Wait for the two questions, check what the run did meanwhile, then approve BAC and reject JPM."""
+    """Wait for the three questions, check what the run did meanwhile, then approve BAC, reject JPM and approve one
+    of PG's two history days."""
     try:
-        waiting = _wait_for_questions(server, token, expected=2)
+        waiting = _wait_for_questions(server, token, expected=3)
         # the others do not wait for anybody: they publish while the two questions are open
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -199,17 +215,20 @@ def _operator(server: ApiServer, token: str, settings, baseline: dict, seen: dic
             time.sleep(1)
         assert seen["published_meanwhile"] == {"MSFT": "2009-01-21", "KO": "2009-01-21"}
         questions = {q["task_instance"]["rendered_map_index"]: q for q in waiting}
-        assert set(questions) == {"BAC", "JPM"}
+        assert set(questions) == {"BAC", "JPM", "PG"}
         assert "+31" in questions["BAC"]["subject"] and "2009-01-21" in questions["BAC"]["body"]
-        for ticker in ("BAC", "JPM"):
+        assert "2 extreme moves" in questions["PG"]["subject"] and all(d in questions["PG"]["body"] for d in PG_WHIPSAWS)
+        for ticker in ("BAC", "JPM", "PG"):
             assert store_for(settings, ticker).latest() == baseline[ticker], "held: nothing published yet"
         seen["answered"] = []
-        for ticker, option, reason in (("BAC", "Approve", "TARP news: a real rally"),
-                                       ("JPM", "Reject", "checking with the vendor")):
+        for ticker, option, reason, only in (("BAC", "Approve", "TARP news: a real rally", ""),
+                                             ("JPM", "Reject", "checking with the vendor", ""),
+                                             ("PG", "Approve", "the first was real", PG_WHIPSAWS[0])):
             ti = questions[ticker]["task_instance"]
             answer = server.call(f"/api/v2/dags/stock_ingest/dagRuns/{ti['dag_run_id']}/taskInstances/"
                                  f"{ti['task_id']}/{ti['map_index']}/hitlDetails",
-                                 {"chosen_options": [option], "params_input": {"reason": reason, "approve_only": ""}}, token, "PATCH")
+                                 {"chosen_options": [option], "params_input": {"reason": reason, "approve_only": only}},
+                                 token, "PATCH")
             assert answer["responded_by"]["name"] == "admin"
             seen["answered"].append(ticker)
     except BaseException as exc:  # reported by the test, which is the main thread
