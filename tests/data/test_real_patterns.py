@@ -178,3 +178,30 @@ def test_the_market_etfs_prices_under_a_stock_are_refused_though_the_etf_is_in_a
     outcome = ingest.ingest_watchlist(ko["Date"].iloc[-1], settings=settings)
     assert [q.ticker for q in outcome.quarantined] == ["KO"] and [p.ticker for p in outcome.published] == ["QQQ"]
     assert "twin_rows" in ingest.read_status(settings, "KO").detail
+
+
+def test_one_ticker_corrupted_among_a_chunk_of_50_publishes_the_other_49(tmp_path):
+    """A universe of 50 the project makes from its shipped series (each a real series at its own price and volume
+    scale), one chunk, one GX run: one ticker's decimal shift quarantines it alone."""
+    from stockops.core.settings import WATCHLIST
+    from stockops.data.sources import shipped_series
+
+    folder = tmp_path / "universe"
+    folder.mkdir()
+    names = [f"U{i:02d}" for i in range(50)]
+    for i, name in enumerate(names):
+        series = shipped_series(WATCHLIST[i % len(WATCHLIST)]).iloc[:301].copy()
+        series[["Open", "High", "Low", "Close"]] *= 1 + i / 50
+        series["Volume"] = series["Volume"] * (i + 2) + i  # no two tickers trade the same volume: no twins
+        series.to_csv(folder / f"{name}.csv", index=False, date_format="%Y-%m-%d")
+    settings = make_settings(home=tmp_path / "home", source="csv", csv_path=folder, tickers=",".join(names))
+    days = pd.read_csv(folder / "U00.csv")["Date"]
+    first = ingest.ingest_watchlist(days.iloc[-2], settings=settings)
+    assert len(first.published) == 50
+    bad = pd.read_csv(folder / "U17.csv")
+    bad.loc[bad.index[-1], "Close"] /= 100
+    bad.to_csv(folder / "U17.csv", index=False)
+    outcome = ingest.ingest_watchlist(days.iloc[-1], settings=settings)
+    assert [q.ticker for q in outcome.quarantined] == ["U17"] and len(outcome.published) == 49
+    assert all(store_for(settings, t).latest().last_date == days.iloc[-1] for t in names if t != "U17")
+    assert store_for(settings, "U17").latest() == next(p.entry for p in first.published if p.ticker == "U17")

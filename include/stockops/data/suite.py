@@ -316,7 +316,7 @@ def with_derived_columns(frame: pd.DataFrame, reference_date: date | dict[str, d
     view[REVIEW_COL] = np.where(extreme & (decided == REJECTED), REJECTED,
                                 np.where(extreme & (decided == APPROVED), APPROVED,
                                          np.where(judged & ~with_next, AWAITING, "")))
-    view[TWIN_COL] = np.zeros(n) if one else twin_rows(view, np.abs(log_return))
+    view[TWIN_COL] = np.zeros(n) if one else twin_rows(view, np.abs(log_return) + np.abs(np.log(ratio)))
     return view
 
 
@@ -331,16 +331,20 @@ def _decided(decisions: dict | None, tickers: np.ndarray, days: np.ndarray, one:
     return keys.map({f"{t}|{d}": v for (t, d), v in decisions.items()}).fillna("").to_numpy()
 
 
-def twin_rows(panel: pd.DataFrame, moves: np.ndarray) -> np.ndarray:
+def twin_rows(panel: pd.DataFrame, breaks: np.ndarray) -> np.ndarray:
     """Per row: how many OTHER tickers of the panel have, on the same day, the same volume (> 0) and the same intraday
     shape log(O/C), log(H/C), log(L/C): another symbol's prices under this ticker, whatever their level. No two of
-    the 421 real series share one (the nearest real pair differs by 1.5e-4). Of a twinned pair, the row that moved
-    less against its own previous close (``moves``: |log return|) is the genuine one and is not counted; a pair
-    that moved alike counts for both (nothing tells them apart)."""
+    the 421 real series share one (the nearest real pair differs by 1.5e-4).
+
+    Of two twinned tickers only the impostor is counted: the one whose FIRST twinned row broke more with its own
+    history (``breaks``: |log return| + |log volume ratio| of each row: the genuine ticker's row continues its own
+    prices and volume, the impostor's jumps to another symbol's). Their later rows move alike and tell nothing; a
+    first row that broke alike counts for both.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         close = _numeric(panel, "Close").to_numpy()
         shape = pd.DataFrame({"row": np.arange(len(panel)), "ticker": panel[TICKER_COL].to_numpy(),
-                              "move": np.nan_to_num(moves, nan=np.inf),
+                              "break": np.nan_to_num(breaks, nan=np.inf),
                               "day": _days(panel), "volume": _numeric(panel, "Volume").to_numpy(),
                               **{c: np.log(_numeric(panel, c).to_numpy() / close) for c in ("Open", "High", "Low")}})
     shape = shape[shape["volume"] > 0]
@@ -349,7 +353,11 @@ def twin_rows(panel: pd.DataFrame, moves: np.ndarray) -> np.ndarray:
     near = np.ones(len(pairs), dtype=bool)
     for column in ("Open", "High", "Low"):
         near &= np.abs(pairs[column].to_numpy() - pairs[column + "_other"].to_numpy()) <= TWIN_TOLERANCE
-    near &= pairs["move"].to_numpy() >= pairs["move_other"].to_numpy() - 1e-12
+    twins = pairs[near]
     counts = np.zeros(len(panel))
-    np.add.at(counts, pairs["row"].to_numpy()[near], 1)
+    if len(twins):
+        first = twins.sort_values("day", kind="stable").groupby(["ticker", "ticker_other"], sort=False).first()
+        guilty = first.index[(first["break"] >= first["break_other"] - 1e-12).to_numpy()]
+        keys = pd.MultiIndex.from_arrays([twins["ticker"], twins["ticker_other"]])
+        np.add.at(counts, twins["row"].to_numpy()[keys.isin(guilty)], 1)
     return counts
