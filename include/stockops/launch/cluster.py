@@ -70,6 +70,9 @@ def database_dsn(name: str, driver: str = "postgresql", dsn: str = POSTGRES_ADMI
     return f"{driver}{base.removeprefix('postgresql')}/{name}"
 
 
+CELERY_CONFIG_OPTIONS = "stockops.orchestration.celery_config.CELERY_CONFIG"
+
+
 @dataclass
 class CeleryPlatform(LocalPlatform):
     """Airflow (CeleryExecutor, PostgreSQL), MLflow server (PostgreSQL) and the serving agent, as processes."""
@@ -96,6 +99,8 @@ class CeleryPlatform(LocalPlatform):
             "AIRFLOW__CELERY__BROKER_URL": REDIS_URL,
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database_dsn(self.airflow_db, "postgresql+psycopg2"),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+            # the worker imports GX & co. once, before its pool forks (stockops.orchestration.celery_config)
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": CELERY_CONFIG_OPTIONS,
             # one queue per run: other runs sharing this Redis never take our tasks
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.run_name,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
