@@ -232,9 +232,9 @@ def with_derived_columns(frame: pd.DataFrame, reference_date: date | dict[str, d
     one = TICKER_COL not in view.columns
     tickers = np.full(len(view), "", dtype=object) if one else view[TICKER_COL].astype(str).to_numpy()
     n = len(view)
-    with_prev = np.zeros(n, dtype=bool)
+    with_prev: np.ndarray = np.zeros(n, dtype=bool)
     with_prev[1:] = tickers[1:] == tickers[:-1]
-    with_next = np.zeros(n, dtype=bool)
+    with_next: np.ndarray = np.zeros(n, dtype=bool)
     with_next[:-1] = with_prev[1:]
 
     def back(values: np.ndarray, fill: Any = np.nan) -> np.ndarray:
@@ -261,7 +261,7 @@ def with_derived_columns(frame: pd.DataFrame, reference_date: date | dict[str, d
     view[GAP_COL] = sessions_between(previous, days)
     with np.errstate(invalid="ignore"):
         view[DATE_ORDER_COL] = ~with_prev | (days > previous)
-    staleness = sessions_between(days, reference).astype("float64")
+    staleness: np.ndarray = sessions_between(days, reference).astype("float64")
     staleness[with_next] = np.nan  # judged on each ticker's newest row (the rows before it are older by construction)
     view[STALENESS_COL] = staleness
 
@@ -286,7 +286,7 @@ def with_derived_columns(frame: pd.DataFrame, reference_date: date | dict[str, d
         carried = np.abs(log_return) <= CARRIED_CLOSE_TOLERANCE
         values = np.column_stack([opens, highs, lows, closes, volume])
         known = ~np.isnan(values).any(axis=1)
-        same = np.zeros(n, dtype=bool)
+        same: np.ndarray = np.zeros(n, dtype=bool)
         same[1:] = (values[1:] == values[:-1]).all(axis=1) & known[1:]
         halted = (volume == 0) & carried
         view[REPEAT_COL] = _run_lengths(same & with_prev & ~halted, with_prev)
@@ -350,7 +350,7 @@ def twin_rows(panel: pd.DataFrame, breaks: np.ndarray) -> np.ndarray:
     shape = shape[shape["volume"] > 0]
     pairs = shape.merge(shape, on=["day", "volume"], suffixes=("", "_other"))
     pairs = pairs[pairs["ticker"] != pairs["ticker_other"]]
-    near = np.ones(len(pairs), dtype=bool)
+    near: np.ndarray = np.ones(len(pairs), dtype=bool)
     for column in ("Open", "High", "Low"):
         near &= np.abs(pairs[column].to_numpy() - pairs[column + "_other"].to_numpy()) <= TWIN_TOLERANCE
     twins = pairs[near]
