@@ -1,8 +1,9 @@
 """A daily ingest at universe size: 18, 100 and 421 real tickers, first snapshot and one new session.
 
-The universe is the 18 shipped series plus the 403 of ``universe.parquet`` (path on the command line; see
-``../shared/data/universe/README.md``), served by the ``csv`` source from a folder of ``<TICKER>.csv`` files this
-bench writes. For each size, in a fresh home:
+The universe is the 18 shipped series plus the 403 of ``universe.parquet`` (a table of real US-listed daily
+series, 2004-08-19 .. 2020-12-11, columns ``Ticker, Date, Open, High, Low, Close, Adj Close, Volume`` in
+Yahoo's layout, kept outside the repository; its path on the command line), served by the ``csv`` source
+from a folder of ``<TICKER>.csv`` files this bench writes. For each size, in a fresh home:
 
 - **first**: the whole history of every ticker (2004-08-19 .. 2020-12-09) validated and published;
 - **incremental**: the next session (2020-12-10), one new row per ticker, against the published history.
@@ -19,7 +20,7 @@ Two ways the platform runs it:
 Goals (issue 26): in-process incremental <= 0.05 CPU-s per ticker at 421; embedded Airflow 421 tickers <= 60 s;
 Celery <= 1.3 x embedded; first ingest of the whole 421-ticker history <= 3 minutes embedded. Results: bench/results/universe_ingest.json.
 
-    .venv/bin/python bench/universe_ingest.py ../shared/data/universe/universe.parquet [--sizes 18 100 421]
+    .venv/bin/python bench/universe_ingest.py <path>/universe.parquet [--sizes 18 100 421]
         [--airflow] [--celery] [--skip-in-process]
 """
 

@@ -1,9 +1,10 @@
 """The project's own validation rules on the real universe: every real history accepted, every bad kind refused.
 
-The universe is the 18 shipped series plus the 403 of ``universe.parquet`` (path on the command line; see
-``../shared/data/universe/README.md``). Each universe series is written as ``<TICKER>.csv`` to a temporary folder
-and read back with ``stockops.data.sources.read_price_csv``, like the shipped ``<TICKER>.csv.gz``: the vendor's
-adjustment is the csv source's, and its unexplained factor jumps are listed in ``attrs["adjustment_anomalies"]``.
+The universe is the 18 shipped series plus the 403 of ``universe.parquet`` (a table of real US-listed daily
+series, 2004-08-19 .. 2020-12-11, columns ``Ticker, Date, Open, High, Low, Close, Adj Close, Volume`` in
+Yahoo's layout, kept outside the repository; its path on the command line). Each universe series is written
+as ``<TICKER>.csv`` to a temporary folder and read back with ``stockops.data.sources.read_price_csv``, like the
+shipped ``<TICKER>.csv.gz``: the vendor's adjustment is the csv source's, and its unexplained factor jumps are listed in ``attrs["adjustment_anomalies"]``.
 Only the project's code judges (``stockops.data.validation.validate_panel``, the committed GX checkpoint, default
 settings in a temporary home); nothing here re-implements a rule.
 
@@ -21,7 +22,7 @@ settings in a temporary home); nothing here re-implements a rule.
 Goals (issue 26): 421 of 421 passed; every bad kind refused on every series, the test's expectation naming the bad
 date. Results: bench/results/universe_validation.json.
 
-    .venv/bin/python bench/universe_validation.py ../shared/data/universe/universe.parquet
+    .venv/bin/python bench/universe_validation.py <path>/universe.parquet
 """
 
 from __future__ import annotations
