@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from stockops import ingest
+from stockops.contracts import Rejected
 from stockops.core import audit
 from stockops.core.settings import make_settings
 from stockops.data import store_for
@@ -151,7 +152,7 @@ def test_a_history_whipsaw_no_rule_can_settle_is_asked_once_in_bulk_and_some_day
     ingest.record_review(held, approved=True, by="ann", reason="the first is real", settings=settings,
                          approve_only=[days[0]])
     assert decisions.decided_days(settings, "AIG") == {days[0]: "approved", days[1]: "rejected"}
-    assert isinstance(ingest.publish_validated(held, settings=settings), ingest.Rejected)
+    assert isinstance(ingest.publish_validated(held, settings=settings), Rejected)
     again = ingest.ingest_watchlist(aig["Date"].iloc[-1], settings=settings)
     assert [q.ticker for q in again.quarantined] == ["AIG"], "the rejected day stays refused, nobody asked again"
 

@@ -89,8 +89,8 @@ def test_the_graph_sees_function_level_imports():
     graph = import_graph()
     assert "stockops.registry" in graph["stockops.training.promote"]  # module level
     assert "stockops.registry.changes" in graph["stockops.training.promote"]  # inside promote_candidate
-    assert "stockops.data" in graph["stockops.ingest"]  # `from stockops.data import store_for`
-    assert "stockops.data.decisions" in graph["stockops.ingest"]  # `from stockops.data import decisions`
+    assert "stockops.data" in graph["stockops.ingest.steps"]  # `from stockops.data import store_for`
+    assert "stockops.data.decisions" in graph["stockops.ingest.steps"]  # `from stockops.data import decisions`
 
 
 def test_find_cycle_reports_a_cycle():
