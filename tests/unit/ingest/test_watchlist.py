@@ -17,8 +17,8 @@ from stockops.core import audit
 from stockops.core.settings import make_settings
 from stockops.data import calendar, decisions, store_for
 from stockops.data.gxproject import prune_results
+from stockops.data.scope import judged_rows
 from stockops.data.sources import shipped_series
-from stockops.data.validation import judged_rows
 from tests.unit.data.test_sources_and_store import FakeDownload, _download_shape
 
 # ---- the calendar --------------------------------------------------------------------------
