@@ -113,13 +113,13 @@ class PublishedSnapshots:
         cached = self._frames.get(ticker)
         if cached is None or cached[0] != digest:
             path = snapshot.snapshot_path(self.data_dir / ticker, digest)
-            frame = await asyncio.to_thread(self._read, path, digest, ticker)
+            frame = await asyncio.to_thread(self._read, path, digest, ticker, pointer.get("file_sha256"))
             self._frames[ticker] = cached = (digest, frame)
         return Snapshot(ticker, digest, last_date, published_at, cached[1])
 
-    def _read(self, path: Path, digest: str, ticker: str) -> pd.DataFrame:
-        try:
-            frame = snapshot.read_snapshot(path, digest)  # checked against its hash, as the platform's store reads it
+    def _read(self, path: Path, digest: str, ticker: str, file_sha256: str | None = None) -> pd.DataFrame:
+        try:  # checked against its hash (the file's own SHA-256 when the pointer has it), as the platform's store reads
+            frame = snapshot.read_snapshot(path, digest, file_sha256)
         except snapshot.HashMismatch as exc:
             raise self._corrupt(path, str(exc), ticker) from exc
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same answer: 503 naming it

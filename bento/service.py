@@ -194,6 +194,10 @@ class StockForecast:
             "ticker": meta.get("ticker", ""),
         }
         self.store = PublishedSnapshots.from_environment(meta)
+        # ticker -> ((its snapshot's hash, the market reference's), the answer without per-request fields): a
+        # forecast changes only when its snapshot (or this model) does, so /forecast answers from here
+        self._table: dict[str, tuple[tuple[str, str | None], dict]] = {}
+        self._refresh_task: asyncio.Task | None = None
         env = served_settings.ServedSettings.read(log.warning)
         self._log = env.prediction_log or (env.home / "serving" / "predictions.jsonl"
                                            if "home" in env.model_fields_set else None)
@@ -243,34 +247,102 @@ class StockForecast:
         return self._refuse(SnapshotProblem(status, "no ticker answered: " + "; ".join(
             f"{e['ticker']}: {e['error']}" for e in entries)), ctx, results=entries)
 
-    async def _forecast_ticker(self, ticker: str, ctx: bentoml.Context) -> dict:
-        """The /forecast answer for ``ticker``: its snapshot's last ``history`` days (and the market reference's
-        closes on those days) through the same path as /predict; raises :class:`SnapshotProblem`."""
-        ticker = self.store.known(ticker)
+    @bentoml.on_startup
+    async def _warm(self) -> None:
+        """Every watchlist ticker's forecast computed in one batch as the server starts (a deployed model), in the
+        background: /forecast answers from the table the moment it is filled (and computes a miss itself)."""
+        self._schedule_refresh()
+
+    def _schedule_refresh(self) -> None:
+        """Recompute, in one batch, every ticker whose snapshot moved since its answer was made (one at a time)."""
+        if self._refresh_task is None or self._refresh_task.done():
+            self._refresh_task = asyncio.create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        inputs = []
+        for ticker in self.store.watchlist:
+            try:
+                snapshot, market_snapshot = await self._snapshots(ticker)
+            except SnapshotProblem:
+                continue  # asked for, it answers its 404/409/503 then
+            cached = self._table.get(ticker)
+            if cached is None or cached[0] != self._key(snapshot, market_snapshot):
+                inputs.append((ticker, snapshot, market_snapshot))
+        if not inputs:
+            return
+        try:
+            answers = await asyncio.to_thread(self._answers, inputs)
+        except Exception:  # noqa: BLE001 - the table stays as it was; each ticker computes on its own when asked
+            log.exception("refreshing the forecasts of %d tickers failed", len(inputs))
+            return
+        for (ticker, snapshot, market_snapshot), answer in zip(inputs, answers, strict=True):
+            self._table[ticker] = (self._key(snapshot, market_snapshot), answer)
+        log.info("forecasts of %d tickers computed in one batch", len(inputs))
+
+    @staticmethod
+    def _key(snapshot, market_snapshot) -> tuple[str, str | None]:
+        return snapshot.hash, market_snapshot.hash if market_snapshot is not None else None
+
+    async def _snapshots(self, ticker: str):
+        """``ticker``'s latest snapshot (raises :class:`SnapshotProblem`) and the market reference's (None without)."""
         snapshot = await self.store.latest(ticker)
         if len(snapshot.frame) < self.history:
             raise SnapshotProblem(HTTPStatus.CONFLICT, f"{ticker}'s latest snapshot holds {len(snapshot.frame)} days; "
                                                        f"the model needs at least {self.history}")
-        rows = snapshot.frame.iloc[-self.history:]
         market_snapshot = None
-        market = None
         if self.store.market is not None:
             market_snapshot = snapshot if self.store.market == ticker else await self.store.latest(
                 self.store.market, role=" (the market reference)", missing_ok=True)
-        if market_snapshot is not None:
-            market = risk_inputs.align_market(rows["Date"], market_snapshot.frame)  # as training aligns it
-        as_of = snapshot.last_date
-        answer = await self._forecast(rows[["Open", "High", "Low", "Close", "Volume"]].reset_index(drop=True),
-                                      market, as_of, ticker)
-        answer.update({
-            "ticker": ticker, "snapshot_hash": snapshot.hash, "snapshot_last_date": as_of.isoformat(),
-            "snapshot_published_at": snapshot.published_at.isoformat(),
-            "training_snapshot_hash": self.lineage["snapshot_hash"],
-            "market": self.store.market if market is not None else None,
-            "market_snapshot_hash": market_snapshot.hash if market is not None else None,
-        })
-        self._log_answer(answer, len(rows), ctx)
+        return snapshot, market_snapshot
+
+    async def _forecast_ticker(self, ticker: str, ctx: bentoml.Context) -> dict:
+        """The /forecast answer for ``ticker``: from the table when its snapshot (and the market reference's) are the
+        ones it was made from, else computed now (off the event loop) and kept; raises :class:`SnapshotProblem`.
+        Either way the same numbers as /predict on the snapshot's last ``history`` days."""
+        ticker = self.store.known(ticker)
+        snapshot, market_snapshot = await self._snapshots(ticker)
+        key = self._key(snapshot, market_snapshot)
+        cached = self._table.get(ticker)
+        if cached is not None and cached[0] == key:
+            answer = cached[1]
+        else:
+            (answer,) = await asyncio.to_thread(self._answers, [(ticker, snapshot, market_snapshot)])
+            self._table[ticker] = (key, answer)
+            self._schedule_refresh()  # a snapshot moved: the others that did are recomputed together
+        answer = {**answer, "served_at": datetime.now(UTC).isoformat(timespec="milliseconds")}
+        self._log_answer(answer, self.history, ctx)
         return answer
+
+    def _answers(self, inputs: list) -> list[dict]:
+        """The answers for (ticker, snapshot, market snapshot) inputs, in one model call: the rows and the market's
+        aligned closes as training aligns them, then the same path as /predict (``_answer``)."""
+        frames, markets, windows = [], [], []
+        for _, snapshot, market_snapshot in inputs:
+            rows = snapshot.frame.iloc[-self.history:]
+            market = None if market_snapshot is None else risk_inputs.align_market(rows["Date"], market_snapshot.frame)
+            frame = rows[["Open", "High", "Low", "Close", "Volume"]].reset_index(drop=True)
+            frames.append(frame)
+            markets.append(market)
+            windows.append(self.features(frame, market))
+        results = self._predict_windows(np.stack(windows), [t for t, _, _ in inputs])
+        answers = []
+        for i, (ticker, snapshot, market_snapshot) in enumerate(inputs):
+            answer = self._answer({k: v[i:i + 1] for k, v in results.items()}, frames[i], snapshot.last_date)
+            answer.update({
+                "ticker": ticker, "snapshot_hash": snapshot.hash, "snapshot_last_date": snapshot.last_date.isoformat(),
+                "snapshot_published_at": snapshot.published_at.isoformat(),
+                "training_snapshot_hash": self.lineage["snapshot_hash"],
+                "market": self.store.market if markets[i] is not None else None,
+                "market_snapshot_hash": market_snapshot.hash if markets[i] is not None else None,
+            })
+            answers.append(answer)
+        return answers
+
+    def _predict_windows(self, windows: np.ndarray, tickers: list[str | None]) -> dict[str, np.ndarray]:
+        """The model's forecasts for stacked windows (the baseline's per-ticker fit for known tickers)."""
+        if self.baseline is not None:
+            return self.baseline.predict_windows(windows, np.array(tickers))
+        return fc.forecast_from_network(self.predict_batch(windows), self.calibration)
 
     def _refuse(self, problem: SnapshotProblem, ctx: bentoml.Context, **extra) -> JSONResponse:
         """``{"error": ...}`` with the problem's status, past the endpoint's 200 schema; a 5xx is logged here in
@@ -289,6 +361,12 @@ class StockForecast:
         else:
             raw = await self._batched(self.features(frame, market))
             result = fc.forecast_from_network(raw[None, :], self.calibration)
+        answer = self._answer(result, frame, as_of)
+        answer["served_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+        return answer
+
+    def _answer(self, result: dict[str, np.ndarray], frame: pd.DataFrame, as_of: date | None) -> dict:
+        """One window's forecast (``result``: arrays of one row) as the answer, lineage added (no ``served_at``)."""
         point, variance = float(result["point"][0]), float(result["variance"][0])
         quantiles = {f"q{round(level * 100):02d}": float(q) for level, q in zip(fc.LEVELS, result["quantiles"][0],
                                                                                strict=True)}
@@ -307,7 +385,6 @@ class StockForecast:
             "window": self.window,
             "history": self.history,
             "bento_tag": f"{bentoml.server_context.bento_name}:{bentoml.server_context.bento_version}",
-            "served_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
             **self.lineage,
         }
 

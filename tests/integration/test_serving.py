@@ -576,3 +576,26 @@ def test_fuzzed_forecast_requests_never_get_a_5xx(served):
     settings, _ = served
     for path in ("/forecast", "/forecast/batch"):
         _fuzz(settings, path, max_examples=40)
+
+
+def test_a_new_snapshot_is_answered_from_its_own_rows_and_then_from_memory(served):
+    """Answers are kept per (snapshot, market snapshot): a newly published day is computed on its first request (off
+    the event loop), the same bits as /predict on its rows, and every later request answers from the table with
+    the same numbers and a new ``served_at``."""
+    from stockops.ingest import ingest_day
+    from stockops.serving import market_frame, request_body
+
+    settings, _ = served
+    before = _store(settings).latest()
+    published = ingest_day("2026-06-02", settings.ticker, settings=settings)
+    assert published.entry.hash != before.hash and _store(settings).latest().hash == published.entry.hash
+    status, first = _forecast(settings, {"ticker": settings.ticker})
+    assert status == 200 and first["snapshot_hash"] == published.entry.hash and first["as_of"] > before.last_date
+    request = request_body(_store(settings).load(), market=market_frame(settings), rows=first["history"], as_of=True)
+    status, predicted = _predict(settings, request)
+    assert status == 200
+    assert [first[k] for k in ("point_return", "variance", "quantiles", "forecast", "intervals")] == [
+        predicted[k] for k in ("point_return", "variance", "quantiles", "forecast", "intervals")]
+    status, again = _forecast(settings, {"ticker": settings.ticker})
+    assert status == 200 and again["served_at"] >= first["served_at"]
+    assert {k: v for k, v in again.items() if k != "served_at"} == {k: v for k, v in first.items() if k != "served_at"}
