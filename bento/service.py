@@ -19,7 +19,9 @@ environment the service imports it from there.
 they read the ticker's latest published snapshot from the platform's store
 (:class:`PublishedSnapshots`) and its last ``history`` days, with the market reference's closes
 aligned on them as ``stockops.serving.request_body`` does, go through the same path as
-``/predict`` (``_forecast``). Their answers add the snapshot's lineage; a ticker that cannot be
+``/predict`` (``_answer``). A ticker's answer is kept by (snapshot hash, market snapshot hash): the whole
+watchlist is computed in one model call as the server starts and again when a request finds a snapshot that
+moved, so a request reads the pointer and answers from memory (a miss is computed in a worker thread). Their answers add the snapshot's lineage; a ticker that cannot be
 answered gets 404 (unknown, or no snapshot), 409 (stale) or 503 (a corrupt file, named).
 
 Why not BentoML's ``batchable`` API: it batches only HTTP calls to that API, so a validated
