@@ -316,7 +316,9 @@ def with_derived_columns(frame: pd.DataFrame, reference_date: date | dict[str, d
     view[REVIEW_COL] = np.where(extreme & (decided == REJECTED), REJECTED,
                                 np.where(extreme & (decided == APPROVED), APPROVED,
                                          np.where(judged & ~with_next, AWAITING, "")))
-    view[TWIN_COL] = np.zeros(n) if one else twin_rows(view, np.abs(log_return) + np.abs(np.log(ratio)))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a halt's zero volume: an infinite break, as it should
+        breaks = np.abs(log_return) + np.abs(np.log(ratio))
+    view[TWIN_COL] = np.zeros(n) if one else twin_rows(view, breaks)
     return view
 
 
