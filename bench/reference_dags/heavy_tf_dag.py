@@ -9,16 +9,18 @@ from __future__ import annotations
 from datetime import datetime
 
 import tensorflow as tf  # noqa: F401  the anti-pattern being measured
-from airflow.sdk import dag, task
+from airflow.sdk import dag
 
-from stockops.ingest import fetch_prices, publish_validated, validate_raw
+from stockops.ingest import ingest_chunk, plan_chunks
+from stockops.orchestration.wiring import step_tasks
+
+step = step_tasks({"watchlist": plan_chunks, "chunk": ingest_chunk})
 
 
 @dag(dag_id="heavy_tf_reference", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
      tags=["bench"], default_args={"owner": "stockops", "retries": 1})
 def heavy_tf_reference():
-    validated = task(validate_raw)(task(fetch_prices)(logical_date="{{ ds }}"))
-    task(publish_validated)(validated)
+    step("chunk").partial(dag_run_id="{{ run_id }}").expand(chunk=step("watchlist")(logical_date="{{ ds }}"))
 
 
 heavy_tf_reference()
