@@ -326,7 +326,7 @@ def _decided(decisions: dict | None, tickers: np.ndarray, days: np.ndarray, one:
     """Per row: a person's decision on its day (``""`` when none)."""
     if not decisions:
         return np.full(len(days), "", dtype=object)
-    text = np.array([str(d) if not np.isnat(d) else "" for d in days], dtype=object)
+    text = np.datetime_as_string(days, unit="D").astype(object)  # "NaT" matches no decision
     if one:
         return pd.Series(text).map(decisions).fillna("").to_numpy()
     keys = pd.Series(tickers + "|" + text)

@@ -179,14 +179,20 @@ def _validate_many(fetched: list[Fetched], dag_run_id: str, settings: Settings,
 
 def _market_rows(settings: Settings, fetched: list[Fetched]) -> dict:
     """The market reference's prices up to the chunk's day, when it is in another chunk: a ticker's rows must not
-    twin its rows either (the market ETF's prices published under a stock's name). Nothing when it cannot be read."""
+    twin its rows either (the market ETF's prices published under a stock's name). Its landing of the day when there
+    is one (no second download), else its source's; nothing when it cannot be read."""
     from stockops.data.sources import get_source, to_date
 
     market = settings.market
     if not fetched or market is None or market in {f.ticker for f in fetched}:
         return {}
+    day = fetched[0].logical_date
+    landed = store_for(settings, market).raw_path(day)  # the batched download (yfinance) may have landed it already
     try:
-        return {market: get_source(settings).fetch(market, to_date(fetched[0].logical_date)).frame}
+        for path in (landed, landed.with_suffix(".csv")):
+            if path.is_file():
+                return {market: store_for(settings, market).read_raw(path)}
+        return {market: get_source(settings).fetch(market, to_date(day)).frame}
     except Exception as exc:  # noqa: BLE001 (a comparison, not the data: the chunk goes on without it)
         log.warning("the market reference %s could not be read to compare with (%s): twins of it go unchecked",
                     market, exc)
