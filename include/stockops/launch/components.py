@@ -82,6 +82,12 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
 
 
+def ignore_interrupts() -> None:
+    """From now on SIGINT and SIGTERM are ignored: the process is already stopping everything it started."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def stop_process_tree(proc: subprocess.Popen, grace: float = 20) -> None:
     """Stop ``proc`` and every process it started, by process id."""
     stop_pid_tree(proc.pid, grace)

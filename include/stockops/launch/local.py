@@ -391,6 +391,7 @@ def run_local(port: int | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        components.ignore_interrupts()  # Ctrl-C reaches make too, which signals again: the clean-up must finish
         from stockops.serving import stop_serving
 
         stop_serving(settings)
