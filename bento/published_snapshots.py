@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -82,6 +83,15 @@ class PublishedSnapshots:
             raise SnapshotProblem(HTTPStatus.NOT_FOUND, f"unknown ticker {ticker!r}: the watchlist is "
                                                         f"{', '.join(self.watchlist)}")
         return symbol
+
+    def stamp(self, ticker: str) -> tuple[int, int, int] | None:
+        """The identity of ``ticker``'s snapshot pointer as the file system has it now (inode, mtime, size; None
+        without one): a publish replaces the pointer, so an unchanged stamp means an unchanged snapshot."""
+        try:
+            st = os.stat(snapshot.pointer_path(self.data_dir / ticker))
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
 
     async def latest(self, ticker: str, role: str = "", missing_ok: bool = False) -> Snapshot | None:
         """``ticker``'s latest published snapshot: 404 if none (None with ``missing_ok``), 409 if stale, 503 if

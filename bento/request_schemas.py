@@ -19,7 +19,7 @@ from served_code import _model_path, fc
 
 MAX_ROWS = 5000  # a request with more days than this is refused (413-style 400)
 MAX_TICKER_CHARS = 32  # longer is refused with 400; a symbol has at most 15 (stockops.core.settings.TICKER_PATTERN)
-MAX_BATCH_TICKERS = 256
+MAX_BATCH_TICKERS = 1024  # a universe (421 tickers) in one request
 # Finite inputs can still break the features: a close of 5e-324 after 100 makes c / prev_close
 # infinite, 1e308 gives log-ratio features in the tens of thousands, and 3.5e38 is past float32
 # (the network's type). Within these bounds every log ratio stays under ~35, and they hold every

@@ -578,10 +578,24 @@ def test_fuzzed_forecast_requests_never_get_a_5xx(served):
         _fuzz(settings, path, max_examples=40)
 
 
+def _answered(settings, payload, path: str = "/forecast") -> tuple[int, str | None, object]:
+    """(status, who answered: ``memory`` when RequestGuard served kept bytes, else None, the JSON answer)."""
+    parts = urlsplit(settings.serve_url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.request("POST", path, body=json.dumps(payload), headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    return resp.status, resp.getheader("x-stockops-answer"), json.loads(resp.read())
+
+
+def _unserved(answer: dict) -> dict:
+    return {k: v for k, v in answer.items() if k != "served_at"}
+
+
 def test_a_new_snapshot_is_answered_from_its_own_rows_and_then_from_memory(served):
-    """Answers are kept per (snapshot, market snapshot): a newly published day is computed on its first request (off
-    the event loop), the same bits as /predict on its rows, and every later request answers from the table with
-    the same numbers and a new ``served_at``."""
+    """Answers are kept per (snapshot, market snapshot) and served from memory as bytes, before BentoML: a newly
+    published day is computed in one batch within a second (or by the first request that finds it, off the event
+    loop), the same bits as /predict on its rows and as BentoML's own path; every later request answers from
+    memory with the same numbers and a new ``served_at``, and is written to the prediction log."""
     from stockops.ingest import ingest_day
     from stockops.serving import market_frame, request_body
 
@@ -596,6 +610,23 @@ def test_a_new_snapshot_is_answered_from_its_own_rows_and_then_from_memory(serve
     assert status == 200
     assert [first[k] for k in ("point_return", "variance", "quantiles", "forecast", "intervals")] == [
         predicted[k] for k in ("point_return", "variance", "quantiles", "forecast", "intervals")]
-    status, again = _forecast(settings, {"ticker": settings.ticker})
-    assert status == 200 and again["served_at"] >= first["served_at"]
-    assert {k: v for k, v in again.items() if k != "served_at"} == {k: v for k, v in first.items() if k != "served_at"}
+    logged = settings.serving_dir / "predictions.jsonl"
+    lines_before = len(logged.read_text().splitlines())
+    status, answered_by, again = _answered(settings, {"ticker": settings.ticker})
+    assert status == 200 and answered_by == "memory" and again["served_at"] >= first["served_at"]
+    assert _unserved(again) == _unserved(first)
+    # the same request written another way goes through BentoML (the guard serves exact symbols only): same answer
+    status, answered_by, through_bentoml = _answered(settings, {"ticker": f" {settings.ticker.lower()}"})
+    assert status == 200 and answered_by is None and _unserved(through_bentoml) == _unserved(first)
+    status, answered_by, batch = _answered(settings, {"tickers": [settings.ticker]}, "/forecast/batch")
+    assert status == 200 and answered_by == "memory" and [_unserved(e) for e in batch] == [_unserved(first)]
+    lines = logged.read_text().splitlines()
+    assert len(lines) == lines_before + 3, "each answer, from memory or not, is one line of the prediction log"
+    assert [json.loads(line)["ticker"] for line in lines[-3:]] == [settings.ticker] * 3
+    # a snapshot published later is answered from memory without a request having to find it first
+    # (the service compares the pointers every second; a request that found the new day first would be answered by
+    # BentoML's path, without the header)
+    newer = ingest_day("2026-06-03", settings.ticker, settings=settings)
+    time.sleep(4)
+    status, answered_by, latest = _answered(settings, {"ticker": settings.ticker})
+    assert status == 200 and answered_by == "memory" and latest["snapshot_hash"] == newer.entry.hash

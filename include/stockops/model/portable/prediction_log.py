@@ -71,6 +71,13 @@ def append(path: Path, line: str, max_bytes: int) -> None:
 
     No fsync: one per request would cost milliseconds under load, and a crash loses at most the last lines.
     """
+    append_lines(path, [line], max_bytes)
+
+
+def append_lines(path: Path, lines: list[str], max_bytes: int) -> None:
+    """:func:`append` of several records in one write (a server's answers of one event-loop turn)."""
+    if not lines:
+        return
     with _locked(path, fcntl.LOCK_SH):
         with os.fdopen(os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600), "a+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)  # the torn-line check and the write, one writer at a time
@@ -79,7 +86,7 @@ def append(path: Path, line: str, max_bytes: int) -> None:
             if size:
                 handle.seek(size - 1)
                 torn = handle.read(1) != b"\n"
-            handle.write((("\n" if torn else "") + line + "\n").encode())
+            handle.write((("\n" if torn else "") + "\n".join(lines) + "\n").encode())
             handle.flush()
             size = os.fstat(handle.fileno()).st_size
     if size >= max_bytes:  # at twice the cap it waits its turn (the lock's holders each write one line)

@@ -1,0 +1,120 @@
+"""Answers kept as bytes: ``/forecast`` and ``/forecast/batch`` from memory, before BentoML's request machinery.
+
+A ticker's forecast changes only when its snapshot (or the market reference's) or the served model does. Once the
+service has made a ticker's answer (in its start-up batch, or on a miss), :class:`MemoryAnswers` keeps it as the
+JSON bytes it serves, with the *stamps* of the snapshot pointers it was made from (inode, mtime, size: a publish
+replaces the pointer) and the day its staleness was checked. ``RequestGuard`` (``asgi_guard``) hands it the body of
+every forecast request: while the stamps and the day still hold, the answer is those bytes with ``served_at``
+filled in and the request's line for the prediction log, in a few microseconds; anything else (a moved snapshot, a
+new day, a ticker written another way, a body the schema would refuse, a smoke check's header) returns None, and
+BentoML answers as before, through the service's checks, which computes and keeps the new answer. So the bytes a
+request gets are the bytes the service made for the same snapshot, and every refusal (404, 409, 503, 400) still
+comes from the one place that makes it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from request_schemas import MAX_BATCH_TICKERS
+
+SMOKE_HEADER = "x-stockops-smoke"  # deploy checks send it: their answers stay out of the prediction log
+
+
+@dataclass(frozen=True)
+class Ready:
+    """One ticker's answer, ready to serve while ``stamps`` and ``day`` hold."""
+
+    stamps: tuple
+    day: date
+    head: bytes  # the answer's JSON up to the value of ``served_at`` (its last field)
+    log_tail: str  # the prediction log's line after ``"at": "<served_at>", ``
+
+
+def served_at() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class MemoryAnswers:
+    """``/forecast`` and ``/forecast/batch`` answers by ticker, kept as bytes (see the module's docstring).
+
+    ``stamps(ticker)``: the identity of the snapshot pointers the ticker's answer depends on now;
+    ``log_line(line)``: where an answer's prediction-log line goes (None: no log); ``counted(n)``: told of every
+    ``n`` answers served (a Prometheus counter).
+    """
+
+    def __init__(self, watchlist: tuple[str, ...], stamps: Callable[[str], tuple],
+                 log_line: Callable[[str], None] | None, counted: Callable[[int], None] | None = None):
+        self.watchlist = watchlist
+        self._stamps = stamps
+        self._log_line = log_line
+        self._counted = counted
+        self._ready: dict[str, Ready] = {}
+
+    def remember(self, ticker: str, stamps: tuple, answer: dict[str, Any], log_fields: dict[str, Any]) -> None:
+        """Keep ``answer`` (without ``served_at``) for ``ticker``, valid while its pointers keep ``stamps``."""
+        text = json.dumps({**answer, "served_at": ""})
+        self._ready[ticker] = Ready(stamps=stamps, day=datetime.now(UTC).date(), head=text[:-2].encode(),
+                                    log_tail=json.dumps(log_fields)[1:])
+
+    def moved(self) -> bool:
+        """Has a snapshot that an answer depends on moved (or one appeared for a ticker without an answer)?"""
+        return any(self._stamps(t) != ready.stamps if (ready := self._ready.get(t)) is not None
+                   else self._stamps(t)[0] is not None for t in self.watchlist)
+
+    def answer(self, path: str, body: bytes, logged: bool) -> bytes | None:
+        """The answer's bytes for a request ``body`` to ``path``, or None: BentoML answers it."""
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return None
+        if type(request) is not dict:
+            return None
+        if path == "/forecast":
+            ticker = request.get("ticker")
+            return self.forecast(ticker, logged) if len(request) == 1 and type(ticker) is str else None
+        tickers = request.get("tickers")
+        if set(request) - {"tickers"} or not (tickers is None or type(tickers) is list):
+            return None
+        return self.forecast_batch(tickers or list(self.watchlist), logged)
+
+    def _current(self, ticker: str, today: date) -> Ready | None:
+        ready = self._ready.get(ticker)
+        if ready is None or ready.day != today or ready.stamps != self._stamps(ticker):
+            return None
+        return ready
+
+    def forecast(self, ticker: str, logged: bool) -> bytes | None:
+        now = served_at()
+        ready = self._current(ticker, date.fromisoformat(now[:10]))
+        if ready is None:
+            return None
+        self._served([ready], now, logged)
+        return ready.head + now.encode() + b'"}'
+
+    def forecast_batch(self, tickers: list, logged: bool) -> bytes | None:
+        if len(tickers) > MAX_BATCH_TICKERS or any(type(t) is not str for t in tickers):
+            return None
+        now = served_at()
+        today = date.fromisoformat(now[:10])
+        readies = []
+        for ticker in dict.fromkeys(tickers):
+            ready = self._current(ticker, today)
+            if ready is None:
+                return None
+            readies.append(ready)
+        self._served(readies, now, logged)
+        tail = now.encode() + b'"}'
+        return b"[" + b", ".join(r.head + tail for r in readies) + b"]"
+
+    def _served(self, readies: list[Ready], now: str, logged: bool) -> None:
+        if self._counted is not None:
+            self._counted(len(readies))
+        if logged and self._log_line is not None:
+            head = f'{{"at": "{now}", '
+            for ready in readies:
+                self._log_line(head + ready.log_tail)
