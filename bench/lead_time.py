@@ -235,7 +235,11 @@ def by_task(rows: list[dict]) -> list[dict]:
     return summary
 
 
-def measure(setup: str, gate: str) -> dict:
+def measure(setup: str, gate: str, env: dict[str, str] | None = None, days: tuple[str, str] | None = None,
+            after=None) -> dict:
+    """One setup's lead time in a fresh home. ``env``: settings beside the defaults (another watchlist and source);
+    ``days``: the logical dates of the first cycle and of the new day (default: today's sessions, for the replay);
+    ``after(settings)``: measured while the platform still runs, kept under ``after``."""
     from stockops.core.processes import free_port
     from stockops.core.settings import get_settings
     from stockops.model.gate import PERMISSIVE_ENV
@@ -245,11 +249,11 @@ def measure(setup: str, gate: str) -> dict:
         del os.environ[name]  # the default watchlist and settings, whatever the caller's shell holds
     os.environ.update(STOCKOPS_HOME=str(home / "home"), AIRFLOW_HOME=str(home / "airflow"),
                       STOCKOPS_SOURCE="replay", STOCKOPS_SERVE_PORT=str(free_port()),
-                      STOCKOPS_TRAIN_PROFILE="default")
+                      STOCKOPS_TRAIN_PROFILE="default", **(env or {}))
     if gate == "promote":  # time the whole path to a new version answering: the gate lets any model through
         os.environ.update(PERMISSIVE_ENV)  # every threshold open: the timing covers build, deploy, promote
     settings = get_settings()
-    first_day, new_day = _session_days()
+    first_day, new_day = days or _session_days()
     if setup == "celery":
         from stockops.launch.cluster import CeleryPlatform, unreachable_services
 
@@ -325,6 +329,7 @@ def measure(setup: str, gate: str) -> dict:
         while complete_id and time.monotonic() - settle < 300 and platform.api(
                 f"dags/stock_train/dagRuns/{complete_id}", token)["state"] in ("queued", "running"):
             time.sleep(2)
+        extra = after(settings) if after is not None and end_s else None
         train_runs = sorted((r for r in _runs(platform, token, "stock_train") if r["dag_run_id"] not in trains_before),
                             key=lambda r: r["run_after"])
         tasks = breakdown(platform, token, "stock_ingest", run_id, t0, "ingest")
@@ -348,7 +353,7 @@ def measure(setup: str, gate: str) -> dict:
                     "of_lead_time": round(training_s / end_s, 3) if end_s else None,
                     "train_task_of_lead_time": round(train_s / end_s, 3) if end_s else None,
                     "every_stock_train_task_all_runs_s": round(all_train_runs_s, 1)},
-                "cpu": cpu.summary(), "polls": polls, "tasks_summary": summary, "tasks": tasks,
+                "cpu": cpu.summary(), "polls": polls, "after": extra, "tasks_summary": summary, "tasks": tasks,
                 "goal_met": bool(end_s and end_s < GOAL_S)}
     finally:
         if hasattr(platform, "stop"):

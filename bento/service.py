@@ -268,10 +268,15 @@ class StockForecast:
         self._watch_task = asyncio.create_task(self._watch_snapshots())
 
     async def _watch_snapshots(self) -> None:
+        """(Answers never depend on this loop: a request checks its own ticker's pointers; it only saves requests
+        the compute after a publish.)"""
         while True:
             await asyncio.sleep(WATCH_S)
-            if self.memory.moved():
-                self._schedule_refresh()
+            try:
+                if self.memory.moved():
+                    self._schedule_refresh()
+            except Exception:  # noqa: BLE001 - keep watching; the next turn tries again
+                log.exception("comparing the snapshot pointers failed")
 
     def _schedule_refresh(self) -> None:
         """Recompute, in one batch, every ticker whose snapshot moved since its answer was made (one at a time)."""
