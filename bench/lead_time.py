@@ -247,9 +247,9 @@ def measure(setup: str, gate: str, env: dict[str, str] | None = None, days: tupl
     home = Path(tempfile.mkdtemp(prefix=f"stockops-bench-lead-{setup}-"))
     for name in [k for k in os.environ if k.startswith("STOCKOPS_")]:
         del os.environ[name]  # the default watchlist and settings, whatever the caller's shell holds
-    os.environ.update(STOCKOPS_HOME=str(home / "home"), AIRFLOW_HOME=str(home / "airflow"),
-                      STOCKOPS_SOURCE="replay", STOCKOPS_SERVE_PORT=str(free_port()),
-                      STOCKOPS_TRAIN_PROFILE="default", **(env or {}))
+    os.environ.update({"STOCKOPS_HOME": str(home / "home"), "AIRFLOW_HOME": str(home / "airflow"),
+                       "STOCKOPS_SOURCE": "replay", "STOCKOPS_SERVE_PORT": str(free_port()),
+                       "STOCKOPS_TRAIN_PROFILE": "default", **(env or {})})
     if gate == "promote":  # time the whole path to a new version answering: the gate lets any model through
         os.environ.update(PERMISSIVE_ENV)  # every threshold open: the timing covers build, deploy, promote
     settings = get_settings()

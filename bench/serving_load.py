@@ -1,7 +1,7 @@
 """Serving under load: the bento's ``/forecast`` and ``/forecast/batch`` against `mlflow models serve`.
 
-Why: the bento (strict input checks, the snapshot store read per request, lineage, the prediction
-log, adaptive batching over a compiled SavedModel, behind the stable proxy) has to earn its
+Why: the bento (strict input checks, every ticker's answer kept in memory and checked against its snapshot
+pointer per request, lineage, the prediction log, adaptive batching, behind the stable proxy) has to earn its
 complexity against what a user would pick instead: `mlflow models serve --env-manager local` of
 the same registered model, unpatched (the pyfunc as MLflow serves it, carrying its own code).
 
@@ -36,9 +36,11 @@ Targets, all on one registry version:
 The in-process compiled call of the old /predict bench is gone: it bounded a path that took the
 rows in the request; /forecast reads the store, and the comparison the issue asks for is MLflow.
 
-Goals (issue): at every level and for both workloads, the bento (stable address) serves at least
-3 x MLflow's throughput, with no errors; p99 is reported. The load generator runs on the same
-cores as the servers (2 on the reference machine), so every number includes its cost.
+Goals: at every level and for both workloads, the bento (stable address) serves at least 3 x MLflow's throughput,
+with no errors; issue 27: ``/forecast`` >= 2,000 req/s at c=32 with p99 <= 20 ms (``/forecast/batch`` of 421
+tickers: bench/universe_cycle.py, which serves a universe). The load generator (a raw HTTP/1.1 client on uvloop,
+about 0.05 ms of CPU per request) runs on the same cores as the servers (2 on the reference machine), so every
+number includes its cost.
 Results: bench/results/serving_load.json.
 
     .venv/bin/python bench/serving_load.py [--seconds 10] [--levels 1,8,32] [--warmup 3]
@@ -71,6 +73,7 @@ from stockops.core.processes import free_port, http_json, pid_alive, stop_pid_tr
 RESULTS = Path(__file__).resolve().parent / "results" / "serving_load.json"
 INGEST_DAY = "2026-06-01"
 GOAL_RATIO = 3.0
+GOAL_RPS_C32, GOAL_P99_MS_C32 = 2000.0, 20.0  # issue 27: /forecast at the stable address, concurrency 32
 STALL_MS = 100.0  # no answer at all for this long, while every worker waits for one, is a stall
 JSON_HEADERS = {"Content-Type": "application/json"}
 PACKAGES = ("bentoml", "mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "aiohttp", "uvicorn")
@@ -596,6 +599,11 @@ def main() -> None:
             "met": all(v is not None and v >= GOAL_RATIO for v in worst.values())},
         "zero_errors": {"value": bento_errors, "goal": 0, "met": bento_errors == 0},
     }
+    c32 = next((r for r in results["forecast"].get("bento-proxy", []) if r["concurrency"] == 32), None)
+    if c32 is not None:
+        goals["forecast_c32"] = {"rps": c32["rps"], "p99_ms": c32["p99_ms"], "goal_rps": GOAL_RPS_C32,
+                                 "goal_p99_ms": GOAL_P99_MS_C32, "met": c32["rps"] >= GOAL_RPS_C32
+                                 and c32["p99_ms"] is not None and c32["p99_ms"] <= GOAL_P99_MS_C32}
     goals["all_met"] = all(g["met"] for g in goals.values() if isinstance(g, dict))
 
     print(f"\n{'workload':<9} {'target':<13} {'conc':>4} {'rps':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
@@ -633,6 +641,10 @@ def main() -> None:
           f"{'met' if goals['throughput_at_least_3x_mlflow']['met'] else 'NOT met'}")
     print(f"  zero errors (bento, every level and target): {bento_errors} -> "
           f"{'met' if goals['zero_errors']['met'] else 'NOT met'}")
+    if "forecast_c32" in goals:
+        g = goals["forecast_c32"]
+        print(f"  /forecast at c=32 >= {GOAL_RPS_C32:.0f} rps with p99 <= {GOAL_P99_MS_C32:.0f} ms: {g['rps']} rps, "
+              f"p99 {g['p99_ms']} ms -> {'met' if g['met'] else 'NOT met'}")
     print(f"\nrps and latencies count successful answers only; latency is measured by the client; a stall is a "
           f"gap of over {STALL_MS:.0f} ms in which no request finished (count, total ms). The load "
           f"generator shares the {cores} CPU cores with the servers (client cpu s): the servers get less than the "

@@ -43,15 +43,15 @@ class MemoryAnswers:
     """``/forecast`` and ``/forecast/batch`` answers by ticker, kept as bytes (see the module's docstring).
 
     ``stamps(ticker)``: the identity of the snapshot pointers the ticker's answer depends on now;
-    ``log_line(line)``: where an answer's prediction-log line goes (None: no log); ``counted(n)``: told of every
+    ``log_lines(lines)``: writes answers' prediction-log lines (None: no log); ``counted(n)``: told of every
     ``n`` answers served (a Prometheus counter).
     """
 
     def __init__(self, watchlist: tuple[str, ...], stamps: Callable[[str], tuple],
-                 log_line: Callable[[str], None] | None, counted: Callable[[int], None] | None = None):
+                 log_lines: Callable[[list[str]], None] | None, counted: Callable[[int], None] | None = None):
         self.watchlist = watchlist
         self._stamps = stamps
-        self._log_line = log_line
+        self._log_lines = log_lines
         self._counted = counted
         self._ready: dict[str, Ready] = {}
 
@@ -114,7 +114,6 @@ class MemoryAnswers:
     def _served(self, readies: list[Ready], now: str, logged: bool) -> None:
         if self._counted is not None:
             self._counted(len(readies))
-        if logged and self._log_line is not None:
+        if logged and self._log_lines is not None:
             head = f'{{"at": "{now}", '
-            for ready in readies:
-                self._log_line(head + ready.log_tail)
+            self._log_lines([head + ready.log_tail for ready in readies])

@@ -210,9 +210,8 @@ class StockForecast:
         self._log_max_bytes = env.log_max_bytes  # then it rotates
         if self._log is not None:
             self._log.parent.mkdir(parents=True, exist_ok=True)
-        self._pending_lines: list[str] = []  # prediction-log lines of this event-loop turn, written together
         # the answers as bytes, for RequestGuard to serve before BentoML's machinery while their snapshots hold
-        self.memory = MemoryAnswers(self.store.watchlist, self._stamps, None if self._log is None else self._log_line,
+        self.memory = MemoryAnswers(self.store.watchlist, self._stamps, None if self._log is None else self._log_lines,
                                     counted=lambda n: FROM_MEMORY.inc(n))
         asgi_guard.MEMORY[:] = [self.memory]
 
@@ -431,7 +430,7 @@ class StockForecast:
         """One line in the served-prediction log (deploy smoke checks stay out); it rotates at its size cap."""
         if self._log is None or SMOKE_HEADER in ctx.request.headers:
             return
-        self._log_line(json.dumps({"at": answer["served_at"], **self._log_fields(answer, n_closes)}))
+        self._log_lines([json.dumps({"at": answer["served_at"], **self._log_fields(answer, n_closes)})])
 
     def _log_fields(self, answer: dict, n_closes: int) -> dict:
         """An answer's line in the prediction log, less ``at`` (when it was served)."""
@@ -441,18 +440,10 @@ class StockForecast:
                 "volatility": answer["volatility"], "model_version": self.lineage["model_version"],
                 "model_kind": self.kind, "bento_tag": answer["bento_tag"]}
 
-    def _log_line(self, line: str) -> None:
-        """Queue a prediction-log line; the lines of one event-loop turn are written together, right after it."""
-        self._pending_lines.append(line)
-        if len(self._pending_lines) == 1:
-            try:
-                asyncio.get_running_loop().call_soon(self._write_lines)
-            except RuntimeError:  # no loop running (a call from a thread): write now
-                self._write_lines()
-
-    def _write_lines(self) -> None:
-        lines, self._pending_lines = self._pending_lines, []
-        if self._log is not None and lines:
+    def _log_lines(self, lines: list[str]) -> None:
+        """Write answers' lines to the prediction log (one write), before the answer goes out: a client that has its
+        answer finds it in the log."""
+        if self._log is not None:
             prediction_log.append_lines(self._log, lines, max_bytes=self._log_max_bytes)
 
     def features(self, frame: pd.DataFrame, market: np.ndarray | None) -> np.ndarray:

@@ -41,6 +41,9 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from aiohttp import ClientConnectionError, ClientSession, ClientTimeout, TCPConnector, web
+from multidict import CIMultiDict
+
+from stockops.serving.forwarding import UpstreamError, UpstreamPool
 
 POLL_S = 0.1
 HEALTH_S = 1.0
@@ -145,6 +148,7 @@ class BodyBudget:
 
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
 SESSION = web.AppKey("session", ClientSession)
+POOL = web.AppKey("pool", UpstreamPool)
 
 
 def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS,
@@ -198,9 +202,11 @@ def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_
 
         app[SESSION] = ClientSession(connector=TCPConnector(limit=0, keepalive_timeout=30),
                                        timeout=ClientTimeout(total=60), auto_decompress=False)
+        app[POOL] = UpstreamPool(timeout=60)
         task = asyncio.create_task(loop())
         yield
         task.cancel()
+        app[POOL].close()
         await app[SESSION].close()
 
     async def status(_: web.Request) -> web.Response:
@@ -232,7 +238,7 @@ def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_
             budget.release(taken)
 
     async def _forward(request: web.Request, body: bytearray) -> web.StreamResponse:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         candidates = upstream.urls
         if not candidates:
             return web.json_response({"error": "no model is being served yet: none has passed the "
@@ -246,13 +252,12 @@ def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_
                 if base is None or base in candidates:
                     break
             try:
-                async with request.app[SESSION].request(request.method, base + request.path_qs,
-                                                          data=body, headers=headers) as resp:
-                    payload = await resp.read()
-                    out = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP}
-                    return web.Response(body=payload, status=resp.status, headers=out)
-            except ClientConnectionError as exc:
+                answer = await request.app[POOL].request(base, request.method, request.raw_path, headers, body)
+            except UpstreamError as exc:
                 errors.append(f"{base}: {exc}")
+                continue
+            out = CIMultiDict((k, v) for k, v in answer.headers if k.lower() not in HOP_BY_HOP)
+            return web.Response(body=answer.body, status=answer.status, reason=answer.reason or None, headers=out)
         return web.json_response({"error": f"the serving bento is unreachable: {'; '.join(errors)}"}, status=502)
 
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[host_check])
