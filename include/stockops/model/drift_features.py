@@ -25,17 +25,26 @@ def monitor_features(frame: pd.DataFrame) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    log_return = np.log(frame["Close"].astype("float64")).diff()
-    volume = frame["Volume"].astype("float64")
-    features = pd.DataFrame({
-        "Date": pd.to_datetime(frame["Date"]),
-        "log_return": log_return,
-        "abs_return": log_return.abs(),
-        "volatility_20d": log_return.rolling(20).std(),
-        "range_pct": (frame["High"] - frame["Low"]) / frame["Close"],
-        "volume_ratio": np.log(volume / volume.rolling(50).mean()),
-    })
+    with np.errstate(divide="ignore", invalid="ignore"):  # a day without volume: -inf, dropped below
+        log_return = np.log(frame["Close"].astype("float64")).diff()
+        volume = frame["Volume"].astype("float64")
+        features = pd.DataFrame({
+            "Date": _dates(frame["Date"]),
+            "log_return": log_return,
+            "abs_return": log_return.abs(),
+            "volatility_20d": log_return.rolling(20).std(),
+            "range_pct": (frame["High"] - frame["Low"]) / frame["Close"],
+            "volume_ratio": np.log(volume / volume.rolling(50).mean()),
+        })
     return features.replace([np.inf, -np.inf], np.nan).dropna().reset_index(drop=True)
+
+
+def _dates(column: pd.Series) -> pd.Series:
+    """``column`` as datetimes; one already of datetimes is kept as it is (``pd.to_datetime`` would walk it in Python
+    to decide whether to cache: ~7 ms a 4,000-day series, the most of this module's time at 421 tickers)."""
+    import pandas as pd
+
+    return column if pd.api.types.is_datetime64_any_dtype(column) else pd.to_datetime(column)
 
 
 def reference_features(frame: pd.DataFrame, last_training_index: int) -> pd.DataFrame:

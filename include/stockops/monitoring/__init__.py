@@ -2,9 +2,11 @@
 
 Each check (the ``stock_monitor`` DAG, or ``make demo``) compares two things and decides:
 
-* **data drift** — Evidently's ``DataDriftPreset`` on the model's input features (returns,
-  volatility, intraday range, volume), the champion's training window (recorded with the model
-  at training time) against the last ``monitor_current_days`` trading days;
+* **data drift** — Evidently's normed Wasserstein distance on the model's input features (returns,
+  volatility, intraday range, volume) of every ticker, computed with numpy, the champion's training
+  window (recorded with the model at training time) against the last ``monitor_current_days`` trading
+  days; the report tabulates every ticker, nearest drift first, with Evidently's plots of the first
+  (:mod:`stockops.monitoring.drift`);
 * **live error** — the champion's forecasts for those days against the closes that followed, as
   RMSE, as a ratio to the champion's own holdout RMSE (both in % of price, so a higher price
   level is not mistaken for error), as a ratio to persistence on the same days, and the coverage
@@ -98,18 +100,17 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
             reason=f"{missing}: nothing to monitor (a model must pass the gate first)", crossed=[], debounced_by=[],
             scorecard=None, rollback={"propose": False, "reason": "no champion to compare"})
         log.info("MONITOR: %s", idle.reason)
-        return _record(settings, idle, folder=None, snapshot=None)
+        return _record(settings, idle, folder=None, report=None)
 
     frame = store.load(snapshot)
     days = settings.monitor_current_days
     frames = {settings.ticker: frame, **latest_frames(settings, skip=(settings.ticker,))}
     reference = _champion_reference(champion.run_id)
     references, currents, not_checked = drift_inputs(reference, frames, days, settings.ticker)
-    drift, evidently_snapshot = (None, None)
+    drift, drift_report = (None, None)
     if currents:
-        drift, evidently_snapshot = assess_watchlist_drift(references, currents, settings.monitor_drift_threshold,
-                                                           settings.monitor_drift_share,
-                                                           settings.monitor_drift_tickers_share)
+        drift, drift_report = assess_watchlist_drift(references, currents, settings.monitor_drift_threshold,
+                                                     settings.monitor_drift_share, settings.monitor_drift_tickers_share)
         drift["not_checked"] = not_checked
     else:
         log.warning("champion v%s: no ticker's drift can be checked (%s): %s", champion.version, REFERENCE_ARTIFACT,
@@ -117,11 +118,11 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
     current = current_features(frame, days)
     model_uri = registry.model_uri(settings.model_name, champion.version)
     market = market_closes(market_series(settings), frame)
-    error = live_error(frame, days, own_forecasts(settings.forecast_log, settings.ticker, champion.version),
+    records = audit.read(settings.forecast_log)  # read once: it holds every ticker's days of every version
+    error = live_error(frame, days, own_forecasts(settings.forecast_log, settings.ticker, champion.version, records),
                        settings.monitor_min_forecast_days,
                        replay=lambda ends: replay_forecasts(model_uri, frame, market, ends, settings.ticker))
     error.update(_holdout_ratio(champion.run_id, error))
-    records = audit.read(settings.forecast_log)
     scorecard = live_scorecard(settings, str(champion.version), frames, records)
     comparison = previous_comparison(settings, str(champion.version), frames, records)
     decision = decide(drift, error, settings, active_training_runs=active_training_runs,
@@ -148,7 +149,7 @@ def run_monitor(active_training_runs: int = 0, dag_run_id: str = "", dry_run: bo
         reference_rows=len(references.get(settings.ticker, ())), drift=drift, live_error=error,
         thresholds={k: getattr(settings, k) for k in THRESHOLDS})
     folder = settings.monitoring_dir / f"{started.strftime('%Y%m%dT%H%M%S%fZ')}-{snapshot.last_date}"
-    record = _record(settings, record, folder=folder, snapshot=evidently_snapshot)
+    record = _record(settings, record, folder=folder, report=drift_report)
     log.info("MONITOR: %s\n%s", record.reason, json.dumps(
         {"drift_share": record.drift_share, "drifted_columns": record.drifted_columns,
          "live_rmse_ratio": record.live_rmse_ratio, "persistence_ratio": record.persistence_ratio,
@@ -226,8 +227,8 @@ def _holdout_ratio(run_id: str, error: dict) -> dict:
     return {"rmse_ratio": None}
 
 
-def _record(settings: Settings, record: MonitorRecord, folder: Path | None, snapshot) -> MonitorRecord:
-    """Write decision JSON (+ scorecard JSON, Evidently HTML), append to the decision log, log both to MLflow.
+def _record(settings: Settings, record: MonitorRecord, folder: Path | None, report) -> MonitorRecord:
+    """Write decision JSON (+ scorecard JSON, the drift report's HTML), append to the decision log, log both to MLflow.
 
     Returns ``record`` with what recording it added: the files' paths, the MLflow run.
     """
@@ -238,10 +239,10 @@ def _record(settings: Settings, record: MonitorRecord, folder: Path | None, snap
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         record = replace(record, decision_path=str(folder / "decision.json"),
-                         report=None if snapshot is None else str(folder / "drift_report.html"),
+                         report=None if report is None else str(folder / "drift_report.html"),
                          scorecard_path=None if record.scorecard is None else str(folder / "scorecard.json"))
-        if snapshot is not None:
-            snapshot.save_html(record.report)
+        if report is not None:
+            report.save_html(record.report)
         if record.scorecard_path is not None:
             Path(record.scorecard_path).write_text(json.dumps(record.scorecard, indent=2, default=str))
         Path(str(record.decision_path)).write_text(json.dumps(record.to_record(), indent=2, default=str))
@@ -254,8 +255,8 @@ def _record(settings: Settings, record: MonitorRecord, folder: Path | None, snap
                   "persistence_ratio": record.persistence_ratio}
         mlflow.log_metrics({k: float(v) for k, v in ratios.items() if v is not None}
                            | {"triggered": float(record.triggered)} | pooled_metrics(record.scorecard))
-        # The Evidently HTML (~0.5 MB per ticker) is stored once, in the report folder (the run names it);
-        # MLflow keeps the decision and the scorecard.
+        # The drift report (4-7 MB: Evidently's page with at most 10 tickers' plots) is stored once, in the report
+        # folder (the run names it); MLflow keeps the decision and the scorecard.
         if record.report:
             mlflow.set_tag("evidently_report", record.report)
         mlflow.log_dict(record.to_record(), "monitor/decision.json")

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 TRAINING_DAG_ID = "stock_train"
 PROPOSAL_DAG_ID = "stock_rollback_proposal"
+NAMED_TICKERS = 20  # drifted tickers the reason names, nearest drift first; the report and decision.json hold all
 
 
 def last_trigger(monitor_log: Path) -> dict | None:
@@ -46,9 +47,12 @@ def decide(drift: dict | None, error: dict | None, settings: Settings, *, active
         text = (f"{len(drift['drifted_tickers'])} of {len(per_ticker)} tickers drifted (share {drift_share:.2f}"
                 f"{' ≥ ' if high else ' < '}{settings.monitor_drift_tickers_share:.2f}; a ticker drifts when "
                 f"≥ {settings.monitor_drift_share:.2f} of its {len(FEATURES)} input features do)")
-        if drift["drifted_tickers"]:
-            text += ": " + ", ".join(f"{t} ({', '.join(per_ticker[t]['drifted_columns'])})"
-                                     for t in drift["drifted_tickers"])
+        drifted = drift["drifted_tickers"]
+        if drifted:
+            named = [t for t in drift.get("ranking") or drifted if per_ticker[t]["drifted"]][:NAMED_TICKERS]
+            text += ": " + ", ".join(f"{t} ({', '.join(per_ticker[t]['drifted_columns'])})" for t in named)
+            if len(drifted) > len(named):
+                text += f" and {len(drifted) - len(named)} more (the drift report lists every ticker)"
         (crossed if high else calm).append(f"data drift: {text}")
     live_ratio = error.get("rmse_ratio") if error else None
     persistence_ratio = error.get("persistence_ratio") if error else None

@@ -179,12 +179,15 @@ def _score_previous(settings: Settings, champion: str, snapshots: dict, market, 
     return ShadowScored(model_version=str(previous), recorded=[e["ticker"] for e in written])
 
 
-def own_forecasts(forecast_log: Path, ticker: str, version: str) -> pd.DataFrame:
-    """The platform's forecasts for ``ticker`` by model ``version``, one per ``as_of`` (the first recorded)."""
+def own_forecasts(forecast_log: Path, ticker: str, version: str, records: list[dict] | None = None) -> pd.DataFrame:
+    """The platform's forecasts for ``ticker`` by model ``version``, one per ``as_of`` (the first recorded).
+
+    ``records``: the log's entries when the caller has read them already (the log holds every ticker's days).
+    """
     import pandas as pd
 
     found: dict[str, dict] = {}
-    for entry in audit.read(forecast_log):  # a line cut short by a crash is skipped there
+    for entry in audit.read(forecast_log) if records is None else records:  # a torn line is skipped there
         if entry.get("ticker") == ticker and str(entry.get("model_version")) == str(version):
             found.setdefault(entry["as_of"], {"as_of": entry["as_of"], "forecast_for": entry["forecast_for"],
                                               "last_close": entry["last_close"], "point": entry["point"],

@@ -39,30 +39,40 @@ REFIT = ("harx_gko refit once per ticker per check on the snapshot's days before
          "fixed over the window")
 
 
+PAIR_COLUMNS = ["ticker", "as_of", "forecast_for", "ret", "variance", *QUANTILES]
+
+
+def day_strings(dates: pd.Series | np.ndarray) -> np.ndarray:
+    """Dates as ISO day strings (``YYYY-MM-DD``), as the forecast log writes them."""
+    return np.datetime_as_string(np.asarray(dates, dtype="datetime64[D]"), unit="D")
+
+
 def realized_pairs(records: list[dict], frames: dict[str, pd.DataFrame], version: str, days: int) -> pd.DataFrame:
     """The champion's realized forecasts in each ticker's last ``days`` trading days, one row per (ticker, day).
 
     ``records``: forecast-log entries (any tickers, versions); ``frames``: ticker -> its latest published
     snapshot. A record whose ``forecast_for`` the snapshot does not hold yet is not realized; a day
-    recorded twice counts once, the first record.
+    recorded twice counts once, the first record. One join of the log with every ticker's window (no
+    per-record lookups: the log holds every ticker's days of every version).
     """
-    rows, seen = [], set()
-    closes = {t: pd.Series(f["Close"].to_numpy(dtype="float64"),
-                           index=pd.to_datetime(f["Date"]).dt.strftime("%Y-%m-%d")) for t, f in frames.items()}
-    for entry in records:
-        ticker = entry.get("ticker")
-        if str(entry.get("model_version")) != str(version) or ticker not in closes:
-            continue
-        window = closes[ticker].iloc[-days:]
-        key = (ticker, entry.get("forecast_for"))
-        if key in seen or key[1] not in window.index:
-            continue
-        seen.add(key)
-        rows.append({"ticker": ticker, "as_of": entry["as_of"], "forecast_for": key[1],
-                     "ret": math.log(window[key[1]] / entry["last_close"]), "variance": entry["variance"],
-                     **{q: entry["quantiles"][q] for q in QUANTILES}})
-    table = pd.DataFrame(rows, columns=["ticker", "as_of", "forecast_for", "ret", "variance", *QUANTILES])
-    return table.sort_values(["ticker", "forecast_for"], ignore_index=True)
+    mine = [e for e in records if str(e.get("model_version")) == str(version) and e.get("ticker") in frames]
+    windows = pd.concat([pd.DataFrame({"ticker": ticker, "forecast_for": day_strings(frame["Date"].iloc[-days:]),
+                                       "close": frame["Close"].to_numpy(dtype="float64")[-days:]})
+                         for ticker, frame in frames.items()] or [pd.DataFrame(columns=["ticker", "forecast_for"])],
+                        ignore_index=True)
+    realized = {(t, d) for t, d in zip(windows["ticker"], windows["forecast_for"], strict=True)}
+    mine = [e for e in mine if (e["ticker"], e.get("forecast_for")) in realized]
+    if not mine:
+        return pd.DataFrame(columns=PAIR_COLUMNS)
+    table = pd.DataFrame({"ticker": [e["ticker"] for e in mine], "as_of": [e["as_of"] for e in mine],
+                          "forecast_for": [e["forecast_for"] for e in mine],
+                          "last_close": np.array([e["last_close"] for e in mine], dtype="float64"),
+                          "variance": [e["variance"] for e in mine],
+                          **{q: [e["quantiles"][q] for e in mine] for q in QUANTILES}})
+    table = table.drop_duplicates(["ticker", "forecast_for"], keep="first")
+    table = table.merge(windows, on=["ticker", "forecast_for"], how="left")
+    table["ret"] = np.log(table["close"].to_numpy() / table["last_close"].to_numpy())
+    return table[PAIR_COLUMNS].sort_values(["ticker", "forecast_for"], ignore_index=True)
 
 
 def benchmark_forecasts(frame: pd.DataFrame, forecast_days: list[str]) -> tuple[pd.DataFrame | None, str]:
@@ -71,18 +81,18 @@ def benchmark_forecasts(frame: pd.DataFrame, forecast_days: list[str]) -> tuple[
     One fit, on the days strictly before the first of ``forecast_days``; None (with the reason) when
     fewer than ``MIN_TRAIN_DAYS`` days precede it.
     """
-    dates = pd.to_datetime(frame["Date"]).dt.strftime("%Y-%m-%d").to_numpy()
-    rows = np.flatnonzero(np.isin(dates, forecast_days))
+    days = np.asarray(frame["Date"], dtype="datetime64[D]")
+    rows = np.flatnonzero(np.isin(days, np.asarray(forecast_days, dtype="datetime64[D]")))
     first = int(rows.min())
     train_end = first - 1  # daily_inputs' first row (no return) is dropped: frame row k is inputs row k - 1
     if train_end < MIN_TRAIN_DAYS:
-        return None, f"{train_end} days before {dates[first]}, fewer than the {MIN_TRAIN_DAYS} a fit needs"
+        return None, f"{train_end} days before {day_strings(days[first:first + 1])[0]}, fewer than the {MIN_TRAIN_DAYS} a fit needs"
     inputs = daily_inputs(frame.iloc[: rows.max() + 1]).iloc[1:].reset_index(drop=True)
     forecast = log_har(inputs, train_end)
     index: np.ndarray = rows - 1 - train_end
-    table = pd.DataFrame({"forecast_for": dates[rows], "variance": forecast.variance[index],
+    table = pd.DataFrame({"forecast_for": day_strings(days[rows]), "variance": forecast.variance[index],
                           **{q: forecast.quantiles[index, i] for i, q in enumerate(QUANTILES)}})
-    return table, f"fitted on {train_end} days through {dates[first - 1]}"
+    return table, f"fitted on {train_end} days through {day_strings(days[first - 1:first])[0]}"
 
 
 def score_pairs(pairs: pd.DataFrame) -> dict[str, Any]:
@@ -137,15 +147,15 @@ def calibration_scorecard(records: list[dict], frames: dict[str, pd.DataFrame], 
     if pairs.empty:
         return {**base, "status": "insufficient", "days": 0, "pooled": {}, "per_ticker": {}, "benchmark_fits": {},
                 "basis": f"none of champion v{version}'s own forecasts is realized in the last {days} days yet"}
-    fits, parts = {}, []
-    for ticker, group in pairs.groupby("ticker", sort=True):
-        table, fits[ticker] = benchmark_forecasts(frames[ticker], group["forecast_for"].tolist())
+    fits, tables = {}, []
+    for ticker, days_of_ticker in pairs.groupby("ticker", sort=True)["forecast_for"]:
+        table, fits[ticker] = benchmark_forecasts(frames[ticker], days_of_ticker.tolist())
         if table is not None:
-            group = group.merge(table.add_prefix(f"{BENCHMARK}_"), how="left", left_on="forecast_for",
-                                right_on=f"{BENCHMARK}_forecast_for").drop(columns=f"{BENCHMARK}_forecast_for")
-        parts.append(group)
-    pairs = pd.concat(parts, ignore_index=True)
-    if f"{BENCHMARK}_variance" not in pairs:
+            tables.append(table.add_prefix(f"{BENCHMARK}_").assign(ticker=ticker))
+    if tables:
+        pairs = pairs.merge(pd.concat(tables, ignore_index=True).rename(
+            columns={f"{BENCHMARK}_forecast_for": "forecast_for"}), how="left", on=["ticker", "forecast_for"])
+    else:
         pairs[f"{BENCHMARK}_variance"] = np.nan
     per_ticker = {}
     for ticker, group in pairs.groupby("ticker", sort=True):

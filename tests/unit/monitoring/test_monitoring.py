@@ -94,7 +94,8 @@ def test_adjacent_calm_windows_do_not_drift(features, thresholds, reference, cur
 
 
 def test_evidently_counts_what_the_distances_say(features):
-    """The drifted list is ours, the share Evidently's: they must agree at any threshold."""
+    """The drifted list and the share (and the report's plots, checked against Evidently's numbers) agree at any
+    threshold."""
     for threshold in (0.2, 0.6, 1.5):
         drift, _ = assess_drift(window(features, CALM_REFERENCE), window(features, CALM_NEXT), threshold, 0.5)
         expected = [c for c in FEATURES if drift["distances"][c] >= threshold]
