@@ -10,7 +10,8 @@ snapshot hash, point, quantiles, variance, `made_at`) is appended once to
 `<home>/monitoring/forecasts.jsonl`; a re-run adds nothing.
 
 `check` then compares the champion with the latest snapshot:
-* **data drift** — Evidently `DataDriftPreset` (normed Wasserstein distance per feature) on the
+* **data drift** — the normed Wasserstein distance per feature (Evidently's `wasserstein` statistic, computed
+  for every ticker at once and checked against Evidently's own on the tickers its report draws) on the
   model's input features (log return, |return|, 20-day volatility, intraday range, volume
   ratio): the champion's training window, recorded at training time, against the last
   `STOCKOPS_MONITOR_CURRENT_DAYS` trading days;
@@ -48,7 +49,8 @@ with a Diebold-Mariano |t| ≥ `STOCKOPS_MONITOR_ROLLBACK_DM_T`, `propose_rollba
 `stock_rollback_proposal`, which asks an operator under Required actions (Approve runs
 `stock_rollback`). Not again while one waits, nor within the cool-down for the same pair.
 
-**Drift** is per ticker in one Evidently report (one `DataDriftPreset` per ticker): a ticker
+**Drift** is per ticker, every ticker in one check; one compact report (a table of every ticker, drifted first,
+and Evidently's `DataDriftPreset` plots for the 10 nearest drift): a ticker
 drifted when ≥ `STOCKOPS_MONITOR_DRIFT_SHARE` of its features did; drift crosses when ≥
 `STOCKOPS_MONITOR_DRIFT_TICKERS_SHARE` of the checked tickers drifted. Report folders are
 pruned beyond `STOCKOPS_MONITOR_KEEP_REPORTS` or `STOCKOPS_MONITOR_KEEP_DAYS`; the Evidently HTML
