@@ -239,7 +239,7 @@ def measure(setup: str, gate: str, env: dict[str, str] | None = None, days: tupl
             after=None) -> dict:
     """One setup's lead time in a fresh home. ``env``: settings beside the defaults (another watchlist and source);
     ``days``: the logical dates of the first cycle and of the new day (default: today's sessions, for the replay);
-    ``after(settings)``: measured while the platform still runs, kept under ``after``."""
+    ``after(settings, platform, token)``: measured while the platform still runs, kept under ``after``."""
     from stockops.core.processes import free_port
     from stockops.core.settings import get_settings
     from stockops.model.gate import PERMISSIVE_ENV
@@ -329,7 +329,7 @@ def measure(setup: str, gate: str, env: dict[str, str] | None = None, days: tupl
         while complete_id and time.monotonic() - settle < 300 and platform.api(
                 f"dags/stock_train/dagRuns/{complete_id}", token)["state"] in ("queued", "running"):
             time.sleep(2)
-        extra = after(settings) if after is not None and end_s else None
+        extra = after(settings, platform, token) if after is not None and end_s else None
         train_runs = sorted((r for r in _runs(platform, token, "stock_train") if r["dag_run_id"] not in trains_before),
                             key=lambda r: r["run_after"])
         tasks = breakdown(platform, token, "stock_ingest", run_id, t0, "ingest")

@@ -11,10 +11,12 @@ new version trained on exactly the snapshots it serves. The gate lets any model 
 lead_time: margin -1, tolerance 1): the path timed is the whole one, build and deploy included. Per stage, from the
 trigger: the last publish, each task of the training run that trained on the whole new day (features, train,
 evaluate, register, gate, build, deploy: queue wait and run time) and the moment every ticker answered. While the
-platform still runs: ``/forecast/batch`` of every ticker at concurrency 1 for ``--batch-seconds`` (p50/p99).
+platform still runs: ``/forecast/batch`` of every ticker at concurrency 1 for ``--batch-seconds`` (p50/p99), and
+the new day's ``stock_monitor`` run (started by the same Asset event as training): its time and its report's size.
 
 Goals (issue 27): 421 tickers <= 15 minutes embedded; Celery <= 1.3 x embedded; training alone (the train task)
-on 421 tickers <= 8 minutes; ``/forecast/batch`` of 421 tickers p99 <= 100 ms at c=1.
+on 421 tickers <= 8 minutes; ``/forecast/batch`` of 421 tickers p99 <= 100 ms at c=1; the monitor check for 421
+tickers <= 2 minutes, its HTML <= 10 MB.
 Results: bench/results/universe_cycle.json (a size or setup not run keeps its earlier result).
 
     .venv/bin/python bench/universe_cycle.py <path>/universe.parquet [--sizes 18 100 421]
@@ -42,17 +44,41 @@ GOAL_BATCH_P99_MS = 100.0
 STAGES = ("load_snapshots", "features", "train", "evaluate", "register", "gate", "build", "deploy")
 
 
-def batch_latency(seconds: float):
-    """``after`` for lead_time.measure: ``/forecast/batch`` of the whole watchlist at concurrency 1."""
+def while_running(seconds: float):
+    """``after`` for lead_time.measure: ``/forecast/batch`` of the whole watchlist at concurrency 1, then the new
+    day's ``stock_monitor`` run (it starts with training, on the same day's Asset event): its wall time, its tasks'
+    run times and its report's size."""
 
-    def measure_batch(settings) -> dict:
+    def measure(settings, platform, token) -> dict:
         from serving_load import http_level
 
         row = http_level(f"{settings.serve_url}/forecast/batch", [b"{}"], 1, seconds, [], refused=b'"error"')
-        return {"tickers": len(settings.tickers), **{k: row[k] for k in (
+        batch = {"tickers": len(settings.tickers), **{k: row[k] for k in (
             "rps", "p50_ms", "p99_ms", "max_ms", "errors", "error_samples")}}
+        return {"batch": batch, "monitor": monitor_run(settings, platform, token)}
 
-    return measure_batch
+    return measure
+
+
+def monitor_run(settings, platform, token) -> dict:
+    """The latest ``stock_monitor`` run, waited for: state, queued to end, each task's run time, the report's size."""
+    from stockops.monitoring import report_folders
+
+    runs = platform.api("dags/stock_monitor/dagRuns?order_by=-run_after&limit=1", token)["dag_runs"]
+    if not runs:
+        return {"error": "no stock_monitor run"}
+    run_id = runs[0]["dag_run_id"]
+    state = platform.wait_for_run("stock_monitor", run_id, token, timeout=900)
+    run = platform.api(f"dags/stock_monitor/dagRuns/{run_id}", token)
+    tis = platform.api(f"dags/stock_monitor/dagRuns/{run_id}/taskInstances", token)["task_instances"]
+    queued, ended = (datetime.fromisoformat(run[k].replace("Z", "+00:00")) if run.get(k) else None
+                     for k in ("queued_at", "end_date"))
+    folders = report_folders(settings.monitoring_dir)
+    html = sorted(folders[-1].glob("*.html")) if folders else []
+    return {"run_id": run_id, "state": state,
+            "seconds": round((ended - queued).total_seconds(), 1) if queued and ended else None,
+            "tasks_s": {t["task_id"]: round(t["duration"], 1) for t in tis if t.get("duration") is not None},
+            "report_mb": round(sum(p.stat().st_size for p in html) / 2**20, 2) if html else None}
 
 
 def stages(result: dict) -> dict:
@@ -96,21 +122,24 @@ def main() -> None:
             for setup in args.setups.split(","):
                 print(f"\n{n} tickers, {setup}: starting", flush=True)
                 result = lead_time.measure(setup, "promote", env, days=(FIRST_DAY, NEW_DAY),
-                                           after=batch_latency(args.batch_seconds))
+                                           after=while_running(args.batch_seconds))
                 if result.get("skipped"):
                     row[setup] = {"skipped": result["skipped"]}
                     print(f"{n} tickers, {setup}: skipped: {result['skipped']}", flush=True)
                     continue
                 summary = stages(result)
                 train = (summary.get("train") or {}).get("run_s")
+                batch = (result.get("after") or {}).get("batch") or {}
+                monitor = (result.get("after") or {}).get("monitor") or {}
                 row[setup] = {"cycle_s": result["lead_time_s"], "outcome": result["outcome"], "stages": summary,
                               "first_cycle_s": result["first_cycle_s"], "startup_s": result["startup_s"],
-                              "batch": result.get("after"), "cpu": result["cpu"],
+                              "batch": batch, "monitor": monitor, "cpu": result["cpu"],
                               "train_runs": result["train_runs"], "tasks_summary": result["tasks_summary"]}
-                batch = result.get("after") or {}
                 print(f"{n} tickers, {setup}: cycle {result['lead_time_s']} s ({result['outcome']}); train task {train} s;"
                       f" /forecast/batch of {batch.get('tickers')} at c=1: p50 {batch.get('p50_ms')} ms, p99 "
-                      f"{batch.get('p99_ms')} ms; first cycle {result['first_cycle_s']} s", flush=True)
+                      f"{batch.get('p99_ms')} ms; first cycle {result['first_cycle_s']} s; the day's monitor run "
+                      f"{monitor.get('seconds')} s ({monitor.get('state')}; check {monitor.get('tasks_s', {}).get('check')} s;"
+                      f" report {monitor.get('report_mb')} MB)", flush=True)
                 for task, t in summary.items():
                     print(f"    {task:<16} {t}", flush=True)
             if row.get("embedded", {}).get("cycle_s") and row.get("celery", {}).get("cycle_s"):
