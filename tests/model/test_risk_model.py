@@ -74,6 +74,51 @@ def test_training_learns_and_calibrates(trained):
     assert cal.z == sorted(cal.z) and cal.z[0] < -1.5 and cal.z[-1] > 1.5  # 1 % and 99 % standardised quantiles
 
 
+def test_scalers_are_those_of_the_stacked_windows(panel):
+    from stockops.model.risk_model import fraction_split, sample_windows, window_scalers
+
+    train = fraction_split(panel).parts(panel, 20)["train"]
+    rows = sample_windows(panel, train, 20).astype(np.float64).reshape(-1, len(forecaster.FEATURES))
+    mean, std = window_scalers(panel, train, 20)
+    assert np.allclose(mean, rows.mean(axis=0), rtol=1e-6, atol=1e-7)  # the windows hold float32 features
+    assert np.allclose(std, rows.std(axis=0), rtol=1e-6, atol=1e-7)
+
+
+def test_an_epoch_is_a_fresh_seeded_draw_of_the_budget(panel):
+    """Each epoch: ``samples_per_epoch`` distinct training windows, a new draw each epoch, the same for the same
+    seed; every batch is the windows ``sample_windows`` builds; a model trains on it."""
+    from stockops.model.risk_model import (
+        RiskModelConfig,
+        _window_batches,
+        fraction_split,
+        sample_windows,
+        train_risk,
+    )
+
+    split = fraction_split(panel)
+    train = split.parts(panel, 20)["train"]
+    inputs = np.stack([panel.features[t] for t in panel.tickers]).astype(np.float32)
+    targets = np.arange(len(train), dtype=np.float32)[:, None]
+
+    def epochs(seed: int, n: int = 2) -> list[np.ndarray]:
+        batches, drawn = _window_batches(inputs, train, targets, 20, 64, budget=300, seed=seed), []
+        for _ in range(n):
+            drawn.append(np.concatenate([batches[i][1][:, 0] for i in range(batches.num_batches)]).astype(int))
+            batches.on_epoch_end()
+        return drawn
+
+    first, second = epochs(1)
+    assert len(first) == 300 and len(set(first)) == 300 and set(first) != set(second)
+    assert all(np.array_equal(a, b) for a, b in zip(epochs(1), (first, second), strict=True))
+    whole = _window_batches(inputs, train, targets, 20, 64, budget=0, seed=1)
+    assert whole.num_batches * 64 >= len(train) > (whole.num_batches - 1) * 64  # 0: every window
+    x, y = _window_batches(inputs, train, targets, 20, 64, budget=300, seed=1)[0]
+    assert np.array_equal(x, sample_windows(panel, train, 20)[y[:, 0].astype(int)], equal_nan=True)
+
+    sampled = train_risk(panel, split, RiskModelConfig(**{**SMALL, "epochs": 2, "samples_per_epoch": 512}))
+    assert len(sampled.history["loss"]) == 2 and np.isfinite(sampled.history["val_loss"]).all()
+
+
 def _calmer(frame: pd.DataFrame, factor: float) -> pd.DataFrame:
     """The same days with every log-price move scaled by ``factor`` (OHLC order kept: a monotone map)."""
     base = np.log(frame["Close"].iloc[0])

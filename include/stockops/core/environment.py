@@ -113,6 +113,8 @@ class Environment(ServedSettings):
     train_profile: str = declare("default", "default, or small: a tiny model for tests and smoke runs", TRAINING)
     train_epochs: int = declare(20, "Training epochs of the LSTM", TRAINING)
     train_window: int = declare(40, "Days of history in one LSTM input window", TRAINING)
+    train_samples_per_epoch: int = declare(262144, "Training windows drawn afresh for each LSTM epoch (0: every "
+                                           "window; bench/universe_training.py)", TRAINING)
     gate_tolerance: float = declare(0.001, "Gate: point RMSE at most persistence's x (1 + this)", TRAINING)
     gate_margin: float = declare(0.03, "Gate: QLIKE nats/day by which a stale champion may be beaten "
                                  "(bench/gate_thresholds.py)", TRAINING)

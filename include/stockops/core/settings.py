@@ -87,6 +87,7 @@ class Settings:
     train_profile: str
     train_epochs: int
     train_window: int
+    train_samples_per_epoch: int
     market: str | None  # None when it is not in the watchlist
     gate_tolerance: float
     gate_margin: float

@@ -9,6 +9,11 @@ proper score the gate judges variance forecasts with. After training, on the val
 only: the variance scale (QLIKE-optimal), the standardised-residual quantiles (so intervals
 cover what they say) and the shrink of the mean toward "no change".
 
+At universe size (421 tickers, ~1.4 M training windows) an epoch is a fresh random draw of
+``samples_per_epoch`` training windows (seeded; every window, reshuffled, when the part is smaller), and the
+windows are cut batch by batch from one standardised feature array: no array of every window is ever built
+(bench/universe_training.py: what the budget costs in QLIKE and saves in time and memory).
+
 Import this module only inside tasks: it imports TensorFlow.
 """
 
@@ -45,6 +50,7 @@ class RiskModelConfig:
     learning_rate: float = 2e-3
     patience: int = 3
     seed: int = 42
+    samples_per_epoch: int = 0  # training windows drawn afresh for each epoch; 0: every window, every epoch
 
 
 @dataclass(frozen=True)
@@ -184,15 +190,81 @@ def calibrate(raw: np.ndarray, r_pct: np.ndarray, base: Calibration) -> Calibrat
     return Calibration(**{**base.__dict__, "variance_scale": scale, "z": [float(v) for v in z], "shrink": shrink})
 
 
+def window_scalers(panel: Panel, s: Samples, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) std of each feature over every row of every window in ``s``, a row counted once per
+    window that holds it: the statistics of the stacked windows, without building them. NaN rows are left out."""
+    n = len(panel.dates)
+
+    def weighted(i: int, ticker: str) -> tuple[np.ndarray, np.ndarray]:
+        ends = s.end[s.ticker == i]
+        # the windows holding row d end in [d, d + window - 1]
+        coverage = np.cumsum(np.bincount(ends - window + 1, minlength=n + 1) - np.bincount(ends + 1, minlength=n + 1))
+        f = panel.features[ticker]
+        finite = np.isfinite(f)
+        return np.where(finite, coverage[:n, None], 0.0), np.where(finite, f, 0.0)
+
+    held = [(i, t) for i, t in enumerate(panel.tickers) if np.any(s.ticker == i)]
+    total, count = np.zeros(len(FEATURES)), np.zeros(len(FEATURES))
+    for i, ticker in held:
+        w, values = weighted(i, ticker)
+        total += (w * values).sum(axis=0)
+        count += w.sum(axis=0)
+    mean = total / np.maximum(count, 1.0)
+    square = np.zeros(len(FEATURES))
+    for i, ticker in held:
+        w, values = weighted(i, ticker)
+        square += (w * (values - mean) ** 2).sum(axis=0)
+    return mean, np.sqrt(square / np.maximum(count, 1.0))
+
+
+def _window_batches(inputs: np.ndarray, s: Samples, targets: np.ndarray, window: int, batch_size: int,
+                    budget: int = 0, seed: int | None = None):
+    """A Keras ``PyDataset`` of (windows, targets) batches cut from ``inputs`` (tickers, days, F) as they are needed.
+
+    ``seed`` None: every sample once, in order (validation, prediction). Else each epoch is a fresh draw of
+    ``budget`` samples without replacement (every sample, shuffled, when ``budget`` is 0 or covers them all),
+    from a generator seeded once: the same seed, the same epochs.
+    """
+    import keras
+
+    offsets = np.arange(-window + 1, 1)
+
+    class WindowBatches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.rng = None if seed is None else np.random.default_rng(seed)
+            self.size = len(s) if budget <= 0 or seed is None else min(budget, len(s))
+            self.order = np.arange(len(s))
+            self.draw()
+
+        def draw(self) -> None:
+            if self.rng is not None:
+                self.order = (self.rng.permutation(len(s)) if self.size == len(s)
+                              else self.rng.choice(len(s), self.size, replace=False))
+
+        @property
+        def num_batches(self) -> int:
+            return -(-self.size // batch_size)
+
+        def __getitem__(self, index: int):
+            rows = self.order[index * batch_size:(index + 1) * batch_size]
+            x = inputs[s.ticker[rows, None], s.end[rows, None] + offsets[None, :]]
+            return x, targets[rows]
+
+        def on_epoch_end(self) -> None:
+            self.draw()
+
+    return WindowBatches()
+
+
 def train_risk(panel: Panel, split: DateSplit, config: RiskModelConfig, on_epoch_end=None) -> TrainedRisk:
-    """Fit on the train part, early-stop on validation QLIKE, calibrate on validation."""
+    """Fit on the train part (``config.samples_per_epoch`` windows an epoch, drawn afresh), early-stop on validation
+    QLIKE, calibrate on validation."""
     import keras
 
     keras.utils.set_random_seed(config.seed)
     parts = split.parts(panel, config.window)
-    x_train = sample_windows(panel, parts["train"], config.window)
-    flat = x_train.reshape(-1, len(FEATURES))
-    mean, std = flat.mean(axis=0), flat.std(axis=0)
+    mean, std = window_scalers(panel, parts["train"], config.window)
     std[std == 0] = 1.0
     base = Calibration(window=config.window, units=config.units, dense=config.dense,
                        mean=[float(v) for v in mean], std=[float(v) for v in std])
@@ -200,17 +272,21 @@ def train_risk(panel: Panel, split: DateSplit, config: RiskModelConfig, on_epoch
     network = build_network(config.window, config.units, config.dense, config.dropout, config.seed,
                             log_variance_bias=float(np.log(np.mean(y_train**2))))
     forecaster = Forecaster(network, base)
-    x_val = forecaster.standardise(sample_windows(panel, parts["val"], config.window), np.float32)
+    # every ticker's standardised features in one array (tickers, days, F): windows are cut from it batch by batch
+    inputs = np.stack([forecaster.standardise(panel.features[t], np.float32) for t in panel.tickers])
     y_val = (sample_returns(panel, parts["val"]) * PCT).astype("float32")[:, None]
+    train = _window_batches(inputs, parts["train"], y_train, config.window, config.batch_size,
+                            config.samples_per_epoch, seed=config.seed)
+    val = _window_batches(inputs, parts["val"], y_val, config.window, 4096)
     network.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss)
     callbacks: list = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                                      restore_best_weights=True)]
     if on_epoch_end is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end))
     started = time.perf_counter()
-    fit = network.fit(forecaster.standardise(x_train, np.float32), y_train, validation_data=(x_val, y_val),
-                      epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=callbacks)
-    raw_val = np.asarray(network.predict(x_val, batch_size=4096, verbose=0))
+    fit = network.fit(train, validation_data=val, epochs=config.epochs, shuffle=False, verbose=0,
+                      callbacks=callbacks)
+    raw_val = np.concatenate([np.asarray(network.predict_on_batch(val[i][0])) for i in range(val.num_batches)])
     forecaster = Forecaster(network, calibrate(raw_val, y_val[:, 0].astype(np.float64), base))
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     return TrainedRisk(forecaster, config, history, int(np.argmin(history["val_loss"])) + 1,

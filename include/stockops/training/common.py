@@ -24,7 +24,8 @@ HOLDOUT_FILE = "holdout-{model}.parquet"  # beside the features: each scored mod
 def model_config(settings: Settings, epochs: int | None = None, window: int | None = None):
     from stockops.model.risk_model import RiskModelConfig
 
-    base = RiskModelConfig(window=int(window or settings.train_window), epochs=int(epochs or settings.train_epochs))
+    base = RiskModelConfig(window=int(window or settings.train_window), epochs=int(epochs or settings.train_epochs),
+                           samples_per_epoch=int(settings.train_samples_per_epoch))
     if settings.train_profile == "small":
         overrides = {**SMALL_PROFILE, "epochs": min(base.epochs, SMALL_PROFILE["epochs"])}
         if window:

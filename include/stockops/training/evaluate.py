@@ -29,7 +29,7 @@ def evaluate_models(trained: Trained, *, settings: Settings) -> Evaluated:
     import numpy as np
 
     from stockops.model.portable.forecaster import Forecaster
-    from stockops.model.risk_model import sample_dates, sample_returns, sample_windows
+    from stockops.model.risk_model import sample_dates, sample_returns
     from stockops.model.scoring import RiskForecast, score_panel
 
     registry.setup(settings)
@@ -44,8 +44,7 @@ def evaluate_models(trained: Trained, *, settings: Settings) -> Evaluated:
             return RiskForecast(f["variance"], f["quantiles"], f["point"])
 
         candidate = Forecaster.load(trained.model_path)
-        windows = sample_windows(panel, test, candidate.calibration.window)
-        forecasts = {CANDIDATE: risk(candidate.predict_windows(windows))}
+        forecasts = {CANDIDATE: risk(predict_samples(candidate, panel, test))}
         champion_info = _champion_forecasts(settings, panel, test, forecasts, risk)
         forecasts.update(_baseline_forecasts(frames, panel, split, tickers, dates, settings.market))
         _save_holdout(Path(trained.features.path).parent, forecasts, panel, test)
@@ -71,6 +70,26 @@ def evaluate_models(trained: Trained, *, settings: Settings) -> Evaluated:
              format_scores(scores))
     return Evaluated(trained=trained, scores={k: _summary(v) for k, v in scores.items()}, champion=champion_info,
                      holdout=holdout)
+
+
+PREDICT_CHUNK = 16384  # windows per forward pass in evaluation (a window's forecast has the same bits in any batch)
+
+
+def predict_samples(model, panel, samples, tickers=None) -> dict:
+    """``model.predict_windows`` on the windows of ``samples``, built and run :data:`PREDICT_CHUNK` at a time: the
+    same forecasts as in one pass, without every window of a 421-ticker holdout in memory at once."""
+    import numpy as np
+
+    from stockops.model.risk_model import Samples, sample_windows
+
+    window = model.calibration.window
+    parts = []
+    for start in range(0, max(len(samples), 1), PREDICT_CHUNK):
+        rows = slice(start, start + PREDICT_CHUNK)
+        chunk = Samples(samples.ticker[rows], samples.end[rows])
+        parts.append(model.predict_windows(sample_windows(panel, chunk, window),
+                                           None if tickers is None else tickers[rows]))
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 def _save_holdout(folder: Path, forecasts: dict, panel, test) -> None:
@@ -123,7 +142,6 @@ def _champion_forecasts(settings: Settings, panel, test, forecasts: dict, risk) 
     import numpy as np
 
     from stockops.model.portable.forecaster import WARMUP
-    from stockops.model.risk_model import sample_windows
 
     champion = registry.champion_version(settings)
     if champion is None:
@@ -138,7 +156,7 @@ def _champion_forecasts(settings: Settings, panel, test, forecasts: dict, risk) 
     if test.end.min() < window - 1 + WARMUP:
         log.warning("champion v%s needs %d days, the holdout starts too early; not re-scored", champion.version, window)
         return None
-    forecasts[CHAMPION] = risk(model.predict_windows(sample_windows(panel, test, window), np.array(panel.tickers)[test.ticker]))
+    forecasts[CHAMPION] = risk(predict_samples(model, panel, test, np.array(panel.tickers)[test.ticker]))
     return ChampionCompared(version=str(champion.version), run_id=champion.run_id,
                             trained_through=registry.get_run(champion.run_id).data.tags.get("snapshot_last_date", ""))
 

@@ -51,10 +51,7 @@ def train_candidate(features: Features, epochs: int | None = None, reason: str |
                            "tickers": len(frames), "market": settings.market or "none",
                            **{f"{k}_samples": v for k, v in features.sizes.items()},
                            "val_start": features.val_start, "test_start": features.test_start})
-        for ticker, entry in features.snapshots.entries.items():
-            mlflow.log_input(mlflow.data.from_pandas(frames[ticker], source=entry.path, name=f"{ticker}-prices",
-                                                     digest=entry.hash[:36]),
-                             context="training", tags={"snapshot_hash": entry.hash, "ticker": ticker})
+        log_price_inputs(features, frames)
         reference = Path(features.path).with_name("reference_features.parquet")
         if reference.exists():
             mlflow.log_artifact(str(reference), "monitoring")
@@ -81,6 +78,23 @@ def train_candidate(features: Features, epochs: int | None = None, reason: str |
     return Trained(features=features, run_id=run.info.run_id, model_uri=info.model_uri, model_path=str(folder),
                    history_path=str(history_path), train_seconds=float(trained.seconds), config=asdict(config),
                    reason=reason)
+
+
+def log_price_inputs(features: Features, frames: dict) -> None:
+    """Each ticker's snapshot as an MLflow dataset input of the run, in one call. Every frame has the columns of the
+    one table they came from, so the schema is inferred once (MLflow infers it per dataset, ~60 ms a ticker)."""
+    import mlflow
+
+    entries = features.snapshots.entries
+    datasets = [mlflow.data.from_pandas(frames[ticker], source=entry.path, name=f"{ticker}-prices",
+                                        digest=entry.hash[:36]) for ticker, entry in entries.items()]
+    if not datasets:
+        return
+    schema = datasets[0].schema
+    for dataset in datasets[1:]:
+        dataset.schema = schema  # a cached_property: this sets its cached value
+    mlflow.log_inputs(datasets=datasets, contexts=["training"] * len(datasets),
+                      tags_list=[{"snapshot_hash": entry.hash, "ticker": ticker} for ticker, entry in entries.items()])
 
 
 def input_example(frames: dict, ticker: str, rows: int, market: str | None):
