@@ -51,6 +51,7 @@ GOAL_S = 600.0
 POLL_LIMIT_S = 1800.0
 DAGS = ["stock_ingest", "stock_train", "stock_monitor"]
 TRAINING_TASKS = ("features", "train", "evaluate")  # what a warm start could shorten
+PUBLISHING_TASKS = ("chunk", "review")  # stock_ingest's tasks that publish snapshots (a chunk; a person's approval)
 
 
 def _session_days() -> tuple[str, str]:
@@ -296,7 +297,7 @@ def measure(setup: str, gate: str, env: dict[str, str] | None = None, days: tupl
                     ingest = platform.api(f"dags/stock_ingest/dagRuns/{run_id}", token)
                     if ingest["state"] in ("success", "failed"):
                         publishes = [t for t in _task_instances(platform, token, "stock_ingest", run_id)
-                                     if t["task_id"].endswith("publish") and t.get("end_date")]
+                                     if t["task_id"] in PUBLISHING_TASKS and t.get("end_date")]
                         last_publish = max((datetime.fromisoformat(t["end_date"]) for t in publishes), default=t0)
                 new = [r for r in _runs(platform, token, "stock_train") if r["dag_run_id"] not in trains_before]
                 answer = served(settings.serve_url)

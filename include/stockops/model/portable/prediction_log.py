@@ -161,21 +161,36 @@ def _absorb_rotated(path: Path, summary: dict) -> dict:
     return summary
 
 
+VERSION_FIELD = b'"model_version": "'
+
+
 def count_versions(path: Path) -> Counter:
-    """Requests per ``model_version`` (as a string) in one file; a torn line is not a request and is skipped."""
+    """Requests per ``model_version`` (as a string) in one file; a torn line is not a request and is skipped.
+
+    Rotation counts a whole file (10 MB, some 30,000 lines) inside a server's request: parsing every line as JSON
+    took about 0.5 s of it. A line as the services write it (one flat object, ``"model_version": "<v>"``) is read
+    by position instead; any other line is parsed. A torn line is a prefix of a line (the next append starts on a
+    new one), and a prefix of a flat object that ends in ``}`` is the whole object."""
     counts: Counter = Counter()
     try:
         with open(path, "rb") as handle:
             fcntl.flock(handle, fcntl.LOCK_SH)  # a line being written is never taken for a torn one
-            for raw in handle:
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(entry, dict):
-                    counts[str(entry.get("model_version"))] += 1
+            data = handle.read()
     except FileNotFoundError:
-        pass
+        return counts
+    for raw in data.split(b"\n"):
+        line = raw.strip()
+        at = line.find(VERSION_FIELD)
+        end = line.find(b'"', at + len(VERSION_FIELD)) if at >= 0 else -1
+        if at > 0 and end > 0 and line[:1] == b"{" and line[-1:] == b"}" and line.count(b"{") == 1:
+            counts[line[at + len(VERSION_FIELD):end].decode("utf-8", "replace")] += 1
+            continue
+        try:
+            entry = json.loads(line) if line else None
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            counts[str(entry.get("model_version"))] += 1
     return counts
 
 
