@@ -8,9 +8,11 @@
   small web app, mounted by the api-server at ``/stockops``, serves them (and only files under the home;
   the Data Docs as pages of its own drawn from the stored GX results, :mod:`stockops.data.datadocs`, since
   GX's generated pages load everything from other hosts and show nothing offline),
-  and its index is the dashboard (:mod:`stockops.reporting.dashboard`): per ticker a fan chart of the recent
-  forecasts against the realized closes and their interval coverage over time, the champion, the
-  latest gate decision, pending approvals, the DORA measures and incidents.
+  and its index is the dashboard (:mod:`stockops.reporting.dashboard`): a sortable, searchable table of every
+  ticker (last close, forecast volatility and 90 % interval, realized coverage, drift, data status, a
+  sparkline), the champion, the latest gate decision, pending approvals, the DORA measures and incidents;
+  ``/stockops/ticker/<TICKER>`` is a ticker's page, its fan chart of the recent forecasts against the
+  realized closes and their interval coverage over time.
 * Every route of that app is behind Airflow's login: the request must carry the UI's session (the
   ``_token`` cookie) or a REST API bearer token, checked by Airflow's own ``get_user`` (the auth
   manager's ``get_user_from_token``: signature, expiry, revocation), and the user must be allowed to
@@ -210,15 +212,31 @@ def build_app() -> FastAPI:
         return PlainTextResponse(message + "\n", status_code=404)
 
     def dashboard_page(request: Request) -> HTMLResponse:
+        from stockops.charts.dashboard import warm_up
         from stockops.reporting.dashboard.page import render_page
+        from stockops.reporting.dashboard.table import CONTENT_SECURITY_POLICY
 
         user = request.state.stockops_user
         page = render_page(get_settings(), user=user.get_name(), approvals=approvals_for(user))
-        return HTMLResponse(page)
+        warm_up()  # a ticker page is likely next: matplotlib imported in a thread, once per process
+        return HTMLResponse(page, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
-    # a plain Starlette route: it hands over the request without reading annotations, which are strings
+    def ticker_page(request: Request) -> Response:
+        from stockops.reporting.dashboard.page import render_ticker_page
+        from stockops.reporting.dashboard.table import CONTENT_SECURITY_POLICY
+
+        settings = get_settings()
+        ticker = request.path_params["ticker"]
+        page = render_ticker_page(settings, ticker, user=request.state.stockops_user.get_name())
+        if page is None:
+            return not_found(f"No ticker {ticker!r} on the watchlist: it has {len(settings.tickers)} "
+                             "(STOCKOPS_TICKERS); the dashboard lists them all.")
+        return HTMLResponse(page, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
+
+    # plain Starlette routes: they hand over the request without reading annotations, which are strings
     # here (FastAPI would look ``Request`` up among this module's globals, where it is not imported)
     app.add_route("/", dashboard_page, methods=["GET", "HEAD"])
+    app.add_route("/ticker/{ticker}", ticker_page, methods=["GET", "HEAD"])
 
     @app.get("/mlflow")
     def mlflow() -> RedirectResponse:

@@ -357,9 +357,10 @@ def forecasts_for_the_watchlist(settings, tickers: tuple[str, ...]) -> dict[str,
 
 
 def test_dashboard_and_every_page_offline_behind_the_login_in_a_browser(running):
-    """The dashboard behind Airflow's login: GOOG's live forecasts (60 realized), the other tickers the champion's
-    holdout forecasts (day one: none of its own realized), every table; the GX Data Docs, the BentoML API page
-    and the MLflow UI render with nothing from another host."""
+    """The dashboard behind Airflow's login: the table of every ticker (searched, sorted), a click on a ticker opens
+    its page with its charts: GOOG's live forecasts (60 realized), the other tickers the champion's holdout
+    forecasts (day one: none of its own realized); every table; the GX Data Docs, the BentoML API page and the
+    MLflow UI render with nothing from another host."""
     from playwright.sync_api import sync_playwright
 
     from stockops.reporting import dora
@@ -378,19 +379,51 @@ def test_dashboard_and_every_page_offline_behind_the_login_in_a_browser(running)
             page = stranger.new_page()
             page.goto(dashboard)
             assert "/auth/login" in page.url and "/stockops/" not in page.url.split("?")[0], page.url
-            for path in ("dora.json", "dora", "monitor/latest", "monitor/latest.json", "gx/", "mlflow"):
+            for path in ("dora.json", "dora", "monitor/latest", "monitor/latest.json", "gx/", "mlflow", "ticker/GOOG"):
                 answer = stranger.request.get(f"{dashboard}{path}", max_redirects=0)
                 assert answer.status == 401, (path, answer.status)
             stranger.close()
 
             browser.login(dashboard)  # Airflow's own login form sends the browser back to the dashboard
             page = browser.page
+            problems: list[str] = []  # the script refused by the page's Content-Security-Policy, or failing
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
             assert "_token" in {c["name"] for c in browser.context.cookies()}
             first = float(page.inner_text("#render-seconds"))
+
+            # the table of every ticker, a sparkline on each row
+            rows = page.locator("#universe tbody tr")
+            assert rows.count() == len(settings.tickers)
             for ticker in settings.tickers:
+                row = page.locator(f"#row-{ticker}")
+                assert row.is_visible() and row.locator("svg.spark").is_visible(), ticker
+                assert row.get_attribute("data-source") == ("live" if ticker in forecasts else "holdout"), ticker
+                coverage = row.locator("td").nth(4).inner_text()  # e.g. "88% (59)", "90% (40 holdout)"
+                assert re.fullmatch(r"\d+% \(\d+( holdout)?\)", coverage), (ticker, coverage)
+            # searched: only the rows that match stay shown
+            page.fill("#search", settings.tickers[1].lower())
+            assert [r.get_attribute("id") for r in rows.all() if r.is_visible()] == [f"row-{settings.tickers[1]}"]
+            assert page.inner_text("#shown") == "1"
+            page.fill("#search", "")
+            assert sum(r.is_visible() for r in rows.all()) == len(settings.tickers)
+            # sorted by a click on a column's name, then the other way round by a second click
+            closes = lambda: [float(v) for v in page.locator("#universe tbody tr td:nth-child(2)")  # noqa: E731
+                              .evaluate_all("cells => cells.map(c => c.dataset.v)")]
+            header = page.locator("#universe th", has_text="last close")
+            header.click()
+            assert closes() == sorted(closes()) and header.get_attribute("aria-sort") == "ascending"
+            header.click()
+            assert closes() == sorted(closes(), reverse=True) and header.get_attribute("aria-sort") == "descending"
+            assert problems == [], problems
+
+            # a click on a ticker opens its page: its fan chart and coverage plot, drawn by the browser
+            for ticker in settings.tickers:
+                page.click(f"#row-{ticker} a")
+                page.wait_for_load_state("load")
+                assert page.url == f"{dashboard}ticker/{ticker}", page.url
                 section = page.locator(f"#ticker-{ticker}")
-                assert section.count() == 1, ticker
-                for kind in ("fan", "coverage"):  # each chart is there and the browser could draw it
+                for kind in ("fan", "coverage"):
                     chart = page.locator(f"img#{kind}-{ticker}")
                     assert chart.is_visible(), (kind, ticker)
                     assert chart.evaluate("img => img.complete && img.naturalWidth") > 100, (kind, ticker)
@@ -400,6 +433,12 @@ def test_dashboard_and_every_page_offline_behind_the_login_in_a_browser(running)
                 else:  # day one: the champion's holdout forecasts, said so
                     assert section.get_attribute("data-source") == "holdout", ticker
                     assert "forecasts on its holdout" in page.inner_text(f"#note-{ticker}")
+                ticker_s = float(page.inner_text("#render-seconds"))
+                print(f"\n{ticker}'s page drawn in {ticker_s:.2f} s")
+                page.click("a[href='../']")  # back to the table
+                page.wait_for_load_state("load")
+            assert page.url == dashboard
+
             for table in ("champion", "gate", "approvals", "monitor", "dora", "incidents"):
                 assert page.locator(f"table#{table}").is_visible(), table
                 assert page.locator(f"table#{table} tbody tr").count() >= 1, table
@@ -408,7 +447,7 @@ def test_dashboard_and_every_page_offline_behind_the_login_in_a_browser(running)
             links = {a.inner_text(): a.get_attribute("href") for a in page.locator("#links a").all()}
             assert links["MLflow UI"] == platform.mlflow_url and links["BentoML API docs"] == settings.serve_url + "/"
             assert (links["GX Data Docs"], links["Evidently report"]) == ("gx/", "monitor/latest")
-            assert page.locator("script").count() == 0
+            assert page.locator("script").count() == 1  # the table's, allowed by its hash
 
             started = time.perf_counter()
             page.reload()
@@ -416,7 +455,7 @@ def test_dashboard_and_every_page_offline_behind_the_login_in_a_browser(running)
             reload_s = time.perf_counter() - started
             again = float(page.inner_text("#render-seconds"))
             print(f"\ndashboard of {len(settings.tickers)} tickers: drawn in {first:.2f} s, {again:.2f} s from the "
-                  f"chart cache; reload in the browser {reload_s:.2f} s")
+                  f"cache; reload in the browser {reload_s:.2f} s")
 
             # the GX Data Docs render their rows offline; so do the bento's API page and the MLflow UI
             page.goto(f"{dashboard}gx/")

@@ -1,11 +1,13 @@
-"""The dashboard's charts, drawn with matplotlib (imported when drawing, without pyplot) as SVG ``data:`` URIs:
-a ticker's fan chart of forecasts against the closes, and the rolling coverage of its intervals."""
+"""The dashboard's charts: a ticker page's fan chart of forecasts against the closes and the rolling coverage of
+its intervals, drawn with matplotlib (imported when drawing, without pyplot) as SVG ``data:`` URIs; and the
+overview's sparkline per ticker, a few lines of SVG markup written here (421 of them draw in milliseconds)."""
 
 from __future__ import annotations
 
 import base64
 import io
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,6 +19,23 @@ NO_FORECASTS = "no forecasts yet"
 
 
 _DRAWING = threading.Lock()  # matplotlib's rc settings are process-wide; the api-server serves in threads
+
+
+_WARMED = threading.Event()
+
+
+def warm_up() -> None:
+    """Import matplotlib and draw one empty chart (its font cache, its SVG backend) in a thread of its own, once per
+    process: ~1 s that the first ticker page would otherwise spend. The api-server calls it after an overview."""
+    if _WARMED.is_set():
+        return
+    _WARMED.set()
+
+    def draw() -> None:
+        figure, _ = _figure()
+        _svg_uri(figure)
+
+    threading.Thread(target=draw, name="stockops-charts-warm-up", daemon=True).start()
 
 
 def _svg_uri(figure) -> str:
@@ -97,3 +116,54 @@ def coverage_chart(ticker: str, coverage: pd.DataFrame) -> str:
                  "(dashed: nominal)", fontsize=9)
     ax.legend(fontsize=7, loc="lower left", frameon=False, ncol=2)
     return _svg_uri(figure)
+
+
+SPARK_WIDTH, SPARK_HEIGHT = 120, 28  # CSS pixels; drawn on a grid twice as fine, in whole units
+
+
+def sparkline(closes: Sequence[float], lows: Sequence[float], highs: Sequence[float], label: str) -> str:
+    """A tiny inline SVG (markup, no matplotlib): the closes as a line over the forecasts' 90 % band, the closes
+    outside it as red dots. ``lows``/``highs``: the band per session (NaN: no forecast), one slot longer than
+    ``closes`` when the newest forecast is for a day not closed yet; ``label`` (HTML-escaped) names it. Empty without
+    closes."""
+    import numpy as np
+
+    close = np.asarray(closes, dtype=np.float64)
+    low, high = np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64)
+    values = np.concatenate([close, low, high])
+    values = values[~np.isnan(values)]
+    if not len(close) or not len(values):
+        return ""
+    width, height, pad = SPARK_WIDTH * 2, SPARK_HEIGHT * 2, 3
+    n = max(len(close), len(low))
+    bottom = values.min()
+    scale = (height - 2 * pad) / ((values.max() - bottom) or 1.0)
+    x = np.rint(pad + np.arange(n) * (width - 2 * pad) / max(1, n - 1)).astype(int).tolist()
+
+    def y(series: np.ndarray) -> list:
+        return np.rint(height - pad - (np.nan_to_num(series, nan=bottom) - bottom) * scale).astype(int).tolist()
+
+    y_close, y_low, y_high = y(close), y(low), y(high)
+    banded = (~np.isnan(low) & ~np.isnan(high)).tolist()
+    parts = []
+    run: list[int] = []
+    for i in range(len(low) + 1):  # the band in runs of consecutive forecast days
+        if i < len(low) and banded[i]:
+            run.append(i)
+            continue
+        if len(run) == 1:
+            j = run[0]
+            parts.append(f'<line x1="{x[j]}" y1="{y_low[j]}" x2="{x[j]}" y2="{y_high[j]}" stroke="#90caf9" '
+                         'stroke-width="3"/>')
+        elif run:
+            points = [f"{x[j]},{y_high[j]}" for j in run] + [f"{x[j]},{y_low[j]}" for j in reversed(run)]
+            parts.append(f'<polygon points="{" ".join(points)}" fill="#90caf9"/>')
+        run = []
+    line = " ".join(f"{a},{b}" for a, b in zip(x, y_close, strict=False))
+    parts.append(f'<polyline points="{line}" fill="none" stroke="#222" stroke-width="2"/>')
+    k = min(len(close), len(low))
+    outside = np.flatnonzero(np.asarray(banded[:k], dtype=bool)
+                             & ((close[:k] < low[:k]) | (close[:k] > high[:k]))).tolist()
+    parts += [f'<circle cx="{x[i]}" cy="{y_close[i]}" r="3" fill="#c62828"/>' for i in outside]
+    return (f'<svg class="spark" width="{SPARK_WIDTH}" height="{SPARK_HEIGHT}" viewBox="0 0 {width} {height}" '
+            f'role="img" aria-label="{label}">{"".join(parts)}</svg>')

@@ -1,5 +1,6 @@
-"""The dashboard as one HTML page (no script, nothing loaded from elsewhere): the champion, the latest gate
-and monitor decisions, pending approvals, the DORA measures and incidents, then each ticker's panel."""
+"""The dashboard's pages: the overview (the table of every ticker, then the champion, the latest gate and monitor
+decisions, pending approvals, the DORA measures and incidents, the links) and a ticker's page (its fan chart and
+coverage plot); inline styles and charts, the overview's one inline script, nothing loaded from elsewhere."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import math
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from stockops.core import audit
 from stockops.core.settings import Settings
-from stockops.reporting.dashboard.panels import TickerPanel, champion, latest_event, ticker_panels
+from stockops.reporting.dashboard.panels import TickerPanel, champion, latest_event
+from stockops.reporting.dashboard.table import STYLE as TABLE_STYLE
+from stockops.reporting.dashboard.table import universe_table
+from stockops.reporting.dashboard.universe import TickerRow, ticker_page_panel, ticker_row, universe_rows
 from stockops.reporting.dora import report as dora_report
 from stockops.reporting.dora.text import human_duration, table_rows
 
@@ -130,7 +135,7 @@ def _monitor_coverage(settings: Settings) -> dict[str, dict]:
     return (decision or {}).get("scorecard", {}).get("per_ticker", {}) or {}
 
 
-def _ticker_section(panel: TickerPanel, scorecard: dict) -> str:
+def _ticker_section(panel: TickerPanel, scorecard: dict, row: TickerRow | None) -> str:
     t = _e(panel.ticker)
     facts = [f"{panel.forecasts} forecast days, {panel.realized} realized"]
     if panel.last_forecast:
@@ -144,32 +149,45 @@ def _ticker_section(panel: TickerPanel, scorecard: dict) -> str:
     if scorecard:
         facts.append(f"monitor scorecard: 50 % {_pct(scorecard.get('coverage_50'))}, "
                      f"90 % {_pct(scorecard.get('coverage_90'))} over {scorecard.get('days', 0)} days")
+    if row is not None:
+        if row.last_close is not None:
+            facts.insert(0, f"last close {row.last_close:,.2f} on {_e(row.close_date)}" + (
+                f"; forecast σ {row.volatility:.2%} for {_e(row.forecast_for)}" if row.volatility is not None else ""))
+        facts.append(f"data: {_e(row.status_label)} ({_e(row.status_detail)})")
+        facts.append("drift: " + {True: "<b>drifted</b> in the latest monitor check", False: "none in the latest "
+                                  "monitor check", None: "not checked yet"}[row.drifted])
     note = f'<p class="note" id="note-{t}">{_e(panel.note)}</p>' if panel.note else ""
     charts = "".join(f'<img id="{kind}-{t}" class="chart" alt="{t} {label}" src="{uri}">'
                      for kind, label, uri in (("fan", "fan chart", panel.fan_chart),
                                               ("coverage", "coverage over time", panel.coverage_chart)) if uri)
-    return (f'<section class="ticker" id="ticker-{t}" data-source="{panel.source}"><h3>{t}</h3>'
-            f'<p>{"; ".join(facts)}</p>{note}<div>{charts}</div></section>')
+    facts_html = "".join(f"<li>{fact}</li>" for fact in facts)
+    return (f'<section class="ticker" id="ticker-{t}" data-source="{panel.source}"><h2>{t}</h2>'
+            f"<ul>{facts_html}</ul>{note}<div>{charts}</div></section>")
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:.25em .5em;font-size:.9em;text-align:left;vertical-align:top}
-th{background:#f3f3f3}.note{color:#8a5a00}.chart{max-width:49%;min-width:420px}.ticker{margin:1em 0;
-border-top:1px solid #ddd}small,footer{color:#666}"""
+th{background:#f3f3f3}.note{color:#8a5a00}.chart{max-width:49%;min-width:420px}.ticker{margin:1em 0}
+small,footer{color:#666}""" + TABLE_STYLE
+
+
+def _html(title: str, body: str, now: datetime, took: float) -> str:
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+            f'<link rel="icon" href="data:,"><style>{STYLE}</style></head><body>\n{body}\n'
+            f'<footer>drawn {_e(_iso(now))} in <span id="render-seconds">{took:.2f}</span> s</footer></body></html>\n')
 
 
 def render_page(settings: Settings, *, user: str, approvals: list[dict] | str | None,
                 now: datetime | None = None) -> str:
-    """The whole dashboard as one HTML page (no script, nothing loaded from elsewhere)."""
+    """The overview: the table of every ticker (each row links to its page), then the platform's state."""
     started = time.perf_counter()
     now = now or datetime.now(UTC)
-    panels = ticker_panels(settings)
-    scorecard = _monitor_coverage(settings)
-    tickers = "\n".join(_ticker_section(p, scorecard.get(p.ticker, {})) for p in panels)
-    index = " ".join(f'<a href="#ticker-{_e(p.ticker)}">{_e(p.ticker)}</a>' for p in panels)
+    rows = universe_rows(settings, now)
+    waiting = sum(r.status == "held" for r in rows)
     body = f"""<h1>stockops</h1>
-<p>{len(settings.tickers)} tickers; model ticker {_e(settings.ticker)}; signed in as {_e(user)}</p>
-{_links(settings)}
+<p>{len(settings.tickers)} tickers; model ticker {_e(settings.ticker)}; signed in as {_e(user)}{
+f"; <b>{waiting} waiting for a person</b>" if waiting else ""}</p>
+{universe_table(rows)}
 <h2>Champion</h2>
 {_champion_section(settings, now)}
 <h2>Latest gate decision</h2>
@@ -180,10 +198,20 @@ def render_page(settings: Settings, *, user: str, approvals: list[dict] | str | 
 {_monitor_section(settings)}
 <h2>DORA measures</h2>
 {_dora_section(settings, now)}
-<h2>Forecasts against realized closes</h2>
-<p>{index}</p>
-{tickers}"""
-    took = time.perf_counter() - started
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>stockops dashboard</title>'
-            f"<style>{STYLE}</style></head><body>\n{body}\n<footer>drawn {_e(_iso(now))} in "
-            f'<span id="render-seconds">{took:.2f}</span> s</footer></body></html>\n')
+<h2>Links</h2>
+{_links(settings)}"""
+    return _html("stockops dashboard", body, now, time.perf_counter() - started)
+
+
+def render_ticker_page(settings: Settings, ticker: str, *, user: str, now: datetime | None = None) -> str | None:
+    """One ticker's page: what its row says, its fan chart and coverage plot; None for a ticker not watched."""
+    if ticker not in settings.tickers:
+        return None
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    row = ticker_row(settings, ticker, now)
+    panel = ticker_page_panel(settings, ticker, now)
+    body = (f'<p><a href="../">← all {len(settings.tickers)} tickers</a> · signed in as {_e(user)} · '
+            f'<a href="../gx/?ticker={quote(ticker, safe="")}">its validations (GX)</a></p>\n'
+            f"{_ticker_section(panel, _monitor_coverage(settings).get(ticker, {}), row)}")
+    return _html(f"{ticker} · stockops", body, now, time.perf_counter() - started)

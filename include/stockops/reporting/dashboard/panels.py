@@ -72,7 +72,7 @@ def holdout_forecasts(settings: Settings, version: str | None, ticker: str) -> p
     it kept none): what its evaluation forecast for the days it was judged on."""
     import pandas as pd
 
-    table = _holdout_table(settings, version)
+    table = holdout_table(settings, version)
     if table is None or table.empty:
         return pd.DataFrame(columns=["as_of", "forecast_for", "model_version", "last_close", *QUANTILES])
     rows = table[table["ticker"] == ticker]
@@ -86,11 +86,13 @@ def holdout_forecasts(settings: Settings, version: str | None, ticker: str) -> p
 _HOLDOUTS: dict[str, tuple[tuple, Any]] = {}  # version -> (file stamp, table)
 
 
-def _holdout_table(settings: Settings, version: str | None):
+def holdout_table(settings: Settings, version: str | None):
+    """Registry ``version``'s evaluation (every ticker's holdout forecasts), kept until its file changes; None when
+    it kept none."""
     if version is None:
         return None
     path = settings.evaluation_dir / f"v{version}.parquet"
-    stamp = _stamp(path)
+    stamp = file_stamp(path)
     cached = _HOLDOUTS.get(str(path))
     if cached and cached[0] == stamp:
         return cached[1]
@@ -128,7 +130,12 @@ def ticker_panel(ticker: str, records: list[dict], frame: pd.DataFrame | None,
 
     ``holdout``: the champion's holdout forecasts of the ticker (:func:`holdout_forecasts`), shown while none of
     the platform's own forecasts is realized."""
-    forecasts = champion_forecasts(records, ticker)
+    return priced_panel(ticker, champion_forecasts(records, ticker), frame, holdout)
+
+
+def priced_panel(ticker: str, forecasts: pd.DataFrame, frame: pd.DataFrame | None,
+                 holdout: pd.DataFrame | None = None) -> TickerPanel:
+    """:func:`ticker_panel` from the ticker's forecasts already tabulated by :func:`champion_forecasts`."""
     if frame is None:
         return TickerPanel(ticker, len(forecasts), 0, None, None, None, None, None,
                            NO_SNAPSHOT if forecasts.empty else f"{NO_SNAPSHOT}: its {len(forecasts)} forecasts "
@@ -199,7 +206,8 @@ def _when(value: Any) -> datetime | None:
 _PANELS: dict[str, tuple[tuple, TickerPanel]] = {}
 
 
-def _stamp(path: Path) -> tuple:
+def file_stamp(path: Path) -> tuple:
+    """What tells a file's change cheaply: its path, mtime and size (None for both when it is missing)."""
     try:
         status = path.stat()
     except OSError:
@@ -211,10 +219,10 @@ def ticker_panels(settings: Settings) -> list[TickerPanel]:
     """Every watchlist ticker's panel; one is drawn again only when the forecast log or its snapshot changed."""
     from stockops.data import store_for
 
-    log_stamp, records = _stamp(settings.forecast_log), None
+    log_stamp, records = file_stamp(settings.forecast_log), None
     current = champion(settings, datetime.now(UTC))
     version = current["version"] if current else None
-    holdout_stamp = _stamp(settings.evaluation_dir / f"v{version}.parquet") if version else None
+    holdout_stamp = file_stamp(settings.evaluation_dir / f"v{version}.parquet") if version else None
     panels = []
     for ticker in settings.tickers:
         store = store_for(settings, ticker)
