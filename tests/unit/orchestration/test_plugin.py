@@ -281,7 +281,7 @@ def test_app_serves_nothing_outside_the_home(client, settings, tmp_path):
 
 # ---- behind Airflow's login --------------------------------------------------------------
 
-APP_PATHS = ("/stockops/", "/stockops/mlflow", "/stockops/bentoml", "/stockops/monitor/latest",
+APP_PATHS = ("/stockops/", "/stockops/ticker/GOOG", "/stockops/mlflow", "/stockops/bentoml", "/stockops/monitor/latest",
              "/stockops/monitor/latest.json", "/stockops/gx/", "/stockops/gx/index.html", "/stockops/dora",
              "/stockops/dora.json")
 PAGE = {"Accept": "text/html,application/xhtml+xml"}  # what a browser sends for a page
@@ -478,12 +478,20 @@ def test_dashboard_page_over_http(client, watchlist):
                  detected_at=datetime.now(UTC).isoformat(), recovered_at=datetime.now(UTC).isoformat(), downtime_s=4.2)
     page = client.get("/stockops/")
     assert page.status_code == 200
-    for element in ('id="fan-GOOG"', 'id="coverage-GOOG"', 'id="fan-JPM"', 'id="fan-KO"', 'id="note-KO"',
-                    'id="note-QQQ"', 'id="champion"', 'id="gate"', 'id="approvals"', 'id="monitor"', 'id="dora"',
+    for element in ('id="row-GOOG"', 'id="row-JPM"', 'id="row-KO"', 'id="row-QQQ"', 'href="ticker/GOOG"',
+                    'id="champion"', 'id="gate"', 'id="approvals"', 'id="monitor"', 'id="dora"',
                     'id="incidents"', 'id="links"', "process died"):
         assert element in page.text, element
-    # everything drawn is inline: no script, no stylesheet or image from anywhere else
-    assert "<script" not in page.text and 'src="http' not in page.text and "<link" not in page.text
+    # everything drawn is inline: the page's one script (sorting, search), nothing loaded from anywhere else
+    assert page.text.count("<script") == 1 and 'src="http' not in page.text and '<link rel="stylesheet"' not in page.text
+    for ticker, elements in (("GOOG", ('id="fan-GOOG"', 'id="coverage-GOOG"')), ("KO", ('id="fan-KO"', 'id="note-KO"')),
+                             ("QQQ", ('id="note-QQQ"',))):
+        ticker_page = client.get(f"/stockops/ticker/{ticker}")
+        assert ticker_page.status_code == 200
+        for element in elements:
+            assert element in ticker_page.text, (ticker, element)
+    unknown = client.get("/stockops/ticker/NOPE")
+    assert unknown.status_code == 404 and "NOPE" in unknown.text
 
 
 def test_dashboard_draws_a_ticker_again_only_when_its_sources_change(watchlist):
