@@ -18,7 +18,7 @@ help:
 	@echo "make test-<lane>    one folder of tests/: $(LANES)"
 	@echo "make demo           run the pipeline in-process and print a summary"
 	@echo "make lint           ruff, then mypy over include/, dags/ and plugins/"
-	@echo "make bench          run the benchmarks in bench/ (results as JSON next to them)"
+	@echo "make bench          run the benchmarks in bench/ (results as JSON next to them; UNIVERSE=<universe.parquet>: the universe's too)"
 	@echo "make lock           recompile requirements.txt from requirements.in"
 	@echo "make settings-docs  regenerate .env.example's and the README's settings from their declarations"
 	@echo "make install        the venv with the pinned packages (every target runs it first)"
@@ -82,6 +82,10 @@ bench: install
 	$(PY) bench/restore_time.py
 	$(PY) bench/lead_time.py
 	$(PY) bench/lead_time.py --gate promote
+	$(PY) bench/dashboard_draw.py $(UNIVERSE)
+	@if [ -n "$(UNIVERSE)" ]; then for b in universe_ingest universe_validation universe_training universe_monitor \
+		universe_cycle; do $(PY) bench/$$b.py $(UNIVERSE) || exit 1; done; \
+	else echo "UNIVERSE=<path>/universe.parquet runs the universe benches too (bench/universe_*.py)"; fi
 	$(PY) bench/test_time.py
 
 lock: install

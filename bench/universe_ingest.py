@@ -37,6 +37,8 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from results_io import merged_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "universe_ingest.json"
 sys.path.insert(0, str(ROOT / "include"))
@@ -197,10 +199,7 @@ def main() -> None:
         print(f"in-process incremental at {largest['tickers']}: goal <= 0.05 CPU-s per ticker: "
               f"{'met' if goal else 'NOT met'}")
     if RESULTS.exists():  # keep the sizes and modes this run did not measure
-        kept = {r["tickers"]: r for r in json.loads(RESULTS.read_text()).get("rows", [])}
-        for row in rows:
-            kept[row["tickers"]] = {**kept.get(row["tickers"], {}), **row}
-        rows = [kept[n] for n in sorted(kept)]
+        rows = merged_rows(json.loads(RESULTS.read_text()).get("rows", []), rows)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -40,6 +40,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from results_io import merged_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "universe_monitor.json"
 sys.path.insert(0, str(ROOT / "include"))
@@ -240,10 +242,7 @@ def main() -> None:
           f"{check_s:.1f} s (goal <= {GOAL_S:.0f} s: {'met' if met['check_s'] else 'NOT met'}); HTML "
           f"{largest_row['new']['html_mb']:.1f} MB (goal <= {GOAL_MB:.0f} MB: {'met' if met['html_mb'] else 'NOT met'})")
     if previous:  # keep the sizes and ways this run did not measure
-        kept = {r["tickers"]: r for r in previous.get("rows", [])}
-        for row in rows:
-            kept[row["tickers"]] = {**kept.get(row["tickers"], {}), **row}
-        rows = [kept[n] for n in sorted(kept)]
+        rows = merged_rows(previous.get("rows", []), rows)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
