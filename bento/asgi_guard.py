@@ -1,6 +1,7 @@
 """``RequestGuard``, the ASGI layer in front of BentoML: the Host check (DNS rebinding), body size and type limits, one
-log line per refused request instead of a traceback, an index page without BentoML's third-party tag manager, and an
-OpenAPI document that is valid 3.0 and states the real minimum rows and the error answers."""
+log line per refused request instead of a traceback, an index page without BentoML's third-party tag manager, an
+OpenAPI document that is valid 3.0 and states the real minimum rows and the error answers, and the forecasts kept in
+memory answered without BentoML's machinery."""
 
 from __future__ import annotations
 
@@ -63,7 +64,9 @@ class RequestGuard:
     predict and forecast paths' real error answers. Those paths: refuse oversized (413) and non-JSON (415)
     bodies before BentoML reads them, and answer every 4xx as ``{"error": ...}`` with a message that
     names the field, logged in one line (BentoML's traceback per bad request is dropped, see
-    ``ClientErrorsWithoutTraceback``).
+    ``ClientErrorsWithoutTraceback``). A forecast whose answer the service keeps in memory (``MEMORY``) is answered
+    here, after those checks, before BentoML's own middlewares and request handling (``service._guard_outermost``
+    puts the guard in front of them).
     """
 
     def __init__(self, app, max_body_bytes: int = MAX_BODY_BYTES, allowed_hosts: str | None = None):
