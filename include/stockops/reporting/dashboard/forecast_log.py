@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FORECAST_COLUMNS = ("ticker", "as_of", "forecast_for", "model_version", "last_close", "variance", *QUANTILES)
+RAW_COLUMNS = ["ticker", "as_of", "forecast_for", "model_version", "role", "last_close", "variance", *QUANTILES]
 
 
 _FORECASTS: dict[str, tuple[tuple, Any]] = {}  # forecast log path -> (stamp, table)
@@ -50,8 +51,7 @@ def _read_forecast_log(path) -> pd.DataFrame:
         data = b""
     data = data[:data.rfind(b"\n") + 1]
     if not data.strip():
-        return pd.DataFrame(columns=["ticker", "as_of", "forecast_for", "model_version", "role", "last_close",
-                                     "variance", *QUANTILES])
+        return pd.DataFrame(columns=RAW_COLUMNS)
     try:
         return _arrow_rows(data)
     except Exception:  # noqa: BLE001 - a torn or odd line: the line reader skips what it cannot read, and says so
@@ -90,8 +90,7 @@ def _dict_rows(records: list[dict]) -> pd.DataFrame:
                          **{q: float(quantiles[q]) for q in QUANTILES}})
         except (KeyError, TypeError, ValueError):  # a record of another shape: not drawn
             continue
-    return pd.DataFrame(rows, columns=["ticker", "as_of", "forecast_for", "model_version", "role", "last_close",
-                                       "variance", *QUANTILES])
+    return pd.DataFrame(rows, columns=RAW_COLUMNS)
 
 
 def _champion_rows(raw: pd.DataFrame) -> pd.DataFrame:
