@@ -321,6 +321,12 @@ class Settings:
         return self.home / "monitoring" / "forecasts.jsonl"
 
     @property
+    def online_calibration_path(self) -> Path:
+        """The champion's online calibration state (:mod:`stockops.model.portable.online_calibration`): written by
+        the monitor each day from the realised forecast records, applied by the bento and the monitor's scoring."""
+        return self.home / "monitoring" / "online_calibration.json"
+
+    @property
     def monitoring_experiment(self) -> str:
         return f"stockops-{self.ticker}-monitoring"
 
