@@ -1,12 +1,14 @@
 """Answers kept as bytes: ``/forecast`` and ``/forecast/batch`` from memory, before BentoML's request machinery.
 
-A ticker's forecast changes only when its snapshot (or the market reference's) or the served model does. Once the
-service has made a ticker's answer (in its start-up batch, or on a miss), :class:`MemoryAnswers` keeps it as the
-JSON bytes it serves, with the *stamps* of the snapshot pointers it was made from (inode, mtime, size: a publish
-replaces the pointer) and the day its staleness was checked. ``RequestGuard`` (``asgi_guard``) hands it the body of
-every forecast request: while the stamps and the day still hold, the answer is those bytes with ``served_at``
-filled in and the request's line for the prediction log, in a few microseconds; anything else (a moved snapshot, a
-new day, a ticker written another way, a body the schema would refuse, a smoke check's header) returns None, and
+A ticker's forecast changes only when its snapshot (or the market reference's), the online calibration state or the
+served model does. Once the service has made a ticker's answer (in its start-up batch, or on a miss),
+:class:`MemoryAnswers` keeps it as the JSON bytes it serves, with the *stamps* of the snapshot pointers it was made
+from (inode, mtime, size: a publish replaces the pointer), the *common stamp* every answer depends on (the online
+calibration state file's, replaced whole too) and the day its staleness was checked. ``RequestGuard`` (``asgi_guard``)
+hands it the body of every forecast request: while the stamps and the day still hold (the common stamp is taken once
+per request), the answer is those bytes with ``served_at`` filled in and the request's line for the prediction log,
+in a few microseconds; anything else (a moved snapshot, a new calibration state, a new day, a ticker written another
+way, a body the schema would refuse, a smoke check's header) returns None, and
 BentoML answers as before, through the service's checks, which computes and keeps the new answer. So the bytes a
 request gets are the bytes the service made for the same snapshot, and every refusal (404, 409, 503, 400) still
 comes from the one place that makes it.
@@ -27,9 +29,10 @@ SMOKE_HEADER = "x-stockops-smoke"  # deploy checks send it: their answers stay o
 
 @dataclass(frozen=True)
 class Ready:
-    """One ticker's answer, ready to serve while ``stamps`` and ``day`` hold."""
+    """One ticker's answer, ready to serve while ``stamps``, ``common`` and ``day`` hold."""
 
     stamps: tuple
+    common: Any
     day: date
     head: bytes  # the answer's JSON up to the value of ``served_at`` (its last field)
     log_tail: str  # the prediction log's line after ``"at": "<served_at>", ``
@@ -42,28 +45,34 @@ def served_at() -> str:
 class MemoryAnswers:
     """``/forecast`` and ``/forecast/batch`` answers by ticker, kept as bytes (see the module's docstring).
 
-    ``stamps(ticker)``: the identity of the snapshot pointers the ticker's answer depends on now;
-    ``log_lines(lines)``: writes answers' prediction-log lines (None: no log); ``counted(n)``: told of every
+    ``stamps(ticker)``: the identity of the snapshot pointers the ticker's answer depends on now; ``common()``: the
+    identity of what every answer depends on now (the online calibration state file); ``log_lines(lines)``: writes answers' prediction-log lines (None: no log); ``counted(n)``: told of every
     ``n`` answers served (a Prometheus counter).
     """
 
-    def __init__(self, watchlist: tuple[str, ...], stamps: Callable[[str], tuple],
+    def __init__(self, watchlist: tuple[str, ...], stamps: Callable[[str], tuple], common: Callable[[], Any],
                  log_lines: Callable[[list[str]], None] | None, counted: Callable[[int], None] | None = None):
         self.watchlist = watchlist
         self._stamps = stamps
+        self._common = common
         self._log_lines = log_lines
         self._counted = counted
         self._ready: dict[str, Ready] = {}
 
-    def remember(self, ticker: str, stamps: tuple, answer: dict[str, Any], log_fields: dict[str, Any]) -> None:
-        """Keep ``answer`` (without ``served_at``) for ``ticker``, valid while its pointers keep ``stamps``."""
+    def remember(self, ticker: str, stamps: tuple, common: Any, answer: dict[str, Any],
+                 log_fields: dict[str, Any]) -> None:
+        """Keep ``answer`` (without ``served_at``) for ``ticker``, valid while its pointers keep ``stamps`` and the
+        common file ``common``."""
         text = json.dumps({**answer, "served_at": ""})
-        self._ready[ticker] = Ready(stamps=stamps, day=datetime.now(UTC).date(), head=text[:-2].encode(),
-                                    log_tail=json.dumps(log_fields)[1:])
+        self._ready[ticker] = Ready(stamps=stamps, common=common, day=datetime.now(UTC).date(),
+                                    head=text[:-2].encode(), log_tail=json.dumps(log_fields)[1:])
 
     def moved(self) -> bool:
-        """Has a snapshot that an answer depends on moved (or one appeared for a ticker without an answer)?"""
-        return any(self._stamps(t) != ready.stamps if (ready := self._ready.get(t)) is not None
+        """Has a snapshot or the common file that an answer depends on moved (or a snapshot appeared for a ticker
+        without an answer)?"""
+        common = self._common()
+        return any(self._stamps(t) != ready.stamps or common != ready.common
+                   if (ready := self._ready.get(t)) is not None
                    else self._stamps(t)[0] is not None for t in self.watchlist)
 
     def answer(self, path: str, body: bytes, logged: bool) -> bytes | None:
@@ -82,15 +91,15 @@ class MemoryAnswers:
             return None
         return self.forecast_batch(tickers or list(self.watchlist), logged)
 
-    def _current(self, ticker: str, today: date) -> Ready | None:
+    def _current(self, ticker: str, today: date, common: Any) -> Ready | None:
         ready = self._ready.get(ticker)
-        if ready is None or ready.day != today or ready.stamps != self._stamps(ticker):
+        if ready is None or ready.day != today or ready.common != common or ready.stamps != self._stamps(ticker):
             return None
         return ready
 
     def forecast(self, ticker: str, logged: bool) -> bytes | None:
         now = served_at()
-        ready = self._current(ticker, date.fromisoformat(now[:10]))
+        ready = self._current(ticker, date.fromisoformat(now[:10]), self._common())
         if ready is None:
             return None
         self._served([ready], now, logged)
@@ -100,10 +109,10 @@ class MemoryAnswers:
         if len(tickers) > MAX_BATCH_TICKERS or any(type(t) is not str for t in tickers):
             return None
         now = served_at()
-        today = date.fromisoformat(now[:10])
+        today, common = date.fromisoformat(now[:10]), self._common()
         readies = []
         for ticker in dict.fromkeys(tickers):
-            ready = self._current(ticker, today)
+            ready = self._current(ticker, today, common)
             if ready is None:
                 return None
             readies.append(ready)

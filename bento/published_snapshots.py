@@ -1,5 +1,6 @@
-"""The platform's published snapshots as ``/forecast`` reads them: a ticker's latest pointer, its parquet checked
-against its hash, refused when stale."""
+"""What the bento reads from the platform's home besides its model: the published snapshots (a ticker's latest
+pointer, its parquet checked against its hash, refused when stale) that ``/forecast`` answers from, and the online
+calibration state that corrects every answer."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from served_code import MAX_STALENESS_SESSIONS, TICKER_PATTERN, log, served_settings, snapshot
+from served_code import MAX_STALENESS_SESSIONS, TICKER_PATTERN, log, online_calibration, served_settings, snapshot
 
 HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+ONLINE_STATE = Path("monitoring") / online_calibration.FILE_NAME  # under the home, as Settings.online_calibration_path
 
 
 class SnapshotProblem(Exception):
@@ -87,11 +90,7 @@ class PublishedSnapshots:
     def stamp(self, ticker: str) -> tuple[int, int, int] | None:
         """The identity of ``ticker``'s snapshot pointer as the file system has it now (inode, mtime, size; None
         without one): a publish replaces the pointer, so an unchanged stamp means an unchanged snapshot."""
-        try:
-            st = os.stat(snapshot.pointer_path(self.data_dir / ticker))
-        except OSError:
-            return None
-        return st.st_ino, st.st_mtime_ns, st.st_size
+        return file_stamp(snapshot.pointer_path(self.data_dir / ticker))
 
     async def latest(self, ticker: str, role: str = "", missing_ok: bool = False) -> Snapshot | None:
         """``ticker``'s latest published snapshot: 404 if none (None with ``missing_ok``), 409 if stale, 503 if
@@ -151,3 +150,92 @@ class PublishedSnapshots:
 def weekdays_between(after: date, until: date) -> int:
     """Weekdays in ``(after, until]`` (negative when ``until`` is before ``after``)."""
     return int(np.busday_count(after + timedelta(days=1), until + timedelta(days=1)))
+
+
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """The identity of a file that is only ever replaced whole (inode, mtime, size; None without one)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@dataclass(frozen=True)
+class OnlineCalibration:
+    """The online calibration the answers apply, as read from the state file with ``stamp`` (None: no file):
+    ``state`` (an ``OnlineState`` for the served version), or None and the ``reason`` none applies."""
+
+    stamp: tuple[int, int, int] | None
+    state: Any = None
+    reason: str = ""
+
+    def adjust(self, result: dict[str, np.ndarray], tickers: list[str | None],
+               ) -> tuple[dict[str, np.ndarray], list[dict]]:
+        """The model's ``result`` (arrays of one row per ticker; None: rows of no known ticker, the market-wide part
+        only) corrected, and each row's ``online_calibration`` answer field. Without a state ``result`` is returned
+        as it is, so an uncorrected answer is the model's own bits."""
+        if self.state is None:
+            return result, [{"applied": False, "reason": self.reason} for _ in tickers]
+        return self.state.adjust(result, tickers), [self.state.lineage(t) | {"applied": True} for t in tickers]
+
+
+class OnlineCalibrationFile:
+    """The champion's online calibration state, ``<home>/monitoring/online_calibration.json``: the monitor replaces
+    it whole each day (``OnlineState.save``). Parsed once per stamp (one ``os.stat`` while it holds); applied only
+    when it is for the served model version; a torn or unusable file is logged once and answered without, never
+    refused."""
+
+    def __init__(self, path: Path | None, served_version: str):
+        self.path = path
+        self.served_version = served_version
+        self._read: OnlineCalibration | None = None
+
+    @classmethod
+    def from_environment(cls, served_version: str) -> OnlineCalibrationFile:
+        """Under ``STOCKOPS_HOME``; no file to read where it is not set (no platform home: no monitor)."""
+        env = served_settings.ServedSettings.read(log.warning)
+        return cls(env.home / ONLINE_STATE if "home" in env.model_fields_set else None, served_version)
+
+    def stamp(self) -> tuple[int, int, int] | None:
+        """The state file's identity now (what the kept answers are compared with)."""
+        return None if self.path is None else file_stamp(self.path)
+
+    def current(self) -> OnlineCalibration:
+        """The calibration to apply now: the last one read while the file keeps its stamp, else read again. The
+        stamp is taken before the read, so a file replaced meanwhile only shows as a change."""
+        stamp = self.stamp()
+        if self._read is None or self._read.stamp != stamp:
+            self._read = self._load(stamp)
+        return self._read
+
+    def _load(self, stamp: tuple[int, int, int] | None) -> OnlineCalibration:
+        if self.path is None:
+            return OnlineCalibration(None, reason="STOCKOPS_HOME is not set: no online calibration state to read")
+        missing = OnlineCalibration(None, reason=f"no online calibration state yet ({ONLINE_STATE} is written by the "
+                                                 "monitor once a served forecast's day is realised)")
+        if stamp is None:
+            return missing
+        try:
+            state = online_calibration.OnlineState.load(self.path)
+            _check_numbers(state)
+        except FileNotFoundError:  # removed since its stamp was taken: the next stamp says so
+            return missing
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("online calibration state %s is unusable, answering without it: %s", self.path, exc)
+            return OnlineCalibration(stamp, reason=f"the online calibration state ({ONLINE_STATE}) is unreadable: "
+                                                   "answered without it (the bento's log says why)")
+        if str(state.model_version) != self.served_version:
+            return OnlineCalibration(stamp, reason=f"the online calibration state is for model version "
+                                                   f"{state.model_version} while v{self.served_version} is served")
+        return OnlineCalibration(stamp, state)
+
+
+def _check_numbers(state: Any) -> None:
+    """Raises ``ValueError`` (or ``TypeError``) unless every scale and offset of ``state`` is a finite number, the
+    right count of them: a hand-edited or damaged state must not turn an answer into an error."""
+    factor, offsets = state.arrays([None, *state.tickers])
+    with np.errstate(over="ignore"):
+        if not (np.isfinite(np.exp(factor)).all() and np.isfinite(offsets).all()):
+            raise ValueError("a variance scale or quantile offset is not a finite number")
+    state.lineage(None)

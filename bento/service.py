@@ -15,13 +15,21 @@ network's output into variance, quantiles and a point forecast (``forecast_from_
 code travels in the model (``code/stockops/model/portable/``, with ``forecaster.json``): outside the project's
 environment the service imports it from there.
 
+Every answer is corrected by the champion's online calibration state, when there is one for the served model version
+(``<home>/monitoring/online_calibration.json``, ``stockops.model.portable.online_calibration``, replaced whole each
+day by the monitor from the outcomes just realised): its variance scale (market-wide, and the ticker's own on
+``/forecast``) and quantile offsets are applied to the model's forecast before the answer (prices, intervals,
+volatility) is built, and the answer's ``online_calibration`` says which state it used (its lineage and
+``"applied": true``), or ``{"applied": false, "reason": ...}``: none yet, one for another version, or an unreadable
+file (logged; the answer is the model's own, never refused for it).
+
 ``/forecast`` (one ticker) and ``/forecast/batch`` (several, default the watchlist) take no prices:
 they read the ticker's latest published snapshot from the platform's store
 (:class:`PublishedSnapshots`) and its last ``history`` days, with the market reference's closes
 aligned on them as ``stockops.serving.request_body`` does, go through the same path as
-``/predict`` (``_answer``). A ticker's answer is kept by (snapshot hash, market snapshot hash): the whole
-watchlist is computed in one model call as the server starts and again when a request finds a snapshot that
-moved, so a request reads the pointer and answers from memory (a miss is computed in a worker thread). Their answers add the snapshot's lineage; a ticker that cannot be
+``/predict`` (``_answer``). A ticker's answer is kept by (snapshot hash, market snapshot hash, calibration state's
+stamp): the whole watchlist is computed in one model call as the server starts and again when a snapshot or the
+state moved, so a request reads the pointer and answers from memory (a miss is computed in a worker thread). Their answers add the snapshot's lineage; a ticker that cannot be
 answered gets 404 (unknown, or no snapshot), 409 (stale) or 503 (a corrupt file, named).
 
 Why not BentoML's ``batchable`` API: it batches only HTTP calls to that API, so a validated
@@ -67,13 +75,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules,
 import asgi_guard  # noqa: E402
 from asgi_guard import ClientErrorsWithoutTraceback, RequestGuard  # noqa: E402
 from memory_answers import SMOKE_HEADER, MemoryAnswers  # noqa: E402
-from published_snapshots import PublishedSnapshots, SnapshotProblem  # noqa: E402
+from published_snapshots import (  # noqa: E402
+    OnlineCalibration,
+    OnlineCalibrationFile,
+    PublishedSnapshots,
+    Snapshot,
+    SnapshotProblem,
+)
 from request_schemas import ForecastRequest, TickerRequest, TickersRequest  # noqa: E402
 from served_code import MODEL_TAG, fc, log, prediction_log, risk_inputs, served_settings  # noqa: E402
 
 INTERVALS = {"50": ("q25", "q75"), "90": ("q05", "q95"), "98": ("q01", "q99")}  # central intervals, as prices
 MAX_BATCH_SIZE = 64
-WATCH_S = 1.0  # how often the snapshot pointers are compared with those the kept answers were made from
+WATCH_S = 1.0  # how often the snapshot pointers and the calibration state are compared with the kept answers
 
 
 class UnusableForecast(BentoMLException):
@@ -200,9 +214,10 @@ class StockForecast:
             "ticker": meta.get("ticker", ""),
         }
         self.store = PublishedSnapshots.from_environment(meta)
-        # ticker -> ((its snapshot's hash, the market reference's), the answer without per-request fields): a
-        # forecast changes only when its snapshot (or this model) does, so /forecast answers from here
-        self._table: dict[str, tuple[tuple[str, str | None], dict]] = {}
+        self.online = OnlineCalibrationFile.from_environment(self.lineage["model_version"])
+        # ticker -> ((its snapshot's hash, the market reference's, the calibration state's stamp), the answer without
+        # per-request fields): a forecast changes only when those (or this model) do, so /forecast answers from here
+        self._table: dict[str, tuple[tuple, dict]] = {}
         self._refresh_task: asyncio.Task | None = None
         env = served_settings.ServedSettings.read(log.warning)
         self._log = env.prediction_log or (env.home / "serving" / "predictions.jsonl"
@@ -211,8 +226,8 @@ class StockForecast:
         if self._log is not None:
             self._log.parent.mkdir(parents=True, exist_ok=True)
         # the answers as bytes, for RequestGuard to serve before BentoML's machinery while their snapshots hold
-        self.memory = MemoryAnswers(self.store.watchlist, self._stamps, None if self._log is None else self._log_lines,
-                                    counted=lambda n: FROM_MEMORY.inc(n))
+        self.memory = MemoryAnswers(self.store.watchlist, self._stamps, self.online.stamp,
+                                    None if self._log is None else self._log_lines, counted=lambda n: FROM_MEMORY.inc(n))
         asgi_guard.MEMORY[:] = [self.memory]
 
     @bentoml.api(input_spec=ForecastRequest)
@@ -261,8 +276,8 @@ class StockForecast:
     async def _warm(self) -> None:
         """Every watchlist ticker's forecast computed in one batch as the server starts (a deployed model), in the
         background: /forecast answers from the table the moment it is filled (and computes a miss itself). Then,
-        every ``WATCH_S``, the snapshot pointers are compared with those the answers were made from: a publish is
-        answered in one batch within a second, before requests find it."""
+        every ``WATCH_S``, the snapshot pointers and the calibration state's file are compared with those the answers
+        were made from: a publish or a new state is answered in one batch within a second, before requests find it."""
         self._schedule_refresh()
         self._watch_task = asyncio.create_task(self._watch_snapshots())
 
@@ -275,15 +290,17 @@ class StockForecast:
                 if self.memory.moved():
                     self._schedule_refresh()
             except Exception:  # noqa: BLE001 - keep watching; the next turn tries again
-                log.exception("comparing the snapshot pointers failed")
+                log.exception("comparing the snapshot pointers and the calibration state failed")
 
     def _schedule_refresh(self) -> None:
-        """Recompute, in one batch, every ticker whose snapshot moved since its answer was made (one at a time)."""
+        """Recompute, in one batch, every ticker whose snapshot or calibration state moved since its answer was made
+        (one at a time)."""
         if self._refresh_task is None or self._refresh_task.done():
             self._refresh_task = asyncio.create_task(self._refresh())
 
     async def _refresh(self) -> None:
         inputs, stamps = [], {}
+        calibration = self.online.current()  # read before the pointers, as the stamps
         for ticker in self.store.watchlist:
             stamps[ticker] = self._stamps(ticker)  # before the pointers are read: a later publish shows as a change
             try:
@@ -291,20 +308,20 @@ class StockForecast:
             except SnapshotProblem:
                 continue  # asked for, it answers its 404/409/503 then
             cached = self._table.get(ticker)
-            if cached is None or cached[0] != self._key(snapshot, market_snapshot):
+            if cached is None or cached[0] != self._key(snapshot, market_snapshot, calibration):
                 inputs.append((ticker, snapshot, market_snapshot))
             else:
-                self._remember(ticker, stamps[ticker], cached[1])
+                self._remember(ticker, stamps[ticker], calibration, cached[1])
         if not inputs:
             return
         try:
-            answers = await asyncio.to_thread(self._answers, inputs)
+            answers = await asyncio.to_thread(self._answers, inputs, calibration)
         except Exception:  # noqa: BLE001 - the table stays as it was; each ticker computes on its own when asked
             log.exception("refreshing the forecasts of %d tickers failed", len(inputs))
             return
         for (ticker, snapshot, market_snapshot), answer in zip(inputs, answers, strict=True):
-            self._table[ticker] = (self._key(snapshot, market_snapshot), answer)
-            self._remember(ticker, stamps[ticker], answer)
+            self._table[ticker] = (self._key(snapshot, market_snapshot, calibration), answer)
+            self._remember(ticker, stamps[ticker], calibration, answer)
         log.info("forecasts of %d tickers computed in one batch", len(inputs))
 
     def _stamps(self, ticker: str) -> tuple:
@@ -312,12 +329,13 @@ class StockForecast:
         market = self.store.market
         return self.store.stamp(ticker), (self.store.stamp(market) if market is not None else None)
 
-    def _remember(self, ticker: str, stamps: tuple, answer: dict) -> None:
-        self.memory.remember(ticker, stamps, answer, self._log_fields(answer, self.history))
+    def _remember(self, ticker: str, stamps: tuple, calibration: OnlineCalibration, answer: dict) -> None:
+        self.memory.remember(ticker, stamps, calibration.stamp, answer, self._log_fields(answer, self.history))
 
     @staticmethod
-    def _key(snapshot, market_snapshot) -> tuple[str, str | None]:
-        return snapshot.hash, market_snapshot.hash if market_snapshot is not None else None
+    def _key(snapshot: Snapshot, market_snapshot: Snapshot | None, calibration: OnlineCalibration) -> tuple:
+        """What a kept answer was made from: the snapshots' hashes and the calibration state file's stamp."""
+        return snapshot.hash, market_snapshot.hash if market_snapshot is not None else None, calibration.stamp
 
     async def _snapshots(self, ticker: str):
         """``ticker``'s latest snapshot (raises :class:`SnapshotProblem`) and the market reference's (None without)."""
@@ -337,23 +355,25 @@ class StockForecast:
         Either way the same numbers as /predict on the snapshot's last ``history`` days."""
         ticker = self.store.known(ticker)
         stamps = self._stamps(ticker)
+        calibration = self.online.current()
         snapshot, market_snapshot = await self._snapshots(ticker)
-        key = self._key(snapshot, market_snapshot)
+        key = self._key(snapshot, market_snapshot, calibration)
         cached = self._table.get(ticker)
         if cached is not None and cached[0] == key:
             answer = cached[1]
         else:
-            (answer,) = await asyncio.to_thread(self._answers, [(ticker, snapshot, market_snapshot)])
+            (answer,) = await asyncio.to_thread(self._answers, [(ticker, snapshot, market_snapshot)], calibration)
             self._table[ticker] = (key, answer)
-            self._schedule_refresh()  # a snapshot moved: the others that did are recomputed together
-        self._remember(ticker, stamps, answer)
+            self._schedule_refresh()  # a snapshot or the state moved: the others are recomputed together
+        self._remember(ticker, stamps, calibration, answer)
         answer = {**answer, "served_at": datetime.now(UTC).isoformat(timespec="milliseconds")}
         self._log_answer(answer, self.history, ctx)
         return answer
 
-    def _answers(self, inputs: list) -> list[dict]:
+    def _answers(self, inputs: list, calibration: OnlineCalibration) -> list[dict]:
         """The answers for (ticker, snapshot, market snapshot) inputs, in one model call: the rows and the market's
-        aligned closes as training aligns them, then the same path as /predict (``_answer``)."""
+        aligned closes as training aligns them, each ticker's forecast corrected by ``calibration``, then the same path
+        as /predict (``_answer``)."""
         frames, markets, windows = [], [], []
         for _, snapshot, market_snapshot in inputs:
             rows = snapshot.frame.iloc[-self.history:]
@@ -362,10 +382,12 @@ class StockForecast:
             frames.append(frame)
             markets.append(market)
             windows.append(self.features(frame, market))
-        results = self._predict_windows(np.stack(windows), [t for t, _, _ in inputs])
+        tickers = [t for t, _, _ in inputs]
+        results, corrections = calibration.adjust(self._predict_windows(np.stack(windows), tickers), tickers)
         answers = []
         for i, (ticker, snapshot, market_snapshot) in enumerate(inputs):
-            answer = self._answer({k: v[i:i + 1] for k, v in results.items()}, frames[i], snapshot.last_date)
+            answer = self._answer({k: v[i:i + 1] for k, v in results.items()}, frames[i], snapshot.last_date,
+                                  corrections[i])
             answer.update({
                 "ticker": ticker, "snapshot_hash": snapshot.hash, "snapshot_last_date": snapshot.last_date.isoformat(),
                 "snapshot_published_at": snapshot.published_at.isoformat(),
@@ -393,18 +415,23 @@ class StockForecast:
     async def _forecast(self, frame: pd.DataFrame, market: np.ndarray | None, as_of: date | None,
                         ticker: str | None = None) -> dict:
         """The answer for ``history`` OHLCV rows (and the market's closes on them), lineage added: the LSTM's network
-        batched; the baseline's fit for ``ticker`` (its pooled fit for rows of no known ticker, as /predict's)."""
+        batched; the baseline's fit for ``ticker`` (its pooled fit for rows of no known ticker, as /predict's); the
+        calibration state's correction for ``ticker`` (its market-wide part for rows of no known ticker)."""
+        calibration = self.online.current()
         if self.baseline is not None:
             result = self.baseline.predict_windows(self.features(frame, market)[None], np.array([ticker]))
         else:
             raw = await self._batched(self.features(frame, market))
             result = fc.forecast_from_network(raw[None, :], self.calibration)
-        answer = self._answer(result, frame, as_of)
+        result, (correction,) = calibration.adjust(result, [ticker])
+        answer = self._answer(result, frame, as_of, correction)
         answer["served_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
         return answer
 
-    def _answer(self, result: dict[str, np.ndarray], frame: pd.DataFrame, as_of: date | None) -> dict:
-        """One window's forecast (``result``: arrays of one row) as the answer, lineage added (no ``served_at``)."""
+    def _answer(self, result: dict[str, np.ndarray], frame: pd.DataFrame, as_of: date | None,
+                correction: dict) -> dict:
+        """One window's forecast (``result``: arrays of one row, already corrected) as the answer, lineage and the
+        ``online_calibration`` field (``correction``) added (no ``served_at``)."""
         point, variance = float(result["point"][0]), float(result["variance"][0])
         quantiles = {f"q{round(level * 100):02d}": float(q) for level, q in zip(fc.LEVELS, result["quantiles"][0],
                                                                                strict=True)}
@@ -424,6 +451,7 @@ class StockForecast:
             "history": self.history,
             "bento_tag": f"{bentoml.server_context.bento_name}:{bentoml.server_context.bento_version}",
             **self.lineage,
+            "online_calibration": correction,
         }
 
     def _log_answer(self, answer: dict, n_closes: int, ctx: bentoml.Context) -> None:
@@ -438,7 +466,8 @@ class StockForecast:
                 "n_closes": n_closes, "last_close": answer["last_close"], "forecast": answer["forecast"],
                 "q05": answer["quantiles"]["q05"], "q95": answer["quantiles"]["q95"],
                 "volatility": answer["volatility"], "model_version": self.lineage["model_version"],
-                "model_kind": self.kind, "bento_tag": answer["bento_tag"]}
+                "model_kind": self.kind, "bento_tag": answer["bento_tag"],
+                "calibration_through": answer["online_calibration"].get("through")}
 
     def _log_lines(self, lines: list[str]) -> None:
         """Write answers' lines to the prediction log (one write), before the answer goes out: a client that has its

@@ -41,6 +41,7 @@ class Scored(Contract):
     already_recorded: list[str]
     skipped: dict[str, str]
     previous: ShadowScored | None = None
+    online_calibration: dict[str, Any] | None = None  # the champion's state used (its lineage, market scope)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ class ForecastRecord(Contract):
     """One forecast in the forecast log: what ``model_version`` said on ``as_of``'s close for ``forecast_for``.
 
     ``point`` and ``quantiles`` are log returns, ``forecast`` the close they imply; ``role`` (``champion``,
-    ``shadow``, ``baseline``) and ``dag_run_id`` are left out of the line where not set.
+    ``shadow``, ``baseline``) and ``dag_run_id`` are left out of the line where not set. ``calibration``: the
+    lineage of the online calibration state the forecast was corrected with
+    (:meth:`~stockops.model.portable.online_calibration.OnlineState.lineage`), left out where none was.
     """
 
     ticker: str
@@ -74,10 +77,11 @@ class ForecastRecord(Contract):
     made_at: str
     role: str | None = None
     dag_run_id: str | None = None
+    calibration: dict[str, Any] | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The fields the log line holds (``audit.record`` adds ``at`` and ``event``)."""
-        return _present(self, ("role", "dag_run_id"))
+        return _present(self, ("role", "dag_run_id", "calibration"))
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,18 @@ Each check (the ``stock_monitor`` DAG, or ``make demo``) compares two things and
   of its 50 % and 90 % intervals;
 * **calibration** — the live scorecard (:mod:`stockops.monitoring.scorecard`): every ticker's own
   forecasts by the champion, realized, per ticker and pooled: interval coverage, 95 %/99 % VaR
-  breaches with the Kupiec test, QLIKE and pinball loss against HARX-GKO on the same pairs.
+  breaches with the Kupiec test, QLIKE and pinball loss against HARX-GKO on the same pairs; and
+  (``online_calibration``) the champion's online calibration state: its days, its market-wide and
+  each ticker's variance factor and 90 % interval offsets.
 
 The monitor trusts only the platform's own records. Its first step,
 :func:`~stockops.monitoring.forecasts.score_watchlist`, forecasts the next session of every watchlist ticker
 with the champion loaded from the registry, on that ticker's latest published (validated, hash-checked) snapshot, and appends one record per
-(ticker, day, model version) to ``<home>/monitoring/forecasts.jsonl``. Live error and calibration
+(ticker, day, model version) to ``<home>/monitoring/forecasts.jsonl``. Before it forecasts, it brings the
+champion's **online calibration** up to date (:mod:`~stockops.monitoring.online`): the state at
+``<home>/monitoring/online_calibration.json`` (a variance scale and quantile offsets per ticker, which the bento
+applies to its answers) takes every day realized since its last, from the champion's own records; the
+recorded forecasts are then corrected with it, as the bento serves them. Live error and calibration
 join those records with the closes that later snapshots published. Until
 ``monitor_min_forecast_days`` of them are realized in the window (a fresh platform, a new
 champion), the champion is replayed on the snapshot's days instead, and the reason says so. The
@@ -33,7 +39,8 @@ logged to MLflow (the pooled scorecard as ``scorecard_*`` metrics); later tasks 
 running, or the last trigger is within the cool-down: one drift episode, one retrain.
 
 One job per module: :mod:`~stockops.monitoring.drift`, :mod:`~stockops.monitoring.forecasts` (the platform's
-own forecast records), :mod:`~stockops.monitoring.live_error`, :mod:`~stockops.monitoring.scorecard`,
+own forecast records), :mod:`~stockops.monitoring.online` (the champion's online calibration state),
+:mod:`~stockops.monitoring.live_error`, :mod:`~stockops.monitoring.scorecard`,
 :mod:`~stockops.monitoring.decision`; this package runs one check end to end (:func:`run_monitor`).
 
 Evidently (~8 s to import) and TensorFlow are imported inside the functions that need them.
@@ -62,6 +69,7 @@ from stockops.monitoring.decision import (
 from stockops.monitoring.drift import assess_watchlist_drift, drift_inputs
 from stockops.monitoring.forecasts import market_closes, market_series, own_forecasts, traffic_requests
 from stockops.monitoring.live_error import live_error, replay_forecasts
+from stockops.monitoring.online import online_metrics, online_summary, served_state
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -174,7 +182,8 @@ def latest_frames(settings: Settings, skip: tuple[str, ...] = ()) -> dict[str, p
 
 def live_scorecard(settings: Settings, version: str, frames: dict[str, pd.DataFrame],
                    records: list[dict] | None = None) -> dict[str, Any]:
-    """The calibration scorecard of champion ``version`` on every watchlist ticker's own forecasts.
+    """The calibration scorecard of champion ``version`` on every watchlist ticker's own forecasts, with what its
+    online calibration state says (``online_calibration``: :func:`~stockops.monitoring.online.online_summary`).
 
     ``frames``: the tickers' latest published snapshots (:func:`latest_frames`); ``records``: the
     forecast log, read here unless given.
@@ -183,8 +192,9 @@ def live_scorecard(settings: Settings, version: str, frames: dict[str, pd.DataFr
 
     records = audit.read(settings.forecast_log) if records is None else records
     mine = [e for e in records if str(e.get("model_version")) == str(version)]
-    return calibration_scorecard(mine, frames, version, settings.monitor_current_days,
+    card = calibration_scorecard(mine, frames, version, settings.monitor_current_days,
                                  settings.monitor_min_forecast_days)
+    return {**card, "online_calibration": online_summary(served_state(settings, version), version)}
 
 
 def previous_comparison(settings: Settings, version: str, frames: dict[str, pd.DataFrame],
@@ -254,7 +264,8 @@ def _record(settings: Settings, record: MonitorRecord, folder: Path | None, repo
         ratios = {"drift_share": record.drift_share, "live_rmse_ratio": record.live_rmse_ratio,
                   "persistence_ratio": record.persistence_ratio}
         mlflow.log_metrics({k: float(v) for k, v in ratios.items() if v is not None}
-                           | {"triggered": float(record.triggered)} | pooled_metrics(record.scorecard))
+                           | {"triggered": float(record.triggered)} | pooled_metrics(record.scorecard)
+                           | online_metrics(record.scorecard))
         # The drift report (4-7 MB: Evidently's page with at most 10 tickers' plots) is stored once, in the report
         # folder (the run names it); MLflow keeps the decision and the scorecard.
         if record.report:

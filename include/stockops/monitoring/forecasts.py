@@ -1,6 +1,11 @@
 """The platform's own forecasts: the champion's next-session forecast of every watchlist ticker, recorded once per
 (ticker, day, model version) in the forecast log, each a :class:`~stockops.contracts.ForecastRecord`; the endpoint's
-log is counted as traffic, never scored."""
+log is counted as traffic, never scored.
+
+The champion's forecasts are recorded as the bento serves them: corrected by its online calibration state
+(:mod:`stockops.monitoring.online`), brought up to date with the days realised since the last run first, and each
+record names the state it used (``calibration``). The previous champion's shadow forecasts stay as its model made
+them."""
 
 from __future__ import annotations
 
@@ -16,10 +21,13 @@ from stockops.contracts import ForecastRecord, Scored, ShadowScored
 from stockops.core import audit
 from stockops.core.settings import Settings
 from stockops.model.portable.prediction_log import request_counts as prediction_log_counts
+from stockops.monitoring.online import quantile_names, update_online_calibration
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+
+    from stockops.model.portable.online_calibration import OnlineState
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +67,14 @@ def market_closes(market: pd.Series | None, frame: pd.DataFrame) -> np.ndarray |
 
 
 def forecast_records(model, snapshots: dict[str, tuple[Any, pd.DataFrame]], market: pd.Series | None,
-                     version: str, made_at: str) -> tuple[list[ForecastRecord], dict[str, str]]:
+                     version: str, made_at: str, online: OnlineState | None = None,
+                     ) -> tuple[list[ForecastRecord], dict[str, str]]:
     """One forecast record per ticker, for the session after its snapshot's last day; and the tickers skipped, why.
 
     ``snapshots``: ticker -> (snapshot entry, its frame). The whole watchlist goes through the
-    model's pyfunc contract (:meth:`Forecaster.predict_frame`) in one batch.
+    model's pyfunc contract (:meth:`Forecaster.predict_frame`) in one batch. ``online``: the version's online
+    calibration state; the forecasts are corrected with it (:func:`calibrated`) and each record carries its
+    lineage for the ticker (``calibration``).
     """
     import pandas as pd
 
@@ -82,28 +93,43 @@ def forecast_records(model, snapshots: dict[str, tuple[Any, pd.DataFrame]], mark
         return [], skipped
     quantiles = [c for c in OUTPUT_COLUMNS if c.startswith("q")]
     records = []
-    for row in model.predict_frame(pd.concat(tails, ignore_index=True)).itertuples(index=False):
+    table = model.predict_frame(pd.concat(tails, ignore_index=True))
+    for row in (table if online is None else calibrated(table, online)).itertuples(index=False):
         entry = snapshots[row.ticker][0]
         records.append(ForecastRecord(
             ticker=row.ticker, as_of=entry.last_date, forecast_for=next_session(entry.last_date),
             model_version=version, snapshot_hash=entry.hash, last_close=float(row.last_close),
             point=float(row.point), forecast=float(row.forecast_close),
             quantiles={q: float(getattr(row, q)) for q in quantiles}, variance=float(row.variance),
-            made_at=made_at))
+            made_at=made_at, calibration=None if online is None else online.lineage(row.ticker)))
     return records, skipped
+
+
+def calibrated(table: pd.DataFrame, online: OnlineState) -> pd.DataFrame:
+    """The model's forecasts (:meth:`Forecaster.predict_frame`'s columns) corrected by ``online`` as the bento
+    corrects them: variance (and volatility) scaled, quantiles moved; the point, and so the forecast close, kept."""
+    import numpy as np
+
+    names = list(quantile_names())
+    fixed = online.adjust({"point": table["point"].to_numpy(np.float64),
+                           "variance": table["variance"].to_numpy(np.float64),
+                           "quantiles": table[names].to_numpy(np.float64)}, table["ticker"].to_numpy())
+    return table.assign(variance=fixed["variance"], volatility=np.sqrt(fixed["variance"]),
+                        **{q: fixed["quantiles"][:, i] for i, q in enumerate(names)})
 
 
 def _forecast_key(entry: dict) -> tuple[str, str, str]:
     return str(entry.get("ticker")), str(entry.get("as_of")), str(entry.get("model_version"))
 
 
-def record_forecasts(forecast_log: Path, records: Iterable[ForecastRecord]) -> list[dict]:
+def record_forecasts(forecast_log: Path, records: Iterable[ForecastRecord], logged: list[dict] | None = None,
+                     ) -> list[dict]:
     """Append the records the log does not hold yet (same ticker, as_of and model version); returns the log
-    entries written.
+    entries written. ``logged``: the log's entries when the caller has just read them.
 
     Re-scoring a day (a retried task, a second check on the same snapshot) therefore adds nothing.
     """
-    held = {_forecast_key(e) for e in audit.read(forecast_log)}
+    held = {_forecast_key(e) for e in (audit.read(forecast_log) if logged is None else logged)}
     written = []
     for record in records:
         line = record.to_record()
@@ -114,21 +140,45 @@ def record_forecasts(forecast_log: Path, records: Iterable[ForecastRecord]) -> l
 
 
 def score_watchlist(dag_run_id: str = "", *, settings: Settings) -> Scored:
-    """Forecast the next session of every watchlist ticker with the champion and log each forecast once.
+    """Bring the champion's online calibration up to date, then forecast the next session of every watchlist ticker
+    with the champion, corrected by it, and log each forecast once.
 
     Only the platform's own inputs go in — the champion loaded in this process from the registry,
     each ticker's latest published snapshot (validated, and checked against its hash on load) —
     so no client can put a forecast, a day or a close into these records: live error is measured
-    on them.
+    on them. The calibration is updated here, from the snapshots just loaded, so it always runs before the
+    forecasts it corrects, whoever calls this.
     """
-    from stockops.data import store_for
-
     registry.setup(settings)
     champion = registry.champion_version(settings)
     if champion is None:
         log.info("no champion yet: nothing to score")
         return Scored(model_version=None, recorded=[], already_recorded=[], skipped={})
     version = str(champion.version)
+    snapshots, skipped = latest_snapshots(settings)
+    logged = audit.read(settings.forecast_log)  # read once: the calibration's outcomes and what is held already
+    online = update_online_calibration(settings=settings, version=version, records=logged,
+                                       frames={t: frame for t, (_, frame) in snapshots.items()})
+    made_at, market = datetime.now(UTC).isoformat(timespec="seconds"), market_series(settings)
+    model = registry.load_forecaster(registry.model_uri(settings.model_name, version))
+    records, too_short = forecast_records(model, snapshots, market, version, made_at=made_at, online=online)
+    skipped.update(too_short)
+    written = record_forecasts(settings.forecast_log, [replace(r, role="champion", dag_run_id=dag_run_id)
+                                                       for r in records], logged)
+    recorded = [e["ticker"] for e in written]
+    log.info("champion v%s scored %d ticker(s) into %s (online calibration through %s): %d new, %d already "
+             "recorded%s", version, len(records), settings.forecast_log, online.through, len(recorded),
+             len(records) - len(recorded), "".join(f"; {t} skipped: {why}" for t, why in skipped.items()))
+    shadow = _score_previous(settings, version, snapshots, market, made_at, dag_run_id)
+    return Scored(model_version=version, recorded=recorded,
+                  already_recorded=[r.ticker for r in records if r.ticker not in recorded], skipped=skipped,
+                  previous=shadow, online_calibration=online.lineage(None))
+
+
+def latest_snapshots(settings: Settings) -> tuple[dict[str, tuple[Any, pd.DataFrame]], dict[str, str]]:
+    """Every watchlist ticker's latest published snapshot (entry, frame; hash-checked on load), and those without."""
+    from stockops.data import store_for
+
     snapshots: dict[str, tuple[Any, pd.DataFrame]] = {}
     skipped: dict[str, str] = {}
     for ticker in settings.tickers:
@@ -138,20 +188,7 @@ def score_watchlist(dag_run_id: str = "", *, settings: Settings) -> Scored:
             skipped[ticker] = "no published snapshot yet"
         else:
             snapshots[ticker] = (entry, store.load(entry))
-    made_at, market = datetime.now(UTC).isoformat(timespec="seconds"), market_series(settings)
-    model = registry.load_forecaster(registry.model_uri(settings.model_name, version))
-    records, too_short = forecast_records(model, snapshots, market, version, made_at=made_at)
-    skipped.update(too_short)
-    written = record_forecasts(settings.forecast_log, [replace(r, role="champion", dag_run_id=dag_run_id)
-                                                       for r in records])
-    recorded = [e["ticker"] for e in written]
-    log.info("champion v%s scored %d ticker(s) into %s: %d new, %d already recorded%s", version, len(records),
-             settings.forecast_log, len(recorded), len(records) - len(recorded),
-             "".join(f"; {t} skipped: {why}" for t, why in skipped.items()))
-    shadow = _score_previous(settings, version, snapshots, market, made_at, dag_run_id)
-    return Scored(model_version=version, recorded=recorded,
-                  already_recorded=[r.ticker for r in records if r.ticker not in recorded], skipped=skipped,
-                  previous=shadow)
+    return snapshots, skipped
 
 
 def _score_previous(settings: Settings, champion: str, snapshots: dict, market, made_at: str,
