@@ -7,7 +7,12 @@ Runs when `stock_ingest` publishes a new snapshot (the prices **Asset**), after 
 registry in the task, forecasts the next session of every watchlist ticker from that ticker's
 latest published snapshot, and each forecast (ticker, `as_of`, `forecast_for`, model version,
 snapshot hash, point, quantiles, variance, `made_at`) is appended once to
-`<home>/monitoring/forecasts.jsonl`; a re-run adds nothing.
+`<home>/monitoring/forecasts.jsonl`; a re-run adds nothing. Before it forecasts, the same task brings
+the champion's **online calibration** (`<home>/monitoring/online_calibration.json`, which the bento applies
+to its answers) up to date with every day realized since its last, from the champion's own records and the
+snapshots it has just loaded; the forecasts are recorded corrected by it, as the bento serves them, each
+naming the state it used (`calibration`). A state of another version (a new champion) starts neutral; an
+unreadable one too, with a warning.
 
 `check` then compares the champion with the latest snapshot:
 * **data drift** — the normed Wasserstein distance per feature (Evidently's `wasserstein` statistic, computed
@@ -29,7 +34,8 @@ snapshot hash, point, quantiles, variance, `made_at`) is appended once to
   on the days before the window) on the same (ticker, day) pairs. Kupiec p <
   `STOCKOPS_MONITOR_KUPIEC_P` on either VaR, or a pooled QLIKE worse than HARX-GKO's by more than
   `STOCKOPS_MONITOR_QLIKE_MARGIN` nats/day, crosses; below `STOCKOPS_MONITOR_MIN_FORECAST_DAYS`
-  realized days it is `insufficient` and crosses nothing.
+  realized days it is `insufficient` and crosses nothing. The scorecard also reports the online calibration
+  (`online_calibration`: its days, the market-wide and each ticker's variance factor and 90 % offsets).
 
 The decision (`drift_share`, `drifted_columns`, `live_rmse_ratio`, `persistence_ratio`,
 `scorecard`, `triggered`, `reason`) is written as JSON (and the scorecard as `scorecard.json`)

@@ -97,12 +97,18 @@ def test_calm_data_is_green_drift_starts_one_training_run_with_reason_and_report
         (forecast,) = audit.read(small.forecast_log)  # only GOOG was ingested: JPM and QQQ have no snapshot
         assert (forecast["ticker"], forecast["as_of"], forecast["forecast_for"], forecast["model_version"]) == (
             "GOOG", "2008-08-07", "2008-08-08", "1") and forecast["dag_run_id"] == calm.run_id
+        # recorded as served: corrected by the champion's online calibration state, which it names
+        state = json.loads(small.online_calibration_path.read_text())
+        assert state["model_version"] == "1" and forecast["calibration"]["model_version"] == "1"
+        assert forecast["calibration"]["through"] == state["through"]
         decision = audit.read(small.monitor_log)[-1]
         assert decision["reason"].startswith("nothing crossed") and decision["drift_share"] < 0.5
         assert decision["live_error_source"] == "replay", "a fresh champion has no realized forecast of its own"
         assert "from the champion replayed on the snapshot's last 60 days" in decision["reason"]
         assert decision["scorecard"]["status"] == "insufficient" and decision["scorecard"]["days"] == 0
         assert "calibration scorecard insufficient" in decision["reason"]
+        online = decision["scorecard"]["online_calibration"]
+        assert online["status"] == "ok" and online["model_version"] == "1" and online["days"] == state["days"]
         assert decision["current_window"] == ["2008-05-14", "2008-08-07"]
         assert decision["reference_window"][1] < "2008-01-01", "the reference is the champion's training window"
 

@@ -142,6 +142,25 @@ def test_calmer_inputs_forecast_a_smaller_variance(trained, frames):
     assert np.allclose(out["forecast_close"], out["last_close"] * np.exp(out["point"]))
 
 
+def _after_a_fall(frame: pd.DataFrame, move: float) -> pd.DataFrame:
+    """The same days, but the last one falls by ``move`` (log), half of it overnight, with a 1 % wider range."""
+    out = frame.copy()
+    last, before = out.index[-1], float(out["Close"].iloc[-2])
+    open_, close = before * np.exp(move / 2), before * np.exp(move)
+    out.loc[last, ["Open", "High", "Low", "Close"]] = [open_, max(open_, before) * 1.01, min(open_, close) * 0.99, close]
+    return out
+
+
+def test_a_variance_jump_moves_the_forecast_the_next_day(trained, frames):
+    """The forecast made on a crash day's close is already higher: no lag of a day or more."""
+    recent = frames["GOOG"].iloc[-200:].reset_index(drop=True)
+    frame = pd.concat([recent.assign(ticker="calm"), _after_a_fall(recent, -0.04).assign(ticker="fall4"),
+                       _after_a_fall(recent, -0.08).assign(ticker="fall8")])
+    variance = trained.forecaster.predict_frame(frame).set_index("ticker")["variance"]
+    assert variance["calm"] * 1.08 < variance["fall4"] < variance["fall8"]  # 1.16 x calm measured (this small model)
+    assert variance["fall8"] > 1.25 * variance["calm"]  # 1.36 x
+
+
 def test_bad_input_is_refused_with_what_is_wrong(trained, frames):
     model = trained.forecaster
     need = model.calibration.history

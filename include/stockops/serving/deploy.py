@@ -52,6 +52,7 @@ from stockops.contracts import DeployRecord
 from stockops.core import audit
 from stockops.core.processes import free_port, http_json, wait_until
 from stockops.core.settings import Settings
+from stockops.registry.online_states import seed_online_state
 from stockops.serving import runtime, state
 from stockops.serving.change import Change, DeployError
 from stockops.serving.checks import _routed_to, check_bento, history_rows, smoke_body, synthetic_smoke_body
@@ -275,6 +276,7 @@ def move_champion(settings: Settings, change: Change) -> dict:
     before = registry.champion_version(settings)
     registry.set_alias(settings, registry.CHAMPION, change.version)
     checkpoint("aliased")
+    seed_online_state(settings, str(change.version))
     return record_change(settings, change.kind, from_version=before.version if before else None,
                          to_version=change.version, reason=change.reason, dag_run_id=change.dag_run_id,
                          bento_tag=change.bento_tag, snapshot_hash=change.snapshot_hash, **change.audit_fields)

@@ -19,6 +19,8 @@ CANDIDATE = "candidate"
 CHAMPION = "champion"
 REFERENCE = "harx_gko"  # the strongest classical baseline: the gate's floor and the DM reference
 HOLDOUT_FILE = "holdout-{model}.parquet"  # beside the features: each scored model's holdout forecasts
+ONLINE_FILE = "online-{model}.json"  # beside them: the online calibration state the holdout walk ended with
+RAW = "candidate_raw"  # the candidate's own forecasts, before the online calibration (reported, not gated)
 
 
 def model_config(settings: Settings, epochs: int | None = None, window: int | None = None):

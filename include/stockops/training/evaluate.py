@@ -1,4 +1,12 @@
-"""Step 4: score the candidate, the champion and every classical baseline on the same (ticker, day) pairs."""
+"""Step 4: score the candidate, the champion and every classical baseline on the same (ticker, day) pairs.
+
+The candidate and the champion are scored as they would be served: their forecasts corrected by the online
+calibration (:mod:`stockops.model.portable.online_calibration`), walked day by day through the holdout from a neutral
+state, each day with the state of the day before, as the monitor keeps it for the champion. So the gate judges the
+scores the monitor's scorecard computes on the served forecasts. The candidate's own forecasts are scored beside
+(``candidate_raw``, reported, not gated); the state each walk ends with is kept (``online-<model>.json``) and
+becomes the served state of the version it belongs to when that version is promoted (:func:`keep_holdout`).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +25,8 @@ from stockops.contracts import (
     Trained,
 )
 from stockops.core.settings import Settings
-from stockops.training.common import CANDIDATE, CHAMPION, HOLDOUT_FILE, REFERENCE, mlflow_run
+from stockops.registry.online_states import keep_online_state
+from stockops.training.common import CANDIDATE, CHAMPION, HOLDOUT_FILE, ONLINE_FILE, RAW, REFERENCE, mlflow_run
 from stockops.training.features import load_panel
 
 log = logging.getLogger(__name__)
@@ -44,10 +53,17 @@ def evaluate_models(trained: Trained, *, settings: Settings) -> Evaluated:
             return RiskForecast(f["variance"], f["quantiles"], f["point"])
 
         candidate = Forecaster.load(trained.model_path)
-        forecasts = {CANDIDATE: risk(predict_samples(candidate, panel, test))}
+        folder = Path(trained.features.path).parent
+        raw = predict_samples(candidate, panel, test)
+        forecasts = {CANDIDATE: risk(online_holdout(raw, returns, tickers, dates, folder / ONLINE_FILE.format(
+            model=CANDIDATE))), RAW: risk(raw)}
         champion_info = _champion_forecasts(settings, panel, test, forecasts, risk)
+        if CHAMPION in forecasts:
+            forecasts[CHAMPION] = risk(online_holdout(vars(forecasts[CHAMPION]), returns, tickers, dates))
         forecasts.update(_baseline_forecasts(frames, panel, split, tickers, dates, settings.market))
-        _save_holdout(Path(trained.features.path).parent, forecasts, panel, test)
+        reference = forecasts[REFERENCE]  # gated on as fitted; its walk is kept for a HARX-GKO champion
+        online_holdout(vars(reference), returns, tickers, dates, folder / ONLINE_FILE.format(model=REFERENCE))
+        _save_holdout(folder, forecasts, panel, test)
         scores = score_panel(forecasts, returns, tickers, dates, reference=REFERENCE)
         if CHAMPION in forecasts:
             versus = score_panel({k: forecasts[k] for k in (CANDIDATE, CHAMPION)}, returns, tickers, dates,
@@ -70,6 +86,21 @@ def evaluate_models(trained: Trained, *, settings: Settings) -> Evaluated:
              format_scores(scores))
     return Evaluated(trained=trained, scores={k: _summary(v) for k, v in scores.items()}, champion=champion_info,
                      holdout=holdout)
+
+
+def online_holdout(forecast: dict, returns, tickers, dates, keep: Path | None = None) -> dict:
+    """``forecast`` (variance, quantiles, point over the holdout's pairs) as served: corrected day by day by the
+    online calibration from a neutral state; the final state is saved to ``keep`` (its version named at
+    registration)."""
+    from stockops.model.portable.online_calibration import OnlineState, run_online
+
+    state = OnlineState(model_version="unregistered",
+                        started_from=f"holdout {str(min(dates))[:10]}..{str(max(dates))[:10]}")
+    corrected = run_online(state, {k: forecast[k] for k in ("variance", "quantiles", "point")}, returns, tickers,
+                           dates)
+    if keep is not None:
+        state.save(keep)
+    return corrected
 
 
 PREDICT_CHUNK = 16384  # windows per forward pass in evaluation (a window's forecast has the same bits in any batch)
@@ -116,7 +147,10 @@ def _save_holdout(folder: Path, forecasts: dict, panel, test) -> None:
 
 def keep_holdout(settings: Settings, features: Features, model: str, version: str) -> None:
     """Keep ``model``'s holdout forecasts as those of registry ``version`` (``evaluation/v<version>.parquet``): what
-    the dashboard shows of a champion before its own live forecasts are realized. Written whole, then renamed."""
+    the dashboard shows of a champion before its own live forecasts are realized; and the online calibration state
+    its holdout walk ended with (``evaluation/online-v<version>.json``): the state it is served with once promoted
+    (:func:`stockops.registry.online_states.seed_online_state`). Written whole, then renamed."""
+    keep_online_state(settings, Path(features.path).with_name(ONLINE_FILE.format(model=model)), version)
     source = Path(features.path).with_name(HOLDOUT_FILE.format(model=model))
     if not source.exists():  # a features folder of an older run
         log.warning("no holdout forecasts at %s: v%s has none to show", source, version)

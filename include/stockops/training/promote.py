@@ -191,10 +191,12 @@ def promote_candidate(registered: Registered, decision: GateDecision | None = No
     ``decision``: the gate's, recorded with the change (None: promoted without a gate).
     """
     from stockops.registry.changes import record_change
+    from stockops.registry.online_states import seed_online_state
 
     registry.setup(settings)
     previous = registry.champion_version(settings)
     registry.set_alias(settings, registry.CHAMPION, registered.version)
+    seed_online_state(settings, str(registered.version))
     entry = record_change(settings, "promotion", from_version=previous.version if previous else None,
                           to_version=registered.version, reason=reason or "gate passed",
                           dag_run_id=dag_run_id, decision=decision.label if decision else "",

@@ -1,6 +1,7 @@
-"""The dashboard's pages: the overview (the table of every ticker, then the champion, the latest gate and monitor
-decisions, pending approvals, the DORA measures and incidents, the links) and a ticker's page (its fan chart and
-coverage plot); inline styles and charts, the overview's one inline script, nothing loaded from elsewhere."""
+"""The dashboard's pages: the overview (the online calibration's line, the table of every ticker, then the champion,
+the latest gate and monitor decisions, pending approvals, the DORA measures and incidents, the links) and a ticker's
+page (its fan chart and coverage plot, its online calibration); inline styles and charts, the overview's one inline
+script, nothing loaded from elsewhere."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from urllib.parse import quote
 
 from stockops.core import audit
 from stockops.core.settings import Settings
+from stockops.reporting.dashboard.online import OnlineView, online_view
 from stockops.reporting.dashboard.panels import TickerPanel, champion, latest_event
 from stockops.reporting.dashboard.table import STYLE as TABLE_STYLE
 from stockops.reporting.dashboard.table import universe_table
@@ -73,6 +75,11 @@ def _champion_section(settings: Settings, now: datetime) -> str:
 KINDS = {"lstm": "LSTM", "harx_gko": "HARX-GKO (classical baseline)"}
 
 
+def _champion_of(settings: Settings, now: datetime) -> str | None:
+    current = champion(settings, now)
+    return current["version"] if current else None
+
+
 def _gate_section(settings: Settings) -> str:
     entries = audit.read(settings.audit_log)
     gate = next((e for e in reversed(entries) if e.get("event") == "gate"), None)
@@ -130,6 +137,34 @@ def _dora_section(settings: Settings, now: datetime) -> str:
             f'numbers: <a href="dora.json">dora.json</a></p>\n{measures}\n<h3>Incidents</h3>\n{incidents}')
 
 
+def _online_caption(view: OnlineView) -> str:
+    """The overview's line on the online calibration: whose state, through which day (the σ² factor column's)."""
+    state = view.state
+    if state is None or not view.applied:
+        return f'<p class="note" id="online-calibration">{_e(view.note)}</p>'
+    return (f'<p id="online-calibration">online calibration (σ² factor): {_version(state.model_version)}, through '
+            f"{_e(state.through)} ({state.days} realized days, from {_e(state.started_from)}); market-wide variance "
+            f"factor ×{math.exp(state.market_log_scale):.2f}</p>")
+
+
+def _online_section(view: OnlineView, ticker: str) -> str:
+    """A ticker page's online calibration: the state's lineage for the ticker and its quantile offsets."""
+    from stockops.model.portable.online_calibration import LEVELS
+
+    t = _e(ticker)
+    lineage = view.lineage(ticker)
+    if lineage is None:
+        return f'<p class="note" id="online-{t}">online calibration: {_e(view.note)}</p>'
+    own = view.state.tickers.get(ticker) if view.state is not None else None
+    offsets = own.offsets if own is not None else [0.0] * len(LEVELS)
+    rows = [(_version(lineage["model_version"]), _e(lineage["through"]), _e(lineage["days"]),
+             _e(lineage["started_from"]), f'×{lineage["variance_factor"]:.3f} <small>({_e(lineage["scope"])})</small>',
+             f'{_e(lineage["ticker_days"])} <small>through {_e(lineage["ticker_through"])}</small>',
+             " ".join(f"q{round(level * 100):02d} {offset:+.3f}" for level, offset in zip(LEVELS, offsets, strict=True)))]
+    return _table(f"online-{t}", ("version", "through", "days", "started from", "variance factor", "its own days",
+                                  "quantile offsets (σ units)"), rows, "")
+
+
 def _monitor_coverage(settings: Settings) -> dict[str, dict]:
     decision = next((e for e in reversed(audit.read(settings.monitor_log)) if e.get("scorecard")), None)
     return (decision or {}).get("scorecard", {}).get("per_ticker", {}) or {}
@@ -184,9 +219,11 @@ def render_page(settings: Settings, *, user: str, approvals: list[dict] | str | 
     now = now or datetime.now(UTC)
     rows = universe_rows(settings, now)
     waiting = sum(r.status == "held" for r in rows)
+    online = online_view(settings, _champion_of(settings, now))
     body = f"""<h1>stockops</h1>
 <p>{len(settings.tickers)} tickers; model ticker {_e(settings.ticker)}; signed in as {_e(user)}{
 f"; <b>{waiting} waiting for a person</b>" if waiting else ""}</p>
+{_online_caption(online)}
 {universe_table(rows)}
 <h2>Champion</h2>
 {_champion_section(settings, now)}
@@ -211,7 +248,9 @@ def render_ticker_page(settings: Settings, ticker: str, *, user: str, now: datet
     now = now or datetime.now(UTC)
     row = ticker_row(settings, ticker, now)
     panel = ticker_page_panel(settings, ticker, now)
+    online = online_view(settings, _champion_of(settings, now))
     body = (f'<p><a href="../">← all {len(settings.tickers)} tickers</a> · signed in as {_e(user)} · '
             f'<a href="../gx/?ticker={quote(ticker, safe="")}">its validations (GX)</a></p>\n'
-            f"{_ticker_section(panel, _monitor_coverage(settings).get(ticker, {}), row)}")
+            f"{_ticker_section(panel, _monitor_coverage(settings).get(ticker, {}), row)}\n"
+            f"<h3>Online calibration</h3>\n{_online_section(online, ticker)}")
     return _html(f"{ticker} · stockops", body, now, time.perf_counter() - started)

@@ -53,6 +53,8 @@ STYLE = """#universe td{vertical-align:middle}#universe th[data-sort]{cursor:poi
 COLUMNS = (("ticker", "text", "the ticker's page: today's fan chart and coverage plot"),
            ("last close", "num", "the latest published close"),
            ("forecast σ", "num", "the newest forecast's standard deviation of the day's log return"),
+           ("σ² factor", "num", "the online calibration's factor on the model's variance for the ticker, from the "
+                                "realized days since its last retrain (market-wide times its own; — : none applied)"),
            ("90 % interval", "num", "the newest forecast's 5-95 % interval as prices (sorted by its width "
                                     "relative to the last close)"),
            ("90 % coverage", "num", f"share of realized closes inside their 90 % interval over the last {FAN_DAYS} "
@@ -81,6 +83,7 @@ def table_row(row: TickerRow) -> str:
                    f"close of {row.close_date}" if row.close_date else "no published snapshot yet"),
              _cell("—" if row.volatility is None else f"{row.volatility:.2%}", row.volatility, "num",
                    f"forecast for {row.forecast_for}" if row.forecast_for else "no forecast yet")]
+    cells.append(_factor_cell(row))
     if row.low_90 is None or row.high_90 is None:
         cells.append(_cell("—", None, "num", "no forecast yet"))
     else:
@@ -100,6 +103,15 @@ def table_row(row: TickerRow) -> str:
     cells.append(f"<td>{sparkline(row.closes, row.lows, row.highs, f'{t}: last {FAN_DAYS} sessions')}</td>")
     search = html.escape(f"{row.ticker} {row.status_label}".lower())
     return (f'<tr id="row-{t}" data-source="{row.source}" data-search="{search}">' + "".join(cells) + "</tr>")
+
+
+def _factor_cell(row: TickerRow) -> str:
+    """The online calibration's variance factor: ``×1.23``, its title saying whose days it is from."""
+    if row.variance_factor is None:
+        return _cell("—", None, "num", "no online calibration state applies")
+    scope = (f"market-wide times its own, from {row.online_days} realized days of its own" if row.online_days
+             else "market-wide only: none of its own days realized yet")
+    return _cell(f"×{row.variance_factor:.2f}", row.variance_factor, "num", scope)
 
 
 _LAST: list = [None, ""]  # the rows last drawn (universe_rows keeps them until a source changes) and their HTML

@@ -5,7 +5,9 @@
 * per ticker its snapshot pointer (``latest.json``), and of its snapshot only the dates and closes of the last
   :data:`CLOSE_DAYS` sessions (kept by snapshot hash: a published snapshot never changes), its ``status.json``;
 * the latest monitor check's drift per ticker (``drift.per_ticker[t].drifted`` in its ``decision.json``);
-* the champion's holdout forecasts (its evaluation), for tickers none of whose own forecasts is realized yet.
+* the champion's holdout forecasts (its evaluation), for tickers none of whose own forecasts is realized yet;
+* the champion's online calibration state (:mod:`~stockops.reporting.dashboard.online`): each ticker's variance
+  factor.
 
 Every source is stamped (path, mtime, size, or the snapshot hash); the rows are computed again only when a stamp
 changed, so a warm draw costs a ``stat`` per file.
@@ -25,6 +27,7 @@ from stockops.contracts import IngestStatus
 from stockops.core import audit
 from stockops.core.settings import Settings
 from stockops.reporting.dashboard.forecast_log import forecast_table, ticker_forecasts
+from stockops.reporting.dashboard.online import online_view
 from stockops.reporting.dashboard.panels import (
     TickerPanel,
     champion,
@@ -65,6 +68,8 @@ class TickerRow:
     realized: int  # forecasts realized in the window (the last FAN_DAYS forecast days)
     source: str  # "live": the platform's own forecasts; "holdout": the champion's evaluation; "none"
     drifted: bool | None  # the latest monitor check's verdict on the ticker; None: not checked
+    variance_factor: float | None = None  # the online calibration's factor on the model's variance; None: no state
+    online_days: int = 0  # the realized days of its own the online calibration has seen (0: the market's factor only)
     closes: tuple[float, ...] = field(default=(), repr=False)  # the sparkline: closes of the last FAN_DAYS sessions
     lows: tuple[float, ...] = field(default=(), repr=False)  # the 90 % band per session (NaN: no forecast),
     highs: tuple[float, ...] = field(default=(), repr=False)  # one slot longer when the newest is for a later day
@@ -188,7 +193,8 @@ def universe_rows(settings: Settings, now: datetime | None = None) -> list[Ticke
     key = (settings.tickers, file_stamp(settings.forecast_log), version,
            file_stamp(settings.evaluation_dir / f"v{version}.parquet") if version else None,
            check.get("decision_path") if check else None, tuple(e.hash if e else None for e in pointers.values()),
-           tuple(file_stamp(status_path(settings, t)) for t in settings.tickers))
+           tuple(file_stamp(status_path(settings, t)) for t in settings.tickers),
+           file_stamp(settings.online_calibration_path))
     cached = _ROWS.get(str(settings.home))
     if cached and cached[0] == key:
         return cached[1]
@@ -196,8 +202,9 @@ def universe_rows(settings: Settings, now: datetime | None = None) -> list[Ticke
     holdout = holdout_table(settings, version)
     holdouts = _by_ticker(_priced(holdout), None) if holdout is not None and len(holdout) else {}
     closes = _closes_of(settings, pointers)
+    online = online_view(settings, version)
     rows = [_row(ticker, _status(settings, ticker), closes.get(ticker), live.get(ticker), holdouts.get(ticker),
-                 flags.get(ticker)) for ticker in pointers]
+                 flags.get(ticker), online.lineage(ticker)) for ticker in pointers]
     _ROWS[str(settings.home)] = (key, rows)
     return rows
 
@@ -212,7 +219,7 @@ def ticker_row(settings: Settings, ticker: str, now: datetime | None = None) -> 
                 if holdout is not None and len(holdout) else {})
     closes = _closes_of(settings, {ticker: _pointer(settings, ticker)})
     return _row(ticker, _status(settings, ticker), closes.get(ticker), live.get(ticker), holdouts.get(ticker),
-                latest_drift(settings)[0].get(ticker))
+                latest_drift(settings)[0].get(ticker), online_view(settings, version).lineage(ticker))
 
 
 def _champion_version(settings: Settings, now: datetime | None) -> str | None:
@@ -267,7 +274,7 @@ def _by_ticker(table: pd.DataFrame, variance: str | None) -> dict[str, dict[str,
 
 
 def _row(ticker: str, status: tuple[str, str], closes: tuple | None, live: dict | None, holdout: dict | None,
-         drifted: bool | None) -> TickerRow:
+         drifted: bool | None, online: dict | None = None) -> TickerRow:
     import numpy as np
 
     days, prices = closes if closes is not None else (np.array([], dtype="U10"), np.array([]))
@@ -286,6 +293,8 @@ def _row(ticker: str, status: tuple[str, str], closes: tuple | None, live: dict 
         volatility=None if newest is None or math.isnan(newest["variance"]) else math.sqrt(newest["variance"]),
         low_90=None if newest is None else float(newest["low"]), high_90=None if newest is None else float(newest["high"]),
         coverage_90=coverage, realized=realized, source=source, drifted=drifted,
+        variance_factor=None if online is None else online["variance_factor"],
+        online_days=0 if online is None else online["ticker_days"],
         **_spark(days[-FAN_DAYS:], prices[-FAN_DAYS:], live if source == "live" else None))
 
 
