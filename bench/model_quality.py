@@ -121,10 +121,11 @@ def blend_weight(log_a: np.ndarray, log_b: np.ndarray, r_pct: np.ndarray) -> flo
 
 
 def fold_forecasts(panel, train_panel, year: int, config, frames) -> tuple[pd.DataFrame, dict]:
-    """Train on the training tickers before ``year - 1``; forecast validation and test days of every ticker with
-    the LSTM and the blend; returns (rows with ``part`` val/test, the fold's facts)."""
+    """Train on the training tickers' days before ``year - 1``; the LSTM's forecasts of every ticker's validation
+    and test days, with HARX-GKO's log variance (fitted per training ticker before the validation year, pooled for
+    the zero-shot fifth: what a blend could serve) and the newest day's jump size ``log gko - log gko_22``."""
     from stockops.model.baselines import fit_harx
-    from stockops.model.portable.forecaster import LEVELS, PCT
+    from stockops.model.portable.forecaster import FEATURES
     from stockops.model.risk_model import DateSplit, sample_dates, sample_returns, sample_windows, train_risk
     from stockops.training.evaluate import predict_samples
 
@@ -138,29 +139,41 @@ def fold_forecasts(panel, train_panel, year: int, config, frames) -> tuple[pd.Da
         s = parts[part]
         tickers = np.array(panel.tickers)[s.ticker]
         lstm = predict_samples(trained.forecaster, panel, s)
-        h = harx.predict_windows(sample_windows(panel, s, 1), tickers)
+        newest = sample_windows(panel, s, 1)
+        h = harx.predict_windows(newest, tickers)
+        jump = newest[:, 0, FEATURES.index("log_gko")] - newest[:, 0, FEATURES.index("log_gko_22")]
         rows.append(table(tickers, sample_dates(panel, s), lstm).assign(
-            part=part, ret=sample_returns(panel, s), harx_log=np.log(h["variance"])))
-    out = pd.concat(rows, ignore_index=True)
-    # the blend: weight, scale and standardised quantiles fitted on the training tickers' validation days only
-    fit = (out["part"] == "val") & ~out["ticker"].map(zero_shot)
-    r_pct = out["ret"].to_numpy() * PCT
-    log_lstm = np.log(out["variance"].to_numpy() * PCT**2)
-    log_harx = out["harx_log"].to_numpy() + np.log(PCT**2)
-    w = blend_weight(log_lstm[fit], log_harx[fit], r_pct[fit])
-    h = np.exp(w * log_lstm + (1 - w) * log_harx)
-    scale = float(np.mean(r_pct[fit] ** 2 / h[fit]))
-    point = out["point"].to_numpy() * PCT
-    z = np.quantile((r_pct[fit] - point[fit]) / np.sqrt(scale * h[fit]), LEVELS)
-    out["blend_variance"] = scale * h / PCT**2
-    out["blend_point"] = out["point"]
-    for i, q in enumerate(QUANTILES):
-        out[f"blend_{q}"] = out["point"] + np.sqrt(out["blend_variance"]) * z[i]
+            fold=year, part=part, ret=sample_returns(panel, s), harx_log=np.log(h["variance"]), jump_x=jump))
     facts = {"year": year, "train_seconds": round(trained.seconds, 1), "samples": trained.samples,
-             "best_epoch": trained.best_epoch, "epochs_run": len(trained.history["loss"]), "blend_weight": w,
-             "blend_scale": scale, "calibration": {k: v for k, v in asdict(trained.forecaster.calibration).items()
-                                                   if k in ("variance_scale", "z", "shrink")}}
-    return out.drop(columns="harx_log"), facts
+             "best_epoch": trained.best_epoch, "epochs_run": len(trained.history["loss"]),
+             "calibration": {k: v for k, v in asdict(trained.forecaster.calibration).items()
+                             if k in ("variance_scale", "z", "shrink")}}
+    return pd.concat(rows, ignore_index=True), facts
+
+
+def add_blend(rows: pd.DataFrame) -> dict:
+    """``blend_*`` columns: per fold, the LSTM's log variance combined with HARX-GKO's, the weight, then the variance
+    scale and the standardised quantiles fitted on the training tickers' validation days only; returns the weights."""
+    from stockops.model.portable.forecaster import LEVELS, PCT
+
+    weights = {}
+    for year, index in rows.groupby("fold").groups.items():
+        part = rows.loc[index]
+        fit = ((part["part"] == "val") & ~part["ticker"].map(zero_shot)).to_numpy()
+        r_pct = part["ret"].to_numpy() * PCT
+        log_lstm = np.log(part["variance"].to_numpy() * PCT**2)
+        log_harx = part["harx_log"].to_numpy() + np.log(PCT**2)
+        w = weights[int(year)] = blend_weight(log_lstm[fit], log_harx[fit], r_pct[fit])
+        h = np.exp(w * log_lstm + (1 - w) * log_harx)
+        scale = float(np.mean(r_pct[fit] ** 2 / h[fit]))
+        point = part["point"].to_numpy() * PCT
+        z = np.quantile((r_pct[fit] - point[fit]) / np.sqrt(scale * h[fit]), LEVELS)
+        variance = scale * h / PCT**2
+        rows.loc[index, "blend_variance"] = variance
+        rows.loc[index, "blend_point"] = part["point"].to_numpy()
+        for i, q in enumerate(QUANTILES):
+            rows.loc[index, f"blend_{q}"] = part["point"].to_numpy() + np.sqrt(variance) * z[i]
+    return weights
 
 
 def online(rows: pd.DataFrame, prefix: str) -> pd.DataFrame:
@@ -270,6 +283,26 @@ def summary(scores: dict, name: str, reference: str = "harx_gko") -> dict:
             "min_ticker_rmse_ratio": min(s["rmse_ratio"] for s in entry["by_ticker"].values())}
 
 
+def forecasts(args, frames, panel, train_panel, config, started) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+    """Every fold's LSTM forecasts (training beside the baselines' walk, one process each) and the baselines'."""
+    years = [min(args.years) - 1, *args.years]
+    with ProcessPoolExecutor(max_workers=1) as pool:  # the baselines beside the training (2 cores)
+        base_job = pool.map(baselines_of, [(t, f, frames[MARKET], years) for t, f in frames.items()], chunksize=8)
+        folds, tested = [], []
+        for year in args.years:
+            rows, facts = fold_forecasts(panel, train_panel, year, config, frames)
+            folds.append(facts)
+            tested.append(rows)
+            print(f"{year}: trained in {facts['train_seconds']:.0f} s ({facts['epochs_run']} epochs, best "
+                  f"{facts['best_epoch']}); {time.perf_counter() - started:.0f} s", flush=True)
+        baselines = pd.concat(list(base_job), ignore_index=True)
+    print(f"baselines done: {time.perf_counter() - started:.0f} s", flush=True)
+    wide = baselines.pivot_table(index=["ticker", "date"], columns="model",
+                                 values=["variance", "point", *QUANTILES])
+    wide.columns = [f"{model}_{field}" for field, model in wide.columns]
+    return pd.concat(tested, ignore_index=True), wide.reset_index(), folds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("universe", type=Path, nargs="?", help="universe.parquet (without it: the 18 shipped)")
@@ -277,6 +310,8 @@ def main() -> None:
     parser.add_argument("--years", type=int, nargs="+", default=list(range(2014, 2021)))
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--platform", default="blend+online", help="the candidate the goals are judged on")
+    parser.add_argument("--rows", type=Path, default=None,
+                        help="a folder to keep every fold's forecasts in, read back when it has them (re-scoring)")
     args = parser.parse_args()
     started = time.perf_counter()
     from stockops.core.settings import get_settings
@@ -294,27 +329,27 @@ def main() -> None:
     print(f"{len(frames)} tickers ({len(held)} zero-shot), {len(panel.dates)} days; config {config}; "
           f"{time.perf_counter() - started:.0f} s", flush=True)
 
-    years = [min(args.years) - 1, *args.years]
-    with ProcessPoolExecutor(max_workers=1) as pool:  # the baselines beside the training (2 cores)
-        base_job = pool.map(baselines_of, [(t, f, frames[MARKET], years) for t, f in frames.items()], chunksize=8)
-        folds, tested = [], []
-        for year in args.years:
-            rows, facts = fold_forecasts(panel, train_panel, year, config, frames)
-            folds.append(facts)
-            tested.append(rows)
-            print(f"{year}: trained in {facts['train_seconds']:.0f} s ({facts['epochs_run']} epochs, best "
-                  f"{facts['best_epoch']}), blend weight {facts['blend_weight']:.2f}; "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)
-        baselines = pd.concat(list(base_job), ignore_index=True)
-    print(f"baselines done: {time.perf_counter() - started:.0f} s", flush=True)
-    wide = baselines.pivot_table(index=["ticker", "date"], columns="model",
-                                 values=["variance", "point", *QUANTILES])
-    wide.columns = [f"{model}_{field}" for field, model in wide.columns]
-    wide = wide.reset_index()
-    names = sorted(baselines["model"].unique())
+    cache = args.rows
+    if cache is not None and (cache / "rows.parquet").exists():
+        tested = pd.read_parquet(cache / "rows.parquet")
+        wide = pd.read_parquet(cache / "baselines.parquet")
+        folds = json.loads((cache / "folds.json").read_text())
+        print(f"forecasts read from {cache}", flush=True)
+    else:
+        tested, wide, folds = forecasts(args, frames, panel, train_panel, config, started)
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            tested.to_parquet(cache / "rows.parquet")
+            wide.to_parquet(cache / "baselines.parquet")
+            (cache / "folds.json").write_text(json.dumps(folds, default=str))
+    names = sorted(c.removesuffix("_variance") for c in wide.columns if c.endswith("_variance"))
+    weights = add_blend(tested)
+    for fold in folds:
+        fold["blend_weight"] = weights[int(fold["year"])]
+    print("blend weights (validation): " + ", ".join(f"{y} {w:.2f}" for y, w in weights.items()))
 
     scored_parts = []
-    for rows in tested:
+    for _, rows in tested.groupby("fold"):
         rows = rows.rename(columns={c: f"lstm_{c}" for c in ["variance", "point", *QUANTILES]})
         rows = rows.merge(wide, on=["ticker", "date"], how="inner").sort_values(["date", "ticker"], ignore_index=True)
         for model in ("lstm", "blend", "harx_gko"):
@@ -331,35 +366,41 @@ def main() -> None:
     report(scored, models, held, folds, config, args)
 
 
-def report(scored, models, held, folds, config, args) -> None:
-    scores = score_models(scored, models)
-    zero = scored[scored["ticker"].isin(held)]
-    zero_scores = score_models(zero, models) if len(zero) else {}
+def view(scored: pd.DataFrame, models: list[str]) -> dict:
+    """Every number the report shows of ``models`` on ``scored``'s pairs."""
     from stockops.model.scoring import qlike
 
+    scores = score_models(scored, models)
     years = scored["date"].dt.year.to_numpy()
     r = scored["ret"].to_numpy()
     losses = {m: qlike(scored[f"{m}_variance"].to_numpy(), r) for m in models}
-    by_year = {int(y): {m: float(losses[m][years == y].mean() - losses["harx_gko"][years == y].mean())
-                        for m in models} for y in np.unique(years)}
-    slices = {m: coverage_slices(scored, m) for m in models}
-    crisis = crisis_response(scored, models)
-    sets = confidence_sets(scored, models, "harx_gko")
-    rows = {m: summary(scores, m) for m in models}
-    zero_rows = {m: summary(zero_scores, m) for m in models} if zero_scores else {}
+    return {"summary": {m: summary(scores, m) for m in models},
+            "by_year": {int(y): {m: float(losses[m][years == y].mean() - losses["harx_gko"][years == y].mean())
+                                 for m in models} for y in np.unique(years)},
+            "slices": {m: coverage_slices(scored, m) for m in models},
+            "crisis": crisis_response(scored, models)}
 
+
+def report(scored, models, held, folds, config, args) -> None:
+    views = {"all tickers": view(scored, models)}
+    zero = scored[scored["ticker"].isin(held)]
+    if len(zero):
+        views["zero-shot fifth"] = view(zero, models)
+    whole = views["all tickers"]
+    by_year, slices, crisis = whole["by_year"], whole["slices"], whole["crisis"]
+    sets = confidence_sets(scored, models, "harx_gko")
     print(f"\nwalk-forward {min(by_year)}-{max(by_year)}: {len(scored)} (ticker, day) pairs of "
           f"{scored['ticker'].nunique()} tickers ({len(held)} zero-shot), every model on the same pairs")
     header = (f"{'model':<16}{'QLIKE':>8}{'gain':>8}{'DM t':>7}{'better':>7}{'cov50':>7}{'cov90':>7}{'VaR99':>7}"
               f"{'kup ok':>7}{'RMSE/p':>8}{'worst yr':>9}{'rise':>6}{'post5':>7}")
-    for label, table_rows in (("all tickers", rows), ("zero-shot fifth", zero_rows)):
+    for label, v in views.items():
         print(f"\n{label}\n{header}")
-        for m, s in table_rows.items():
-            worst = max(v[m] for v in by_year.values())
+        for m, s in v["summary"].items():
+            worst = max(year[m] for year in v["by_year"].values())
             print(f"{m:<16}{s['qlike']:>8.4f}{s['gain']:>+8.4f}{s['dm_t']:>7.2f}{s['tickers_better']:>7.0%}"
                   f"{s['coverage_50']:>7.3f}{s['coverage_90']:>7.3f}{s['var99']:>7.2%}"
-                  f"{slices[m]['kupiec99_not_rejected_share']:>7.0%}{s['rmse_ratio']:>8.4f}{worst:>+9.4f}"
-                  f"{crisis[m]['log_variance_rise']:>6.2f}{crisis[m]['qlike_5_days_after']:>7.3f}")
+                  f"{v['slices'][m]['kupiec99_not_rejected_share']:>7.0%}{s['rmse_ratio']:>8.4f}{worst:>+9.4f}"
+                  f"{v['crisis'][m]['log_variance_rise']:>6.2f}{v['crisis'][m]['qlike_5_days_after']:>7.3f}")
     print("\nQLIKE minus HARX-GKO's by year (negative: better)")
     print(f"{'model':<16}" + "".join(f"{y:>8}" for y in by_year))
     for m in models:
@@ -376,7 +417,7 @@ def report(scored, models, held, folds, config, args) -> None:
     print("SPA vs HARX-GKO (H0: no model beats it): p = " + ", ".join(
         f"{k} {v:.4f}" for k, v in sets["spa_pvalues"].items()) + f"; best mean QLIKE: {sets['best_by_mean_qlike']}")
 
-    goals = judge(args.platform, rows, zero_rows, by_year, slices, crisis)
+    goals = judge(args.platform, whole, views.get("zero-shot fifth"))
     for text, (value, met) in goals.items():
         print(f"  {'met    ' if met else 'NOT met'}  {text}: {value}")
     wall = time.perf_counter() - START
@@ -387,16 +428,16 @@ def report(scored, models, held, folds, config, args) -> None:
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "device": "cpu"},
         "universe": str(args.universe) if args.universe else "18 shipped", "tickers": int(scored["ticker"].nunique()),
         "zero_shot": held, "config": asdict(config), "pairs": len(scored), "folds": folds, "platform": args.platform,
-        "summary": rows, "zero_shot_summary": zero_rows, "qlike_minus_harx_by_year": by_year, "slices": slices,
-        "crisis": crisis, "confidence_sets": sets, "goals": {k: {"value": v, "met": bool(m)}
+        "views": views, "confidence_sets": sets, "goals": {k: {"value": v, "met": bool(m)}
                                                              for k, (v, m) in goals.items()},
         "wall_seconds": wall, "gpu": "no GPU machine was lent to this task; CPU only",
     }, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n")
     print(f"results: {RESULTS}")
 
 
-def judge(name: str, rows, zero_rows, by_year, slices, crisis) -> dict:
-    s, z, sl = rows[name], zero_rows.get(name), slices[name]
+def judge(name: str, whole: dict, zero: dict | None) -> dict:
+    s, sl, by_year, crisis = whole["summary"][name], whole["slices"][name], whole["by_year"], whole["crisis"]
+    z = zero["summary"][name] if zero else None
     lo, hi = GOALS["coverage_90_each"]
     each = [*sl["coverage_90_by_year"].values(), *sl["coverage_90_by_tercile"]]
     worst = max(v[name] for v in by_year.values())

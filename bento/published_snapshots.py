@@ -238,4 +238,3 @@ def _check_numbers(state: Any) -> None:
     with np.errstate(over="ignore"):
         if not (np.isfinite(np.exp(factor)).all() and np.isfinite(offsets).all()):
             raise ValueError("a variance scale or quantile offset is not a finite number")
-    state.lineage(None)

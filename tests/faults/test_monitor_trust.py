@@ -138,7 +138,8 @@ def test_forged_requests_leave_the_verdict_alone_before_and_after_own_forecasts_
     assert probed.scorecard == own.scorecard
     assert probed.traffic_requests == forged
 
-    # The records are what the champion says on the published data: its replay on the same days agrees.
+    # The records are what the champion says on the published data, corrected by the online calibration state they
+    # name: its replay on the same days, corrected with the record's factor and offsets, agrees.
     frame = store_for(settings).load()
     realized = [r for r in audit.read(settings.forecast_log) if r["ticker"] == settings.ticker][:3]
     ends = np.flatnonzero(frame["Date"].dt.strftime("%Y-%m-%d").isin([r["as_of"] for r in realized]))
@@ -146,5 +147,10 @@ def test_forged_requests_leave_the_verdict_alone_before_and_after_own_forecasts_
                               market_closes(market_series(settings), frame), ends)
     assert replay["forecast_for"].tolist() == [r["forecast_for"] for r in realized]
     np.testing.assert_allclose(replay["point"], [r["point"] for r in realized], rtol=1e-4, atol=1e-7)
-    for q in ("q05", "q25", "q75", "q95"):
-        np.testing.assert_allclose(replay[q], [r["quantiles"][q] for r in realized], rtol=1e-4, atol=1e-7)
+    factor = np.array([r["calibration"]["variance_factor"] for r in realized])
+    sd = np.sqrt([r["variance"] for r in realized])
+    point = replay["point"].to_numpy()
+    for level, q in ((1, "q05"), (2, "q25"), (4, "q75"), (5, "q95")):
+        offset = np.array([r["calibration"]["quantile_offsets"][level] for r in realized])
+        served = point + np.sqrt(factor) * (replay[q].to_numpy() - point) + sd * offset
+        np.testing.assert_allclose(served, [r["quantiles"][q] for r in realized], rtol=1e-4, atol=1e-7)

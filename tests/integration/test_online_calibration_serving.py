@@ -1,7 +1,7 @@
 """The real BentoML server on loopback applies the champion's online calibration state and says which one it used.
 
-The monitor writes ``<home>/monitoring/online_calibration.json`` (``OnlineState.save``: whole, then renamed) each day;
-the bento reads it when it makes an answer: a state for the served version corrects the variance (market-wide scale,
+A promotion seeds ``<home>/monitoring/online_calibration.json`` with the version's holdout walk, and the monitor
+replaces it (``OnlineState.save``: whole, then renamed) each day; the bento reads it when it makes an answer: a state for the served version corrects the variance (market-wide scale,
 and the ticker's own on ``/forecast``) and the quantiles before prices and intervals are built; any other state, none,
 or a torn file is not applied and the answer's ``online_calibration`` says why, never refusing the request. Every
 test removes the state file it wrote and waits for the uncorrected answers again.
@@ -30,8 +30,10 @@ OFFSETS = [0.3, 0.2, 0.1, 0.0, -0.1, -0.2, -0.3]  # per level of LEVELS: every q
 
 @pytest.fixture(scope="module")
 def served(model_home, tmp_path_factory):
-    """The session's two small models (v1 ``@champion``), v1 served from a copy of their home; stopped afterwards.
-    Yields (settings, a /predict body: the model ticker's last 90 days with the market reference's closes)."""
+    """The session's two small models (v1 ``@champion``), v1 served from a copy of their home with the state its
+    promotion seeded (v1's holdout walk); stopped afterwards. Yields (settings, a /predict body: the model ticker's
+    last 90 days with the market reference's closes, that seeded state, the model ticker's /forecast answer with it).
+    The served state is removed before the tests: each writes its own."""
     from stockops.data import store_for
     from stockops.serving import market_frame, request_body, serve_champion, stop_serving
 
@@ -39,7 +41,10 @@ def served(model_home, tmp_path_factory):
     settings = model_home.copy_to(mp, tmp_path_factory.mktemp("online-calibration") / "home")
     try:
         assert serve_champion(settings, reason="online calibration tests: serve v1")["version"] == "1"
-        yield settings, request_body(store_for(settings).load(), market=market_frame(settings), rows=90)
+        seeded = OnlineState.load(settings.online_calibration_path)
+        answer = _forecast(settings, settings.ticker)
+        _remove_state(settings)
+        yield settings, request_body(store_for(settings).load(), market=market_frame(settings), rows=90), seeded, answer
     finally:
         stop_serving(settings)
         mp.undo()
@@ -49,15 +54,19 @@ def served(model_home, tmp_path_factory):
 def state_file(served) -> Iterator:
     """The path the bento reads the state from; whatever a test wrote there is removed afterwards, and the test ends
     only once the server answers uncorrected again (other tests of this server see no state)."""
-    settings, _ = served
+    settings = served[0]
     path = settings.online_calibration_path
     assert not path.exists()
     try:
         yield path
     finally:
-        path.unlink(missing_ok=True)
-        _wait_until(lambda: not _forecast(settings, settings.ticker)["online_calibration"]["applied"],
-                    "answers without a state again")
+        _remove_state(settings)
+
+
+def _remove_state(settings) -> None:
+    settings.online_calibration_path.unlink(missing_ok=True)
+    _wait_until(lambda: not _forecast(settings, settings.ticker)["online_calibration"]["applied"],
+                "answered without a state again")
 
 
 def _forecast(settings, ticker: str) -> dict:
@@ -127,8 +136,18 @@ def _assert_corrected(answer: dict, before: dict, expected: dict, factor: float)
     assert answer["intervals"]["98"] != before["intervals"]["98"]
 
 
+def test_the_state_a_promotion_seeded_is_applied_from_the_first_answer(served):
+    """The promotion made v1's holdout walk the served state; the bento applied it from its start."""
+    settings, _, seeded, answer = served
+    assert seeded.model_version == "1" and seeded.days > 0
+    assert answer["online_calibration"] == seeded.lineage(settings.ticker) | {"applied": True}
+    uncorrected = _forecast(settings, settings.ticker)
+    factor = math.exp(seeded.market_log_scale + seeded.tickers[settings.ticker].log_scale)
+    _assert_corrected(answer, uncorrected, _corrected(seeded, uncorrected, settings.ticker), factor)
+
+
 def test_without_a_state_file_answers_say_none_was_applied(served):
-    settings, request = served
+    settings, request, _, _ = served
     assert not settings.online_calibration_path.exists()
     reason = "no online calibration state yet (monitoring/online_calibration.json is written by the monitor"
     forecast = _forecast(settings, settings.ticker)
@@ -145,7 +164,7 @@ def test_without_a_state_file_answers_say_none_was_applied(served):
 def test_a_state_for_the_served_version_corrects_every_answer_at_once(served, state_file):
     """The first request after the state is in place gets the corrected answer (the kept ones depend on the file's
     stamp); within a second or two the watch loop has recomputed the watchlist, answered from memory again."""
-    settings, request = served
+    settings, request, _, _ = served
     version = served_version(settings)
     ticker, market = settings.ticker, settings.market
     before = {t: _forecast(settings, t) for t in (ticker, market)}
@@ -157,19 +176,20 @@ def test_a_state_for_the_served_version_corrects_every_answer_at_once(served, st
     state.save(state_file)
 
     own = _forecast(settings, ticker)
-    assert own["online_calibration"] == {
-        "model_version": version, "through": THROUGH, "updated_at": "2026-06-01T22:30:00+00:00",
-        "started_from": "neutral", "days": 3, "ticker_through": THROUGH, "ticker_days": 3,
-        "variance_factor": round(math.exp(0.75), 6), "scope": "ticker", "applied": True}
+    assert own["online_calibration"] == state.lineage(ticker) | {"applied": True}
+    assert {k: own["online_calibration"][k] for k in ("model_version", "through", "ticker_through", "scope")} == {
+        "model_version": version, "through": THROUGH, "ticker_through": THROUGH, "scope": "ticker"}
+    assert own["online_calibration"]["variance_factor"] == pytest.approx(math.exp(0.75), rel=1e-6)
     _assert_corrected(own, before[ticker], _corrected(state, before[ticker], ticker), math.exp(0.75))
     # the market reference has no state of its own: the market-wide scale only, its quantiles only rescaled
     other = _forecast(settings, market)
+    assert other["online_calibration"] == state.lineage(market) | {"applied": True}
     assert other["online_calibration"]["scope"] == "market" and other["online_calibration"]["ticker_through"] is None
-    assert other["online_calibration"]["variance_factor"] == round(math.exp(0.5), 6)
+    assert other["online_calibration"]["variance_factor"] == pytest.approx(math.exp(0.5), rel=1e-6)
     _assert_corrected(other, before[market], _corrected(state, before[market], market), math.exp(0.5))
     # /predict's rows belong to no ticker: the market-wide part
     predicted = _predict(settings, request)
-    assert predicted["online_calibration"]["scope"] == "market" and predicted["online_calibration"]["applied"]
+    assert predicted["online_calibration"] == state.lineage(None) | {"applied": True}
     _assert_corrected(predicted, predicted_before, _corrected(state, predicted_before, None), math.exp(0.5))
     assert json.loads(settings.prediction_log.read_text().splitlines()[-1])["calibration_through"] == THROUGH
 
@@ -188,7 +208,7 @@ def test_a_state_for_the_served_version_corrects_every_answer_at_once(served, st
 
 
 def test_a_state_for_another_version_is_not_applied(served, state_file):
-    settings, request = served
+    settings, request, _, _ = served
     version = served_version(settings)
     before, predicted_before = _forecast(settings, settings.ticker), _predict(settings, request)
     OnlineState(model_version="99", market_log_scale=0.5, through=THROUGH).save(state_file)
@@ -207,7 +227,7 @@ def test_a_state_for_another_version_is_not_applied(served, state_file):
     pytest.param('["not", "a", "state"]', id="not-a-state"),
 ])
 def test_an_unreadable_state_is_not_applied_and_refuses_nothing(served, state_file, content):
-    settings, request = served
+    settings, request, _, _ = served
     before, predicted_before = _forecast(settings, settings.ticker), _predict(settings, request)
     warned_before = _warnings(settings, state_file)
     state_file.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,8 @@ holds whatever clients sent — any ``as_of``, any closes — so it is counted a
 The decision is a :class:`~stockops.contracts.MonitorRecord` (``drift_share``, ``drifted_columns``,
 ``live_rmse_ratio``, ``persistence_ratio``, ``scorecard``, ``triggered``, ``reason``, ...), kept as JSON beside
 the Evidently HTML report (the scorecard also on its own, ``scorecard.json``), appended to the decision log and
-logged to MLflow (the pooled scorecard as ``scorecard_*`` metrics); later tasks get its
+logged to MLflow (the pooled scorecard as ``scorecard_*`` metrics, the online calibration's market-wide
+variance factor and days as ``online_*``); later tasks get its
 :class:`~stockops.contracts.MonitorDecision`. A crossed threshold triggers a retrain unless one is queued or
 running, or the last trigger is within the cool-down: one drift episode, one retrain.
 

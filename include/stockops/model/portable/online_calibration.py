@@ -4,10 +4,13 @@ A model's calibration (its variance scale and standardised quantiles) is fitted 
 When volatility jumps, or on a ticker the model never saw, it drifts off target until the next retrain. This
 module corrects the served forecast with a small state, updated each day with the outcomes just realised:
 
-* a **variance scale** ``exp(market + ticker)``: online gradient steps on QLIKE, whose gradient in the log scale
-  is ``s^2 - 1`` for the volatility-normalised residual ``s = (r - point) / sqrt(h)``; ``market`` is one number for
-  every ticker, stepped with the day's cross-sectional mean of ``s^2 - 1`` (a market-wide shock moves it in a day,
-  with little noise), ``ticker`` each ticker's own (slow: a ticker's level, e.g. one the model was not trained on);
+* a **variance scale** ``exp(market + ticker)``: the QLIKE-optimal scale of a variance forecast is the mean of
+  ``r^2 / h``; each scale is an exponentially weighted mean of it, kept in logs: ``log c += log(1 + eta (s^2 - 1))``
+  for the volatility-normalised residual ``s = (r - point) / sqrt(h)`` of the served forecast (exactly the EWMA
+  ``c <- (1 - eta) c + eta r^2 / h_model``; no clipping, which would bias it down on fat tails). ``market`` is one
+  number for every ticker, stepped with the day's cross-sectional mean of ``s^2`` (a market-wide shock moves it in a
+  day, with little noise); ``ticker`` is each ticker's own, slow (its noise costs QLIKE: a ticker's level, e.g. one
+  the model was not trained on);
 * **quantile offsets** per ticker and level: adaptive conformal inference in its quantile-tracking form (Gibbs &
   Candès 2021; Angelopoulos, Candès & Tibshirani 2023, the P part of conformal PID) on the normalised score:
   ``delta_L += eta (L - 1{r < q_L})``, so each quantile's long-run breach rate converges to its level ``L``
@@ -40,11 +43,10 @@ FILE_NAME = "online_calibration.json"
 class OnlineRates:
     """Step sizes and bounds (log-variance units for the scales, standardised units for the quantile offsets)."""
 
-    market: float = 0.05  # per day, times the cross-sectional mean of (s^2 - 1)
-    ticker: float = 0.01  # per day, times the ticker's own (s^2 - 1)
+    market: float = 0.05  # EWMA weight of the day's cross-sectional mean of s^2
+    ticker: float = 0.002  # EWMA weight of the ticker's own s^2
     quantile: float = 0.05  # per day, times (L - 1{breach})
-    residual_cap: float = 4.0  # s^2 - 1 is clipped to [-1, cap]: one outlier moves a scale by at most cap x rate
-    scale_bound: float = 1.5  # |market|, |ticker| <= this (a factor of e^1.5 = 4.5 on the variance)
+    scale_bound: float = 2.0  # |market|, |ticker| <= this (a factor of e^2 = 7.4 on the variance)
     offset_bound: float = 1.5  # |delta_L| <= this
 
 
@@ -106,11 +108,11 @@ class OnlineState:
         names = [t for t, ok in zip(names, fresh, strict=True) if ok]
         r, mu, h, q = r[fresh], mu[fresh], h[fresh], q[fresh]
         rates = self.rates
-        gradient = np.clip((r - mu) ** 2 / h - 1.0, -1.0, rates.residual_cap)
-        self.market_log_scale = float(np.clip(self.market_log_scale + rates.market * gradient.mean(),
+        excess = (r - mu) ** 2 / h - 1.0  # >= -1
+        self.market_log_scale = float(np.clip(self.market_log_scale + np.log1p(rates.market * excess.mean()),
                                               -rates.scale_bound, rates.scale_bound))
         states = [self.tickers.setdefault(name, TickerState()) for name in names]
-        scales = np.clip(np.array([st.log_scale for st in states]) + rates.ticker * gradient,
+        scales = np.clip(np.array([st.log_scale for st in states]) + np.log1p(rates.ticker * excess),
                          -rates.scale_bound, rates.scale_bound)
         offsets = np.clip(np.array([st.offsets for st in states])
                           + rates.quantile * (np.asarray(LEVELS)[None, :] - (r[:, None] < q)),
@@ -126,13 +128,15 @@ class OnlineState:
 
     # ---- lineage and storage --------------------------------------------------------------------------------
     def lineage(self, ticker: str | None) -> dict:
-        """What an answer says about the state it used."""
+        """What an answer says about the state it used, with the numbers that turn the model's own forecast into the
+        served one (:func:`adjust` with ``log(variance_factor)`` and ``quantile_offsets``, per :data:`LEVELS`)."""
         own = self.tickers.get(str(ticker)) if ticker is not None else None
         factor = self.market_log_scale + (own.log_scale if own else 0.0)
         return {"model_version": self.model_version, "through": self.through, "updated_at": self.updated_at,
                 "started_from": self.started_from, "days": self.days,
                 "ticker_through": own.through if own else None, "ticker_days": own.days if own else 0,
-                "variance_factor": round(float(np.exp(factor)), 6),
+                "variance_factor": float(np.exp(factor)),
+                "quantile_offsets": list(own.offsets) if own else [0.0] * len(LEVELS),
                 "scope": "ticker" if own else "market"}
 
     def to_json(self) -> dict:
@@ -158,7 +162,7 @@ class OnlineState:
         path = Path(path)
         try:
             return cls.from_json(json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError, KeyError) as exc:
+        except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
             raise ValueError(f"{path} is not an online calibration state ({type(exc).__name__}: {exc})") from exc
 
 

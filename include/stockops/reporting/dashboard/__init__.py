@@ -4,11 +4,11 @@ Everything comes from files under the stockops home (and, for pending approvals,
 metadata DB), read when a page is asked for.
 
 The **overview** (``/stockops/``) opens on one table of every watchlist ticker: its last published close, the
-newest forecast's volatility, the champion's online calibration's variance factor on it (the state the monitor
-keeps and the bento applies; the line above the table names its version and last day), its 90 % interval, the
-realized coverage of the 90 % intervals over the last :data:`~stockops.charts.dashboard.FAN_DAYS` forecast days, the latest monitor check's drift verdict, its data
-status (published, quarantined, waiting for a person), and a sparkline of its recent closes inside the forecasts'
-band; searchable and sortable in the browser (one small inline script, allowed by its hash in the page's
+newest forecast's volatility and 90 % interval, the realized coverage of the 90 % intervals over the last
+:data:`~stockops.charts.dashboard.FAN_DAYS` forecast days, the champion's online calibration's variance factor on
+it (the state the monitor keeps and the bento applies; the line above the table names its version and last day),
+the latest monitor check's drift verdict, its data status (published, quarantined, waiting for a person), and a
+sparkline of its recent closes inside the forecasts' band; searchable and sortable in the browser (one small inline script, allowed by its hash in the page's
 Content-Security-Policy). Below it: the **champion** (its version and age: the last promotion, rollback or
 reconciliation in the audit log) and the **latest gate decision** (the last ``gate`` event there); **pending
 approvals** (Airflow's human-in-the-loop requests still waiting); the **latest monitor decision**

@@ -53,12 +53,12 @@ STYLE = """#universe td{vertical-align:middle}#universe th[data-sort]{cursor:poi
 COLUMNS = (("ticker", "text", "the ticker's page: today's fan chart and coverage plot"),
            ("last close", "num", "the latest published close"),
            ("forecast σ", "num", "the newest forecast's standard deviation of the day's log return"),
-           ("σ² factor", "num", "the online calibration's factor on the model's variance for the ticker, from the "
-                                "realized days since its last retrain (market-wide times its own; — : none applied)"),
            ("90 % interval", "num", "the newest forecast's 5-95 % interval as prices (sorted by its width "
                                     "relative to the last close)"),
            ("90 % coverage", "num", f"share of realized closes inside their 90 % interval over the last {FAN_DAYS} "
                                     "forecast days (nominal 90 %)"),
+           ("σ² factor", "num", "the online calibration's factor on the model's variance for the ticker, learnt from "
+                                "the realized days (market-wide times its own; —: none applied)"),
            ("drift", "num", "the latest monitor check's drift verdict on the ticker"),
            ("data", "text", "the latest ingest: published, quarantined, or waiting for a person's review"),
            (f"last {FAN_DAYS} sessions", "", "closes (line) inside the forecasts' 90 % band; red: outside it"))
@@ -83,7 +83,6 @@ def table_row(row: TickerRow) -> str:
                    f"close of {row.close_date}" if row.close_date else "no published snapshot yet"),
              _cell("—" if row.volatility is None else f"{row.volatility:.2%}", row.volatility, "num",
                    f"forecast for {row.forecast_for}" if row.forecast_for else "no forecast yet")]
-    cells.append(_factor_cell(row))
     if row.low_90 is None or row.high_90 is None:
         cells.append(_cell("—", None, "num", "no forecast yet"))
     else:
@@ -96,6 +95,7 @@ def table_row(row: TickerRow) -> str:
         cells.append(_cell(f"{row.coverage_90:.0%} <small>({row.realized}{holdout})</small>", row.coverage_90, "num",
                            f"{row.realized} realized forecasts" + (" of the champion's holdout (its evaluation): "
                                                                      "none of its own is realized yet" if holdout else "")))
+    cells.append(_factor_cell(row))
     drift = {True: ('<span class="drifted">drifted</span>', 1), False: ("no", 0), None: ("—", None)}[row.drifted]
     cells.append(_cell(drift[0], drift[1], title="" if row.drifted is not None else "not in the latest drift check"))
     css = "status-" + row.status.split()[0]
