@@ -151,6 +151,51 @@ def fold_forecasts(panel, train_panel, year: int, config, frames) -> tuple[pd.Da
     return pd.concat(rows, ignore_index=True), facts
 
 
+def qlike_regression(x: np.ndarray, r_pct: np.ndarray) -> np.ndarray:
+    """``theta`` of ``log h = x @ theta`` with the least mean QLIKE (the Gaussian likelihood of a log-linear variance:
+    convex in ``theta``), by Newton steps from OLS of log r^2."""
+    theta = np.linalg.lstsq(x, np.log(np.maximum(r_pct**2, 1e-4)) + 1.27, rcond=None)[0]
+    for _ in range(50):
+        u = r_pct**2 * np.exp(-x @ theta)
+        gradient = x.T @ (1 - u) / len(u)
+        hessian = (x * u[:, None]).T @ x / len(u)
+        step = np.linalg.solve(hessian + 1e-9 * np.eye(len(theta)), gradient)
+        theta -= step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    return theta
+
+
+def stack_design(part: pd.DataFrame) -> np.ndarray:
+    """[1, LSTM log variance, HARX-GKO log variance, the newest day's jump above its month (>= 0)] in percent^2."""
+    from stockops.model.portable.forecaster import PCT
+
+    return np.column_stack([np.ones(len(part)), np.log(part["variance"].to_numpy() * PCT**2),
+                            part["harx_log"].to_numpy() + np.log(PCT**2), np.maximum(part["jump_x"].to_numpy(), 0)])
+
+
+def add_stack(rows: pd.DataFrame) -> dict:
+    """``stack_*`` columns: per fold, ``log h = theta . [1, log h_lstm, log h_harx, jump+]`` fitted by QLIKE on the
+    training tickers' validation days, quantiles from its standardised validation residuals; returns the thetas."""
+    from stockops.model.portable.forecaster import LEVELS, PCT
+
+    thetas = {}
+    for year, index in rows.groupby("fold").groups.items():
+        part = rows.loc[index]
+        fit = ((part["part"] == "val") & ~part["ticker"].map(zero_shot)).to_numpy()
+        x, r_pct = stack_design(part), part["ret"].to_numpy() * PCT
+        theta = qlike_regression(x[fit], r_pct[fit])
+        thetas[int(year)] = [round(float(v), 4) for v in theta]
+        h = np.exp(x @ theta)
+        point = part["point"].to_numpy()
+        z = np.quantile((r_pct[fit] - point[fit] * PCT) / np.sqrt(h[fit]), LEVELS)
+        rows.loc[index, "stack_variance"] = h / PCT**2
+        rows.loc[index, "stack_point"] = point
+        for i, q in enumerate(QUANTILES):
+            rows.loc[index, f"stack_{q}"] = point + np.sqrt(h / PCT**2) * z[i]
+    return thetas
+
+
 def add_blend(rows: pd.DataFrame) -> dict:
     """``blend_*`` columns: per fold, the LSTM's log variance combined with HARX-GKO's, the weight, then the variance
     scale and the standardised quantiles fitted on the training tickers' validation days only; returns the weights."""
@@ -343,16 +388,17 @@ def main() -> None:
             wide.to_parquet(cache / "baselines.parquet")
             (cache / "folds.json").write_text(json.dumps(folds, default=str))
     names = sorted(c.removesuffix("_variance") for c in wide.columns if c.endswith("_variance"))
-    weights = add_blend(tested)
+    weights, thetas = add_blend(tested), add_stack(tested)
     for fold in folds:
-        fold["blend_weight"] = weights[int(fold["year"])]
+        fold["blend_weight"], fold["stack_theta"] = weights[int(fold["year"])], thetas[int(fold["year"])]
     print("blend weights (validation): " + ", ".join(f"{y} {w:.2f}" for y, w in weights.items()))
+    print("stack [1, lstm, harx, jump+] (validation): " + ", ".join(f"{y} {t}" for y, t in thetas.items()))
 
     scored_parts = []
     for _, rows in tested.groupby("fold"):
         rows = rows.rename(columns={c: f"lstm_{c}" for c in ["variance", "point", *QUANTILES]})
         rows = rows.merge(wide, on=["ticker", "date"], how="inner").sort_values(["date", "ticker"], ignore_index=True)
-        for model in ("lstm", "blend", "harx_gko"):
+        for model in ("lstm", "blend", "stack", "harx_gko"):
             corrected = online(rows, f"{model}_")
             for column in ["variance", "point", *QUANTILES]:
                 rows[f"{model}+online_{column}"] = corrected[column].to_numpy()
@@ -361,7 +407,7 @@ def main() -> None:
     scored["date"] = pd.to_datetime(scored["date"])
     scored = scored.merge(jump_ages(frames).assign(date=lambda f: pd.to_datetime(f["date"])),
                           on=["ticker", "date"], how="left")
-    candidates = ["lstm", "blend", "lstm+online", "blend+online", "harx_gko+online"]
+    candidates = ["lstm", "blend", "stack", "lstm+online", "blend+online", "stack+online", "harx_gko+online"]
     models = [*candidates, *names]
     report(scored, models, held, folds, config, args)
 

@@ -212,8 +212,7 @@ class OnlineCalibrationFile:
     def _load(self, stamp: tuple[int, int, int] | None) -> OnlineCalibration:
         if self.path is None:
             return OnlineCalibration(None, reason="STOCKOPS_HOME is not set: no online calibration state to read")
-        missing = OnlineCalibration(None, reason=f"no online calibration state yet ({ONLINE_STATE} is written by the "
-                                                 "monitor once a served forecast's day is realised)")
+        missing = OnlineCalibration(None, reason=f"no online calibration state yet ({ONLINE_STATE})")
         if stamp is None:
             return missing
         try:

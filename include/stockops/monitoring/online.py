@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stockops.core.settings import Settings
+from stockops.registry.online_states import kept_online_state
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,7 +56,7 @@ def update_online_calibration(*, settings: Settings, version: str, records: Iter
     """
     path = settings.online_calibration_path
     stamp = _stamp(path)
-    state, fresh = champion_state(path, str(version))
+    state, fresh = champion_state(path, str(version), kept_online_state(settings, str(version)))
     applied = apply_days(state, realised_days(records, frames, str(version), state.through))
     if applied or fresh:
         _save_unless_replaced(state, path, stamp)
@@ -64,22 +65,31 @@ def update_online_calibration(*, settings: Settings, version: str, records: Iter
     return state
 
 
-def champion_state(path: Path, version: str) -> tuple[OnlineState, bool]:
-    """The state at ``path`` if it is ``version``'s, else a neutral one for ``version`` (and True: fresh)."""
+def champion_state(path: Path, version: str, kept: Path | None = None) -> tuple[OnlineState, bool]:
+    """The state at ``path`` if it is ``version``'s, else (and True: fresh) the one kept for ``version`` at
+    registration (its holdout walk's, ``kept``) or a neutral one."""
     from stockops.model.portable.online_calibration import OnlineState
 
-    if not path.exists():
-        log.info("no online calibration state yet (%s): starting a neutral one for v%s", path, version)
+    def fresh(why: str) -> tuple[OnlineState, bool]:
+        if kept is not None and kept.exists():
+            try:
+                state = OnlineState.load(kept)
+                log.info("%s: starting v%s from its kept state (%s)", why, version, kept)
+                return state, True
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("v%s's kept state is unreadable (%s)", version, exc)
+        log.info("%s: starting a neutral one for v%s", why, version)
         return OnlineState(model_version=version), True
+
+    if not path.exists():
+        return fresh(f"no online calibration state yet ({path})")
     try:
         state = OnlineState.load(path)
     except (OSError, ValueError, TypeError, AttributeError) as exc:  # torn, or not a state: never stop the monitor
-        log.warning("the online calibration state is unreadable (%s): starting a neutral one for v%s", exc, version)
-        return OnlineState(model_version=version), True
+        log.warning("the online calibration state is unreadable (%s)", exc)
+        return fresh("unreadable state")
     if str(state.model_version) != version:
-        log.info("the online calibration state %s is v%s's, not the champion v%s's: replaced by a neutral one",
-                 path, state.model_version, version)
-        return OnlineState(model_version=version), True
+        return fresh(f"the online calibration state {path} is v{state.model_version}'s, not the champion v{version}'s")
     return state, False
 
 

@@ -115,6 +115,17 @@ def test_another_versions_state_is_replaced_by_a_neutral_one(home, frames, caplo
     assert kept.market_log_scale == 0.2 and kept.started_from == "holdout"
 
 
+def test_a_new_champion_starts_from_the_state_its_registration_kept(home, frames):
+    from stockops.registry.online_states import kept_online_state
+
+    OnlineState(model_version="1", market_log_scale=0.9).save(home.online_calibration_path)
+    OnlineState(model_version="3", market_log_scale=-0.3, started_from="holdout 2019..2020").save(
+        kept_online_state(home, "3"))
+    state = update_online_calibration(settings=home, version="3", records=[], frames=frames)
+    assert (state.model_version, state.market_log_scale, state.started_from) == ("3", -0.3, "holdout 2019..2020")
+    assert OnlineState.load(home.online_calibration_path) == state
+
+
 @pytest.mark.parametrize("torn", [b'{"model_version": "2", "market_', b'["a list"]', b'{"model_version": "2", "tickers": []}'])
 def test_a_torn_state_is_replaced_with_a_warning(home, frames, caplog, torn):
     home.online_calibration_path.parent.mkdir(parents=True)
