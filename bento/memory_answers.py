@@ -46,8 +46,9 @@ class MemoryAnswers:
     """``/forecast`` and ``/forecast/batch`` answers by ticker, kept as bytes (see the module's docstring).
 
     ``stamps(ticker)``: the identity of the snapshot pointers the ticker's answer depends on now; ``common()``: the
-    identity of what every answer depends on now (the online calibration state file); ``log_lines(lines)``: writes answers' prediction-log lines (None: no log); ``counted(n)``: told of every
-    ``n`` answers served (a Prometheus counter).
+    identity of what every answer depends on now (the online calibration state file), taken once per request;
+    ``log_lines(lines)``: writes answers' prediction-log lines (None: no log); ``counted(n)``: told of every ``n``
+    answers served (a Prometheus counter).
     """
 
     def __init__(self, watchlist: tuple[str, ...], stamps: Callable[[str], tuple], common: Callable[[], Any],

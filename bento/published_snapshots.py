@@ -181,10 +181,10 @@ class OnlineCalibration:
 
 
 class OnlineCalibrationFile:
-    """The champion's online calibration state, ``<home>/monitoring/online_calibration.json``: the monitor replaces
-    it whole each day (``OnlineState.save``). Parsed once per stamp (one ``os.stat`` while it holds); applied only
-    when it is for the served model version; a torn or unusable file is logged once and answered without, never
-    refused."""
+    """The champion's online calibration state, ``<home>/monitoring/online_calibration.json``: a promotion seeds it,
+    the monitor replaces it whole each day (``OnlineState.save``). Parsed once per stamp (one ``os.stat`` while it
+    holds); applied only when it is for the served model version; a torn or unusable file is logged once and answered
+    without, never refused."""
 
     def __init__(self, path: Path | None, served_version: str):
         self.path = path

@@ -16,12 +16,12 @@ code travels in the model (``code/stockops/model/portable/``, with ``forecaster.
 environment the service imports it from there.
 
 Every answer is corrected by the champion's online calibration state, when there is one for the served model version
-(``<home>/monitoring/online_calibration.json``, ``stockops.model.portable.online_calibration``, replaced whole each
-day by the monitor from the outcomes just realised): its variance scale (market-wide, and the ticker's own on
-``/forecast``) and quantile offsets are applied to the model's forecast before the answer (prices, intervals,
-volatility) is built, and the answer's ``online_calibration`` says which state it used (its lineage and
-``"applied": true``), or ``{"applied": false, "reason": ...}``: none yet, one for another version, or an unreadable
-file (logged; the answer is the model's own, never refused for it).
+(``<home>/monitoring/online_calibration.json``, ``stockops.model.portable.online_calibration``: seeded by a
+promotion, replaced whole each day by the monitor from the outcomes just realised): its variance scale (market-wide,
+and the ticker's own on ``/forecast``) and quantile offsets are applied to the model's forecast before the answer
+(prices, intervals, volatility) is built, and the answer's ``online_calibration`` says which state it used (its
+lineage and ``"applied": true``), or ``{"applied": false, "reason": ...}``: none yet, one for another version, or an
+unreadable file (logged; the answer is the model's own, never refused for it).
 
 ``/forecast`` (one ticker) and ``/forecast/batch`` (several, default the watchlist) take no prices:
 they read the ticker's latest published snapshot from the platform's store
@@ -29,8 +29,9 @@ they read the ticker's latest published snapshot from the platform's store
 aligned on them as ``stockops.serving.request_body`` does, go through the same path as
 ``/predict`` (``_answer``). A ticker's answer is kept by (snapshot hash, market snapshot hash, calibration state's
 stamp): the whole watchlist is computed in one model call as the server starts and again when a snapshot or the
-state moved, so a request reads the pointer and answers from memory (a miss is computed in a worker thread). Their answers add the snapshot's lineage; a ticker that cannot be
-answered gets 404 (unknown, or no snapshot), 409 (stale) or 503 (a corrupt file, named).
+state moved, so a request reads the pointer and answers from memory (a miss is computed in a worker thread). Their
+answers add the snapshot's lineage; a ticker that cannot be answered gets 404 (unknown, or no snapshot), 409 (stale)
+or 503 (a corrupt file, named).
 
 Why not BentoML's ``batchable`` API: it batches only HTTP calls to that API, so a validated
 single-window endpoint needs a second service reached through ``bentoml.depends``. Measured
@@ -225,9 +226,11 @@ class StockForecast:
         self._log_max_bytes = env.log_max_bytes  # then it rotates
         if self._log is not None:
             self._log.parent.mkdir(parents=True, exist_ok=True)
-        # the answers as bytes, for RequestGuard to serve before BentoML's machinery while their snapshots hold
+        # the answers as bytes, for RequestGuard to serve before BentoML's machinery while their snapshots and the
+        # calibration state hold
         self.memory = MemoryAnswers(self.store.watchlist, self._stamps, self.online.stamp,
-                                    None if self._log is None else self._log_lines, counted=lambda n: FROM_MEMORY.inc(n))
+                                    None if self._log is None else self._log_lines,
+                                    counted=lambda n: FROM_MEMORY.inc(n))
         asgi_guard.MEMORY[:] = [self.memory]
 
     @bentoml.api(input_spec=ForecastRequest)
@@ -350,9 +353,10 @@ class StockForecast:
         return snapshot, market_snapshot
 
     async def _forecast_ticker(self, ticker: str, ctx: bentoml.Context) -> dict:
-        """The /forecast answer for ``ticker``: from the table when its snapshot (and the market reference's) are the
-        ones it was made from, else computed now (off the event loop) and kept; raises :class:`SnapshotProblem`.
-        Either way the same numbers as /predict on the snapshot's last ``history`` days."""
+        """The /forecast answer for ``ticker``: from the table when its snapshot (and the market reference's) and the
+        calibration state are the ones it was made from, else computed now (off the event loop) and kept; raises
+        :class:`SnapshotProblem`. Either way the model's forecast is /predict's on the snapshot's last ``history``
+        days; the correction adds the ticker's own part of the calibration state to /predict's market-wide one."""
         ticker = self.store.known(ticker)
         stamps = self._stamps(ticker)
         calibration = self.online.current()

@@ -1,10 +1,11 @@
 """The real BentoML server on loopback applies the champion's online calibration state and says which one it used.
 
 A promotion seeds ``<home>/monitoring/online_calibration.json`` with the version's holdout walk, and the monitor
-replaces it (``OnlineState.save``: whole, then renamed) each day; the bento reads it when it makes an answer: a state for the served version corrects the variance (market-wide scale,
-and the ticker's own on ``/forecast``) and the quantiles before prices and intervals are built; any other state, none,
-or a torn file is not applied and the answer's ``online_calibration`` says why, never refusing the request. Every
-test removes the state file it wrote and waits for the uncorrected answers again.
+replaces it (``OnlineState.save``: whole, then renamed) each day; the bento reads it when it makes an answer: a state
+for the served version corrects the variance (market-wide scale, and the ticker's own on ``/forecast``) and the
+quantiles before prices and intervals are built; any other state, none, or a torn file is not applied and the answer's
+``online_calibration`` says why, never refusing the request. Every test removes the state file it wrote and waits for
+the uncorrected answers again.
 """
 
 from __future__ import annotations
