@@ -44,7 +44,9 @@ Which model is packed comes from the build argument ``model_tag`` (``bentoml bui
 same model. ``/livez``, ``/readyz``, ``/metrics`` and the OpenAPI page at ``/`` come with BentoML.
 
 Beside it (packed into every bento with it): ``request_schemas`` (the request bodies), ``published_snapshots``
-(what ``/forecast`` reads), ``served_code`` (the portable core, from the project or the model's ``code/``) and
+(what ``/forecast`` reads, and the calibration state), ``memory_answers`` (the answers kept as bytes),
+``served_code`` (the portable core, from the project or the model's ``code/``), ``server_setup`` (the log file,
+the adaptive batcher, the guard's place in front of BentoML's middlewares) and
 ``asgi_guard``: ``RequestGuard``, the ASGI layer in front of BentoML, holds what BentoML does not: the Host check
 (DNS rebinding), body size and type limits, one log line per refused request instead of a
 traceback, an index page without BentoML's third-party tag manager, and an OpenAPI document that
@@ -57,13 +59,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import logging
 import math
-import os
 import sys
 from datetime import UTC, date, datetime, timedelta
 from http import HTTPStatus
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 import bentoml
@@ -74,7 +73,7 @@ from starlette.responses import JSONResponse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules, however this file is loaded
 import asgi_guard  # noqa: E402
-from asgi_guard import ClientErrorsWithoutTraceback, RequestGuard  # noqa: E402
+from asgi_guard import RequestGuard  # noqa: E402
 from memory_answers import SMOKE_HEADER, MemoryAnswers  # noqa: E402
 from published_snapshots import (  # noqa: E402
     OnlineCalibration,
@@ -85,6 +84,7 @@ from published_snapshots import (  # noqa: E402
 )
 from request_schemas import ForecastRequest, TickerRequest, TickersRequest  # noqa: E402
 from served_code import MODEL_TAG, fc, log, prediction_log, risk_inputs, served_settings  # noqa: E402
+from server_setup import AdaptiveBatcher, guard_outermost, log_to_rotating_file  # noqa: E402
 
 INTERVALS = {"50": ("q25", "q75"), "90": ("q05", "q95"), "98": ("q01", "q99")}  # central intervals, as prices
 MAX_BATCH_SIZE = 64
@@ -95,70 +95,6 @@ class UnusableForecast(BentoMLException):
     """The model's forecast for a valid request is not a finite number: the input's fault, not the server's."""
 
     error_code = HTTPStatus.UNPROCESSABLE_ENTITY
-
-
-def log_to_rotating_file() -> Path:
-    """Send the service's logs (root, ``bentoml``, ``uvicorn`` and every other logger that wrote to a
-    console) to one size-capped rotating file instead of stdout: the stdout file (which
-    ``start_bento`` never rotates) then only gets start-up output. BentoML's format is kept."""
-    env = served_settings.ServedSettings.read(log.warning)
-    path = env.bento_log or env.home / "serving" / "logs" / f"bento-{os.getpid()}.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = RotatingFileHandler(path, maxBytes=env.log_max_bytes,
-                                  backupCount=3, encoding="utf-8")
-    loggers = [logging.getLogger(), logging.getLogger("bentoml"), logging.getLogger("uvicorn"),
-               *(x for x in logging.root.manager.loggerDict.values() if isinstance(x, logging.Logger))]
-    for logger in dict.fromkeys(loggers):
-        consoles = [h for h in logger.handlers if type(h) is logging.StreamHandler]
-        for console in consoles:
-            handler.setFormatter(console.formatter)
-            for f in console.filters:
-                if f not in handler.filters:
-                    handler.addFilter(f)
-            logger.removeHandler(console)
-        if consoles or logger is logging.getLogger() or not logger.propagate:
-            logger.addHandler(handler)
-    logging.getLogger("bentoml._internal.server.http_app").addFilter(ClientErrorsWithoutTraceback())
-    return path
-
-
-class AdaptiveBatcher:
-    """Run ``predict_batch`` on whatever requests queued up while the previous batch ran."""
-
-    def __init__(self, predict_batch, max_batch_size: int = MAX_BATCH_SIZE):
-        self.predict_batch = predict_batch
-        self.max_batch_size = max_batch_size
-        self._queue: asyncio.Queue | None = None
-        self._worker: asyncio.Task | None = None
-
-    async def __call__(self, window: np.ndarray) -> np.ndarray:
-        if self._worker is None:  # created in the server's event loop, on first use
-            self._queue = asyncio.Queue()
-            self._worker = asyncio.create_task(self._run())
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((window, future))
-        return await future
-
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            batch = [(w, f) for w, f in batch if not f.done()]  # skip callers that gave up
-            if not batch:
-                continue
-            BATCH_SIZES.observe(len(batch))
-            try:
-                # inline: the numpy pass is a few ms; a thread would only trade the GIL with the event loop
-                out = self.predict_batch(np.stack([w for w, _ in batch]))
-            except Exception as exc:  # every caller of the batch gets the error
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), value in zip(batch, out, strict=True):
-                if not future.done():
-                    future.set_result(value)
 
 
 FROM_MEMORY = bentoml.metrics.Counter(name="stockops_answers_from_memory",
@@ -195,7 +131,7 @@ class StockForecast:
             check = self.predict_batch(self.features(probe, probe["Close"].to_numpy() * 3.0)[None])
             if check.shape != (1, 2):
                 raise RuntimeError(f"model {self.model.tag} answers {check} on a probe window: refusing to serve")
-            self._batched = AdaptiveBatcher(self.predict_batch)
+            self._batched = AdaptiveBatcher(self.predict_batch, MAX_BATCH_SIZE, BATCH_SIZES.observe)
         if not np.isfinite(check).all():
             raise RuntimeError(f"model {self.model.tag} answers {check} on a probe window: refusing to serve")
         # TensorFlow and BentoML leave ~470k long-lived objects; a full GC over them froze the
@@ -513,32 +449,5 @@ def _next_business_day(day: date) -> date:
     return day
 
 
-def _guard_outermost() -> None:
-    """Put ``RequestGuard`` in front of BentoML's own middlewares (Prometheus metrics, OpenTelemetry, the access
-    log, timeout and concurrency limits), which ``add_asgi_middleware`` puts it behind.
-
-    Those cost about 0.6 ms of CPU per request here, five times what an answer from memory costs (0.12 ms): a
-    forecast answered by the guard skips them (it is counted in the prediction log, which the platform monitors,
-    and in ``stockops_answers_from_memory``); every other request still passes through all of them, after the
-    guard's checks. This replaces BentoML's private ``ServiceAppFactory.middlewares`` (BentoML is pinned); where
-    that is gone, the guard stays behind BentoML's middlewares, as ``add_asgi_middleware`` placed it."""
-    try:
-        from _bentoml_impl.server.app import ServiceAppFactory
-        from starlette.middleware import Middleware
-
-        bentoml_middlewares = ServiceAppFactory.middlewares
-        if not isinstance(bentoml_middlewares, property):
-            raise TypeError(f"ServiceAppFactory.middlewares is a {type(bentoml_middlewares).__name__}")
-    except (ImportError, AttributeError, TypeError) as exc:
-        log.warning("RequestGuard stays behind BentoML's middlewares: %s", exc)
-        return
-
-    def guard_first(factory) -> list[Middleware]:
-        middlewares = bentoml_middlewares.fget(factory)
-        return sorted(middlewares, key=lambda m: m.cls is not RequestGuard)  # stable: the rest keep their order
-
-    ServiceAppFactory.middlewares = property(guard_first)
-
-
 StockForecast.add_asgi_middleware(RequestGuard)
-_guard_outermost()
+guard_outermost(RequestGuard)

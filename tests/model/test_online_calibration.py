@@ -3,6 +3,8 @@ restart and never applies a day twice."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -103,3 +105,21 @@ def test_a_torn_state_is_refused_with_its_path(tmp_path):
     path.write_text(path.read_text()[:40])
     with pytest.raises(ValueError, match="state.json"):
         OnlineState.load(path)
+
+
+@pytest.mark.parametrize("change", [{"market_log_scale": float("nan")}, {"market_log_scale": 9.0},
+                                    {"tickers": {"A": {"log_scale": 0.0, "offsets": [0.0] * 3}}},
+                                    {"tickers": {"A": {"log_scale": 0.0, "offsets": [7.0] * 7}}}])
+def test_numbers_out_of_bounds_are_refused(tmp_path, change):
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(OnlineState("1").to_json() | change))
+    with pytest.raises(ValueError, match="state.json"):
+        OnlineState.load(path)
+
+
+def test_a_rate_this_code_does_not_know_is_left_out(tmp_path):
+    data = OnlineState("1", market_log_scale=0.3).to_json()
+    data["rates"]["residual_cap"] = 4.0  # written by an earlier version of the code
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(data))
+    assert OnlineState.load(path).market_log_scale == 0.3

@@ -110,7 +110,7 @@ def _build_bento(settings: Settings, mv) -> dict:
 
 # The service and the modules it imports beside it (bento/): what every bento is built from.
 BENTO_FILES = ("service.py", "served_code.py", "request_schemas.py", "published_snapshots.py", "asgi_guard.py",
-               "memory_answers.py")
+               "memory_answers.py", "server_setup.py")
 
 
 def pack(staging: Path) -> dict:

@@ -144,8 +144,22 @@ class OnlineState:
 
     @classmethod
     def from_json(cls, data: dict) -> OnlineState:
-        return cls(**{**data, "rates": OnlineRates(**data.get("rates", {})),
-                      "tickers": {t: TickerState(**s) for t, s in data.get("tickers", {}).items()}})
+        """Raises ``ValueError`` unless every scale and offset is a finite number within the rates' bounds, the right
+        count of them: a hand-edited or damaged state must not turn an answer into an error. Rate names this code
+        does not know (a state written by another version of it) are left out."""
+        known = {f for f in OnlineRates.__dataclass_fields__}
+        rates = OnlineRates(**{k: v for k, v in data.get("rates", {}).items() if k in known})
+        state = cls(**{**data, "rates": rates,
+                       "tickers": {t: TickerState(**s) for t, s in data.get("tickers", {}).items()}})
+        scales = np.array([state.market_log_scale, *(t.log_scale for t in state.tickers.values())], dtype=np.float64)
+        offsets = np.array([t.offsets for t in state.tickers.values()], dtype=np.float64).reshape(-1, len(LEVELS))
+        if not (np.isfinite(scales).all() and np.isfinite(offsets).all()):
+            raise ValueError("a variance scale or quantile offset is not a finite number")
+        if np.abs(scales).max() > rates.scale_bound + 1e-9 or (offsets.size and np.abs(offsets).max()
+                                                                > rates.offset_bound + 1e-9):
+            raise ValueError(f"a variance scale or quantile offset is beyond its bound ({rates.scale_bound}, "
+                             f"{rates.offset_bound})")
+        return state
 
     def save(self, path: str | Path) -> Path:
         """Written whole to a temporary file, then renamed: a reader sees the old state or the new one."""
@@ -162,7 +176,7 @@ class OnlineState:
         path = Path(path)
         try:
             return cls.from_json(json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+        except (json.JSONDecodeError, TypeError, KeyError, AttributeError, ValueError) as exc:
             raise ValueError(f"{path} is not an online calibration state ({type(exc).__name__}: {exc})") from exc
 
 
