@@ -5,7 +5,11 @@ ticker (``stockops.model.portable.forecaster.feature_matrix``) and its target is
 return. The panel is split by **date**, the same boundaries for every ticker, with a purge of one
 window between parts, so no window holds a day of an earlier part. The loss is the Gaussian
 negative log-likelihood ``log h + (r - mu)^2 / h``, which for ``mu = 0`` is QLIKE, the
-proper score the gate judges variance forecasts with. After training, on the validation part
+proper score the gate judges variance forecasts with, plus ``range_weight`` x the QLIKE of the same ``h``
+against the target day's range variance (GKO, rescaled to the squared return's mean on training): QLIKE is
+robust to an unbiased noisy proxy, and the range is a far less noisy one than one squared return, so the
+network learns how variance moves from every day's range (HARX-GKO, fitted on log range variance, is why the
+classical model followed a volatility jump faster). After training, on the validation part
 only: the variance scale (QLIKE-optimal), the standardised-residual quantiles (so intervals
 cover what they say) and the shrink of the mean toward "no change".
 
@@ -51,6 +55,7 @@ class RiskModelConfig:
     patience: int = 3
     seed: int = 42
     samples_per_epoch: int = 0  # training windows drawn afresh for each epoch; 0: every window, every epoch
+    range_weight: float = 1.0  # weight of the next day's range variance (GKO) as a second variance target; 0: none
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,16 @@ def sample_returns(panel: Panel, s: Samples) -> np.ndarray:
     return out
 
 
+def sample_range_variance(panel: Panel, s: Samples) -> np.ndarray:
+    """The target day's GKO variance (range and overnight gap; percent^2, floored as the features are)."""
+    column = FEATURES.index("log_gko")
+    out = np.empty(len(s))
+    for i, ticker in enumerate(panel.tickers):
+        rows = s.ticker == i
+        out[rows] = np.exp(panel.features[ticker][s.end[rows] + 1, column])
+    return out
+
+
 def sample_dates(panel: Panel, s: Samples) -> np.ndarray:
     return panel.dates[s.end + 1]
 
@@ -162,11 +177,16 @@ def fraction_split(panel: Panel, val_frac: float = 0.1, test_frac: float = 0.1) 
 
 
 def _loss(y_true, y_pred):
+    """Gaussian NLL of the return (QLIKE for mu = 0) plus ``y_true[:, 2]`` x QLIKE of the same variance against the
+    day's range variance, rescaled to the squared return's mean (``y_true[:, 1]``): a far less noisy proxy of the
+    same variance, so the network learns how variance moves (after a jump, above all) from every day's range, not
+    only from one squared return."""
     from keras import ops
 
-    r = y_true[:, 0]
+    r, range_variance, weight = y_true[:, 0], y_true[:, 1], y_true[:, 2]
     log_h, mu = ops.clip(y_pred[:, 0], -12.0, 12.0), y_pred[:, 1]
-    return log_h + ops.square(r - mu) * ops.exp(-log_h)
+    inverse = ops.exp(-log_h)
+    return log_h + ops.square(r - mu) * inverse + weight * (log_h + range_variance * inverse)
 
 
 @dataclass
@@ -268,13 +288,22 @@ def train_risk(panel: Panel, split: DateSplit, config: RiskModelConfig, on_epoch
     std[std == 0] = 1.0
     base = Calibration(window=config.window, units=config.units, dense=config.dense,
                        mean=[float(v) for v in mean], std=[float(v) for v in std])
-    y_train = (sample_returns(panel, parts["train"]) * PCT).astype("float32")[:, None]
+    r_train = sample_returns(panel, parts["train"]) * PCT
+    range_train = sample_range_variance(panel, parts["train"])
+    to_return_scale = float(np.mean(r_train**2) / np.mean(range_train))  # the range misses part of close-to-close
+
+    def targets(part: str) -> np.ndarray:
+        r = sample_returns(panel, parts[part]) * PCT
+        rv = sample_range_variance(panel, parts[part]) * to_return_scale
+        return np.column_stack([r, rv, np.full(len(r), config.range_weight)]).astype("float32")
+
+    y_train = targets("train")
     network = build_network(config.window, config.units, config.dense, config.dropout, config.seed,
-                            log_variance_bias=float(np.log(np.mean(y_train**2))))
+                            log_variance_bias=float(np.log(np.mean(r_train**2))))
     forecaster = Forecaster(network, base)
     # every ticker's standardised features in one array (tickers, days, F): windows are cut from it batch by batch
     inputs = np.stack([forecaster.standardise(panel.features[t], np.float32) for t in panel.tickers])
-    y_val = (sample_returns(panel, parts["val"]) * PCT).astype("float32")[:, None]
+    y_val = targets("val")
     train = _window_batches(inputs, parts["train"], y_train, config.window, config.batch_size,
                             config.samples_per_epoch, seed=config.seed)
     val = _window_batches(inputs, parts["val"], y_val, config.window, 4096)
