@@ -221,12 +221,22 @@ def add_blend(rows: pd.DataFrame) -> dict:
     return weights
 
 
+RATES: dict[str, float] = {}  # OnlineRates overrides (--online name=value ...)
+
+
+def online_rates() -> dict:
+    from stockops.model.portable.online_calibration import OnlineRates
+
+    return asdict(OnlineRates(**RATES))
+
+
 def online(rows: pd.DataFrame, prefix: str) -> pd.DataFrame:
     """``prefix``'s forecasts corrected by the online calibration, run through every row day by day (validation
     warms it); the same update the platform runs on its forecast records."""
-    from stockops.model.portable.online_calibration import OnlineState, run_online
+    from stockops.model.portable.online_calibration import OnlineRates, OnlineState, run_online
 
-    corrected = run_online(OnlineState(model_version="bench"), as_forecast(rows, prefix), rows["ret"].to_numpy(),
+    corrected = run_online(OnlineState(model_version="bench", rates=OnlineRates(**RATES)), as_forecast(rows, prefix),
+                           rows["ret"].to_numpy(),
                            rows["ticker"].to_numpy(), rows["date"].to_numpy())
     return table(rows["ticker"], rows["date"], corrected)
 
@@ -357,7 +367,10 @@ def main() -> None:
     parser.add_argument("--platform", default="blend+online", help="the candidate the goals are judged on")
     parser.add_argument("--rows", type=Path, default=None,
                         help="a folder to keep every fold's forecasts in, read back when it has them (re-scoring)")
+    parser.add_argument("--online", nargs="*", default=[], metavar="RATE=VALUE",
+                        help="online calibration rates other than the platform's (OnlineRates), e.g. market=0.03")
     args = parser.parse_args()
+    RATES.update({k: float(v) for k, v in (item.split("=") for item in args.online)})
     started = time.perf_counter()
     from stockops.core.settings import get_settings
     from stockops.model.risk_model import build_panel
@@ -474,6 +487,7 @@ def report(scored, models, held, folds, config, args) -> None:
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "device": "cpu"},
         "universe": str(args.universe) if args.universe else "18 shipped", "tickers": int(scored["ticker"].nunique()),
         "zero_shot": held, "config": asdict(config), "pairs": len(scored), "folds": folds, "platform": args.platform,
+        "online_rates": online_rates(),
         "views": views, "confidence_sets": sets, "goals": {k: {"value": v, "met": bool(m)}
                                                              for k, (v, m) in goals.items()},
         "wall_seconds": wall, "gpu": "no GPU machine was lent to this task; CPU only",
