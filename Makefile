@@ -75,7 +75,7 @@ bench: install
 	$(PY) bench/parse_time.py
 	$(PY) bench/ingest_scale.py
 	$(PY) bench/baselines_walkforward.py
-	$(PY) bench/model_quality.py
+	$(PY) bench/model_quality.py $(UNIVERSE)
 	$(PY) bench/gate_thresholds.py
 	$(PY) bench/serving_load.py
 	$(PY) bench/monitor_drift.py
