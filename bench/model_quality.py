@@ -485,7 +485,7 @@ def report(scored, models, held, folds, config, args) -> None:
     RESULTS.write_text(json.dumps({
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "device": "cpu"},
-        "universe": str(args.universe) if args.universe else "18 shipped", "tickers": int(scored["ticker"].nunique()),
+        "universe": args.universe.name if args.universe else "18 shipped", "tickers": int(scored["ticker"].nunique()),
         "zero_shot": held, "config": asdict(config), "pairs": len(scored), "folds": folds, "platform": args.platform,
         "online_rates": online_rates(),
         "views": views, "confidence_sets": sets, "goals": {k: {"value": v, "met": bool(m)}
