@@ -314,6 +314,8 @@ def stop_serving(settings: Settings) -> None:
             stop_pid_tree(int(record["pid"]), grace=5, token=records.get(record["pid"], {}).get("token"))
         if path == supervisor:  # first, so that it heals nothing while the rest stops
             path.unlink(missing_ok=True)
+    # read again: a spare the supervisor started (and recorded) while this was reading is stopped too
+    records = {r["pid"]: r for r in state.owned(settings)}
     for record in (state.current_or_empty(settings), state.standby(settings)):
         if record.get("pid") not in records and state.pid_matches(record):  # written before ownership records
             stop_pid_tree(int(record["pid"]), grace=15)
