@@ -13,6 +13,8 @@ calibration, the blend weight); forecast every ticker's days of validation and t
 * ``lstm``: the network as ``stock_train`` trains it;
 * ``blend``: the LSTM's log variance combined with HARX-GKO's (per ticker, fitted on the training days; its pooled
   fit for a zero-shot ticker), the weight and then the variance scale and quantiles fitted on validation only;
+* ``stack``: ``log h = theta . [1, log h_lstm, log h_harx, the newest day's jump above its month]``, ``theta`` by
+  QLIKE on validation (does a jump call for more than the LSTM gives it?);
 * ``<model>+online``: the same forecasts corrected by the online calibration
   (:mod:`stockops.model.portable.online_calibration`), run day by day from the validation year's first day (warm-up,
   not scored) through the test year, each day corrected with the state of the day before: what the platform serves.
@@ -24,7 +26,10 @@ SPA test over every candidate and baseline (``arch``), so the winner among sever
 years choose nothing. Results: bench/results/model_quality.json.
 
     flock /tmp/stockops-bench.lock .venv/bin/python bench/model_quality.py [<path>/universe.parquet]
-        [--tickers N] [--years 2014 ... 2020] [--epochs N]
+        [--tickers N] [--years 2014 ... 2020] [--epochs N] [--rows DIR] [--online market=0.02 ...]
+
+``--rows DIR`` keeps every fold's forecasts and re-scores from them when they are there; ``--online`` runs other
+online calibration rates (the platform's were chosen with ``--years 2010 2011 2012 2013 --tickers 100``).
 """
 
 from __future__ import annotations
