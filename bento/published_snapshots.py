@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -90,7 +89,7 @@ class PublishedSnapshots:
     def stamp(self, ticker: str) -> tuple[int, int, int] | None:
         """The identity of ``ticker``'s snapshot pointer as the file system has it now (inode, mtime, size; None
         without one): a publish replaces the pointer, so an unchanged stamp means an unchanged snapshot."""
-        return file_stamp(snapshot.pointer_path(self.data_dir / ticker))
+        return snapshot.file_stamp(snapshot.pointer_path(self.data_dir / ticker))
 
     async def latest(self, ticker: str, role: str = "", missing_ok: bool = False) -> Snapshot | None:
         """``ticker``'s latest published snapshot: 404 if none (None with ``missing_ok``), 409 if stale, 503 if
@@ -152,15 +151,6 @@ def weekdays_between(after: date, until: date) -> int:
     return int(np.busday_count(after + timedelta(days=1), until + timedelta(days=1)))
 
 
-def file_stamp(path: Path) -> tuple[int, int, int] | None:
-    """The identity of a file that is only ever replaced whole (inode, mtime, size; None without one)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
-
-
 @dataclass(frozen=True)
 class OnlineCalibration:
     """The online calibration the answers apply, as read from the state file with ``stamp`` (None: no file):
@@ -199,7 +189,7 @@ class OnlineCalibrationFile:
 
     def stamp(self) -> tuple[int, int, int] | None:
         """The state file's identity now (what the kept answers are compared with)."""
-        return None if self.path is None else file_stamp(self.path)
+        return None if self.path is None else snapshot.file_stamp(self.path)
 
     def current(self) -> OnlineCalibration:
         """The calibration to apply now: the last one read while the file keeps its stamp, else read again. The

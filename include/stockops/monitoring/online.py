@@ -9,8 +9,9 @@ records (role ``champion``, the first record of a (ticker, day)) joined with the
 published snapshot holds for that day, in day order. A day realised for some tickers only is applied with those
 (the state then drops the late ones: its days come in order).
 
-A state file of another version (the champion changed) is replaced by a neutral state for the champion, and an
-unreadable one likewise, with a warning: the monitor never stops on it. A state written by someone else while
+A state file of another version (the champion changed) is replaced by the state the champion's registration kept
+(its holdout walk's, ``evaluation/online-v<N>.json``) or else a neutral one, and an unreadable one likewise, with a
+warning: the monitor never stops on it. A state written by someone else while
 the monitor worked (training warming a newly promoted version's) is left as it is.
 :func:`online_summary` is what the monitor's scorecard says of the state.
 
@@ -54,8 +55,10 @@ def update_online_calibration(*, settings: Settings, version: str, records: Iter
     snapshot. The state is saved when it changed (a day applied, or a fresh state started), unless the file was
     replaced since it was read (then that file stays: it is newer than what this run started from).
     """
+    from stockops.model.portable.snapshot import file_stamp
+
     path = settings.online_calibration_path
-    stamp = _stamp(path)
+    stamp = file_stamp(path)
     state, fresh = champion_state(path, str(version), kept_online_state(settings, str(version)))
     applied = apply_days(state, realised_days(records, frames, str(version), state.through))
     if applied or fresh:
@@ -150,17 +153,10 @@ def apply_days(state: OnlineState, days: dict[str, list[tuple[str, float, dict]]
     return applied
 
 
-def _stamp(path: Path) -> tuple | None:
-    """What tells that the file was replaced: inode, mtime and size (None: no file)."""
-    try:
-        status = path.stat()
-    except OSError:
-        return None
-    return status.st_ino, status.st_mtime_ns, status.st_size
-
-
 def _save_unless_replaced(state: OnlineState, path: Path, stamp: tuple | None) -> None:
-    if _stamp(path) != stamp:
+    from stockops.model.portable.snapshot import file_stamp
+
+    if file_stamp(path) != stamp:
         log.warning("the online calibration state %s was replaced while the monitor updated it: the newer file "
                     "is kept, v%s's update through %s is not saved", path, state.model_version, state.through)
         return

@@ -10,12 +10,23 @@ SHA-256 of its content) and ``latest.json`` (the pointer to the newest: ``hash``
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pandas as pd
 
 COLUMNS = ("Date", "Open", "High", "Low", "Close", "Volume")
 POINTER = "latest.json"
+
+
+def file_stamp(path: str | Path) -> tuple[int, int, int] | None:
+    """The identity of a file that is only ever replaced whole (a pointer, a calibration state): inode, mtime and
+    size; None without one. An unchanged stamp means an unchanged file, for the price of one ``stat``."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 class HashMismatch(ValueError):
