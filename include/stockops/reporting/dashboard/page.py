@@ -155,12 +155,11 @@ def _online_section(view: OnlineView, ticker: str) -> str:
     lineage = view.lineage(ticker)
     if lineage is None:
         return f'<p class="note" id="online-{t}">online calibration: {_e(view.note)}</p>'
-    own = view.state.tickers.get(ticker) if view.state is not None else None
-    offsets = own.offsets if own is not None else [0.0] * len(LEVELS)
     rows = [(_version(lineage["model_version"]), _e(lineage["through"]), _e(lineage["days"]),
              _e(lineage["started_from"]), f'×{lineage["variance_factor"]:.3f} <small>({_e(lineage["scope"])})</small>',
              f'{_e(lineage["ticker_days"])} <small>through {_e(lineage["ticker_through"])}</small>',
-             " ".join(f"q{round(level * 100):02d} {offset:+.3f}" for level, offset in zip(LEVELS, offsets, strict=True)))]
+             " ".join(f"q{round(level * 100):02d} {offset:+.3f}"
+                      for level, offset in zip(LEVELS, lineage["quantile_offsets"], strict=True)))]
     return _table(f"online-{t}", ("version", "through", "days", "started from", "variance factor", "its own days",
                                   "quantile offsets (σ units)"), rows, "")
 
