@@ -84,6 +84,8 @@ class Settings:
     gx_keep_results: int
     model_name: str
     mlflow_tracking_uri: str  # "" is filled in: sqlite under the home
+    state_db: str  # "": SQLite at <home>/state.db (see state_url)
+    blob_url: str  # "": the home (see blobs_url)
     train_profile: str
     train_epochs: int
     train_window: int
@@ -229,6 +231,21 @@ class Settings:
         """Each registered version's holdout forecasts (``v<version>.parquet``): what the dashboard shows of a
         champion before any live day has passed."""
         return self.home / "evaluation"
+
+    @property
+    def state_url(self) -> str:
+        """The records' database (:mod:`stockops.storage.records`): ``STOCKOPS_STATE_DB``, else SQLite in the home."""
+        return self.state_db or f"sqlite:///{(self.home / 'state.db').absolute()}"
+
+    @property
+    def blobs_url(self) -> str:
+        """The blob store (:mod:`stockops.storage.blobs`): ``STOCKOPS_BLOB_URL``, else the home itself."""
+        return self.blob_url or str(self.home.absolute())
+
+    @property
+    def blob_cache_dir(self) -> Path:
+        """Where blobs of a remote store are kept once fetched (content-addressed: fetched once)."""
+        return self.home / "cache" / "blobs"
 
     @property
     def audit_log(self) -> Path:
