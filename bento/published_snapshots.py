@@ -5,7 +5,6 @@ calibration state that corrects every answer."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -15,7 +14,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from served_code import MAX_STALENESS_SESSIONS, TICKER_PATTERN, log, online_calibration, served_settings, snapshot
+from served_code import (
+    MAX_STALENESS_SESSIONS,
+    TICKER_PATTERN,
+    log,
+    online_calibration,
+    served_settings,
+    snapshot,
+    state_view,
+)
 
 HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 ONLINE_STATE = Path("monitoring") / online_calibration.FILE_NAME  # under the home, as Settings.online_calibration_path
@@ -41,12 +48,14 @@ class Snapshot:
 
 
 class PublishedSnapshots:
-    """The platform's snapshot store, read-only: ``<home>/data/<TICKER>/latest.json`` -> ``snapshots/<hash>.parquet``.
+    """The platform's snapshot store, read-only: the pointer ``data/<TICKER>/latest`` in the records' database ->
+    the blob ``data/<TICKER>/snapshots/<hash>.parquet``.
 
-    The layout is ``stockops.data.store``'s, read here without importing it (the bento carries only
-    the forecaster's code). Each request reads the small pointer; the parquet is read, checked against
-    its hash (the file's name, the store's ``content_hash``) and kept per ticker until the pointer names
-    another hash, so a batch of the whole watchlist reads no parquet twice.
+    The layout is ``stockops.data.store``'s, read here without importing it (the bento carries only the
+    forecaster's code: :mod:`stockops.model.portable.state_view`). Each request looks at the pointers (kept in
+    memory while the database says nothing changed); the parquet is read, checked against its hash (the blob's
+    name, the store's ``content_hash``) and kept per ticker until the pointer names another hash, so a batch of the
+    whole watchlist reads no parquet twice.
 
     **Staleness.** Validation refuses data whose newest row is more than ``max_staleness_sessions``
     NYSE sessions behind the day it should be current to (the logical date for a live source, the
@@ -59,9 +68,10 @@ class PublishedSnapshots:
     is at most a day or two stricter than the validation's.
     """
 
-    def __init__(self, data_dir: Path, watchlist: tuple[str, ...], market: str | None,
+    def __init__(self, pointers: Any, blobs: Any, watchlist: tuple[str, ...], market: str | None,
                  max_staleness_sessions: int = MAX_STALENESS_SESSIONS):
-        self.data_dir = data_dir
+        self.pointers = pointers  # a state_view.PointerView
+        self.blobs = blobs  # a state_view.BlobReader
         self.watchlist = watchlist
         self.market = market if market in watchlist else None  # as stockops.core.settings: no reference outside it
         self.max_staleness_sessions = max_staleness_sessions
@@ -76,7 +86,7 @@ class PublishedSnapshots:
                else metadata.get("watchlist", "") or metadata.get("ticker", ""))
         watchlist = tuple(dict.fromkeys(served_settings.split_symbols(raw)))
         market = env.market if "market" in env.model_fields_set else str(metadata.get("market") or env.market).upper()
-        return cls(env.home / "data", watchlist, market, env.max_staleness_sessions)
+        return cls(*stores(env), watchlist, market, env.max_staleness_sessions)
 
     def known(self, ticker: str) -> str:
         """``ticker`` upper-cased if it is a symbol of the watchlist; else 404."""
@@ -86,30 +96,34 @@ class PublishedSnapshots:
                                                         f"{', '.join(self.watchlist)}")
         return symbol
 
-    def stamp(self, ticker: str) -> tuple[int, int, int] | None:
-        """The identity of ``ticker``'s snapshot pointer as the file system has it now (inode, mtime, size; None
-        without one): a publish replaces the pointer, so an unchanged stamp means an unchanged snapshot."""
-        return snapshot.file_stamp(snapshot.pointer_path(self.data_dir / ticker))
+    def stamp(self, ticker: str) -> int | None:
+        """The version of ``ticker``'s snapshot pointer now (None without one, or when the database cannot be read):
+        a publish moves the pointer, so an unchanged version means an unchanged snapshot."""
+        try:
+            return self.pointers.version(snapshot.pointer_name(ticker))
+        except OSError:
+            return None
 
     async def latest(self, ticker: str, role: str = "", missing_ok: bool = False) -> Snapshot | None:
         """``ticker``'s latest published snapshot: 404 if none (None with ``missing_ok``), 409 if stale, 503 if
         the pointer or the file cannot be read or does not match its hash."""
-        pointer_path = snapshot.pointer_path(self.data_dir / ticker)
+        name = snapshot.pointer_name(ticker)
         try:
-            pointer = json.loads(pointer_path.read_text())
-        except FileNotFoundError:
+            found = self.pointers.get(name)
+        except OSError as exc:
+            raise self._corrupt(name, str(exc), ticker) from exc
+        if found is None:
             if missing_ok:
                 return None
-            raise SnapshotProblem(HTTPStatus.NOT_FOUND, f"no published snapshot for {ticker}{role} yet") from None
-        except (OSError, ValueError) as exc:
-            raise self._corrupt(pointer_path, f"{type(exc).__name__}: {exc}", ticker) from exc
+            raise SnapshotProblem(HTTPStatus.NOT_FOUND, f"no published snapshot for {ticker}{role} yet")
+        pointer = found[1]
         try:
             digest, last_date = str(pointer["hash"]), date.fromisoformat(pointer["last_date"])
             published_at = datetime.fromisoformat(pointer["published_at"])
             if not HASH_PATTERN.match(digest):
                 raise ValueError(f"hash {digest[:80]!r} is not a SHA-256")
         except (KeyError, TypeError, ValueError) as exc:
-            raise self._corrupt(pointer_path, f"not a snapshot pointer: {type(exc).__name__}: {exc}", ticker) from exc
+            raise self._corrupt(name, f"not a snapshot pointer: {type(exc).__name__}: {exc}", ticker) from exc
         if published_at.tzinfo is None:
             published_at = published_at.replace(tzinfo=UTC)
         behind = weekdays_between(published_at.astimezone(UTC).date(), datetime.now(UTC).date())
@@ -120,13 +134,15 @@ class PublishedSnapshots:
                 f"(STOCKOPS_MAX_STALENESS_SESSIONS): ingest is behind"))
         cached = self._frames.get(ticker)
         if cached is None or cached[0] != digest:
-            path = snapshot.snapshot_path(self.data_dir / ticker, digest)
-            frame = await asyncio.to_thread(self._read, path, digest, ticker, pointer.get("file_sha256"))
+            frame = await asyncio.to_thread(self._read, snapshot.snapshot_key(ticker, digest), digest, ticker,
+                                            pointer.get("file_sha256"))
             self._frames[ticker] = cached = (digest, frame)
         return Snapshot(ticker, digest, last_date, published_at, cached[1])
 
-    def _read(self, path: Path, digest: str, ticker: str, file_sha256: str | None = None) -> pd.DataFrame:
+    def _read(self, key: str, digest: str, ticker: str, file_sha256: str | None = None) -> pd.DataFrame:
+        path: Path | str = key
         try:  # checked against its hash (the file's own SHA-256 when the pointer has it), as the platform's store reads
+            path = self.blobs.path(key, file_sha256 or digest)
             frame = snapshot.read_snapshot(path, digest, file_sha256)
         except snapshot.HashMismatch as exc:
             raise self._corrupt(path, str(exc), ticker) from exc
@@ -140,10 +156,19 @@ class PublishedSnapshots:
         return frame.reset_index(drop=True)
 
     @staticmethod
-    def _corrupt(path: Path, problem: str, ticker: str) -> SnapshotProblem:
+    def _corrupt(path: Path | str, problem: str, ticker: str) -> SnapshotProblem:
         return SnapshotProblem(HTTPStatus.SERVICE_UNAVAILABLE, (
             f"{path} cannot be used: {problem}. Restore it, or re-ingest {ticker} (stock_ingest with "
             f"tickers={ticker}), which writes it back"))
+
+
+def stores(env: Any) -> tuple[Any, Any]:
+    """The records' pointers and the blobs the platform's settings name (``STOCKOPS_STATE_DB``, ``STOCKOPS_BLOB_URL``;
+    unset: SQLite and the folder of the home), as ``stockops.core.settings.Settings.state_url``/``blobs_url``."""
+    home = Path(env.home).absolute()
+    state_url = env.state_db or f"sqlite:///{home / 'state.db'}"
+    return (state_view.PointerView(state_url),
+            state_view.BlobReader(env.blob_url or str(home), cache_dir=home / "cache" / "blobs"))
 
 
 def weekdays_between(after: date, until: date) -> int:

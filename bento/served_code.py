@@ -41,6 +41,7 @@ fc = _import_served("forecaster")
 risk_inputs = _import_served("risk_inputs")  # align_market: the one alignment rule of training and serving
 snapshot = _import_served("snapshot")  # the published snapshot's layout, hash and checked read, as the store's
 prediction_log = _import_served("prediction_log")  # the served-prediction log's layout: bounded, counted exactly
+state_view = _import_served("state_view")  # the records' pointers and the blobs, as the bento reads them
 online_calibration = _import_served("online_calibration")  # the monitor's daily correction of the served forecast
 # The STOCKOPS_* variables read here (ServedSettings.read), declared once with the platform's settings.
 served_settings = _import_served("served_settings", "stockops.core")

@@ -462,9 +462,8 @@ def test_a_rollback_planned_against_a_champion_since_replaced_says_what_really_h
     converged(settings)
 
 
-@pytest.mark.parametrize("record", ["proxy", "standby", "supervisor", "processes", "latest"])
+@pytest.mark.parametrize("record", ["proxy", "standby", "supervisor", "processes"])
 def test_an_unreadable_record_never_stops_a_healthy_server_and_is_rebuilt(plane, record):
-    from stockops.data import store_for
     from stockops.serving import runtime, state
 
     settings, _ = plane
@@ -472,8 +471,7 @@ def test_an_unreadable_record_never_stops_a_healthy_server_and_is_rebuilt(plane,
     if record == "standby":  # the previous champion's bento, kept warm by the rollback test above
         assert state.standby(settings).get("bento_tag") not in (None, state.current(settings)["bento_tag"])
     path = {"proxy": state.proxy_record_path(settings), "standby": settings.serving_standby,
-            "supervisor": state.supervisor_record_path(settings), "processes": settings.serving_processes,
-            "latest": store_for(settings).latest_path}[record]
+            "supervisor": state.supervisor_record_path(settings), "processes": settings.serving_processes}[record]
     running = {"proxy": runtime.proxy_record(settings).get("pid"), "bento": state.current(settings)["pid"],
                "standby": state.standby(settings).get("pid"),
                "supervisor": state.read(state.supervisor_record_path(settings), "")["pid"]}

@@ -1,7 +1,7 @@
 """The snapshot store under crashes and corruption, on real files, real ingests and real killed processes.
 
 A publish is killed (SIGKILL, in a child process running the real ``publish_validated``) at each of its
-steps: the store stays consistent (every manifest line names a whole snapshot, ``latest`` names a
+steps: the store stays consistent (every manifest record names a whole snapshot, ``latest`` names a
 listed one) and the next run finishes the publish, once. Corrupt state raises ``CorruptState`` naming
 the file and the way out, and following the way out works.
 """
@@ -37,45 +37,46 @@ CHILD = r"""
 import json, os, signal, sys
 from pathlib import Path
 
-import stockops.data.store as store
-from stockops.core import audit
 from stockops.contracts import Validated
 from stockops.core.settings import get_settings
 from stockops.ingest import publish_validated
+from stockops.storage import BlobStore
+from stockops.storage.records import Transaction
 
 step, validated = sys.argv[1], Validated.from_xcom(json.loads(Path(sys.argv[2]).read_text()))
 die = lambda: os.kill(os.getpid(), signal.SIGKILL)
-replace, append, write_json = os.replace, audit.append, store.atomic_write_json
+replace, put_verified, append, put = os.replace, BlobStore.put_verified, Transaction.append, Transaction.put
 
 def killing_replace(src, dst):
-    if (step, Path(dst).suffix) in (("snapshot written, not renamed", ".parquet"),
-                                    ("pointer written, not renamed", ".json")):
+    if step == "snapshot written, not renamed" and Path(dst).suffix == ".parquet":
         die()
     replace(src, dst)
 
-def killing_append(path, entry):
-    if step == "snapshot renamed, manifest not appended":
+def killing_put_verified(self, key, data):
+    digest = put_verified(self, key, data)
+    if step == "snapshot checked, not recorded":
         die()
-    if step == "manifest line torn":
-        line = json.dumps(entry, sort_keys=True).encode()
-        with open(path, "ab") as log:
-            log.write(line[:len(line) // 2])
-            log.flush()
-            os.fsync(log.fileno())
-        die()
-    return append(path, entry)
+    return digest
 
-def killing_write_json(path, data):
-    if step == "manifest appended, pointer not moved" and path.name == "latest.json":
+def killing_append(self, log, entry, key=None):
+    new = append(self, log, entry, key)
+    if step == "manifest record written, not committed":
         die()
-    write_json(path, data)
+    return new
 
-os.replace, audit.append, store.atomic_write_json = killing_replace, killing_append, killing_write_json
+def killing_put(self, name, value, expect_version=None):
+    version = put(self, name, value, expect_version)
+    if step == "pointer moved, not committed":
+        die()
+    return version
+
+os.replace, BlobStore.put_verified, Transaction.append, Transaction.put = (
+    killing_replace, killing_put_verified, killing_append, killing_put)
 publish_validated(validated, settings=get_settings())  # the child's home: STOCKOPS_HOME
 print("the publish was not killed")
 """
-STEPS = ["snapshot written, not renamed", "snapshot renamed, manifest not appended", "manifest line torn",
-         "manifest appended, pointer not moved", "pointer written, not renamed"]
+STEPS = ["snapshot written, not renamed", "snapshot checked, not recorded", "manifest record written, not committed",
+         "pointer moved, not committed"]
 
 
 def validated_day(settings: Settings, day: str, ticker: str = "GOOG") -> Validated:
@@ -123,30 +124,6 @@ def test_a_publish_killed_at_any_step_leaves_a_consistent_store_and_the_rerun_fi
     assert len(store.entries()) == 2
 
 
-def test_a_corrupt_latest_pointer_is_set_aside_and_rebuilt_from_the_manifest(settings):
-    store = store_for(settings, "GOOG")
-    first = published_day(settings, DAY_1).entry
-    torn = '{"hash": "' + first.hash[:20]
-    store.latest_path.write_text(torn)  # cut short
-    assert store.latest().hash == first.hash  # rebuilt from the manifest it only repeats
-    (kept,) = store.root.glob("latest.json.corrupt-*")
-    assert kept.read_text() == torn, "the unreadable pointer is kept for evidence"
-    second = published_day(settings, DAY_2)  # ingest goes on
-    assert second.latest and store.latest().hash == second.entry.hash
-    assert_consistent(store)
-
-
-def test_a_corrupt_latest_pointer_with_an_empty_manifest_names_the_file_and_its_way_out(settings):
-    store = store_for(settings, "GOOG")
-    store.latest_path.parent.mkdir(parents=True, exist_ok=True)
-    store.latest_path.write_text("{")
-    with pytest.raises(CorruptState) as raised:
-        store.latest()
-    message = str(raised.value)
-    assert str(store.latest_path) in message and "delete it and re-ingest GOOG" in message
-    assert "nothing was changed" in message and raised.value.path == store.latest_path
-
-
 def test_a_truncated_snapshot_names_the_file_and_a_reingest_writes_it_back(settings):
     store = store_for(settings, "GOOG")
     first = published_day(settings, DAY_1).entry
@@ -160,8 +137,7 @@ def test_a_truncated_snapshot_names_the_file_and_a_reingest_writes_it_back(setti
     with pytest.raises(CorruptState, match=str(path)):
         ingest_day(DAY_2, "GOOG", settings=settings)  # validating against the published data needs it
 
-    store.latest_path.unlink()  # the way out: the pointer named it, so drop the pointer and re-ingest its day
-    again = published_day(settings, DAY_1)
+    again = published_day(settings, DAY_1)  # the way out: re-ingest its day, which writes the same data back
     assert again.entry.hash == first.hash and not again.new
     assert_consistent(store)
     assert published_day(settings, DAY_2).latest
@@ -173,7 +149,7 @@ def test_a_silently_changed_snapshot_is_caught_by_its_hash(settings, goog):
     first = published_day(settings, DAY_1).entry
     frame = store.load()
     frame.loc[10, "Close"] *= 1.01
-    frame.to_parquet(first.path, index=False)
+    frame.to_parquet(store.snapshot_path(first.hash), index=False)
     with pytest.raises(CorruptState, match=f"does not match its hash {first.hash}") as raised:
         store.load()
     assert raised.value.path == store.snapshot_path(first.hash)

@@ -1,4 +1,4 @@
-"""Command line: ``stockops {run,demo,history,dora,gx-init,decide,watchlist}`` (the venv's console script,
+"""Command line: ``stockops {run,demo,history,dora,gx-init,decide,watchlist,migrate-home}`` (the venv's console script,
 ``.venv/bin/stockops``; ``python -m stockops`` is the same)."""
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     decide.add_argument("--reason", required=True, help="why: kept in the audit trail")
     sub.add_parser("watchlist", help="each ticker's latest ingest outcome (published, quarantined, held, ...)")
     sub.add_parser("history", help="every champion change: when, from -> to, why, which DAG run")
+    sub.add_parser("migrate-home", help="move an older home's file manifests and pointers into the stores "
+                   "(STOCKOPS_STATE_DB, STOCKOPS_BLOB_URL); run once, again after an interruption")
     sub.add_parser("dora", help="DORA metrics from the platform's records (table, JSON, chart); --help for options",
                    add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -66,6 +68,16 @@ def main(argv: list[str] | None = None) -> int:
 
         print(format_watchlist(watchlist_status(get_settings())))
         return 0
+    if args.command == "migrate-home":
+        import logging
+
+        from stockops.core.settings import get_settings
+        from stockops.storage.migrate import migrate_home
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+        done = migrate_home(get_settings())
+        print(done.summary())
+        return 1 if done.skipped else 0
     if args.command == "gx-init":
         from stockops.core.settings import get_settings
         from stockops.data.gxproject import write_gx_project

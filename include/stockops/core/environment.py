@@ -58,11 +58,6 @@ class Environment(ServedSettings):
                                         variable="AIRFLOW_HOME")
     airflow_port: int = declare(8080, "make run: the Airflow UI's local port", HOME)
     mlflow_port: int = declare(5000, "make run: the MLflow UI's local port", HOME)
-    state_db: str = declare("", "The database of the platform's records and pointers, a SQLAlchemy URL (unset: SQLite "
-                            "at <home>/state.db; distributed: postgresql+psycopg2://...)", HOME)
-    blob_url: str = declare("", "Where the platform's blobs (snapshots, evidence, reports, bentos) live: a folder or "
-                            "s3://bucket/prefix (unset: the home itself; S3 reads AWS_ENDPOINT_URL and the AWS_* keys)",
-                            HOME)
     mlflow_url: str = declare("", "Where people open the MLflow UI (links in the Airflow UI; unset: "
                               "http://127.0.0.1:<STOCKOPS_MLFLOW_PORT>)", HOME)
     # ---- watchlist, source

@@ -179,6 +179,11 @@ class ServedSettings(Declared):
 
     home: Path = declare(Path(".stockops"), "Where the platform keeps everything it writes (data lake, Airflow home, "
                          "MLflow, bentos, reports); relative to the working directory", HOME)
+    state_db: str = declare("", "The database of the platform's records and pointers, a SQLAlchemy URL (unset: SQLite "
+                            "at <home>/state.db; distributed: postgresql+psycopg2://...)", HOME)
+    blob_url: str = declare("", "Where the platform's blobs (snapshots, evidence, reports, bentos) live: a folder or "
+                            "s3://bucket/prefix (unset: the home itself; S3 reads AWS_ENDPOINT_URL and the AWS_* keys)",
+                            HOME)
     tickers: tuple[str, ...] = declare(WATCHLIST, "The watchlist: symbols, comma or space separated (default: the "
                                        "18 shipped series; the bento: the model's watchlist when unset)",
                                        WATCHLIST_GROUP)

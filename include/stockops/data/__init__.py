@@ -13,8 +13,9 @@ if TYPE_CHECKING:
 
 
 def store_for(settings: Settings, ticker: str | None = None) -> SnapshotStore:
-    """The snapshot store of ``ticker`` (default: the model ticker) under ``settings``' home."""
+    """The snapshot store of ``ticker`` (default: the model ticker) in ``settings``' stores."""
     from stockops.data.store import SnapshotStore
+    from stockops.storage import blob_store, state_store
 
     ticker = ticker or settings.ticker
-    return SnapshotStore(settings.ticker_data_dir(ticker), ticker)
+    return SnapshotStore(settings.ticker_data_dir(ticker), ticker, state_store(settings), blob_store(settings))

@@ -163,11 +163,12 @@ def _validate_many(fetched: list[Fetched], dag_run_id: str, settings: Settings,
         store = store_for(settings, one.ticker)
         frame = store.read_raw(Path(one.raw_path))
         latest = store.latest()
-        loaded[one.ticker] = (frame, content_hash(frame), latest)
+        digest = content_hash(frame)
+        loaded[one.ticker] = (frame, digest, latest)
         if frames is not None:
             frames[one.ticker] = frame
         items.append(PanelItem(one.ticker, frame, to_date(one.reference_date),
-                               published=store.load(latest) if latest is not None else None,
+                               published=_published(store, latest, digest),
                                decisions=decisions.decided_days(settings, one.ticker)))
     day = fetched[0].logical_date if fetched else ""
     # Data Docs names a run <TICKER>-<day>; a chunk's by its first and last ticker
@@ -175,6 +176,24 @@ def _validate_many(fetched: list[Fetched], dag_run_id: str, settings: Settings,
     reports = validate_panel(items, settings, run_name=name, compare=_market_rows(settings, fetched)) if items else {}
     return {one.ticker: _settle_validation(one, *loaded[one.ticker], reports[one.ticker], dag_run_id, settings)
             for one in fetched}
+
+
+def _published(store, latest, digest: str):
+    """The latest published frame validation compares a fetch with (None before the first). An unreadable one
+    raises ``CorruptState``, except when the fetch is that very data (its way out: re-ingest its day): then the fetch
+    is judged whole, as a first one, and its publish writes the snapshot back under the same name."""
+    from stockops.core.audit import CorruptState
+
+    if latest is None:
+        return None
+    try:
+        return store.load(latest)
+    except CorruptState as exc:
+        if latest.hash != digest:
+            raise
+        log.error("%s; the fetch of %s is that snapshot's data: judged whole and written back", exc,
+                  latest.logical_date)
+        return None
 
 
 def _market_rows(settings: Settings, fetched: list[Fetched]) -> dict:

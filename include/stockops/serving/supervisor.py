@@ -15,8 +15,7 @@ Every ``settings.supervise_interval_s`` (0.5 s) it checks:
 * the records — one that cannot be read is set aside for evidence (``<name>.corrupt-<time>``) and
   rebuilt from what runs: ``proxy.json`` from the proxy found listening on the port,
   ``standby.json`` from the running bento of another version, ``processes.json`` from the
-  records that name processes, ``current.json`` by reconcile's adoption of what the proxy routes to,
-  each watchlist ticker's ``latest.json`` from its manifest (every reconcile round); its own
+  records that name processes, ``current.json`` by reconcile's adoption of what the proxy routes to; its own
   ``supervisor.json`` is its heartbeat, rewritten every round;
 * every few seconds, in **a thread of its own**, :func:`stockops.serving.deploy.reconcile` (serving
   and the audit log follow ``@champion``) and the orphan sweep (owned processes no state file names
@@ -300,25 +299,9 @@ class Supervisor:
             self.starting.discard(proc.pid)
 
     # ---- the records -------------------------------------------------------------------------------
-    def _repair_pointers(self) -> None:
-        """Read each watchlist ticker's ``latest.json`` (and the market reference's): an unreadable one is set
-        aside and rebuilt from its manifest there (``SnapshotStore.latest``), before a /forecast or a heal needs it."""
-        from stockops.core.audit import CorruptState
-        from stockops.data import store_for
-
-        for ticker in dict.fromkeys([*self.settings.tickers, *([self.settings.market] if self.settings.market else [])]):
-            try:
-                store_for(self.settings, ticker).latest()
-            except CorruptState as exc:  # nothing to rebuild it from: said once per round, nothing stopped
-                log.error("%s", exc)
-
     def _reconcile(self) -> None:
         from stockops.serving.deploy import reconcile
 
-        try:
-            self._repair_pointers()
-        except Exception as exc:  # noqa: BLE001 - a store it cannot read must not stop reconciling
-            log.error("checking the snapshot pointers failed: %s", exc)
         try:
             found = reconcile(self.settings, wait=False)
             with state.try_deploy_lock(self.settings) as free:

@@ -4,6 +4,8 @@ distributed: PostgreSQL and an S3 bucket, chosen by ``STOCKOPS_STATE_DB`` and ``
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stockops.storage.blobs import BlobStore
@@ -22,4 +24,10 @@ def state_store(settings: Settings) -> StateStore:
 
 def blob_store(settings: Settings) -> BlobStore:
     """The blob store of ``settings`` (``STOCKOPS_BLOB_URL``; embedded: the home itself)."""
-    return BlobStore(settings.blobs_url, cache_dir=settings.blob_cache_dir)
+    key = (os.getpid(), settings.blobs_url, settings.blob_cache_dir)
+    if key not in _BLOB_STORES:  # one S3 client per process, not one per call
+        _BLOB_STORES[key] = BlobStore(settings.blobs_url, cache_dir=settings.blob_cache_dir)
+    return _BLOB_STORES[key]
+
+
+_BLOB_STORES: dict[tuple[int, str, Path], BlobStore] = {}

@@ -86,6 +86,13 @@ class BlobStore:
             raise OSError(f"blob {key} in {self!r} does not hold what was written (SHA-256 {landed} != {digest})")
         return digest
 
+    def remove_partial(self, folder: str) -> None:
+        """Drop what a killed local put left half-written in ``folder`` (its temporary files). Only a writer that
+        holds the lock of every put there may call this. An S3 put leaves nothing to drop."""
+        if self.is_local:
+            for leftover in Path(self._path(folder)).glob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
+
     def delete(self, key: str) -> None:
         try:
             self.fs.rm_file(self._path(key))

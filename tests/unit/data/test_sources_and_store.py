@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date
 
 import numpy as np
@@ -10,7 +9,6 @@ import pandas as pd
 import pytest
 import yfinance
 
-import stockops.data.store as store_module
 from stockops.core.settings import get_settings
 from stockops.data.sources import (
     COLUMNS,
@@ -349,8 +347,8 @@ def _publish(store: SnapshotStore, frame: pd.DataFrame):
     return store.publish(frame, logical_date=_day(frame, -1).isoformat(), source="test")
 
 
-def _manifest_lines(store: SnapshotStore) -> list[str]:
-    return [line for line in store.manifest_path.read_text().splitlines() if line.strip()]
+def _manifest_lines(store: SnapshotStore) -> list[dict]:
+    return [entry.hash for entry in store.entries()]
 
 
 def test_content_hash_is_stable_and_sensitive(goog, store):
@@ -393,39 +391,44 @@ def test_latest_moves_forward_only(goog, store):
 
 
 def _crash_on_latest(monkeypatch):
-    real_replace = store_module.os.replace
+    """The process dies as the pointer moves: inside the publish's transaction, after its manifest record."""
+    from stockops.storage.records import Transaction
 
-    def replace(src, dst, *args, **kwargs):
-        if str(dst).endswith("latest.json"):
+    real_put = Transaction.put
+
+    def put(self, name, value, expect_version=None):
+        if name.endswith("/latest"):
             raise OSError("simulated crash while moving the latest pointer")
-        return real_replace(src, dst, *args, **kwargs)
+        return real_put(self, name, value, expect_version)
 
-    monkeypatch.setattr(store_module.os, "replace", replace)
+    monkeypatch.setattr(Transaction, "put", put)
 
 
-def test_crash_during_pointer_write_keeps_the_old_pointer(goog, store, monkeypatch):
-    """A failure in the latest.json rename leaves the previous pointer intact and no temp file."""
+def test_crash_during_pointer_write_keeps_the_old_pointer_and_manifest(goog, store, monkeypatch):
+    """A failure as the pointer moves rolls the manifest record back with it: the pointer and the manifest stay as
+    they were (the checked blob is there, named by no record), and no temporary file is left."""
     first, _ = _publish(store, goog.iloc[:100].reset_index(drop=True))
-    before = store.latest_path.read_text()
     _crash_on_latest(monkeypatch)
+    newer = goog.iloc[:200].reset_index(drop=True)
     with pytest.raises(OSError, match="simulated crash"):
-        _publish(store, goog.iloc[:200].reset_index(drop=True))
-    assert store.latest_path.read_text() == before
-    assert json.loads(store.latest_path.read_text())["hash"] == first.hash
-    assert store.latest().hash == first.hash
+        _publish(store, newer)
+    assert store.latest() == first
+    assert [e.hash for e in store.entries()] == [first.hash]
+    assert store.snapshot_path(content_hash(newer)).exists()
     assert [p.name for p in store.root.rglob("*.tmp")] == []
 
 
 def test_retry_after_pointer_crash_moves_latest(goog, store, monkeypatch):
-    """After a crash between manifest append and pointer move, publishing again should fix latest."""
+    """After a crash as the pointer moves, publishing again finishes it: one record, the pointer on it."""
     _publish(store, goog.iloc[:100].reset_index(drop=True))
     newer = goog.iloc[:200].reset_index(drop=True)
     with monkeypatch.context() as patch:
         _crash_on_latest(patch)
         with pytest.raises(OSError):
             _publish(store, newer)
-    _publish(store, newer)
-    assert store.latest().hash == content_hash(newer)
+    entry, new = _publish(store, newer)
+    assert new and store.latest() == entry and entry.hash == content_hash(newer)
+    assert len(_manifest_lines(store)) == 2
 
 
 def test_load_detects_a_modified_snapshot(goog, store):
@@ -434,7 +437,7 @@ def test_load_detects_a_modified_snapshot(goog, store):
     entry, _ = _publish(store, frame)
     tampered = frame.copy()
     tampered.loc[50, "Close"] *= 1.01
-    tampered.to_parquet(entry.path, index=False)
+    tampered.to_parquet(store.snapshot_path(entry.hash), index=False)
     with pytest.raises(ValueError, match=entry.hash):
         store.load()
 

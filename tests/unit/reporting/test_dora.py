@@ -337,6 +337,12 @@ def test_levels_follow_the_bands():
     assert level("lead_time", None) is None
 
 
+def write_manifest(store, records):
+    """Records of a ticker's snapshot manifest, as the store keeps them (a log of the records' database)."""
+    for record in records:
+        store.state.append(store.manifest_log, record, key=record["hash"])
+
+
 def write_jsonl(path, records):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -350,9 +356,8 @@ def test_main_end_to_end(settings, capsys):
     write_jsonl(settings.deploy_log, records["deploys"])
     write_jsonl(settings.audit_log, records["audit"])
     write_jsonl(settings.dag_run_log, records["dag_runs"])
-    manifest = store_for(settings).manifest_path
     assert [f.name for f in fields(SnapshotEntry)] == list(records["snapshots"][0])  # the manifest's own shape
-    write_jsonl(manifest, records["snapshots"])
+    write_manifest(store_for(settings), records["snapshots"])
 
     assert main(["--days", "30"]) == 0
     out = capsys.readouterr().out
@@ -496,9 +501,8 @@ def test_report_reads_the_manifest_of_every_ticker_the_model_was_trained_on(sett
     settings = get_settings()
     records = watchlist_records(BASE)
     for ticker in TRAINED_ON:
-        write_jsonl(store_for(settings, ticker).manifest_path,
-                    [s for s in records["snapshots"] if s["ticker"] == ticker])
-    write_jsonl(store_for(settings, "IBM").manifest_path, [manifest_entry("IBM", sha("IBM"), at(BASE, 1, 9, 59))])
+        write_manifest(store_for(settings, ticker), [s for s in records["snapshots"] if s["ticker"] == ticker])
+    write_manifest(store_for(settings, "IBM"), [manifest_entry("IBM", sha("IBM"), at(BASE, 1, 9, 59))])
     write_jsonl(settings.audit_log, records["audit"])
     write_jsonl(settings.deploy_log, records["deploys"])
 

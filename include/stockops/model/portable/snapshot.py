@@ -78,6 +78,16 @@ def pointer_path(ticker_dir: Path) -> Path:
     return Path(ticker_dir) / POINTER
 
 
+def pointer_name(ticker: str) -> str:
+    """The name of ``ticker``'s latest pointer in the records' database (``stockops.storage.records``)."""
+    return f"data/{ticker}/latest"
+
+
+def snapshot_key(ticker: str, digest: str) -> str:
+    """The blob key of a published snapshot (its path under the home in the embedded blob store)."""
+    return f"data/{ticker}/snapshots/{digest}.parquet"
+
+
 def file_sha256(data: bytes) -> str:
     """SHA-256 of a snapshot file's bytes: recorded at publish, it checks a read in microseconds."""
     return hashlib.sha256(data).hexdigest()
@@ -91,9 +101,13 @@ def read_snapshot(path: Path, digest: str, file_sha256: str | None = None) -> pd
     bytes and need no content hash (~20 ms for 4,000 rows); bytes that do not (a file rewritten by a re-publish)
     are checked by content, as without it.
     """
+    return read_snapshot_bytes(Path(path).read_bytes(), digest, file_sha256)
+
+
+def read_snapshot_bytes(data: bytes, digest: str, file_sha256: str | None = None) -> pd.DataFrame:
+    """:func:`read_snapshot` of a snapshot file's bytes (fetched from the blob store)."""
     import io
 
-    data = Path(path).read_bytes()
     frame = pd.read_parquet(io.BytesIO(data))
     if file_sha256 is not None and hashlib.sha256(data).hexdigest() == file_sha256:
         return frame

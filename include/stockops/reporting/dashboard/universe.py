@@ -99,7 +99,7 @@ def recent_closes(settings: Settings, ticker: str, entry: SnapshotEntry) -> tupl
     if cached is not None and cached[0] == entry.hash:
         return cached[1], cached[2]
     store = store_for(settings, ticker)
-    data = store.snapshot_path(entry.hash).read_bytes()
+    data = store.snapshot_bytes(entry)
     if entry.file_sha256 and hashlib.sha256(data).hexdigest() == entry.file_sha256:
         import pyarrow as pa
         import pyarrow.parquet as pq

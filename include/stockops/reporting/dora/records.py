@@ -83,10 +83,10 @@ def load_records(settings: Settings) -> dict[str, list[dict]]:
 
 def manifest_tickers(settings: Settings, audit: list[dict]) -> list[str]:
     """Whose snapshot manifests the report reads: the watchlist, then any other symbol a gate entry lists a
-    snapshot of (a ticker since dropped from the watchlist) whose manifest is under the home."""
+    snapshot of (a ticker since dropped from the watchlist) that has a manifest."""
     from stockops.data import store_for
 
     named = [t for e in audit if e.get("event") == "gate" and isinstance(e.get("snapshots"), dict)
              for t in e["snapshots"] if isinstance(t, str) and TICKER_PATTERN.match(t)]
     return [*settings.tickers, *(t for t in dict.fromkeys(named)
-                                 if t not in settings.tickers and store_for(settings, t).manifest_path.is_file())]
+                                 if t not in settings.tickers and store_for(settings, t).entries())]
