@@ -26,7 +26,6 @@ read when a hook or a request runs.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -139,17 +138,9 @@ def _file_under_home(path: Path | str | None, settings: Settings) -> Path | None
 
 def latest_monitor_report(settings: Settings) -> dict | None:
     """The last monitor decision that kept an Evidently report (checks that were skipped keep none)."""
-    if not settings.monitor_log.exists():
-        return None
-    lines = settings.monitor_log.read_text().splitlines()
-    for line in reversed(lines):
-        try:
-            entry = json.loads(line)
-        except ValueError:  # a line being written right now
-            continue
-        if isinstance(entry, dict) and entry.get("report"):
-            return entry
-    return None
+    from stockops.core import audit
+
+    return next((entry for entry in reversed(audit.read(settings.monitor_log)) if entry.get("report")), None)
 
 
 async def session_user(request: Request) -> Any | None:

@@ -110,7 +110,7 @@ def model_home(tmp_path_factory, worker_id) -> ModelHome:
         return _build_model_home(tmp_path_factory.mktemp("model-home") / "home")
     shared = tmp_path_factory.getbasetemp().parent / "model-home"
     shared.mkdir(exist_ok=True)
-    from stockops.data.store import file_lock
+    from stockops.storage.files import file_lock
 
     with file_lock(shared / ".lock"):
         record = shared / "model-home.json"

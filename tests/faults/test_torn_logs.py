@@ -1,9 +1,11 @@
-"""Every append-only JSON-lines log after a writer died mid-line: the torn record is skipped with one
-warning naming the file and line, every whole record is read, and the next record is never lost.
+"""Every append-only log after a writer died mid-append.
 
-Each case writes two records through the log's real writer, cuts the second one in half on disk (what a
-writer killed mid-``write`` leaves), appends a third through the real writer and reads back through the
-log's real reader.
+The platform's logs are logs of the home's records' database: each case writes two records through the log's real
+writer, then a real process runs the same writer and is killed (SIGKILL) inside its transaction, then a fourth
+record is written: the log's real reader reads 1, 2, 4, and the next record is never lost.
+
+A log under no home is a JSON-lines file (a tool's own): a torn record is skipped with one warning naming the file
+and line, every whole record is read, and the next record is never lost.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -99,42 +105,70 @@ LOGS = {
 }
 
 
+# A real process that writes record 3 of a log through its real writer and is killed inside the transaction.
+KILLED_WRITER = r"""
+import os, signal, sys
+from stockops.core.settings import get_settings
+from stockops.storage.records import Transaction
+from tests.faults.test_torn_logs import LOGS
+
+append, append_many = Transaction.append, None
+
+def killed(self, log, entry, key=None):
+    append(self, log, entry, key)
+    os.kill(os.getpid(), signal.SIGKILL)  # the record is written, its transaction not committed
+
+Transaction.append = killed
+LOGS[sys.argv[1]][1](get_settings(), 3)
+print("the writer was not killed")
+"""
+
+
 @pytest.mark.parametrize("name", LOGS)
-def test_a_torn_last_line_loses_only_itself(settings, caplog, name):
+def test_a_writer_killed_mid_append_loses_only_its_own_record(settings, name):
     where, write, numbers = LOGS[name]
-    path = where(settings)
     write(settings, 1)
     write(settings, 2)
-    tear_last_record(path)
-    write(settings, 3)
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        assert numbers(settings) == [1, 3]
-    assert len(torn_warnings(caplog, path)) == 1 and f"{path} line 2 " in torn_warnings(caplog, path)[0]
-    assert path.read_bytes().endswith(b"\n") and len(path.read_bytes().splitlines()) == 3  # 3 stayed on its own line
+    child = subprocess.run([sys.executable, "-c", KILLED_WRITER, name], capture_output=True, text=True, timeout=120,
+                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr[-2000:]
     write(settings, 4)
-    assert numbers(settings) == [1, 3, 4]
+    assert numbers(settings) == [1, 2, 4]
+    assert not where(settings).exists(), "the log is a log of the records' database, not a file"
 
 
-def test_the_monitors_last_trigger_survives_a_torn_line(settings):
-    """The monitor's debounce reads the newest triggered decision: a torn one must not hide the next."""
+def test_the_monitors_last_trigger_is_the_newest_record(settings):
+    """The monitor's debounce reads the newest triggered decision."""
     _monitor(settings, 1)
     _monitor(settings, 2)
-    tear_last_record(settings.monitor_log)
     _monitor(settings, 3)
     assert monitoring.last_trigger(settings.monitor_log)["reason"] == "check 3"
 
 
-def test_garbage_in_the_middle_is_skipped_and_the_lines_around_it_are_kept(settings, caplog):
+def test_a_torn_line_of_a_file_log_loses_only_itself(tmp_path, caplog):
+    """A log under no home is a file: a record cut in half on disk is skipped with a warning naming the file and
+    the line; the next record starts on a line of its own."""
+    path = tmp_path / "tool.jsonl"
+    for n in (1, 2):
+        audit.record(path, "step", n=n)
+    tear_last_record(path)
+    audit.record(path, "step", n=3)
+    with caplog.at_level(logging.WARNING):
+        assert [e["n"] for e in audit.read(path)] == [1, 3]
+    assert len(torn_warnings(caplog, path)) == 1 and f"{path} line 2 " in torn_warnings(caplog, path)[0]
+    assert path.read_bytes().endswith(b"\n") and len(path.read_bytes().splitlines()) == 3
+
+
+def test_garbage_in_the_middle_of_a_file_log_is_skipped_and_the_lines_around_it_are_kept(tmp_path, caplog):
     """A line of garbage (bytes that are not even UTF-8, or JSON that is no record) between whole records."""
-    path = settings.audit_log
-    _audit(settings, 1)
+    path = tmp_path / "tool.jsonl"
+    audit.record(path, "step", n=1)
     with open(path, "ab") as log:
         log.write(b'{"at": "2026-01-05T10:00:00+00:00", "event": "prom\xff\xfe\n42\n')
-    _audit(settings, 2)
-    _audit(settings, 3)
+    audit.record(path, "step", n=2)
+    audit.record(path, "step", n=3)
     with caplog.at_level(logging.WARNING):
-        assert [int(e["to_version"]) for e in champion.history(settings)] == [1, 2, 3]
+        assert [e["n"] for e in audit.read(path)] == [1, 2, 3]
     assert [m.split(" is not")[0] for m in torn_warnings(caplog, path)] == [f"{path} line 2", f"{path} line 3"]
 
 

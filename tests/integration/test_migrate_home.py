@@ -62,8 +62,13 @@ def test_an_older_home_migrates_into_the_embedded_stores_once(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "migrated 2 ticker(s): 6 snapshot record(s), 2 pointer(s)" in done.stdout
     assert "manifest.jsonl line 4 is not a whole JSON record" in done.stderr, "the torn line is named"
+    assert "1 log(s): 1 record(s)" in done.stdout
     settings = make_settings(home=home)
     check_migrated(settings, before)
+    from stockops.core import audit
+
+    assert [e["event"] for e in audit.read(settings.audit_log)] == ["promoted"], "the audit log is a log of records"
+    assert not settings.audit_log.exists() and settings.audit_log.with_name("audit.jsonl.migrated").exists()
     again = migrate(home)
     assert again.returncode == 0 and "migrated 0 ticker(s)" in again.stdout
     check_migrated(settings, before)

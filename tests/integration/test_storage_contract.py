@@ -119,6 +119,7 @@ def test_records_write_and_read_back(state_url, ns):
     store.put(ns + "a_b", 1)
     store.put(ns + "axb", 1)
     assert [p.name for p in store.pointers(ns + "a_")] == [ns + "a_b"]
+    assert store.delete(ns + "axb") and not store.delete(ns + "axb") and store.get(ns + "axb") is None
 
 
 def test_a_transaction_commits_whole_or_not_at_all(state_url, ns):

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         import logging
 
         from stockops.core.settings import get_settings
-        from stockops.storage.migrate import migrate_home
+        from stockops.data.migrate import migrate_home
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
         done = migrate_home(get_settings())

@@ -1,11 +1,15 @@
-"""Append-only JSON-lines logs that survive crashes, and the audit trail (gate, promotions, rollbacks) on them.
+"""Append-only logs, and the audit trail (gate, promotions, rollbacks) on them.
 
-Every JSON-lines log of stockops (audit, deploys, monitor decisions, DAG runs, each ticker's snapshot
-manifest and decisions) is written with :func:`append` and read with :func:`read`. A writer killed
-mid-line leaves a torn last line: the next append starts on a fresh line (so its record is never
-glued to the torn one and lost with it), and a reader skips a torn line with one warning naming the
-file and the line, wherever it is. Writers hold an exclusive ``flock`` on the log and readers a shared
-one, so a reader never mistakes a record being written for a torn one.
+Every log of stockops (audit, deploys, incidents, monitor forecasts and decisions, DAG runs, each ticker's
+decisions) is written with :func:`append` and read with :func:`read`, named by its path under the home as it
+always was. A log under a home is a log of that home's records' database (:mod:`stockops.storage.homes`,
+:mod:`stockops.storage.records`): an append is one transaction, whole or not at all, whichever host makes it.
+
+A log under no home (a tool's own file) is a JSON-lines file: a writer killed mid-line leaves a torn last line;
+the next append starts on a fresh line (so its record is never glued to the torn one and lost with it), and a
+reader skips a torn line with one warning naming the file and the line, wherever it is. Writers hold an exclusive
+``flock`` on the log and readers a shared one, so a reader never mistakes a record being written for a torn one.
+An older home's files move into the database with ``python -m stockops migrate-home``.
 """
 
 from __future__ import annotations
@@ -33,8 +37,24 @@ class CorruptState(RuntimeError, ValueError):
         super().__init__(f"{path} is unreadable ({problem}). {way_out}; nothing was changed")
 
 
+def _in_database(path: Path):
+    """The records' database and log name of ``path`` when it is under a known home, else None."""
+    from stockops.storage import homes
+
+    located = homes.locate(path)
+    if located is None:
+        return None
+    from stockops.storage.records import StateStore
+
+    return StateStore(located[0]), located[1]
+
+
 def append(path: Path, entry: dict) -> dict:
-    """Append ``entry`` as one line (durable when this returns); returns it. A new log is created 0600."""
+    """Append ``entry`` (durable when this returns); returns it. A new log file is created 0600."""
+    located = _in_database(path)
+    if located is not None:
+        located[0].append(located[1], entry)
+        return entry
     line = json.dumps(entry, sort_keys=True, default=str).encode() + b"\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     with os.fdopen(os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600), "a+b") as handle:
@@ -59,8 +79,53 @@ def record(path: Path, event: str, **fields: object) -> dict:
     return append(path, {"at": datetime.now(UTC).isoformat(timespec="seconds"), "event": event, **fields})
 
 
+def append_many(path: Path, entries: list[dict]) -> list[dict]:
+    """Append every one of ``entries``, together (one transaction in a database); returns them."""
+    located = _in_database(path)
+    if located is not None:
+        located[0].append_many(located[1], entries)
+    else:
+        for entry in entries:
+            append(path, entry)
+    return entries
+
+
+def stamp(path: Path) -> tuple | None:
+    """What changes when ``path``'s log gets a record (caches key on it); None for a log with none."""
+    located = _in_database(path)
+    if located is not None:
+        count, last = located[0].stamp(located[1])
+        return (count, last) if count else None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def read_bodies(path: Path) -> bytes:
+    """The log as JSON lines (each record's text on a line of its own), for a bulk JSON reader."""
+    located = _in_database(path)
+    if located is not None:
+        return b"".join(body.encode() + b"\n" for body in located[0].read_bodies(located[1]))
+    try:
+        with open(path, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            return handle.read()
+    except FileNotFoundError:
+        return b""
+
+
 def read(path: Path) -> list[dict]:
     """Every whole entry, oldest first; a torn line is skipped with a warning (the entries around it are kept)."""
+    located = _in_database(path)
+    if located is not None:
+        return located[0].read(located[1])
+    return read_file(path)
+
+
+def read_file(path: Path) -> list[dict]:
+    """:func:`read` of a JSON-lines file, wherever it is (an older home's logs, for ``migrate-home``)."""
     if not path.exists():
         return []
     with open(path, "rb") as handle:

@@ -174,6 +174,9 @@ class Settings:
                              "watchlist, in (0, 1]")
         if self.gx_project_dir is None:
             object.__setattr__(self, "gx_project_dir", REPO_ROOT / "great_expectations")
+        from stockops.storage import homes
+
+        homes.register(self.home, self.state_url)  # the logs under this home are records of its database
 
     @property
     def ingest_cron(self) -> str | None:

@@ -25,7 +25,6 @@ from stockops.core.settings import Settings
 from stockops.data.gxproject import CHECKPOINT_NAME, _gx_context, prune_results
 from stockops.data.scope import Scope, _date_text, judged_rows
 from stockops.data.sources import COLUMNS
-from stockops.data.store import file_lock
 from stockops.data.suite import (
     AWAITING,
     EXTREME_VOLUME_COL,
@@ -38,6 +37,7 @@ from stockops.data.suite import (
     parameters_for,
     with_derived_columns,
 )
+from stockops.storage.files import file_lock
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,8 @@ def write_status(settings: Settings, ticker: str, logical_date: str, status: Ing
 
     An unreadable status file is replaced (it only sums up the last ingest, and this is the newest one).
     """
-    from stockops.data.store import CorruptState, atomic_write_json
+    from stockops.core.audit import CorruptState
+    from stockops.storage.files import atomic_write_json
 
     try:
         current = read_status(settings, ticker)

@@ -224,8 +224,8 @@ def _settle_validation(fetched: Fetched, frame, digest: str, latest, report, dag
     ask a person about a held day, record a restatement."""
     from stockops.core import audit
     from stockops.data import decisions
-    from stockops.data.store import atomic_write_json
     from stockops.data.validation import DataValidationError
+    from stockops.storage.files import atomic_write_json
 
     ticker, day = fetched.ticker, fetched.logical_date
     store = store_for(settings, ticker)

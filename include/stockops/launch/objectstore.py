@@ -123,15 +123,22 @@ class ObjectStoreServer:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Serve the folder ``argv[0]`` (the key from ``STOCKOPS_S3_ACCESS_KEY``/``_SECRET_KEY`` where set)."""
+    """``python -m stockops.launch.objectstore ROOT [--host H] [--port P] [BUCKET ...]``: serve the folder ROOT (the
+    key from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` where set) until Ctrl-C."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m stockops.launch.objectstore", description=main.__doc__)
+    parser.add_argument("root", type=Path)
+    parser.add_argument("buckets", nargs="*", default=["stockops"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    server = ObjectStoreServer(
-        Path(argv[0]), host=os.environ.get("STOCKOPS_S3_HOST", "127.0.0.1"),
-        port=int(os.environ.get("STOCKOPS_S3_PORT", "9000")),
-        access_key=os.environ.get("AWS_ACCESS_KEY_ID", "stockops"),
-        secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or secrets.token_urlsafe(18))
-    server.start(buckets=argv[1:] or ("stockops",))
-    log.info("serving %s as S3 at %s", server.root, server.endpoint_url)
+    server = ObjectStoreServer(args.root, host=args.host, port=args.port,
+                               access_key=os.environ.get("AWS_ACCESS_KEY_ID", "stockops"),
+                               secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or secrets.token_urlsafe(18))
+    server.start(buckets=args.buckets)
+    log.info("serving %s as S3 at %s (key %s)", server.root, server.endpoint_url, server.access_key)
     assert server.proc is not None
     try:
         return server.proc.wait()

@@ -131,12 +131,13 @@ def record_forecasts(forecast_log: Path, records: Iterable[ForecastRecord], logg
     """
     held = {_forecast_key(e) for e in (audit.read(forecast_log) if logged is None else logged)}
     written = []
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     for record in records:
         line = record.to_record()
         if _forecast_key(line) not in held:
-            written.append(audit.record(forecast_log, FORECAST_EVENT, **line))
+            written.append({"at": now, "event": FORECAST_EVENT, **line})
             held.add(_forecast_key(line))
-    return written
+    return audit.append_many(forecast_log, written)  # together: one transaction for the whole watchlist
 
 
 def score_watchlist(dag_run_id: str = "", *, settings: Settings) -> Scored:

@@ -331,9 +331,10 @@ def reconcile(settings: Settings, *, wait: bool = True) -> dict:
         return found
 
 
-def _generation(settings: Settings) -> tuple[int, int]:
-    """Sizes of the deploy and audit logs: every change of champion grows them (in the lock, first thing)."""
-    return tuple(p.stat().st_size if p.exists() else 0 for p in (settings.deploy_log, settings.audit_log))  # type: ignore[return-value]
+def _generation(settings: Settings) -> tuple:
+    """The stamps of the deploy and audit logs: every change of champion appends to them (in the lock, first
+    thing)."""
+    return audit.stamp(settings.deploy_log), audit.stamp(settings.audit_log)
 
 
 def _adopt(settings: Settings, built: dict, version: str) -> bool:

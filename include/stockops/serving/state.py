@@ -62,7 +62,7 @@ def read(path: Path, way_out: str) -> dict:
 
 def write(path: Path, data: dict, durable: bool = True) -> None:
     """Replace ``path`` atomically (0600); ``durable=False`` skips the fsyncs (a heartbeat, rewritten every second)."""
-    from stockops.data.store import atomic_write_json
+    from stockops.storage.files import atomic_write_json
 
     if durable:
         atomic_write_json(path, data)
@@ -170,7 +170,7 @@ def pid_matches(record: dict) -> bool:
 
 @contextmanager
 def _processes_lock(settings: Settings) -> Iterator[None]:
-    from stockops.data.store import file_lock
+    from stockops.storage.files import file_lock
 
     with file_lock(settings.serving_dir / ".processes.lock"):
         yield

@@ -24,6 +24,8 @@ from urllib.parse import urlparse
 
 import fsspec
 
+from stockops.storage.files import atomic_write_bytes
+
 
 class BlobStore:
     """Blobs under ``url``, addressed by ``/``-separated keys (``data/GOOG/snapshots/<sha256>.parquet``)."""
@@ -66,8 +68,6 @@ class BlobStore:
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, replacing what was there, atomically."""
         if self.is_local:
-            from stockops.data.store import atomic_write_bytes
-
             atomic_write_bytes(Path(self._path(key)), data)
         else:
             self.fs.pipe_file(self._path(key), data)
@@ -136,8 +136,6 @@ class BlobStore:
         name = (digest or hashlib.sha256(key.encode()).hexdigest()) + Path(key).suffix
         target = self.cache_dir / name
         if digest is None or not target.exists():
-            from stockops.data.store import atomic_write_bytes
-
             atomic_write_bytes(target, self.get(key))
         return target
 

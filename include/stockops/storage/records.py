@@ -183,6 +183,26 @@ class StateStore:
         with self._reading() as tx:
             return tx.find(log, key)
 
+    def stamp(self, log: str) -> tuple[int, int]:
+        """``(records, last id)`` of ``log``: unchanged while nothing is appended (what caches of a log key on)."""
+        with self._reading() as tx:
+            row = tx.conn.execute(sa.select(sa.func.count(), sa.func.max(LOGS.c.id)).where(LOGS.c.log == log)).one()
+            return int(row[0]), int(row[1] or 0)
+
+    def append_many(self, log: str, entries: list[dict]) -> None:
+        """Append every one of ``entries`` (unkeyed) in one transaction."""
+        if entries:
+            with self.transaction() as tx:
+                now = _now()
+                tx.conn.execute(LOGS.insert(), [{"log": log, "key": None, "at": now, "body": _dumps(e)}
+                                                for e in entries])
+
+    def read_bodies(self, log: str) -> list[str]:
+        """The records of ``log`` as the JSON text they are stored as, oldest first (for a bulk JSON reader)."""
+        with self._reading() as tx:
+            return list(tx.conn.execute(sa.select(LOGS.c.body).where(LOGS.c.log == log).order_by(LOGS.c.id))
+                        .scalars())
+
     def logs(self, prefix: str = "") -> list[str]:
         with self._reading() as tx:
             return tx.logs(prefix)
@@ -202,6 +222,11 @@ class StateStore:
     def pointers(self, prefix: str = "") -> list[Pointer]:
         with self._reading() as tx:
             return tx.pointers(prefix)
+
+    def delete(self, name: str) -> bool:
+        """Remove the pointer ``name``; whether there was one."""
+        with self.transaction() as tx:
+            return bool(tx.conn.execute(POINTERS.delete().where(POINTERS.c.name == name)).rowcount)
 
     # ---- locks ------------------------------------------------------------------------------------
     @contextmanager

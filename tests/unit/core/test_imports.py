@@ -121,6 +121,7 @@ def test_registry_imports_no_heavy_library():
 # siblings and never import each other (the four stages read and write through data/ and registry/, not through
 # each other). The portable model core travels alone with every model: it imports nothing of stockops outside it.
 LAYERS = {
+    "stockops.storage": -1,
     "stockops.core": 0,
     "stockops.model.portable": 1,
     "stockops.contracts": 2,

@@ -190,8 +190,8 @@ def test_forged_client_requests_move_neither_the_live_error_nor_the_decision(cal
     n, days = len(calm), home.monitor_current_days
     record_forecasts(home.forecast_log, [own_record(calm, i, closes[i]) for i in range(n - days - 1, n - 1)])
 
-    def check() -> tuple[dict, dict]:
-        error = live_error(calm, days, own_forecasts(home.forecast_log, home.ticker, "3"),
+    def check(version: str = "3") -> tuple[dict, dict]:
+        error = live_error(calm, days, own_forecasts(home.forecast_log, home.ticker, version),
                            home.monitor_min_forecast_days, replay=no_replay)
         error["rmse_ratio"] = error["rmspe"] / HOLDOUT_RMSPE
         return error, decide(None, error, home, now=datetime(2026, 1, 2, tzinfo=UTC))
@@ -208,9 +208,10 @@ def test_forged_client_requests_move_neither_the_live_error_nor_the_decision(cal
     assert check() == (honest_error, honest)
     assert traffic_requests(home.prediction_log, "3") == days and traffic_requests(home.prediction_log, "2") == 0
 
-    home.forecast_log.unlink()
-    record_forecasts(home.forecast_log, [own_record(calm, i, closes[i] * 1.2) for i in range(n - days - 1, n - 1)])
-    wrong_error, wrong = check()
+    # a champion (v4) whose own forecasts are far off
+    record_forecasts(home.forecast_log, [own_record(calm, i, closes[i] * 1.2, version="4")
+                                         for i in range(n - days - 1, n - 1)])
+    wrong_error, wrong = check("4")
     assert wrong["triggered"] and wrong["live_rmse_ratio"] > 5, wrong["reason"]
     assert wrong["reason"].startswith("retrain: live error") and "from the platform's own forecasts" in wrong["reason"]
 

@@ -185,14 +185,15 @@ def test_listener_ignores_other_dags(plugin, settings):
     assert audit.read(settings.dag_run_log) == []
 
 
-def test_listener_never_raises_into_airflow(plugin, settings, caplog):
+def test_listener_never_raises_into_airflow(plugin, settings, caplog, monkeypatch):
     recorder = plugin.listeners[0]
     with caplog.at_level(logging.WARNING):
         recorder.on_dag_run_failed(dag_run=object(), msg="task_failure")  # no dag_id, run_id, ...
     assert "could not record" in caplog.text
-    # the log cannot be written: its folder is a file
-    settings.dag_run_log.parent.parent.mkdir(parents=True)
-    settings.dag_run_log.parent.write_text("not a folder")
+    # the log cannot be written: its database cannot be opened (its folder is a file)
+    (settings.home / "not-a-folder").parent.mkdir(parents=True, exist_ok=True)
+    (settings.home / "not-a-folder").write_text("a file")
+    monkeypatch.setenv("STOCKOPS_STATE_DB", f"sqlite:///{settings.home / 'not-a-folder' / 'state.db'}")
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         recorder.on_dag_run_success(dag_run=dag_run(), msg="success")
@@ -273,6 +274,7 @@ def test_app_serves_nothing_outside_the_home(client, settings, tmp_path):
     # a monitor decision that names a file outside the home, directly or through a link under it
     audit.record(settings.monitor_log, "monitor", decision="ok", report=str(secret))
     assert "TOP SECRET" not in client.get("/stockops/monitor/latest").text
+    settings.monitoring_dir.mkdir(parents=True, exist_ok=True)
     (settings.monitoring_dir / "report.html").symlink_to(secret)
     audit.record(settings.monitor_log, "monitor", decision="ok", report=str(settings.monitoring_dir / "report.html"))
     response = client.get("/stockops/monitor/latest")
@@ -406,8 +408,6 @@ def test_dashboard_panels_from_the_forecast_log_and_the_snapshots(watchlist):
     shadow = {**audit.read(watchlist.forecast_log)[-1], "role": "shadow", "model_version": "7",
               "quantiles": {q: 0.0 for q in ("q01", "q05", "q25", "q50", "q75", "q95", "q99")}}
     audit.append(watchlist.forecast_log, shadow)  # the previous champion's forecast of a day: not drawn
-    with open(watchlist.forecast_log, "ab") as log:
-        log.write(b'{"ticker": "GOOG", "as_of": "2010-')  # a writer killed mid-line
 
     goog, jpm, ko, qqq = ticker_panels(watchlist)
     assert [p.ticker for p in (goog, jpm, ko, qqq)] == ["GOOG", "JPM", "KO", "QQQ"]

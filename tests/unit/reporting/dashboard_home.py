@@ -4,7 +4,7 @@ Per ticker: its series published as a snapshot, its ``status.json`` (published u
 forecast log one champion forecast per day for its last ``days`` sessions plus one for the session after its last
 (not realized yet). The forecasts are made here, not fitted: the 5-95 % interval is +-1.645 times the last 20
 sessions' standard deviation of the log return (about 90 % coverage on real series), written as the platform
-writes its lines, in one go. And one monitor check whose ``decision.json`` names the ``drifted`` tickers.
+writes them, in one go. And one monitor check whose ``decision.json`` names the ``drifted`` tickers.
 """
 
 from __future__ import annotations
@@ -61,9 +61,7 @@ def build_home(settings: Settings, frames: dict[str, pd.DataFrame], days: int = 
         write_status(settings, ticker, day, status, detail, hash=entry.hash)
         if forecast is None or ticker in forecast:
             lines += forecast_lines(ticker, frame, days)
-    settings.forecast_log.parent.mkdir(parents=True, exist_ok=True)
-    with open(settings.forecast_log, "ab") as log:
-        log.write(b"".join(line + b"\n" for line in lines))
+    audit.append_many(settings.forecast_log, [json.loads(line) for line in lines])
     folder = settings.monitoring_dir / "20201211T223000-2020-12-11"
     folder.mkdir(parents=True, exist_ok=True)
     decision = {"checked_at": CHECKED_AT, "ticker": settings.ticker, "triggered": False, "reason": "made",

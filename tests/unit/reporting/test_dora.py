@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from stockops.charts.dora import draw_chart
+from stockops.core import audit
 from stockops.data.store import SnapshotEntry
 from stockops.reporting.dora import main, report
 from stockops.reporting.dora.measures import compute, level
@@ -344,8 +345,8 @@ def write_manifest(store, records):
 
 
 def write_jsonl(path, records):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    """The platform's log at ``path`` holding ``records`` (a log of the home's records' database)."""
+    audit.append_many(path, list(records))
 
 
 def test_main_end_to_end(settings, capsys):

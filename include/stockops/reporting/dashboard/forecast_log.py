@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from stockops.core import audit
 from stockops.core.settings import Settings
-from stockops.reporting.dashboard.panels import QUANTILES, file_stamp
+from stockops.reporting.dashboard.panels import QUANTILES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -20,7 +20,7 @@ FORECAST_COLUMNS = ("ticker", "as_of", "forecast_for", "model_version", "last_cl
 RAW_COLUMNS = ["ticker", "as_of", "forecast_for", "model_version", "role", "last_close", "variance", *QUANTILES]
 
 
-_FORECASTS: dict[str, tuple[tuple, Any]] = {}  # forecast log path -> (stamp, table)
+_FORECASTS: dict[str, tuple[tuple | None, Any]] = {}  # forecast log path -> (stamp, table)
 
 
 def forecast_table(settings: Settings) -> pd.DataFrame:
@@ -28,7 +28,7 @@ def forecast_table(settings: Settings) -> pd.DataFrame:
     shadow records left out (as :func:`~stockops.reporting.dashboard.panels.champion_forecasts` keeps them), in
     log order. Columns :data:`FORECAST_COLUMNS`; kept until the log changes."""
     path = settings.forecast_log
-    stamp = file_stamp(path)
+    stamp = audit.stamp(path)
     cached = _FORECASTS.get(str(path))
     if cached and cached[0] == stamp:
         return cached[1]
@@ -41,14 +41,7 @@ def _read_forecast_log(path) -> pd.DataFrame:
     """The log's fields this page needs, one row per whole line (a line being written now is left for later)."""
     import pandas as pd
 
-    try:
-        with open(path, "rb") as handle:
-            import fcntl
-
-            fcntl.flock(handle, fcntl.LOCK_SH)  # as audit.read: never a record half written
-            data = handle.read()
-    except FileNotFoundError:
-        data = b""
+    data = audit.read_bodies(path)
     data = data[:data.rfind(b"\n") + 1]
     if not data.strip():
         return pd.DataFrame(columns=RAW_COLUMNS)

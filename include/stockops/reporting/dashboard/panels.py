@@ -219,7 +219,7 @@ def ticker_panels(settings: Settings) -> list[TickerPanel]:
     """Every watchlist ticker's panel; one is drawn again only when the forecast log or its snapshot changed."""
     from stockops.data import store_for
 
-    log_stamp, records = file_stamp(settings.forecast_log), None
+    log_stamp, records = audit.stamp(settings.forecast_log), None
     current = champion(settings, datetime.now(UTC))
     version = current["version"] if current else None
     holdout_stamp = file_stamp(settings.evaluation_dir / f"v{version}.parquet") if version else None

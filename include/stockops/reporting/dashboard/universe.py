@@ -146,14 +146,14 @@ def latest_drift(settings: Settings) -> tuple[dict[str, bool], dict | None]:
     return {}, None
 
 
-_MONITOR: dict[str, tuple[tuple, list[dict]]] = {}
+_MONITOR: dict[str, tuple[tuple | None, list[dict]]] = {}
 _DECISIONS: dict[str, tuple[tuple, dict]] = {}
 
 
 def _monitor_entries(settings: Settings) -> list[dict]:
     """The monitor's decision log, read once per change of the file."""
     path = settings.monitor_log
-    stamp = file_stamp(path)
+    stamp = audit.stamp(path)
     cached = _MONITOR.get(str(path))
     if cached and cached[0] == stamp:
         return cached[1]
@@ -190,7 +190,7 @@ def universe_rows(settings: Settings, now: datetime | None = None) -> list[Ticke
     version = _champion_version(settings, now)
     pointers = {ticker: _pointer(settings, ticker) for ticker in settings.tickers}
     flags, check = latest_drift(settings)
-    key = (settings.tickers, file_stamp(settings.forecast_log), version,
+    key = (settings.tickers, audit.stamp(settings.forecast_log), version,
            file_stamp(settings.evaluation_dir / f"v{version}.parquet") if version else None,
            check.get("decision_path") if check else None, tuple(e.hash if e else None for e in pointers.values()),
            tuple(file_stamp(status_path(settings, t)) for t in settings.tickers),
@@ -347,7 +347,7 @@ def ticker_page_panel(settings: Settings, ticker: str, now: datetime | None = No
     version = _champion_version(settings, now)
     store = store_for(settings, ticker)
     entry = store.latest()
-    key = (file_stamp(settings.forecast_log), entry.hash if entry else None, version,
+    key = (audit.stamp(settings.forecast_log), entry.hash if entry else None, version,
            file_stamp(settings.evaluation_dir / f"v{version}.parquet") if version else None)
     cached = _PAGE_PANELS.get((str(settings.home), ticker))
     if cached and cached[0] == key:

@@ -9,7 +9,11 @@ Homes written before the stores (issue 28's code and earlier) keep each ticker's
 3. sets the pointer ``data/<T>/latest`` to what ``latest.json`` named, or, when it cannot be read, the newest
    listed snapshot in market time, unless the store already points at data as new;
 4. renames the two files ``*.migrated``, so nothing reads them again (they stay as evidence);
-5. copies the quarantine's evidence into a remote blob store.
+5. copies the quarantine's evidence into a remote blob store;
+6. appends every other JSON-lines log under the home (audit, DAG runs, deploys, incidents, each ticker's
+   decisions, the monitor's forecasts and decisions) to the log of the same name (``audit/audit.jsonl`` ->
+   ``audit/audit``), keyed by its line number (a second run adds nothing), and renames it ``*.migrated``. The
+   bento's served-prediction log stays a file: traffic, kept where it is served.
 
 A torn manifest line is skipped with a warning (as the file store read it). A listed snapshot whose file is missing
 or damaged is not migrated and is named in the summary (its day can be re-ingested). Interrupted, it is run again:
@@ -34,13 +38,15 @@ MIGRATED = ".migrated"
 class Migration:
     tickers: list[str] = field(default_factory=list)
     snapshots: int = 0
+    logs: int = 0
+    records: int = 0
     pointers: int = 0
     evidence: int = 0
     skipped: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         text = (f"migrated {len(self.tickers)} ticker(s): {self.snapshots} snapshot record(s), {self.pointers} "
-                f"pointer(s), {self.evidence} evidence file(s) copied")
+                f"pointer(s), {self.evidence} evidence file(s) copied; {self.logs} log(s): {self.records} record(s)")
         return text + "".join(f"\n  not migrated: {s}" for s in self.skipped)
 
 
@@ -59,7 +65,7 @@ def migrate_home(settings: Settings) -> Migration:
         ticker = folder.name
         store = store_for(settings, ticker)
         listed = {}
-        for line in audit.read(manifest):  # a torn line: skipped, with a warning naming it
+        for line in audit.read_file(manifest):  # a torn line: skipped, with a warning naming it
             entry = _entry(line)
             if entry is None:
                 done.skipped.append(f"{manifest}: a line that is not a snapshot record")
@@ -85,7 +91,29 @@ def migrate_home(settings: Settings) -> Migration:
             if path.exists():
                 os.replace(path, path.with_name(path.name + MIGRATED))
         done.tickers.append(ticker)
+    _migrate_logs(settings, done)
     return done
+
+
+NOT_RECORDS = ("airflow/", "logs/", "serving/logs/", "serving/predictions")  # Airflow's, and traffic
+
+
+def _migrate_logs(settings: Settings, done: Migration) -> None:
+    from stockops.core import audit
+    from stockops.storage import state_store
+
+    state = state_store(settings)
+    for path in sorted(settings.home.rglob("*.jsonl")):
+        name = path.relative_to(settings.home).as_posix()
+        if name.startswith(NOT_RECORDS) or name.endswith("/manifest.jsonl"):
+            continue
+        log_name = name.removesuffix(".jsonl")
+        lines = audit.read_file(path)  # a torn line: skipped, with a warning naming it (as the file store read it)
+        with state.transaction() as tx:
+            done.records += sum(tx.append(log_name, entry, key=f"migrated:{number}")
+                                for number, entry in enumerate(lines, 1))
+        os.replace(path, path.with_name(path.name + MIGRATED))
+        done.logs += 1
 
 
 def _entry(line: dict):
