@@ -25,7 +25,8 @@ from served_code import (
 )
 
 HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-ONLINE_STATE = Path("monitoring") / online_calibration.FILE_NAME  # under the home, as Settings.online_calibration_path
+# the pointer's name in the records' database: Settings.online_calibration_path under the home, without ".json"
+ONLINE_STATE = "monitoring/" + online_calibration.FILE_NAME.removesuffix(".json")
 
 
 class SnapshotProblem(Exception):
@@ -181,7 +182,7 @@ class OnlineCalibration:
     """The online calibration the answers apply, as read from the state file with ``stamp`` (None: no file):
     ``state`` (an ``OnlineState`` for the served version), or None and the ``reason`` none applies."""
 
-    stamp: tuple[int, int, int] | None
+    stamp: int | None
     state: Any = None
     reason: str = ""
 
@@ -196,46 +197,60 @@ class OnlineCalibration:
 
 
 class OnlineCalibrationFile:
-    """The champion's online calibration state, ``<home>/monitoring/online_calibration.json``: a promotion seeds it,
-    the monitor replaces it whole each day (``OnlineState.save``). Parsed once per stamp (one ``os.stat`` while it
-    holds); applied only when it is for the served model version; a torn or unusable file is logged once and answered
-    without, never refused."""
+    """The champion's online calibration state, the pointer ``monitoring/online_calibration`` of the records' database
+    (``Settings.online_calibration_path`` names it): a promotion seeds it, the monitor replaces it whole each day.
+    Parsed once per version (kept in memory while the database says nothing changed); applied only when it is for
+    the served model version; an unusable one is logged once and answered without, never refused."""
 
-    def __init__(self, path: Path | None, served_version: str):
-        self.path = path
+    def __init__(self, view: Any, served_version: str):
+        self.view = view  # a state_view.PointerView, None without a platform home
         self.served_version = served_version
         self._read: OnlineCalibration | None = None
 
     @classmethod
     def from_environment(cls, served_version: str) -> OnlineCalibrationFile:
-        """Under ``STOCKOPS_HOME``; no file to read where it is not set (no platform home: no monitor)."""
+        """From the home's records (``STOCKOPS_HOME``, ``STOCKOPS_STATE_DB``); nothing to read where no home is set
+        (no platform: no monitor)."""
         env = served_settings.ServedSettings.read(log.warning)
-        return cls(env.home / ONLINE_STATE if "home" in env.model_fields_set else None, served_version)
+        if "home" not in env.model_fields_set:
+            return cls(None, served_version)
+        home = Path(env.home).absolute()
+        return cls(state_view.PointerView(env.state_db or f"sqlite:///{home / 'state.db'}", ONLINE_STATE),
+                   served_version)
 
-    def stamp(self) -> tuple[int, int, int] | None:
-        """The state file's identity now (what the kept answers are compared with)."""
-        return None if self.path is None else snapshot.file_stamp(self.path)
+    def stamp(self) -> int | None:
+        """The state's version now (what the kept answers are compared with)."""
+        if self.view is None:
+            return None
+        try:
+            return self.view.version(ONLINE_STATE)
+        except OSError:
+            return None
 
     def current(self) -> OnlineCalibration:
-        """The calibration to apply now: the last one read while the file keeps its stamp, else read again. The
-        stamp is taken before the read, so a file replaced meanwhile only shows as a change."""
+        """The calibration to apply now: the last one read while the state keeps its version, else read again. The
+        stamp is taken before the read, so a state replaced meanwhile only shows as a change."""
         stamp = self.stamp()
         if self._read is None or self._read.stamp != stamp:
             self._read = self._load(stamp)
         return self._read
 
-    def _load(self, stamp: tuple[int, int, int] | None) -> OnlineCalibration:
-        if self.path is None:
+    def _load(self, stamp: int | None) -> OnlineCalibration:
+        if self.view is None:
             return OnlineCalibration(None, reason="STOCKOPS_HOME is not set: no online calibration state to read")
         missing = OnlineCalibration(None, reason=f"no online calibration state yet ({ONLINE_STATE})")
-        if stamp is None:
+        try:
+            found = self.view.get(ONLINE_STATE)
+        except OSError as exc:
+            log.warning("the online calibration state cannot be read, answering without it: %s", exc)
+            return OnlineCalibration(stamp, reason=f"the online calibration state ({ONLINE_STATE}) cannot be read: "
+                                                   "answered without it (the bento's log says why)")
+        if found is None:
             return missing
         try:
-            state = online_calibration.OnlineState.load(self.path)  # numbers checked: finite, within bounds
-        except FileNotFoundError:  # removed since its stamp was taken: the next stamp says so
-            return missing
-        except (OSError, ValueError, TypeError) as exc:
-            log.warning("online calibration state %s is unusable, answering without it: %s", self.path, exc)
+            state = online_calibration.OnlineState.from_json(found[1])  # numbers checked: finite, within bounds
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("online calibration state %s is unusable, answering without it: %s", ONLINE_STATE, exc)
             return OnlineCalibration(stamp, reason=f"the online calibration state ({ONLINE_STATE}) is unreadable: "
                                                    "answered without it (the bento's log says why)")
         if str(state.model_version) != self.served_version:

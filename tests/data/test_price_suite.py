@@ -19,7 +19,7 @@ import pytest
 
 from stockops import ingest
 from stockops.contracts import IngestRequest, Published, Rejected, Validated
-from stockops.core import audit
+from stockops.core import audit, pointers
 from stockops.core.settings import WATCHLIST, Settings, make_settings
 from stockops.data import decisions, store_for
 from stockops.data.sources import shipped_series
@@ -264,7 +264,7 @@ def _assert_nothing_published_and_quarantined(lake, day: str) -> None:
     assert (folders[0] / "data.csv").is_file()
     result = json.loads((folders[0] / "validation.json").read_text())
     assert result["success"] is False and result["logical_date"] == day
-    status = json.loads(ingest.status_path(lake["settings"], "GOOG").read_text())
+    status = pointers.read(ingest.status_path(lake["settings"], "GOOG"))
     assert (status["status"], status["logical_date"]) == ("quarantined", day)
 
 
@@ -371,7 +371,7 @@ def test_a_new_extreme_move_that_the_day_backs_is_held_for_a_person_then_approve
     assert held.day == "2009-04-09" and held.move_pct == pytest.approx(35.3, abs=0.1)
     assert held.range_share > banks.extreme_min_range_share and held.volume_ratio > 1
     assert store.latest() == before, "nothing is published while a person has not decided"
-    assert json.loads(ingest.status_path(banks, "BAC").read_text())["status"] == "held"
+    assert pointers.read(ingest.status_path(banks, "BAC"))["status"] == "held"
     question = ingest.review_request(validated)
     assert "BAC" in question["subject"] and "+35.3 %" in question["subject"] and "2009-04-09" in question["body"]
     with pytest.raises(RuntimeError, match="none was recorded"):

@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from stockops.contracts import IngestRequest, IngestStatus, Published, Validated
+from stockops.core import pointers
 from stockops.core.settings import Settings
 from stockops.data import store_for
 from stockops.data.store import CorruptState, SnapshotStore
@@ -161,7 +162,7 @@ def test_a_corrupt_status_file_is_named_never_hides_other_tickers_and_the_next_i
     ingest_day(DAY_1, "GOOG", settings=settings)
     ingest_day(DAY_1, "MSFT", settings=settings)
     status = settings.ticker_data_dir("GOOG") / "status.json"
-    status.write_bytes(b'{"ticker": "GOOG", "logical_da')
+    pointers.write(status, {"ticker": "GOOG", "logical_da": 1})  # a record of another shape (an older version's)
     with pytest.raises(CorruptState, match=f"{status} is unreadable .*delete it, or re-ingest GOOG"):
         read_status(settings, "GOOG")
     with caplog.at_level(logging.WARNING):

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from stockops.contracts import Published
-from stockops.core import audit
+from stockops.core import audit, pointers
 from stockops.core.processes import free_port, venv_bin
 from stockops.core.settings import get_settings
 from stockops.data import store_for
@@ -183,7 +183,7 @@ def test_one_tickers_bad_data_stops_only_it_and_held_days_are_decided_over_the_r
     assert {t: e and e.last_date for t, e in latest.items()} == {
         "BAC": "2009-01-21", "JPM": "2009-01-16", "GOOG": "2009-01-16", "MSFT": "2009-01-21", "KO": "2009-01-21",
         "PG": None}
-    statuses = {t: json.loads(status_path(current, t).read_text())["status"] for t in current.tickers}
+    statuses = {t: pointers.read(status_path(current, t))["status"] for t in current.tickers}
     assert statuses == {"BAC": "published", "JPM": "rejected", "GOOG": "quarantined", "MSFT": "published",
                         "KO": "published", "PG": "rejected"}
     assert list((current.ticker_data_dir("GOOG") / "quarantine").glob("2009-01-21__*"))

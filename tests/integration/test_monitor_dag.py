@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from stockops.contracts import ForecastRecord
-from stockops.core import audit
+from stockops.core import audit, pointers
 from tests.integration.helpers import states
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -98,7 +98,7 @@ def test_calm_data_is_green_drift_starts_one_training_run_with_reason_and_report
         assert (forecast["ticker"], forecast["as_of"], forecast["forecast_for"], forecast["model_version"]) == (
             "GOOG", "2008-08-07", "2008-08-08", "1") and forecast["dag_run_id"] == calm.run_id
         # recorded as served: corrected by the champion's online calibration state, which it names
-        state = json.loads(small.online_calibration_path.read_text())
+        state = pointers.read(small.online_calibration_path)
         assert state["model_version"] == "1" and forecast["calibration"]["model_version"] == "1"
         assert forecast["calibration"]["through"] == state["through"]
         decision = audit.read(small.monitor_log)[-1]

@@ -19,8 +19,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from stockops.core import pointers
 from stockops.core.processes import http_json
 from stockops.model.portable.online_calibration import LEVELS, OnlineState, TickerState
+from stockops.registry.online_states import has_state, load_state, save_state
+from stockops.storage import state_store
 from tests.integration.helpers import served_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,7 +45,7 @@ def served(model_home, tmp_path_factory):
     settings = model_home.copy_to(mp, tmp_path_factory.mktemp("online-calibration") / "home")
     try:
         assert serve_champion(settings, reason="online calibration tests: serve v1")["version"] == "1"
-        seeded = OnlineState.load(settings.online_calibration_path)
+        seeded = load_state(settings.online_calibration_path)
         answer = _forecast(settings, settings.ticker)
         _remove_state(settings)
         yield settings, request_body(store_for(settings).load(), market=market_frame(settings), rows=90), seeded, answer
@@ -53,11 +56,11 @@ def served(model_home, tmp_path_factory):
 
 @pytest.fixture
 def state_file(served) -> Iterator:
-    """The path the bento reads the state from; whatever a test wrote there is removed afterwards, and the test ends
-    only once the server answers uncorrected again (other tests of this server see no state)."""
+    """The path that names the state the bento reads; whatever a test wrote there is removed afterwards, and the test
+    ends only once the server answers uncorrected again (other tests of this server see no state)."""
     settings = served[0]
     path = settings.online_calibration_path
-    assert not path.exists()
+    assert not has_state(path)
     try:
         yield path
     finally:
@@ -65,7 +68,7 @@ def state_file(served) -> Iterator:
 
 
 def _remove_state(settings) -> None:
-    settings.online_calibration_path.unlink(missing_ok=True)
+    state_store(settings).delete("monitoring/online_calibration")
     _wait_until(lambda: not _forecast(settings, settings.ticker)["online_calibration"]["applied"],
                 "answered without a state again")
 
@@ -149,7 +152,7 @@ def test_the_state_a_promotion_seeded_is_applied_from_the_first_answer(served):
 
 def test_without_a_state_file_answers_say_none_was_applied(served):
     settings, request, _, _ = served
-    assert not settings.online_calibration_path.exists()
+    assert not has_state(settings.online_calibration_path)
     reason = "no online calibration state yet (monitoring/online_calibration.json)"
     forecast = _forecast(settings, settings.ticker)
     batch = _batch(settings, [settings.ticker, settings.market])
@@ -173,7 +176,7 @@ def test_a_state_for_the_served_version_corrects_every_answer_at_once(served, st
                         updated_at="2026-06-01T22:30:00+00:00",
                         tickers={ticker: TickerState(log_scale=0.25, offsets=OFFSETS, days=3, through=THROUGH)})
     assert len(OFFSETS) == len(LEVELS)
-    state.save(state_file)
+    save_state(state, state_file)
 
     own = _forecast(settings, ticker)
     assert own["online_calibration"] == state.lineage(ticker) | {"applied": True}
@@ -201,7 +204,7 @@ def test_a_state_for_the_served_version_corrects_every_answer_at_once(served, st
 
     # the next day's state replaces it: applied from the first request on, never the older one
     newer = OnlineState(model_version=version, market_log_scale=-0.25, days=4, through="2026-06-01")
-    newer.save(state_file)
+    save_state(newer, state_file)
     answer = _forecast(settings, ticker)
     assert answer["online_calibration"]["through"] == "2026-06-01" and answer["online_calibration"]["scope"] == "market"
     assert answer["variance"] == pytest.approx(before[ticker]["variance"] * math.exp(-0.25), rel=1e-9)
@@ -211,7 +214,7 @@ def test_a_state_for_another_version_is_not_applied(served, state_file):
     settings, request, _, _ = served
     version = served_version(settings)
     before, predicted_before = _forecast(settings, settings.ticker), _predict(settings, request)
-    OnlineState(model_version="99", market_log_scale=0.5, through=THROUGH).save(state_file)
+    save_state(OnlineState(model_version="99", market_log_scale=0.5, through=THROUGH), state_file)
     reason = f"the online calibration state is for model version 99 while v{version} is served"
     answer = _forecast(settings, settings.ticker)
     (entry,) = _batch(settings, [settings.ticker])
@@ -222,17 +225,16 @@ def test_a_state_for_another_version_is_not_applied(served, state_file):
 
 
 @pytest.mark.parametrize("content", [
-    pytest.param('{"model_version": "1", "market_log_sc', id="torn"),
-    pytest.param('{"model_version": "1", "market_log_scale": NaN}', id="not-a-number"),
-    pytest.param('["not", "a", "state"]', id="not-a-state"),
+    pytest.param({"model_version": "1", "market_log_sc": 1}, id="another-shape"),
+    pytest.param({"model_version": "1", "market_log_scale": float("nan")}, id="not-a-number"),
+    pytest.param(["not", "a", "state"], id="not-a-state"),
 ])
 def test_an_unreadable_state_is_not_applied_and_refuses_nothing(served, state_file, content):
     settings, request, _, _ = served
     before, predicted_before = _forecast(settings, settings.ticker), _predict(settings, request)
     warned_before = _warnings(settings, state_file)
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(content)
-    reason = ("the online calibration state (monitoring/online_calibration.json) is unreadable: answered without it "
+    pointers.write(state_file, content)
+    reason = ("the online calibration state (monitoring/online_calibration) is unreadable: answered without it "
               "(the bento's log says why)")
     for _ in range(3):
         answer = _forecast(settings, settings.ticker)
@@ -241,12 +243,12 @@ def test_an_unreadable_state_is_not_applied_and_refuses_nothing(served, state_fi
         for got, uncorrected in ((answer, before), (entry, before), (predicted, predicted_before)):
             assert got["online_calibration"] == {"applied": False, "reason": reason}
             assert _numbers(got) == _numbers(uncorrected)
-    # one warning per bento process for this file (its stamp), however many requests read it
+    # one warning per bento process for this state (its version), however many requests read it
     new = [after - warned_before.get(log, 0) for log, after in _warnings(settings, state_file).items()]
     assert 1 in new and set(new) <= {0, 1}, new
 
 
 def _warnings(settings, state_file) -> dict:
-    """Bento log file -> how many times it says the state file is unusable."""
-    return {log: log.read_text().count(f"online calibration state {state_file} is unusable")
+    """Bento log file -> how many times it says the state is unusable."""
+    return {log: log.read_text().count("online calibration state monitoring/online_calibration is unusable")
             for log in settings.serving_logs_dir.glob("*.log")}

@@ -23,6 +23,7 @@ from schemathesis.checks import positive_data_acceptance
 
 from stockops.contracts import Registered
 from stockops.core.processes import http_json, pid_alive
+from stockops.storage import state_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,8 +37,9 @@ def served(model_home, tmp_path_factory):
     settings = model_home.copy_to(mp, tmp_path_factory.mktemp("serving") / "home")
     # these tests compare the model's own numbers: no online calibration state to apply (test_online_calibration_
     # serving has it), neither the one the promotion seeded nor those a deploy below would seed
-    for state in (settings.online_calibration_path, *settings.evaluation_dir.glob("online-v*.json")):
-        state.unlink(missing_ok=True)
+    store = state_store(settings)
+    for state in ("monitoring/online_calibration", *(p.name for p in store.pointers("evaluation/online-v"))):
+        store.delete(state)
     try:
         assert serve_champion(settings, reason="serving tests: serve v1")["version"] == "1"
         # a real request: the model ticker's last 90 days with the market reference's closes

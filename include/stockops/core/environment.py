@@ -177,6 +177,21 @@ class Environment(ServedSettings):
     # ---- compose only (docker-compose.yaml interpolates it; no stockops process reads it)
     bind: str = declare("127.0.0.1", "The address compose's published ports bind to (0.0.0.0: every interface)",
                         COMPOSE)
+    services_bind: str = declare("127.0.0.1", "The address PostgreSQL's, Redis' and the object store's published "
+                                 "ports bind to (the control host's private address when workers run elsewhere)",
+                                 COMPOSE)
+    postgres_host: str = declare("postgres", "Where the other services reach PostgreSQL (a worker host: the control "
+                                 "host's address)", COMPOSE)
+    postgres_port: int = declare(5432, "PostgreSQL's published port", COMPOSE)
+    redis_host: str = declare("redis", "Where the other services reach Redis", COMPOSE)
+    redis_port: int = declare(6379, "Redis' published port", COMPOSE)
+    s3_endpoint: str = declare("http://objectstore:9000", "Where the other services reach the object store",
+                               COMPOSE)
+    s3_port: int = declare(9000, "The object store's published port", COMPOSE)
+    airflow_api_url: str = declare("http://airflow-apiserver:8080", "Where workers reach the api-server's execution "
+                                   "API", COMPOSE)
+    mlflow_allowed_hosts: str = declare("", "Host headers the MLflow server answers besides its own names (a worker "
+                                        "host reaching it by address)", COMPOSE)
 
     @field_validator("ticker", mode="before")
     @classmethod

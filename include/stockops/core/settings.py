@@ -300,9 +300,9 @@ class Settings:
         return self.serving_dir / "incidents.jsonl"
 
     @property
-    def deploy_requests_dir(self) -> Path:
-        """Agent mode: deploy requests waiting for the serving agent (one JSON file each)."""
-        return self.serving_dir / "requests"
+    def deploy_requests_log(self) -> Path:
+        """Agent mode: deploy requests for the serving agent, and those withdrawn (a log of the records' database)."""
+        return self.serving_dir / "requests.jsonl"
 
     @property
     def deploy_log(self) -> Path:

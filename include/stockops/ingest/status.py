@@ -1,4 +1,5 @@
-"""Where each ticker of the watchlist stands: its latest ingest outcome (``status.json``, a :class:`TickerStatus`),
+"""Where each ticker of the watchlist stands: its latest ingest outcome (the pointer ``data/<T>/status`` of the
+records' database, :mod:`stockops.core.pointers`; a :class:`TickerStatus`),
 the watchlist's summary, and a day's outcome that ``stock_ingest``'s ``settled`` task waits on."""
 
 from __future__ import annotations
@@ -26,19 +27,15 @@ def status_path(settings: Settings, ticker: str) -> Path:
 
 def read_status(settings: Settings, ticker: str) -> TickerStatus | None:
     """The ticker's latest ingest outcome, None before its first ingest; :class:`CorruptState` if unreadable."""
-    import json
-
+    from stockops.core import pointers
     from stockops.data.store import CorruptState
 
     path = status_path(settings, ticker)
     way_out = (f"It only sums up the last ingest of {ticker}: delete it, or re-ingest {ticker} (stock_ingest with "
                f"tickers={ticker}), which writes it again")
-    try:
-        status = json.loads(path.read_text())
-    except FileNotFoundError:
+    status = pointers.read(path, way_out)
+    if status is None:
         return None
-    except ValueError as exc:
-        raise CorruptState(path, f"not JSON: {exc}", way_out) from exc
     try:
         return TickerStatus.from_xcom(status)
     except ContractError as exc:
@@ -49,22 +46,17 @@ def write_status(settings: Settings, ticker: str, logical_date: str, status: Ing
                  hash: str | None = None, folder: str | None = None, days: list[str] | None = None) -> None:
     """The ticker's latest ingest outcome; an older day's run never overwrites a newer day's.
 
-    An unreadable status file is replaced (it only sums up the last ingest, and this is the newest one).
+    An unreadable status is replaced (it only sums up the last ingest, and this is the newest one). Checked and
+    written in one transaction: two runs of different days cannot both win.
     """
-    from stockops.core.audit import CorruptState
-    from stockops.storage.files import atomic_write_json
+    from stockops.core import pointers
 
-    try:
-        current = read_status(settings, ticker)
-    except CorruptState as exc:
-        log.warning("%s is unreadable (%s): this run's outcome replaces it", exc.path, exc.problem)
-        current = None
-    if current is not None and current.logical_date > logical_date:
-        return
     record = TickerStatus(ticker=ticker, logical_date=logical_date, status=status, detail=detail,
                           at=datetime.now(UTC).isoformat(timespec="seconds"), hash=hash, folder=folder,
                           days=list(days or []))
-    atomic_write_json(status_path(settings, ticker), record.to_xcom())
+    pointers.write_unless(status_path(settings, ticker), record.to_xcom(),
+                          keep=lambda current: isinstance(current, dict)
+                          and str(current.get("logical_date", "")) > logical_date)
 
 
 def watchlist_status(settings: Settings) -> list[TickerStatus]:

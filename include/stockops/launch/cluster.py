@@ -189,7 +189,8 @@ class CeleryPlatform(LocalPlatform):
 
 # ---- compose: the one-time set-up that airflow-init runs -----------------------------------------
 def init_compose() -> None:
-    """Create MLflow's database, the admin password file and the shared home (idempotent).
+    """Create MLflow's database, the stockops records' database (``STOCKOPS_STATE_DB``), the admin password file and
+    this container's home (idempotent).
 
     Runs in the compose ``airflow-init`` container, after ``airflow db migrate``, as root.
     """
@@ -202,10 +203,12 @@ def init_compose() -> None:
     conn = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
                             dbname=url.database)
     conn.autocommit = True
+    records = make_url(os.environ["STOCKOPS_STATE_DB"]).database or "stockops"
     with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = 'mlflow'")
-        if cur.fetchone() is None:
-            cur.execute("CREATE DATABASE mlflow")
+        for name in ("mlflow", records):
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
     password = os.environ.get("AIRFLOW_ADMIN_PASSWORD", "")
     if not password:
@@ -213,12 +216,12 @@ def init_compose() -> None:
     passwords = os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
     write_secret(Path(passwords), json.dumps({"admin": password}))  # 0600 in a 0700 folder from the start
     home = get_settings().home
-    (home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
     uid = int(os.environ.get("AIRFLOW_UID", "50000"))
-    for path in (home, home / "mlflow", home / "mlflow" / "artifacts", os.path.dirname(passwords), passwords):
+    for path in (home, os.path.dirname(passwords), passwords):
         os.chown(path, uid, 0)
     os.chmod(passwords, 0o600)
-    print(f"compose init: database mlflow ready, admin password file {passwords}, home {home}")
+    print(f"compose init: databases mlflow and {records} ready, admin password file {passwords}")
 
 
 if __name__ == "__main__":

@@ -280,8 +280,6 @@ class LocalPlatform:
         """Print the first cycle as it happens: the training run, the gate's verdict, the deploy and, last, the
         endpoint answering for every ticker with a curl line to try; True once it answers. ``since``: the audit
         log's records before this moment (ISO) are not news."""
-        from stockops.core import audit
-
         deadline, told = time.monotonic() + timeout, set()
         while time.monotonic() < deadline:
             try:  # progress only: an API busy with the ingest's writes must not stop the platform
@@ -294,21 +292,32 @@ class LocalPlatform:
                 if key not in told and run["state"] in ("running", "success", "failed"):
                     told.add(key)
                     self.say(f"stock_train {run['dag_run_id']}: {run['state']}")
-            for entry in audit.read(self.settings.audit_log):
-                if str(entry.get("at", "")) < since or (entry.get("at"), entry.get("event")) in told:
-                    continue
-                told.add((entry.get("at"), entry.get("event")))
-                line = self._audit_line(entry)
-                if line:
-                    self.say(line)
+            self._tell_news(since, told)
             answered = self.forecasts_answering()
             if answered:
+                # the champion change is recorded as the new bento starts answering: its line comes first
+                settle = time.monotonic() + 15
+                while not self._tell_news(since, told) and time.monotonic() < settle:
+                    time.sleep(0.5)
                 self.say(answered)
                 self.say(f"try it:  {self.forecast_curl()}")
                 return True
             time.sleep(3)
         self.say(f"no forecast served within {timeout:.0f} s: see the stock_train runs at {self.url}/dags/stock_train")
         return False
+
+    def _tell_news(self, since: str, told: set) -> bool:
+        """Say each audit record of the first cycle not said yet; whether a champion change has been said."""
+        from stockops.core import audit
+
+        for entry in audit.read(self.settings.audit_log):
+            if str(entry.get("at", "")) < since or (entry.get("at"), entry.get("event")) in told:
+                continue
+            told.add((entry.get("at"), entry.get("event")))
+            line = self._audit_line(entry)
+            if line:
+                self.say(line)
+        return any(event in ("promotion", "rollback", "reconciliation") for _, event in told if isinstance(event, str))
 
     @staticmethod
     def _audit_line(entry: dict) -> str | None:

@@ -55,10 +55,10 @@ def update_online_calibration(*, settings: Settings, version: str, records: Iter
     snapshot. The state is saved when it changed (a day applied, or a fresh state started), unless the file was
     replaced since it was read (then that file stays: it is newer than what this run started from).
     """
-    from stockops.model.portable.snapshot import file_stamp
+    from stockops.core import pointers
 
     path = settings.online_calibration_path
-    stamp = file_stamp(path)
+    stamp = pointers.stamp(path)
     state, fresh = champion_state(path, str(version), kept_online_state(settings, str(version)))
     applied = apply_days(state, realised_days(records, frames, str(version), state.through))
     if applied or fresh:
@@ -72,11 +72,12 @@ def champion_state(path: Path, version: str, kept: Path | None = None) -> tuple[
     """The state at ``path`` if it is ``version``'s, else (and True: fresh) the one kept for ``version`` at
     registration (its holdout walk's, ``kept``) or a neutral one."""
     from stockops.model.portable.online_calibration import OnlineState
+    from stockops.registry.online_states import has_state, load_state
 
     def fresh(why: str) -> tuple[OnlineState, bool]:
-        if kept is not None and kept.exists():
+        if kept is not None and has_state(kept):
             try:
-                state = OnlineState.load(kept)
+                state = load_state(kept)
                 log.info("%s: starting v%s from its kept state (%s)", why, version, kept)
                 return state, True
             except (OSError, ValueError, TypeError) as exc:
@@ -84,10 +85,10 @@ def champion_state(path: Path, version: str, kept: Path | None = None) -> tuple[
         log.info("%s: starting a neutral one for v%s", why, version)
         return OnlineState(model_version=version), True
 
-    if not path.exists():
+    if not has_state(path):
         return fresh(f"no online calibration state yet ({path})")
     try:
-        state = OnlineState.load(path)
+        state = load_state(path)
     except (OSError, ValueError, TypeError, AttributeError) as exc:  # torn, or not a state: never stop the monitor
         log.warning("the online calibration state is unreadable (%s)", exc)
         return fresh("unreadable state")
@@ -154,21 +155,22 @@ def apply_days(state: OnlineState, days: dict[str, list[tuple[str, float, dict]]
 
 
 def _save_unless_replaced(state: OnlineState, path: Path, stamp: tuple | None) -> None:
-    from stockops.model.portable.snapshot import file_stamp
+    from stockops.core import pointers
+    from stockops.registry.online_states import save_state
 
-    if file_stamp(path) != stamp:
+    if pointers.stamp(path) != stamp:
         log.warning("the online calibration state %s was replaced while the monitor updated it: the newer file "
                     "is kept, v%s's update through %s is not saved", path, state.model_version, state.through)
         return
-    state.save(path)
+    save_state(state, path)
 
 
 def served_state(settings: Settings, version: str) -> OnlineState | None:
     """The state as the bento reads it when it is ``version``'s; None otherwise (missing, unreadable, another's)."""
-    from stockops.model.portable.online_calibration import OnlineState
+    from stockops.registry.online_states import load_state
 
     try:
-        state = OnlineState.load(settings.online_calibration_path)
+        state = load_state(settings.online_calibration_path)
     except (OSError, ValueError, TypeError, AttributeError):
         return None
     return state if str(state.model_version) == str(version) else None

@@ -1,15 +1,16 @@
 """Agent mode: the endpoint runs elsewhere (compose: the ``serving`` container), deploys are requests.
 
-:class:`AgentDeployer` writes the :class:`~stockops.serving.change.Change` as a JSON file into
-``settings.deploy_requests_dir`` (shared home) and waits for the agent's deploy record with its
-request id. :func:`run_agent` is the agent: it serves ``@champion`` at start, carries out each
-request with the local deployer (the same critical section: switch, alias, audit), and runs the
-supervisor's round between requests, so the endpoint heals there as it does on one machine.
+:class:`AgentDeployer` appends the :class:`~stockops.serving.change.Change` to the deploy requests log
+(``settings.deploy_requests_log``, a log of the records' database: the requester and the agent share no disk) and
+waits for the agent's deploy record with its request id. :func:`run_agent` is the agent: it serves ``@champion`` at
+start, carries out each request that has no outcome yet with the local deployer (the same critical section: switch,
+alias, audit), and runs the supervisor's round between requests, so the endpoint heals there as it does on one
+machine. A request its requester gave up on is withdrawn (a record saying so): an agent started later never acts on
+it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
@@ -17,6 +18,7 @@ import uuid
 from dataclasses import replace
 
 from stockops.contracts import DeployRecord
+from stockops.core import audit
 from stockops.core.settings import Settings
 from stockops.serving import runtime, state
 from stockops.serving.change import Change, DeployError
@@ -34,9 +36,7 @@ class AgentDeployer:
         settings = self.settings
         change = replace(change, request_id=change.request_id or uuid.uuid4().hex)
         request = {**change.to_dict(), "requested_at": state.now()}
-        settings.deploy_requests_dir.mkdir(parents=True, exist_ok=True)
-        path = settings.deploy_requests_dir / f"{request['requested_at']}-{change.request_id}.json"
-        state.write(path, request)
+        audit.append(settings.deploy_requests_log, request)
         log.info("deploy of %s v%s handed to the serving agent (request %s)", change.bento_tag, change.version,
                  change.request_id)
         deadline = time.monotonic() + settings.serve_ready_timeout_s + 60
@@ -45,21 +45,29 @@ class AgentDeployer:
             if record is not None:
                 if record["outcome"] not in ("succeeded", "unchanged"):
                     raise DeployError(f"the serving agent could not deploy {change.bento_tag}: {record['error']}")
-                return DeployRecord.from_record(record)  # the agent's line, read back from the shared deploy log
+                return DeployRecord.from_record(record)  # the agent's record, read back from the deploy log
             time.sleep(0.2)
-        path.unlink(missing_ok=True)
-        raise DeployError(f"no serving agent took deploy request {path.name} within "
+        audit.append(settings.deploy_requests_log, {"request_id": change.request_id, "withdrawn": state.now()})
+        raise DeployError(f"no serving agent took deploy request {change.request_id} within "
                           f"{settings.serve_ready_timeout_s + 60:.0f} s: is `python -m stockops.serving agent` (the "
-                          "compose `serving` service) running with the same STOCKOPS_HOME? Nothing was changed.")
+                          "compose `serving` service) running against the same records' database "
+                          "(STOCKOPS_STATE_DB)? Nothing was changed.")
 
 
-def _take(settings: Settings, path, beat=None) -> None:
-    """Carry out one request file; its outcome goes to the deploy log under its request id."""
+def pending_requests(settings: Settings, taken: set[str]) -> list[dict]:
+    """The requests no agent has an outcome for, not withdrawn and not ``taken`` by this agent, oldest first."""
+    requests = audit.read(settings.deploy_requests_log)
+    closed = taken | {r["request_id"] for r in requests if r.get("withdrawn")} | {
+        r.get("request_id") for r in deploys(settings) if r.get("request_id")}
+    return [r for r in requests if not r.get("withdrawn") and r.get("request_id") not in closed]
+
+
+def _take(settings: Settings, request: dict, beat=None) -> None:
+    """Carry out one request; its outcome goes to the deploy log under its request id."""
     try:
-        change = Change.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError) as exc:
-        log.error("deploy request %s is unreadable (%s): dropped", path, exc)
-        path.unlink(missing_ok=True)
+        change = Change.from_dict({k: v for k, v in request.items() if k != "requested_at"})
+    except (ValueError, TypeError, KeyError) as exc:
+        log.error("deploy request %s is unreadable (%s): dropped", request.get("request_id"), exc)
         return
     try:
         LocalDeployer(settings, beat=beat).apply(change)
@@ -67,7 +75,6 @@ def _take(settings: Settings, path, beat=None) -> None:
         log.error("%s", exc)  # recorded by the deployer, with the request id, for the requester
     except Exception as exc:  # noqa: BLE001
         _record_attempt(settings, {**change.to_dict(), "outcome": "failed", "error": f"agent error: {exc}"})
-    path.unlink(missing_ok=True)
 
 
 def run_agent(settings: Settings, interval: float = 0.25, once: bool = False) -> None:
@@ -84,12 +91,18 @@ def run_agent(settings: Settings, interval: float = 0.25, once: bool = False) ->
         log.error("could not serve the champion at start: %s", exc)
     supervisor = Supervisor(settings)
     log.info("serving agent: endpoint %s, waiting for requests in %s", settings.serve_url,
-             settings.deploy_requests_dir)
+             settings.deploy_requests_log)
+    taken: set[str] = set()
     while not stopping:
-        settings.deploy_requests_dir.mkdir(parents=True, exist_ok=True)
-        for path in sorted(settings.deploy_requests_dir.glob("*.json")):
+        try:
+            pending = pending_requests(settings, taken)
+        except Exception as exc:  # noqa: BLE001 - the records' database away for a moment: serving goes on
+            log.error("could not read the deploy requests: %s", exc)
+            pending = []
+        for request in pending:
+            taken.add(request["request_id"])
             supervisor.beat(busy_for=settings.serve_ready_timeout_s + 120)  # a deploy: MLflow calls, a bento start
-            _take(settings, path, beat=lambda: supervisor.beat(busy_for=settings.serve_ready_timeout_s + 120))
+            _take(settings, request, beat=lambda: supervisor.beat(busy_for=settings.serve_ready_timeout_s + 120))
         if once:
             return
         try:

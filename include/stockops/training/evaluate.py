@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from stockops import registry
@@ -99,7 +98,9 @@ def online_holdout(forecast: dict, returns, tickers, dates, keep: Path | None = 
     corrected = run_online(state, {k: forecast[k] for k in ("variance", "quantiles", "point")}, returns, tickers,
                            dates)
     if keep is not None:
-        state.save(keep)
+        from stockops.registry.online_states import save_state
+
+        save_state(state, keep)
     return corrected
 
 
@@ -149,17 +150,11 @@ def keep_holdout(settings: Settings, features: Features, model: str, version: st
     """Keep ``model``'s holdout forecasts as those of registry ``version`` (``evaluation/v<version>.parquet``): what
     the dashboard shows of a champion before its own live forecasts are realized; and the online calibration state
     its holdout walk ended with (``evaluation/online-v<version>.json``): the state it is served with once promoted
-    (:func:`stockops.registry.online_states.seed_online_state`). Written whole, then renamed."""
+    (:func:`stockops.registry.online_states.seed_online_state`). Into the stores: any host reads them."""
+    from stockops.registry.holdouts import keep_holdout_file
+
     keep_online_state(settings, Path(features.path).with_name(ONLINE_FILE.format(model=model)), version)
-    source = Path(features.path).with_name(HOLDOUT_FILE.format(model=model))
-    if not source.exists():  # a features folder of an older run
-        log.warning("no holdout forecasts at %s: v%s has none to show", source, version)
-        return
-    settings.evaluation_dir.mkdir(parents=True, exist_ok=True)
-    target = settings.evaluation_dir / f"v{version}.parquet"
-    partial = target.with_suffix(".parquet.partial")
-    partial.write_bytes(source.read_bytes())
-    os.replace(partial, target)
+    keep_holdout_file(settings, Path(features.path).with_name(HOLDOUT_FILE.format(model=model)), version)
 
 
 def _summary(entry: dict) -> dict[str, float | None]:

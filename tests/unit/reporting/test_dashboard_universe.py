@@ -223,7 +223,9 @@ def test_pages_over_http_behind_the_login(http):
 def test_the_online_calibration_shows_on_both_pages_and_its_absence_breaks_none(universe):
     """The state the monitor keeps: its factor in every ticker's row, its lineage on a ticker's page; missing or
     torn, the pages say so."""
+    from stockops.core import pointers
     from stockops.model.portable.online_calibration import OnlineState
+    from stockops.registry.online_states import save_state
     from stockops.reporting.dashboard.page import render_page, render_ticker_page
 
     page = render_page(universe, user="admin", approvals=[])
@@ -232,7 +234,7 @@ def test_the_online_calibration_shows_on_both_pages_and_its_absence_breaks_none(
 
     state = OnlineState(model_version="1", market_log_scale=0.2)
     state.update("2020-12-11", ["U001"], [0.1], [0.0], [1e-4], [[0.01 * z for z in (-2.3, -1.6, -.7, 0, .7, 1.6, 2.3)]])
-    state.save(universe.online_calibration_path)
+    save_state(state, universe.online_calibration_path)
     page = render_page(universe, user="admin", approvals=[])
     assert "online calibration (σ² factor): v1, through 2020-12-11 (1 realized days" in page
     own, market = state.lineage("U001")["variance_factor"], state.lineage(None)["variance_factor"]
@@ -242,6 +244,6 @@ def test_the_online_calibration_shows_on_both_pages_and_its_absence_breaks_none(
     section = re.search(r'<table id="online-U001">.*?</table>', ticker, re.S).group(0)
     assert "v1" in section and "2020-12-11" in section and f"×{own:.3f}" in section and "q05 " in section
 
-    universe.online_calibration_path.write_text('{"model_version": "1", "market_')
+    pointers.write(universe.online_calibration_path, {"model_version": "1", "market_": 1})  # not a state
     assert "online calibration state unreadable" in render_page(universe, user="admin", approvals=[])
     assert "online calibration state unreadable" in render_ticker_page(universe, "U001", user="admin")

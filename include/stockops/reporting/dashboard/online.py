@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stockops.core.settings import Settings
-from stockops.reporting.dashboard.panels import file_stamp
 
 if TYPE_CHECKING:
     from stockops.model.portable.online_calibration import OnlineState
@@ -34,7 +33,7 @@ class OnlineView:
         return self.state.lineage(ticker) if self.applied and self.state is not None else None
 
 
-_READ: dict[str, tuple[tuple, OnlineState | None, str]] = {}  # state path -> (stamp, state, why none)
+_READ: dict[str, tuple[tuple | None, OnlineState | None, str]] = {}  # state path -> (stamp, state, why none)
 
 
 def online_view(settings: Settings, champion_version: str | None) -> OnlineView:
@@ -49,18 +48,19 @@ def online_view(settings: Settings, champion_version: str | None) -> OnlineView:
 
 
 def _read(settings: Settings) -> tuple[OnlineState | None, str]:
-    from stockops.model.portable.online_calibration import OnlineState
+    from stockops.core import pointers
+    from stockops.registry.online_states import load_state
 
     path = settings.online_calibration_path
-    stamp = file_stamp(path)
+    stamp = pointers.stamp(path)
     cached = _READ.get(str(path))
     if cached and cached[0] == stamp:
         return cached[1], cached[2]
     state, problem = None, NO_STATE
-    if path.exists():
+    if stamp is not None:
         try:
-            state, problem = OnlineState.load(path), ""
-        except (OSError, ValueError, TypeError, AttributeError) as exc:  # torn, or not a state: the page says so
+            state, problem = load_state(path), ""
+        except (OSError, ValueError, TypeError, AttributeError) as exc:  # not a state: the page says so
             problem = f"online calibration state unreadable: {exc}"
     _READ[str(path)] = (stamp, state, problem)
     return state, problem

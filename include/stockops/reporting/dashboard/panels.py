@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from stockops.charts.dashboard import COVERAGE_WINDOW, FAN_DAYS, NO_FORECASTS, coverage_chart, fan_chart
 from stockops.core import audit
 from stockops.core.settings import Settings
+from stockops.registry import holdouts
 from stockops.registry.changes import describe, history
 
 if TYPE_CHECKING:
@@ -83,26 +84,23 @@ def holdout_forecasts(settings: Settings, version: str | None, ticker: str) -> p
         "forecast_for", ignore_index=True)
 
 
-_HOLDOUTS: dict[str, tuple[tuple, Any]] = {}  # version -> (file stamp, table)
+_HOLDOUTS: dict[str, tuple[Any, Any]] = {}  # home:version -> (its stamp, table)
 
 
 def holdout_table(settings: Settings, version: str | None):
     """Registry ``version``'s evaluation (every ticker's holdout forecasts), kept until its file changes; None when
     it kept none."""
+    from stockops.registry.holdouts import holdout_stamp, read_holdout
+
     if version is None:
         return None
-    path = settings.evaluation_dir / f"v{version}.parquet"
-    stamp = file_stamp(path)
-    cached = _HOLDOUTS.get(str(path))
+    key = f"{settings.home}:{version}"
+    stamp = holdout_stamp(settings, version)
+    cached = _HOLDOUTS.get(key)
     if cached and cached[0] == stamp:
         return cached[1]
-    import pandas as pd
-
-    try:
-        table = pd.read_parquet(path)
-    except Exception:  # noqa: BLE001 - missing or unreadable: the page says there is nothing to show
-        table = None
-    _HOLDOUTS[str(path)] = (stamp, table)
+    table = read_holdout(settings, version)  # None: missing or unreadable, the page says there is nothing to show
+    _HOLDOUTS[key] = (stamp, table)
     return table
 
 
@@ -222,7 +220,7 @@ def ticker_panels(settings: Settings) -> list[TickerPanel]:
     log_stamp, records = audit.stamp(settings.forecast_log), None
     current = champion(settings, datetime.now(UTC))
     version = current["version"] if current else None
-    holdout_stamp = file_stamp(settings.evaluation_dir / f"v{version}.parquet") if version else None
+    holdout_stamp = holdouts.holdout_stamp(settings, version)
     panels = []
     for ticker in settings.tickers:
         store = store_for(settings, ticker)

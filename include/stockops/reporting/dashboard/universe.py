@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 from stockops.charts.dashboard import FAN_DAYS
 from stockops.contracts import IngestStatus
 from stockops.core import audit
+from stockops.core import pointers as named_values
 from stockops.core.settings import Settings
+from stockops.registry.holdouts import holdout_stamp
 from stockops.reporting.dashboard.forecast_log import forecast_table, ticker_forecasts
 from stockops.reporting.dashboard.online import online_view
 from stockops.reporting.dashboard.panels import (
@@ -191,10 +193,10 @@ def universe_rows(settings: Settings, now: datetime | None = None) -> list[Ticke
     pointers = {ticker: _pointer(settings, ticker) for ticker in settings.tickers}
     flags, check = latest_drift(settings)
     key = (settings.tickers, audit.stamp(settings.forecast_log), version,
-           file_stamp(settings.evaluation_dir / f"v{version}.parquet") if version else None,
+           holdout_stamp(settings, version),
            check.get("decision_path") if check else None, tuple(e.hash if e else None for e in pointers.values()),
-           tuple(file_stamp(status_path(settings, t)) for t in settings.tickers),
-           file_stamp(settings.online_calibration_path))
+           named_values.stamps([status_path(settings, t) for t in settings.tickers]),
+           named_values.stamp(settings.online_calibration_path))
     cached = _ROWS.get(str(settings.home))
     if cached and cached[0] == key:
         return cached[1]
@@ -348,7 +350,7 @@ def ticker_page_panel(settings: Settings, ticker: str, now: datetime | None = No
     store = store_for(settings, ticker)
     entry = store.latest()
     key = (audit.stamp(settings.forecast_log), entry.hash if entry else None, version,
-           file_stamp(settings.evaluation_dir / f"v{version}.parquet") if version else None)
+           holdout_stamp(settings, version))
     cached = _PAGE_PANELS.get((str(settings.home), ticker))
     if cached and cached[0] == key:
         return cached[1]
