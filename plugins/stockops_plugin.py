@@ -243,10 +243,12 @@ def build_app() -> FastAPI:
         decision = latest_monitor_report(settings)
         if decision is None:
             return not_found("No Evidently monitor report yet: stock_monitor has not kept one.")
-        report = _file_under_home(decision["report"], settings)
+        from stockops.monitoring.reports import read_report_file
+
+        report = read_report_file(settings, decision["report"])  # this host's home, or the blob store
         if report is None:
             return not_found(f"The latest monitor report is missing or outside the stockops home: {decision['report']}")
-        return FileResponse(report, media_type="text/html")
+        return HTMLResponse(report.decode("utf-8", errors="replace"))
 
     @app.get("/monitor/latest.json")
     def monitor_decision():

@@ -257,6 +257,10 @@ def _record(settings: Settings, record: MonitorRecord, folder: Path | None, repo
         if record.scorecard_path is not None:
             Path(record.scorecard_path).write_text(json.dumps(record.scorecard, indent=2, default=str))
         Path(str(record.decision_path)).write_text(json.dumps(record.to_record(), indent=2, default=str))
+        from stockops.monitoring.reports import share_report_files
+
+        share_report_files(settings, [Path(p) for p in (record.decision_path, record.report, record.scorecard_path)
+                                      if p])
     with mlflow.start_run(experiment_id=registry.experiment_id(settings, settings.monitoring_experiment),
                           run_name=f"monitor-{record.checked_at[:10]}") as run:
         mlflow.set_tags({"triggered": str(record.triggered), "reason": record.reason[:5000],

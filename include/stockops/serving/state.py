@@ -39,6 +39,7 @@ from pathlib import Path
 
 from stockops.core.audit import CorruptState
 from stockops.core.settings import Settings
+from stockops.storage.files import flock_within
 
 
 def now() -> str:
@@ -343,16 +344,9 @@ def supervisor_lock(settings: Settings, wait_s: float = 2.0):
     process holds it after ``wait_s``. Held by the supervisor for its life; the kernel drops it when it dies."""
     settings.serving_dir.mkdir(parents=True, exist_ok=True)
     handle = os.fdopen(os.open(settings.serving_dir / ".supervisor.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+")
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                handle.close()
-                return None
-            time.sleep(0.1)
+    if not flock_within(handle, wait_s, poll_s=0.1):
+        handle.close()
+        return None
     handle.seek(0)
     handle.truncate()
     handle.write(json.dumps({"pid": os.getpid(), "create_time": _create_time(os.getpid())}))

@@ -7,11 +7,12 @@ import fcntl
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "file_lock"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "file_lock", "flock_within"]
 
 
 @contextmanager
@@ -56,3 +57,17 @@ def _fsync_folder(folder: Path) -> None:
 
 def atomic_write_json(path: Path, data: object) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def flock_within(fd: int | object, timeout_s: float, poll_s: float = 0.05) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` (a descriptor or an open file), trying until ``timeout_s`` has passed;
+    whether it was granted. The kernel drops it when its holder dies."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[arg-type]
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_s)

@@ -45,6 +45,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from stockops.storage.files import flock_within
+
 METADATA = sa.MetaData()
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite's rowid alias must be INTEGER
 
@@ -265,16 +267,8 @@ class StateStore:
         path = folder / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".lock")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise LockTimeout(f"lock {name!r} ({path}) still held by another process after "
-                                          f"{timeout_s} s") from None
-                    time.sleep(poll_s)
+            if not flock_within(fd, timeout_s, poll_s):
+                raise LockTimeout(f"lock {name!r} ({path}) still held by another process after {timeout_s} s")
             try:
                 yield
             finally:

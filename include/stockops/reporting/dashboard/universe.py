@@ -139,7 +139,7 @@ def latest_drift(settings: Settings) -> tuple[dict[str, bool], dict | None]:
         path = entry.get("decision_path")
         if entry.get("event") != "monitor" or not path:
             continue
-        drift = _decision(path).get("drift") or {}
+        drift = _decision(settings, path).get("drift") or {}
         per_ticker = drift.get("per_ticker")
         if isinstance(per_ticker, dict) and per_ticker:
             flags = {entry.get("ticker") if name == "series" else name: bool(verdict.get("drifted"))
@@ -164,7 +164,7 @@ def _monitor_entries(settings: Settings) -> list[dict]:
     return entries
 
 
-def _decision(path: str) -> dict:
+def _decision(settings: Settings, path: str) -> dict:
     from pathlib import Path
 
     stamp = file_stamp(Path(path))
@@ -172,9 +172,12 @@ def _decision(path: str) -> dict:
     if cached and cached[0] == stamp:
         return cached[1]
     _DECISIONS.clear()  # one check's decision kept (each names every ticker's drift)
-    try:
-        decision = json.loads(Path(path).read_text())
-    except (OSError, ValueError):  # pruned, or being written: no verdicts from it
+    from stockops.monitoring.reports import read_report_file
+
+    try:  # this host's home, or the blob store (a worker host's check)
+        data = read_report_file(settings, path)
+        decision = json.loads(data) if data is not None else {}
+    except ValueError:  # being written: no verdicts from it
         decision = {}
     decision = decision if isinstance(decision, dict) else {}
     _DECISIONS[path] = (stamp, decision)
