@@ -153,7 +153,7 @@ def test_the_state_a_promotion_seeded_is_applied_from_the_first_answer(served):
 def test_without_a_state_file_answers_say_none_was_applied(served):
     settings, request, _, _ = served
     assert not has_state(settings.online_calibration_path)
-    reason = "no online calibration state yet (monitoring/online_calibration.json)"
+    reason = "no online calibration state yet (monitoring/online_calibration)"
     forecast = _forecast(settings, settings.ticker)
     batch = _batch(settings, [settings.ticker, settings.market])
     predicted = _predict(settings, request)

@@ -70,11 +70,26 @@ def _take(settings: Settings, request: dict, beat=None) -> None:
         log.error("deploy request %s is unreadable (%s): dropped", request.get("request_id"), exc)
         return
     try:
+        change = _with_local_bento(settings, change)
         LocalDeployer(settings, beat=beat).apply(change)
     except DeployError as exc:
         log.error("%s", exc)  # recorded by the deployer, with the request id, for the requester
     except Exception as exc:  # noqa: BLE001
         _record_attempt(settings, {**change.to_dict(), "outcome": "failed", "error": f"agent error: {exc}"})
+
+
+def _with_local_bento(settings: Settings, change: Change) -> Change:
+    """``change`` with a bento of its version from this host's BentoML store: the requester's own when this host
+    built it (one machine), else packed here from the registry version (the model fetched from MLflow, whose
+    artifacts are in the object store): a serving host shares no disk with the worker that built the bento."""
+    from stockops.serving.build import build_bento, existing_bento
+
+    if existing_bento(settings, change.bento_tag) is not None:
+        return change
+    built = build_bento(settings, settings.model_name, change.version)
+    log.info("deploy request %s: %s is not in this host's store; v%s packed here as %s", change.request_id,
+             change.bento_tag, change.version, built["bento_tag"])
+    return replace(change, bento_tag=built["bento_tag"])
 
 
 def run_agent(settings: Settings, interval: float = 0.25, once: bool = False) -> None:
