@@ -15,7 +15,7 @@ help:
 	@echo "make run            start Airflow (http://127.0.0.1:8080) and the MLflow UI (http://127.0.0.1:5000)"
 	@echo "make test           run the whole test suite (two workers, about 10 minutes)"
 	@echo "make test-fast      the tests not marked slow"
-	@echo "make test-<lane>    one folder of tests/: $(LANES)"
+	@echo "make test-<lane>    one folder of tests/: $(LANES) (MARK=<marker> narrows it: make test-system MARK=hosts)"
 	@echo "make demo           run the pipeline in-process and print a summary"
 	@echo "make lint           ruff, then mypy over include/, dags/ and plugins/"
 	@echo "make bench          run the benchmarks in bench/ (results as JSON next to them; UNIVERSE=<universe.parquet>: the universe's too)"
@@ -57,15 +57,17 @@ demo: install
 # left the one-test Celery file running alone at the end). The session's two small models are trained once
 # and shared by both workers (tests/conftest.py: model_home).
 test: install browser
-	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=10
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=10 -m "not hosts"
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"
 
 # One lane of the suite, as tests/ is laid out: unit/ (by package), model/, data/, dags/, integration/ (DAG runs and
 # the real BentoML server), faults/ (kill, corrupt, race), system/ (the whole local and Celery platforms).
+# MARK narrows a lane to a marker: `make test-system MARK=hosts` (what CI adds to `make test`) runs only the
+# multi-host test, the platform on four network-namespace hosts (a few minutes: outside `make test`'s budget).
 $(addprefix test-,$(LANES)): test-%: install browser
-	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder tests/$*
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder tests/$* $(if $(MARK),-m "$(MARK)")
 
 lint: install
 	$(VENV)/bin/ruff check .

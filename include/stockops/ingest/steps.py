@@ -232,6 +232,10 @@ def _settle_validation(fetched: Fetched, frame, digest: str, latest, report, dag
     result_path = store.validations_dir / f"{day}__{digest[:12]}.json"
     report.result_path = str(result_path)
     atomic_write_json(result_path, {"hash": digest, **fetched.to_xcom(), **report.to_dict()})
+    if not store.blobs.is_local:  # evidence every host can read: the records name it where it is kept
+        key = f"{store.prefix}/validations/{result_path.name}"
+        store.blobs.put(key, result_path.read_bytes())
+        report.result_path = f"{store.blobs.url}/{key}"
     if report.scope is not None and report.scope.mode == "restated":
         audit.record(settings.audit_log, "restatement", ticker=ticker, logical_date=day, hash=digest,
                      previous_hash=latest.hash if latest else None, validation=report.status,
@@ -246,7 +250,7 @@ def _settle_validation(fetched: Fetched, frame, digest: str, latest, report, dag
                      + "; ".join(f.line() for f in report.failures)[:300], folder=str(folder))
         log.error(message)
         return DataValidationError(message, report)
-    validated = Validated(fetched=fetched, hash=digest, validation_path=str(result_path),
+    validated = Validated(fetched=fetched, hash=digest, validation_path=report.result_path,
                           data_docs_path=report.data_docs_path,
                           scope=report.scope.description if report.scope else "",
                           held_for_review=report.held_for_review,

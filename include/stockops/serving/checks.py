@@ -9,22 +9,41 @@ from typing import TypeGuard
 from stockops import registry
 from stockops.core.processes import http_json, wait_until
 from stockops.core.settings import Settings
-from stockops.serving import runtime, state
+from stockops.serving import state
 from stockops.serving.change import DeployError
 from stockops.serving.runtime import ServingError
 
 
-def _routed_to(settings: Settings) -> str | None:
+def _proxy_state(settings: Settings) -> dict:
+    """What the stable address says it routes to (``/-/stockops/upstream``: the upstream, its version and bento);
+    {} when it does not answer."""
     try:
         status, body = http_json(f"{settings.serve_url}/-/stockops/upstream", timeout=2)
     except OSError:
-        return None
-    return body.get("upstream") if status == 200 and isinstance(body, dict) else None
+        return {}
+    return body if status == 200 and isinstance(body, dict) else {}
+
+
+def _routed_to(settings: Settings) -> str | None:
+    return _proxy_state(settings).get("upstream")
+
+
+def _ready_at_stable_address(settings: Settings) -> bool:
+    """The bento behind the stable address passes ``/readyz`` (asked through the proxy, from any host)."""
+    try:
+        status, _ = http_json(f"{settings.serve_url}/readyz", timeout=5)
+    except OSError:
+        return False
+    return status == 200
 
 
 def verify(settings: Settings, version: str, timeout: float = 30) -> dict:
     """The invariant, checked: the stable address serves ``version``, which is ``@champion`` and the audit
-    log's last change. Raises ServingError (the task turns red) if it does not hold within ``timeout``."""
+    log's last change. Raises ServingError (the task turns red) if it does not hold within ``timeout``.
+
+    Checked through the stable address (``STOCKOPS_SERVE_HOST``), so it holds on any host: a worker host has no
+    serving records of its own. On the serving host its own record (``current.json``) must also be what the proxy
+    routes to."""
     from stockops.registry.changes import history
 
     seen: dict = {}
@@ -33,11 +52,13 @@ def verify(settings: Settings, version: str, timeout: float = 30) -> dict:
         registry.setup(settings)
         champion = registry.champion_version(settings)
         changes = history(settings)
-        upstream = _routed_to(settings)
-        served = state.current_or_empty(settings)
+        routed = _proxy_state(settings)
+        local = state.current_or_empty(settings)
+        served = local or routed  # this host's record, else what the proxy says it serves
         seen.update(champion=str(champion.version) if champion else None, served=served.get("version"),
                     audit=changes[-1]["to_version"] if changes else None,
-                    routed=upstream == served.get("upstream"), ready=runtime.bento_ready(served.get("upstream", "")))
+                    routed=bool(routed.get("upstream")) and routed.get("upstream") == served.get("upstream"),
+                    ready=_ready_at_stable_address(settings))
         return (seen["champion"] == seen["served"] == seen["audit"] == str(version)) and seen["routed"] \
             and seen["ready"]
 

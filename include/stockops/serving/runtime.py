@@ -310,7 +310,8 @@ def stop_serving(settings: Settings) -> None:
     records = {r["pid"]: r for r in state.owned(settings)}
     for path in (supervisor, state.proxy_record_path(settings)):
         record = state.read_ours(settings, path)
-        if state.pid_matches(record):
+        # the serving agent is its own supervisor: stopping, it stops what it runs, not itself
+        if state.pid_matches(record) and int(record["pid"]) != os.getpid():
             stop_pid_tree(int(record["pid"]), grace=5, token=records.get(record["pid"], {}).get("token"))
         if path == supervisor:  # first, so that it heals nothing while the rest stops
             path.unlink(missing_ok=True)
