@@ -128,7 +128,7 @@ def test_daily_cycle_runs_on_both_worker_hosts_and_the_serving_host_answers(plat
 
 def assert_no_foreign_files(hosts) -> None:
     """Each host's folder holds what its own processes wrote: the workers' and the serving host's nothing but
-    their home and logs; no file of a host's home or logs names another host's folder. (Control's object store
+    their home and logs; no file of a host's home or logs (Airflow's task logs aside) names another host's folder. (Control's object store
     and PostgreSQL data hold what every host sent them over the network: not scanned.) Records in the shared
     database that name a host's folder are printed: a path there means nothing on another host."""
     names = {name: node.workdir for name, node in hosts.hosts.items()}
@@ -138,7 +138,9 @@ def assert_no_foreign_files(hosts) -> None:
     for name, folder in names.items():
         others = [str(f) + "/" for n, f in names.items() if n != name]
         for path in [*(folder / "home").rglob("*"), *(folder / "logs").rglob("*")]:
-            if not path.is_file() or path.stat().st_size > 5_000_000:
+            # Airflow's task logs are records of what happened, not state: one may echo an XCom value that names
+            # the host an earlier task ran on (the build's bento path), which nothing reads
+            if not path.is_file() or path.stat().st_size > 5_000_000 or "airflow/logs" in path.as_posix():
                 continue
             text = path.read_text(errors="ignore")
             hits = [o for o in others if o in text]
