@@ -115,3 +115,18 @@ def test_an_older_home_migrates_into_postgresql_and_s3(tmp_path, request):
     finally:
         for key in env:
             os.environ.pop(key, None)
+
+
+def test_make_run_moves_an_older_home_into_the_stores_before_it_starts(tmp_path, capsys):
+    """``make run`` on a home an older stockops wrote: its launcher migrates it first, saying so, once."""
+    from stockops.launch.local import LocalPlatform
+
+    home = old_home(tmp_path)
+    before = {t: expected(home, t) for t in ("GOOG", "KO")}
+    platform = LocalPlatform(make_settings(home=home))
+    platform.migrate_older_home()
+    said = capsys.readouterr().out
+    assert "moving them into the stores" in said and "migrated 2 ticker(s): 6 snapshot record(s)" in said
+    check_migrated(platform.settings, before)
+    platform.migrate_older_home()
+    assert capsys.readouterr().out == "", "a migrated home is left as it is"

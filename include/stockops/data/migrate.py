@@ -50,6 +50,15 @@ class Migration:
         return text + "".join(f"\n  not migrated: {s}" for s in self.skipped)
 
 
+def has_files_to_migrate(settings: Settings) -> bool:
+    """Whether the home holds a file manifest, pointer or JSON-lines log that is not migrated yet."""
+    data = settings.home / "data"
+    if data.is_dir() and any(data.glob("*/manifest.jsonl")) or any(data.glob("*/latest.json")):
+        return True
+    return any(not p.relative_to(settings.home).as_posix().startswith(NOT_RECORDS)
+               for p in settings.home.rglob("*.jsonl")) if settings.home.is_dir() else False
+
+
 def migrate_home(settings: Settings) -> Migration:
     """Move every ticker's file manifest and pointer under ``settings.home`` into ``settings``' stores."""
     from stockops.core import audit

@@ -89,10 +89,20 @@ class LocalPlatform:
         components.private_dir(self.settings.logs_dir)
         components.ensure_admin_password(self.settings.airflow_passwords_file)
 
+    def migrate_older_home(self) -> None:
+        """A home an older stockops wrote (its snapshot manifests and logs as files) moves into the stores first:
+        what ``python -m stockops migrate-home`` does, said in one line; nothing to do on a new or migrated home."""
+        from stockops.data.migrate import has_files_to_migrate, migrate_home
+
+        if has_files_to_migrate(self.settings):
+            print("this home keeps records in files (an older stockops): moving them into the stores ...", flush=True)
+            print("  " + migrate_home(self.settings).summary().replace("\n", "\n  "), flush=True)
+
     def start(self) -> subprocess.Popen:
         """Migrate, then start Airflow's components under one process (:func:`run_components`); returns it."""
         self.prepare_home()
         print(f"stockops home: {self.settings.home}")
+        self.migrate_older_home()
         print("migrating the Airflow metadata DB ...", flush=True)
         self.airflow("db", "migrate")
         database = self.sqlite_database()
