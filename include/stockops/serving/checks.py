@@ -42,8 +42,8 @@ def verify(settings: Settings, version: str, timeout: float = 30) -> dict:
     log's last change. Raises ServingError (the task turns red) if it does not hold within ``timeout``.
 
     Checked through the stable address (``STOCKOPS_SERVE_HOST``), so it holds on any host: a worker host has no
-    serving records of its own. On the serving host its own record (``current.json``) must also be what the proxy
-    routes to."""
+    serving records of its own. On the serving host its own record (``current.json``, readable) must also be what
+    the proxy routes to."""
     from stockops.registry.changes import history
 
     seen: dict = {}
@@ -53,8 +53,9 @@ def verify(settings: Settings, version: str, timeout: float = 30) -> dict:
         champion = registry.champion_version(settings)
         changes = history(settings)
         routed = _proxy_state(settings)
-        local = state.current_or_empty(settings)
-        served = local or routed  # this host's record, else what the proxy says it serves
+        # the serving host's own record (unreadable: nothing agrees until it is rebuilt); a host that serves
+        # nothing (a worker of a multi-host deployment) has none: what the proxy says it serves
+        served = state.current_or_empty(settings) if settings.serving_state.exists() else routed
         seen.update(champion=str(champion.version) if champion else None, served=served.get("version"),
                     audit=changes[-1]["to_version"] if changes else None,
                     routed=bool(routed.get("upstream")) and routed.get("upstream") == served.get("upstream"),
