@@ -30,9 +30,11 @@ from pathlib import Path
 
 import pytest
 
+from stockops.core.airflow_db import use_wal
 from stockops.core.process_env import quiet_environment
 from stockops.core.processes import free_port, venv_bin
 from stockops.launch.components import stop_process_tree
+from stockops.launch.local import SQLITE_CONNECT_ARGS
 from stockops.launch.objectstore import ObjectStoreServer
 from stockops.launch.remote import (
     S3Endpoint,
@@ -126,6 +128,8 @@ def test_task_log_is_uploaded_to_the_object_store_and_read_back_by_the_api_serve
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        # as make run opens it: a write waits its turn (30 s) instead of failing while the api-server writes
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=SQLITE_CONNECT_ARGS,
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
         AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(32),
         AIRFLOW__API__SECRET_KEY=secrets.token_urlsafe(32),
@@ -135,6 +139,7 @@ def test_task_log_is_uploaded_to_the_object_store_and_read_back_by_the_api_serve
     )
     airflow = venv_bin("airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=180)
+    use_wal(home / "airflow.db")  # readers and the one writer do not block each other
     api = spawn([airflow, "api-server", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / "api.log")
     try:
         # Up first: the task's Execution-API client gives up after 5 tries (random waits of 1 s and more), and
@@ -143,7 +148,7 @@ def test_task_log_is_uploaded_to_the_object_store_and_read_back_by_the_api_serve
         test_log = tmp_path / "dags-test.log"
         run = spawn([airflow, "dags", "test", DAG_ID, "--use-executor"], env, test_log)
         try:
-            returncode = run.wait(timeout=120)
+            returncode = run.wait(timeout=240)
         finally:
             stop_process_tree(run)
         assert returncode == 0, test_log.read_text()[-4000:]
