@@ -169,8 +169,8 @@ def test_a_writer_killed_inside_its_transaction_leaves_nothing(state_url, ns):
 
 @pytest.mark.faults
 def test_concurrent_writers_lose_nothing_and_duplicate_nothing(state_url, ns):
-    """Two processes append the same 150 keyed records and 150 of their own, and each adds 1 to a counter 60 times
-    by compare-and-set: every record once, no increment lost."""
+    """Two processes append the same 150 keyed records and 150 of their own, write one new pointer 60 times each,
+    and each adds 1 to a counter 60 times by compare-and-set: every record once, no write and no increment lost."""
     code = f"""
         import sys
         from stockops.storage import StateStore, VersionConflict
@@ -180,6 +180,8 @@ def test_concurrent_writers_lose_nothing_and_duplicate_nothing(state_url, ns):
         for i in range(150):
             store.append({ns + 'log'!r}, {{"key": f"shared{{i}}", "by": me}}, key=f"shared{{i}}")
             store.append({ns + 'log'!r}, {{"key": f"{{me}}{{i}}", "by": me}})
+        for i in range(60):  # unconditional writes, the first of them racing the other process's first
+            store.put({ns + 'plain'!r}, {{"by": me, "i": i}})
         done = 0
         while done < 60:
             with store.transaction() as tx:
@@ -199,6 +201,7 @@ def test_concurrent_writers_lose_nothing_and_duplicate_nothing(state_url, ns):
     keys = [r["key"] for r in records]
     assert len(keys) == len(set(keys)) == 150 + 2 * 150
     assert StateStore(state_url).get(ns + "counter").value == 120
+    assert StateStore(state_url).get(ns + "plain").version == 120, "an unconditional write never conflicts"
 
 
 @pytest.mark.faults

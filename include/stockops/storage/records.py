@@ -323,14 +323,24 @@ class Transaction:
                                  .order_by(POINTERS.c.name))
         return [Pointer(row.name, row.version, row.updated_at, json.loads(row.body)) for row in rows]
 
+    def _locked_version(self, name: str) -> int | None:
+        """The pointer's version, its row locked for this transaction (PostgreSQL; SQLite's write lock covers it)."""
+        return self.conn.execute(sa.select(POINTERS.c.version).where(POINTERS.c.name == name).with_for_update()
+                                 ).scalar()
+
     def put(self, name: str, value: Any, expect_version: int | None = None) -> int:
         """Set the pointer ``name`` to ``value``; returns its new version. With ``expect_version`` (0: it must not
         exist yet) only if it still has that version, else :class:`VersionConflict`."""
         body, now = _dumps(value), _now()
-        if expect_version is None:
-            current = self.conn.execute(sa.select(POINTERS.c.version).where(POINTERS.c.name == name)
-                                        .with_for_update()).scalar()
-            expect_version = current or 0
+        if expect_version is None:  # unconditional: whatever version it has (a first write racing another: the
+            current = self._locked_version(name)  # other's row, locked, is updated)
+            if current is None:
+                inserted = self.conn.execute(_insert_ignoring_duplicates(self.conn, POINTERS, ["name"]).values(
+                    name=name, version=1, updated_at=now, body=body)).rowcount
+                if inserted:
+                    return 1
+                current = self._locked_version(name) or 0
+            expect_version = current
         if expect_version == 0:
             inserted = self.conn.execute(_insert_ignoring_duplicates(self.conn, POINTERS, ["name"]).values(
                 name=name, version=1, updated_at=now, body=body)).rowcount
