@@ -414,3 +414,35 @@ def test_a_held_day_the_next_session_confirms_needs_nobody(banks):
     """One session later the rules can judge BAC's 2009-04-09 themselves: no reversal, so it passes."""
     assert isinstance(ingest.ingest_day("2009-04-08", "BAC", settings=banks), Published)
     assert isinstance(ingest.ingest_day("2009-04-13", "BAC", settings=banks), Published)  # 04-09 and 04-13 (04-10: Good Friday)
+
+
+def test_a_held_move_is_approved_and_published_on_another_host(tmp_path, monkeypatch):
+    """Two hosts that share only the stores (one records database, a real S3 server): the chunk on host A holds
+    BAC's +35.3 %; the review on host B, whose disk never saw A's landing, approves it and publishes it."""
+    from stockops.launch.objectstore import ObjectStoreServer
+
+    server = ObjectStoreServer(tmp_path / "s3").start(buckets=["stockops"])
+    try:
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        shipped = make_settings().shipped_prices_dir
+        shared = {"tickers": "BAC,JPM", "source": "csv", "csv_path": shipped,
+                  "state_db": f"sqlite:///{tmp_path / 'records.db'}", "blob_url": "s3://stockops/home"}
+        host_a = make_settings(home=tmp_path / "a" / "home", **shared)
+        host_b = make_settings(home=tmp_path / "b" / "home", **shared)
+        assert isinstance(ingest.ingest_day("2009-04-08", "BAC", settings=host_a), Published)
+        validated = ingest.ingest_day("2009-04-09", "BAC", settings=host_a)
+        assert isinstance(validated, Validated) and validated.held_for_review
+        assert not (host_b.home / "data" / "BAC" / "raw").exists(), "host B has no landing of its own"
+        import shutil
+
+        shutil.rmtree(host_a.home / "data" / "BAC" / "raw")  # on one machine, what host B could not see of A's
+        assert validated.validation_path.startswith("s3://stockops/home/data/BAC/validations/")
+        ingest.record_review(validated, approved=True, by="bob", reason="the stress-test rally", settings=host_b)
+        published = ingest.publish_validated(validated, settings=host_b)
+        assert isinstance(published, Published) and published.entry.last_date == "2009-04-09"
+        assert store_for(host_a, "BAC").latest() == published.entry, "host A sees what host B published"
+        assert len(store_for(host_a, "BAC").load()) == published.entry.rows
+        assert (host_b.home / "data" / "BAC" / "raw").is_dir(), "host B fetched the landing from the blob store"
+    finally:
+        server.stop()

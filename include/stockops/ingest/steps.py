@@ -196,6 +196,26 @@ def _published(store, latest, digest: str):
         return None
 
 
+def _raw_key(store, raw_path: Path) -> str:
+    return f"{store.prefix}/raw/{raw_path.name}"
+
+
+def _share_raw(store, raw_path: Path) -> None:
+    """A held day's raw landing into a remote blob store: the review that publishes it may run on another host."""
+    if not store.blobs.is_local and raw_path.exists():
+        store.blobs.put(_raw_key(store, raw_path), raw_path.read_bytes())
+
+
+def _fetch_raw(store, raw_path: Path) -> Path:
+    """This host's copy of a raw landing another host put into the blob store (checked against the validated hash
+    by the caller, like any landing)."""
+    from stockops.storage.files import atomic_write_bytes
+
+    local = store.root / "raw" / raw_path.name
+    atomic_write_bytes(local, store.blobs.get(_raw_key(store, raw_path)))
+    return local
+
+
 def _market_rows(settings: Settings, fetched: list[Fetched]) -> dict:
     """The market reference's prices up to the chunk's day, when it is in another chunk: a ticker's rows must not
     twin its rows either (the market ETF's prices published under a stock's name). Its landing of the day when there
@@ -256,6 +276,7 @@ def _settle_validation(fetched: Fetched, frame, digest: str, latest, report, dag
                           held_for_review=report.held_for_review,
                           held=[HeldMove.from_xcom(move) for move in report.held])
     if validated.held_for_review:
+        _share_raw(store, Path(fetched.raw_path))  # its review may publish it on another host
         decisions.record_request(settings, ticker, report.held, logical_date=day, dag_run_id=dag_run_id)
         write_status(settings, ticker, day, HELD, report.summary(), days=validated.held_days)
         log.warning("%s: %s. Nothing is published until a person decides: Airflow UI > Required actions, or "
@@ -274,7 +295,10 @@ def publish_validated(validated: Validated, *, settings: Settings) -> Published 
     from stockops.data.store import content_hash
 
     raw_path = validated.fetched.raw_path
-    frame = store_for(settings, validated.ticker).read_raw(Path(raw_path))
+    store = store_for(settings, validated.ticker)
+    if not Path(raw_path).exists() and not store.blobs.is_local:  # landed on another host (a held day's review)
+        raw_path = str(_fetch_raw(store, Path(raw_path)))
+    frame = store.read_raw(Path(raw_path))
     if content_hash(frame) != validated.hash:
         raise RuntimeError(f"{raw_path} changed after validation (hash {validated.hash[:12]} "
                            "expected); refusing to publish unvalidated data")
