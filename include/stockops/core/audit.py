@@ -37,8 +37,9 @@ class CorruptState(RuntimeError, ValueError):
         super().__init__(f"{path} is unreadable ({problem}). {way_out}; nothing was changed")
 
 
-def _in_database(path: Path):
-    """The records' database and log name of ``path`` when it is under a known home, else None."""
+def in_database(path: Path):
+    """The records' database and the name of the log or pointer at ``path`` when it is under a known home, else
+    None (:mod:`stockops.storage.homes`)."""
     from stockops.storage import homes
 
     located = homes.locate(path)
@@ -51,7 +52,7 @@ def _in_database(path: Path):
 
 def append(path: Path, entry: dict) -> dict:
     """Append ``entry`` (durable when this returns); returns it. A new log file is created 0600."""
-    located = _in_database(path)
+    located = in_database(path)
     if located is not None:
         located[0].append(located[1], entry)
         return entry
@@ -81,7 +82,7 @@ def record(path: Path, event: str, **fields: object) -> dict:
 
 def append_many(path: Path, entries: list[dict]) -> list[dict]:
     """Append every one of ``entries``, together (one transaction in a database); returns them."""
-    located = _in_database(path)
+    located = in_database(path)
     if located is not None:
         located[0].append_many(located[1], entries)
     else:
@@ -92,7 +93,7 @@ def append_many(path: Path, entries: list[dict]) -> list[dict]:
 
 def stamp(path: Path) -> tuple | None:
     """What changes when ``path``'s log gets a record (caches key on it); None for a log with none."""
-    located = _in_database(path)
+    located = in_database(path)
     if located is not None:
         count, last = located[0].stamp(located[1])
         return (count, last) if count else None
@@ -105,7 +106,7 @@ def stamp(path: Path) -> tuple | None:
 
 def read_bodies(path: Path) -> bytes:
     """The log as JSON lines (each record's text on a line of its own), for a bulk JSON reader."""
-    located = _in_database(path)
+    located = in_database(path)
     if located is not None:
         return b"".join(body.encode() + b"\n" for body in located[0].read_bodies(located[1]))
     try:
@@ -118,7 +119,7 @@ def read_bodies(path: Path) -> bytes:
 
 def read(path: Path) -> list[dict]:
     """Every whole entry, oldest first; a torn line is skipped with a warning (the entries around it are kept)."""
-    located = _in_database(path)
+    located = in_database(path)
     if located is not None:
         return located[0].read(located[1])
     return read_file(path)

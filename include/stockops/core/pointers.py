@@ -15,17 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stockops.core.audit import CorruptState
-
-
-def _in_database(path: Path):
-    from stockops.storage import homes
-
-    located = homes.locate(path)
-    if located is None:
-        return None
-    from stockops.storage.records import StateStore
-
-    return StateStore(located[0]), located[1].removesuffix(".json")
+from stockops.core.audit import in_database as _in_database
 
 
 def read(path: Path, way_out: str = "") -> Any | None:

@@ -22,10 +22,13 @@ def register(home: Path, state_url: str) -> None:
 
 
 def locate(path: Path | str) -> tuple[str, str] | None:
-    """``(database URL, log name)`` of the log at ``path``, or None when it is under no registered home."""
+    """``(database URL, name)`` of the log or pointer at ``path`` (its path under the home, without ``.jsonl`` or
+    ``.json``), or None when it is under no registered home."""
     absolute = os.path.abspath(path)
     found = max((home for home in _HOMES if absolute.startswith(home + os.sep)), key=len, default=None)
     if found is None:
         return None
     name = absolute[len(found) + 1:].replace(os.sep, "/")
-    return _HOMES[found], name.removesuffix(".jsonl")
+    for suffix in (".jsonl", ".json"):  # a log's file name, a pointer's
+        name = name.removesuffix(suffix)
+    return _HOMES[found], name
