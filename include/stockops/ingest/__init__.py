@@ -4,7 +4,7 @@ Expectations run for the chunk), publish -> (a person decides the held tickers).
 Each step takes and returns a typed contract of :mod:`stockops.contracts` (``IngestChunk`` of ``IngestRequest`` ->
 ``Fetched`` -> ``Validated`` -> ``Published``, ``Quarantined`` or held; a chunk's outcomes as a ``WatchlistOutcome``;
 they travel as JSON XComs through :func:`stockops.orchestration.xcom.xcom_step`), receives its ``settings``, and
-works without Airflow. A ticker's latest outcome is also kept in its ``status.json`` (a :class:`TickerStatus`).
+works without Airflow. A ticker's latest outcome is also kept as its status (``data/<T>/status``, a :class:`TickerStatus`).
 Nothing reaches ``snapshots/`` unless the Great Expectations gate passed on exactly those bytes: validation
 records the content hash it judged and ``publish`` refuses anything else. One ticker's bad data stops that
 ticker only. An extreme move that the rules cannot settle is *held*: a person approves it

@@ -22,7 +22,7 @@ The monitor trusts only the platform's own records. Its first step,
 with the champion loaded from the registry, on that ticker's latest published (validated, hash-checked) snapshot, and appends one record per
 (ticker, day, model version) to ``<home>/monitoring/forecasts.jsonl``. Before it forecasts, it brings the
 champion's **online calibration** up to date (:mod:`~stockops.monitoring.online`): the state at
-``<home>/monitoring/online_calibration.json`` (a variance scale and quantile offsets per ticker, which the bento
+``monitoring/online_calibration`` (a pointer of the records' database: a variance scale and quantile offsets per ticker, which the bento
 applies to its answers) takes every day realized since its last, from the champion's own records; the
 recorded forecasts are then corrected with it, as the bento serves them. Live error and calibration
 join those records with the closes that later snapshots published. Until

@@ -2,7 +2,7 @@
 hashed, and how one is read back checked against its hash.
 
 Under a ticker's folder (``<home>/data/<TICKER>/``): ``snapshots/<sha256>.parquet`` (immutable, named by the
-SHA-256 of its content) and ``latest.json`` (the pointer to the newest: ``hash``, ``last_date``, ``published_at``,
+SHA-256 of its content; a blob of the blob store, :func:`snapshot_key`) and ``latest`` (the pointer to the newest, in the records' database, :func:`pointer_name`; ``latest.json`` in homes older than the stores: ``hash``, ``last_date``, ``published_at``,
 ...). The platform's store (:class:`stockops.data.store.SnapshotStore`) writes them; it and the bento's
 ``/forecast`` read them with :func:`read_snapshot`. numpy, pandas and pyarrow (for parquet) only.
 """

@@ -36,7 +36,7 @@ a ticker page's charts likewise. Imported by the plugin's web app when a page is
 One job per module:
 
 * :mod:`~stockops.reporting.dashboard.universe` — the overview's data: a row per ticker gathered in one pass over
-  cheap records (the forecast log parsed once per change, each snapshot's last closes, ``status.json``, the monitor's
+  cheap records (the forecast log parsed once per change, each snapshot's last closes, the ingest statuses, the monitor's
   drift), and a ticker page's charts from the same records;
 * :mod:`~stockops.reporting.dashboard.panels` — a ticker's panel (its forecasts as prices against its closes, their
   coverage, its charts), the champion, the latest records;

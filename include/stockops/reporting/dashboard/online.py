@@ -1,5 +1,5 @@
 """The champion's online calibration as the dashboard shows it: the state file the monitor keeps and the bento
-applies (``monitoring/online_calibration.json``, :mod:`stockops.model.portable.online_calibration`), read directly
+applies (the pointer ``monitoring/online_calibration``, :mod:`stockops.model.portable.online_calibration`), read directly
 and kept until the file changes.
 
 A missing file, an unreadable one, or a state of another version than the champion's is no error: the pages say

@@ -2,8 +2,8 @@
 
 * the forecast log, parsed once per change of the file for every ticker at once
   (:func:`~stockops.reporting.dashboard.forecast_log.forecast_table`);
-* per ticker its snapshot pointer (``latest.json``), and of its snapshot only the dates and closes of the last
-  :data:`CLOSE_DAYS` sessions (kept by snapshot hash: a published snapshot never changes), its ``status.json``;
+* per ticker its snapshot pointer (``data/<T>/latest`` in the records' database), and of its snapshot only the dates and closes of the last
+  :data:`CLOSE_DAYS` sessions (kept by snapshot hash: a published snapshot never changes), its ingest status;
 * the latest monitor check's drift per ticker (``drift.per_ticker[t].drifted`` in its ``decision.json``);
 * the champion's holdout forecasts (its evaluation), for tickers none of whose own forecasts is realized yet;
 * the champion's online calibration state (:mod:`~stockops.reporting.dashboard.online`): each ticker's variance
