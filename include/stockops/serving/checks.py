@@ -55,7 +55,8 @@ def verify(settings: Settings, version: str, timeout: float = 30) -> dict:
         routed = _proxy_state(settings)
         # the serving host's own record (unreadable: nothing agrees until it is rebuilt); a host that serves
         # nothing (a worker of a multi-host deployment) has none: what the proxy says it serves
-        served = state.current_or_empty(settings) if settings.serving_state.exists() else routed
+        serves_here = settings.serving_state.exists() or settings.serving_processes.exists()
+        served = state.current_or_empty(settings) if serves_here else routed
         seen.update(champion=str(champion.version) if champion else None, served=served.get("version"),
                     audit=changes[-1]["to_version"] if changes else None,
                     routed=bool(routed.get("upstream")) and routed.get("upstream") == served.get("upstream"),
