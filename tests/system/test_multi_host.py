@@ -2,12 +2,15 @@
 
 :class:`~stockops.launch.hosts_platform.HostsPlatform` builds ``control`` (PostgreSQL, Redis, the S3 object store,
 Airflow's api-server, scheduler, dag-processor and triggerer, the MLflow server), ``worker-a`` and ``worker-b``
-(one Celery worker each, concurrency 1) and ``serving`` (the serving agent) as network namespaces, each with its
-own hostname and empty folder. ``stock_ingest`` is triggered through the REST API (from inside the control host);
-the scheduler and the two workers run ingest, train (build, deploy through the agent, verify) and the monitor.
+(one Celery worker each, concurrency 1) and ``serving-a`` and ``serving-b`` (a serving agent each, behind the
+front proxy on control) as network namespaces, each with its own hostname and empty folder. ``stock_ingest`` is
+triggered through the REST API (from inside the control host); the scheduler and the two workers run ingest,
+train (build, deploy through the agents, verify) and the monitor.
 
-Checked: every run succeeds; task instances ran on both worker hosts; the endpoint on the serving host answers
-``/forecast`` for every ticker; no host's folder holds another host's files (nor names another host's folder).
+Checked: every run succeeds; task instances ran on both worker hosts; the front proxy answers ``/forecast`` for
+every ticker; the deploy switched both serving hosts (each one's own address serves the champion, each has an
+outcome for every deploy request, one change of champion is one audit entry) and the front routes to both; no
+host's folder holds another host's files (nor names another host's folder).
 Then the fault: worker-a's cable is pulled while it runs an ingest task; the scheduler fails the silent attempt
 after the (shortened) heartbeat timeout and the retry runs on worker-b; the run completes, and each ticker's
 snapshot manifest (records ``data/<T>/manifest`` in PostgreSQL) holds no record twice.
@@ -29,6 +32,7 @@ from stockops.model.gate import PERMISSIVE_ENV
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.services, pytest.mark.hosts]
 
 TICKERS = ("GOOG", "KO", "QQQ")
+SERVING = ("serving-a", "serving-b")
 DAGS = ("stock_ingest", "stock_train", "stock_monitor")
 HEARTBEAT_TIMEOUT_S = 20
 
@@ -57,7 +61,7 @@ def platform(tmp_path_factory):
            # triggered runs only (the schedule's own first run would add a second cycle)
            "STOCKOPS_INGEST_SCHEDULE": "manual", **PERMISSIVE_ENV}
     hosts = HostsPlatform(base_dir=tmp_path_factory.mktemp("hosts"), env=env, worker_concurrency=1,
-                          heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
+                          heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S, serving_hosts=SERVING)
     started = time.monotonic()
     try:
         hosts.start()
@@ -115,6 +119,7 @@ def test_daily_cycle_runs_on_both_worker_hosts_and_the_serving_host_answers(plat
         answer = hosts.http(f"{hosts.serve_url}/forecast", "POST", {"ticker": ticker}, timeout=30)
         if answer["status"] != 200 or not json.loads(answer["body"] or "null"):
             problems.append(f"/forecast {ticker} from control: {answer}")
+    problems += serving_fleet_problems(hosts)
     # a worker's task log, read through the api-server on control: from the bucket (no worker log server runs)
     logs = hosts.api(f"dags/stock_ingest/dagRuns/{ingest_id}/taskInstances/watchlist/logs/1?full_content=true")
     if "DAG bundles loaded" not in json.dumps(logs):
@@ -126,13 +131,59 @@ def test_daily_cycle_runs_on_both_worker_hosts_and_the_serving_host_answers(plat
     assert not problems, "\n".join(problems)
 
 
+def records(hosts, log_name: str) -> list[dict]:
+    """Every record of the log ``log_name`` in the records' database (PostgreSQL on control), oldest first."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(hosts.records_url())
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT body FROM stockops_log WHERE log = :l ORDER BY id"), {"l": log_name})
+            return [json.loads(r[0]) for r in rows]
+    finally:
+        engine.dispose()
+
+
+def serving_fleet_problems(hosts) -> list[str]:
+    """Two serving hosts behind the front proxy: both serve the champion, each carried out every deploy request
+    (one moving @champion, the other following), and the front proxy routes to both."""
+    problems = []
+    front = json.loads(hosts.http(f"{hosts.serve_url}/-/stockops/upstream")["body"])
+    champion = front.get("champion")
+    print("front proxy:", {k: front.get(k) for k in ("champion", "routed", "hosts")})
+    if not champion or sorted(front.get("routed") or []) != sorted(SERVING):
+        problems.append(f"the front proxy routes v{front.get('version')} to {front.get('routed')}: {front}")
+    for host in SERVING:
+        own = json.loads(hosts.http(f"{hosts.host_serve_url(host)}/-/stockops/upstream")["body"])
+        answer = hosts.http(f"{hosts.host_serve_url(host)}/forecast", "POST", {"ticker": "GOOG"}, timeout=30)
+        answered = json.loads(answer["body"] or "null") if answer["status"] == 200 else {}
+        if own.get("version") != champion or (answered or {}).get("model_version") != champion:
+            problems.append(f"{host} serves v{own.get('version')} and answered {answer} (champion v{champion})")
+    deploys = [r for r in records(hosts, "serving/deploys") if r.get("event") == "deploy" and r.get("request_id")]
+    by_request: dict[str, dict[str, dict]] = {}
+    for r in deploys:
+        by_request.setdefault(r["request_id"], {})[r.get("host")] = r
+    print("deploy outcomes:", {rid: {h: (r["kind"], r["outcome"]) for h, r in out.items()}
+                               for rid, out in by_request.items()})
+    if not by_request:
+        problems.append("no deploy request was carried out")
+    for rid, out in by_request.items():
+        if set(out) != set(SERVING) or any(r["outcome"] not in ("succeeded", "unchanged") for r in out.values()):
+            problems.append(f"request {rid}: outcomes {[(h, r['kind'], r['outcome']) for h, r in out.items()]}")
+    changes = [e for e in records(hosts, "audit/audit") if e.get("to_version") is not None]
+    moved = [str(e["to_version"]) for e in changes]
+    if len(moved) != len(set(moved)) or (moved and moved[-1] != champion):
+        problems.append(f"champion changes in the audit log: {[(e.get('event'), e.get('to_version')) for e in changes]}")
+    return problems
+
+
 def assert_no_foreign_files(hosts) -> None:
     """Each host's folder holds what its own processes wrote: the workers' and the serving host's nothing but
     their home and logs; no file of a host's home or logs (Airflow's task logs aside) names another host's folder. (Control's object store
     and PostgreSQL data hold what every host sent them over the network: not scanned.) Records in the shared
     database that name a host's folder are printed: a path there means nothing on another host."""
     names = {name: node.workdir for name, node in hosts.hosts.items()}
-    for name in ("serving", *hosts.workers):
+    for name in (*hosts.serving_hosts, *hosts.workers):
         assert set(p.name for p in names[name].iterdir()) <= {"home", "logs"}, name
     foreign = []
     for name, folder in names.items():

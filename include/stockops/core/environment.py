@@ -138,6 +138,10 @@ class Environment(ServedSettings):
     serve_spares: int = declare(1, "Extra processes of the served bento: a killed one costs no request", SERVING)
     supervisor_stale_s: float = declare(10.0, "The supervisor's watcher restarts it when its heartbeat is older "
                                         "than this", SERVING)
+    serving_name: str = declare("", "This serving host's name in the deploy records and the serving fleet (several "
+                                "serving hosts behind one front proxy); empty: the machine's hostname", SERVING)
+    serving_advertise_url: str = declare("", "Where other hosts reach this serving host's stable address (the "
+                                         "front proxy routes there); empty: the stable address itself", SERVING)
     deploy_lock_timeout_s: float = declare(420.0, "The longest a deploy, rollback or reconcile waits for the deploy "
                                            "lock before it gives up, naming the holder", SERVING)
     proxy_buffer_bytes: int = declare(64 * 1024 * 1024, "Request bodies the serving proxy holds in memory at once, "

@@ -104,6 +104,8 @@ class Settings:
     supervise_interval_s: float
     serve_spares: int
     supervisor_stale_s: float
+    serving_name: str
+    serving_advertise_url: str
     deploy_lock_timeout_s: float
     allowed_hosts: tuple[str, ...]
     log_max_bytes: int
@@ -353,6 +355,18 @@ class Settings:
     @property
     def serve_url(self) -> str:
         return f"http://{self.serve_host}:{self.serve_port}"
+
+    @property
+    def serving_host(self) -> str:
+        """This serving host's name in the records (``STOCKOPS_SERVING_NAME``, else the hostname)."""
+        import socket
+
+        return self.serving_name or socket.gethostname()
+
+    @property
+    def advertise_url(self) -> str:
+        """Where the front proxy reaches this host's stable address (``STOCKOPS_SERVING_ADVERTISE_URL``)."""
+        return self.serving_advertise_url or self.serve_url
 
     @property
     def bento_name(self) -> str:

@@ -10,7 +10,11 @@ empty working folder ``<base>/<host>``; no process is given a path of another ho
   scheduler, dag-processor and triggerer, and the MLflow tracking server (``--serve-artifacts``: only it holds
   the S3 key for artifacts; its clients talk HTTP);
 * ``worker-a``, ``worker-b``: one ``airflow celery worker`` each;
-* ``serving``: the serving agent (``python -m stockops.serving agent``), which runs the endpoint there.
+* ``serving`` (or several serving hosts, ``serving_hosts``): the serving agent (``python -m stockops.serving
+  agent``), which runs the endpoint there: its own proxy and bentos, the champion's bento packed there from the
+  registry; the agents beat into the records' database, and the **front proxy** on control
+  (``python -m stockops.serving.proxy --fleet-db``) routes to every serving host that serves the champion. The
+  stable address every other host calls (``STOCKOPS_SERVE_HOST``) is the front proxy's.
 
 Every stockops process gets its own ``STOCKOPS_HOME`` (``<host folder>/home``; ``AIRFLOW_HOME`` under it) and
 the shared services by address only: ``STOCKOPS_STATE_DB`` (PostgreSQL on control), ``STOCKOPS_BLOB_URL``
@@ -131,6 +135,7 @@ class HostsPlatform:
     base_dir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     workers: Sequence[str] = WORKERS
+    serving_hosts: Sequence[str] = ("serving",)
     worker_concurrency: int = 1
     heartbeat_timeout_s: int | None = None
     api_port: int = 8080
@@ -154,7 +159,8 @@ class HostsPlatform:
 
     @property
     def serving(self) -> netns.Host:
-        return self.hosts["serving"]
+        """The first serving host."""
+        return self.hosts[self.serving_hosts[0]]
 
     @property
     def url(self) -> str:
@@ -166,7 +172,12 @@ class HostsPlatform:
 
     @property
     def serve_url(self) -> str:
-        return f"http://{self.serving.ip}:{self.serve_port}"
+        """The stable address: the front proxy on control."""
+        return f"http://{self.control.ip}:{self.serve_port}"
+
+    def host_serve_url(self, host: str) -> str:
+        """One serving host's own stable address (its proxy)."""
+        return f"http://{self.hosts[host].ip}:{self.serve_port}"
 
     def home(self, host: str) -> Path:
         return self.hosts[host].workdir / "home"
@@ -177,7 +188,8 @@ class HostsPlatform:
 
     # ---- environments --------------------------------------------------------------------------------
     def _shared_env(self) -> dict[str, str]:
-        control, serving = self.control.ip, self.serving.ip
+        control = self.control.ip
+        serving = [self.hosts[h].ip for h in self.serving_hosts]
         store = S3Endpoint.from_env(self.store.env())
         env = {
             **self.env,
@@ -188,9 +200,9 @@ class HostsPlatform:
             "STOCKOPS_MLFLOW_TRACKING_URI": self.mlflow_url,
             "STOCKOPS_MLFLOW_URL": self.mlflow_url,
             "STOCKOPS_SERVING_MODE": "agent",
-            "STOCKOPS_SERVE_HOST": serving,
+            "STOCKOPS_SERVE_HOST": control,  # the front proxy
             "STOCKOPS_SERVE_PORT": str(self.serve_port),
-            "STOCKOPS_ALLOWED_HOSTS": f"{serving},serving,127.0.0.1,localhost",
+            "STOCKOPS_ALLOWED_HOSTS": ",".join([control, *serving, *self.serving_hosts, "127.0.0.1", "localhost"]),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@{control}:{self.pg.port}/airflow",
             "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://postgres@{control}:{self.pg.port}/airflow",
@@ -204,9 +216,13 @@ class HostsPlatform:
         return env
 
     def platform_for(self, host: str) -> _HostCelery:
-        """CeleryPlatform's view of ``host``: its settings (own home) and the environment its components get."""
+        """CeleryPlatform's view of ``host``: its settings (own home) and the environment its components get (a
+        serving host's stable address is its own proxy, advertised to the front proxy)."""
         home = self.home(host)
         env = {**self._shared_env(), "STOCKOPS_HOME": str(home), "AIRFLOW_HOME": str(home / "airflow")}
+        if host in self.serving_hosts:
+            env.update({"STOCKOPS_SERVE_HOST": self.hosts[host].ip, "STOCKOPS_SERVING_NAME": host,
+                        "STOCKOPS_SERVING_ADVERTISE_URL": self.host_serve_url(host)})
         settings: Settings = settings_from(Environment.from_environ(env))
         return _HostCelery(settings, host=self.control.ip, port=self.api_port, mlflow_port=self.mlflow_port,
                            run_name=self.run_name, worker_concurrency=self.worker_concurrency, shared=env,
@@ -239,7 +255,7 @@ class HostsPlatform:
     def _start(self) -> None:
         t = time.monotonic()
         self.network = netns.Network(base_dir=self.base_dir)
-        for name in ("control", *self.workers, "serving"):
+        for name in ("control", *self.workers, *self.serving_hosts):
             self.hosts[name] = self.network.add_host(name)
         self._secrets = {"jwt": secrets.token_urlsafe(32), "api": secrets.token_urlsafe(32)}
         t = self._lap("network", t)
@@ -266,7 +282,11 @@ class HostsPlatform:
         if migrated.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed on control: {migrated.stderr[-3000:]}")
         t = self._lap("migrate", t)
-        self._spawn("serving", "serving-agent", [venv_bin("python"), "-m", "stockops.serving", "agent"])
+        for host in self.serving_hosts:
+            self._spawn(host, f"serving-agent-{host}", [venv_bin("python"), "-m", "stockops.serving", "agent"])
+        self._spawn("control", "front-proxy", [
+            venv_bin("python"), "-m", "stockops.serving.proxy", "--fleet-db", self._shared_env()["STOCKOPS_STATE_DB"],
+            "--host", control.ip, "--port", str(self.serve_port)])
         self._spawn("control", "airflow-apiserver", [venv_bin("airflow"), "api-server", "--host", control.ip,
                                                      "--port", str(self.api_port)])
         for component in ("scheduler", "dag-processor", "triggerer"):

@@ -1,18 +1,26 @@
 """Agent mode: the endpoint runs elsewhere (compose: the ``serving`` container), deploys are requests.
 
 :class:`AgentDeployer` appends the :class:`~stockops.serving.change.Change` to the deploy requests log
-(``settings.deploy_requests_log``, a log of the records' database: the requester and the agent share no disk) and
-waits for the agent's deploy record with its request id. :func:`run_agent` is the agent: it serves ``@champion`` at
-start, carries out each request that has no outcome yet with the local deployer (the same critical section: switch,
-alias, audit), and runs the supervisor's round between requests, so the endpoint heals there as it does on one
-machine. A request its requester gave up on is withdrawn (a record saying so): an agent started later never acts on
-it.
+(``settings.deploy_requests_log``, a log of the records' database: the requester and the agents share no disk),
+naming the serving hosts whose agents beat at that moment (:mod:`~stockops.serving.fleet`), and waits for each
+one's deploy record with its request id. :func:`run_agent` is the agent of one serving host: it serves
+``@champion`` at start, beats, carries out each request that names it and has no outcome of its own yet with the
+local deployer (the same critical section: switch, alias, audit, under the records' database lock that every
+serving host takes), and runs the supervisor's round between requests, so the endpoint heals there as it does on
+one machine.
+
+With several serving hosts, the first to take a request moves ``@champion``; the others find its outcome inside
+the lock and only switch to the version (``follow``), so one change of champion is one audit entry whichever
+host made it. The requester returns once every named host has an outcome or has stopped beating (a host that
+comes back reconciles to ``@champion`` by itself); it fails only if no host carried the change out. A request is
+closed when its requester stops waiting, and withdrawn when it gave up: an agent started later never acts on it.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -20,12 +28,13 @@ from dataclasses import replace
 from stockops.contracts import DeployRecord
 from stockops.core import audit
 from stockops.core.settings import Settings
-from stockops.serving import runtime, state
-from stockops.serving.change import Change, DeployError
+from stockops.serving import fleet, runtime, state
+from stockops.serving.change import CHAMPION_CHANGES, Change, DeployError
 from stockops.serving.deploy import LocalDeployer, reconcile
 from stockops.serving.records import _record_attempt, deploys
 
 log = logging.getLogger(__name__)
+DONE = ("succeeded", "unchanged")
 
 
 class AgentDeployer:
@@ -35,31 +44,65 @@ class AgentDeployer:
     def apply(self, change: Change) -> DeployRecord:
         settings = self.settings
         change = replace(change, request_id=change.request_id or uuid.uuid4().hex)
-        request = {**change.to_dict(), "requested_at": state.now()}
-        audit.append(settings.deploy_requests_log, request)
-        log.info("deploy of %s v%s handed to the serving agent (request %s)", change.bento_tag, change.version,
-                 change.request_id)
-        deadline = time.monotonic() + settings.serve_ready_timeout_s + 60
+        hosts = fleet.live_hosts(settings)
+        audit.append(settings.deploy_requests_log, {**change.to_dict(), "requested_at": state.now(), "hosts": hosts})
+        log.info("deploy of %s v%s handed to the serving agent%s (request %s)", change.bento_tag, change.version,
+                 f"s of {', '.join(hosts)}" if hosts else "", change.request_id)
+        waited = (settings.serve_ready_timeout_s + 60) * max(1, len(hosts))  # the hosts deploy one at a time
+        deadline = time.monotonic() + waited
         while time.monotonic() < deadline:
-            record = next((r for r in deploys(settings) if r.get("request_id") == change.request_id), None)
-            if record is not None:
-                if record["outcome"] not in ("succeeded", "unchanged"):
-                    raise DeployError(f"the serving agent could not deploy {change.bento_tag}: {record['error']}")
-                return DeployRecord.from_record(record)  # the agent's record, read back from the deploy log
+            outcomes = {r.get("host"): r for r in deploys(settings) if r.get("request_id") == change.request_id}
+            waiting = [h for h in hosts if h not in outcomes]
+            gone = [h for h in waiting if not (fleet.agent(settings, h) or {}).get("live")]
+            if (outcomes and not hosts) or (hosts and len(gone) == len(waiting) and (outcomes or gone)):
+                audit.append(settings.deploy_requests_log, {"request_id": change.request_id, "closed": state.now()})
+                return _result(change, outcomes, gone)
             time.sleep(0.2)
         audit.append(settings.deploy_requests_log, {"request_id": change.request_id, "withdrawn": state.now()})
-        raise DeployError(f"no serving agent took deploy request {change.request_id} within "
-                          f"{settings.serve_ready_timeout_s + 60:.0f} s: is `python -m stockops.serving agent` (the "
-                          "compose `serving` service) running against the same records' database "
+        raise DeployError(f"no serving agent took deploy request {change.request_id} within {waited:.0f} s"
+                          f"{' (named: ' + ', '.join(hosts) + ')' if hosts else ''}: is `python -m stockops.serving "
+                          "agent` (the compose `serving` service) running against the same records' database "
                           "(STOCKOPS_STATE_DB)? Nothing was changed.")
 
 
+def _result(change: Change, outcomes: dict, gone: list[str]) -> DeployRecord:
+    """The deploy's record from each host's outcome: the one that moved ``@champion`` (its note naming the other
+    hosts' outcomes); :class:`DeployError` when no host carried it out."""
+    done = {h: r for h, r in outcomes.items() if r["outcome"] in DONE}
+    failed = {h: r for h, r in outcomes.items() if h not in done}
+    problems = [f"{h or 'the serving agent'}: {r.get('error')}" for h, r in failed.items()] + [
+        f"{h}: its agent stopped beating before it finished" for h in gone]
+    if not done:
+        if len(outcomes) == 1 and not gone:
+            raise DeployError(f"the serving agent could not deploy {change.bento_tag}: "
+                              f"{next(iter(outcomes.values()))['error']}")
+        raise DeployError(f"no serving host deployed {change.bento_tag}: {'; '.join(problems)}")
+    main = next((r for r in done.values() if r.get("kind") in CHAMPION_CHANGES and r["outcome"] == "succeeded"),
+                next(iter(done.values())))
+    record = DeployRecord.from_record(main)  # the agent's record, read back from the deploy log
+    if len(outcomes) + len(gone) < 2:
+        return record
+    hosts = ", ".join(f"{h} ({r.get('kind')}, {r['outcome']})" for h, r in sorted(done.items(), key=lambda i: str(i[0])))
+    note = f"{record.note + '; ' if record.note else ''}serving hosts: {hosts}"
+    if problems:
+        note += f"; not switched: {'; '.join(problems)} (it serves again once its supervisor reconciles it to " \
+                "@champion)"
+        log.warning("deploy request %s: %s", change.request_id, note)
+    return replace(record, note=note)
+
+
 def pending_requests(settings: Settings, taken: set[str]) -> list[dict]:
-    """The requests no agent has an outcome for, not withdrawn and not ``taken`` by this agent, oldest first."""
+    """The requests naming this host (or no host) that it has no outcome for, neither closed nor withdrawn nor
+    ``taken`` by this agent, oldest first. A request naming no host (none beat when it was made) is any agent's:
+    done once any host has an outcome for it."""
+    me = settings.serving_host
     requests = audit.read(settings.deploy_requests_log)
-    closed = taken | {r["request_id"] for r in requests if r.get("withdrawn")} | {
-        r.get("request_id") for r in deploys(settings) if r.get("request_id")}
-    return [r for r in requests if not r.get("withdrawn") and r.get("request_id") not in closed]
+    outcomes = [r for r in deploys(settings) if r.get("request_id")]
+    closed = taken | {r["request_id"] for r in requests if r.get("withdrawn") or r.get("closed")}
+    mine = {r["request_id"] for r in outcomes if r.get("host", me) == me}
+    anyone = {r["request_id"] for r in outcomes}
+    return [r for r in requests if "kind" in r and r.get("request_id") not in closed and (
+        (me in r["hosts"] and r["request_id"] not in mine) if r.get("hosts") else r["request_id"] not in anyone)]
 
 
 def _take(settings: Settings, request: dict, beat=None) -> None:
@@ -100,6 +143,7 @@ def run_agent(settings: Settings, interval: float = 0.25, once: bool = False) ->
     stopping: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     runtime.ensure_proxy(settings)
+    beats = _start_beating(settings)
     try:
         reconcile(settings)  # serve @champion
     except Exception as exc:  # noqa: BLE001 - the agent must keep taking requests
@@ -125,4 +169,29 @@ def run_agent(settings: Settings, interval: float = 0.25, once: bool = False) ->
         except Exception:  # noqa: BLE001
             log.exception("supervisor round failed")
         time.sleep(interval)
+    beats.set()
+    fleet.leave(settings)
     runtime.stop_serving(settings)
+
+
+def _start_beating(settings: Settings) -> threading.Event:
+    """Beat into the fleet every ``fleet.BEAT_S`` from a thread (a deploy's long steps do not stop it), and at
+    once after every switch of this host; the event stops it."""
+    stop = threading.Event()
+    started_at = state.now()
+    fleet.register(settings, started_at)
+
+    def loop() -> None:
+        failing = ""
+        while not stop.is_set():
+            try:
+                fleet.beat(settings, started_at)
+                failing = ""
+            except Exception as exc:  # noqa: BLE001 - the records' database away: the next beat tries again
+                if str(exc) != failing:
+                    log.warning("could not beat into the fleet's records: %s", exc)
+                failing = str(exc)
+            stop.wait(fleet.BEAT_S)
+
+    threading.Thread(target=loop, daemon=True, name="fleet-beat").start()
+    return stop

@@ -28,7 +28,8 @@ class Change:
     """A request to serve ``version`` (its bento ``bento_tag``).
 
     ``kind``: ``promotion`` and ``rollback`` move ``@champion`` and write the audit log inside the
-    critical section; ``serve``, ``heal`` and ``reconcile`` serve the version that already is the
+    critical section; ``serve``, ``heal``, ``reconcile`` and ``follow`` (a serving host switching to the
+    version another host's deploy of the same request made champion) serve the version that already is the
     champion. ``audit_fields`` go into the audit entry (the gate decision, forced, requested_at …).
     """
 

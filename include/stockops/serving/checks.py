@@ -43,7 +43,8 @@ def verify(settings: Settings, version: str, timeout: float = 30) -> dict:
 
     Checked through the stable address (``STOCKOPS_SERVE_HOST``), so it holds on any host: a worker host has no
     serving records of its own. On the serving host its own record (``current.json``, readable) must also be what
-    the proxy routes to."""
+    the proxy routes to. With several serving hosts, every live one must serve ``version`` (their agents'
+    heartbeats, :mod:`~stockops.serving.fleet`)."""
     from stockops.registry.changes import history
 
     seen: dict = {}
@@ -60,9 +61,9 @@ def verify(settings: Settings, version: str, timeout: float = 30) -> dict:
         seen.update(champion=str(champion.version) if champion else None, served=served.get("version"),
                     audit=changes[-1]["to_version"] if changes else None,
                     routed=bool(routed.get("upstream")) and routed.get("upstream") == served.get("upstream"),
-                    ready=_ready_at_stable_address(settings))
+                    ready=_ready_at_stable_address(settings), hosts=_fleet_versions(settings))
         return (seen["champion"] == seen["served"] == seen["audit"] == str(version)) and seen["routed"] \
-            and seen["ready"]
+            and seen["ready"] and all(v == str(version) for v in seen["hosts"].values())
 
     try:
         wait_until(agree, timeout=timeout, interval=0.5, what="serving == @champion == audit")
@@ -70,6 +71,14 @@ def verify(settings: Settings, version: str, timeout: float = 30) -> dict:
         raise ServingError(f"v{version} should be serving and champion, but after {timeout:.0f} s: {seen}"
                            f"{_undone(settings, version)}") from None
     return seen
+
+
+def _fleet_versions(settings: Settings) -> dict:
+    """What each live serving host's agent says it serves ({} on one machine, where no agent beats)."""
+    from stockops.serving import fleet
+    from stockops.storage import state_store
+
+    return {a["host"]: a.get("version") for a in fleet.agents(state_store(settings)) if a["live"]}
 
 
 def _undone(settings: Settings, version: str) -> str:

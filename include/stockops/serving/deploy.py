@@ -53,7 +53,7 @@ from stockops.core import audit
 from stockops.core.processes import free_port, http_json, wait_until
 from stockops.core.settings import Settings
 from stockops.registry.online_states import seed_online_state
-from stockops.serving import runtime, state
+from stockops.serving import fleet, runtime, state
 from stockops.serving.change import Change, DeployError
 from stockops.serving.checks import _routed_to, check_bento, history_rows, smoke_body, synthetic_smoke_body
 from stockops.serving.records import (
@@ -62,6 +62,7 @@ from stockops.serving.records import (
     _record_deploy,
     _version,
     complete_interrupted,
+    deploys,
 )
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,16 @@ class LocalDeployer:
         self.beat = beat  # called while it waits for a bento (the supervisor's heartbeat: a cold start is no hang)
 
     def apply(self, change: Change) -> DeployRecord:
-        with state.deploy_lock(self.settings, what=f"{change.kind} of v{change.version} (pid {os.getpid()})"):
+        with state.deploy_lock(self.settings, what=f"{change.kind} of v{change.version} (pid {os.getpid()})",
+                               shared=change.kind != "heal"):
             runtime.ensure_running(self.settings)
             if change.kind not in ("heal", "reconcile"):
                 _reconcile_records(self.settings)
                 complete_interrupted(self.settings)
+            followed = self._follow(change)
+            if isinstance(followed, DeployRecord):
+                return followed
+            change = followed
             if change.expect_champion:
                 replanned = self._replan(change)
                 if isinstance(replanned, DeployRecord):
@@ -103,20 +109,49 @@ class LocalDeployer:
         if champion == change.version and served.get("version") == change.version and state.pid_matches(served):
             log.warning("v%s is already the champion and serves (planned from v%s; an earlier request did it): "
                         "nothing to do", change.version, change.expect_champion)
-            record = DeployRecord(
-                at=state.now(), kind=change.kind, outcome="unchanged", version=change.version,
-                bento_tag=change.bento_tag, previous_version=_version(served.get("version")), seconds=0.0,
-                champion_before=champion,
-                note=f"v{change.version} was already the champion: an earlier request carried this one out")
-            return _record_deploy(self.settings, record, reason=change.reason, dag_run_id=change.dag_run_id,
-                                  previous_bento_tag=served.get("bento_tag"), started_at=record.at,
-                                  planned_from=change.expect_champion,
-                                  **({"request_id": change.request_id} if change.request_id else {}))
+            return self._unchanged(change, served, champion, f"v{change.version} was already the champion: an "
+                                   "earlier request carried this one out", planned_from=change.expect_champion)
         if champion != change.expect_champion:
             log.warning("the %s was planned from v%s, but the champion is now v%s (changed while it waited): "
                         "it goes ahead from v%s", change.kind, change.expect_champion, champion, champion)
             return replace(change, audit_fields={**change.audit_fields, "replanned_from": change.expect_champion})
         return change
+
+    def _unchanged(self, change: Change, served: dict, champion: str, note: str, **details) -> DeployRecord:
+        """Record (and return) a change that needed nothing done: ``note`` says why."""
+        record = DeployRecord(
+            at=state.now(), kind=change.kind, outcome="unchanged", version=change.version, bento_tag=change.bento_tag,
+            previous_version=_version(served.get("version")), seconds=0.0, champion_before=champion, note=note)
+        return _record_deploy(self.settings, record, reason=change.reason, dag_run_id=change.dag_run_id,
+                              previous_bento_tag=served.get("bento_tag"), started_at=record.at, **details,
+                              **({"request_id": change.request_id} if change.request_id else {}))
+
+    def _follow(self, change: Change) -> Change | DeployRecord:
+        """A request another serving host carried out already (several hosts behind a front proxy): this host only
+        serves the version it made champion (kind ``follow``: ``@champion`` and the audit log are not touched
+        again), nothing if it serves it already, and nothing either if a later change moved ``@champion`` since."""
+        if not change.request_id or not change.moves_champion:
+            return change
+        me = self.settings.serving_host
+        done = [r for r in deploys(self.settings) if r.get("request_id") == change.request_id
+                and r.get("host", me) != me and r.get("outcome") in ("succeeded", "unchanged")]
+        if not done:
+            return change
+        registry.setup(self.settings)
+        now = registry.champion_version(self.settings)
+        champion, version, elsewhere = str(now.version) if now else "", change.version, done[-1]["host"]
+        served = state.current_or_empty(self.settings)
+        if champion != version:
+            return self._unchanged(change, served, champion, f"{elsewhere} carried out this {change.kind} of "
+                                   f"v{version}, and a later change made v{champion} the champion: this host "
+                                   "follows that one", followed=elsewhere)
+        if served.get("version") == version and state.pid_matches(served):
+            return self._unchanged(change, served, champion, f"{elsewhere} carried out this {change.kind}; this "
+                                   f"host serves v{version} already", followed=elsewhere)
+        log.info("%s carried out %s of v%s (request %s): this host follows", elsewhere, change.kind, version,
+                 change.request_id)
+        return replace(change, kind="follow", expect_champion="",
+                       reason=f"follows the {change.kind} of v{version} carried out on {elsewhere}: {change.reason}")
 
     def _apply(self, change: Change) -> DeployRecord:
         """The critical section's work (call with the deploy lock held); every attempt ends with its record."""
@@ -126,7 +161,7 @@ class LocalDeployer:
         base = {"kind": change.kind, "snapshot_hash": change.snapshot_hash, "reason": change.reason,
                 "dag_run_id": change.dag_run_id, "bento_tag": change.bento_tag, "version": change.version,
                 "previous_version": previous.get("version"), "previous_bento_tag": previous.get("bento_tag"),
-                "started_at": started_at, "attempt": uuid.uuid4().hex,
+                "started_at": started_at, "attempt": uuid.uuid4().hex, "host": settings.serving_host,
                 **({"request_id": change.request_id} if change.request_id else {}),
                 **({"replanned_from": change.audit_fields["replanned_from"]}
                    if "replanned_from" in change.audit_fields else {})}
@@ -235,6 +270,7 @@ class LocalDeployer:
         state.write(settings.serving_state, upstream)
         wait_until(lambda: _routed_to(settings) == upstream["upstream"], timeout=10, interval=0.05,
                    what="proxy switch")
+        fleet.after_switch()
 
     def _switch_back(self, previous: dict, warm: dict, new_pid: int) -> None:
         settings = self.settings
@@ -276,6 +312,7 @@ def move_champion(settings: Settings, change: Change) -> dict:
     before = registry.champion_version(settings)
     registry.set_alias(settings, registry.CHAMPION, change.version)
     checkpoint("aliased")
+    fleet.note_champion(settings, change.version)  # what a front proxy routes to (a kill here: reconcile sets it)
     seed_online_state(settings, str(change.version))
     return record_change(settings, change.kind, from_version=before.version if before else None,
                          to_version=change.version, reason=change.reason, dag_run_id=change.dag_run_id,
@@ -297,8 +334,9 @@ def reconcile(settings: Settings, *, wait: bool = True) -> dict:
         generation = _generation(settings)
         registry.setup(settings)
         champion = registry.champion_version(settings)
-    with (state.deploy_lock(settings, what=f"reconcile (pid {os.getpid()})") if wait
-          else state.try_deploy_lock(settings, what=f"the supervisor's reconcile (pid {os.getpid()})")) as free:
+    with (state.deploy_lock(settings, what=f"reconcile (pid {os.getpid()})", shared=True) if wait
+          else state.try_deploy_lock(settings, what=f"the supervisor's reconcile (pid {os.getpid()})",
+                                     shared=True)) as free:
         if free is False:
             return {"skipped": "a deploy holds the lock", "actions": []}
         if wait or _generation(settings) != generation:
@@ -310,6 +348,7 @@ def reconcile(settings: Settings, *, wait: bool = True) -> dict:
                  "actions": actions}
         if champion is None:
             return found
+        fleet.note_champion(settings, champion.version)
         if _reconcile_records(settings, champion):
             actions.append("audit")
         if complete_interrupted(settings, champion):

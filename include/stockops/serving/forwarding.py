@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 NO_BODY_STATUSES = {204, 304}
 MAX_IDLE_PER_UPSTREAM = 256
+CONNECT_TIMEOUT_S = 5.0  # an upstream on another host whose network is gone must not hold a request for minutes
 
 
 class UpstreamError(ConnectionError):
@@ -180,8 +181,10 @@ class UpstreamPool:
     @staticmethod
     async def _connect(parts) -> _Connection:
         try:
-            _, connection = await asyncio.get_running_loop().create_connection(
-                _Connection, parts.hostname, parts.port or 80)
+            _, connection = await asyncio.wait_for(asyncio.get_running_loop().create_connection(
+                _Connection, parts.hostname, parts.port or 80), CONNECT_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise UpstreamError(f"cannot connect within {CONNECT_TIMEOUT_S:.0f} s") from exc
         except OSError as exc:
             raise UpstreamError(f"cannot connect: {exc}") from exc
         return connection

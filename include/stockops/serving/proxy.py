@@ -28,6 +28,11 @@ Slow uploads then cost a bounded amount of memory, whatever their number.
 
 Run: ``python -m stockops.serving.proxy --state <serving>/current.json --host 127.0.0.1 --port 3000
 --log <serving>/logs/proxy.log`` (the log rotates at ``--max-log-bytes``).
+
+**The front proxy** of several serving hosts: ``--fleet-db <records' database URL>`` instead of ``--state``. Its
+upstreams are then the stable addresses of the live serving hosts that serve the fleet's version, read from the
+agents' heartbeats every ``FLEET_POLL_S`` (:class:`~stockops.serving.fleet.FleetView`), requests going to them in
+turn; a host that fails a request's connection passes it to the next.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from multidict import CIMultiDict
 from stockops.serving.forwarding import UpstreamError, UpstreamPool
 
 POLL_S = 0.1
+FLEET_POLL_S = 0.25
 HEALTH_S = 1.0
 MAX_BODY_BYTES = 4 * 1024 * 1024  # one request's body (the bento refuses far less: 256 KiB)
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024  # default of all bodies in flight together (STOCKOPS_PROXY_BUFFER_BYTES)
@@ -63,6 +69,9 @@ class Upstream:
         self.state_path = state_path
         self.mtime_ns = -1
         self.state: dict = {}
+
+    def read(self) -> dict:  # the file is read by refresh (cheap: a stat), on the event loop
+        return self.state
 
     def refresh(self) -> None:
         try:
@@ -151,9 +160,18 @@ SESSION = web.AppKey("session", ClientSession)
 POOL = web.AppKey("pool", UpstreamPool)
 
 
-def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS,
-             max_buffered_bytes: int = MAX_BUFFERED_BYTES) -> web.Application:
-    upstream = Upstream(state_path)
+def make_app(state_path: Path | None, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS,
+             max_buffered_bytes: int = MAX_BUFFERED_BYTES, fleet_db: str | None = None) -> web.Application:
+    """The proxy of one host's bentos (``state_path``: its ``current.json``), or the front proxy of a fleet of
+    serving hosts (``fleet_db``: the records' database their agents beat into)."""
+    if fleet_db:
+        from stockops.serving.fleet import FleetView
+
+        upstream: Upstream | FleetView = FleetView(fleet_db)
+    elif state_path is not None:
+        upstream = Upstream(state_path)
+    else:
+        raise ValueError("give the state file (--state) or the fleet's records database (--fleet-db)")
     budget = BodyBudget(max_buffered_bytes)
     upstream.refresh()
     allowed = {h.lower() for h in allowed_hosts}
@@ -191,9 +209,15 @@ def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_
 
     async def poll(app: web.Application):
         async def loop():
-            next_health = 0.0
+            next_health = next_read = 0.0
             while True:
                 upstream.refresh()
+                if fleet_db and asyncio.get_running_loop().time() >= next_read:
+                    next_read = asyncio.get_running_loop().time() + FLEET_POLL_S
+                    try:
+                        await asyncio.to_thread(upstream.read)
+                    except Exception as exc:  # noqa: BLE001 - the database away: route as last read
+                        log.warning("could not read the fleet from its records' database: %s", exc)
                 now = asyncio.get_running_loop().time()
                 if now >= next_health or ready["url"] != upstream.url:
                     next_health = now + HEALTH_S
@@ -271,7 +295,10 @@ def make_app(state_path: Path, allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stockops.serving.proxy", description=__doc__.splitlines()[0])
-    parser.add_argument("--state", required=True, type=Path)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--state", type=Path, help="this host's current.json (the proxy of one serving host)")
+    where.add_argument("--fleet-db", help="the records' database the serving agents beat into (the front proxy of "
+                                          "several serving hosts)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--allowed-hosts", default=os.environ.get("STOCKOPS_ALLOWED_HOSTS", ",".join(DEFAULT_ALLOWED_HOSTS)),
@@ -287,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     hosts = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
-    web.run_app(make_app(args.state, hosts, args.max_buffered_bytes), host=args.host, port=args.port, access_log=None,
+    web.run_app(make_app(args.state, hosts, args.max_buffered_bytes, args.fleet_db), host=args.host, port=args.port, access_log=None,
                 print=lambda *_: log.info("listening on http://%s:%d", args.host, args.port), loop=_event_loop())
 
 

@@ -40,14 +40,16 @@ def _record_deploy(settings: Settings, record: DeployRecord, **details: Any) -> 
     """Append the ``deploy`` line of a deploy carried out (succeeded, or unchanged): ``record`` as the line, with
     ``details`` beside it (the reason, the attempt, the url …: the log keeps more than the contract); returns it."""
     line = {k: v for k, v in record.to_xcom().items() if k not in _OPTIONAL or v != _OPTIONAL[k]}
-    audit.append(settings.deploy_log, {"event": "deploy", "ticker": settings.ticker, **details, **line})
+    audit.append(settings.deploy_log, {"event": "deploy", "ticker": settings.ticker, "host": settings.serving_host,
+                                       **details, **line})
     return record
 
 
 def _record_attempt(settings: Settings, fields: dict) -> dict:
     """Append the ``deploy`` line of an attempt no caller gets a record of: one that failed (a failed deploy raises
     :class:`~stockops.serving.change.DeployError` instead), or one whose process died (completed by reconcile)."""
-    return audit.record(settings.deploy_log, "deploy", **{"ticker": settings.ticker, **fields})
+    return audit.record(settings.deploy_log, "deploy", **{"ticker": settings.ticker, "host": settings.serving_host,
+                                                          **fields})
 
 
 def deploys(settings: Settings) -> list[dict]:
@@ -56,11 +58,14 @@ def deploys(settings: Settings) -> list[dict]:
 
 
 def complete_interrupted(settings: Settings, champion: Any = _UNKNOWN) -> list[dict]:
-    """Finish the record of every attempt whose process died before its ``deploy`` line (call in the lock):
-    succeeded if it moved ``@champion`` to its version (reconcile serves it), failed otherwise."""
+    """Finish the record of every attempt of this host whose process died before its ``deploy`` line (call in the
+    lock): succeeded if it moved ``@champion`` to its version (reconcile serves it), failed otherwise. Another
+    serving host's attempts are its own to finish (a process id means nothing here)."""
     entries = audit.read(settings.deploy_log)
     finished = {r.get("attempt") for r in entries if r.get("event") == "deploy" and r.get("attempt")}
+    me = settings.serving_host
     open_ = [r for r in entries if r.get("event") == "deploy_started" and r.get("attempt") not in finished
+             and r.get("host", me) == me
              and not state.pid_matches({"pid": r.get("pid"), "create_time": r.get("create_time")})]
     if not open_:
         return []
@@ -72,7 +77,7 @@ def complete_interrupted(settings: Settings, champion: Any = _UNKNOWN) -> list[d
     for r in open_:
         moved = r.get("kind") in CHAMPION_CHANGES and champion == str(r.get("version")) \
             and _alias_moved_by(settings, r)
-        fields = {k: v for k, v in r.items() if k not in ("at", "event", "pid", "create_time")}
+        fields = {k: v for k, v in r.items() if k not in ("at", "event", "pid", "create_time", "host")}
         done.append(_record_attempt(settings, {
             **fields, "outcome": "succeeded" if moved else "failed", "interrupted": True,
             "error" if not moved else "note": (f"the deploying process (pid {r.get('pid')}) died after @champion moved "

@@ -33,7 +33,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -286,16 +286,64 @@ def _hold(handle, what: str) -> None:
     handle.flush()
 
 
+FLEET_LOCK = "serving/deploy"  # the records' database lock of every serving host's changes of champion
+FLEET_HOLDER = "serving/deploy_holder"  # who took it last (a pointer: the lock itself names nobody)
+
+
 @contextmanager
-def deploy_lock(settings: Settings, what: str = "a deploy", timeout: float | None = None) -> Iterator[None]:
+def _fleet_lock(settings: Settings, what: str, timeout: float) -> Iterator[bool]:
+    """The records' database lock ``serving/deploy`` (True), or False when it stays taken past ``timeout`` (0: a
+    try). Several serving hosts share ``@champion``, the audit log and the deploy log: their changes of champion
+    and their reconciles take this before their own host's lock (always in that order)."""
+    from stockops.storage import state_store
+    from stockops.storage.records import LockTimeout as Taken
+
+    store = state_store(settings)
+    with ExitStack() as held:
+        try:
+            held.enter_context(store.lock(FLEET_LOCK, timeout_s=timeout))
+        except Taken:
+            yield False
+            return
+        if timeout:
+            store.put(FLEET_HOLDER, {"host": settings.serving_host, "pid": os.getpid(), "what": what, "since": now()})
+        yield True
+
+
+@contextmanager
+def deploy_lock(settings: Settings, what: str = "a deploy", timeout: float | None = None,
+                shared: bool = False) -> Iterator[None]:
     """Held from a deploy's first look at the state to its last record: changes of what is served,
     of ``@champion`` and of the audit log happen one at a time, in this critical section.
 
+    ``shared``: a change that touches what every serving host shares (``@champion``, the audit and deploy logs)
+    takes the records' database lock first (:func:`_fleet_lock`); healing this host's own bento does not.
+
     A waiter logs who holds it every 10 s and gives up after ``timeout`` (default
     ``settings.deploy_lock_timeout_s``) with :class:`LockTimeout` naming the holder; nothing was changed."""
+    timeout = settings.deploy_lock_timeout_s if timeout is None else timeout
+    if not shared:
+        with _host_lock(settings, what, timeout):
+            yield
+        return
+    started = time.monotonic()
+    with _fleet_lock(settings, what, timeout) as taken:
+        if not taken:
+            from stockops.storage import state_store
+
+            holder = state_store(settings).get(FLEET_HOLDER)
+            raise LockTimeout(f"{what} waited {timeout:.0f} s for the serving hosts' deploy lock ({FLEET_LOCK} in "
+                              f"the records' database), last taken by {holder.value if holder else 'nobody known'}; "
+                              "nothing was changed") from None
+        with _host_lock(settings, what, max(1.0, timeout - (time.monotonic() - started))):
+            yield
+
+
+@contextmanager
+def _host_lock(settings: Settings, what: str, timeout: float) -> Iterator[None]:
+    """This host's deploy lock (``.deploy.lock`` beside its ``current.json``)."""
     import logging
 
-    timeout = settings.deploy_lock_timeout_s if timeout is None else timeout
     started = time.monotonic()
     next_note = started + 10
     with _open_lock(settings) as handle:
@@ -323,8 +371,17 @@ def deploy_lock(settings: Settings, what: str = "a deploy", timeout: float | Non
 
 
 @contextmanager
-def try_deploy_lock(settings: Settings, what: str = "the supervisor") -> Iterator[bool]:
-    """The deploy lock if it is free now (True), else False at once: a deploy is under way."""
+def try_deploy_lock(settings: Settings, what: str = "the supervisor", shared: bool = False) -> Iterator[bool]:
+    """The deploy lock if it is free now (True), else False at once: a deploy is under way (``shared``: see
+    :func:`deploy_lock`)."""
+    if shared:
+        with _fleet_lock(settings, what, 0) as taken:
+            if not taken:
+                yield False
+                return
+            with try_deploy_lock(settings, what) as free:
+                yield free
+        return
     with _open_lock(settings) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
