@@ -4,7 +4,7 @@ built, deployed and verified; and the whole training chain's outcome run in-proc
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from stockops.contracts.base import Contract, field_names
@@ -87,6 +87,7 @@ class Verified(Contract):
     audit: str | None
     routed: bool
     ready: bool
+    hosts: dict[str, str | None] = field(default_factory=dict)  # each live serving host's version (a fleet)
 
 
 @dataclass(frozen=True)
@@ -146,3 +147,4 @@ class RollbackVerified(Contract):
     routed: bool
     ready: bool
     outcome: str = "succeeded"  # "unchanged": an earlier request had carried it out
+    hosts: dict[str, str | None] = field(default_factory=dict)  # each live serving host's version (a fleet)
