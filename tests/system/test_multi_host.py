@@ -269,3 +269,55 @@ def test_pulled_cable_on_a_worker_mid_task_retries_on_the_other(platform):
         assert bodies[:len(before.get(log_name, []))] == before.get(log_name, []), f"{log_name}: a record lost"
         assert "2026-11-20" in {e.get("logical_date") for e in entries}, f"{log_name}: the day is missing"
     assert {k.split("/")[1] for k in after} == set(TICKERS)
+
+
+def front_state(hosts) -> dict:
+    return json.loads(hosts.http(f"{hosts.serve_url}/-/stockops/upstream")["body"])
+
+
+def test_a_serving_host_cut_off_leaves_the_front_answering_and_a_rollback_switches_the_live_one(platform):
+    """serving-b's cable is pulled: the front proxy keeps answering from serving-a, stops routing to serving-b once
+    its heartbeat is stale, a rollback (stock_rollback, as from the UI) waits for serving-a alone; plugged back in,
+    serving-b reconciles itself to the new champion and the front routes to both again."""
+    hosts = platform
+    wait_idle(hosts, DAGS, timeout=900)  # the train run the previous test's ingest triggered
+    before = front_state(hosts)
+    changes = [e for e in records(hosts, "audit/audit") if e.get("to_version") is not None]
+    assert len(changes) >= 2, f"the second day should have promoted a second version: {changes}"
+    assert sorted(before["routed"]) == sorted(SERVING) and before["version"] == before["champion"], before
+    hosts.network.link_down("serving-b")
+    cut = time.monotonic()
+    slowest = 0.0
+    for _ in range(6):
+        asked = time.monotonic()
+        answer = hosts.http(f"{hosts.serve_url}/forecast", "POST", {"ticker": "GOOG"}, timeout=60)
+        slowest = max(slowest, time.monotonic() - asked)
+        assert answer["status"] == 200 and json.loads(answer["body"])["model_version"] == before["champion"], answer
+    deadline = time.monotonic() + 60
+    while front_state(hosts)["routed"] != ["serving-a"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    dropped = time.monotonic() - cut
+    assert front_state(hosts)["routed"] == ["serving-a"], front_state(hosts)
+    print(f"\nserving-b cut: 6 forecasts through the front, slowest {slowest:.1f} s; dropped from routing after "
+          f"{dropped:.1f} s")
+    run_id = hosts.trigger("stock_rollback", conf={"reason": "serving-b is cut off: roll back anyway"})
+    assert hosts.wait_for_run("stock_rollback", run_id, timeout=600) == "success", \
+        [(t["task_id"], t["state"]) for t in hosts.task_instances("stock_rollback", run_id)]
+    target = str(changes[-2]["to_version"])
+    after = front_state(hosts)
+    assert after["champion"] == target and after["routed"] == ["serving-a"], after
+    outcomes = [r for r in records(hosts, "serving/deploys") if r.get("event") == "deploy"
+                and r.get("dag_run_id") == run_id]
+    assert {r.get("host") for r in outcomes} == {"serving-a"}, outcomes
+    hosts.network.link_up("serving-b")
+    back = time.monotonic()
+    deadline = back + 240
+    while time.monotonic() < deadline:
+        state = front_state(hosts)
+        if sorted(state["routed"]) == sorted(SERVING) and state["version"] == target:
+            break
+        time.sleep(1)
+    print(f"serving-b back: serving v{target} and routed to again after {time.monotonic() - back:.1f} s")
+    assert sorted(state["routed"]) == sorted(SERVING), state
+    own = json.loads(hosts.http(f"{hosts.host_serve_url('serving-b')}/-/stockops/upstream")["body"])
+    assert own["version"] == target, own

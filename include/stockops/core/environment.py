@@ -181,6 +181,8 @@ class Environment(ServedSettings):
     # ---- compose only (docker-compose.yaml interpolates it; no stockops process reads it)
     bind: str = declare("127.0.0.1", "The address compose's published ports bind to (0.0.0.0: every interface)",
                         COMPOSE)
+    front_port: int = declare(3100, "The published port of the front proxy of several serving hosts (compose "
+                              "profile fleet)", COMPOSE)
     services_bind: str = declare("127.0.0.1", "The address PostgreSQL's, Redis' and the object store's published "
                                  "ports bind to (the control host's private address when workers run elsewhere)",
                                  COMPOSE)

@@ -4,7 +4,7 @@ Users call one address (default ``127.0.0.1:3000``). A deploy starts the new ben
 free port, checks it, then rewrites ``current.json``; the proxy picks the new upstream up
 within ``POLL_S`` and sends every later request there, while requests already in flight
 finish on the old bento, which the deploy stops only afterwards. A connection error to the
-upstream is retried on its spares (other processes of the same bento, ``spares`` in
+upstream (or no answer within ``UPSTREAM_TIMEOUT_S``: a hung process) is retried on its spares (other processes of the same bento, ``spares`` in
 ``current.json``; the supervisor keeps one running), then once on the then-current upstream:
 a switch under load, or a bento process killed, fails no request.
 
@@ -52,6 +52,8 @@ from stockops.serving.forwarding import UpstreamError, UpstreamPool
 
 POLL_S = 0.1
 FLEET_POLL_S = 0.25
+UPSTREAM_TIMEOUT_S = 60.0  # a bento's answer (a cold model load included)
+FRONT_TIMEOUT_S = 15.0  # a serving host's answer through the front proxy: one cut off is passed over sooner
 HEALTH_S = 1.0
 MAX_BODY_BYTES = 4 * 1024 * 1024  # one request's body (the bento refuses far less: 256 KiB)
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024  # default of all bodies in flight together (STOCKOPS_PROXY_BUFFER_BYTES)
@@ -226,7 +228,7 @@ def make_app(state_path: Path | None, allowed_hosts: tuple[str, ...] = DEFAULT_A
 
         app[SESSION] = ClientSession(connector=TCPConnector(limit=0, keepalive_timeout=30),
                                        timeout=ClientTimeout(total=60), auto_decompress=False)
-        app[POOL] = UpstreamPool(timeout=60)
+        app[POOL] = UpstreamPool(timeout=FRONT_TIMEOUT_S if fleet_db else UPSTREAM_TIMEOUT_S)
         task = asyncio.create_task(loop())
         yield
         task.cancel()
@@ -279,6 +281,11 @@ def make_app(state_path: Path | None, allowed_hosts: tuple[str, ...] = DEFAULT_A
                 answer = await request.app[POOL].request(base, request.method, request.raw_path, headers, body)
             except UpstreamError as exc:
                 errors.append(f"{base}: {exc}")
+                continue
+            except TimeoutError:  # hung, or its host cut off: the next one (the endpoints answer, they do not act)
+                errors.append(f"{base}: no answer within {request.app[POOL].timeout:.0f} s")
+                log.warning("%s %s: no answer from %s within %.0f s: trying the next upstream", request.method,
+                            request.path, base, request.app[POOL].timeout)
                 continue
             out = CIMultiDict((k, v) for k, v in answer.headers if k.lower() not in HOP_BY_HOP)
             return web.Response(body=answer.body, status=answer.status, reason=answer.reason or None, headers=out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -47,12 +48,15 @@ def _spawn(settings: Settings, argv: list[str], log_name: str, role: str, env: d
     out = state.logs_dir(settings) / log_name
     state.rotate_if_large(out, settings.log_max_bytes)
     token = uuid.uuid4().hex  # inherited by every process it starts: found even once re-parented
+    state.intend(settings, token, role)  # a starter killed before it owns the process leaves this to find it by
     # the child keeps its own copy of the descriptor; it and what it writes are the owner's alone (umask)
     with os.fdopen(os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as handle:
         proc = subprocess.Popen(argv, cwd=settings.serving_dir,
                                 env={**environment(settings), **(env or {}), PROCESS_TOKEN: token},
                                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, umask=0o077)
+    if os.environ.get("STOCKOPS_FAULT_KILL_AT") == "spawned":  # the fault test's kill between start and record
+        os.kill(os.getpid(), signal.SIGKILL)
     return proc, state.own(settings, proc.pid, role, token=token, **fields)
 
 
@@ -296,10 +300,16 @@ def stop_orphans(settings: Settings, starting: frozenset[int] = frozenset()) -> 
     pids the caller is starting itself (named once they are ready)."""
     found = [r for r in state.orphans(settings) if r["pid"] not in starting]
     for record in found:
-        log.warning("stopping orphan %s pid %d (%s), started %s and named by no serving state", record["role"],
-                    record["pid"], record.get("bento_tag", ""), record["started_at"])
-    if found:
-        stop_owned(settings, {r["pid"] for r in found}, grace=5)
+        log.warning("stopping orphan %s %s (%s), started %s and named by no serving state", record["role"],
+                    f"pid {record['pid']}" if record["pid"] else f"with token {record['token']} (its starter died "
+                    "before it recorded the pid)", record.get("bento_tag", ""), record["started_at"])
+    intents = [r for r in found if r["pid"] is None]
+    for record in intents:
+        stop_pid_tree(None, grace=5, token=record["token"])
+    if intents:
+        state.disown(settings, set())  # their tokens gone, their records go
+    if len(found) > len(intents):
+        stop_owned(settings, {r["pid"] for r in found if r["pid"] is not None}, grace=5)
     return found
 
 

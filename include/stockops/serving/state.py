@@ -196,29 +196,52 @@ def running(record: dict, tokens: dict[str, list[int]] | None = None) -> bool:
     return bool(token) and token in (tokens if tokens is not None else tokens_alive())
 
 
-def own(settings: Settings, pid: int, role: str, **fields: object) -> dict:
-    """Record that the serving side started ``pid`` (call right after the start). The record names this
-    home and the process that started it (``starter``): while the starter runs and the start is young,
-    the process is being started, not orphaned (:func:`orphans`)."""
-    from stockops.core.processes import tokens_alive
+def _starter_fields() -> dict:
+    return {"started_at": now(), "started_ts": time.time(), "starter": os.getpid(),
+            "starter_create_time": _create_time(os.getpid())}
 
-    record = {"pid": pid, "create_time": _create_time(pid), "role": role, "started_at": now(),
-              "started_ts": time.time(), "starter": os.getpid(), "starter_create_time": _create_time(os.getpid()),
+
+def intend(settings: Settings, token: str, role: str) -> None:
+    """Record a start about to happen (call right before it): no pid yet, only the token the process will carry.
+    A starter killed between the start and :func:`own` leaves this record, so what it started is found by its
+    token and stopped as an orphan rather than running unnamed."""
+    record = {"pid": None, "token": token, "role": role, "intent": True, **_starter_fields(), **home_fields(settings)}
+    with _processes_lock(settings):
+        write(settings.serving_processes, {"processes": [*_kept(settings), record]})
+
+
+def own(settings: Settings, pid: int, role: str, **fields: object) -> dict:
+    """Record that the serving side started ``pid`` (call right after the start; it replaces the start's
+    :func:`intend` record). The record names this home and the process that started it (``starter``): while the
+    starter runs and the start is young, the process is being started, not orphaned (:func:`orphans`)."""
+    record = {"pid": pid, "create_time": _create_time(pid), "role": role, **_starter_fields(),
               **home_fields(settings), **fields}
     with _processes_lock(settings):
-        tokens = tokens_alive()
-        kept = [p for p in owned(settings) if p.get("pid") != pid and running(p, tokens)]
+        token = fields.get("token")
+        kept = [p for p in _kept(settings) if p.get("pid") != pid and (token is None or p.get("token") != token)]
         write(settings.serving_processes, {"processes": [*kept, record]})
     return record
 
 
-def disown(settings: Settings, pids: set[int]) -> None:
+def _kept(settings: Settings, drop: set[int] = frozenset()) -> list[dict]:  # type: ignore[assignment]
+    """The owned records still worth keeping (call under the processes lock): what still runs, and intents whose
+    starter is still starting them."""
     from stockops.core.processes import tokens_alive
 
+    tokens = tokens_alive()
+    return [p for p in owned(settings) if p.get("pid") not in drop and (running(p, tokens) or _intending(settings, p))]
+
+
+def _intending(settings: Settings, record: dict) -> bool:
+    """An intent whose starter is alive and young: the process may not exist yet."""
+    starter = {"pid": record.get("starter"), "create_time": record.get("starter_create_time")}
+    young = time.time() - float(record.get("started_ts") or 0) < settings.serve_ready_timeout_s + 60
+    return bool(record.get("intent")) and young and starter["pid"] is not None and pid_matches(starter)
+
+
+def disown(settings: Settings, pids: set[int]) -> None:
     with _processes_lock(settings):
-        tokens = tokens_alive()
-        kept = [p for p in owned(settings) if p.get("pid") not in pids and running(p, tokens)]
-        write(settings.serving_processes, {"processes": kept})
+        write(settings.serving_processes, {"processes": _kept(settings, drop=set(pids))})
 
 
 def orphans(settings: Settings) -> list[dict]:
@@ -237,8 +260,8 @@ def orphans(settings: Settings) -> list[dict]:
     for path in (proxy_record_path(settings), supervisor_record_path(settings)):
         named.add(read_ours(settings, path).get("pid"))
     tokens = tokens_alive()
-    return [p for p in owned(settings) if p.get("pid") not in named and running(p, tokens)
-            and not starting(settings, p)]
+    return [p for p in owned(settings) if running(p, tokens) and (
+        not _intending(settings, p) if p.get("intent") else p.get("pid") not in named and not starting(settings, p))]
 
 
 def starting(settings: Settings, record: dict) -> bool:

@@ -196,6 +196,13 @@ def test_docker_compose_config_accepts_the_file_and_refuses_a_missing_secret(tmp
     if hosts == "a worker host":
         worker = resolved["services"]["airflow-worker"]["environment"]
         assert "10.0.0.2" in worker["STOCKOPS_STATE_DB"] and worker["AWS_ENDPOINT_URL"] == "http://10.0.0.2:9000"
+    else:  # the front proxy of several serving hosts: only with its profile
+        assert "serving-front" not in resolved["services"]
+        fleet = subprocess.run([*args, "--profile", "fleet", "config", "--format", "json"], capture_output=True,
+                               text=True, timeout=60, env=clean)
+        assert fleet.returncode == 0, fleet.stderr
+        front = json.loads(fleet.stdout)["services"]["serving-front"]
+        assert "--fleet-db" in front["command"][0] and front["environment"]["STOCKOPS_STATE_DB"].startswith("postgresql")
     (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items() if k != "AWS_SECRET_ACCESS_KEY"))
     missing = subprocess.run([*args, "config", "--quiet"], capture_output=True, text=True, timeout=60, env=clean)
     assert missing.returncode != 0 and "AWS_SECRET_ACCESS_KEY" in missing.stderr

@@ -397,3 +397,24 @@ def test_the_proxy_refuses_more_than_one_host_header(tmp_path):
         assert isinstance(answer, web.Response)
 
     asyncio.run(drill())
+
+
+def test_a_starter_killed_between_a_start_and_its_record_leaves_nothing_running_unnamed(settings):
+    """The leak seen under load: a supervisor killed after it started a spare and before it recorded the pid. The
+    start's intent (recorded first, with the token the process carries) makes the process an orphan to stop."""
+    import os
+
+    from stockops.core.processes import tokens_alive
+    from stockops.serving import runtime, state
+
+    code = ("import sys; from stockops.core.settings import get_settings; from stockops.serving import runtime\n"
+            "runtime._spawn(get_settings(), [sys.executable, '-c', 'import time; time.sleep(120)'], 'x.out', 'bento')\n")
+    starter = subprocess.run([sys.executable, "-c", code], env={**os.environ, "STOCKOPS_FAULT_KILL_AT": "spawned"},
+                             timeout=120)
+    assert starter.returncode == -9, "the starter was killed right after the start"
+    [record] = state.owned(settings)
+    assert record["intent"] and record["pid"] is None and record["token"] in tokens_alive(), record
+    assert [r["token"] for r in state.orphans(settings)] == [record["token"]]
+    runtime.stop_orphans(settings)
+    assert record["token"] not in tokens_alive(), "the unnamed process was stopped by its token"
+    assert state.owned(settings) == []
