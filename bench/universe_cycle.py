@@ -595,8 +595,9 @@ def main() -> None:
                              "celery": "stockops.launch.cluster.CeleryPlatform on one machine",
                              "hosts": "stockops.launch.hosts_platform.HostsPlatform: control (PostgreSQL, Redis, "
                                       "S3, Airflow api-server/scheduler/dag-processor/triggerer, MLflow), worker-a "
-                                      "and worker-b (one Celery worker each, concurrency 1), serving (the agent) "
-                                      "as network namespaces; records in PostgreSQL, blobs in S3"}})
+                                      "and worker-b (one Celery worker each, concurrency 1), serving (the agent; "
+                                      "since the fleet change, asked through the front proxy on control) as "
+                                      "network namespaces; records in PostgreSQL, blobs in S3"}})
     sizes = results.setdefault("sizes", {})
     with tempfile.TemporaryDirectory(prefix="stockops-universe-feed-") as feed:
         os.chmod(feed, 0o755)

@@ -444,5 +444,14 @@ def test_a_held_move_is_approved_and_published_on_another_host(tmp_path, monkeyp
         assert store_for(host_a, "BAC").latest() == published.entry, "host A sees what host B published"
         assert len(store_for(host_a, "BAC").load()) == published.entry.rows
         assert (host_b.home / "data" / "BAC" / "raw").is_dir(), "host B fetched the landing from the blob store"
+        from stockops.data import datadocs
+
+        shown = [datadocs.read_result(host_b, p) for p in datadocs.result_files(host_b)]
+        assert [(r.ticker, r.outcome) for r in shown] == [("BAC", datadocs.HELD), ("BAC", datadocs.PASSED)], \
+            "host B's Data Docs show the GX results host A's runs stored"
+        assert "BAC" in (datadocs.render_index(host_b) or "")
+        kept = make_settings(home=tmp_path / "b" / "home", **shared, gx_keep_results=1)
+        datadocs.share_results(kept, [])
+        assert len(datadocs.result_files(host_b)) == 1, "pruned in the store, and so in every mirror"
     finally:
         server.stop()

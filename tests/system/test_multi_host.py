@@ -321,3 +321,49 @@ def test_a_serving_host_cut_off_leaves_the_front_answering_and_a_rollback_switch
     assert sorted(state["routed"]) == sorted(SERVING), state
     own = json.loads(hosts.http(f"{hosts.host_serve_url('serving-b')}/-/stockops/upstream")["body"])
     assert own["version"] == target, own
+
+
+def test_the_object_store_restarted_mid_publish_never_leaves_a_half_snapshot_latest(platform):
+    """The object store on control is killed and restarted again and again while a worker's ingest chunk publishes
+    every ticker: the run completes (its S3 client retries, the chunk task retries), and every ticker's ``latest``
+    (PostgreSQL) names a snapshot whose blob (on the object store's disk) is whole and matches its hash."""
+    from stockops.model.portable.snapshot import read_snapshot_bytes
+
+    hosts = platform
+    wait_idle(hosts, DAGS, timeout=900)
+    run_id = hosts.trigger("stock_ingest", logical_date="2026-11-23T12:00:00Z")
+    deadline, restarts, down_s = time.monotonic() + 300, 0, 0.0
+    while time.monotonic() < deadline and restarts < 8:
+        if not any(hosts.running_tasks(w) for w in hosts.workers):
+            if hosts.api(f"dags/stock_ingest/dagRuns/{run_id}")["state"] not in ("queued", "running"):
+                break
+            time.sleep(0.05)
+            continue
+        hosts.store.kill()
+        killed = time.monotonic()
+        time.sleep(0.3 + 0.2 * (restarts % 3))
+        hosts.store.start()
+        down_s += time.monotonic() - killed
+        restarts += 1
+        time.sleep(0.5)
+    state = hosts.wait_for_run("stock_ingest", run_id, timeout=900)
+    print(f"\nobject store killed {restarts} times under the ingest ({down_s:.1f} s down in all): run {state}")
+    assert restarts >= 3, "the store was not restarted while tasks ran"
+    assert state == "success", [(t["task_id"], t["state"], t["try_number"])
+                                for t in hosts.task_instances("stock_ingest", run_id)]
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(hosts.records_url())
+    try:
+        with engine.connect() as conn:
+            latest = {name: json.loads(body) for name, body in conn.execute(sa.text(
+                "SELECT name, body FROM stockops_pointer WHERE name LIKE 'data/%/latest'"))}
+    finally:
+        engine.dispose()
+    assert {n.split("/")[1] for n in latest} == set(TICKERS)
+    bucket = hosts.control.workdir / "s3" / "stockops" / "home"
+    for name, entry in latest.items():
+        blob = bucket / "data" / name.split("/")[1] / "snapshots" / f"{entry['hash']}.parquet"
+        frame = read_snapshot_bytes(blob.read_bytes(), entry["hash"], file_sha256=entry.get("file_sha256"))
+        assert str(frame["Date"].max())[:10] == entry["last_date"][:10], (name, entry)
+        assert entry["logical_date"] == "2026-11-23", f"{name} did not move to the new day: {entry}"

@@ -12,8 +12,13 @@ pruned with ``STOCKOPS_GX_KEEP_RESULTS``), with no script and nothing loaded fro
   offending rows GX recorded (date and value).
 
 The addresses are GX's own (``index.html``, ``validations/<suite>/<run>/<time>/<batch>.html``); the
-``.json`` beside a page is the result file itself. Standard library only: the api-server imports this
-on the first Data Docs request.
+``.json`` beside a page is the result file itself. Standard library only (and the blob store with a remote
+one): the api-server imports this on the first Data Docs request.
+
+**On several hosts** (a remote blob store, ``STOCKOPS_BLOB_URL``): the worker that validates puts each new result
+under ``gx/validations/`` of the blob store (:func:`share_results`, pruned to the same ``STOCKOPS_GX_KEEP_RESULTS``),
+and the pages are drawn from a mirror of those in the blob cache (:func:`result_files` brings it up to date), so
+the api-server's host shows every worker's results, not only its own.
 """
 
 from __future__ import annotations
@@ -80,14 +85,58 @@ class Result:
         return [f for f in self.findings if f.outcome != PASSED]
 
 
-def results_dir(settings: Settings) -> Path:
-    """Where GX stores the validation results of the runtime project."""
+SHARED = "gx/validations/"  # the results' keys in a remote blob store (every host's)
+RESULT_GLOB = "*/*/*/*.json"  # <suite>/<run>/<time>/<batch>.json
+
+
+def gx_results_dir(settings: Settings) -> Path:
+    """Where GX stores the validation results of the runtime project on this host."""
     return settings.gx_work_dir / "gx" / "uncommitted" / "validations"
+
+
+def results_dir(settings: Settings) -> Path:
+    """Where the results the pages show are read: GX's own folder, or with a remote blob store the mirror of every
+    host's results."""
+    return settings.blob_cache_dir / "gx-validations" if settings.blob_url else gx_results_dir(settings)
+
+
+def _newest_first(paths, key=lambda p: p.parent.name) -> list:
+    return sorted(paths, key=key, reverse=True)
 
 
 def result_files(settings: Settings) -> list[Path]:
     """Every stored result file, newest first (by its run-time folder, as ``prune_results`` orders them)."""
-    return sorted(results_dir(settings).glob("*/*/*/*.json"), key=lambda p: p.parent.name, reverse=True)
+    if settings.blob_url:
+        _mirror(settings)
+    return _newest_first(results_dir(settings).glob(RESULT_GLOB))
+
+
+def share_results(settings: Settings, written: list[Path]) -> None:
+    """Put results this host's GX run wrote into the remote blob store; keep the newest
+    ``STOCKOPS_GX_KEEP_RESULTS`` there."""
+    from stockops.storage import blob_store
+
+    store, root = blob_store(settings), gx_results_dir(settings)
+    for path in written:
+        store.put(SHARED + path.relative_to(root).as_posix(), path.read_bytes())
+    keys = _newest_first(store.keys(SHARED), key=lambda k: k.rsplit("/", 2)[-2])
+    for key in keys[max(0, settings.gx_keep_results):]:
+        store.delete(key)
+
+
+def _mirror(settings: Settings) -> None:
+    """Bring the local mirror of the shared results up to date (a result is written once: fetched once)."""
+    from stockops.storage import blob_store
+    from stockops.storage.files import atomic_write_bytes
+
+    store, mirror = blob_store(settings), results_dir(settings)
+    wanted = {mirror / key[len(SHARED):]: key for key in store.keys(SHARED) if key.endswith(".json")}
+    for target, key in wanted.items():
+        if not target.exists():
+            atomic_write_bytes(target, store.get(key))
+    for path in mirror.glob(RESULT_GLOB):
+        if path not in wanted:
+            path.unlink(missing_ok=True)
 
 
 def result_file(settings: Settings, page: str) -> Path | None:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from stockops.core.settings import Settings
+from stockops.data import datadocs
 from stockops.data.gxproject import CHECKPOINT_NAME, _gx_context, prune_results
 from stockops.data.scope import Scope, _date_text, judged_rows
 from stockops.data.sources import COLUMNS
@@ -262,9 +263,13 @@ def _run_checkpoint(panel: pd.DataFrame, parameters: dict[str, Any], settings: S
     with file_lock(settings.gx_work_dir / ".lock"):
         context = _gx_context(settings.gx_project_dir, settings.gx_work_dir)
         checkpoint = context.checkpoints.get(CHECKPOINT_NAME)
+        before = set(datadocs.gx_results_dir(settings).glob(datadocs.RESULT_GLOB)) if settings.blob_url else set()
         result = checkpoint.run(batch_parameters={"dataframe": panel}, expectation_parameters=parameters,
                                 run_id=RunIdentifier(run_name=run_name or None))
         prune_results(settings, settings.gx_keep_results)
+        if settings.blob_url:  # the api-server on another host shows it (stockops.data.datadocs)
+            written = set(datadocs.gx_results_dir(settings).glob(datadocs.RESULT_GLOB)) - before
+            datadocs.share_results(settings, sorted(written))
     (run_result,) = result.run_results.values()
     return list(run_result.results)
 

@@ -28,6 +28,7 @@ AGENTS = "serving/agents/"
 CHAMPION = "serving/champion"
 BEAT_S = 1.0
 STALE_S = 10.0
+SUSPECT_S = 10.0  # a host that failed a request is tried last for this long (its heartbeat may still look fresh)
 
 
 def beat(settings: Any, started_at: str) -> dict:
@@ -119,6 +120,7 @@ class FleetView:
         self.state: dict = {}
         self._urls: list[str] = []
         self._turn = 0
+        self._suspect: dict[str, float] = {}
 
     def read(self) -> dict:
         hosts = agents(self.store, self.stale_s)
@@ -144,10 +146,16 @@ class FleetView:
     def url(self) -> str | None:
         return self.state.get("upstream")
 
+    def suspect(self, url: str) -> None:
+        """``url`` failed a request (refused, or no answer in time): try it last for ``SUSPECT_S``."""
+        self._suspect[url] = time.monotonic() + SUSPECT_S
+
     @property
     def urls(self) -> list[str]:
         urls = self._urls
         if len(urls) < 2:
             return list(urls)
         self._turn = (self._turn + 1) % len(urls)
-        return urls[self._turn:] + urls[:self._turn]
+        turn = urls[self._turn:] + urls[:self._turn]
+        now = time.monotonic()
+        return sorted(turn, key=lambda url: self._suspect.get(url, 0.0) > now)  # stable: the turn, suspects last

@@ -75,6 +75,9 @@ class Upstream:
     def read(self) -> dict:  # the file is read by refresh (cheap: a stat), on the event loop
         return self.state
 
+    def suspect(self, url: str) -> None:  # one host: its spares are tried in their order every time
+        pass
+
     def refresh(self) -> None:
         try:
             mtime = self.state_path.stat().st_mtime_ns
@@ -281,9 +284,11 @@ def make_app(state_path: Path | None, allowed_hosts: tuple[str, ...] = DEFAULT_A
                 answer = await request.app[POOL].request(base, request.method, request.raw_path, headers, body)
             except UpstreamError as exc:
                 errors.append(f"{base}: {exc}")
+                upstream.suspect(base)
                 continue
             except TimeoutError:  # hung, or its host cut off: the next one (the endpoints answer, they do not act)
                 errors.append(f"{base}: no answer within {request.app[POOL].timeout:.0f} s")
+                upstream.suspect(base)
                 log.warning("%s %s: no answer from %s within %.0f s: trying the next upstream", request.method,
                             request.path, base, request.app[POOL].timeout)
                 continue

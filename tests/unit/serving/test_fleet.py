@@ -174,3 +174,19 @@ def test_the_front_proxy_spreads_requests_over_the_hosts_and_passes_a_dead_ones_
     finally:
         stop_pid_tree(proc.pid, grace=5)
         a.shutdown()
+
+
+def test_a_host_that_failed_a_request_is_tried_last_for_a_while(settings):
+    from stockops.serving import fleet
+    from stockops.storage import state_store
+
+    store = state_store(settings)
+    _agent(store, "a", "2")
+    _agent(store, "b", "2")
+    fleet.note_champion(settings, "2")
+    view = fleet.FleetView(settings.state_url)
+    view.read()
+    view.suspect("http://a:3000")
+    assert [view.urls for _ in range(3)] == [["http://b:3000", "http://a:3000"]] * 3, "a is still the last resort"
+    view._suspect["http://a:3000"] = time.monotonic() - 1  # SUSPECT_S later
+    assert {view.urls[0] for _ in range(4)} == {"http://a:3000", "http://b:3000"}, "in turn again"
