@@ -12,6 +12,8 @@ One job per module:
 * :mod:`~stockops.serving.checks` — the smoke check of a bento and :func:`verify` (serving == ``@champion``
   == audit);
 * :mod:`~stockops.serving.agent` — the same deploys carried out by the serving agent (compose);
+* :mod:`~stockops.serving.fleet` — several serving hosts: the agents' heartbeats, the version the front proxy
+  routes to;
 * :mod:`~stockops.serving.steps` — the entry points (``deploy``, ``serve_champion``, the
   ``stock_train`` steps) and the one choice of deployer;
 * :mod:`~stockops.serving.supervisor` — heals a dead proxy or bento, reconciles, records incidents;

@@ -29,6 +29,11 @@ few seconds and every deploy runs it first, so a split lasts seconds. Why not th
 round (the alias follows what serves): a bento that started serving is not yet a decision — the
 gate's or the operator's decision is recorded only when the alias moves.
 
+With several serving hosts (:mod:`~stockops.serving.fleet`), each host carries out the same request in turn: the
+deploy lock of a change of champion (and of reconcile) is then first the records' database's (``serving/deploy``,
+shared by every host), the first host moves ``@champion`` and writes the audit entry, and each other host finds its
+outcome inside the lock and only switches to the version (kind ``follow``, :meth:`LocalDeployer._follow`).
+
 Where deploys happen is chosen in one place, ``stockops.serving.steps.deployer``:
 :class:`LocalDeployer` on this machine, or ``stockops.serving.agent.AgentDeployer`` (compose:
 the ``serving`` container).
