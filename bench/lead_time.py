@@ -42,6 +42,7 @@ import os
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -236,6 +237,70 @@ def by_task(rows: list[dict]) -> list[dict]:
     return summary
 
 
+@dataclass
+class NewDay:
+    """What :func:`watch_new_day` saw: how it ended, when (seconds from the trigger), the complete training run."""
+
+    outcome: str | None = None
+    end_s: float | None = None
+    first_new_s: float | None = None
+    complete_id: str | None = None
+    last_publish: datetime | None = None
+    polls: list[dict] = field(default_factory=list)
+
+
+def watch_new_day(api, token: str, run_id: str, t0: datetime, clock: float, trains_before: set[str],
+                  old_versions: set[str], answer_now) -> NewDay:
+    """Poll a new day from its ingest run ``run_id`` until every ticker answers from a new version trained on the
+    day's published snapshots, the gate refuses it, or a training run fails (``POLL_LIMIT_S`` at most).
+
+    ``api``: anything with the platforms' ``api(path, token)`` (one machine, Celery, or the namespace hosts'
+    relay); ``answer_now()``: the endpoint's :func:`served` answer."""
+    seen = NewDay()
+    while time.monotonic() - clock < POLL_LIMIT_S and seen.outcome is None:
+        now = time.monotonic() - clock
+        if seen.last_publish is None:
+            ingest = api.api(f"dags/stock_ingest/dagRuns/{run_id}", token)
+            if ingest["state"] in ("success", "failed"):
+                publishes = [t for t in _task_instances(api, token, "stock_ingest", run_id)
+                             if t["task_id"] in PUBLISHING_TASKS and t.get("end_date")]
+                seen.last_publish = max((datetime.fromisoformat(t["end_date"]) for t in publishes), default=t0)
+        new = [r for r in _runs(api, token, "stock_train") if r["dag_run_id"] not in trains_before]
+        answer = answer_now()
+        fresh = answer and answer["answered"] == answer["tickers"] and not set(answer["versions"]) & old_versions
+        if fresh and seen.first_new_s is None:
+            seen.first_new_s = now
+            seen.polls.append({"at_s": round(now, 1), "event": "a new version answers for every ticker", **answer})
+        if fresh and answer["trained_on_served"] and seen.last_publish is not None:
+            seen.outcome, seen.end_s = f"v{','.join(answer['versions'])} answering for every ticker", now
+            seen.polls.append({"at_s": round(now, 1), "event": "trained on the served snapshots", **answer})
+            break
+        for run in new:
+            tis = {t["task_id"]: t for t in _task_instances(api, token, "stock_train", run["dag_run_id"])}
+            loaded = tis.get("load_snapshots", {}).get("start_date")
+            complete = seen.last_publish is not None and loaded and datetime.fromisoformat(loaded) >= seen.last_publish
+            if complete:
+                seen.complete_id = run["dag_run_id"]
+            state = {k: t["state"] for k, t in tis.items()}
+            if complete and state.get("gate") == "success" and state.get("build") == "skipped":
+                seen.outcome = "gate refused"
+                seen.end_s = (datetime.fromisoformat(tis["gate"]["end_date"]) - t0).total_seconds()
+            elif run["state"] == "failed":
+                seen.outcome = f"training run {run['dag_run_id']} failed"
+        time.sleep(1.0)
+    if seen.outcome is None:
+        seen.outcome = f"nothing after {POLL_LIMIT_S:.0f} s"
+    return seen
+
+
+def settle(api, token: str, complete_id: str | None, limit_s: float = 300) -> None:
+    """Let the complete training run end (a deploy's bookkeeping, verify) before it is read."""
+    started = time.monotonic()
+    while complete_id and time.monotonic() - started < limit_s and api.api(
+            f"dags/stock_train/dagRuns/{complete_id}", token)["state"] in ("queued", "running"):
+        time.sleep(2)
+
+
 def measure(setup: str, gate: str, env: dict[str, str] | None = None, days: tuple[str, str] | None = None,
             after=None) -> dict:
     """One setup's lead time in a fresh home. ``env``: settings beside the defaults (another watchlist and source);
@@ -287,49 +352,15 @@ def measure(setup: str, gate: str, env: dict[str, str] | None = None, days: tupl
 
         t0 = datetime.now(UTC)
         clock = time.monotonic()
-        outcome, end_s, first_new_s, complete_id, last_publish = None, None, None, None, None
-        polls = []
         with CpuMeter(str(settings.home)) as cpu:
             run_id = platform.trigger("stock_ingest", token, logical_date=new_day)
-            while time.monotonic() - clock < POLL_LIMIT_S and outcome is None:
-                now = time.monotonic() - clock
-                if last_publish is None:
-                    ingest = platform.api(f"dags/stock_ingest/dagRuns/{run_id}", token)
-                    if ingest["state"] in ("success", "failed"):
-                        publishes = [t for t in _task_instances(platform, token, "stock_ingest", run_id)
-                                     if t["task_id"] in PUBLISHING_TASKS and t.get("end_date")]
-                        last_publish = max((datetime.fromisoformat(t["end_date"]) for t in publishes), default=t0)
-                new = [r for r in _runs(platform, token, "stock_train") if r["dag_run_id"] not in trains_before]
-                answer = served(settings.serve_url)
-                fresh = answer and answer["answered"] == answer["tickers"] and not set(answer["versions"]) & old_versions
-                if fresh and first_new_s is None:
-                    first_new_s = now
-                    polls.append({"at_s": round(now, 1), "event": "a new version answers for every ticker", **answer})
-                if fresh and answer["trained_on_served"] and last_publish is not None:
-                    outcome, end_s = f"v{','.join(answer['versions'])} answering for every ticker", now
-                    polls.append({"at_s": round(now, 1), "event": "trained on the served snapshots", **answer})
-                    break
-                for run in new:
-                    tis = {t["task_id"]: t for t in _task_instances(platform, token, "stock_train", run["dag_run_id"])}
-                    loaded = tis.get("load_snapshots", {}).get("start_date")
-                    complete = last_publish is not None and loaded and datetime.fromisoformat(loaded) >= last_publish
-                    if complete:
-                        complete_id = run["dag_run_id"]
-                    state = {k: t["state"] for k, t in tis.items()}
-                    if complete and state.get("gate") == "success" and state.get("build") == "skipped":
-                        outcome = "gate refused"
-                        end_s = (datetime.fromisoformat(tis["gate"]["end_date"]) - t0).total_seconds()
-                    elif run["state"] == "failed":
-                        outcome = f"training run {run['dag_run_id']} failed"
-                time.sleep(1.0)
-        if outcome is None:
-            outcome = f"nothing after {POLL_LIMIT_S:.0f} s"
+            seen = watch_new_day(platform, token, run_id, t0, clock, trains_before, old_versions,
+                                 lambda: served(settings.serve_url))
         # the run goes on after the endpoint switched (deploy's bookkeeping, verify): let it end before the
         # breakdown is read and the platform stopped (a deploy killed midway leaves a bento no state file names)
-        settle = time.monotonic()
-        while complete_id and time.monotonic() - settle < 300 and platform.api(
-                f"dags/stock_train/dagRuns/{complete_id}", token)["state"] in ("queued", "running"):
-            time.sleep(2)
+        settle(platform, token, seen.complete_id)
+        outcome, end_s, first_new_s, complete_id, last_publish, polls = seen.outcome, seen.end_s, seen.first_new_s, \
+            seen.complete_id, seen.last_publish, seen.polls
         extra = after(settings, platform, token) if after is not None and end_s else None
         train_runs = sorted((r for r in _runs(platform, token, "stock_train") if r["dag_run_id"] not in trains_before),
                             key=lambda r: r["run_after"])

@@ -330,8 +330,6 @@ def _cycle(api: HostsApi, token: str, day: str, cut: dict | None = None) -> dict
     old_versions = set(before["versions"]) if before else set()
     t0 = datetime.now(UTC)
     clock = time.monotonic()
-    outcome, end_s, first_new_s, complete_id, last_publish = None, None, None, None, None
-    polls: list[dict] = []
     cutter = None
     if cut:
         dag = "stock_ingest" if cut["task"] in ("watchlist", "chunk", "held", "settled", "outcomes") else "stock_train"
@@ -341,43 +339,10 @@ def _cycle(api: HostsApi, token: str, day: str, cut: dict | None = None) -> dict
 
     with lt.CpuMeter(str(api.hosts.network_dir)) as cpu, (cutter or nullcontext()):
         run_id = api.trigger("stock_ingest", token, logical_date=day)
-        while time.monotonic() - clock < lt.POLL_LIMIT_S and outcome is None:
-            now = time.monotonic() - clock
-            if last_publish is None:
-                ingest = api.api(f"dags/stock_ingest/dagRuns/{run_id}", token)
-                if ingest["state"] in ("success", "failed"):
-                    publishes = [t for t in lt._task_instances(api, token, "stock_ingest", run_id)
-                                 if t["task_id"] in lt.PUBLISHING_TASKS and t.get("end_date")]
-                    last_publish = max((datetime.fromisoformat(t["end_date"]) for t in publishes), default=t0)
-            new = [r for r in lt._runs(api, token, "stock_train") if r["dag_run_id"] not in trains_before]
-            answer = api.served()
-            fresh = answer and answer["answered"] == answer["tickers"] and not set(answer["versions"]) & old_versions
-            if fresh and first_new_s is None:
-                first_new_s = now
-                polls.append({"at_s": round(now, 1), "event": "a new version answers for every ticker", **answer})
-            if fresh and answer["trained_on_served"] and last_publish is not None:
-                outcome, end_s = f"v{','.join(answer['versions'])} answering for every ticker", now
-                polls.append({"at_s": round(now, 1), "event": "trained on the served snapshots", **answer})
-                break
-            for run in new:
-                tis = {t["task_id"]: t for t in lt._task_instances(api, token, "stock_train", run["dag_run_id"])}
-                loaded = tis.get("load_snapshots", {}).get("start_date")
-                complete = last_publish is not None and loaded and datetime.fromisoformat(loaded) >= last_publish
-                if complete:
-                    complete_id = run["dag_run_id"]
-                state = {k: t["state"] for k, t in tis.items()}
-                if complete and state.get("gate") == "success" and state.get("build") == "skipped":
-                    outcome = "gate refused"
-                    end_s = (datetime.fromisoformat(tis["gate"]["end_date"]) - t0).total_seconds()
-                elif run["state"] == "failed":
-                    outcome = f"training run {run['dag_run_id']} failed"
-            time.sleep(1.0)
-    if outcome is None:
-        outcome = f"nothing after {lt.POLL_LIMIT_S:.0f} s"
-    settle = time.monotonic()  # let the complete run end (deploy's bookkeeping, verify) before it is read
-    while complete_id and time.monotonic() - settle < 300 and api.api(
-            f"dags/stock_train/dagRuns/{complete_id}", token)["state"] in ("queued", "running"):
-        time.sleep(2)
+        seen = lt.watch_new_day(api, token, run_id, t0, clock, trains_before, old_versions, api.served)
+    lt.settle(api, token, seen.complete_id)
+    outcome, end_s, first_new_s, complete_id, last_publish, polls = seen.outcome, seen.end_s, seen.first_new_s, \
+        seen.complete_id, seen.last_publish, seen.polls
     train_runs = sorted((r for r in lt._runs(api, token, "stock_train") if r["dag_run_id"] not in trains_before),
                         key=lambda r: r["run_after"])
     tasks = lt.breakdown(api, token, "stock_ingest", run_id, t0, "ingest")
