@@ -50,14 +50,20 @@ class AgentDeployer:
                  f"s of {', '.join(hosts)}" if hosts else "", change.request_id)
         waited = (settings.serve_ready_timeout_s + 60) * max(1, len(hosts))  # the hosts deploy one at a time
         deadline = time.monotonic() + waited
+        outcomes: dict = {}
         while time.monotonic() < deadline:
             outcomes = {r.get("host"): r for r in deploys(settings) if r.get("request_id") == change.request_id}
             waiting = [h for h in hosts if h not in outcomes]
-            gone = [h for h in waiting if not (fleet.agent(settings, h) or {}).get("live")]
+            gone = {h: "its agent stopped beating before it finished" for h in waiting
+                    if not (fleet.agent(settings, h) or {}).get("live")}
             if (outcomes and not hosts) or (hosts and len(gone) == len(waiting) and (outcomes or gone)):
                 audit.append(settings.deploy_requests_log, {"request_id": change.request_id, "closed": state.now()})
                 return _result(change, outcomes, gone)
             time.sleep(0.2)
+        if any(r["outcome"] in DONE for r in outcomes.values()):  # carried out, but a host too slow to wait for
+            audit.append(settings.deploy_requests_log, {"request_id": change.request_id, "closed": state.now()})
+            return _result(change, outcomes, {h: f"no outcome within {waited:.0f} s" for h in hosts
+                                              if h not in outcomes})
         audit.append(settings.deploy_requests_log, {"request_id": change.request_id, "withdrawn": state.now()})
         raise DeployError(f"no serving agent took deploy request {change.request_id} within {waited:.0f} s"
                           f"{' (named: ' + ', '.join(hosts) + ')' if hosts else ''}: is `python -m stockops.serving "
@@ -65,13 +71,14 @@ class AgentDeployer:
                           "(STOCKOPS_STATE_DB)? Nothing was changed.")
 
 
-def _result(change: Change, outcomes: dict, gone: list[str]) -> DeployRecord:
+def _result(change: Change, outcomes: dict, missing: dict[str, str]) -> DeployRecord:
     """The deploy's record from each host's outcome: the one that moved ``@champion`` (its note naming the other
-    hosts' outcomes); :class:`DeployError` when no host carried it out."""
+    hosts' outcomes, and why ``missing`` hosts have none); :class:`DeployError` when no host carried it out."""
     done = {h: r for h, r in outcomes.items() if r["outcome"] in DONE}
     failed = {h: r for h, r in outcomes.items() if h not in done}
+    gone = list(missing)
     problems = [f"{h or 'the serving agent'}: {r.get('error')}" for h, r in failed.items()] + [
-        f"{h}: its agent stopped beating before it finished" for h in gone]
+        f"{h}: {why}" for h, why in missing.items()]
     if not done:
         if len(outcomes) == 1 and not gone:
             raise DeployError(f"the serving agent could not deploy {change.bento_tag}: "

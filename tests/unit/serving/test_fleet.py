@@ -79,15 +79,15 @@ def test_the_requester_reports_every_host_and_fails_only_when_none_switched():
     promoted = {**line, "host": "a", "kind": "promotion", "outcome": "succeeded"}
     followed = {**line, "host": "b", "kind": "follow", "outcome": "succeeded"}
     failed = {**line, "host": "b", "kind": "promotion", "outcome": "failed", "error": "failed its health check"}
-    record = _result(change, {"b": followed, "a": promoted}, [])
+    record = _result(change, {"b": followed, "a": promoted}, {})
     assert record.kind == "promotion" and "a (promotion, succeeded), b (follow, succeeded)" in record.note
-    partial = _result(change, {"a": promoted, "b": failed}, ["c"])
+    partial = _result(change, {"a": promoted, "b": failed}, {"c": "its agent stopped beating before it finished"})
     assert "not switched: b: failed its health check; c: its agent stopped beating" in partial.note
-    assert _result(change, {None: promoted}, []).note == "", "one agent: its record as it is"
-    with pytest.raises(DeployError, match="no serving host deployed t:v2: b: failed its health check; c: its agent"):
-        _result(change, {"b": failed}, ["c"])
+    assert _result(change, {None: promoted}, {}).note == "", "one agent: its record as it is"
+    with pytest.raises(DeployError, match="no serving host deployed t:v2: b: failed its health check; c: no outcome"):
+        _result(change, {"b": failed}, {"c": "no outcome within 240 s"})
     with pytest.raises(DeployError, match="the serving agent could not deploy t:v2: failed its health check"):
-        _result(change, {"b": failed}, [])
+        _result(change, {"b": failed}, {})
 
 
 def test_a_change_of_champion_on_one_host_holds_every_host_off_but_healing_does_not(settings, tmp_path):
