@@ -177,7 +177,10 @@ def run_agent(settings: Settings, interval: float = 0.25, once: bool = False) ->
             log.exception("supervisor round failed")
         time.sleep(interval)
     beats.set()
-    fleet.leave(settings)
+    try:
+        fleet.leave(settings)
+    except Exception as exc:  # noqa: BLE001 - the records' database away: its heartbeat goes stale in 10 s anyway
+        log.warning("could not remove this host's heartbeat: %s", exc)
     runtime.stop_serving(settings)
 
 
