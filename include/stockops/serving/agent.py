@@ -54,8 +54,8 @@ class AgentDeployer:
         while time.monotonic() < deadline:
             outcomes = {r.get("host"): r for r in deploys(settings) if r.get("request_id") == change.request_id}
             waiting = [h for h in hosts if h not in outcomes]
-            gone = {h: "its agent stopped beating before it finished" for h in waiting
-                    if not (fleet.agent(settings, h) or {}).get("live")}
+            beating = set(fleet.live_hosts(settings)) if waiting else set()
+            gone = {h: "its agent stopped beating before it finished" for h in waiting if h not in beating}
             if (outcomes and not hosts) or (hosts and len(gone) == len(waiting) and (outcomes or gone)):
                 audit.append(settings.deploy_requests_log, {"request_id": change.request_id, "closed": state.now()})
                 return _result(change, outcomes, gone)

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 import uuid
 from dataclasses import replace
@@ -69,16 +68,9 @@ from stockops.serving.records import (
     complete_interrupted,
     deploys,
 )
+from stockops.serving.runtime import checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def checkpoint(step: str) -> None:
-    """A fault-injection point: the process kills itself here when ``STOCKOPS_FAULT_KILL_AT`` names
-    ``step`` (the fault tests kill a deploy this way, deterministically, at each step whose recovery differs)."""
-    if os.environ.get("STOCKOPS_FAULT_KILL_AT") == step:
-        log.warning("STOCKOPS_FAULT_KILL_AT=%s: killing this process (pid %d) now", step, os.getpid())
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ---- the local deployer: the critical section -------------------------------------------------------

@@ -85,13 +85,6 @@ def live_hosts(settings: Any) -> list[str]:
     return sorted(a["host"] for a in agents(state_store(settings)) if a["live"])
 
 
-def agent(settings: Any, host: str) -> dict | None:
-    """``host``'s last heartbeat (with ``live``), or None if it never beat."""
-    from stockops.storage import state_store
-
-    return next((a for a in agents(state_store(settings)) if a.get("host") == host), None)
-
-
 def note_champion(settings: Any, version: str | None) -> None:
     """Set the fleet's version (``serving/champion``) unless it already names ``version``."""
     from stockops.serving.state import now

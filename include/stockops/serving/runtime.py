@@ -55,9 +55,16 @@ def _spawn(settings: Settings, argv: list[str], log_name: str, role: str, env: d
                                 env={**environment(settings), **(env or {}), PROCESS_TOKEN: token},
                                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, umask=0o077)
-    if os.environ.get("STOCKOPS_FAULT_KILL_AT") == "spawned":  # the fault test's kill between start and record
-        os.kill(os.getpid(), signal.SIGKILL)
+    checkpoint("spawned")  # the fault test's kill between a start and its record
     return proc, state.own(settings, proc.pid, role, token=token, **fields)
+
+
+def checkpoint(step: str) -> None:
+    """A fault-injection point: the process kills itself here when ``STOCKOPS_FAULT_KILL_AT`` names
+    ``step`` (the fault tests kill a deploy this way, deterministically, at each step whose recovery differs)."""
+    if os.environ.get("STOCKOPS_FAULT_KILL_AT") == step:
+        log.warning("STOCKOPS_FAULT_KILL_AT=%s: killing this process (pid %d) now", step, os.getpid())
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def stop_owned(settings: Settings, pids: set[int], grace: float = 10) -> None:

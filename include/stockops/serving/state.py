@@ -32,7 +32,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -223,7 +223,7 @@ def own(settings: Settings, pid: int, role: str, **fields: object) -> dict:
     return record
 
 
-def _kept(settings: Settings, drop: set[int] = frozenset()) -> list[dict]:  # type: ignore[assignment]
+def _kept(settings: Settings, drop: Collection[int] = ()) -> list[dict]:
     """The owned records still worth keeping (call under the processes lock): what still runs, and intents whose
     starter is still starting them."""
     from stockops.core.processes import tokens_alive
@@ -234,9 +234,7 @@ def _kept(settings: Settings, drop: set[int] = frozenset()) -> list[dict]:  # ty
 
 def _intending(settings: Settings, record: dict) -> bool:
     """An intent whose starter is alive and young: the process may not exist yet."""
-    starter = {"pid": record.get("starter"), "create_time": record.get("starter_create_time")}
-    young = time.time() - float(record.get("started_ts") or 0) < settings.serve_ready_timeout_s + 60
-    return bool(record.get("intent")) and young and starter["pid"] is not None and pid_matches(starter)
+    return bool(record.get("intent")) and _starter_busy(settings, record)
 
 
 def disown(settings: Settings, pids: set[int]) -> None:
@@ -267,9 +265,15 @@ def orphans(settings: Settings) -> list[dict]:
 def starting(settings: Settings, record: dict) -> bool:
     """Is ``record``'s process still being started: itself and its starter alive, the start younger than a
     bento's ready timeout (plus a minute for its checks)? (Leftovers of a dead one are orphans at once.)"""
+    return _starter_busy(settings, record) and pid_matches(record)
+
+
+def _starter_busy(settings: Settings, record: dict) -> bool:
+    """Is the process that started ``record`` alive, and the start younger than a bento's ready timeout (plus a
+    minute for its checks)?"""
     starter = {"pid": record.get("starter"), "create_time": record.get("starter_create_time")}
     young = time.time() - float(record.get("started_ts") or 0) < settings.serve_ready_timeout_s + 60
-    return young and starter["pid"] is not None and pid_matches(starter) and pid_matches(record)
+    return young and starter["pid"] is not None and pid_matches(starter)
 
 
 # ---- the deploy lock -----------------------------------------------------------------------
